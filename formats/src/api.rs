@@ -1,0 +1,230 @@
+//! The local API's JSON-RPC 2.0 types: envelopes, error codes, and the
+//! parameters and results of each method. `daemon/API.md` documents them.
+//! One JSON object per line on the Unix socket.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// JSON-RPC: invalid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: not a valid request object.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: unknown method.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: invalid parameters (the field is named in `data.field`).
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC: internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// No card of the needed kind is present.
+pub const CARD_ABSENT: i64 = 1001;
+/// Wrong PIN; `data.tries_left` says how many tries remain.
+pub const WRONG_PIN: i64 = 1002;
+/// PIN blocked.
+pub const PIN_BLOCKED: i64 = 1003;
+/// The operation needs a verified PIN.
+pub const PIN_REQUIRED: i64 = 1004;
+/// The card failed or answered unexpectedly.
+pub const CARD_ERROR: i64 = 1005;
+/// The card may not do this (staff card, situation without signing rights, expired card).
+pub const CARD_NOT_ALLOWED: i64 = 1006;
+/// A business rule refused the sheet; `data.field` names the field.
+pub const RULE_VIOLATION: i64 = 1010;
+/// Not found (sheet, lot).
+pub const NOT_FOUND: i64 = 1020;
+/// The durable store failed: nothing was accepted.
+pub const STORAGE_ERROR: i64 = 1030;
+
+/// A request as received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Always "2.0".
+    pub jsonrpc: String,
+    /// Request id (absent for notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// Method name.
+    pub method: String,
+    /// Parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+}
+
+/// Error details: stable code name, field at fault, and extra facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    /// Numeric code (JSON-RPC or one of this module's).
+    pub code: i64,
+    /// Readable message.
+    pub message: String,
+    /// Structured details: `{"name": "WRONG_PIN", "field": "pin", "tries_left": 2}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl ErrorObject {
+    /// An error with a stable name and optional field.
+    pub fn new(code: i64, message: impl Into<String>, field: Option<&str>) -> Self {
+        let mut data = serde_json::Map::new();
+        data.insert("name".into(), Value::String(code_name(code).into()));
+        if let Some(f) = field {
+            data.insert("field".into(), Value::String(f.into()));
+        }
+        ErrorObject {
+            code,
+            message: message.into(),
+            data: Some(Value::Object(data)),
+        }
+    }
+
+    /// Adds a fact to `data`.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        if let Some(Value::Object(m)) = &mut self.data {
+            m.insert(key.into(), value);
+        }
+        self
+    }
+}
+
+/// The stable name of a code.
+pub fn code_name(code: i64) -> &'static str {
+    match code {
+        PARSE_ERROR => "PARSE_ERROR",
+        INVALID_REQUEST => "INVALID_REQUEST",
+        METHOD_NOT_FOUND => "METHOD_NOT_FOUND",
+        INVALID_PARAMS => "INVALID_PARAMS",
+        INTERNAL_ERROR => "INTERNAL_ERROR",
+        CARD_ABSENT => "CARD_ABSENT",
+        WRONG_PIN => "WRONG_PIN",
+        PIN_BLOCKED => "PIN_BLOCKED",
+        PIN_REQUIRED => "PIN_REQUIRED",
+        CARD_ERROR => "CARD_ERROR",
+        CARD_NOT_ALLOWED => "CARD_NOT_ALLOWED",
+        RULE_VIOLATION => "RULE_VIOLATION",
+        NOT_FOUND => "NOT_FOUND",
+        STORAGE_ERROR => "STORAGE_ERROR",
+        _ => "ERROR",
+    }
+}
+
+/// A response: exactly one of `result` and `error`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Always "2.0".
+    pub jsonrpc: String,
+    /// The request's id (null when it could not be read).
+    pub id: Value,
+    /// Success value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorObject>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(id: Value, result: Value) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn err(id: Value, error: ErrorObject) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// `cards.verify_pin` parameters. The PIN is zeroized by the daemon once sent to the card.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyPinParams {
+    /// The 4-digit PIN.
+    pub pin: String,
+    /// Serial of the CPS, when several are present.
+    #[serde(default)]
+    pub cps_serial: Option<String>,
+}
+
+/// One act requested in `fse.create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActRequest {
+    /// Letter key or code, e.g. `G`.
+    pub code: String,
+    /// Coefficient in hundredths (default 100).
+    #[serde(default = "one_hundred")]
+    pub coefficient: u32,
+    /// Quantity (default 1).
+    #[serde(default = "one")]
+    pub quantity: u32,
+    /// Date of care `YYYYMMDD` (default today).
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+fn one_hundred() -> u32 {
+    100
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `fse.create` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FseCreateParams {
+    /// The act (this version bills one act per sheet).
+    pub act: ActRequest,
+    /// Index of the beneficiary on the Vitale card (default 0, the assuré).
+    #[serde(default)]
+    pub beneficiary: usize,
+    /// Index of the CPS situation d'exercice (default 0).
+    #[serde(default)]
+    pub situation: usize,
+    /// Serial of the CPS, when several are present.
+    #[serde(default)]
+    pub cps_serial: Option<String>,
+    /// A retried create with the same key returns the same sheet.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `fse.create` result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FseCreated {
+    /// Store id of the sheet.
+    pub id: i64,
+    /// Sheet number, per practitioner.
+    pub number: u64,
+    /// State: `accepted` on creation.
+    pub state: String,
+    /// The sheet.
+    pub sheet: crate::fse::CareSheet,
+}
+
+/// `lots.close` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotsCloseParams {
+    /// Only this practitioner's open sheets (default: all).
+    #[serde(default)]
+    pub practitioner_id: Option<String>,
+}
+
+/// `fse.get` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FseGetParams {
+    /// Store id.
+    pub id: i64,
+}

@@ -1,0 +1,21 @@
+//! `fse_formats`: every format both sides of a wire must agree on — card
+//! APDUs and files, identifiers and their keys, care sheets, lots and
+//! acknowledgements in DER, pricing rules, the local API's JSON types.
+//!
+//! This crate does no I/O: the card simulator, the daemon and the insurer
+//! simulator agree with each other by sharing it.
+
+pub mod ack;
+pub mod apdu;
+pub mod api;
+pub mod cards;
+pub mod channel;
+pub mod der;
+pub mod fse;
+pub mod ids;
+pub mod lot;
+pub mod merkle;
+pub mod rules;
+pub mod tlv;
+pub mod vpcd;
+pub mod wire;

@@ -1,0 +1,317 @@
+//! Lots: the signed batch of sheets sent to one destination. The CPS signs
+//! the DER `LotHeader` (which holds the Merkle root of the salted sheets) once;
+//! `SignedLot` carries header, signature and entries (salt + sheet DER).
+//! Per `formats/asn1/fsed.asn` (`LotHeader`, `SignedLot`).
+
+use asn1_rs::{DerSequence, FromDer, OctetString, Tagged, ToDer, ToDerSequence};
+use thiserror::Error;
+
+use crate::der::{bytes_n, DerError};
+use crate::fse::CareSheet;
+use crate::merkle::{self, Hash};
+
+/// Version of the lot encoding.
+pub const LOT_VERSION: u32 = 1;
+/// Salt length per leaf.
+pub const SALT_LEN: usize = 16;
+
+/// The signed part of a lot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotHeader {
+    /// Lot identifier, unique across the practice (also the broker `message_id`).
+    pub lot_id: String,
+    /// Lot number, per practitioner.
+    pub number: u64,
+    /// National id of the signing practitioner.
+    pub practitioner_id: String,
+    /// Destination organism code.
+    pub destination: String,
+    /// Number of sheets.
+    pub sheet_count: u64,
+    /// Merkle root over the salted sheets.
+    pub merkle_root: Hash,
+    /// Closing time `YYYYMMDDHHMMSSZ`.
+    pub closed_at: String,
+    /// Serial of the signing CPS.
+    pub cps_serial: String,
+    /// Ed25519 public key of the signing CPS.
+    pub signer_key: [u8; 32],
+}
+
+/// One sheet in a lot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotEntry {
+    /// Random salt of the leaf.
+    pub salt: [u8; SALT_LEN],
+    /// DER of the sheet.
+    pub sheet: Vec<u8>,
+}
+
+/// A lot with its CPS signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedLot {
+    /// The signed header.
+    pub header: LotHeader,
+    /// Ed25519 signature of DER(header) by the CPS.
+    pub signature: [u8; 64],
+    /// The sheets, in leaf order.
+    pub entries: Vec<LotEntry>,
+}
+
+/// Why a lot does not verify.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LotError {
+    /// Malformed encoding.
+    #[error(transparent)]
+    Der(#[from] DerError),
+    /// Header count differs from the entries.
+    #[error("header announces {announced} sheets, lot holds {held}")]
+    Count {
+        /// In the header.
+        announced: u64,
+        /// In the lot.
+        held: u64,
+    },
+    /// The recomputed Merkle root differs.
+    #[error("Merkle root mismatch: a sheet was altered, added or removed")]
+    Root,
+    /// The CPS signature does not verify.
+    #[error("lot signature does not verify")]
+    Signature,
+    /// A sheet inside does not decode or fails its proof of presence.
+    #[error("sheet {index}: {reason}")]
+    Sheet {
+        /// Leaf index.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct HeaderDer<'a> {
+    version: u32,
+    lot_id: String,
+    number: u64,
+    practitioner_id: String,
+    destination: String,
+    sheet_count: u64,
+    merkle_root: OctetString<'a>,
+    closed_at: String,
+    cps_serial: String,
+    signer_key: OctetString<'a>,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct EntryDer<'a> {
+    salt: OctetString<'a>,
+    sheet: OctetString<'a>,
+}
+
+impl LotHeader {
+    /// DER of the header: the bytes the CPS signs.
+    pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
+        Ok(self.as_der().to_der_vec()?)
+    }
+
+    fn as_der(&self) -> HeaderDer<'_> {
+        HeaderDer {
+            version: LOT_VERSION,
+            lot_id: self.lot_id.clone(),
+            number: self.number,
+            practitioner_id: self.practitioner_id.clone(),
+            destination: self.destination.clone(),
+            sheet_count: self.sheet_count,
+            merkle_root: OctetString::new(&self.merkle_root),
+            closed_at: self.closed_at.clone(),
+            cps_serial: self.cps_serial.clone(),
+            signer_key: OctetString::new(&self.signer_key),
+        }
+    }
+
+    fn from_der_struct(h: HeaderDer<'_>) -> Result<Self, DerError> {
+        if h.version != LOT_VERSION {
+            return Err(DerError::field("header.version", "unsupported lot version"));
+        }
+        Ok(LotHeader {
+            lot_id: h.lot_id,
+            number: h.number,
+            practitioner_id: h.practitioner_id,
+            destination: h.destination,
+            sheet_count: h.sheet_count,
+            merkle_root: bytes_n(h.merkle_root.as_ref(), "header.merkle_root")?,
+            closed_at: h.closed_at,
+            cps_serial: h.cps_serial,
+            signer_key: bytes_n(h.signer_key.as_ref(), "header.signer_key")?,
+        })
+    }
+
+    /// Decodes a header.
+    pub fn from_der(bytes: &[u8]) -> Result<Self, DerError> {
+        let (rest, h) = HeaderDer::from_der(bytes)?;
+        if !rest.is_empty() {
+            return Err(DerError::field("header", "trailing bytes"));
+        }
+        Self::from_der_struct(h)
+    }
+}
+
+/// The leaf hashes of a list of entries.
+pub fn leaves(entries: &[LotEntry]) -> Vec<Hash> {
+    entries
+        .iter()
+        .map(|e| merkle::leaf_hash(&e.salt, &e.sheet))
+        .collect()
+}
+
+impl SignedLot {
+    /// DER: `SEQUENCE { header LotHeader, signature OCTET STRING, entries SEQUENCE OF LotEntry }`.
+    pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
+        let mut content = self.header.as_der().to_der_vec()?;
+        content.extend(OctetString::new(&self.signature).to_der_vec()?);
+        let entries: Vec<EntryDer> = self
+            .entries
+            .iter()
+            .map(|e| EntryDer {
+                salt: OctetString::new(&e.salt),
+                sheet: OctetString::new(&e.sheet),
+            })
+            .collect();
+        content.extend(entries.to_der_vec()?);
+        Ok(crate::der::sequence(&content))
+    }
+
+    /// Decodes a signed lot (no verification: see [`SignedLot::verify`]).
+    pub fn from_der(bytes: &[u8]) -> Result<Self, DerError> {
+        let (rest, seq) = asn1_rs::Sequence::from_der(bytes)?;
+        if !rest.is_empty() {
+            return Err(DerError::field("lot", "trailing bytes"));
+        }
+        let inner = seq.content.as_ref();
+        let (inner, h) = HeaderDer::from_der(inner)?;
+        let (inner, sig) = OctetString::from_der(inner)?;
+        let (inner, entries) = <Vec<EntryDer>>::from_der(inner)?;
+        if !inner.is_empty() {
+            return Err(DerError::field("lot", "trailing fields"));
+        }
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                Ok(LotEntry {
+                    salt: bytes_n(e.salt.as_ref(), "entry.salt")?,
+                    sheet: e.sheet.as_ref().to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, DerError>>()?;
+        Ok(SignedLot {
+            header: LotHeader::from_der_struct(h)?,
+            signature: bytes_n(sig.as_ref(), "signature")?,
+            entries,
+        })
+    }
+
+    /// Verifies count, Merkle root, CPS signature, and every sheet's decoding and proof of presence.
+    ///
+    /// Trust in `header.signer_key` (certificate chain, CRL) is the caller's.
+    pub fn verify(&self) -> Result<Vec<CareSheet>, LotError> {
+        let held = self.entries.len() as u64;
+        if held != self.header.sheet_count {
+            return Err(LotError::Count {
+                announced: self.header.sheet_count,
+                held,
+            });
+        }
+        if merkle::root(&leaves(&self.entries)) != self.header.merkle_root {
+            return Err(LotError::Root);
+        }
+        if !crate::cards::verify_signature(
+            &self.header.signer_key,
+            &self.header.to_der()?,
+            &self.signature,
+        ) {
+            return Err(LotError::Signature);
+        }
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let sheet = CareSheet::from_der(&e.sheet).map_err(|err| LotError::Sheet {
+                    index,
+                    reason: err.to_string(),
+                })?;
+                sheet.verify_presence().map_err(|err| LotError::Sheet {
+                    index,
+                    reason: err.to_string(),
+                })?;
+                if sheet.practitioner.national_id != self.header.practitioner_id {
+                    return Err(LotError::Sheet {
+                        index,
+                        reason: "sheet made by another practitioner".into(),
+                    });
+                }
+                Ok(sheet)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn lot(n: usize) -> SignedLot {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let entries: Vec<LotEntry> = (0..n)
+            .map(|i| {
+                let mut s = crate::fse::tests::sample_sheet();
+                s.number = i as u64;
+                LotEntry {
+                    salt: [i as u8; SALT_LEN],
+                    sheet: s.to_der().unwrap(),
+                }
+            })
+            .collect();
+        let header = LotHeader {
+            lot_id: "L-1".into(),
+            number: 1,
+            practitioner_id: "810101234567".into(),
+            destination: "011751234".into(),
+            sheet_count: n as u64,
+            merkle_root: merkle::root(&leaves(&entries)),
+            closed_at: "20261122120000Z".into(),
+            cps_serial: "CPS0001".into(),
+            signer_key: key.verifying_key().to_bytes(),
+        };
+        let signature = key.sign(&header.to_der().unwrap()).to_bytes();
+        SignedLot {
+            header,
+            signature,
+            entries,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_verify() {
+        let l = lot(5);
+        let der = l.to_der().unwrap();
+        let back = SignedLot::from_der(&der).unwrap();
+        assert_eq!(back, l);
+        assert_eq!(back.verify().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let l = lot(3);
+        let mut t = l.clone();
+        let last = t.entries[1].sheet.len() - 1;
+        t.entries[1].sheet[last] ^= 1;
+        assert_eq!(t.verify().unwrap_err(), LotError::Root);
+        let mut t = l.clone();
+        t.entries.pop();
+        assert!(matches!(t.verify().unwrap_err(), LotError::Count { .. }));
+        let mut t = l.clone();
+        t.header.destination = "011759999".into();
+        assert_eq!(t.verify().unwrap_err(), LotError::Signature);
+    }
+}

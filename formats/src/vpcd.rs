@@ -1,0 +1,98 @@
+//! The vpcd wire protocol (virtual smart-card reader driver of the vsmartcard
+//! project, Debian package `vsmartcard-vpcd`): how a virtual card and a
+//! reader talk over TCP.
+//!
+//! Every message is a 2-byte big-endian length followed by that many bytes.
+//! A 1-byte message from the reader is a control frame ([`Control`]);
+//! anything longer is a command APDU, answered by a response APDU. The
+//! reader side listens (pcscd's driver on ports 35963 + slot); the card side
+//! connects. fsed's embedded virtual reader speaks the same protocol so the
+//! same simulated cards serve with or without pcscd.
+
+/// Port of vpcd slot 0 (the CPS by convention); slot `n` listens on `VPCD_PORT + n`.
+pub const VPCD_PORT: u16 = 35963;
+
+/// A control frame sent by the reader to the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Power off.
+    PowerOff,
+    /// Power on.
+    PowerOn,
+    /// Reset (warm).
+    Reset,
+    /// Ask for the ATR.
+    GetAtr,
+}
+
+impl Control {
+    /// The control byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            Control::PowerOff => 0x00,
+            Control::PowerOn => 0x01,
+            Control::Reset => 0x02,
+            Control::GetAtr => 0x04,
+        }
+    }
+
+    /// Parses a 1-byte frame.
+    pub fn from_byte(b: u8) -> Option<Control> {
+        match b {
+            0x00 => Some(Control::PowerOff),
+            0x01 => Some(Control::PowerOn),
+            0x02 => Some(Control::Reset),
+            0x04 => Some(Control::GetAtr),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded reader-to-card message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A control frame.
+    Control(Control),
+    /// An unknown 1-byte control frame.
+    UnknownControl(u8),
+    /// A command APDU.
+    Apdu(Vec<u8>),
+}
+
+impl Frame {
+    /// Classifies a received payload.
+    pub fn classify(payload: &[u8]) -> Frame {
+        match payload {
+            [b] => Control::from_byte(*b)
+                .map(Frame::Control)
+                .unwrap_or(Frame::UnknownControl(*b)),
+            other => Frame::Apdu(other.to_vec()),
+        }
+    }
+}
+
+/// Prefixes a payload with its 2-byte length; `None` when over 65535 bytes.
+pub fn encode(payload: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(payload.len()).ok()?;
+    let mut out = Vec::with_capacity(payload.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        assert_eq!(Frame::classify(&[4]), Frame::Control(Control::GetAtr));
+        assert_eq!(Frame::classify(&[9]), Frame::UnknownControl(9));
+        assert_eq!(
+            Frame::classify(&[0, 0xA4, 4, 0]),
+            Frame::Apdu(vec![0, 0xA4, 4, 0])
+        );
+        assert_eq!(encode(&[1, 2, 3]).unwrap(), vec![0, 3, 1, 2, 3]);
+        assert!(encode(&vec![0; 70000]).is_none());
+    }
+}

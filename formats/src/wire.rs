@@ -1,0 +1,32 @@
+//! Names both ends of the broker and spool transports agree on: exchanges,
+//! routing, message types, file suffixes.
+//!
+//! AMQP topology: lots go to a topic exchange per insurer kind
+//! ([`EXCHANGE_AMO`], [`EXCHANGE_AMC`]) with routing key = destination
+//! organism code; each insurer consumes from its own durable quorum queue.
+//! A lot message carries `message_id` = lot id, `reply_to` = the sender's
+//! return queue; the insurer answers ARLs on the default exchange to that
+//! queue. Spool: the sender writes `<lot id>.lot` into the outbox (write to a
+//! `.tmp` name, fsync, rename); the insurer writes `<lot id>.arl` into the inbox.
+
+/// Topic exchange for lots to the mandatory insurers.
+pub const EXCHANGE_AMO: &str = "fsed.amo";
+/// Topic exchange for DRE lots to the supplementary insurers.
+pub const EXCHANGE_AMC: &str = "fsed.amc";
+/// AMQP `type` of a lot message.
+pub const TYPE_LOT: &str = "fsed.lot.v1";
+/// AMQP `type` of an ARL message.
+pub const TYPE_ARL: &str = "fsed.arl.v1";
+/// Content type of DER payloads.
+pub const CONTENT_TYPE_DER: &str = "application/der";
+/// Spool suffix of a lot file.
+pub const SPOOL_LOT_SUFFIX: &str = "lot";
+/// Spool suffix of an ARL file.
+pub const SPOOL_ARL_SUFFIX: &str = "arl";
+/// Default return queue of an fsed instance (one per practice).
+pub const DEFAULT_RETURN_QUEUE: &str = "fsed.returns";
+
+/// The queue an insurer simulator consumes for `kind` (`amo` / `amc`) and binding key.
+pub fn insurer_queue(kind: &str, binding: &str) -> String {
+    format!("insurer.{kind}.{}", binding.replace(['#', '*'], "all"))
+}
