@@ -1,18 +1,36 @@
 //! `fse_queue`: the durable store of fsed, one SQLite file in WAL mode with
 //! `synchronous=FULL`. It owns the schema and its migrations, the sheet and
-//! lot state machines, the ARLs and the event log. Every state change is one
-//! `BEGIN IMMEDIATE` transaction together with the event that caused it.
+//! lot state machines, the sheet and lot numbering, the ARLs and the event
+//! log. Every state change is one `BEGIN IMMEDIATE` transaction together
+//! with the event row that records it, committed (and, by
+//! `synchronous=FULL`, on disk) before the call returns.
+//!
+//! A file that is not a sound fsed database (damaged, not SQLite, another
+//! program's database, a newer schema) is reported and never written to.
 
 mod schema;
 mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use fse_formats::ack::{Arl, ArlStatus};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::types::Type;
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
+use serde_json::json;
 
-pub use types::{ArlOutcome, EventRow, Inserted, LotRow, LotState, NewSheet, SheetRow, SheetState, Stats};
+pub use schema::APPLICATION_ID;
+pub use types::{
+    AckRow, ArlOutcome, EventRow, Inserted, LotRow, LotState, NewSheet, SheetRow, SheetState,
+    Stats, UnknownState,
+};
+
+/// How long a call waits for another connection's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the store refuses or fails at.
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +38,39 @@ pub enum QueueError {
     /// SQLite failed.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The file is not a sound fsed database; it is left untouched.
-    #[error("database {path} is corrupt or unreadable: {detail}; it was not modified — restore it from a backup or move it away")]
+    /// The file could not be opened or set up (missing directory, permissions,
+    /// a file system without WAL support…).
+    #[error("cannot open database {path}: {detail}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The file is damaged, not SQLite, or another program's database; it
+    /// was not modified.
+    #[error(
+        "database {path} is corrupt or not an fsed database: {detail}; it was not modified — \
+         restore it from a backup or move it away"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// What SQLite said.
+        /// What SQLite said, or why the file is not ours.
         detail: String,
+    },
+    /// The file was written by a newer fsed; it was not modified.
+    #[error(
+        "database {path} has schema version {found}, newer than this fsed knows ({supported}); \
+         it was not modified — run a newer fsed"
+    )]
+    SchemaTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
     },
     /// No such sheet or lot.
     #[error("not found: {0}")]
@@ -41,27 +85,49 @@ pub enum QueueError {
         /// Asked state.
         to: String,
     },
-    /// A stored value is not what the schema promises.
-    #[error("stored data: {0}")]
+    /// The change would break a uniqueness rule (a sheet number already used).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A value given or stored is not what the schema promises.
+    #[error("invalid data: {0}")]
     Data(String),
 }
 
-/// The store.
+/// The store: one connection to the SQLite file.
 pub struct Queue {
     conn: Connection,
 }
 
-const SHEET_COLS: &str = "id, practitioner_id, number, destination, state, lot_id, der, json, reason, created_at, updated_at";
+/// Which per-practitioner counter to advance.
+#[derive(Clone, Copy)]
+enum Counter {
+    Sheet,
+    Lot,
+}
+
+const SHEET_COLS: &str =
+    "id, practitioner_id, number, destination, state, lot_id, der, json, reason, created_at, updated_at";
 const LOT_COLS: &str = "id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at";
 
+fn get_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(i)?;
+    u64::try_from(v)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Integer, Box::new(e)))
+}
+
+fn get_state<T: FromStr<Err = UnknownState>>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
 fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
-    let state: String = r.get(4)?;
     Ok(SheetRow {
         id: r.get(0)?,
         practitioner_id: r.get(1)?,
-        number: r.get::<_, i64>(2)? as u64,
+        number: get_u64(r, 2)?,
         destination: r.get(3)?,
-        state: state.parse().map_err(|_| rusqlite::Error::InvalidColumnType(4, "state".into(), rusqlite::types::Type::Text))?,
+        state: get_state(r, 4)?,
         lot_id: r.get(5)?,
         der: r.get(6)?,
         json: r.get(7)?,
@@ -72,281 +138,805 @@ fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
 }
 
 fn lot_row(r: &Row<'_>) -> rusqlite::Result<LotRow> {
-    let state: String = r.get(4)?;
     Ok(LotRow {
         id: r.get(0)?,
         practitioner_id: r.get(1)?,
-        number: r.get::<_, i64>(2)? as u64,
+        number: get_u64(r, 2)?,
         destination: r.get(3)?,
-        state: state.parse().map_err(|_| rusqlite::Error::InvalidColumnType(4, "state".into(), rusqlite::types::Type::Text))?,
-        sheet_count: r.get::<_, i64>(5)? as u64,
+        state: get_state(r, 4)?,
+        sheet_count: get_u64(r, 5)?,
         signed_der: r.get(6)?,
         closed_at: r.get(7)?,
         updated_at: r.get(8)?,
     })
 }
 
-fn event(tx: &Transaction<'_>, kind: &str, subject: &str, detail: serde_json::Value) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO events (at, kind, subject, detail) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3)",
-        params![kind, subject, detail.to_string()],
-    )?;
+fn to_i64(what: &str, v: u64) -> Result<i64, QueueError> {
+    i64::try_from(v).map_err(|_| QueueError::Data(format!("{what} {v} is too large")))
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The transaction's timestamp: every row it touches and its event share it.
+fn stamp(tx: &Transaction<'_>) -> rusqlite::Result<String> {
+    tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')", [], |r| {
+        r.get(0)
+    })
+}
+
+fn event(
+    tx: &Transaction<'_>,
+    at: &str,
+    kind: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![at, kind, subject, detail.to_string()])?;
     Ok(())
 }
 
+/// Takes the next value of a practitioner's counter (1, 2, …).
+fn take_counter(
+    tx: &Transaction<'_>,
+    practitioner_id: &str,
+    counter: Counter,
+) -> Result<u64, QueueError> {
+    let column = match counter {
+        Counter::Sheet => "next_sheet",
+        Counter::Lot => "next_lot",
+    };
+    tx.execute(
+        "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, 1, 1) ON CONFLICT DO NOTHING",
+        [practitioner_id],
+    )?;
+    let n: i64 = tx.query_row(
+        &format!("SELECT {column} FROM counters WHERE practitioner_id = ?1"),
+        [practitioner_id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        &format!("UPDATE counters SET {column} = {column} + 1 WHERE practitioner_id = ?1"),
+        [practitioner_id],
+    )?;
+    u64::try_from(n)
+        .map_err(|_| QueueError::Data(format!("counter {column} of {practitioner_id} is {n}")))
+}
+
+/// The state and sheet count of a lot, or `NotFound`.
+fn lot_state(tx: &Transaction<'_>, lot_id: &str) -> Result<(LotState, u64), QueueError> {
+    let found: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT state, sheet_count FROM lots WHERE id = ?1",
+            [lot_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (state, count) = found.ok_or_else(|| QueueError::NotFound(format!("lot {lot_id}")))?;
+    let state = state
+        .parse()
+        .map_err(|e| QueueError::Data(format!("lot {lot_id}: {e}")))?;
+    let count = u64::try_from(count)
+        .map_err(|_| QueueError::Data(format!("lot {lot_id}: sheet count {count}")))?;
+    Ok((state, count))
+}
+
+/// Moves every sheet of a lot from one state to another; the count must be the lot's.
+fn move_sheets(
+    tx: &Transaction<'_>,
+    lot_id: &str,
+    from: SheetState,
+    to: SheetState,
+    expected: u64,
+    at: &str,
+) -> Result<u64, QueueError> {
+    let n = tx.execute(
+        "UPDATE sheets SET state = ?3, updated_at = ?4 WHERE lot_id = ?1 AND state = ?2",
+        params![lot_id, from.as_str(), to.as_str(), at],
+    )? as u64;
+    if n != expected {
+        return Err(QueueError::Data(format!(
+            "lot {lot_id}: {n} sheets in state {from}, the lot holds {expected}"
+        )));
+    }
+    Ok(n)
+}
+
+/// Maps an error met while reading an existing file at open.
+fn read_error(path: &Path, e: rusqlite::Error) -> QueueError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => QueueError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        _ => QueueError::Open {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
 impl Queue {
-    /// Opens (creating when absent) and checks the database, then applies pending migrations.
+    /// Opens the database (creating it when absent), checks it, sets WAL,
+    /// `synchronous=FULL`, foreign keys and the busy timeout, then applies
+    /// pending migrations. A file that fails `PRAGMA quick_check`, is not
+    /// SQLite, or is another program's database gives
+    /// [`QueueError::Corrupt`]; one from a newer fsed gives
+    /// [`QueueError::SchemaTooNew`]; in both cases nothing was written to it.
     pub fn open(path: &Path) -> Result<Queue, QueueError> {
-        let corrupt = |e: rusqlite::Error| QueueError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
-        let conn = Connection::open(path).map_err(corrupt)?;
-        // Checked before any write: a foreign or damaged file is reported, never rewritten.
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(corrupt)?;
-        if check != "ok" {
-            return Err(QueueError::Corrupt { path: path.to_path_buf(), detail: check });
+        let open_error = |e: rusqlite::Error| QueueError::Open {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+
+        // Read-only checks first: a damaged or foreign file is reported, never rewritten.
+        let problems: Vec<String> = {
+            let mut stmt = conn
+                .prepare("PRAGMA quick_check")
+                .map_err(|e| read_error(path, e))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(|e| read_error(path, e))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|e| read_error(path, e))?
+        };
+        if problems != ["ok"] {
+            let detail = problems
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(QueueError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("quick_check: {detail}"),
+            });
         }
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(corrupt)?;
+        let pragma_i64 = |name: &str| {
+            conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+                .map_err(|e| read_error(path, e))
+        };
+        let application_id = pragma_i64("application_id")?;
+        let version = pragma_i64("user_version")?;
+        let objects: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| read_error(path, e))?;
+        let has_tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('sheets', 'lots', 'events')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| read_error(path, e))?;
+        let ours = application_id == i64::from(APPLICATION_ID)
+            // A new (or empty) file.
+            || (application_id == 0 && version == 0 && objects == 0)
+            // Written before the application id was set (schema version 1).
+            || (application_id == 0 && version >= 1 && has_tables == 3);
+        if !ours {
+            return Err(QueueError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "not an fsed database (application_id {application_id}, user_version {version}, {objects} schema objects)"
+                ),
+            });
+        }
+        if version > schema::latest_version() {
+            return Err(QueueError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: schema::latest_version(),
+            });
+        }
+
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(open_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(QueueError::Corrupt { path: path.to_path_buf(), detail: format!("cannot use WAL (journal mode {mode})") });
+            return Err(QueueError::Open {
+                path: path.to_path_buf(),
+                detail: format!("cannot use WAL here (journal mode stays {mode})"),
+            });
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_error)?;
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(open_error)?;
+        let foreign_keys: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .map_err(open_error)?;
+        if synchronous != 2 || foreign_keys != 1 {
+            return Err(QueueError::Open {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "synchronous={synchronous} foreign_keys={foreign_keys} (want 2 and 1)"
+                ),
+            });
+        }
         let mut q = Queue { conn };
         schema::migrate(&mut q.conn)?;
         Ok(q)
     }
 
     fn write(&mut self) -> Result<Transaction<'_>, QueueError> {
-        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
-    /// A pragma's current value, as text (for checks and diagnosis).
+    /// A pragma's current value on this connection, as text (`journal_mode`
+    /// gives `wal`, `synchronous` gives `2` for FULL), for checks and diagnosis.
     pub fn pragma(&self, name: &str) -> Result<String, QueueError> {
-        if !name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
-            return Err(QueueError::Data(format!("bad pragma name {name}")));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+            return Err(QueueError::Data(format!("bad pragma name {name:?}")));
         }
-        Ok(self.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0)).map(|v| match v {
+        let value = self
+            .conn
+            .pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))?;
+        Ok(match value {
             rusqlite::types::Value::Integer(i) => i.to_string(),
             rusqlite::types::Value::Text(t) => t,
             other => format!("{other:?}"),
-        })?)
+        })
     }
 
-    /// Allocates the next sheet number of a practitioner (1, 2, …), never reused even if unused.
+    /// Allocates the next sheet number for a practitioner (own transaction,
+    /// starting at 1; never reused even if the sheet is never inserted). The
+    /// allocation is an event (`sheet.number`), so a gap in the numbering
+    /// can be explained.
     pub fn allocate_sheet_number(&mut self, practitioner_id: &str) -> Result<u64, QueueError> {
         let tx = self.write()?;
-        tx.execute("INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, 1, 1) ON CONFLICT DO NOTHING", [practitioner_id])?;
-        let n: i64 = tx.query_row("SELECT next_sheet FROM counters WHERE practitioner_id = ?1", [practitioner_id], |r| r.get(0))?;
-        tx.execute("UPDATE counters SET next_sheet = next_sheet + 1 WHERE practitioner_id = ?1", [practitioner_id])?;
+        let at = stamp(&tx)?;
+        let n = take_counter(&tx, practitioner_id, Counter::Sheet)?;
+        event(
+            &tx,
+            &at,
+            "sheet.number",
+            practitioner_id,
+            json!({ "number": n }),
+        )?;
         tx.commit()?;
-        Ok(n as u64)
+        Ok(n)
     }
 
-    /// The sheet created with this idempotency key, if any.
+    /// Looks up a sheet by idempotency key.
     pub fn find_by_idempotency_key(&self, key: &str) -> Result<Option<SheetRow>, QueueError> {
-        Ok(self.conn.query_row(&format!("SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"), [key], sheet_row).optional()?)
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
+        ))?;
+        Ok(stmt.query_row([key], sheet_row).optional()?)
     }
 
-    /// Inserts an accepted sheet, committed before it returns; a known idempotency key returns the existing sheet.
+    /// Inserts an accepted sheet. If `idempotency_key` is `Some` and already
+    /// present, returns the existing row and inserts nothing
+    /// ([`Inserted::Existing`]); else [`Inserted::New`]. Committed (fsync'd by
+    /// `synchronous=FULL`) before returning. A number already used by the
+    /// practitioner gives [`QueueError::Conflict`]; a number never allocated
+    /// moves the counter past it, so it will not be allocated later.
     pub fn insert_sheet(&mut self, new: &NewSheet) -> Result<Inserted, QueueError> {
+        let number = to_i64("sheet number", new.number)?;
         let tx = self.write()?;
         if let Some(key) = &new.idempotency_key {
-            if let Some(row) = tx.query_row(&format!("SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"), [key], sheet_row).optional()? {
+            let existing = tx
+                .prepare_cached(&format!(
+                    "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
+                ))?
+                .query_row([key], sheet_row)
+                .optional()?;
+            if let Some(row) = existing {
                 return Ok(Inserted::Existing(row));
             }
         }
-        tx.execute(
+        let at = stamp(&tx)?;
+        let inserted = tx.execute(
             "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-            params![new.practitioner_id, new.number as i64, new.destination, new.idempotency_key, new.der, new.json, new.created_at],
-        )?;
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8)",
+            params![new.practitioner_id, number, new.destination, new.idempotency_key, new.der, new.json, new.created_at, at],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                return Err(QueueError::Conflict(format!(
+                    "sheet number {} of practitioner {} is already used",
+                    new.number, new.practitioner_id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         let id = tx.last_insert_rowid();
-        event(&tx, "sheet.accepted", &id.to_string(), serde_json::json!({"practitioner_id": new.practitioner_id, "number": new.number}))?;
-        let row = tx.query_row(&format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"), [id], sheet_row)?;
+        tx.execute(
+            "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
+             ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
+            params![new.practitioner_id, number],
+        )?;
+        event(
+            &tx,
+            &at,
+            "sheet.accepted",
+            &id.to_string(),
+            json!({
+                "practitioner_id": new.practitioner_id,
+                "number": new.number,
+                "destination": new.destination,
+                "idempotency_key": new.idempotency_key,
+            }),
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
+            [id],
+            sheet_row,
+        )?;
         tx.commit()?;
         Ok(Inserted::New(row))
     }
 
-    /// One sheet.
+    /// One sheet by store id.
     pub fn get_sheet(&self, id: i64) -> Result<Option<SheetRow>, QueueError> {
-        Ok(self.conn.query_row(&format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"), [id], sheet_row).optional()?)
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], sheet_row).optional()?)
     }
 
-    /// Sheets by id order, optionally in one state, after `after_id`.
-    pub fn list_sheets(&self, state: Option<SheetState>, limit: usize, after_id: i64) -> Result<Vec<SheetRow>, QueueError> {
+    /// Sheets with an id above `after_id`, in id order, at most `limit`,
+    /// optionally only those in `state` (for paging: pass the last id seen).
+    pub fn list_sheets(
+        &self,
+        state: Option<SheetState>,
+        limit: usize,
+        after_id: i64,
+    ) -> Result<Vec<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM sheets WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![after_id, state.map(|s| s.as_str()), limit as i64], sheet_row)?;
+        let rows = stmt.query_map(
+            params![after_id, state.map(SheetState::as_str), limit_i64(limit)],
+            sheet_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Closes accepted sheets into lots of at most `max_sheets`, per practitioner and destination.
-    pub fn close_lots(&mut self, practitioner_id: Option<&str>, max_sheets: usize, now: &str) -> Result<Vec<LotRow>, QueueError> {
+    /// Groups accepted sheets not yet in a lot by (practitioner, destination),
+    /// optionally for one practitioner, into new lots of at most
+    /// `max_sheets` sheets (0 is taken as 1), in insertion order. Lot numbers
+    /// are allocated per practitioner (1, 2, …); lot id =
+    /// `{practitioner_id}-{number:08}`; the lot is `Closed` with
+    /// `closed_at = now`; its sheets become `InLot`. Returns the new lots.
+    /// One transaction.
+    pub fn close_lots(
+        &mut self,
+        practitioner_id: Option<&str>,
+        max_sheets: usize,
+        now: &str,
+    ) -> Result<Vec<LotRow>, QueueError> {
         let max_sheets = max_sheets.max(1);
         let tx = self.write()?;
+        let at = stamp(&tx)?;
         let groups: Vec<(String, String)> = {
             let mut stmt = tx.prepare(
-                "SELECT DISTINCT practitioner_id, destination FROM sheets WHERE state = 'accepted' AND (?1 IS NULL OR practitioner_id = ?1) ORDER BY practitioner_id, destination",
+                "SELECT DISTINCT practitioner_id, destination FROM sheets
+                 WHERE state = 'accepted' AND lot_id IS NULL AND (?1 IS NULL OR practitioner_id = ?1)
+                 ORDER BY practitioner_id, destination",
             )?;
             let rows = stmt.query_map(params![practitioner_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let mut lots = Vec::new();
         for (pid, dest) in groups {
-            let ids: Vec<i64> = {
-                let mut stmt = tx.prepare("SELECT id FROM sheets WHERE state = 'accepted' AND practitioner_id = ?1 AND destination = ?2 ORDER BY id")?;
-                let rows = stmt.query_map(params![pid, dest], |r| r.get(0))?;
+            let sheets: Vec<(i64, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, number FROM sheets
+                     WHERE state = 'accepted' AND lot_id IS NULL AND practitioner_id = ?1 AND destination = ?2
+                     ORDER BY id",
+                )?;
+                let rows = stmt.query_map(params![pid, dest], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
-            for chunk in ids.chunks(max_sheets) {
-                tx.execute("INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, 1, 1) ON CONFLICT DO NOTHING", [&pid])?;
-                let number: i64 = tx.query_row("SELECT next_lot FROM counters WHERE practitioner_id = ?1", [&pid], |r| r.get(0))?;
-                tx.execute("UPDATE counters SET next_lot = next_lot + 1 WHERE practitioner_id = ?1", [&pid])?;
+            for chunk in sheets.chunks(max_sheets) {
+                let number = take_counter(&tx, &pid, Counter::Lot)?;
                 let lot_id = format!("{pid}-{number:08}");
                 tx.execute(
-                    "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-                    params![lot_id, pid, number, dest, chunk.len() as i64, now],
+                    "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
+                    params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
                 )?;
                 {
-                    let mut upd = tx.prepare_cached("UPDATE sheets SET state = 'in_lot', lot_id = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?2 AND state = 'accepted'")?;
-                    for id in chunk {
-                        upd.execute(params![lot_id, id])?;
+                    let mut upd = tx.prepare_cached(
+                        "UPDATE sheets SET state = 'in_lot', lot_id = ?1, updated_at = ?3 WHERE id = ?2 AND state = 'accepted'",
+                    )?;
+                    for (id, _) in chunk {
+                        if upd.execute(params![lot_id, id, at])? != 1 {
+                            return Err(QueueError::Data(format!(
+                                "sheet {id} left the accepted state while closing"
+                            )));
+                        }
                     }
                 }
-                event(&tx, "lot.closed", &lot_id, serde_json::json!({"sheets": chunk.len(), "destination": dest}))?;
-                lots.push(tx.query_row(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"), [&lot_id], lot_row)?);
+                let numbers: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+                event(
+                    &tx,
+                    &at,
+                    "lot.closed",
+                    &lot_id,
+                    json!({
+                        "practitioner_id": pid,
+                        "number": number,
+                        "destination": dest,
+                        "sheet_count": chunk.len(),
+                        "sheet_numbers": numbers,
+                    }),
+                )?;
+                lots.push(tx.query_row(
+                    &format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"),
+                    [&lot_id],
+                    lot_row,
+                )?);
             }
         }
         tx.commit()?;
         Ok(lots)
     }
 
-    fn lots_in(&self, state: LotState, practitioner_id: Option<&str>) -> Result<Vec<LotRow>, QueueError> {
+    fn lots_in(
+        &self,
+        state: LotState,
+        practitioner_id: Option<&str>,
+    ) -> Result<Vec<LotRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {LOT_COLS} FROM lots WHERE state = ?1 AND (?2 IS NULL OR practitioner_id = ?2) ORDER BY rowid"
+            "SELECT {LOT_COLS} FROM lots WHERE state = ?1 AND (?2 IS NULL OR practitioner_id = ?2) ORDER BY seq"
         ))?;
         let rows = stmt.query_map(params![state.as_str(), practitioner_id], lot_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Lots waiting for their signature, oldest first.
+    /// Lots in state `Closed` (waiting for a signature), optionally for one
+    /// practitioner, oldest first.
     pub fn lots_to_sign(&self, practitioner_id: Option<&str>) -> Result<Vec<LotRow>, QueueError> {
         self.lots_in(LotState::Closed, practitioner_id)
     }
 
-    /// Lots signed and not yet sent, oldest first.
+    /// Lots in state `Signed` (waiting to be sent), oldest first.
     pub fn lots_to_send(&self) -> Result<Vec<LotRow>, QueueError> {
         self.lots_in(LotState::Signed, None)
     }
 
-    /// The sheets of a lot, in the order they were accepted.
+    /// The sheets of a lot in insertion order (empty for an unknown lot).
     pub fn lot_sheets(&self, lot_id: &str) -> Result<Vec<SheetRow>, QueueError> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {SHEET_COLS} FROM sheets WHERE lot_id = ?1 ORDER BY id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SHEET_COLS} FROM sheets WHERE lot_id = ?1 ORDER BY id"
+        ))?;
         let rows = stmt.query_map([lot_id], sheet_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// One lot.
     pub fn get_lot(&self, lot_id: &str) -> Result<Option<LotRow>, QueueError> {
-        Ok(self.conn.query_row(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"), [lot_id], lot_row).optional()?)
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"))?;
+        Ok(stmt.query_row([lot_id], lot_row).optional()?)
     }
 
-    /// The most recent lots, newest first.
+    /// The most recent lots, newest first, at most `limit`.
     pub fn list_lots(&self, limit: usize) -> Result<Vec<LotRow>, QueueError> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {LOT_COLS} FROM lots ORDER BY rowid DESC LIMIT ?1"))?;
-        let rows = stmt.query_map([limit as i64], lot_row)?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LOT_COLS} FROM lots ORDER BY seq DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit_i64(limit)], lot_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn lot_state(tx: &Transaction<'_>, lot_id: &str) -> Result<LotState, QueueError> {
-        let s: Option<String> = tx.query_row("SELECT state FROM lots WHERE id = ?1", [lot_id], |r| r.get(0)).optional()?;
-        s.ok_or_else(|| QueueError::NotFound(format!("lot {lot_id}")))?.parse().map_err(|_| QueueError::Data(format!("lot {lot_id}: unknown state")))
-    }
-
-    /// closed → signed, with the signed lot; a lot is never signed twice.
+    /// `Closed` → `Signed`: stores the signed lot DER; its sheets `InLot` →
+    /// `Signed`. [`QueueError::InvalidTransition`] if the lot is not
+    /// `Closed` (so a lot is never signed twice), [`QueueError::NotFound`] if
+    /// there is no such lot.
     pub fn mark_lot_signed(&mut self, lot_id: &str, signed_der: &[u8]) -> Result<(), QueueError> {
-        let tx = self.write()?;
-        let state = Self::lot_state(&tx, lot_id)?;
-        if state != LotState::Closed {
-            return Err(QueueError::InvalidTransition { subject: format!("lot {lot_id}"), from: state.as_str().into(), to: "signed".into() });
+        if signed_der.is_empty() {
+            return Err(QueueError::Data(format!("lot {lot_id}: empty signed lot")));
         }
-        tx.execute("UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?1", params![lot_id, signed_der])?;
-        tx.execute("UPDATE sheets SET state = 'signed', updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE lot_id = ?1", [lot_id])?;
-        event(&tx, "lot.signed", lot_id, serde_json::json!({}))?;
+        let tx = self.write()?;
+        let (state, count) = lot_state(&tx, lot_id)?;
+        if state != LotState::Closed {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("lot {lot_id}"),
+                from: state.as_str().into(),
+                to: LotState::Signed.as_str().into(),
+            });
+        }
+        let at = stamp(&tx)?;
+        tx.execute(
+            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3 WHERE id = ?1",
+            params![lot_id, signed_der, at],
+        )?;
+        move_sheets(
+            &tx,
+            lot_id,
+            SheetState::InLot,
+            SheetState::Signed,
+            count,
+            &at,
+        )?;
+        event(
+            &tx,
+            &at,
+            "lot.signed",
+            lot_id,
+            json!({ "sheet_count": count, "signed_bytes": signed_der.len() }),
+        )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// signed → sent; `Ok(false)` when it was already sent or later.
+    /// `Signed` → `Sent` (the broker confirmed / the spool file is durable);
+    /// its sheets → `Sent`. Idempotent: `Ok(true)` when it changed,
+    /// `Ok(false)` when the lot was already sent or later.
+    /// [`QueueError::InvalidTransition`] for a lot not yet signed.
     pub fn mark_lot_sent(&mut self, lot_id: &str) -> Result<bool, QueueError> {
         let tx = self.write()?;
-        match Self::lot_state(&tx, lot_id)? {
+        let (state, count) = lot_state(&tx, lot_id)?;
+        match state {
             LotState::Signed => {}
             LotState::Closed => {
-                return Err(QueueError::InvalidTransition { subject: format!("lot {lot_id}"), from: "closed".into(), to: "sent".into() });
+                return Err(QueueError::InvalidTransition {
+                    subject: format!("lot {lot_id}"),
+                    from: state.as_str().into(),
+                    to: LotState::Sent.as_str().into(),
+                });
             }
-            _ => return Ok(false),
+            LotState::Sent | LotState::Acknowledged | LotState::Rejected => return Ok(false),
         }
-        tx.execute("UPDATE lots SET state = 'sent', updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?1", [lot_id])?;
-        tx.execute("UPDATE sheets SET state = 'sent', updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE lot_id = ?1", [lot_id])?;
-        event(&tx, "lot.sent", lot_id, serde_json::json!({}))?;
+        let at = stamp(&tx)?;
+        tx.execute(
+            "UPDATE lots SET state = 'sent', updated_at = ?2 WHERE id = ?1",
+            params![lot_id, at],
+        )?;
+        move_sheets(
+            &tx,
+            lot_id,
+            SheetState::Signed,
+            SheetState::Sent,
+            count,
+            &at,
+        )?;
+        event(
+            &tx,
+            &at,
+            "lot.sent",
+            lot_id,
+            json!({ "sheet_count": count }),
+        )?;
         tx.commit()?;
         Ok(true)
     }
 
-    /// Applies an ARL once: the lot and its sheets become acknowledged or rejected.
+    /// Applies an ARL, idempotently, in one transaction: stores it (table
+    /// `acks`), moves the lot `Sent` (or still `Signed`, when the ARL came
+    /// before `Sent` was recorded) → `Acknowledged` (positive) or `Rejected`
+    /// (negative), and each of its sheets → `Acknowledged` or `Rejected`.
+    ///
+    /// A sheet is rejected, with the reasons that apply to it in `reason`
+    /// (`CODE: reason`, joined by `; `), when a rejection names its number,
+    /// or when the ARL rejects the whole lot: a rejection without a sheet
+    /// number, a rejection naming a number that is not in the lot (the
+    /// cautious reading: no sheet is taken as accepted on an ARL that does
+    /// not match the lot), or a negative ARL without any rejection. The
+    /// other sheets are acknowledged.
+    ///
+    /// An ARL for a lot already acknowledged or rejected changes nothing and
+    /// gives [`ArlOutcome::Duplicate`]; an unknown lot gives
+    /// [`QueueError::NotFound`]; a lot not yet signed gives
+    /// [`QueueError::InvalidTransition`]. The caller checks that the ARL's
+    /// Merkle root is the signed lot's before applying it.
     pub fn record_arl(&mut self, arl: &Arl, der: &[u8]) -> Result<ArlOutcome, QueueError> {
+        let lot_id = arl.lot_id.as_str();
+        let (lot_to, status) = match arl.status {
+            ArlStatus::Positive => (LotState::Acknowledged, "positive"),
+            ArlStatus::Negative => (LotState::Rejected, "negative"),
+        };
         let tx = self.write()?;
-        let state = Self::lot_state(&tx, &arl.lot_id)?;
-        match state {
+        let (from, count) = lot_state(&tx, lot_id)?;
+        match from {
             LotState::Acknowledged | LotState::Rejected => return Ok(ArlOutcome::Duplicate),
             LotState::Closed => {
-                return Err(QueueError::InvalidTransition { subject: format!("lot {}", arl.lot_id), from: "closed".into(), to: "acknowledged".into() });
+                return Err(QueueError::InvalidTransition {
+                    subject: format!("lot {lot_id}"),
+                    from: from.as_str().into(),
+                    to: lot_to.as_str().into(),
+                });
             }
             LotState::Signed | LotState::Sent => {}
         }
-        let rejections = serde_json::to_string(&arl.rejections).map_err(|e| QueueError::Data(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO acks (lot_id, status, der, received_at, rejections, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-            params![arl.lot_id, if arl.status == ArlStatus::Positive { "positive" } else { "negative" }, der, arl.received_at, rejections],
-        )?;
-        let (lot_state, sheet_state) = match arl.status {
-            ArlStatus::Positive => ("acknowledged", "acknowledged"),
-            ArlStatus::Negative => ("rejected", "rejected"),
+        let sheet_from = if from == LotState::Signed {
+            SheetState::Signed
+        } else {
+            SheetState::Sent
         };
-        tx.execute("UPDATE lots SET state = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE id = ?1", params![arl.lot_id, lot_state])?;
-        tx.execute("UPDATE sheets SET state = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE lot_id = ?1", params![arl.lot_id, sheet_state])?;
-        for r in &arl.rejections {
-            let reason = format!("{}: {}", r.code, r.reason);
-            match r.sheet_number {
-                Some(n) => tx.execute("UPDATE sheets SET reason = ?3 WHERE lot_id = ?1 AND number = ?2", params![arl.lot_id, n as i64, reason])?,
-                None => tx.execute("UPDATE sheets SET reason = ?2 WHERE lot_id = ?1", params![arl.lot_id, reason])?,
-            };
+        let sheets: Vec<(i64, u64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, number FROM sheets WHERE lot_id = ?1 AND state = ?2 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![lot_id, sheet_from.as_str()], |r| {
+                Ok((r.get(0)?, get_u64(r, 1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if sheets.len() as u64 != count {
+            return Err(QueueError::Data(format!(
+                "lot {lot_id}: {} sheets in state {sheet_from}, the lot holds {count}",
+                sheets.len()
+            )));
         }
-        event(&tx, if arl.status == ArlStatus::Positive { "arl.positive" } else { "arl.negative" }, &arl.lot_id, serde_json::json!({"rejections": arl.rejections.len()}))?;
+        let numbers: BTreeSet<u64> = sheets.iter().map(|(_, n)| *n).collect();
+        let mut per_sheet: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut whole_lot: Vec<String> = Vec::new();
+        for r in &arl.rejections {
+            let text = format!("{}: {}", r.code, r.reason);
+            match r.sheet_number {
+                Some(n) if numbers.contains(&n) => per_sheet.entry(n).or_default().push(text),
+                Some(n) => {
+                    whole_lot.push(format!("{text} (for sheet {n}, which is not in this lot)"))
+                }
+                None => whole_lot.push(text),
+            }
+        }
+        if arl.status == ArlStatus::Negative && arl.rejections.is_empty() {
+            whole_lot.push("NEGATIVE: negative ARL without a reason".into());
+        }
+
+        let at = stamp(&tx)?;
+        let rejections =
+            serde_json::to_string(&arl.rejections).map_err(|e| QueueError::Data(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO acks (lot_id, status, der, received_at, rejections, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![lot_id, status, der, arl.received_at, rejections, at],
+        )?;
+        tx.execute(
+            "UPDATE lots SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![lot_id, lot_to.as_str(), at],
+        )?;
+        let (mut acknowledged, mut rejected) = (0u64, 0u64);
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE sheets SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+            )?;
+            for (id, number) in &sheets {
+                let reasons: Vec<&str> = per_sheet
+                    .get(number)
+                    .into_iter()
+                    .flatten()
+                    .chain(&whole_lot)
+                    .map(String::as_str)
+                    .collect();
+                if reasons.is_empty() {
+                    upd.execute(params![
+                        id,
+                        SheetState::Acknowledged.as_str(),
+                        None::<String>,
+                        at
+                    ])?;
+                    acknowledged += 1;
+                } else {
+                    upd.execute(params![
+                        id,
+                        SheetState::Rejected.as_str(),
+                        reasons.join("; "),
+                        at
+                    ])?;
+                    rejected += 1;
+                }
+            }
+        }
+        event(
+            &tx,
+            &at,
+            if arl.status == ArlStatus::Positive {
+                "arl.positive"
+            } else {
+                "arl.negative"
+            },
+            lot_id,
+            json!({
+                "from": from.as_str(),
+                "insurer": arl.insurer,
+                "received_at": arl.received_at,
+                "acknowledged": acknowledged,
+                "rejected": rejected,
+            }),
+        )?;
         tx.commit()?;
         Ok(ArlOutcome::Applied)
     }
 
-    /// Counts of sheets and lots per state.
-    pub fn stats(&self) -> Result<Stats, QueueError> {
-        let count = |sql: &str| -> Result<BTreeMap<String, u64>, QueueError> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+    /// The ARL recorded for a lot, if any.
+    pub fn get_ack(&self, lot_id: &str) -> Result<Option<AckRow>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT lot_id, status, der, received_at, rejections, recorded_at FROM acks WHERE lot_id = ?1",
+        )?;
+        let raw: Option<(String, String, Vec<u8>, String, String, String)> = stmt
+            .query_row([lot_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()?;
+        let Some((lot_id, status, der, received_at, rejections, recorded_at)) = raw else {
+            return Ok(None);
         };
-        Ok(Stats {
-            sheets: count("SELECT state, COUNT(*) FROM sheets GROUP BY state")?,
-            lots: count("SELECT state, COUNT(*) FROM lots GROUP BY state")?,
-        })
+        let status = match status.as_str() {
+            "positive" => ArlStatus::Positive,
+            "negative" => ArlStatus::Negative,
+            other => {
+                return Err(QueueError::Data(format!(
+                    "ARL of lot {lot_id}: status {other:?}"
+                )))
+            }
+        };
+        let rejections = serde_json::from_str(&rejections)
+            .map_err(|e| QueueError::Data(format!("ARL of lot {lot_id}: rejections: {e}")))?;
+        Ok(Some(AckRow {
+            lot_id,
+            status,
+            der,
+            received_at,
+            rejections,
+            recorded_at,
+        }))
     }
 
-    /// Events after `after_id`, oldest first.
+    /// Counts of sheets and lots per state (every state present, 0 when none).
+    pub fn stats(&self) -> Result<Stats, QueueError> {
+        let count = |sql: &str, all: &mut BTreeMap<String, u64>| -> Result<(), QueueError> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, get_u64(r, 1)?)))?;
+            for row in rows {
+                let (state, n) = row?;
+                all.insert(state, n);
+            }
+            Ok(())
+        };
+        let mut sheets: BTreeMap<String, u64> = SheetState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        let mut lots: BTreeMap<String, u64> = LotState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        count(
+            "SELECT state, COUNT(*) FROM sheets GROUP BY state",
+            &mut sheets,
+        )?;
+        count("SELECT state, COUNT(*) FROM lots GROUP BY state", &mut lots)?;
+        Ok(Stats { sheets, lots })
+    }
+
+    /// Events with an id above `after_id`, oldest first (newest last), at most `limit`.
     pub fn events_since(&self, after_id: i64, limit: usize) -> Result<Vec<EventRow>, QueueError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id, at, kind, subject, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-        let rows = stmt.query_map(params![after_id, limit as i64], |r| {
-            Ok(EventRow { id: r.get(0)?, at: r.get(1)?, kind: r.get(2)?, subject: r.get(3)?, detail: r.get(4)? })
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, kind, subject, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_id, limit_i64(limit)], |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                subject: r.get(3)?,
+                detail: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

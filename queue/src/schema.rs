@@ -1,12 +1,19 @@
-//! The schema and its migrations, applied in order and recorded in
-//! `PRAGMA user_version`, each in one transaction.
+//! The schema and its migrations: each brings the file one version further,
+//! in one transaction together with `PRAGMA user_version` and the fsed
+//! `application_id`. An applied migration is never edited; a change is a new
+//! migration at the end of the list.
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::QueueError;
 
+/// `PRAGMA application_id` of an fsed database: "FSED" in ASCII.
+pub const APPLICATION_ID: i32 = 0x4653_4544;
+
 /// Migration `n` brings the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: counters, lots, sheets, ARLs, events.
+    r#"
 CREATE TABLE counters (
     practitioner_id TEXT PRIMARY KEY,
     next_sheet      INTEGER NOT NULL,
@@ -58,19 +65,48 @@ CREATE TABLE events (
     subject TEXT NOT NULL,
     detail  TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: an explicit lot order (the implicit rowid of a TEXT-keyed table may
+    // change on VACUUM), at most one ARL per lot, ARL status checked.
+    r#"
+ALTER TABLE lots ADD COLUMN seq INTEGER;
+UPDATE lots SET seq = rowid;
+CREATE UNIQUE INDEX lots_seq ON lots (seq);
+DROP INDEX lots_state;
+CREATE INDEX lots_state ON lots (state, seq);
+CREATE UNIQUE INDEX acks_lot ON acks (lot_id);
+CREATE TRIGGER acks_status BEFORE INSERT ON acks
+    WHEN NEW.status NOT IN ('positive','negative')
+    BEGIN SELECT RAISE(ABORT, 'acks.status must be positive or negative'); END;
+"#,
+];
 
-/// Applies the migrations the file has not had yet.
+/// The schema version this build writes.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Applies, in order, the migrations the file has not had yet. The version
+/// is read again inside each write transaction, so two processes opening the
+/// same new file do not both apply a migration.
 pub fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version as usize > MIGRATIONS.len() {
-        return Err(QueueError::Data(format!("database schema version {version} is newer than this fsed ({})", MIGRATIONS.len())));
-    }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let done = usize::try_from(version)
+            .map_err(|_| QueueError::Data(format!("negative schema version {version}")))?;
+        let Some(sql) = MIGRATIONS.get(done) else {
+            if done > MIGRATIONS.len() {
+                return Err(QueueError::Data(format!(
+                    "schema version {version} is newer than this fsed ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
     }
-    Ok(())
 }

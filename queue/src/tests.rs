@@ -1,122 +1,973 @@
-//! Store tests on real SQLite files.
+//! Store tests on real SQLite files in temporary directories.
+
+use std::path::{Path, PathBuf};
 
 use fse_formats::ack::{Arl, ArlStatus, Rejection};
 
 use super::*;
 
-fn open(dir: &tempfile::TempDir) -> Queue {
-    Queue::open(&dir.path().join("q.db")).unwrap()
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("q.db")
 }
 
-fn add(q: &mut Queue, pid: &str, dest: &str, key: Option<&str>) -> SheetRow {
-    let number = q.allocate_sheet_number(pid).unwrap();
-    let new = NewSheet {
+fn open(dir: &tempfile::TempDir) -> Queue {
+    Queue::open(&db(dir)).unwrap()
+}
+
+fn new_sheet(pid: &str, number: u64, dest: &str, key: Option<&str>) -> NewSheet {
+    NewSheet {
         practitioner_id: pid.into(),
         number,
         destination: dest.into(),
         idempotency_key: key.map(str::to_string),
-        der: vec![0x30, 0],
-        json: "{}".into(),
+        der: vec![0x30, 0x01, number as u8],
+        json: format!("{{\"number\":{number}}}"),
         created_at: "20261122100000Z".into(),
-    };
-    match q.insert_sheet(&new).unwrap() {
-        Inserted::New(r) | Inserted::Existing(r) => r,
+    }
+}
+
+/// Allocates a number and inserts a new sheet.
+fn add(q: &mut Queue, pid: &str, dest: &str) -> SheetRow {
+    let number = q.allocate_sheet_number(pid).unwrap();
+    match q.insert_sheet(&new_sheet(pid, number, dest, None)).unwrap() {
+        Inserted::New(r) => r,
+        Inserted::Existing(r) => panic!("unexpected existing sheet {r:?}"),
     }
 }
 
 fn arl(lot: &str, status: ArlStatus, rejections: Vec<Rejection>) -> Arl {
-    Arl { lot_id: lot.into(), merkle_root: hex::encode([0u8; 32]), status, insurer: "x".into(), received_at: "20261122".into(), rejections }
+    Arl {
+        lot_id: lot.into(),
+        merkle_root: hex::encode([0u8; 32]),
+        status,
+        insurer: "011751234".into(),
+        received_at: "20261122120000Z".into(),
+        rejections,
+    }
+}
+
+fn rejection(sheet_number: Option<u64>, code: &str) -> Rejection {
+    Rejection {
+        sheet_number,
+        code: code.into(),
+        reason: format!("{code} wrong"),
+    }
+}
+
+fn sheet(q: &Queue, id: i64) -> SheetRow {
+    q.get_sheet(id).unwrap().unwrap()
+}
+
+fn lot(q: &Queue, id: &str) -> LotRow {
+    q.get_lot(id).unwrap().unwrap()
+}
+
+fn kinds(q: &Queue) -> Vec<String> {
+    q.events_since(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// Everything the store shows, to compare before and after.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    sheets: Vec<SheetRow>,
+    lots: Vec<LotRow>,
+    events: Vec<EventRow>,
+    stats: Stats,
+    acks: Vec<Option<AckRow>>,
+}
+
+fn snapshot(q: &Queue) -> Snapshot {
+    let lots = q.list_lots(1000).unwrap();
+    Snapshot {
+        sheets: q.list_sheets(None, 1000, 0).unwrap(),
+        acks: lots.iter().map(|l| q.get_ack(&l.id).unwrap()).collect(),
+        lots,
+        events: q.events_since(0, 1000).unwrap(),
+        stats: q.stats().unwrap(),
+    }
+}
+
+/// One lot of `n` sheets for practitioner 8A, signed; returns the lot id and sheets.
+fn signed_lot(q: &mut Queue, n: usize) -> (String, Vec<SheetRow>) {
+    let sheets: Vec<SheetRow> = (0..n).map(|_| add(q, "8A", "D")).collect();
+    let lots = q.close_lots(None, 100, "20261122110000Z").unwrap();
+    assert_eq!(lots.len(), 1);
+    q.mark_lot_signed(&lots[0].id, b"signed lot").unwrap();
+    (lots[0].id.clone(), sheets)
 }
 
 #[test]
-fn pragmas_are_wal_and_full() {
+fn wal_and_synchronous_full_are_set() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     assert_eq!(q.pragma("journal_mode").unwrap(), "wal");
-    assert_eq!(q.pragma("synchronous").unwrap(), "2");
-    assert_eq!(q.pragma("user_version").unwrap(), "1");
+    assert_eq!(q.pragma("synchronous").unwrap(), "2", "2 is FULL");
+    assert_eq!(q.pragma("foreign_keys").unwrap(), "1");
+    assert_eq!(q.pragma("busy_timeout").unwrap(), "10000");
+    assert_eq!(
+        q.pragma("user_version").unwrap(),
+        schema::latest_version().to_string()
+    );
+    assert_eq!(
+        q.pragma("application_id").unwrap(),
+        APPLICATION_ID.to_string()
+    );
+    assert!(q.pragma("journal_mode; DROP TABLE sheets").is_err());
+    // WAL is recorded in the file itself: another connection sees it.
+    let other = rusqlite::Connection::open(db(&dir)).unwrap();
+    let mode: String = other
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
 }
 
 #[test]
-fn full_lifecycle_to_acknowledged() {
+fn full_lifecycle_accepted_to_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
-    let s = add(&mut q, "8A", "017510001", None);
-    assert_eq!(s.state, SheetState::Accepted);
-    let lots = q.close_lots(None, 10, "20261122").unwrap();
+    let a = add(&mut q, "8A", "017510001");
+    let b = add(&mut q, "8A", "017510001");
+    assert_eq!((a.number, b.number), (1, 2));
+    assert_eq!(a.state, SheetState::Accepted);
+    assert_eq!(a.lot_id, None);
+    assert!(q.lots_to_sign(None).unwrap().is_empty());
+
+    let lots = q.close_lots(None, 10, "20261122110000Z").unwrap();
     assert_eq!(lots.len(), 1);
-    assert_eq!(lots[0].id, "8A-00000001");
-    assert_eq!(q.get_sheet(s.id).unwrap().unwrap().state, SheetState::InLot);
-    assert_eq!(q.lots_to_sign(None).unwrap().len(), 1);
-    q.mark_lot_signed("8A-00000001", b"signed").unwrap();
-    assert!(matches!(q.mark_lot_signed("8A-00000001", b"again"), Err(QueueError::InvalidTransition { .. })));
-    assert_eq!(q.lots_to_send().unwrap()[0].signed_der.as_deref(), Some(&b"signed"[..]));
-    assert!(q.mark_lot_sent("8A-00000001").unwrap());
-    assert!(!q.mark_lot_sent("8A-00000001").unwrap());
-    assert_eq!(q.record_arl(&arl("8A-00000001", ArlStatus::Positive, vec![]), b"arl").unwrap(), ArlOutcome::Applied);
-    assert_eq!(q.record_arl(&arl("8A-00000001", ArlStatus::Negative, vec![]), b"arl").unwrap(), ArlOutcome::Duplicate);
-    assert_eq!(q.get_sheet(s.id).unwrap().unwrap().state, SheetState::Acknowledged);
-    assert_eq!(q.get_lot("8A-00000001").unwrap().unwrap().state, LotState::Acknowledged);
-    assert_eq!(q.stats().unwrap().sheets.get("acknowledged"), Some(&1));
-    let kinds: Vec<String> = q.events_since(0, 100).unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["sheet.accepted", "lot.closed", "lot.signed", "lot.sent", "arl.positive"]);
-}
-
-#[test]
-fn negative_arl_records_reasons() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(&dir);
-    let a = add(&mut q, "8A", "D", None);
-    let b = add(&mut q, "8A", "D", None);
-    q.close_lots(None, 10, "t").unwrap();
-    q.mark_lot_signed("8A-00000001", b"s").unwrap();
-    let rej = vec![Rejection { sheet_number: Some(b.number), code: "SHARES".into(), reason: "AMO share".into() }];
-    q.record_arl(&arl("8A-00000001", ArlStatus::Negative, rej), b"arl").unwrap();
-    let (a, b) = (q.get_sheet(a.id).unwrap().unwrap(), q.get_sheet(b.id).unwrap().unwrap());
-    assert_eq!((a.state, b.state), (SheetState::Rejected, SheetState::Rejected));
-    assert_eq!(a.reason, None);
-    assert_eq!(b.reason.as_deref(), Some("SHARES: AMO share"));
-    assert!(matches!(q.record_arl(&arl("nope", ArlStatus::Positive, vec![]), b""), Err(QueueError::NotFound(_))));
-}
-
-#[test]
-fn idempotent_insert_and_lot_grouping() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(&dir);
-    let first = add(&mut q, "8A", "D1", Some("k"));
-    let again = add(&mut q, "8A", "D1", Some("k"));
-    assert_eq!(first.id, again.id);
-    for _ in 0..4 {
-        add(&mut q, "8A", "D1", None);
+    let l = &lots[0];
+    assert_eq!(
+        (
+            l.id.as_str(),
+            l.number,
+            l.destination.as_str(),
+            l.state,
+            l.sheet_count,
+            l.closed_at.as_str()
+        ),
+        (
+            "8A-00000001",
+            1,
+            "017510001",
+            LotState::Closed,
+            2,
+            "20261122110000Z"
+        )
+    );
+    assert_eq!(l.signed_der, None);
+    for s in [&a, &b] {
+        let s = sheet(&q, s.id);
+        assert_eq!(
+            (s.state, s.lot_id.as_deref()),
+            (SheetState::InLot, Some("8A-00000001"))
+        );
     }
-    add(&mut q, "8A", "D2", None);
-    add(&mut q, "8B", "D1", None);
-    let lots = q.close_lots(None, 2, "t").unwrap();
-    let shape: Vec<(String, u64)> = lots.iter().map(|l| (l.id.clone(), l.sheet_count)).collect();
-    assert_eq!(shape, [("8A-00000001".into(), 2), ("8A-00000002".into(), 2), ("8A-00000003".into(), 1), ("8A-00000004".into(), 1), ("8B-00000001".into(), 1)]);
-    assert!(q.close_lots(None, 2, "t").unwrap().is_empty());
+    assert_eq!(q.lots_to_sign(None).unwrap(), lots);
+    assert_eq!(q.lots_to_sign(Some("8A")).unwrap(), lots);
+    assert!(q.lots_to_sign(Some("8B")).unwrap().is_empty());
+    assert!(q.lots_to_send().unwrap().is_empty());
+    let ids: Vec<i64> = q
+        .lot_sheets("8A-00000001")
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [a.id, b.id]);
+
+    q.mark_lot_signed("8A-00000001", b"signed").unwrap();
+    assert!(q.lots_to_sign(None).unwrap().is_empty());
+    let to_send = q.lots_to_send().unwrap();
+    assert_eq!(to_send.len(), 1);
+    assert_eq!(
+        (to_send[0].state, to_send[0].signed_der.as_deref()),
+        (LotState::Signed, Some(&b"signed"[..]))
+    );
+    assert_eq!(sheet(&q, a.id).state, SheetState::Signed);
+
+    assert!(q.mark_lot_sent("8A-00000001").unwrap());
+    assert!(q.lots_to_send().unwrap().is_empty());
+    assert_eq!(lot(&q, "8A-00000001").state, LotState::Sent);
+    assert_eq!(sheet(&q, b.id).state, SheetState::Sent);
+    assert!(
+        !q.mark_lot_sent("8A-00000001").unwrap(),
+        "already sent: no change"
+    );
+
+    let positive = arl("8A-00000001", ArlStatus::Positive, vec![]);
+    assert_eq!(
+        q.record_arl(&positive, b"arl der").unwrap(),
+        ArlOutcome::Applied
+    );
+    assert_eq!(lot(&q, "8A-00000001").state, LotState::Acknowledged);
+    for s in [&a, &b] {
+        let s = sheet(&q, s.id);
+        assert_eq!((s.state, s.reason), (SheetState::Acknowledged, None));
+    }
+    let ack = q.get_ack("8A-00000001").unwrap().unwrap();
+    assert_eq!(
+        (ack.status, ack.der.as_slice(), ack.received_at.as_str()),
+        (ArlStatus::Positive, &b"arl der"[..], "20261122120000Z")
+    );
+    assert!(
+        !q.mark_lot_sent("8A-00000001").unwrap(),
+        "acknowledged: no change"
+    );
+
+    let stats = q.stats().unwrap();
+    assert_eq!(stats.sheets["acknowledged"], 2);
+    assert_eq!(stats.sheets["accepted"], 0);
+    assert_eq!(stats.lots["acknowledged"], 1);
+    assert_eq!(stats.lots.len(), LotState::ALL.len());
+    assert_eq!(
+        kinds(&q),
+        [
+            "sheet.number",
+            "sheet.accepted",
+            "sheet.number",
+            "sheet.accepted",
+            "lot.closed",
+            "lot.signed",
+            "lot.sent",
+            "arl.positive"
+        ]
+    );
+    let events = q.events_since(0, 100).unwrap();
+    let arl_event = events.last().unwrap();
+    assert_eq!(arl_event.subject, "8A-00000001");
+    let detail: serde_json::Value = serde_json::from_str(&arl_event.detail).unwrap();
+    assert_eq!(
+        (detail["acknowledged"].as_u64(), detail["rejected"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(q.events_since(events[5].id, 100).unwrap().len(), 2);
+    assert_eq!(q.events_since(0, 3).unwrap().len(), 3);
 }
 
 #[test]
-fn numbers_survive_reopen_and_are_never_reused() {
+fn negative_arl_rejects_the_named_sheets_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
-    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 1);
-    let s = add(&mut q, "8A", "D", None);
-    assert_eq!(s.number, 2);
+    let (lot_id, s) = signed_lot(&mut q, 3);
+    assert!(q.mark_lot_sent(&lot_id).unwrap());
+    let rej = vec![
+        Rejection {
+            sheet_number: Some(s[1].number),
+            code: "SHARES".into(),
+            reason: "AMO share".into(),
+        },
+        Rejection {
+            sheet_number: Some(s[1].number),
+            code: "NIR".into(),
+            reason: "bad key".into(),
+        },
+        Rejection {
+            sheet_number: Some(s[2].number),
+            code: "ACT".into(),
+            reason: "unknown act".into(),
+        },
+    ];
+    assert_eq!(
+        q.record_arl(&arl(&lot_id, ArlStatus::Negative, rej.clone()), b"arl")
+            .unwrap(),
+        ArlOutcome::Applied
+    );
+    assert_eq!(lot(&q, &lot_id).state, LotState::Rejected);
+    let got: Vec<(SheetState, Option<String>)> = s
+        .iter()
+        .map(|x| sheet(&q, x.id))
+        .map(|x| (x.state, x.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (SheetState::Acknowledged, None),
+            (
+                SheetState::Rejected,
+                Some("SHARES: AMO share; NIR: bad key".into())
+            ),
+            (SheetState::Rejected, Some("ACT: unknown act".into())),
+        ]
+    );
+    let ack = q.get_ack(&lot_id).unwrap().unwrap();
+    assert_eq!((ack.status, ack.rejections), (ArlStatus::Negative, rej));
+    assert_eq!(kinds(&q).last().map(String::as_str), Some("arl.negative"));
+}
+
+#[test]
+fn negative_arl_for_the_whole_lot_rejects_every_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (lot_id, s) = signed_lot(&mut q, 3);
+    assert!(q.mark_lot_sent(&lot_id).unwrap());
+    let rej = vec![
+        rejection(Some(s[0].number), "SHARES"),
+        rejection(None, "LOT_SIGNATURE"),
+    ];
+    q.record_arl(&arl(&lot_id, ArlStatus::Negative, rej), b"arl")
+        .unwrap();
+    assert_eq!(lot(&q, &lot_id).state, LotState::Rejected);
+    let got: Vec<(SheetState, Option<String>)> = s
+        .iter()
+        .map(|x| sheet(&q, x.id))
+        .map(|x| (x.state, x.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                SheetState::Rejected,
+                Some("SHARES: SHARES wrong; LOT_SIGNATURE: LOT_SIGNATURE wrong".into())
+            ),
+            (
+                SheetState::Rejected,
+                Some("LOT_SIGNATURE: LOT_SIGNATURE wrong".into())
+            ),
+            (
+                SheetState::Rejected,
+                Some("LOT_SIGNATURE: LOT_SIGNATURE wrong".into())
+            ),
+        ]
+    );
+    assert_eq!(q.stats().unwrap().sheets["rejected"], 3);
+}
+
+#[test]
+fn negative_arl_without_reason_or_naming_a_foreign_sheet_rejects_every_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (first, _) = signed_lot(&mut q, 2);
+    let (second, _) = signed_lot(&mut q, 2);
+    q.record_arl(&arl(&first, ArlStatus::Negative, vec![]), b"arl")
+        .unwrap();
+    let reasons: Vec<Option<String>> = q
+        .lot_sheets(&first)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("NEGATIVE: negative ARL without a reason".into()),
+            Some("NEGATIVE: negative ARL without a reason".into())
+        ]
+    );
+
+    q.record_arl(
+        &arl(
+            &second,
+            ArlStatus::Negative,
+            vec![rejection(Some(999), "ACT")],
+        ),
+        b"arl",
+    )
+    .unwrap();
+    for s in q.lot_sheets(&second).unwrap() {
+        assert_eq!(s.state, SheetState::Rejected);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("ACT: ACT wrong (for sheet 999, which is not in this lot)")
+        );
+    }
+}
+
+#[test]
+fn duplicate_arl_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (lot_id, s) = signed_lot(&mut q, 2);
+    q.mark_lot_sent(&lot_id).unwrap();
+    let first = arl(
+        &lot_id,
+        ArlStatus::Negative,
+        vec![rejection(Some(s[0].number), "SHARES")],
+    );
+    assert_eq!(q.record_arl(&first, b"first").unwrap(), ArlOutcome::Applied);
+    let before = snapshot(&q);
+
+    // The same ARL again, and a contradicting one: both are duplicates.
+    assert_eq!(
+        q.record_arl(&first, b"first").unwrap(),
+        ArlOutcome::Duplicate
+    );
+    let other = arl(&lot_id, ArlStatus::Positive, vec![]);
+    assert_eq!(
+        q.record_arl(&other, b"second").unwrap(),
+        ArlOutcome::Duplicate
+    );
+    assert_eq!(snapshot(&q), before);
+    assert_eq!(sheet(&q, s[0].id).state, SheetState::Rejected);
+    assert_eq!(sheet(&q, s[1].id).state, SheetState::Acknowledged);
+    assert_eq!(q.get_ack(&lot_id).unwrap().unwrap().der, b"first");
+
+    // Still a duplicate after a reopen.
     drop(q);
     let mut q = open(&dir);
+    assert_eq!(
+        q.record_arl(&other, b"second").unwrap(),
+        ArlOutcome::Duplicate
+    );
+    assert_eq!(snapshot(&q), before);
+}
+
+#[test]
+fn arl_for_a_lot_still_signed_is_applied_and_sent_comes_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (lot_id, s) = signed_lot(&mut q, 2);
+    assert_eq!(
+        q.record_arl(&arl(&lot_id, ArlStatus::Positive, vec![]), b"arl")
+            .unwrap(),
+        ArlOutcome::Applied
+    );
+    assert_eq!(lot(&q, &lot_id).state, LotState::Acknowledged);
+    assert!(s
+        .iter()
+        .all(|x| sheet(&q, x.id).state == SheetState::Acknowledged));
+    assert!(
+        q.lots_to_send().unwrap().is_empty(),
+        "an acknowledged lot is not sent again"
+    );
+    assert!(!q.mark_lot_sent(&lot_id).unwrap());
+    assert_eq!(lot(&q, &lot_id).state, LotState::Acknowledged);
+}
+
+#[test]
+fn arl_for_an_unknown_or_unsigned_lot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    add(&mut q, "8A", "D");
+    let lots = q.close_lots(None, 10, "t").unwrap();
+    let events = q.events_since(0, 100).unwrap().len();
+    assert!(matches!(
+        q.record_arl(&arl("nope", ArlStatus::Positive, vec![]), b""),
+        Err(QueueError::NotFound(_))
+    ));
+    let err = q
+        .record_arl(&arl(&lots[0].id, ArlStatus::Positive, vec![]), b"")
+        .unwrap_err();
+    assert!(
+        matches!(&err, QueueError::InvalidTransition { from, to, .. } if from == "closed" && to == "acknowledged"),
+        "{err}"
+    );
+    assert_eq!(lot(&q, &lots[0].id).state, LotState::Closed);
+    assert_eq!(q.events_since(0, 100).unwrap().len(), events);
+    assert!(q.get_ack(&lots[0].id).unwrap().is_none());
+}
+
+#[test]
+fn idempotent_insert_returns_the_existing_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let n = q.allocate_sheet_number("8A").unwrap();
+    let first = match q
+        .insert_sheet(&new_sheet("8A", n, "D", Some("key-1")))
+        .unwrap()
+    {
+        Inserted::New(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        q.find_by_idempotency_key("key-1").unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(q.find_by_idempotency_key("key-2").unwrap(), None);
+    let events = q.events_since(0, 100).unwrap().len();
+
+    // A retry of the same call, even with a new number: nothing inserted.
+    let n2 = q.allocate_sheet_number("8A").unwrap();
+    let again = q
+        .insert_sheet(&new_sheet("8A", n2, "D", Some("key-1")))
+        .unwrap();
+    assert_eq!(again, Inserted::Existing(first.clone()));
+    assert_eq!(
+        q.list_sheets(None, 100, 0).unwrap(),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        q.events_since(0, 100).unwrap().len(),
+        events + 1,
+        "only the number allocation"
+    );
+
+    // Also once the sheet has moved on.
+    q.close_lots(None, 10, "t").unwrap();
+    let moved = q
+        .insert_sheet(&new_sheet("8A", n2, "D", Some("key-1")))
+        .unwrap();
+    assert_eq!(moved.row().state, SheetState::InLot);
+    assert_eq!(moved.row().id, first.id);
+}
+
+#[test]
+fn a_used_number_is_a_conflict_and_inserted_numbers_are_never_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let s = add(&mut q, "8A", "D");
+    let err = q
+        .insert_sheet(&new_sheet("8A", s.number, "D", None))
+        .unwrap_err();
+    assert!(matches!(err, QueueError::Conflict(_)), "{err}");
+    // Another practitioner may use the same number.
+    assert!(matches!(
+        q.insert_sheet(&new_sheet("8B", s.number, "D", None))
+            .unwrap(),
+        Inserted::New(_)
+    ));
+    // A number inserted without allocation moves the counter past it.
+    q.insert_sheet(&new_sheet("8A", 10, "D", None)).unwrap();
+    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 11);
+    assert_eq!(q.allocate_sheet_number("8B").unwrap(), s.number + 1);
+    assert!(matches!(
+        q.insert_sheet(&new_sheet("8A", u64::MAX, "D", None)),
+        Err(QueueError::Data(_))
+    ));
+}
+
+#[test]
+fn numbers_are_never_reused_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    assert_eq!(
+        q.allocate_sheet_number("8A").unwrap(),
+        1,
+        "allocated, never inserted"
+    );
+    let s = add(&mut q, "8A", "D");
+    assert_eq!(s.number, 2);
+    assert_eq!(
+        q.allocate_sheet_number("8B").unwrap(),
+        1,
+        "per practitioner"
+    );
+    assert_eq!(q.close_lots(None, 10, "t").unwrap()[0].number, 1);
+    drop(q);
+
+    let mut q = open(&dir);
     assert_eq!(q.allocate_sheet_number("8A").unwrap(), 3);
-    assert_eq!(q.get_sheet(s.id).unwrap().unwrap(), s);
+    assert_eq!(q.allocate_sheet_number("8B").unwrap(), 2);
+    add(&mut q, "8A", "D");
+    let lots = q.close_lots(None, 10, "t").unwrap();
+    assert_eq!((lots[0].number, lots[0].id.as_str()), (2, "8A-00000002"));
+    drop(q);
+
+    let mut q = open(&dir);
+    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 5);
+    let allocations = q
+        .events_since(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "sheet.number")
+        .count();
+    assert_eq!(
+        allocations, 7,
+        "every allocation, used or not, is in the log"
+    );
+}
+
+#[test]
+fn close_lots_splits_by_practitioner_destination_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let d1: Vec<SheetRow> = (0..5).map(|_| add(&mut q, "8A", "D1")).collect();
+    let d2 = add(&mut q, "8A", "D2");
+    let other = add(&mut q, "8B", "D1");
+
+    // One practitioner only.
+    let lots = q.close_lots(Some("8B"), 2, "t1").unwrap();
+    assert_eq!(
+        lots.iter()
+            .map(|l| (l.id.as_str(), l.sheet_count))
+            .collect::<Vec<_>>(),
+        [("8B-00000001", 1)]
+    );
+    assert_eq!(sheet(&q, other.id).lot_id.as_deref(), Some("8B-00000001"));
+    assert_eq!(sheet(&q, d2.id).state, SheetState::Accepted);
+
+    let lots = q.close_lots(None, 2, "t2").unwrap();
+    let shape: Vec<(&str, &str, u64)> = lots
+        .iter()
+        .map(|l| (l.id.as_str(), l.destination.as_str(), l.sheet_count))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("8A-00000001", "D1", 2),
+            ("8A-00000002", "D1", 2),
+            ("8A-00000003", "D1", 1),
+            ("8A-00000004", "D2", 1)
+        ]
+    );
+    assert!(lots
+        .iter()
+        .all(|l| l.closed_at == "t2" && l.state == LotState::Closed));
+    // Sheets go in insertion order, each in exactly one lot.
+    let members =
+        |id: &str| -> Vec<i64> { q.lot_sheets(id).unwrap().iter().map(|s| s.id).collect() };
+    assert_eq!(members("8A-00000001"), [d1[0].id, d1[1].id]);
+    assert_eq!(members("8A-00000002"), [d1[2].id, d1[3].id]);
+    assert_eq!(members("8A-00000003"), [d1[4].id]);
+    assert_eq!(members("8A-00000004"), [d2.id]);
+    assert_eq!(q.stats().unwrap().sheets["in_lot"], 7);
+
+    // Nothing left to close; oldest first for signing, newest first in the list.
+    assert!(q.close_lots(None, 2, "t3").unwrap().is_empty());
+    let to_sign: Vec<String> = q
+        .lots_to_sign(None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(
+        to_sign,
+        [
+            "8B-00000001",
+            "8A-00000001",
+            "8A-00000002",
+            "8A-00000003",
+            "8A-00000004"
+        ]
+    );
+    let listed: Vec<String> = q.list_lots(2).unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(listed, ["8A-00000004", "8A-00000003"]);
+
+    // max_sheets 0 is taken as 1.
+    add(&mut q, "8A", "D1");
+    add(&mut q, "8A", "D1");
+    assert_eq!(q.close_lots(None, 0, "t4").unwrap().len(), 2);
+}
+
+#[test]
+fn a_lot_is_never_signed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (lot_id, _) = signed_lot(&mut q, 1);
+    let before = snapshot(&q);
+    let err = q.mark_lot_signed(&lot_id, b"again").unwrap_err();
+    assert!(
+        matches!(&err, QueueError::InvalidTransition { from, to, .. } if from == "signed" && to == "signed"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("cannot go from signed to signed"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&q), before, "nothing written, not even an event");
+    assert_eq!(
+        lot(&q, &lot_id).signed_der.as_deref(),
+        Some(&b"signed lot"[..])
+    );
+
+    q.mark_lot_sent(&lot_id).unwrap();
+    assert!(matches!(
+        q.mark_lot_signed(&lot_id, b"again"),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        q.mark_lot_signed("nope", b"x"),
+        Err(QueueError::NotFound(_))
+    ));
+    assert!(matches!(
+        q.mark_lot_sent("nope"),
+        Err(QueueError::NotFound(_))
+    ));
+
+    // A closed lot cannot be sent before it is signed.
+    add(&mut q, "8A", "D");
+    let closed = q.close_lots(None, 10, "t").unwrap();
+    assert!(matches!(
+        q.mark_lot_sent(&closed[0].id),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        q.mark_lot_signed(&closed[0].id, b""),
+        Err(QueueError::Data(_))
+    ));
+    assert_eq!(lot(&q, &closed[0].id).state, LotState::Closed);
+}
+
+#[test]
+fn list_sheets_pages_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let all: Vec<SheetRow> = (0..5).map(|_| add(&mut q, "8A", "D")).collect();
+    q.close_lots(None, 2, "t").unwrap(); // lots of 2, 2, 1: all in_lot
+    add(&mut q, "8A", "D");
+    let page = q.list_sheets(None, 2, 0).unwrap();
+    assert_eq!(
+        page.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [all[0].id, all[1].id]
+    );
+    let next = q.list_sheets(None, 2, page[1].id).unwrap();
+    assert_eq!(
+        next.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [all[2].id, all[3].id]
+    );
+    assert_eq!(
+        q.list_sheets(Some(SheetState::InLot), 100, 0)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        q.list_sheets(Some(SheetState::Accepted), 100, 0)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(q
+        .list_sheets(Some(SheetState::Sent), 100, 0)
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.list_sheets(None, usize::MAX, 0).unwrap().len(), 6);
+}
+
+#[test]
+fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (acked, _) = signed_lot(&mut q, 2);
+    q.mark_lot_sent(&acked).unwrap();
+    let (rejected, s) = signed_lot(&mut q, 2);
+    q.mark_lot_sent(&rejected).unwrap();
+    let (signed, _) = signed_lot(&mut q, 1);
+    add(&mut q, "8A", "D");
+    q.close_lots(None, 10, "t").unwrap();
+    add(&mut q, "8A", "D");
+    let keyed = q.insert_sheet(&new_sheet("8C", 1, "D", Some("k"))).unwrap();
+    q.record_arl(&arl(&acked, ArlStatus::Positive, vec![]), b"ok")
+        .unwrap();
+    q.record_arl(
+        &arl(
+            &rejected,
+            ArlStatus::Negative,
+            vec![rejection(Some(s[1].number), "ACT")],
+        ),
+        b"ko",
+    )
+    .unwrap();
+    let before = snapshot(&q);
+    assert_eq!(lot(&q, &signed).state, LotState::Signed);
+    drop(q);
+
+    // The WAL holds the commits until a checkpoint; reopening must find them all.
+    let q = open(&dir);
+    assert_eq!(snapshot(&q), before);
+    assert_eq!(
+        q.find_by_idempotency_key("k").unwrap().as_ref(),
+        Some(keyed.row())
+    );
+    assert_eq!(
+        q.lots_to_send()
+            .unwrap()
+            .iter()
+            .map(|l| l.id.clone())
+            .collect::<Vec<_>>(),
+        [signed]
+    );
+    assert_eq!(q.lots_to_sign(None).unwrap().len(), 1);
+    let stats = q.stats().unwrap();
+    assert_eq!(
+        (
+            stats.sheets["acknowledged"],
+            stats.sheets["rejected"],
+            stats.sheets["signed"],
+            stats.sheets["in_lot"],
+            stats.sheets["accepted"]
+        ),
+        (3, 1, 1, 1, 2)
+    );
+}
+
+#[test]
+fn a_file_copied_while_open_holds_every_commit() {
+    // After a call returns, its commit is in the database files (the WAL),
+    // not only in the connection, although the connection is still open: a
+    // copy of the database and its WAL, opened elsewhere, shows it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let s = add(&mut q, "8A", "D");
+    let copy = tempfile::tempdir().unwrap();
+    for suffix in ["", "-wal"] {
+        let from = format!("{}{suffix}", db(&dir).display());
+        if Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", db(&copy).display())).unwrap();
+        }
+    }
+    let q2 = Queue::open(&db(&copy)).unwrap();
+    assert_eq!(q2.get_sheet(s.id).unwrap(), Some(s));
+    drop(q);
+}
+
+fn assert_refused_untouched(path: &Path, bytes: &[u8], want: fn(&QueueError) -> bool) {
+    let dir = path.parent().unwrap();
+    let listing = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = listing(dir);
+    for _ in 0..2 {
+        let err = Queue::open(path).err().unwrap();
+        assert!(want(&err), "{err}");
+        assert!(err.to_string().contains("not modified"), "{err}");
+        assert_eq!(std::fs::read(path).unwrap(), bytes, "the file was changed");
+        assert_eq!(listing(dir), files, "files were added next to it");
+    }
 }
 
 #[test]
 fn a_corrupt_file_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.db");
+    let path = db(&dir);
     let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&path, &garbage).unwrap();
+    assert_refused_untouched(&path, &garbage, |e| matches!(e, QueueError::Corrupt { .. }));
     let err = Queue::open(&path).err().unwrap();
-    assert!(matches!(err, QueueError::Corrupt { .. }), "{err}");
-    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+
+    // A SQLite header followed by garbage.
+    let mut damaged = b"SQLite format 3\0".to_vec();
+    damaged.extend(std::iter::repeat_n(0xA5u8, 4096 - damaged.len()));
+    std::fs::write(&path, &damaged).unwrap();
+    assert_refused_untouched(&path, &damaged, |e| matches!(e, QueueError::Corrupt { .. }));
+}
+
+#[test]
+fn a_damaged_fsed_database_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut q = open(&dir);
+    for _ in 0..50 {
+        add(&mut q, "8A", "D");
+    }
+    drop(q); // checkpoints the WAL into the file and removes it
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 4 * 4096);
+    // Overwrite the second page onward with garbage; keep the header.
+    for b in &mut bytes[4096..4 * 4096] {
+        *b = 0x5A;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert_refused_untouched(&path, &bytes, |e| matches!(e, QueueError::Corrupt { .. }));
+}
+
+#[test]
+fn another_programs_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('x');")
+            .unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_refused_untouched(
+        &path,
+        &bytes,
+        |e| matches!(e, QueueError::Corrupt { detail, .. } if detail.contains("not an fsed database")),
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    drop(open(&dir));
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_refused_untouched(&path, &bytes, |e| {
+        matches!(e, QueueError::SchemaTooNew { found: 99, .. })
+    });
+}
+
+#[test]
+fn a_missing_directory_is_an_open_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Queue::open(&dir.path().join("missing").join("q.db"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, QueueError::Open { .. }), "{err}");
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        // As the first fsed wrote it: migration 1 only, no application id.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO counters VALUES ('8A', 3, 3);
+             INSERT INTO lots VALUES ('8A-00000002', '8A', 2, 'D', 'closed', 1, NULL, 't', 'u');
+             INSERT INTO lots VALUES ('8A-00000001', '8A', 1, 'D', 'closed', 1, NULL, 't', 'u');
+             INSERT INTO sheets VALUES (1, '8A', 1, 'D', NULL, 'in_lot', '8A-00000002', x'30', '{}', NULL, 'c', 'u');
+             INSERT INTO sheets VALUES (2, '8A', 2, 'D', NULL, 'in_lot', '8A-00000001', x'30', '{}', NULL, 'c', 'u');",
+        )
+        .unwrap();
+    }
+    let mut q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.pragma("user_version").unwrap(),
+        schema::latest_version().to_string()
+    );
+    assert_eq!(
+        q.pragma("application_id").unwrap(),
+        APPLICATION_ID.to_string()
+    );
+    // Insertion order is kept as the lot order.
+    let ids: Vec<String> = q
+        .lots_to_sign(None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, ["8A-00000002", "8A-00000001"]);
+    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 3);
+    add(&mut q, "8A", "D");
+    assert_eq!(q.close_lots(None, 10, "t").unwrap()[0].id, "8A-00000003");
+    assert_eq!(
+        q.lots_to_sign(None).unwrap().last().unwrap().id,
+        "8A-00000003"
+    );
+    drop(q);
+    // And it opens again as an fsed database.
+    Queue::open(&path).unwrap();
+}
+
+#[test]
+fn states_round_trip_through_their_names() {
+    for s in SheetState::ALL {
+        assert_eq!(s.as_str().parse::<SheetState>(), Ok(*s));
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::Value::String(s.as_str().into())
+        );
+    }
+    for s in LotState::ALL {
+        assert_eq!(s.as_str().parse::<LotState>(), Ok(*s));
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::Value::String(s.as_str().into())
+        );
+    }
+    assert_eq!(
+        "inlot".parse::<SheetState>(),
+        Err(UnknownState("inlot".into()))
+    );
+    assert_eq!(SheetState::InLot.as_str(), "in_lot");
 }

@@ -1,53 +1,70 @@
-//! The rows and states the store hands out.
+//! The rows and states the store hands out, and the inputs it takes.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use fse_formats::ack::{ArlStatus, Rejection};
 use serde::Serialize;
+
+/// A stored state name that no state of this version carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {0:?}")]
+pub struct UnknownState(pub String);
 
 macro_rules! states {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vdoc])* $variant),* }
 
         impl $name {
-            /// The stored name.
+            /// Every state, in life order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The stored (and serialized) name.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),* }
             }
         }
 
         impl FromStr for $name {
-            type Err = ();
-            fn from_str(s: &str) -> Result<Self, ()> {
-                match s { $($text => Ok($name::$variant),)* _ => Err(()) }
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
+                match s { $($text => Ok($name::$variant),)* _ => Err(UnknownState(s.to_string())) }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
     };
 }
 
 states!(
-    /// Where a sheet is in its life.
+    /// Where a sheet is in its life: accepted → in_lot → signed → sent →
+    /// acknowledged | rejected.
     SheetState {
         /// Committed, not yet in a lot.
         Accepted => "accepted",
         /// In a closed lot waiting for its signature.
         InLot => "in_lot",
-        /// Its lot is signed.
+        /// Its lot is signed, waiting to be sent.
         Signed => "signed",
         /// Its lot was delivered (broker confirmed / spool file durable).
         Sent => "sent",
-        /// Positive ARL.
+        /// The insurer's ARL accepted it.
         Acknowledged => "acknowledged",
-        /// Negative ARL.
+        /// The insurer's ARL refused it (see `SheetRow::reason`).
         Rejected => "rejected",
     }
 );
 
 states!(
-    /// Where a lot is in its life.
+    /// Where a lot is in its life: closed → signed → sent → acknowledged |
+    /// rejected (an ARL may also come straight after signed).
     LotState {
         /// Closed, waiting for the CPS signature.
         Closed => "closed",
@@ -63,15 +80,15 @@ states!(
 );
 
 /// A sheet to insert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSheet {
     /// National id of the practitioner.
     pub practitioner_id: String,
-    /// Sheet number from `allocate_sheet_number`.
+    /// Sheet number from `Queue::allocate_sheet_number`.
     pub number: u64,
     /// Destination organism.
     pub destination: String,
-    /// Idempotency key of the create call.
+    /// Idempotency key of the create call, if the client gave one.
     pub idempotency_key: Option<String>,
     /// DER of the sheet.
     pub der: Vec<u8>,
@@ -84,11 +101,11 @@ pub struct NewSheet {
 /// A stored sheet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SheetRow {
-    /// Store id.
+    /// Store id (increasing with insertion).
     pub id: i64,
     /// Practitioner.
     pub practitioner_id: String,
-    /// Sheet number.
+    /// Sheet number, per practitioner.
     pub number: u64,
     /// Destination organism.
     pub destination: String,
@@ -100,18 +117,18 @@ pub struct SheetRow {
     pub der: Vec<u8>,
     /// JSON rendering.
     pub json: String,
-    /// Rejection reason.
+    /// Why the insurer refused it (`CODE: reason`, several joined by `; `).
     pub reason: Option<String>,
-    /// Creation time (`YYYYMMDDHHMMSSZ`).
+    /// Creation time as given by the caller (`YYYYMMDDHHMMSSZ`).
     pub created_at: String,
-    /// Last change.
+    /// Last change, `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub updated_at: String,
 }
 
 /// A stored lot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LotRow {
-    /// Lot id.
+    /// Lot id, `{practitioner_id}-{number:08}`.
     pub id: String,
     /// Practitioner.
     pub practitioner_id: String,
@@ -123,12 +140,29 @@ pub struct LotRow {
     pub state: LotState,
     /// Number of sheets.
     pub sheet_count: u64,
-    /// The signed lot, once signed.
+    /// The signed lot (DER), once signed.
     pub signed_der: Option<Vec<u8>>,
-    /// Closing time.
+    /// Closing time as given to `Queue::close_lots`.
     pub closed_at: String,
-    /// Last change.
+    /// Last change, `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub updated_at: String,
+}
+
+/// A stored ARL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRow {
+    /// The lot it answers.
+    pub lot_id: String,
+    /// Positive or negative.
+    pub status: ArlStatus,
+    /// The ARL as received (DER).
+    pub der: Vec<u8>,
+    /// Time of receipt as the insurer gave it.
+    pub received_at: String,
+    /// The insurer's reasons.
+    pub rejections: Vec<Rejection>,
+    /// When fsed recorded it, `YYYY-MM-DDTHH:MM:SS.sssZ`.
+    pub recorded_at: String,
 }
 
 /// Result of an insert.
@@ -136,8 +170,17 @@ pub struct LotRow {
 pub enum Inserted {
     /// A new sheet.
     New(SheetRow),
-    /// The sheet already created with this idempotency key.
+    /// The sheet already created with this idempotency key; nothing was inserted.
     Existing(SheetRow),
+}
+
+impl Inserted {
+    /// The sheet, new or existing.
+    pub fn row(&self) -> &SheetRow {
+        match self {
+            Inserted::New(r) | Inserted::Existing(r) => r,
+        }
+    }
 }
 
 /// Result of applying an ARL.
@@ -145,12 +188,12 @@ pub enum Inserted {
 pub enum ArlOutcome {
     /// Applied now.
     Applied,
-    /// Already applied before: nothing changed.
+    /// The lot already had its ARL: nothing changed.
     Duplicate,
 }
 
-/// Counts per state.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Counts per state; every state is present, with 0 when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Sheets per state.
     pub sheets: BTreeMap<String, u64>,
@@ -159,15 +202,16 @@ pub struct Stats {
 }
 
 /// One event of the log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRow {
-    /// Event id.
+    /// Event id (increasing).
     pub id: i64,
-    /// Time.
+    /// Time, `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub at: String,
-    /// Kind (`sheet.accepted`, `lot.signed`, …).
+    /// Kind: `sheet.number`, `sheet.accepted`, `lot.closed`, `lot.signed`,
+    /// `lot.sent`, `arl.positive`, `arl.negative`.
     pub kind: String,
-    /// Sheet or lot concerned.
+    /// Practitioner (`sheet.number`), sheet id (`sheet.accepted`) or lot id.
     pub subject: String,
     /// JSON details.
     pub detail: String,
