@@ -1,1 +1,21 @@
-//! placeholder
+//! `fsed`: the service that reads the CPS and the Vitale card, builds care
+//! sheets, keeps them in the durable queue, has them signed in lots and
+//! transmits them to the insurers, then records their acknowledgements.
+//!
+//! Module map: [`config`] (settings), [`cards`] (the one card thread),
+//! [`api`] (JSON-RPC on the Unix socket), [`billing`] (one sheet from the
+//! cards and the rules), [`store`] (the queue behind an async handle),
+//! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
+//! [`returns`] (ARLs applied), [`service`] (wiring and shutdown).
+
+pub mod api;
+pub mod batcher;
+pub mod billing;
+pub mod cards;
+pub mod config;
+pub mod error;
+pub mod returns;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod transport;

@@ -16,7 +16,11 @@ use fse_queue::{NewSheet, Queue};
 use sha2::{Digest, Sha256};
 
 fn rate(label: &str, n: u64, d: Duration, unit: &str) {
-    println!("{label:<58} {:>12.0} {unit}/s   ({n} in {:.2} s)", n as f64 / d.as_secs_f64(), d.as_secs_f64());
+    println!(
+        "{label:<58} {:>12.0} {unit}/s   ({n} in {:.2} s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    );
 }
 
 fn sheet(n: u64) -> CareSheet {
@@ -41,8 +45,21 @@ fn sheet(n: u64) -> CareSheet {
             rank: 1,
             organism: "017510001".into(),
         },
-        acts: vec![Act { code: "G".into(), coefficient: 100, quantity: 1, date: "20261122".into(), fee_cents: 3000 }],
-        amounts: Amounts { total_cents: 3000, base_cents: 3000, amo_rate: 70, amo_cents: 1900, pf_cents: 200, patient_cents: 1100 },
+        acts: vec![Act {
+            code: "G".into(),
+            coefficient: 100,
+            quantity: 1,
+            date: "20261122".into(),
+            fee_cents: 3000,
+        }],
+        amounts: Amounts {
+            total_cents: 3000,
+            base_cents: 3000,
+            amo_rate: 70,
+            amo_cents: 1900,
+            pf_cents: 200,
+            patient_cents: 1100,
+        },
         mode: Mode::Degraded,
         presence: None,
     }
@@ -59,19 +76,31 @@ fn main() {
     let n = 2000;
     let t = Instant::now();
     for _ in 0..n {
-        conn.execute("INSERT INTO t (b) VALUES (?1)", [&der]).unwrap();
+        conn.execute("INSERT INTO t (b) VALUES (?1)", [&der])
+            .unwrap();
     }
-    rate("raw SQLite, 1 row per commit (WAL, synchronous=FULL)", n, t.elapsed(), "rows");
+    rate(
+        "raw SQLite, 1 row per commit (WAL, synchronous=FULL)",
+        n,
+        t.elapsed(),
+        "rows",
+    );
     let t = Instant::now();
     let n_batched = 100 * 100;
     for _ in 0..100 {
         conn.execute_batch("BEGIN").unwrap();
         for _ in 0..100 {
-            conn.execute("INSERT INTO t (b) VALUES (?1)", [&der]).unwrap();
+            conn.execute("INSERT INTO t (b) VALUES (?1)", [&der])
+                .unwrap();
         }
         conn.execute_batch("COMMIT").unwrap();
     }
-    rate("raw SQLite, 100 rows per commit", n_batched, t.elapsed(), "rows");
+    rate(
+        "raw SQLite, 100 rows per commit",
+        n_batched,
+        t.elapsed(),
+        "rows",
+    );
 
     // The queue: number allocation + insert, each its own durable transaction.
     let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
@@ -89,29 +118,50 @@ fn main() {
         })
         .unwrap();
     }
-    rate("Queue: allocate number + insert sheet (2 commits), 1 client", n, t.elapsed(), "sheets");
+    rate(
+        "Queue: allocate number + insert sheet (2 commits), 1 client",
+        n,
+        t.elapsed(),
+        "sheets",
+    );
 
     // Raw Ed25519 and SHA-256.
     let key = SigningKey::from_bytes(&[7; 32]);
-    let n_sig = 20_000;
+    let n_sig: u64 = 20_000;
     let t = Instant::now();
     for i in 0..n_sig {
-        std::hint::black_box(key.sign(&(i as u64).to_be_bytes()));
+        std::hint::black_box(key.sign(&i.to_be_bytes()));
     }
-    rate("raw Ed25519 sign (ed25519-dalek)", n_sig, t.elapsed(), "signatures");
+    rate(
+        "raw Ed25519 sign (ed25519-dalek)",
+        n_sig,
+        t.elapsed(),
+        "signatures",
+    );
     let n_hash = 500_000;
     let t = Instant::now();
     for _ in 0..n_hash {
         std::hint::black_box(Sha256::digest(&der));
     }
-    rate(&format!("raw SHA-256 over one sheet ({} bytes)", der.len()), n_hash, t.elapsed(), "hashes");
+    rate(
+        &format!("raw SHA-256 over one sheet ({} bytes)", der.len()),
+        n_hash,
+        t.elapsed(),
+        "hashes",
+    );
 
     // Lot build and sign, excluding card latency: salted leaves, Merkle root, DER header, one signature, DER lot.
     let sheets: Vec<Vec<u8>> = (1..=1000).map(|i| sheet(i).to_der().unwrap()).collect();
     let rounds = 50;
     let t = Instant::now();
     for r in 0..rounds {
-        let entries: Vec<LotEntry> = sheets.iter().map(|s| LotEntry { salt: [r as u8; 16], sheet: s.clone() }).collect();
+        let entries: Vec<LotEntry> = sheets
+            .iter()
+            .map(|s| LotEntry {
+                salt: [r as u8; 16],
+                sheet: s.clone(),
+            })
+            .collect();
         let header = LotHeader {
             lot_id: format!("810000000009-{r:08}"),
             number: r + 1,
@@ -124,7 +174,20 @@ fn main() {
             signer_key: key.verifying_key().to_bytes(),
         };
         let signature = key.sign(&header.to_der().unwrap()).to_bytes();
-        std::hint::black_box(SignedLot { header, signature, entries }.to_der().unwrap());
+        std::hint::black_box(
+            SignedLot {
+                header,
+                signature,
+                entries,
+            }
+            .to_der()
+            .unwrap(),
+        );
     }
-    rate("lot build + sign, 1000-sheet lots, no card latency", rounds * 1000, t.elapsed(), "sheets");
+    rate(
+        "lot build + sign, 1000-sheet lots, no card latency",
+        rounds * 1000,
+        t.elapsed(),
+        "sheets",
+    );
 }

@@ -1,1 +1,78 @@
-fn main() {}
+//! `fse-sim`: simulated cards (`cards`), insurer (`insurer`) and the demo
+//! of fsed on its embedded defaults (`demo`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// fse-sim — card and insurer simulators for fsed.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the default CPS and Vitale card to a vpcd reader (pcscd's by default).
+    Cards(fse_simulator::cards_cmd::CardsArgs),
+    /// Answer lots with ARLs, from RabbitMQ or a spool directory.
+    Insurer(fse_simulator::insurer::InsurerArgs),
+    /// Run fsed with simulated cards, a spool and the insurer, bill a sample batch, print the outcome.
+    Demo(fse_simulator::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Cmd::Demo(args) = cli.command {
+        return match fse_simulator::demo::run(args) {
+            Ok(s) => {
+                println!(
+                    "sheets created: {}\nlots signed: {}\ntransmitted: {}\nacknowledged: {} lots, {} sheets\nCPS signatures: {}",
+                    s.created, s.lots_signed, s.transmitted, s.acknowledged, s.sheets_acknowledged, s.cps_signatures
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fse-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Cards(a) => fse_simulator::cards_cmd::run(a)
+                .await
+                .map_err(|e| e.to_string()),
+            Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
+                .await
+                .map_err(|e| e.to_string()),
+            Cmd::Demo(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fse-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

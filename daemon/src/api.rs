@@ -1,0 +1,446 @@
+//! The local API: JSON-RPC 2.0, one JSON object per line, on a Unix socket.
+//! Each connection is served by its own task; a bad line gets an error reply
+//! naming the problem and the connection stays open. Methods are documented
+//! in `daemon/API.md`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use fse_formats::api::{
+    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Request, Response,
+    VerifyPinParams,
+};
+use fse_formats::cards::Pin;
+use fse_formats::channel::CardError;
+use fse_queue::SheetState;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, Semaphore};
+use zeroize::Zeroize;
+
+use crate::billing;
+use crate::cards::Cards;
+use crate::error::ApiError;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// Longest request line accepted, in bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct Context {
+    /// Cards.
+    pub cards: Cards,
+    /// Queue.
+    pub store: Store,
+    /// Wakes the batcher.
+    pub batcher_wake: Arc<Notify>,
+    /// Asks the batcher to close open lots now.
+    pub close_now: Arc<AtomicBool>,
+}
+
+/// Serves connections until shutdown.
+pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    return;
+                };
+                let ctx = ctx.clone();
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, ctx, sd).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdown) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let n = tokio::select! {
+            _ = shutdown.wait() => return,
+            n = limited.read_until(b'\n', &mut line) => n,
+        };
+        let reply = match n {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.len() > MAX_LINE && line.last() != Some(&b'\n') => {
+                // Skip the rest of the oversized line, then answer.
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    let mut limited = (&mut reader).take(MAX_LINE as u64);
+                    match limited.read_until(b'\n', &mut rest).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if rest.last() == Some(&b'\n') => break,
+                        Ok(_) => {}
+                    }
+                }
+                Some(Response::err(
+                    Value::Null,
+                    ErrorObject::new(
+                        api::INVALID_REQUEST,
+                        format!("request line longer than {MAX_LINE} bytes"),
+                        None,
+                    ),
+                ))
+            }
+            Ok(_) => handle_line(&ctx, &mut line).await,
+        };
+        line.zeroize();
+        if let Some(reply) = reply {
+            let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unencodable reply"}}"#.to_vec());
+            out.push(b'\n');
+            if write.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one line; `None` for a notification (no id).
+pub async fn handle_line(ctx: &Context, line: &mut [u8]) -> Option<Response> {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t.trim(),
+        Err(_) => {
+            return Some(Response::err(
+                Value::Null,
+                ErrorObject::new(api::PARSE_ERROR, "request is not UTF-8", None),
+            ))
+        }
+    };
+    if text.is_empty() {
+        return None;
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(Response::err(
+                Value::Null,
+                ErrorObject::new(api::PARSE_ERROR, format!("invalid JSON: {e}"), None),
+            ))
+        }
+    };
+    let id = value.get("id").cloned();
+    let mut req: Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = ErrorObject::new(
+                api::INVALID_REQUEST,
+                format!("not a JSON-RPC request: {e}"),
+                serde_field(&e.to_string()).as_deref(),
+            );
+            return Some(Response::err(id.unwrap_or(Value::Null), err));
+        }
+    };
+    if req.jsonrpc != "2.0" {
+        return Some(Response::err(
+            id.unwrap_or(Value::Null),
+            ErrorObject::new(
+                api::INVALID_REQUEST,
+                "jsonrpc must be \"2.0\"",
+                Some("jsonrpc"),
+            ),
+        ));
+    }
+    let span = tracing::info_span!("request", method = %req.method);
+    let _enter = span.enter();
+    let result = dispatch(ctx, &req.method, req.params.take()).await;
+    let id = req.id?;
+    Some(match result {
+        Ok(v) => Response::ok(id, v),
+        Err(ApiError(e)) => Response::err(id, e),
+    })
+}
+
+/// The field named in a serde error message (`missing field `act``).
+fn serde_field(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+fn params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
+    serde_json::from_value(p.unwrap_or(Value::Object(Default::default()))).map_err(|e| {
+        let msg = e.to_string();
+        let field = serde_field(&msg).unwrap_or_else(|| "params".into());
+        ApiError::invalid(&field, format!("invalid params: {msg}"))
+    })
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
+}
+
+/// Overwrites every string of a JSON value (the PIN must not linger in memory).
+fn scrub(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(scrub),
+        Value::Object(o) => o.values_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
+    match method {
+        "system.version" => {
+            Ok(json!({ "name": "fsed", "version": env!("CARGO_PKG_VERSION"), "api": 1 }))
+        }
+        "cards.list" => to_value(ctx.cards.list().await?),
+        "cards.verify_pin" => verify_pin(ctx, p).await,
+        "vitale.read" => {
+            let data = ctx
+                .cards
+                .run(|reg| reg.vitale().map(|s| s.vitale.clone()))
+                .await?
+                .map_err(|e| ApiError::card("vitale", e))?;
+            to_value(data)
+        }
+        "fse.create" => {
+            let params: FseCreateParams = params(p)?;
+            let created = billing::create(&ctx.cards, &ctx.store, params).await?;
+            ctx.batcher_wake.notify_one();
+            to_value(created)
+        }
+        "fse.get" => {
+            let FseGetParams { id } = params(p)?;
+            let row = ctx
+                .store
+                .call(move |q| q.get_sheet(id))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
+                })?;
+            let mut v = to_value(billing::created(&row)?)?;
+            v["lot_id"] = json!(row.lot_id);
+            v["reason"] = json!(row.reason);
+            Ok(v)
+        }
+        "fse.list" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                #[serde(default)]
+                state: Option<String>,
+                #[serde(default = "default_limit")]
+                limit: usize,
+                #[serde(default)]
+                after_id: i64,
+            }
+            fn default_limit() -> usize {
+                100
+            }
+            let P {
+                state,
+                limit,
+                after_id,
+            } = params(p)?;
+            let state = match state {
+                Some(s) => Some(
+                    s.parse::<SheetState>()
+                        .map_err(|_| ApiError::invalid("state", format!("unknown state {s}")))?,
+                ),
+                None => None,
+            };
+            let rows = ctx
+                .store
+                .call(move |q| q.list_sheets(state, limit.min(1000), after_id))
+                .await?;
+            to_value(
+                rows.iter()
+                    .map(|r| json!({ "id": r.id, "number": r.number, "state": r.state.as_str(), "lot_id": r.lot_id, "destination": r.destination, "reason": r.reason }))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        "lots.list" => {
+            let rows = ctx.store.call(|q| q.list_lots(1000)).await?;
+            to_value(
+                rows.iter()
+                    .map(|l| json!({ "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id, "destination": l.destination, "state": l.state.as_str(), "sheet_count": l.sheet_count, "closed_at": l.closed_at }))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        "lots.close" => {
+            let _: LotsCloseParams = params(p)?;
+            ctx.close_now.store(true, Ordering::SeqCst);
+            ctx.batcher_wake.notify_one();
+            Ok(json!({ "requested": true }))
+        }
+        "transmit.now" => {
+            ctx.batcher_wake.notify_one();
+            Ok(json!({ "requested": true }))
+        }
+        "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
+        other => Err(ApiError::new(
+            api::METHOD_NOT_FOUND,
+            format!("unknown method {other}"),
+            Some("method"),
+        )),
+    }
+}
+
+async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    let mut raw = p.unwrap_or(Value::Null);
+    let parsed: Result<VerifyPinParams, _> = serde_json::from_value(raw.clone());
+    scrub(&mut raw);
+    let VerifyPinParams {
+        mut pin,
+        cps_serial,
+    } = parsed.map_err(|e| {
+        let msg = e.to_string();
+        ApiError::invalid(
+            &serde_field(&msg).unwrap_or_else(|| "params".into()),
+            format!("invalid params: {msg}"),
+        )
+    })?;
+    let checked = Pin::new(&pin);
+    pin.zeroize();
+    let pin = checked.ok_or_else(|| ApiError::invalid("pin", "the PIN is 4 digits"))?;
+    ctx.cards
+        .run(move |reg| {
+            let slot = reg.cps(cps_serial.as_deref())?;
+            // One VERIFY per call: a wrong PIN is reported with its tries left, never retried.
+            slot.verify_pin(&pin)?;
+            Ok::<_, CardError>(slot.cps.as_ref().map(|c| c.holder.serial.clone()))
+        })
+        .await?
+        .map(|serial| json!({ "verified": true, "cps_serial": serial }))
+        .map_err(|e| ApiError::card("cps", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cards::{Backend, VirtualReaderConfig};
+
+    fn context(dir: &tempfile::TempDir) -> Context {
+        let slot = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (cards, _thread) =
+            Cards::start(Backend::Virtual(VirtualReaderConfig { slots: vec![slot] })).unwrap();
+        Context {
+            cards,
+            store: Store::open(&dir.path().join("t.db")).unwrap(),
+            batcher_wake: Arc::new(Notify::new()),
+            close_now: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    async fn ask(ctx: &Context, line: &str) -> Value {
+        let mut bytes = line.as_bytes().to_vec();
+        serde_json::to_value(handle_line(ctx, &mut bytes).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_lines_get_errors_that_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let r = ask(&ctx, "{oops").await;
+        assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR));
+        assert_eq!(r["id"], Value::Null);
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":1}"#).await;
+        assert_eq!(r["error"]["code"], json!(api::INVALID_REQUEST));
+        assert_eq!(r["error"]["data"]["field"], json!("method"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"1.0","id":1,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["field"], json!("jsonrpc"));
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":2,"method":"nope"}"#).await;
+        assert_eq!(r["error"]["code"], json!(api::METHOD_NOT_FOUND));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":3,"method":"fse.create","params":{}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], json!(api::INVALID_PARAMS));
+        assert_eq!(r["error"]["data"]["field"], json!("act"));
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":4,"method":"fse.create","params":{"act":{"code":"G"},"extra":1}}"#).await;
+        assert_eq!(r["error"]["data"]["field"], json!("extra"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":5,"method":"cards.verify_pin","params":{"pin":"12"}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["field"], json!("pin"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":6,"method":"cards.verify_pin","params":{"pin":"1234"}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["name"], json!("CARD_ABSENT"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":7,"method":"fse.create","params":{"act":{"code":"G"}}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["name"], json!("CARD_ABSENT"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":8,"method":"fse.get","params":{"id":99}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["name"], json!("NOT_FOUND"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":9,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["result"]["name"], json!("fsed"));
+        let mut note = br#"{"jsonrpc":"2.0","method":"system.version"}"#.to_vec();
+        assert!(
+            handle_line(&ctx, &mut note).await.is_none(),
+            "notifications get no reply"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_connection_survives_bad_and_oversized_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve(listener, ctx, shutdown));
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let mut big = vec![b'x'; MAX_LINE + 10];
+        big.push(b'\n');
+        w.write_all(&big).await.unwrap();
+        w.write_all(b"not json\n").await.unwrap();
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"system.version\"}\n")
+            .await
+            .unwrap();
+        let first: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first["error"]["code"], json!(api::INVALID_REQUEST));
+        let second: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(second["error"]["code"], json!(api::PARSE_ERROR));
+        let third: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(third["result"]["api"], json!(1));
+        trigger.fire();
+        server.await.unwrap();
+    }
+}

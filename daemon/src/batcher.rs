@@ -1,0 +1,196 @@
+//! Lots: closes them (by size, by age, or on request), has the CPS of their
+//! practitioner sign each one once, and hands signed lots to the transport.
+//! Lots whose CPS is absent or not unlocked wait, durably, untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot, SALT_LEN};
+use fse_formats::merkle;
+use fse_queue::{LotRow, SheetState};
+use rand::RngCore;
+use tokio::sync::Notify;
+
+use crate::cards::Cards;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::transport::Transport;
+
+/// What the batcher needs.
+pub struct Batcher {
+    /// The queue.
+    pub store: Store,
+    /// The cards.
+    pub cards: Cards,
+    /// The transport.
+    pub transport: Arc<Transport>,
+    /// Lot size limit.
+    pub max_sheets: usize,
+    /// Lot age limit.
+    pub max_age: Duration,
+    /// Woken on new sheets, on `lots.close` and on `transmit.now`.
+    pub wake: Arc<Notify>,
+    /// Set by `lots.close`: close whatever is open at the next turn.
+    pub close_now: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn parse_time(s: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%SZ").ok()
+}
+
+impl Batcher {
+    /// Runs until shutdown: at most one turn per wake-up, and one per second for lot ages.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        loop {
+            if let Err(e) = self.turn().await {
+                tracing::warn!(error = %e, "batcher turn failed; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One pass: close, sign, send.
+    pub async fn turn(&self) -> Result<(), String> {
+        self.close().await?;
+        self.sign().await?;
+        self.send().await
+    }
+
+    async fn close(&self) -> Result<(), String> {
+        let max = self.max_sheets;
+        let pending = self
+            .store
+            .call(move |q| q.list_sheets(Some(SheetState::Accepted), max, 0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(oldest) = pending.first() else {
+            return Ok(());
+        };
+        let asked = self
+            .close_now
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let old = parse_time(&oldest.created_at).is_none_or(|t| {
+            (Utc::now().naive_utc() - t).to_std().unwrap_or_default() >= self.max_age
+        });
+        if asked || old || pending.len() >= max {
+            let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
+            let lots = self
+                .store
+                .call(move |q| q.close_lots(None, max, &now))
+                .await
+                .map_err(|e| e.to_string())?;
+            for l in &lots {
+                tracing::info!(lot = %l.id, sheets = l.sheet_count, "lot closed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sign(&self) -> Result<(), String> {
+        let lots = self
+            .store
+            .call(|q| q.lots_to_sign(None))
+            .await
+            .map_err(|e| e.to_string())?;
+        for lot in lots {
+            if let Err(e) = self.sign_one(&lot).await {
+                tracing::info!(lot = %lot.id, reason = %e, "lot waits for its signature");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sign_one(&self, lot: &LotRow) -> Result<(), String> {
+        let id = lot.id.clone();
+        let sheets = self
+            .store
+            .call(move |q| q.lot_sheets(&id))
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries: Vec<LotEntry> = sheets
+            .into_iter()
+            .map(|s| {
+                let mut salt = [0u8; SALT_LEN];
+                rand::rngs::OsRng.fill_bytes(&mut salt);
+                LotEntry { salt, sheet: s.der }
+            })
+            .collect();
+        let root = merkle::root(&lot::leaves(&entries));
+        let practitioner = lot.practitioner_id.clone();
+        let mut header = LotHeader {
+            lot_id: lot.id.clone(),
+            number: lot.number,
+            practitioner_id: lot.practitioner_id.clone(),
+            destination: lot.destination.clone(),
+            sheet_count: entries.len() as u64,
+            merkle_root: root,
+            closed_at: lot.closed_at.clone(),
+            cps_serial: String::new(),
+            signer_key: [0; 32],
+        };
+        let signed = self
+            .cards
+            .run(move |reg| {
+                let slot = reg
+                    .cps_of(&practitioner)
+                    .ok_or("the practitioner's CPS is not present")?;
+                if !slot.pin_verified {
+                    return Err("the practitioner's CPS PIN is not verified");
+                }
+                let cps = slot.cps.as_ref().ok_or("not a CPS")?;
+                if !cps.situations.iter().any(|s| s.may_sign_lot) {
+                    return Err("no situation of this CPS may sign lots");
+                }
+                header.cps_serial = cps.holder.serial.clone();
+                header.signer_key = cps.public_key;
+                let der = header.to_der().map_err(|_| "header encoding failed")?;
+                let signature = slot.sign(&der).map_err(|_| "the CPS refused to sign")?;
+                Ok(SignedLot {
+                    header,
+                    signature,
+                    entries,
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        let der = signed.to_der().map_err(|e| e.to_string())?;
+        let id = lot.id.clone();
+        self.store
+            .call(move |q| q.mark_lot_signed(&id, &der))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
+        Ok(())
+    }
+
+    async fn send(&self) -> Result<(), String> {
+        let lots = self
+            .store
+            .call(|q| q.lots_to_send())
+            .await
+            .map_err(|e| e.to_string())?;
+        for lot in lots {
+            let Some(der) = &lot.signed_der else { continue };
+            match self.transport.send(&lot.id, &lot.destination, der).await {
+                Ok(()) => {
+                    let id = lot.id.clone();
+                    self.store
+                        .call(move |q| q.mark_lot_sent(&id))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
+                }
+                Err(e) => {
+                    tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}

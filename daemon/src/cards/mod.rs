@@ -1,0 +1,382 @@
+//! The card layer: one thread owns every reader (PC/SC context or the
+//! embedded virtual reader) and runs card operations one at a time, in the
+//! order they were asked. Async code reaches it through [`Cards`], which
+//! sends a closure to the thread and awaits its answer.
+//!
+//! The thread finds by itself which slot holds which card (CPS, Vitale,
+//! unknown): no reader configuration. It blocks on `SCardGetStatusChange`
+//! (or on its request channel for the virtual reader): no polling.
+
+mod pcsc_reader;
+mod virtual_reader;
+
+use std::sync::mpsc;
+
+use fse_formats::cards::{self, CardKind, CpsData, Pin, VitaleData};
+use fse_formats::channel::{CardChannel, CardError, ChannelError};
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+pub use virtual_reader::VirtualReaderConfig;
+
+/// A card in a reader, as the card thread knows it.
+pub struct Slot {
+    /// Reader name.
+    pub reader: String,
+    /// ATR of the card.
+    pub atr: Vec<u8>,
+    /// What the card is.
+    pub kind: CardKind,
+    /// CPS contents, when a CPS.
+    pub cps: Option<CpsData>,
+    /// Vitale contents, when a Vitale card.
+    pub vitale: Option<VitaleData>,
+    /// Whether the CPS PIN was verified in this card session.
+    pub pin_verified: bool,
+    /// The link broke during an operation: the card left.
+    pub removed: bool,
+    /// The link to the card.
+    pub channel: Box<dyn CardChannel + Send>,
+}
+
+impl Slot {
+    /// Identifies and reads a freshly inserted card.
+    pub fn open(reader: String, atr: Vec<u8>, mut channel: Box<dyn CardChannel + Send>) -> Slot {
+        let mut slot = Slot {
+            reader,
+            atr,
+            kind: CardKind::Unknown,
+            cps: None,
+            vitale: None,
+            pin_verified: false,
+            removed: false,
+            channel: Box::new(NoCard),
+        };
+        match cards::identify(&mut channel) {
+            Ok(CardKind::Cps) => match cards::read_cps(&mut channel) {
+                Ok(data) => {
+                    slot.kind = CardKind::Cps;
+                    slot.cps = Some(data);
+                }
+                Err(e) => tracing::warn!(reader = %slot.reader, error = %e, "CPS unreadable"),
+            },
+            Ok(CardKind::Vitale) => match cards::read_vitale(&mut channel) {
+                Ok(data) => {
+                    slot.kind = CardKind::Vitale;
+                    slot.vitale = Some(data);
+                }
+                Err(e) => {
+                    tracing::warn!(reader = %slot.reader, error = %e, "Vitale card unreadable")
+                }
+            },
+            Ok(CardKind::Unknown) => {}
+            Err(e) => {
+                tracing::warn!(reader = %slot.reader, error = %e, "card did not answer SELECT")
+            }
+        }
+        slot.channel = channel;
+        slot
+    }
+
+    fn track<T>(&mut self, r: Result<T, CardError>) -> Result<T, CardError> {
+        if let Err(CardError::Channel(ChannelError::CardRemoved)) = &r {
+            self.removed = true;
+            self.pin_verified = false;
+        }
+        r
+    }
+
+    /// Presents the PIN (once: a wrong PIN is reported, never retried).
+    pub fn verify_pin(&mut self, pin: &Pin) -> Result<(), CardError> {
+        let r = cards::verify_pin(&mut self.channel, pin);
+        self.pin_verified = r.is_ok();
+        self.track(r)
+    }
+
+    /// PIN tries left, `None` when verified.
+    pub fn pin_tries_left(&mut self) -> Result<Option<u8>, CardError> {
+        let r = cards::pin_tries_left(&mut self.channel);
+        self.track(r)
+    }
+
+    /// Has the CPS sign `message`; refused here already when the PIN is not verified.
+    pub fn sign(&mut self, message: &[u8]) -> Result<[u8; 64], CardError> {
+        if !self.pin_verified {
+            return Err(CardError::PinRequired);
+        }
+        let r = cards::select_aid(&mut self.channel, cards::AID_CPS)
+            .and_then(|()| cards::cps_sign(&mut self.channel, message));
+        self.track(r)
+    }
+
+    /// Has the Vitale card sign a proof-of-presence challenge.
+    pub fn authenticate(&mut self, challenge: &[u8; 32]) -> Result<[u8; 64], CardError> {
+        let r = cards::vitale_authenticate(&mut self.channel, challenge);
+        self.track(r)
+    }
+
+    /// A summary for the API.
+    pub fn info(&self) -> CardInfo {
+        CardInfo {
+            reader: self.reader.clone(),
+            atr: hex::encode_upper(&self.atr),
+            kind: self.kind,
+            serial: self
+                .cps
+                .as_ref()
+                .map(|c| c.holder.serial.clone())
+                .or_else(|| self.vitale.as_ref().map(|v| v.serial.clone())),
+            pin_verified: self.pin_verified,
+            cps: self.cps.clone(),
+            vitale: self.vitale.clone(),
+        }
+    }
+}
+
+struct NoCard;
+
+impl CardChannel for NoCard {
+    fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        Err(ChannelError::CardRemoved)
+    }
+}
+
+/// What `cards.list` shows of one card.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardInfo {
+    /// Reader name.
+    pub reader: String,
+    /// ATR, hex.
+    pub atr: String,
+    /// Kind.
+    pub kind: CardKind,
+    /// Card serial.
+    pub serial: Option<String>,
+    /// PIN verified (CPS).
+    pub pin_verified: bool,
+    /// CPS contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cps: Option<CpsData>,
+    /// Vitale contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vitale: Option<VitaleData>,
+}
+
+/// A card event, broadcast to subscribers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CardEvent {
+    /// A card was inserted and read.
+    Inserted {
+        /// The card.
+        card: Box<CardInfo>,
+    },
+    /// A card left its reader.
+    Removed {
+        /// Reader name.
+        reader: String,
+    },
+}
+
+/// The cards currently present, owned by the card thread.
+#[derive(Default)]
+pub struct Registry {
+    /// Present cards, one per reader.
+    pub slots: Vec<Slot>,
+}
+
+impl Registry {
+    /// Replaces (or adds) the slot of a reader.
+    pub fn insert(&mut self, slot: Slot) {
+        self.slots.retain(|s| s.reader != slot.reader);
+        self.slots.push(slot);
+    }
+
+    /// Forgets the card of a reader; returns whether there was one.
+    pub fn remove(&mut self, reader: &str) -> bool {
+        let before = self.slots.len();
+        self.slots.retain(|s| s.reader != reader);
+        before != self.slots.len()
+    }
+
+    /// The CPS with this serial, or the only/first CPS when `serial` is None.
+    pub fn cps(&mut self, serial: Option<&str>) -> Result<&mut Slot, CardError> {
+        self.slots
+            .iter_mut()
+            .find(|s| {
+                !s.removed
+                    && s.cps
+                        .as_ref()
+                        .is_some_and(|c| serial.is_none_or(|want| c.holder.serial == want))
+            })
+            .ok_or(CardError::WrongCard)
+    }
+
+    /// The CPS whose holder has this national id.
+    pub fn cps_of(&mut self, national_id: &str) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| {
+            !s.removed
+                && s.cps
+                    .as_ref()
+                    .is_some_and(|c| c.holder.national_id == national_id)
+        })
+    }
+
+    /// The first Vitale card present.
+    pub fn vitale(&mut self) -> Result<&mut Slot, CardError> {
+        self.slots
+            .iter_mut()
+            .find(|s| !s.removed && s.vitale.is_some())
+            .ok_or(CardError::WrongCard)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Registry) + Send>;
+
+/// Messages to the card thread.
+pub(crate) enum Msg {
+    /// Run a job on the registry.
+    Job(Job),
+    /// A card appeared on a virtual reader slot.
+    VirtualInserted {
+        reader: String,
+        atr: Vec<u8>,
+        channel: Box<dyn CardChannel + Send>,
+    },
+    /// Stop the thread.
+    Stop,
+}
+
+/// Which readers the card thread drives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Every PC/SC reader of pcscd.
+    Pcsc,
+    /// fsed's embedded virtual reader (vpcd protocol; simulated cards connect to it).
+    Virtual(VirtualReaderConfig),
+}
+
+/// Errors starting the card layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CardsError {
+    /// pcscd is not reachable.
+    #[error("PC/SC: {0} (is pcscd running?)")]
+    Pcsc(String),
+    /// The virtual reader could not listen.
+    #[error("virtual reader: {0}")]
+    Virtual(String),
+    /// The card thread has stopped.
+    #[error("card thread stopped")]
+    Stopped,
+}
+
+/// Async handle to the card thread.
+#[derive(Clone)]
+pub struct Cards {
+    tx: mpsc::Sender<Msg>,
+    wake: Waker,
+    events: broadcast::Sender<CardEvent>,
+}
+
+#[derive(Clone)]
+enum Waker {
+    Pcsc(pcsc::Context),
+    None,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if let Waker::Pcsc(ctx) = self {
+            // Interrupts the blocking SCardGetStatusChange so the thread reads its queue.
+            let _ = ctx.cancel();
+        }
+    }
+}
+
+impl Cards {
+    /// Starts the card thread on the chosen backend.
+    pub fn start(backend: Backend) -> Result<(Cards, std::thread::JoinHandle<()>), CardsError> {
+        let (tx, rx) = mpsc::channel();
+        let (events, _) = broadcast::channel(64);
+        let (wake, handle) = match backend {
+            Backend::Pcsc => {
+                let (ctx, handle) = pcsc_reader::spawn(rx, events.clone())?;
+                (Waker::Pcsc(ctx), handle)
+            }
+            Backend::Virtual(cfg) => {
+                let handle = virtual_reader::spawn(cfg, rx, tx.clone(), events.clone())?;
+                (Waker::None, handle)
+            }
+        };
+        Ok((Cards { tx, wake, events }, handle))
+    }
+
+    /// Runs `f` on the card thread and returns its result.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, CardsError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Registry) -> T + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |reg| {
+            let _ = reply.send(f(reg));
+        });
+        self.tx
+            .send(Msg::Job(job))
+            .map_err(|_| CardsError::Stopped)?;
+        self.wake.wake();
+        rx.await.map_err(|_| CardsError::Stopped)
+    }
+
+    /// Subscribes to card events.
+    pub fn subscribe(&self) -> broadcast::Receiver<CardEvent> {
+        self.events.subscribe()
+    }
+
+    /// Asks the card thread to stop.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        self.wake.wake();
+    }
+
+    /// The cards present.
+    pub async fn list(&self) -> Result<Vec<CardInfo>, CardsError> {
+        self.run(|reg| reg.slots.iter().map(Slot::info).collect())
+            .await
+    }
+}
+
+/// Drains the request queue; returns false when asked to stop.
+pub(crate) fn drain(
+    rx: &mpsc::Receiver<Msg>,
+    reg: &mut Registry,
+    events: &broadcast::Sender<CardEvent>,
+) -> bool {
+    while let Ok(msg) = rx.try_recv() {
+        if !handle(msg, reg, events) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Handles one message; returns false on Stop.
+pub(crate) fn handle(msg: Msg, reg: &mut Registry, events: &broadcast::Sender<CardEvent>) -> bool {
+    match msg {
+        Msg::Job(job) => job(reg),
+        Msg::VirtualInserted {
+            reader,
+            atr,
+            channel,
+        } => {
+            let slot = Slot::open(reader, atr, channel);
+            tracing::info!(reader = %slot.reader, kind = ?slot.kind, "card inserted");
+            let _ = events.send(CardEvent::Inserted {
+                card: Box::new(slot.info()),
+            });
+            reg.insert(slot);
+        }
+        Msg::Stop => return false,
+    }
+    true
+}

@@ -1,0 +1,134 @@
+//! fsed's embedded virtual reader: it listens where pcscd's vpcd driver
+//! would (one TCP port per slot) and speaks the vpcd protocol
+//! (`fse_formats::vpcd`), so simulated cards (`fse-sim cards`) serve fsed
+//! directly on a machine without pcscd. A connection is a card insertion;
+//! a broken connection is a removal.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fse_formats::channel::{CardChannel, ChannelError};
+use fse_formats::vpcd::{self, Control};
+use tokio::sync::broadcast;
+
+use super::{CardEvent, CardsError, Msg, Registry};
+
+/// Where the virtual reader listens.
+#[derive(Debug, Clone)]
+pub struct VirtualReaderConfig {
+    /// Listening address of each slot; slot names are `fsed virtual reader <n>`.
+    pub slots: Vec<SocketAddr>,
+}
+
+/// A simulated card connected over the vpcd protocol.
+struct VpcdChannel {
+    stream: TcpStream,
+}
+
+impl VpcdChannel {
+    fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
+        let frame =
+            vpcd::encode(payload).ok_or_else(|| ChannelError::Reader("APDU over 64 KiB".into()))?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|_| ChannelError::CardRemoved)
+    }
+
+    fn receive(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let mut len = [0u8; 2];
+        self.stream
+            .read_exact(&mut len)
+            .map_err(|_| ChannelError::CardRemoved)?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        self.stream
+            .read_exact(&mut buf)
+            .map_err(|_| ChannelError::CardRemoved)?;
+        Ok(buf)
+    }
+
+    fn power_on(&mut self) -> Result<Vec<u8>, ChannelError> {
+        self.send(&[Control::PowerOn.byte()])?;
+        self.send(&[Control::GetAtr.byte()])?;
+        self.receive()
+    }
+}
+
+impl CardChannel for VpcdChannel {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        self.send(command)?;
+        self.receive()
+    }
+}
+
+/// Binds every slot and starts the acceptor threads and the card thread.
+pub(super) fn spawn(
+    cfg: VirtualReaderConfig,
+    rx: mpsc::Receiver<Msg>,
+    tx: mpsc::Sender<Msg>,
+    events: broadcast::Sender<CardEvent>,
+) -> Result<std::thread::JoinHandle<()>, CardsError> {
+    for (n, addr) in cfg.slots.iter().enumerate() {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| CardsError::Virtual(format!("slot {n} on {addr}: {e}")))?;
+        let tx = tx.clone();
+        let reader = format!("fsed virtual reader {n}");
+        std::thread::Builder::new()
+            .name(format!("fsed-vreader-{n}"))
+            .spawn(move || accept_loop(listener, reader, tx))
+            .map_err(|e| CardsError::Virtual(e.to_string()))?;
+    }
+    std::thread::Builder::new()
+        .name("fsed-cards".into())
+        .spawn(move || {
+            let mut reg = Registry::default();
+            // Blocks on the channel: an idle card thread costs nothing.
+            while let Ok(msg) = rx.recv() {
+                if !super::handle(msg, &mut reg, &events) {
+                    break;
+                }
+                drop_dead_slots(&mut reg, &events);
+            }
+        })
+        .map_err(|e| CardsError::Virtual(e.to_string()))
+}
+
+fn accept_loop(listener: TcpListener, reader: String, tx: mpsc::Sender<Msg>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut channel = VpcdChannel { stream };
+        match channel.power_on() {
+            Ok(atr) => {
+                let msg = Msg::VirtualInserted {
+                    reader: reader.clone(),
+                    atr,
+                    channel: Box::new(channel),
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(reader = %reader, error = %e, "virtual card did not answer its ATR")
+            }
+        }
+    }
+}
+
+/// Forgets cards whose link broke during the last job.
+fn drop_dead_slots(reg: &mut Registry, events: &broadcast::Sender<CardEvent>) {
+    let dead: Vec<String> = reg
+        .slots
+        .iter()
+        .filter(|s| s.removed)
+        .map(|s| s.reader.clone())
+        .collect();
+    for reader in dead {
+        reg.remove(&reader);
+        tracing::info!(reader = %reader, "card removed");
+        let _ = events.send(CardEvent::Removed { reader });
+    }
+}

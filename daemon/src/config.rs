@@ -1,0 +1,267 @@
+//! Settings: a TOML file (`/etc/fsed/fsed.toml` by default), then
+//! environment (`FSED_AMQP_URL`), then command-line flags. Unknown keys and
+//! bad values are refused at start with the key named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which card readers fsed uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardBackend {
+    /// pcscd's readers.
+    Pcsc,
+    /// The embedded virtual reader for simulated cards.
+    Virtual,
+}
+
+/// Which transport carries lots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// A spool directory (outbox / inbox).
+    Spool,
+    /// RabbitMQ over AMQP 0-9-1.
+    Amqp,
+}
+
+/// `[cards]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardsSection {
+    /// `pcsc` or `virtual`.
+    pub backend: CardBackend,
+    /// Listening addresses of the virtual reader's slots.
+    pub virtual_slots: Vec<SocketAddr>,
+}
+
+impl Default for CardsSection {
+    fn default() -> Self {
+        CardsSection {
+            backend: CardBackend::Pcsc,
+            virtual_slots: vec![
+                SocketAddr::from(([127, 0, 0, 1], fse_formats::vpcd::VPCD_PORT)),
+                SocketAddr::from(([127, 0, 0, 1], fse_formats::vpcd::VPCD_PORT + 1)),
+            ],
+        }
+    }
+}
+
+/// `[transport]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSection {
+    /// `spool` or `amqp`.
+    pub kind: TransportKind,
+    /// Spool outbox (lots written here); relative paths are under the state directory.
+    pub spool_outbox: PathBuf,
+    /// Spool inbox (ARLs read from here).
+    pub spool_inbox: PathBuf,
+    /// AMQP URL; may hold credentials, so it is never logged. `FSED_AMQP_URL` overrides it.
+    pub amqp_url: String,
+    /// fsed's return queue.
+    pub return_queue: String,
+}
+
+impl std::fmt::Debug for TransportSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportSection")
+            .field("kind", &self.kind)
+            .field("spool_outbox", &self.spool_outbox)
+            .field("spool_inbox", &self.spool_inbox)
+            .field("amqp_url", &"<hidden>")
+            .field("return_queue", &self.return_queue)
+            .finish()
+    }
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            kind: TransportKind::Spool,
+            spool_outbox: PathBuf::from("spool/outbox"),
+            spool_inbox: PathBuf::from("spool/inbox"),
+            amqp_url: "amqp://127.0.0.1:5672/%2f".into(),
+            return_queue: fse_formats::wire::DEFAULT_RETURN_QUEUE.into(),
+        }
+    }
+}
+
+/// `[lots]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LotsSection {
+    /// A lot closes when it holds this many sheets.
+    pub max_sheets: usize,
+    /// A lot closes when its oldest sheet is this old (seconds).
+    pub max_age_secs: u64,
+}
+
+impl Default for LotsSection {
+    fn default() -> Self {
+        LotsSection {
+            max_sheets: 100,
+            max_age_secs: 300,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the database and the spool (systemd's `StateDirectory`).
+    pub state_dir: PathBuf,
+    /// Unix socket of the API.
+    pub socket: PathBuf,
+    /// SQLite database file; relative paths are under `state_dir`.
+    pub database: PathBuf,
+    /// Card readers.
+    pub cards: CardsSection,
+    /// Transport.
+    pub transport: TransportSection,
+    /// Lot closing.
+    pub lots: LotsSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let state_dir = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/fsed"));
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/fsed"));
+        Config {
+            state_dir,
+            socket: runtime.join("fsed.sock"),
+            database: PathBuf::from("fsed.db"),
+            cards: CardsSection::default(),
+            transport: TransportSection::default(),
+            lots: LotsSection::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file does not parse or has a bad key (the message names it).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Key at fault.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file (absent file: defaults, when `required` is false).
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        if let Ok(url) = std::env::var("FSED_AMQP_URL") {
+            cfg.transport.amqp_url = url;
+        }
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lots.max_sheets == 0 || self.lots.max_sheets > 100_000 {
+            return Err(ConfigError::Invalid {
+                key: "lots.max_sheets",
+                reason: "must be between 1 and 100000".into(),
+            });
+        }
+        if self.cards.backend == CardBackend::Virtual && self.cards.virtual_slots.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cards.virtual_slots",
+                reason: "at least one slot is needed".into(),
+            });
+        }
+        if self.transport.kind == TransportKind::Amqp
+            && !self.transport.amqp_url.starts_with("amqp")
+        {
+            return Err(ConfigError::Invalid {
+                key: "transport.amqp_url",
+                reason: "must start with amqp:// or amqps://".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A path relative to the state directory.
+    pub fn state_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.state_dir.join(p)
+        }
+    }
+
+    /// Lot maximum age.
+    pub fn lot_max_age(&self) -> Duration {
+        Duration::from_secs(self.lots.max_age_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fsed.toml");
+        std::fs::write(&p, "[lots]\nmax_sheet = 3\n").unwrap();
+        let err = Config::load(&p, true).unwrap_err().to_string();
+        assert!(err.contains("max_sheet"), "{err}");
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let mut cfg = Config::default();
+        cfg.lots.max_sheets = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("lots.max_sheets"));
+        let p = std::path::Path::new("/nonexistent/fsed.toml");
+        assert!(Config::load(p, false).is_ok());
+        assert!(Config::load(p, true).is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! The API's error type: a stable code, the field at fault, a readable
+//! message; built from card, rule and store failures.
+
+use fse_formats::api::{self, ErrorObject};
+use fse_formats::channel::CardError;
+use serde_json::json;
+
+use crate::cards::CardsError;
+use crate::store::StoreError;
+
+/// An error returned to an API client.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub ErrorObject);
+
+impl ApiError {
+    /// An error with a code, message and optional field.
+    pub fn new(code: i64, message: impl Into<String>, field: Option<&str>) -> Self {
+        ApiError(ErrorObject::new(code, message, field))
+    }
+
+    /// Invalid parameters, naming the field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::new(api::INVALID_PARAMS, message, Some(field))
+    }
+
+    /// A business rule refused a field.
+    pub fn rule(field: &str, message: impl Into<String>) -> Self {
+        ApiError::new(api::RULE_VIOLATION, message, Some(field))
+    }
+
+    /// A card error met while working on `what` (the card: `cps`, `vitale`).
+    pub fn card(what: &str, e: CardError) -> Self {
+        match e {
+            CardError::WrongPin { tries_left } => ApiError(
+                ErrorObject::new(
+                    api::WRONG_PIN,
+                    format!("wrong PIN, {tries_left} tries left"),
+                    Some("pin"),
+                )
+                .with("tries_left", json!(tries_left)),
+            ),
+            CardError::PinBlocked => ApiError::new(
+                api::PIN_BLOCKED,
+                "PIN blocked: unblock it with the code of the PIN letter",
+                Some("pin"),
+            ),
+            CardError::PinRequired => ApiError::new(
+                api::PIN_REQUIRED,
+                "the CPS PIN must be verified first (cards.verify_pin)",
+                Some("pin"),
+            ),
+            CardError::WrongCard => ApiError::new(
+                api::CARD_ABSENT,
+                format!("no {what} card present"),
+                Some(what),
+            ),
+            other => ApiError::new(api::CARD_ERROR, format!("{what} card: {other}"), Some(what)),
+        }
+    }
+}
+
+impl From<CardsError> for ApiError {
+    fn from(e: CardsError) -> Self {
+        ApiError::new(api::INTERNAL_ERROR, e.to_string(), None)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(api::STORAGE_ERROR, format!("store: {e}"), None)
+    }
+}

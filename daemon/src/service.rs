@@ -1,0 +1,160 @@
+//! Wiring: opens the queue, starts the card thread, the transport, the
+//! batcher, the returns reader and the socket API, then waits for SIGTERM or
+//! SIGINT and stops them in order (API first, then the rest).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+
+use crate::batcher::Batcher;
+use crate::cards::{Backend, Cards, VirtualReaderConfig};
+use crate::config::{CardBackend, Config, TransportKind};
+use crate::shutdown;
+use crate::store::Store;
+use crate::transport::amqp::{AmqpConfig, AmqpTransport};
+use crate::transport::spool::Spool;
+use crate::transport::Transport;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The database cannot be used.
+    #[error("database: {0}")]
+    Store(#[from] fse_queue::QueueError),
+    /// The cards cannot be reached.
+    #[error("cards: {0}")]
+    Cards(#[from] crate::cards::CardsError),
+    /// The socket or a directory.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The broker.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Runs fsed until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> Result<(), StartError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(io(format!("state directory {}", cfg.state_dir.display())))?;
+    let store = Store::open(&cfg.state_path(&cfg.database))?;
+
+    let backend = match cfg.cards.backend {
+        CardBackend::Pcsc => Backend::Pcsc,
+        CardBackend::Virtual => Backend::Virtual(VirtualReaderConfig {
+            slots: cfg.cards.virtual_slots.clone(),
+        }),
+    };
+    let (cards, card_thread) = Cards::start(backend)?;
+
+    let transport = Arc::new(match cfg.transport.kind {
+        TransportKind::Spool => Transport::Spool(
+            Spool::open(
+                cfg.state_path(&cfg.transport.spool_outbox),
+                cfg.state_path(&cfg.transport.spool_inbox),
+            )
+            .map_err(io("spool directories"))?,
+        ),
+        TransportKind::Amqp => {
+            let amqp = AmqpConfig {
+                url: cfg.transport.amqp_url.clone(),
+                return_queue: cfg.transport.return_queue.clone(),
+                ..AmqpConfig::default()
+            };
+            let transport = AmqpTransport::connect(&amqp)
+                .await
+                .map_err(|e| StartError::Broker(e.to_string()))?;
+            Transport::Amqp(Box::new(transport))
+        }
+    });
+
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("socket directory {}", dir.display())))?;
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    let listener =
+        UnixListener::bind(&cfg.socket).map_err(io(format!("socket {}", cfg.socket.display())))?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let wake = Arc::new(Notify::new());
+    let close_now = Arc::new(AtomicBool::new(false));
+    let batcher = Batcher {
+        store: store.clone(),
+        cards: cards.clone(),
+        transport: Arc::clone(&transport),
+        max_sheets: cfg.lots.max_sheets,
+        max_age: cfg.lot_max_age(),
+        wake: Arc::clone(&wake),
+        close_now: Arc::clone(&close_now),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(batcher.run(shutdown.clone()));
+    match transport.as_ref() {
+        Transport::Spool(s) => {
+            tasks.spawn(crate::returns::run_spool(
+                store.clone(),
+                s.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Transport::Amqp(_) => {
+            tasks.spawn(crate::returns::run_amqp(
+                store.clone(),
+                Arc::clone(&transport),
+                shutdown.clone(),
+            ));
+        }
+    }
+    let ctx = crate::api::Context {
+        cards: cards.clone(),
+        store,
+        batcher_wake: wake,
+        close_now,
+    };
+    tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
+    tracing::info!(socket = %cfg.socket.display(), "fsed ready");
+    println!("fsed ready on {}", cfg.socket.display());
+
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    trigger.fire();
+    while tasks.join_next().await.is_some() {}
+    cards.stop();
+    let _ = tokio::task::spawn_blocking(move || card_thread.join()).await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Virtual smart cards: a CPS and a Vitale card answering ISO 7816-4
+//! command APDUs with the files and commands of `fse_formats::cards`
+//! (documented in `formats/CARDS.md`). Private keys exist only here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ed25519_dalek::{Signer, SigningKey};
+use fse_formats::apdu::{self, Command, Response};
+use fse_formats::cards::{self, CpsHolder, Pin, Situation, VitaleData};
+
+/// ATR of the simulated CPS (T=1, historical bytes "FSED-CPS").
+pub const ATR_CPS: &[u8] = &[
+    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'C', b'P', b'S', 0x00,
+];
+/// ATR of the simulated Vitale card (T=1, historical bytes "FSED-VIT").
+pub const ATR_VITALE: &[u8] = &[
+    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'V', b'I', b'T', 0x00,
+];
+/// PIN tries of a fresh CPS.
+pub const PIN_TRIES: u8 = 3;
+
+/// Operation counters of one card, shared with tests and the demo.
+#[derive(Debug, Default)]
+pub struct CardStats {
+    /// Command APDUs processed.
+    pub apdus: AtomicU64,
+    /// VERIFY commands with a PIN.
+    pub verifies: AtomicU64,
+    /// Signatures made (PSO: COMPUTE DIGITAL SIGNATURE).
+    pub signatures: AtomicU64,
+    /// INTERNAL AUTHENTICATE answers.
+    pub authentications: AtomicU64,
+}
+
+impl CardStats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A card the simulator can show in a reader.
+pub trait VirtualCard: Send {
+    /// Answer to reset.
+    fn atr(&self) -> Vec<u8>;
+    /// Processes one command APDU, returns the response APDU bytes.
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8>;
+    /// Warm reset: security state and selection are cleared.
+    fn reset(&mut self);
+}
+
+/// What the two cards share: an application, a file system, a selection.
+struct FileSystem {
+    aid: &'static [u8],
+    files: BTreeMap<u16, Vec<u8>>,
+    app_selected: bool,
+    current: Option<u16>,
+}
+
+impl FileSystem {
+    fn new(aid: &'static [u8]) -> Self {
+        FileSystem {
+            aid,
+            files: BTreeMap::new(),
+            app_selected: false,
+            current: None,
+        }
+    }
+
+    fn select(&mut self, cmd: &Command) -> Response {
+        match (cmd.p1, cmd.p2) {
+            (0x04, 0x00 | 0x0C) => {
+                if cmd.data == self.aid {
+                    self.app_selected = true;
+                    self.current = None;
+                    Response::status(apdu::SW_OK)
+                } else {
+                    Response::status(apdu::SW_FILE_NOT_FOUND)
+                }
+            }
+            (0x02, 0x00 | 0x0C) => {
+                let [hi, lo] = cmd.data[..] else {
+                    return Response::status(apdu::SW_WRONG_LENGTH);
+                };
+                let fid = u16::from_be_bytes([hi, lo]);
+                if self.app_selected && self.files.contains_key(&fid) {
+                    self.current = Some(fid);
+                    Response::status(apdu::SW_OK)
+                } else {
+                    Response::status(apdu::SW_FILE_NOT_FOUND)
+                }
+            }
+            _ => Response::status(apdu::SW_WRONG_P1P2),
+        }
+    }
+
+    fn read_binary(&self, cmd: &Command) -> Response {
+        if !cmd.data.is_empty() {
+            return Response::status(apdu::SW_WRONG_LENGTH);
+        }
+        let Some(file) = self.current.and_then(|f| self.files.get(&f)) else {
+            return Response::status(apdu::SW_NO_CURRENT_EF);
+        };
+        if cmd.p1 & 0x80 != 0 {
+            return Response::status(apdu::SW_WRONG_P1P2);
+        }
+        let offset = usize::from(u16::from_be_bytes([cmd.p1, cmd.p2]));
+        if offset > file.len() {
+            return Response::status(apdu::SW_WRONG_PARAMETERS);
+        }
+        let want = cmd.le.unwrap_or(256) as usize;
+        let end = file.len().min(offset + want);
+        let mut r = Response::ok(file[offset..end].to_vec());
+        if end - offset < want && cmd.le.is_some_and(|le| le != 256 && le != 65536) {
+            r.sw = apdu::SW_END_OF_FILE;
+        }
+        r
+    }
+
+    /// Common checks and commands; `None` means "the card's own instruction".
+    fn common(&mut self, bytes: &[u8]) -> Result<Command, Response> {
+        let cmd = Command::parse(bytes).map_err(|_| Response::status(apdu::SW_WRONG_LENGTH))?;
+        if cmd.cla != 0x00 {
+            return Err(Response::status(apdu::SW_CLA_NOT_SUPPORTED));
+        }
+        match cmd.ins {
+            apdu::INS_SELECT => Err(self.select(&cmd)),
+            apdu::INS_READ_BINARY => Err(self.read_binary(&cmd)),
+            _ => Ok(cmd),
+        }
+    }
+}
+
+/// A simulated CPS.
+pub struct VirtualCps {
+    fs: FileSystem,
+    key: SigningKey,
+    pin: Pin,
+    tries_left: u8,
+    verified: bool,
+    stats: Arc<CardStats>,
+}
+
+impl VirtualCps {
+    /// A CPS for `holder` with its situations, PIN and signing key.
+    pub fn new(
+        holder: &CpsHolder,
+        situations: &[Situation],
+        pin: Pin,
+        key: SigningKey,
+    ) -> VirtualCps {
+        let mut fs = FileSystem::new(cards::AID_CPS);
+        fs.files
+            .insert(cards::EF_CPS_HOLDER, cards::encode_cps_holder(holder));
+        for (i, s) in situations.iter().take(cards::MAX_SITUATIONS).enumerate() {
+            fs.files.insert(
+                cards::EF_CPS_SITUATION_BASE + i as u16,
+                cards::encode_situation(s),
+            );
+        }
+        fs.files.insert(
+            cards::EF_CPS_KEY,
+            cards::encode_key(&key.verifying_key().to_bytes()),
+        );
+        VirtualCps {
+            fs,
+            key,
+            pin,
+            tries_left: PIN_TRIES,
+            verified: false,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The card's counters.
+    pub fn stats(&self) -> Arc<CardStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Sets the PIN tries left (0 blocks the PIN), for scripted situations.
+    pub fn set_tries_left(&mut self, tries: u8) {
+        self.tries_left = tries.min(PIN_TRIES);
+    }
+
+    fn verify(&mut self, cmd: &Command) -> Response {
+        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
+            return Response::status(apdu::SW_WRONG_P1P2);
+        }
+        if self.tries_left == 0 {
+            return Response::status(apdu::SW_AUTH_BLOCKED);
+        }
+        if cmd.data.is_empty() {
+            return Response::status(if self.verified {
+                apdu::SW_OK
+            } else {
+                apdu::sw_tries_left(self.tries_left)
+            });
+        }
+        if cmd.data.len() != 8 {
+            return Response::status(apdu::SW_WRONG_LENGTH);
+        }
+        self.stats.verifies.fetch_add(1, Ordering::Relaxed);
+        if self.pin.matches_block(&cmd.data) {
+            self.tries_left = PIN_TRIES;
+            self.verified = true;
+            Response::status(apdu::SW_OK)
+        } else {
+            self.tries_left -= 1;
+            self.verified = false;
+            Response::status(apdu::sw_tries_left(self.tries_left))
+        }
+    }
+
+    fn sign(&mut self, cmd: &Command) -> Response {
+        if (cmd.p1, cmd.p2) != (0x9E, 0x9A) {
+            return Response::status(apdu::SW_WRONG_P1P2);
+        }
+        if !self.fs.app_selected {
+            return Response::status(apdu::SW_CONDITIONS_NOT_SATISFIED);
+        }
+        if !self.verified {
+            return Response::status(apdu::SW_SECURITY_NOT_SATISFIED);
+        }
+        if cmd.data.is_empty() {
+            return Response::status(apdu::SW_WRONG_LENGTH);
+        }
+        self.stats.signatures.fetch_add(1, Ordering::Relaxed);
+        Response::ok(self.key.sign(&cmd.data).to_bytes().to_vec())
+    }
+}
+
+impl VirtualCard for VirtualCps {
+    fn atr(&self) -> Vec<u8> {
+        ATR_CPS.to_vec()
+    }
+
+    fn process(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.stats.apdus.fetch_add(1, Ordering::Relaxed);
+        let resp = match self.fs.common(bytes) {
+            Err(done) => done,
+            Ok(cmd) => match cmd.ins {
+                apdu::INS_VERIFY => self.verify(&cmd),
+                apdu::INS_PSO => self.sign(&cmd),
+                _ => Response::status(apdu::SW_INS_NOT_SUPPORTED),
+            },
+        };
+        resp.to_bytes()
+    }
+
+    fn reset(&mut self) {
+        self.verified = false;
+        self.fs.app_selected = false;
+        self.fs.current = None;
+    }
+}
+
+/// A simulated carte Vitale.
+pub struct VirtualVitale {
+    fs: FileSystem,
+    key: SigningKey,
+    stats: Arc<CardStats>,
+}
+
+impl VirtualVitale {
+    /// A Vitale card holding `data` (its `public_key` is replaced by `key`'s).
+    pub fn new(data: &VitaleData, key: SigningKey) -> VirtualVitale {
+        let mut fs = FileSystem::new(cards::AID_VITALE);
+        fs.files
+            .insert(cards::EF_VITALE_ID, cards::encode_vitale_id(data));
+        fs.files.insert(
+            cards::EF_VITALE_BENEFICIARIES,
+            cards::encode_beneficiaries(&data.beneficiaries),
+        );
+        fs.files.insert(
+            cards::EF_VITALE_KEY,
+            cards::encode_key(&key.verifying_key().to_bytes()),
+        );
+        VirtualVitale {
+            fs,
+            key,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The card's counters.
+    pub fn stats(&self) -> Arc<CardStats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl VirtualCard for VirtualVitale {
+    fn atr(&self) -> Vec<u8> {
+        ATR_VITALE.to_vec()
+    }
+
+    fn process(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.stats.apdus.fetch_add(1, Ordering::Relaxed);
+        let resp = match self.fs.common(bytes) {
+            Err(done) => done,
+            Ok(cmd) if cmd.ins == apdu::INS_INTERNAL_AUTHENTICATE => {
+                if (cmd.p1, cmd.p2) != (0, 0) {
+                    Response::status(apdu::SW_WRONG_P1P2)
+                } else if !self.fs.app_selected {
+                    Response::status(apdu::SW_CONDITIONS_NOT_SATISFIED)
+                } else if cmd.data.len() != 32 {
+                    Response::status(apdu::SW_WRONG_LENGTH)
+                } else {
+                    self.stats.authentications.fetch_add(1, Ordering::Relaxed);
+                    Response::ok(self.key.sign(&cmd.data).to_bytes().to_vec())
+                }
+            }
+            Ok(_) => Response::status(apdu::SW_INS_NOT_SUPPORTED),
+        };
+        resp.to_bytes()
+    }
+
+    fn reset(&mut self) {
+        self.fs.app_selected = false;
+        self.fs.current = None;
+    }
+}
+
+/// An in-process link to a virtual card, for tests of one layer.
+pub struct InProcess<'a>(pub &'a mut dyn VirtualCard);
+
+impl fse_formats::channel::CardChannel for InProcess<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, fse_formats::channel::ChannelError> {
+        Ok(self.0.process(command))
+    }
+}

@@ -1,0 +1,276 @@
+//! `fse-sim demo`: the main job on embedded defaults. It starts `fsed` (the
+//! binary next to `fse-sim`) with its virtual reader and a spool transport,
+//! shows it the default simulated CPS and Vitale card over the vpcd
+//! protocol, answers its lots as the insurer from the spool, bills a sample
+//! batch of sheets as practice software would over the socket, and prints
+//! what happened to them. No pcscd and no broker are needed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::card::CardStats;
+use crate::cards_cmd;
+use crate::insurer::Insurer;
+
+/// `fse-sim demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Number of sheets to bill.
+    #[arg(long, default_value_t = 25)]
+    pub sheets: u32,
+    /// Sheets per lot.
+    #[arg(long, default_value_t = 10)]
+    pub lot_size: u32,
+    /// Keep the state directory here (default: a fresh temporary one).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Something to report, plainly.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn fail(msg: impl Into<String>) -> DemoError {
+    DemoError::Failed(msg.into())
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    id: u64,
+}
+
+impl Client {
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, DemoError> {
+        self.id += 1;
+        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
+            .to_string();
+        self.reader
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| fail(format!("socket: {e}")))?;
+        let mut reply = String::new();
+        self.reader
+            .read_line(&mut reply)
+            .map_err(|e| fail(format!("socket: {e}")))?;
+        let v: Value = serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply: {e}")))?;
+        match v.get("error") {
+            Some(e) => Err(fail(format!(
+                "{method}: {}",
+                e["message"].as_str().unwrap_or("error")
+            ))),
+            None => Ok(v["result"].clone()),
+        }
+    }
+}
+
+fn free_port() -> Result<SocketAddr, DemoError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
+    l.local_addr().map_err(|e| fail(e.to_string()))
+}
+
+fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>, DemoError>,
+) -> Result<T, DemoError> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            return Err(fail(format!("timed out waiting for {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fsed_binary() -> Result<PathBuf, DemoError> {
+    let me = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
+    let p = me.with_file_name("fsed");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(fail(format!(
+            "{} not found: build the workspace first (cargo build --workspace --bins)",
+            p.display()
+        )))
+    }
+}
+
+/// Counts printed at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSummary {
+    /// Sheets accepted by fsed.
+    pub created: u64,
+    /// Lots signed by the CPS.
+    pub lots_signed: u64,
+    /// Lots the insurer received.
+    pub transmitted: u64,
+    /// Lots acknowledged by the insurer.
+    pub acknowledged: u64,
+    /// Sheets acknowledged.
+    pub sheets_acknowledged: u64,
+    /// Signatures the simulated CPS made (one per lot).
+    pub cps_signatures: u64,
+}
+
+fn count(stats: &Value, kind: &str, states: &[&str]) -> u64 {
+    states
+        .iter()
+        .map(|s| stats[kind][*s].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Runs the demo (blocking; starts its own runtime for the simulators).
+pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("fsed-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| fail(format!("{}: {e}", state_dir.display())))?;
+    let socket = state_dir.join("fsed.sock");
+    let (cps_addr, vitale_addr) = (free_port()?, free_port()?);
+    println!("fsed demo: state in {}", state_dir.display());
+    let daemon = Daemon(
+        Command::new(fsed_binary()?)
+            .args([
+                "--config",
+                "/dev/null",
+                "--cards",
+                "virtual",
+                "--transport",
+                "spool",
+            ])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--virtual-slot")
+            .arg(cps_addr.to_string())
+            .arg("--virtual-slot")
+            .arg(vitale_addr.to_string())
+            .args([
+                "--lot-max-sheets",
+                &args.lot_size.to_string(),
+                "--lot-max-age-secs",
+                "3600",
+            ])
+            .env(
+                "FSED_LOG",
+                std::env::var("FSED_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start fsed: {e}")))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let insurer = Arc::new(Mutex::new(Insurer::new("017510001")));
+    let (outbox, inbox) = (
+        state_dir.join("spool/outbox"),
+        state_dir.join("spool/inbox"),
+    );
+    rt.spawn(crate::insurer::run_spool(
+        outbox,
+        inbox,
+        Arc::clone(&insurer),
+        stop_rx,
+    ));
+    let cards = rt.block_on(async {
+        cards_cmd::start(
+            cps_addr.to_string(),
+            vitale_addr.to_string(),
+            Duration::ZERO,
+        )
+    });
+    let cps_stats = Arc::clone(&cards.cps_stats);
+    let mut daemon = daemon;
+    let stream = wait_until("fsed's socket", Duration::from_secs(20), || {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            return Err(fail(format!("fsed exited early ({status})")));
+        }
+        Ok(UnixStream::connect(&socket).ok())
+    })?;
+    let mut c = Client {
+        reader: BufReader::new(stream),
+        id: 0,
+    };
+    wait_until(
+        "both simulated cards in fsed's virtual reader",
+        Duration::from_secs(20),
+        || {
+            let list = c.call("cards.list", json!({}))?;
+            let kinds: Vec<&str> = list
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["kind"].as_str()).collect())
+                .unwrap_or_default();
+            Ok((kinds.contains(&"cps") && kinds.contains(&"vitale")).then_some(()))
+        },
+    )?;
+    c.call("cards.verify_pin", json!({"pin": "1234"}))?;
+    println!("CPS unlocked; billing {} consultations", args.sheets);
+    let mut created = 0;
+    for i in 0..args.sheets {
+        let r = c.call("fse.create", json!({"act": {"code": "G"}, "beneficiary": i % 2, "idempotency_key": format!("demo-{i}")}))?;
+        if r["state"] == json!("accepted") {
+            created += 1;
+        }
+    }
+    c.call("lots.close", json!({}))?;
+    let stats = wait_until(
+        "the insurer's acknowledgements",
+        Duration::from_secs(60),
+        || {
+            let s = c.call("queue.stats", json!({}))?;
+            let open = count(&s, "lots", &["closed", "signed", "sent"])
+                + count(&s, "sheets", &["accepted", "in_lot"]);
+            Ok(
+                (open == 0 && count(&s, "sheets", &["acknowledged", "rejected"]) == created)
+                    .then_some(s),
+            )
+        },
+    )?;
+    let _ = stop_tx.send(true);
+    rt.block_on(cards.stop());
+    drop(daemon);
+    drop(rt);
+    let received = insurer.lock().unwrap_or_else(|p| p.into_inner()).report();
+    Ok(DemoSummary {
+        created,
+        lots_signed: count(
+            &stats,
+            "lots",
+            &["signed", "sent", "acknowledged", "rejected"],
+        ),
+        transmitted: received.received,
+        acknowledged: count(&stats, "lots", &["acknowledged"]),
+        sheets_acknowledged: count(&stats, "sheets", &["acknowledged"]),
+        cps_signatures: CardStats::get(&cps_stats.signatures),
+    })
+}

@@ -1,0 +1,91 @@
+//! The card side of the vpcd protocol (`fse_formats::vpcd`): connects to a
+//! reader — pcscd's vpcd driver, or fsed's embedded virtual reader — and
+//! answers its control frames and APDUs with a virtual card. Reconnects
+//! with backoff when the reader is absent or the link drops.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fse_formats::vpcd::{self, Control, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::card::VirtualCard;
+
+/// A card shared between its link and whoever scripts it.
+pub type SharedCard = Arc<Mutex<Box<dyn VirtualCard>>>;
+
+/// Shows `card` on the reader at `addr` until `stop` turns true.
+pub async fn serve(
+    addr: String,
+    card: SharedCard,
+    latency: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match TcpStream::connect(&addr).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(reader = %addr, "card connected to reader");
+                let _ = stream.set_nodelay(true);
+                tokio::select! {
+                    r = session(stream, &card, latency) => {
+                        if let Err(e) = r {
+                            tracing::info!(reader = %addr, error = %e, "reader link closed");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+                lock(&card).reset();
+            }
+            Err(e) => tracing::debug!(reader = %addr, error = %e, "reader not there yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
+    // A poisoned card lock only means a panic elsewhere; the card state is still usable.
+    card.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn session(
+    mut stream: TcpStream,
+    card: &SharedCard,
+    latency: Duration,
+) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut payload).await?;
+        let reply = match Frame::classify(&payload) {
+            Frame::Control(Control::GetAtr) => Some(lock(card).atr()),
+            Frame::Control(Control::PowerOff | Control::Reset) => {
+                lock(card).reset();
+                None
+            }
+            Frame::Control(Control::PowerOn) | Frame::UnknownControl(_) => None,
+            Frame::Apdu(apdu) => {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                Some(lock(card).process(&apdu))
+            }
+        };
+        if let Some(bytes) = reply {
+            let frame = vpcd::encode(&bytes)
+                .ok_or_else(|| std::io::Error::other("response over 64 KiB"))?;
+            stream.write_all(&frame).await?;
+        }
+    }
+}

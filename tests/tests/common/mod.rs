@@ -1,0 +1,200 @@
+//! Helpers of the end-to-end tests: the workspace's binaries started as
+//! child processes (killed when dropped) and a line-oriented JSON-RPC client.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A built binary of the workspace; fails clearly when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --workspace --bins` first (tests/run does)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop, with its stdout lines forwarded to a channel.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Lines printed on stdout.
+    pub lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Proc {
+    /// Starts `bin(name)` with `args`.
+    pub fn start(name: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .env("FSED_LOG", "info")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{} did not print {needle:?} within {timeout:?} (exit: {:?})",
+                    self.name,
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON-RPC client on fsed's socket.
+pub struct Rpc {
+    reader: BufReader<UnixStream>,
+    next: u64,
+}
+
+impl Rpc {
+    /// Connects, retrying until the socket exists (at most `timeout`).
+    pub fn connect(path: &Path, timeout: Duration) -> Rpc {
+        let end = Instant::now() + timeout;
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    return Rpc {
+                        reader: BufReader::new(s),
+                        next: 0,
+                    };
+                }
+                Err(e) => {
+                    assert!(
+                        Instant::now() < end,
+                        "cannot connect to {}: {e}",
+                        path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Sends a raw line and reads one reply line.
+    pub fn raw(&mut self, line: &str) -> Value {
+        let s = self.reader.get_mut();
+        s.write_all(line.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+    }
+
+    /// Calls a method; returns the whole reply object.
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let reply = self.raw(
+            &json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params})
+                .to_string(),
+        );
+        assert_eq!(reply["id"], json!(self.next), "reply id");
+        reply
+    }
+
+    /// Calls a method and returns its result, failing on an error reply.
+    pub fn ok(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.call(method, params);
+        assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+        reply["result"].clone()
+    }
+}
+
+/// Polls `f` until it returns Some, at most `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A random suffix for broker names, so runs never collide.
+pub fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos())
+    )
+}
