@@ -330,3 +330,192 @@ impl fse_formats::channel::CardChannel for InProcess<'_> {
         Ok(self.0.process(command))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fse_formats::apdu::Command;
+    use fse_formats::cards::{self, CardKind, Pin};
+    use fse_formats::channel::{exchange, CardError};
+
+    use super::*;
+    use crate::profiles;
+
+    fn status(card: &mut dyn VirtualCard, cmd: Command) -> u16 {
+        exchange(&mut InProcess(card), &cmd).unwrap().sw
+    }
+
+    #[test]
+    fn the_daemon_reads_the_default_cards() {
+        let mut cps = profiles::default_cps();
+        let mut vit = profiles::default_vitale();
+        assert_eq!(
+            cards::identify(&mut InProcess(&mut cps)).unwrap(),
+            CardKind::Cps
+        );
+        assert_eq!(
+            cards::identify(&mut InProcess(&mut vit)).unwrap(),
+            CardKind::Vitale
+        );
+        let data = cards::read_cps(&mut InProcess(&mut cps)).unwrap();
+        let (holder, situations) = profiles::default_cps_holder();
+        assert_eq!(data.holder, holder);
+        assert_eq!(data.situations, situations);
+        assert!(fse_formats::ids::rpps_is_valid(
+            &data.holder.national_id[1..]
+        ));
+        let v = cards::read_vitale(&mut InProcess(&mut vit)).unwrap();
+        assert_eq!(v, profiles::default_vitale_data());
+        assert!(v
+            .beneficiaries
+            .iter()
+            .all(|b| fse_formats::ids::nir_is_valid(&b.nir)));
+    }
+
+    #[test]
+    fn pin_counter_blocks_after_three_wrong_pins_and_signing_needs_the_pin() {
+        let mut cps = profiles::default_cps();
+        let stats = cps.stats();
+        let mut ch = InProcess(&mut cps);
+        cards::select_aid(&mut ch, cards::AID_CPS).unwrap();
+        assert_eq!(
+            cards::cps_sign(&mut ch, b"lot"),
+            Err(CardError::PinRequired)
+        );
+        let wrong = Pin::new("9999").unwrap();
+        assert_eq!(
+            cards::verify_pin(&mut ch, &wrong),
+            Err(CardError::WrongPin { tries_left: 2 })
+        );
+        assert_eq!(cards::pin_tries_left(&mut ch).unwrap(), Some(2));
+        let right = Pin::new(profiles::DEFAULT_PIN).unwrap();
+        cards::verify_pin(&mut ch, &right).unwrap();
+        assert_eq!(cards::pin_tries_left(&mut ch).unwrap(), None, "verified");
+        let sig = cards::cps_sign(&mut ch, b"lot header").unwrap();
+        let key = cards::read_cps(&mut ch).unwrap().public_key;
+        assert!(cards::verify_signature(&key, b"lot header", &sig));
+        assert_eq!(CardStats::get(&stats.signatures), 1);
+        for left in [2, 1] {
+            assert_eq!(
+                cards::verify_pin(&mut ch, &wrong),
+                Err(CardError::WrongPin { tries_left: left })
+            );
+        }
+        assert_eq!(
+            cards::verify_pin(&mut ch, &wrong),
+            Err(CardError::PinBlocked)
+        );
+        assert_eq!(
+            cards::verify_pin(&mut ch, &right),
+            Err(CardError::PinBlocked),
+            "the right PIN no longer opens a blocked card"
+        );
+        assert_eq!(
+            cards::cps_sign(&mut ch, b"lot"),
+            Err(CardError::PinRequired)
+        );
+    }
+
+    #[test]
+    fn reset_clears_the_verified_pin() {
+        let mut cps = profiles::default_cps();
+        cards::verify_pin(
+            &mut InProcess(&mut cps),
+            &Pin::new(profiles::DEFAULT_PIN).unwrap(),
+        )
+        .unwrap();
+        cps.reset();
+        let mut ch = InProcess(&mut cps);
+        cards::select_aid(&mut ch, cards::AID_CPS).unwrap();
+        assert_eq!(cards::cps_sign(&mut ch, b"x"), Err(CardError::PinRequired));
+    }
+
+    #[test]
+    fn vitale_proves_presence() {
+        let mut vit = profiles::default_vitale();
+        let challenge = [42u8; 32];
+        let sig = cards::vitale_authenticate(&mut InProcess(&mut vit), &challenge).unwrap();
+        let key = profiles::default_vitale_data().public_key;
+        assert!(cards::verify_signature(&key, &challenge, &sig));
+        assert!(!cards::verify_signature(&key, &[0u8; 32], &sig));
+        assert_eq!(CardStats::get(&vit.stats().authentications), 1);
+    }
+
+    #[test]
+    fn standard_status_words() {
+        let mut cps = profiles::default_cps();
+        assert_eq!(
+            status(&mut cps, Command::new(0x80, 0xA4, 4, 0)),
+            apdu::SW_CLA_NOT_SUPPORTED
+        );
+        assert_eq!(
+            status(&mut cps, Command::new(0, 0x99, 0, 0)),
+            apdu::SW_INS_NOT_SUPPORTED
+        );
+        assert_eq!(
+            status(&mut cps, Command::new(0, 0xA4, 9, 9)),
+            apdu::SW_WRONG_P1P2
+        );
+        assert_eq!(
+            status(&mut cps, Command::new(0, 0xB0, 0, 0).with_le(256)),
+            apdu::SW_NO_CURRENT_EF
+        );
+        assert_eq!(
+            status(
+                &mut cps,
+                Command::new(0, 0xA4, 4, 0x0C).with_data(cards::AID_VITALE)
+            ),
+            apdu::SW_FILE_NOT_FOUND
+        );
+        assert_eq!(
+            status(
+                &mut cps,
+                Command::new(0, 0xA4, 4, 0x0C).with_data(cards::AID_CPS)
+            ),
+            apdu::SW_OK
+        );
+        assert_eq!(
+            status(
+                &mut cps,
+                Command::new(0, 0xA4, 2, 0x0C).with_data([0x12, 0x34])
+            ),
+            apdu::SW_FILE_NOT_FOUND
+        );
+        assert_eq!(
+            status(&mut cps, Command::new(0, 0xA4, 2, 0x0C).with_data([0xD1])),
+            apdu::SW_WRONG_LENGTH
+        );
+        assert_eq!(
+            status(
+                &mut cps,
+                Command::new(0, 0xA4, 2, 0x0C).with_data([0xD1, 0x00])
+            ),
+            apdu::SW_OK
+        );
+        assert_eq!(
+            status(&mut cps, Command::new(0, 0xB0, 0x7F, 0).with_le(16)),
+            apdu::SW_WRONG_PARAMETERS
+        );
+        assert_eq!(
+            status(
+                &mut cps,
+                Command::new(0, 0x20, 0, 0x81).with_data([1, 2, 3])
+            ),
+            apdu::SW_WRONG_LENGTH
+        );
+        assert_eq!(cps.process(&[0x00]), vec![0x67, 0x00], "malformed APDU");
+    }
+
+    #[test]
+    fn files_over_256_bytes_read_in_pieces() {
+        let (holder, mut situations) = profiles::default_cps_holder();
+        situations[0].place = "x".repeat(600);
+        let mut cps = VirtualCps::new(
+            &holder,
+            &situations,
+            Pin::new("1234").unwrap(),
+            profiles::test_key("big"),
+        );
+        let data = cards::read_cps(&mut InProcess(&mut cps)).unwrap();
+        assert_eq!(data.situations[0].place.len(), 600);
+    }
+}

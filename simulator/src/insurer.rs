@@ -431,3 +431,171 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     result
 }
+
+/// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
+pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
+    use ed25519_dalek::Signer;
+    use fse_formats::fse::{
+        Act, Amounts, CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner,
+    };
+    use fse_formats::lot::{leaves, LotEntry, LotHeader};
+
+    let (holder, situations) = crate::profiles::default_cps_holder();
+    let vitale = crate::profiles::default_vitale_data();
+    let (cps_key, vit_key) = (
+        crate::profiles::test_key(&holder.serial),
+        crate::profiles::test_key(&vitale.serial),
+    );
+    let b = &vitale.beneficiaries[0];
+    let entries: Vec<LotEntry> = (1..=n)
+        .map(|number| {
+            let mut sheet = CareSheet {
+                number,
+                created_at: "20261122101500Z".into(),
+                practitioner: SheetPractitioner {
+                    national_id: holder.national_id.clone(),
+                    surname: holder.surname.clone(),
+                    given_name: holder.given_name.clone(),
+                    profession: holder.profession.clone(),
+                    specialty: holder.specialty.clone(),
+                    billing_number: situations[0].billing_number.clone(),
+                    sector: situations[0].sector,
+                    cps_serial: holder.serial.clone(),
+                },
+                beneficiary: SheetBeneficiary {
+                    nir: b.nir.clone(),
+                    surname: b.surname.clone(),
+                    given_name: b.given_name.clone(),
+                    birth_date: b.birth_date.clone(),
+                    rank: b.rank,
+                    organism: vitale.organism.code(),
+                },
+                acts: vec![Act {
+                    code: "G".into(),
+                    coefficient: 100,
+                    quantity: 1,
+                    date: "20261122".into(),
+                    fee_cents: 3000,
+                }],
+                amounts: Amounts {
+                    total_cents: 3000,
+                    base_cents: 3000,
+                    amo_rate: 70,
+                    amo_cents: 1900,
+                    pf_cents: 200,
+                    patient_cents: 1100,
+                },
+                mode: Mode::Secured,
+                presence: None,
+            };
+            let challenge = sheet.presence_challenge().unwrap_or_default();
+            sheet.presence = Some(Presence {
+                vitale_serial: vitale.serial.clone(),
+                public_key: hex::encode(vit_key.verifying_key().to_bytes()),
+                signature: hex::encode(vit_key.sign(&challenge).to_bytes()),
+            });
+            LotEntry {
+                salt: [number as u8; 16],
+                sheet: sheet.to_der().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let header = LotHeader {
+        lot_id: lot_id.into(),
+        number: 1,
+        practitioner_id: holder.national_id.clone(),
+        destination: vitale.organism.code(),
+        sheet_count: n,
+        merkle_root: fse_formats::merkle::root(&leaves(&entries)),
+        closed_at: "20261122120000Z".into(),
+        cps_serial: holder.serial.clone(),
+        signer_key: cps_key.verifying_key().to_bytes(),
+    };
+    let signature = cps_key
+        .sign(&header.to_der().unwrap_or_default())
+        .to_bytes();
+    SignedLot {
+        header,
+        signature,
+        entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_lot_gets_a_positive_arl_echoing_its_root() {
+        let lot = sample_lot("L1", 3);
+        let arl = answer_lot(&lot.to_der().unwrap(), "ins", "20261122120000Z");
+        assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
+        assert_eq!(arl.lot_id, "L1");
+        assert_eq!(arl.merkle_root, hex::encode(lot.header.merkle_root));
+    }
+
+    #[test]
+    fn tampered_forged_and_malformed_lots_are_refused_with_their_reason() {
+        let lot = sample_lot("L2", 3);
+        let mut t = lot.clone();
+        let last = t.entries[1].sheet.len() - 1;
+        t.entries[1].sheet[last] ^= 1;
+        assert_eq!(
+            answer_lot(&t.to_der().unwrap(), "i", "t").rejections[0].code,
+            "LOT_MERKLE_ROOT"
+        );
+        let mut t = lot.clone();
+        t.signature[0] ^= 1;
+        assert_eq!(
+            answer_lot(&t.to_der().unwrap(), "i", "t").rejections[0].code,
+            "LOT_SIGNATURE"
+        );
+        let arl = answer_lot(b"\x30\x03garbage", "i", "t");
+        assert_eq!(
+            (arl.status, arl.rejections[0].code.as_str()),
+            (ArlStatus::Negative, "LOT_MALFORMED")
+        );
+    }
+
+    #[test]
+    fn a_lot_delivered_twice_gets_the_same_answer() {
+        let mut ins = Insurer::new("i");
+        let der = sample_lot("L3", 2).to_der().unwrap();
+        let a = ins.receive(&der);
+        let b = ins.receive(&der);
+        assert_eq!(a, b);
+        assert_eq!(
+            ins.report(),
+            InsurerReport {
+                received: 2,
+                duplicates: 1,
+                positive: 1,
+                negative: 0
+            }
+        );
+    }
+
+    #[test]
+    fn spool_answers_every_lot_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, inb) = (dir.path().join("out"), dir.path().join("in"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&inb).unwrap();
+        std::fs::write(out.join("L4.lot"), sample_lot("L4", 1).to_der().unwrap()).unwrap();
+        std::fs::write(out.join("bad.lot"), b"junk").unwrap();
+        let mut ins = Insurer::new("i");
+        assert_eq!(spool_pass(&mut ins, &out, &inb).unwrap(), 2);
+        let good = Arl::from_der(&std::fs::read(inb.join("L4.arl")).unwrap()).unwrap();
+        assert_eq!(good.status, ArlStatus::Positive);
+        let bad = Arl::from_der(&std::fs::read(inb.join("bad.arl")).unwrap()).unwrap();
+        assert_eq!(
+            (bad.lot_id.as_str(), bad.status),
+            ("bad", ArlStatus::Negative)
+        );
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "answered lots leave the outbox"
+        );
+    }
+}

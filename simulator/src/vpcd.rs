@@ -89,3 +89,49 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles;
+
+    async fn frame(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+        s.write_all(&vpcd::encode(payload).unwrap()).await.unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn answers_a_reader_over_tcp_and_reconnects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let card: SharedCard = Arc::new(Mutex::new(Box::new(profiles::default_cps())));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(serve(addr, card, Duration::ZERO, stop));
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(&vpcd::encode(&[Control::PowerOn.byte()]).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                frame(&mut s, &[Control::GetAtr.byte()]).await,
+                crate::card::ATR_CPS
+            );
+            let mut select = vec![
+                0x00,
+                0xA4,
+                0x04,
+                0x0C,
+                fse_formats::cards::AID_CPS.len() as u8,
+            ];
+            select.extend_from_slice(fse_formats::cards::AID_CPS);
+            assert_eq!(frame(&mut s, &select).await, vec![0x90, 0x00]);
+            drop(s);
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
