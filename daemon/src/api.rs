@@ -10,7 +10,7 @@ use fse_formats::api::{
     self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Request, Response,
     VerifyPinParams,
 };
-use fse_formats::cards::Pin;
+use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
 use fse_queue::SheetState;
 use serde::de::DeserializeOwned;
@@ -207,6 +207,9 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         }
         "cards.list" => to_value(ctx.cards.list().await?),
         "cards.verify_pin" => verify_pin(ctx, p).await,
+        "cards.pin_status" => pin_status(ctx, p).await,
+        "cards.change_pin" => change_pin(ctx, p).await,
+        "cards.unblock_pin" => unblock_pin(ctx, p).await,
         "vitale.read" => {
             let data = ctx
                 .cards
@@ -298,23 +301,110 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
     }
 }
 
-async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+/// Parses parameters that hold secrets, then wipes every string of the raw parameters.
+fn secret_params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
     let mut raw = p.unwrap_or(Value::Null);
-    let parsed: Result<VerifyPinParams, _> = serde_json::from_value(raw.clone());
+    let parsed = serde_json::from_value(raw.clone());
     scrub(&mut raw);
-    let VerifyPinParams {
-        mut pin,
-        cps_serial,
-    } = parsed.map_err(|e| {
+    parsed.map_err(|e: serde_json::Error| {
         let msg = e.to_string();
         ApiError::invalid(
             &serde_field(&msg).unwrap_or_else(|| "params".into()),
             format!("invalid params: {msg}"),
         )
-    })?;
-    let checked = Pin::new(&pin);
-    pin.zeroize();
-    let pin = checked.ok_or_else(|| ApiError::invalid("pin", "the PIN is 4 digits"))?;
+    })
+}
+
+/// A PIN from a parameter, the string wiped.
+fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
+    let pin = Pin::new(&s);
+    s.zeroize();
+    pin.ok_or_else(|| ApiError::invalid(field, "the PIN is 4 digits"))
+}
+
+async fn pin_status(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P { cps_serial } = params(p)?;
+    ctx.cards
+        .run(move |reg| {
+            let slot = reg.cps(cps_serial.as_deref())?;
+            slot.pin_tries_left()
+        })
+        .await?
+        .map(|left| json!({ "verified": left.is_none(), "tries_left": left, "blocked": left == Some(0) }))
+        .map_err(|e| ApiError::card("cps", e))
+}
+
+async fn change_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        old_pin: String,
+        new_pin: String,
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P {
+        old_pin,
+        new_pin,
+        cps_serial,
+    } = secret_params(p)?;
+    let (old, new) = (take_pin(old_pin, "old_pin")?, take_pin(new_pin, "new_pin")?);
+    ctx.cards
+        .run(move |reg| reg.cps(cps_serial.as_deref())?.change_pin(&old, &new))
+        .await?
+        .map(|()| json!({ "changed": true }))
+        .map_err(|e| ApiError::card("cps", e))
+}
+
+async fn unblock_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        puk: String,
+        new_pin: String,
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P {
+        mut puk,
+        new_pin,
+        cps_serial,
+    } = secret_params(p)?;
+    let checked = Puk::new(&puk);
+    puk.zeroize();
+    let puk = checked.ok_or_else(|| ApiError::invalid("puk", "the unblocking code is 8 digits"))?;
+    let new = take_pin(new_pin, "new_pin")?;
+    ctx.cards
+        .run(move |reg| reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new))
+        .await?
+        .map(|()| json!({ "unblocked": true }))
+        .map_err(|e| match e {
+            CardError::WrongPin { tries_left } => ApiError(
+                ErrorObject::new(
+                    api::WRONG_PIN,
+                    format!("wrong unblocking code, {tries_left} tries left"),
+                    Some("puk"),
+                )
+                .with("tries_left", json!(tries_left)),
+            ),
+            CardError::PinBlocked => ApiError::new(
+                api::PIN_BLOCKED,
+                "the unblocking code is blocked: the card must be replaced",
+                Some("puk"),
+            ),
+            other => ApiError::card("cps", other),
+        })
+}
+
+async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    let VerifyPinParams { pin, cps_serial } = secret_params(p)?;
+    let pin = take_pin(pin, "pin")?;
     ctx.cards
         .run(move |reg| {
             let slot = reg.cps(cps_serial.as_deref())?;

@@ -39,6 +39,10 @@ pub const INS_SELECT: u8 = 0xA4;
 pub const INS_READ_BINARY: u8 = 0xB0;
 /// Instruction byte of VERIFY.
 pub const INS_VERIFY: u8 = 0x20;
+/// Instruction byte of CHANGE REFERENCE DATA.
+pub const INS_CHANGE_REFERENCE_DATA: u8 = 0x24;
+/// Instruction byte of RESET RETRY COUNTER.
+pub const INS_RESET_RETRY_COUNTER: u8 = 0x2C;
 /// Instruction byte of PERFORM SECURITY OPERATION.
 pub const INS_PSO: u8 = 0x2A;
 /// Instruction byte of INTERNAL AUTHENTICATE.

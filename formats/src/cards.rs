@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::apdu::{
-    self, Command, INS_INTERNAL_AUTHENTICATE, INS_PSO, INS_READ_BINARY, INS_SELECT, INS_VERIFY,
+    self, Command, INS_CHANGE_REFERENCE_DATA, INS_INTERNAL_AUTHENTICATE, INS_PSO, INS_READ_BINARY,
+    INS_RESET_RETRY_COUNTER, INS_SELECT, INS_VERIFY,
 };
 use crate::channel::{exchange, expect_ok, CardChannel, CardError};
 use crate::tlv::{self, Records};
@@ -198,6 +199,36 @@ impl Pin {
 impl std::fmt::Debug for Pin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pin(****)")
+    }
+}
+
+/// The 8-digit unblocking code (PUK) from the PIN letter, zeroized when dropped, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Puk(String);
+
+impl Puk {
+    /// Accepts exactly 8 ASCII digits.
+    pub fn new(digits: &str) -> Option<Puk> {
+        (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| Puk(digits.to_string()))
+    }
+
+    /// The 8 ASCII digits sent in RESET RETRY COUNTER.
+    pub fn block(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.as_bytes().to_vec())
+    }
+
+    /// Compares against a PUK block without early exit.
+    pub fn matches_block(&self, block: &[u8]) -> bool {
+        let own = self.block();
+        block.len() == own.len()
+            && own.iter().zip(block).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for Puk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Puk(********)")
     }
 }
 
@@ -460,6 +491,42 @@ pub fn verify_pin<C: CardChannel + ?Sized>(ch: &mut C, pin: &Pin) -> Result<(), 
     let resp = exchange(
         ch,
         &Command::new(0x00, INS_VERIFY, 0x00, PIN_REF).with_data(block.as_slice()),
+    )?;
+    pin_status(resp.sw)
+}
+
+/// Changes the PIN (CHANGE REFERENCE DATA: old PIN block then new PIN block).
+pub fn change_pin<C: CardChannel + ?Sized>(
+    ch: &mut C,
+    old: &Pin,
+    new: &Pin,
+) -> Result<(), CardError> {
+    select_aid(ch, AID_CPS)?;
+    let mut data = Zeroizing::new(Vec::with_capacity(16));
+    data.extend_from_slice(&old.block());
+    data.extend_from_slice(&new.block());
+    let resp = exchange(
+        ch,
+        &Command::new(0x00, INS_CHANGE_REFERENCE_DATA, 0x00, PIN_REF).with_data(data.as_slice()),
+    )?;
+    pin_status(resp.sw)
+}
+
+/// Unblocks the PIN with the PUK and sets a new PIN (RESET RETRY COUNTER: PUK then new PIN block).
+///
+/// A wrong PUK reports the PUK tries left as [`CardError::WrongPin`]; a blocked PUK as [`CardError::PinBlocked`].
+pub fn unblock_pin<C: CardChannel + ?Sized>(
+    ch: &mut C,
+    puk: &Puk,
+    new: &Pin,
+) -> Result<(), CardError> {
+    select_aid(ch, AID_CPS)?;
+    let mut data = Zeroizing::new(Vec::with_capacity(16));
+    data.extend_from_slice(&puk.block());
+    data.extend_from_slice(&new.block());
+    let resp = exchange(
+        ch,
+        &Command::new(0x00, INS_RESET_RETRY_COUNTER, 0x00, PIN_REF).with_data(data.as_slice()),
     )?;
     pin_status(resp.sw)
 }

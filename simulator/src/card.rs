@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey};
 use fse_formats::apdu::{self, Command, Response};
-use fse_formats::cards::{self, CpsHolder, Pin, Situation, VitaleData};
+use fse_formats::cards::{self, CpsHolder, Pin, Puk, Situation, VitaleData};
 
 /// ATR of the simulated CPS (T=1, historical bytes "FSED-CPS").
 pub const ATR_CPS: &[u8] = &[
@@ -20,6 +20,8 @@ pub const ATR_VITALE: &[u8] = &[
 ];
 /// PIN tries of a fresh CPS.
 pub const PIN_TRIES: u8 = 3;
+/// PUK tries of a fresh CPS.
+pub const PUK_TRIES: u8 = 10;
 
 /// Operation counters of one card, shared with tests and the demo.
 #[derive(Debug, Default)]
@@ -139,6 +141,8 @@ pub struct VirtualCps {
     key: SigningKey,
     pin: Pin,
     tries_left: u8,
+    puk: Option<Puk>,
+    puk_tries_left: u8,
     verified: bool,
     stats: Arc<CardStats>,
 }
@@ -169,9 +173,17 @@ impl VirtualCps {
             key,
             pin,
             tries_left: PIN_TRIES,
+            puk: None,
+            puk_tries_left: PUK_TRIES,
             verified: false,
             stats: Arc::default(),
         }
+    }
+
+    /// Gives the card an unblocking code (without one, RESET RETRY COUNTER is refused).
+    pub fn with_puk(mut self, puk: Puk) -> VirtualCps {
+        self.puk = Some(puk);
+        self
     }
 
     /// The card's counters.
@@ -213,6 +225,61 @@ impl VirtualCps {
         }
     }
 
+    /// CHANGE REFERENCE DATA: old PIN block (8) then new PIN block (8).
+    fn change(&mut self, cmd: &Command) -> Response {
+        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
+            return Response::status(apdu::SW_WRONG_P1P2);
+        }
+        if cmd.data.len() != 16 {
+            return Response::status(apdu::SW_WRONG_LENGTH);
+        }
+        if self.tries_left == 0 {
+            return Response::status(apdu::SW_AUTH_BLOCKED);
+        }
+        let Some(new) = pin_from_block(&cmd.data[8..]) else {
+            return Response::status(apdu::SW_WRONG_DATA);
+        };
+        if self.pin.matches_block(&cmd.data[..8]) {
+            self.pin = new;
+            self.tries_left = PIN_TRIES;
+            self.verified = true;
+            Response::status(apdu::SW_OK)
+        } else {
+            self.tries_left -= 1;
+            self.verified = false;
+            Response::status(apdu::sw_tries_left(self.tries_left))
+        }
+    }
+
+    /// RESET RETRY COUNTER: PUK (8 digits) then new PIN block (8).
+    fn unblock(&mut self, cmd: &Command) -> Response {
+        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
+            return Response::status(apdu::SW_WRONG_P1P2);
+        }
+        if cmd.data.len() != 16 {
+            return Response::status(apdu::SW_WRONG_LENGTH);
+        }
+        let Some(puk) = &self.puk else {
+            return Response::status(apdu::SW_CONDITIONS_NOT_SATISFIED);
+        };
+        if self.puk_tries_left == 0 {
+            return Response::status(apdu::SW_AUTH_BLOCKED);
+        }
+        let Some(new) = pin_from_block(&cmd.data[8..]) else {
+            return Response::status(apdu::SW_WRONG_DATA);
+        };
+        if puk.matches_block(&cmd.data[..8]) {
+            self.pin = new;
+            self.tries_left = PIN_TRIES;
+            self.puk_tries_left = PUK_TRIES;
+            self.verified = false;
+            Response::status(apdu::SW_OK)
+        } else {
+            self.puk_tries_left -= 1;
+            Response::status(apdu::sw_tries_left(self.puk_tries_left))
+        }
+    }
+
     fn sign(&mut self, cmd: &Command) -> Response {
         if (cmd.p1, cmd.p2) != (0x9E, 0x9A) {
             return Response::status(apdu::SW_WRONG_P1P2);
@@ -242,6 +309,8 @@ impl VirtualCard for VirtualCps {
             Err(done) => done,
             Ok(cmd) => match cmd.ins {
                 apdu::INS_VERIFY => self.verify(&cmd),
+                apdu::INS_CHANGE_REFERENCE_DATA => self.change(&cmd),
+                apdu::INS_RESET_RETRY_COUNTER => self.unblock(&cmd),
                 apdu::INS_PSO => self.sign(&cmd),
                 _ => Response::status(apdu::SW_INS_NOT_SUPPORTED),
             },
@@ -254,6 +323,15 @@ impl VirtualCard for VirtualCps {
         self.fs.app_selected = false;
         self.fs.current = None;
     }
+}
+
+/// The PIN in a PIN block (4 digits then `FF` padding), if well formed.
+fn pin_from_block(block: &[u8]) -> Option<Pin> {
+    let digits: Vec<u8> = block.iter().copied().take_while(|b| *b != 0xFF).collect();
+    if block[digits.len()..].iter().any(|b| *b != 0xFF) {
+        return None;
+    }
+    Pin::new(std::str::from_utf8(&digits).ok()?)
 }
 
 /// A simulated carte Vitale.
@@ -413,6 +491,36 @@ mod tests {
             cards::cps_sign(&mut ch, b"lot"),
             Err(CardError::PinRequired)
         );
+    }
+
+    #[test]
+    fn change_and_unblock_with_the_puk() {
+        let mut cps = profiles::default_cps();
+        let mut ch = InProcess(&mut cps);
+        let (old, new) = (
+            Pin::new(profiles::DEFAULT_PIN).unwrap(),
+            Pin::new("4321").unwrap(),
+        );
+        assert_eq!(
+            cards::change_pin(&mut ch, &new, &old),
+            Err(CardError::WrongPin { tries_left: 2 })
+        );
+        cards::change_pin(&mut ch, &old, &new).unwrap();
+        assert_eq!(
+            cards::verify_pin(&mut ch, &old),
+            Err(CardError::WrongPin { tries_left: 2 })
+        );
+        cards::verify_pin(&mut ch, &old).unwrap_err();
+        assert_eq!(cards::verify_pin(&mut ch, &old), Err(CardError::PinBlocked));
+        let wrong_puk = fse_formats::cards::Puk::new("00000000").unwrap();
+        assert_eq!(
+            cards::unblock_pin(&mut ch, &wrong_puk, &old),
+            Err(CardError::WrongPin { tries_left: 9 })
+        );
+        let puk = fse_formats::cards::Puk::new(profiles::DEFAULT_PUK).unwrap();
+        cards::unblock_pin(&mut ch, &puk, &old).unwrap();
+        assert_eq!(cards::pin_tries_left(&mut ch).unwrap(), Some(3));
+        cards::verify_pin(&mut ch, &old).unwrap();
     }
 
     #[test]

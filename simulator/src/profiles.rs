@@ -3,7 +3,9 @@
 //! reproducible across runs); they never leave the simulator.
 
 use ed25519_dalek::SigningKey;
-use fse_formats::cards::{Beneficiary, CardType, CpsHolder, Organism, Pin, Situation, VitaleData};
+use fse_formats::cards::{
+    Beneficiary, CardType, CpsHolder, Organism, Pin, Puk, Situation, VitaleData,
+};
 use fse_formats::ids;
 use sha2::{Digest, Sha256};
 
@@ -11,6 +13,8 @@ use crate::card::{VirtualCps, VirtualVitale};
 
 /// PIN of the default CPS.
 pub const DEFAULT_PIN: &str = "1234";
+/// Unblocking code (PUK) of the default CPS, as on its PIN letter.
+pub const DEFAULT_PUK: &str = "12345678";
 
 /// The test key of a card, derived from its serial.
 pub fn test_key(serial: &str) -> SigningKey {
@@ -66,7 +70,11 @@ pub fn default_cps() -> VirtualCps {
     let key = test_key(&holder.serial);
     // DEFAULT_PIN is four digits, so Pin::new accepts it.
     let pin = Pin::new(DEFAULT_PIN).unwrap_or_else(|| unreachable!("DEFAULT_PIN is 4 digits"));
-    VirtualCps::new(&holder, &situations, pin, key)
+    let card = VirtualCps::new(&holder, &situations, pin, key);
+    match Puk::new(DEFAULT_PUK) {
+        Some(puk) => card.with_puk(puk),
+        None => card,
+    }
 }
 
 /// The default Vitale contents: Jean DUPONT and his daughter Léa, régime général, CPAM Paris.

@@ -12,7 +12,7 @@ mod virtual_reader;
 
 use std::sync::mpsc;
 
-use fse_formats::cards::{self, CardKind, CpsData, Pin, VitaleData};
+use fse_formats::cards::{self, CardKind, CpsData, Pin, Puk, VitaleData};
 use fse_formats::channel::{CardChannel, CardError, ChannelError};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
@@ -90,6 +90,20 @@ impl Slot {
     pub fn verify_pin(&mut self, pin: &Pin) -> Result<(), CardError> {
         let r = cards::verify_pin(&mut self.channel, pin);
         self.pin_verified = r.is_ok();
+        self.track(r)
+    }
+
+    /// Changes the PIN (the old one is checked by the card; never retried).
+    pub fn change_pin(&mut self, old: &Pin, new: &Pin) -> Result<(), CardError> {
+        let r = cards::change_pin(&mut self.channel, old, new);
+        self.pin_verified = r.is_ok();
+        self.track(r)
+    }
+
+    /// Unblocks the PIN with the PUK and sets a new one; the new PIN must then be verified.
+    pub fn unblock_pin(&mut self, puk: &Puk, new: &Pin) -> Result<(), CardError> {
+        let r = cards::unblock_pin(&mut self.channel, puk, new);
+        self.pin_verified = false;
         self.track(r)
     }
 
