@@ -238,6 +238,27 @@ impl Response {
     }
 }
 
+/// A command APDU as hex for traces, with the secret data of VERIFY,
+/// CHANGE REFERENCE DATA and RESET RETRY COUNTER replaced by `**`.
+pub fn redacted(command: &[u8]) -> String {
+    let secret = matches!(
+        command.get(1),
+        Some(&(INS_VERIFY | INS_CHANGE_REFERENCE_DATA | INS_RESET_RETRY_COUNTER))
+    );
+    command
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if secret && i >= 5 {
+                "**".to_string()
+            } else {
+                format!("{b:02X}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +301,34 @@ mod tests {
             Err(ApduError::BadLength(7))
         );
         assert_eq!(Response::parse(&[0x90]), Err(ApduError::NoStatus));
+    }
+
+    #[test]
+    fn traces_hide_pins() {
+        let verify = Command::new(0, INS_VERIFY, 0, 0x81)
+            .with_data(b"1234\xFF\xFF\xFF\xFF".to_vec())
+            .to_bytes()
+            .unwrap();
+        let t = redacted(&verify);
+        assert_eq!(t, "00 20 00 81 08 ** ** ** ** ** ** ** **");
+        assert!(!t.contains("31"));
+        assert_eq!(redacted(&[0, 0xB0, 0, 0, 0]), "00 B0 00 00 00");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = Command::parse(&bytes);
+            let _ = Response::parse(&bytes);
+            let _ = redacted(&bytes);
+        }
+
+        #[test]
+        fn commands_round_trip(ins in 0u8..=255, data in proptest::collection::vec(proptest::num::u8::ANY, 0..400), le in proptest::option::of(1u32..=65536)) {
+            let cmd = Command { cla: 0, ins, p1: 1, p2: 2, data, le };
+            let cmd = if cmd.data.len() > 255 && cmd.le == Some(256) { Command { le: Some(257), ..cmd } } else { cmd };
+            proptest::prop_assert_eq!(Command::parse(&cmd.to_bytes().unwrap()).unwrap(), cmd);
+        }
     }
 
     #[test]

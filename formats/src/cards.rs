@@ -627,6 +627,46 @@ mod tests {
         assert!(!pin.matches_block(b"1235\xFF\xFF\xFF\xFF"));
     }
 
+    /// A card that answers whatever the test says, then `6A82`.
+    struct Scripted(std::collections::VecDeque<Vec<u8>>);
+
+    impl CardChannel for Scripted {
+        fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>, crate::channel::ChannelError> {
+            Ok(self.0.pop_front().unwrap_or_else(|| vec![0x6A, 0x82]))
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn card_readers_never_panic_on_arbitrary_answers(
+            answers in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..40)
+        ) {
+            let _ = read_cps(&mut Scripted(answers.clone().into()));
+            let _ = read_vitale(&mut Scripted(answers.clone().into()));
+            let _ = identify(&mut Scripted(answers.clone().into()));
+            let _ = pin_tries_left(&mut Scripted(answers.clone().into()));
+            let _ = cps_sign(&mut Scripted(answers.clone().into()), b"m");
+            let _ = vitale_authenticate(&mut Scripted(answers.into()), &[0; 32]);
+        }
+
+        #[test]
+        fn card_readers_never_panic_on_well_framed_arbitrary_files(
+            files in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..200), 1..12)
+        ) {
+            // Every SELECT succeeds and every READ BINARY returns one of the files: the TLV layer sees garbage.
+            let mut answers = std::collections::VecDeque::new();
+            for f in &files {
+                answers.push_back(vec![0x90, 0x00]);
+                answers.push_back(vec![0x90, 0x00]);
+                let mut r = f.clone();
+                r.extend_from_slice(&[0x90, 0x00]);
+                answers.push_back(r);
+            }
+            let _ = read_cps(&mut Scripted(answers.clone()));
+            let _ = read_vitale(&mut Scripted(answers));
+        }
+    }
+
     #[test]
     fn pin_status_words_map_to_errors() {
         assert_eq!(

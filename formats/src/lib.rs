@@ -17,5 +17,6 @@ pub mod lot;
 pub mod merkle;
 pub mod rules;
 pub mod tlv;
+pub mod transcript;
 pub mod vpcd;
 pub mod wire;

@@ -315,3 +315,29 @@ mod tests {
         assert_eq!(t.verify().unwrap_err(), LotError::Signature);
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
+            let _ = SignedLot::from_der(&bytes).map(|l| l.verify());
+            let _ = LotHeader::from_der(&bytes);
+            let _ = CareSheet::from_der(&bytes);
+            let _ = crate::ack::Arl::from_der(&bytes);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_mutated_sheets(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..400) {
+            let mut der = crate::fse::tests::sample_sheet().to_der().unwrap();
+            let pos = pos % der.len();
+            der[pos] = byte;
+            der.truncate(cut.max(1).min(der.len()));
+            let _ = CareSheet::from_der(&der);
+        }
+    }
+}

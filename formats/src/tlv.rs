@@ -137,6 +137,18 @@ mod tests {
         assert_eq!(recs.bytes(0x83), Err(TlvError::Missing(0x83)));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            if let Ok(recs) = Records::new(&bytes) {
+                for tag in 0..=255u8 {
+                    let _ = recs.text(tag);
+                    let _ = recs.byte(tag);
+                }
+            }
+        }
+    }
+
     #[test]
     fn truncated_is_an_error() {
         assert_eq!(parse(&[0x80, 5, 1, 2]), Err(TlvError::Truncated(0)));

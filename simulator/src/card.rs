@@ -627,3 +627,30 @@ mod tests {
         assert_eq!(data.situations[0].place.len(), 600);
     }
 }
+
+#[cfg(test)]
+mod transcript_tests {
+    use fse_formats::cards::{self, Pin};
+    use fse_formats::transcript::{Recorder, Replay};
+
+    use super::*;
+    use crate::profiles;
+
+    #[test]
+    fn a_recorded_session_replays_without_the_card_and_hides_the_pin() {
+        let mut cps = profiles::default_cps();
+        let mut rec = Recorder::new(InProcess(&mut cps));
+        cards::verify_pin(&mut rec, &Pin::new(profiles::DEFAULT_PIN).unwrap()).unwrap();
+        let data = cards::read_cps(&mut rec).unwrap();
+        let text = rec.transcript().to_string();
+        let verify = text.lines().find(|l| l.starts_with("> 00 20")).unwrap();
+        assert_eq!(
+            verify, "> 00 20 00 81 08 ** ** ** ** ** ** ** **",
+            "the PIN must not be in a transcript"
+        );
+        let mut replay = Replay::parse(&text).unwrap();
+        cards::verify_pin(&mut replay, &Pin::new("9876").unwrap()).unwrap();
+        assert_eq!(cards::read_cps(&mut replay).unwrap(), data);
+        assert!(replay.finished());
+    }
+}

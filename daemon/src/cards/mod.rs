@@ -41,7 +41,11 @@ pub struct Slot {
 
 impl Slot {
     /// Identifies and reads a freshly inserted card.
-    pub fn open(reader: String, atr: Vec<u8>, mut channel: Box<dyn CardChannel + Send>) -> Slot {
+    pub fn open(reader: String, atr: Vec<u8>, channel: Box<dyn CardChannel + Send>) -> Slot {
+        let mut channel: Box<dyn CardChannel + Send> = Box::new(Traced {
+            reader: reader.clone(),
+            inner: channel,
+        });
         let mut slot = Slot {
             reader,
             atr,
@@ -144,6 +148,31 @@ impl Slot {
             cps: self.cps.clone(),
             vitale: self.vitale.clone(),
         }
+    }
+}
+
+/// Logs every APDU at debug level: commands with PINs masked, answers as length and status word only.
+struct Traced {
+    reader: String,
+    inner: Box<dyn CardChannel + Send>,
+}
+
+impl CardChannel for Traced {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        tracing::debug!(reader = %self.reader, apdu = %fse_formats::apdu::redacted(command), "card <");
+        let r = self.inner.transmit(command);
+        match &r {
+            Ok(resp) => {
+                let sw = resp
+                    .len()
+                    .checked_sub(2)
+                    .map(|i| format!("{:02X}{:02X}", resp[i], resp[i + 1]))
+                    .unwrap_or_else(|| "-".into());
+                tracing::debug!(reader = %self.reader, bytes = resp.len().saturating_sub(2), sw = %sw, "card >");
+            }
+            Err(e) => tracing::debug!(reader = %self.reader, error = %e, "card link failed"),
+        }
+        r
     }
 }
 
