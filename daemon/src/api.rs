@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use zeroize::Zeroize;
 
 use crate::billing;
@@ -42,6 +42,32 @@ pub struct Context {
     pub batcher_wake: Arc<Notify>,
     /// Asks the batcher to close open lots now.
     pub close_now: Arc<AtomicBool>,
+    /// Events for `events.subscribe`.
+    pub events: crate::events::Bus,
+}
+
+/// One client connection: where its lines go, and its event subscription.
+#[derive(Default)]
+pub struct Conn {
+    out: Option<mpsc::Sender<Vec<u8>>>,
+    subscription: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(task) = self.subscription.take() {
+            task.abort();
+        }
+    }
+}
+
+fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_else(|_| {
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unencodable reply"}}"#
+            .to_vec()
+    });
+    out.push(b'\n');
+    out
 }
 
 /// Serves connections until shutdown.
@@ -72,10 +98,35 @@ pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown)
 async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdown) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            if write.write_all(&line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut conn = Conn {
+        out: Some(out_tx.clone()),
+        subscription: None,
+    };
+    serve_lines(&mut reader, &ctx, &mut conn, &out_tx, &mut shutdown).await;
+    drop(conn);
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+async fn serve_lines(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    ctx: &Context,
+    conn: &mut Conn,
+    out: &mpsc::Sender<Vec<u8>>,
+    shutdown: &mut Shutdown,
+) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
         let n = tokio::select! {
             _ = shutdown.wait() => return,
             n = limited.read_until(b'\n', &mut line) => n,
@@ -87,7 +138,7 @@ async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdo
                 let mut rest = Vec::new();
                 loop {
                     rest.clear();
-                    let mut limited = (&mut reader).take(MAX_LINE as u64);
+                    let mut limited = (&mut *reader).take(MAX_LINE as u64);
                     match limited.read_until(b'\n', &mut rest).await {
                         Ok(0) | Err(_) => return,
                         Ok(_) if rest.last() == Some(&b'\n') => break,
@@ -103,13 +154,11 @@ async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdo
                     ),
                 ))
             }
-            Ok(_) => handle_line(&ctx, &mut line).await,
+            Ok(_) => handle_line(ctx, conn, &mut line).await,
         };
         line.zeroize();
         if let Some(reply) = reply {
-            let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unencodable reply"}}"#.to_vec());
-            out.push(b'\n');
-            if write.write_all(&out).await.is_err() {
+            if out.send(encode_line(&reply)).await.is_err() {
                 return;
             }
         }
@@ -117,7 +166,7 @@ async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdo
 }
 
 /// Answers one line; `None` for a notification (no id).
-pub async fn handle_line(ctx: &Context, line: &mut [u8]) -> Option<Response> {
+pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Option<Response> {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t.trim(),
         Err(_) => {
@@ -163,7 +212,11 @@ pub async fn handle_line(ctx: &Context, line: &mut [u8]) -> Option<Response> {
     }
     let span = tracing::info_span!("request", method = %req.method);
     let _enter = span.enter();
-    let result = dispatch(ctx, &req.method, req.params.take()).await;
+    let result = if req.method == "events.subscribe" {
+        subscribe(ctx, conn, req.params.take())
+    } else {
+        dispatch(ctx, &req.method, req.params.take()).await
+    };
     let id = req.id?;
     Some(match result {
         Ok(v) => Response::ok(id, v),
@@ -221,6 +274,10 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         "fse.create" => {
             let params: FseCreateParams = params(p)?;
             let created = billing::create(&ctx.cards, &ctx.store, params).await?;
+            ctx.events.publish(
+                "sheet.accepted",
+                json!({ "id": created.id, "number": created.number }),
+            );
             ctx.batcher_wake.notify_one();
             to_value(created)
         }
@@ -320,6 +377,37 @@ fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
     let pin = Pin::new(&s);
     s.zeroize();
     pin.ok_or_else(|| ApiError::invalid(field, "the PIN is 4 digits"))
+}
+
+/// `events.subscribe`: from now on this connection also receives `event` notifications.
+fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, ApiError> {
+    let _: serde_json::Map<String, Value> = params(p)?;
+    let Some(out) = conn.out.clone() else {
+        return Err(ApiError::new(
+            api::INVALID_REQUEST,
+            "events need a socket connection",
+            None,
+        ));
+    };
+    if conn.subscription.is_none() {
+        let mut rx = ctx.events.subscribe();
+        conn.subscription = Some(tokio::spawn(async move {
+            loop {
+                let params = match rx.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        json!({ "event": "lagged", "missed": n })
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let note = json!({ "jsonrpc": "2.0", "method": "event", "params": params });
+                if out.send(encode_line(&note)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    Ok(json!({ "subscribed": true }))
 }
 
 async fn pin_status(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
@@ -431,12 +519,18 @@ mod tests {
             store: Store::open(&dir.path().join("t.db")).unwrap(),
             batcher_wake: Arc::new(Notify::new()),
             close_now: Arc::new(AtomicBool::new(false)),
+            events: crate::events::Bus::default(),
         }
     }
 
     async fn ask(ctx: &Context, line: &str) -> Value {
         let mut bytes = line.as_bytes().to_vec();
-        serde_json::to_value(handle_line(ctx, &mut bytes).await.unwrap()).unwrap()
+        serde_json::to_value(
+            handle_line(ctx, &mut Conn::default(), &mut bytes)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -498,7 +592,9 @@ mod tests {
         assert_eq!(r["result"]["name"], json!("fsed"));
         let mut note = br#"{"jsonrpc":"2.0","method":"system.version"}"#.to_vec();
         assert!(
-            handle_line(&ctx, &mut note).await.is_none(),
+            handle_line(&ctx, &mut Conn::default(), &mut note)
+                .await
+                .is_none(),
             "notifications get no reply"
         );
     }
@@ -510,6 +606,7 @@ mod tests {
         let path = dir.path().join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
+        let bus = ctx.events.clone();
         let server = tokio::spawn(serve(listener, ctx, shutdown));
         let stream = UnixStream::connect(&path).await.unwrap();
         let (r, mut w) = stream.into_split();
@@ -530,6 +627,21 @@ mod tests {
         let third: Value =
             serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
         assert_eq!(third["result"]["api"], json!(1));
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"events.subscribe\"}\n")
+            .await
+            .unwrap();
+        let sub: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(sub["result"]["subscribed"], json!(true));
+        bus.publish("lot.signed", json!({"lot_id": "L1"}));
+        let ev: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (
+                ev["method"].as_str(),
+                ev["params"]["event"].as_str(),
+                ev["params"]["lot_id"].as_str()
+            ),
+            (Some("event"), Some("lot.signed"), Some("L1"))
+        );
         trigger.fire();
         server.await.unwrap();
     }

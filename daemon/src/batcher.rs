@@ -33,6 +33,8 @@ pub struct Batcher {
     pub wake: Arc<Notify>,
     /// Set by `lots.close`: close whatever is open at the next turn.
     pub close_now: Arc<std::sync::atomic::AtomicBool>,
+    /// Where lot events go.
+    pub events: crate::events::Bus,
 }
 
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
@@ -86,6 +88,7 @@ impl Batcher {
                 .map_err(|e| e.to_string())?;
             for l in &lots {
                 tracing::info!(lot = %l.id, sheets = l.sheet_count, "lot closed");
+                self.events.publish("lot.closed", serde_json::json!({ "lot_id": l.id, "sheets": l.sheet_count, "destination": l.destination }));
             }
         }
         Ok(())
@@ -165,6 +168,10 @@ impl Batcher {
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
+        self.events.publish(
+            "lot.signed",
+            serde_json::json!({ "lot_id": lot.id, "sheets": lot.sheet_count }),
+        );
         Ok(())
     }
 
@@ -184,6 +191,10 @@ impl Batcher {
                         .await
                         .map_err(|e| e.to_string())?;
                     tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
+                    self.events.publish(
+                        "lot.sent",
+                        serde_json::json!({ "lot_id": lot.id, "destination": lot.destination }),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");

@@ -10,6 +10,7 @@ use fse_formats::ack::Arl;
 use fse_formats::lot::SignedLot;
 use fse_queue::ArlOutcome;
 
+use crate::events::Bus;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::transport::spool::Spool;
@@ -19,7 +20,14 @@ use crate::transport::Transport;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
     /// Recorded.
-    Recorded,
+    Recorded {
+        /// The lot.
+        lot_id: String,
+        /// Positive or negative.
+        status: fse_formats::ack::ArlStatus,
+        /// Reasons of refusal.
+        rejections: usize,
+    },
     /// Already recorded before.
     Duplicate,
     /// Refused (unreadable, unknown lot, wrong root): kept out of the queue, logged.
@@ -54,18 +62,23 @@ pub async fn apply(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
             arl.lot_id
         )));
     }
+    let (lot_id, status, rejections) = (arl.lot_id.clone(), arl.status, arl.rejections.len());
     let outcome = store
         .call(move |q| q.record_arl(&arl, &bytes))
         .await
         .map_err(|e| e.to_string())?;
     Ok(match outcome {
-        ArlOutcome::Applied => Applied::Recorded,
+        ArlOutcome::Applied => Applied::Recorded {
+            lot_id,
+            status,
+            rejections,
+        },
         ArlOutcome::Duplicate => Applied::Duplicate,
     })
 }
 
 /// Reads the spool inbox until shutdown.
-pub async fn run_spool(store: Store, spool: Spool, mut shutdown: Shutdown) {
+pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Shutdown) {
     loop {
         let pending = {
             let s = spool.clone();
@@ -79,7 +92,7 @@ pub async fn run_spool(store: Store, spool: Spool, mut shutdown: Shutdown) {
                     };
                     match apply(&store, bytes).await {
                         Ok(outcome) => {
-                            log_outcome(&outcome, &path.display().to_string());
+                            log_outcome(&outcome, &path.display().to_string(), &events);
                             if let Err(e) = tokio::fs::remove_file(&path).await {
                                 tracing::warn!(file = %path.display(), error = %e, "cannot remove applied ARL");
                             }
@@ -99,7 +112,12 @@ pub async fn run_spool(store: Store, spool: Spool, mut shutdown: Shutdown) {
 }
 
 /// Consumes the AMQP return queue until shutdown, reconnecting on failure.
-pub async fn run_amqp(store: Store, transport: Arc<Transport>, mut shutdown: Shutdown) {
+pub async fn run_amqp(
+    store: Store,
+    transport: Arc<Transport>,
+    events: Bus,
+    mut shutdown: Shutdown,
+) {
     let Transport::Amqp(amqp) = transport.as_ref() else {
         return;
     };
@@ -122,7 +140,7 @@ pub async fn run_amqp(store: Store, transport: Arc<Transport>, mut shutdown: Shu
             let Some(Ok(msg)) = next else { break };
             match apply(&store, msg.body.clone()).await {
                 Ok(outcome) => {
-                    log_outcome(&outcome, "amqp");
+                    log_outcome(&outcome, "amqp", &events);
                     if let Err(e) = msg.ack().await {
                         tracing::warn!(error = %e, "ack of an applied ARL failed; it will come again and be a duplicate");
                     }
@@ -137,9 +155,19 @@ pub async fn run_amqp(store: Store, transport: Arc<Transport>, mut shutdown: Shu
     }
 }
 
-fn log_outcome(outcome: &Applied, source: &str) {
+fn log_outcome(outcome: &Applied, source: &str, events: &Bus) {
     match outcome {
-        Applied::Recorded => tracing::info!(source, "ARL recorded"),
+        Applied::Recorded {
+            lot_id,
+            status,
+            rejections,
+        } => {
+            tracing::info!(source, lot = %lot_id, ?status, "ARL recorded");
+            events.publish(
+                "arl.received",
+                serde_json::json!({ "lot_id": lot_id, "status": status, "rejections": rejections }),
+            );
+        }
         Applied::Duplicate => tracing::info!(source, "duplicate ARL ignored"),
         Applied::Refused(why) => tracing::warn!(source, reason = %why, "ARL refused"),
     }

@@ -91,6 +91,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         UnixListener::bind(&cfg.socket).map_err(io(format!("socket {}", cfg.socket.display())))?;
 
     let (trigger, shutdown) = shutdown::channel();
+    let events = crate::events::Bus::default();
     let wake = Arc::new(Notify::new());
     let close_now = Arc::new(AtomicBool::new(false));
     let batcher = Batcher {
@@ -101,14 +102,20 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         max_age: cfg.lot_max_age(),
         wake: Arc::clone(&wake),
         close_now: Arc::clone(&close_now),
+        events: events.clone(),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let card_events = tokio::spawn(crate::events::forward_cards(
+        cards.subscribe(),
+        events.clone(),
+    ));
     tasks.spawn(batcher.run(shutdown.clone()));
     match transport.as_ref() {
         Transport::Spool(s) => {
             tasks.spawn(crate::returns::run_spool(
                 store.clone(),
                 s.clone(),
+                events.clone(),
                 shutdown.clone(),
             ));
         }
@@ -116,6 +123,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             tasks.spawn(crate::returns::run_amqp(
                 store.clone(),
                 Arc::clone(&transport),
+                events.clone(),
                 shutdown.clone(),
             ));
         }
@@ -125,6 +133,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         store,
         batcher_wake: wake,
         close_now,
+        events,
     };
     tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
     tracing::info!(socket = %cfg.socket.display(), "fsed ready");
@@ -135,6 +144,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     trigger.fire();
     while tasks.join_next().await.is_some() {}
     cards.stop();
+    card_events.abort();
     let _ = tokio::task::spawn_blocking(move || card_thread.join()).await;
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped");

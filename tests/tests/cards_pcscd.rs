@@ -139,8 +139,21 @@ fn pin_life_and_card_removal_through_pcscd() {
     let created = rpc.ok("fse.create", json!({"act": {"code": "G"}}));
     assert_eq!(created["state"], json!("accepted"));
 
-    // Removal: the cards leave pcscd's readers; fsed sees it and refuses to bill.
+    // Removal: the cards leave pcscd's readers; fsed sees it, tells its subscribers and refuses to bill.
+    let mut watcher = Rpc::connect(&socket, Duration::from_secs(10));
+    assert_eq!(
+        watcher.ok("events.subscribe", json!({}))["subscribed"],
+        json!(true)
+    );
     assert!(cards.terminate().success());
+    let removed = watcher.wait_event("card.removed");
+    assert!(
+        removed["reader"]
+            .as_str()
+            .unwrap()
+            .starts_with("Virtual PCD"),
+        "{removed}"
+    );
     wait_for(
         "the cards to be seen removed",
         Duration::from_secs(20),

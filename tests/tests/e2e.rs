@@ -123,7 +123,14 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
     );
     assert_eq!(again["id"], json!(id), "idempotent create");
 
+    let mut watcher = Rpc::connect(&socket, Duration::from_secs(10));
+    watcher.ok("events.subscribe", json!({}));
     rpc.ok("lots.close", json!({}));
+    assert_eq!(watcher.wait_event("lot.signed")["sheets"], json!(1));
+    assert_eq!(
+        watcher.wait_event("arl.received")["status"],
+        json!("positive")
+    );
     let sheet = wait_for(
         "the sheet to be acknowledged",
         Duration::from_secs(60),

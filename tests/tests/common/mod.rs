@@ -166,6 +166,22 @@ impl Rpc {
         reply
     }
 
+    /// Reads lines until an `event` notification named `name` arrives (others are skipped).
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("no {name} event: {e}"));
+            assert!(n > 0, "connection closed before the {name} event");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["method"] == json!("event") && v["params"]["event"] == json!(name) {
+                return v["params"].clone();
+            }
+        }
+    }
+
     /// Calls a method and returns its result, failing on an error reply.
     pub fn ok(&mut self, method: &str, params: Value) -> Value {
         let reply = self.call(method, params);
