@@ -501,7 +501,11 @@ async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> 
             Ok::<_, CardError>(slot.cps.as_ref().map(|c| c.holder.serial.clone()))
         })
         .await?
-        .map(|serial| json!({ "verified": true, "cps_serial": serial }))
+        .map(|serial| {
+            // Lots waiting for this card's signature may go now.
+            ctx.batcher_wake.notify_one();
+            json!({ "verified": true, "cps_serial": serial })
+        })
         .map_err(|e| ApiError::card("cps", e))
 }
 

@@ -37,33 +37,54 @@ pub struct Batcher {
     pub events: crate::events::Bus,
 }
 
+/// Pause before a failed send or turn is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%SZ").ok()
 }
 
 impl Batcher {
     /// Runs until shutdown: at most one turn per wake-up, and one per second for lot ages.
+    ///
+    /// Between turns it sleeps until woken (new sheet, card inserted, PIN verified, API request) or
+    /// until the next lot comes of age or a failed send is due again: an idle batcher costs nothing.
     pub async fn run(self, mut shutdown: Shutdown) {
         loop {
-            if let Err(e) = self.turn().await {
-                tracing::warn!(error = %e, "batcher turn failed; retrying");
-            }
+            let next = match self.turn().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "batcher turn failed; retrying");
+                    Some(RETRY)
+                }
+            };
+            let timer = async {
+                match next {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = timer => {}
             }
         }
     }
 
-    /// One pass: close, sign, send.
-    pub async fn turn(&self) -> Result<(), String> {
-        self.close().await?;
+    /// One pass: close, sign, send. Returns when the next timed pass is due, if one is.
+    pub async fn turn(&self) -> Result<Option<Duration>, String> {
+        let age = self.close().await?;
         self.sign().await?;
-        self.send().await
+        let retry = self.send().await?;
+        Ok(match (age, retry) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        })
     }
 
-    async fn close(&self) -> Result<(), String> {
+    /// Closes lots that are full, old enough or asked for; returns when the oldest open sheet comes of age.
+    async fn close(&self) -> Result<Option<Duration>, String> {
         let max = self.max_sheets;
         let pending = self
             .store
@@ -71,14 +92,15 @@ impl Batcher {
             .await
             .map_err(|e| e.to_string())?;
         let Some(oldest) = pending.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let asked = self
             .close_now
             .swap(false, std::sync::atomic::Ordering::SeqCst);
-        let old = parse_time(&oldest.created_at).is_none_or(|t| {
-            (Utc::now().naive_utc() - t).to_std().unwrap_or_default() >= self.max_age
-        });
+        let age = parse_time(&oldest.created_at)
+            .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
+            .unwrap_or(self.max_age);
+        let old = age >= self.max_age;
         if asked || old || pending.len() >= max {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
             let lots = self
@@ -90,8 +112,10 @@ impl Batcher {
                 tracing::info!(lot = %l.id, sheets = l.sheet_count, "lot closed");
                 self.events.publish("lot.closed", serde_json::json!({ "lot_id": l.id, "sheets": l.sheet_count, "destination": l.destination }));
             }
+            // Sheets left open (other groups) are looked at again soon.
+            return Ok(Some(Duration::from_secs(1)));
         }
-        Ok(())
+        Ok(Some(self.max_age - age))
     }
 
     async fn sign(&self) -> Result<(), String> {
@@ -175,7 +199,8 @@ impl Batcher {
         Ok(())
     }
 
-    async fn send(&self) -> Result<(), String> {
+    /// Sends signed lots in order; returns when to try again after a failure.
+    async fn send(&self) -> Result<Option<Duration>, String> {
         let lots = self
             .store
             .call(|q| q.lots_to_send())
@@ -198,10 +223,10 @@ impl Batcher {
                 }
                 Err(e) => {
                     tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
-                    break;
+                    return Ok(Some(RETRY));
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 }

@@ -78,7 +78,21 @@ pub async fn apply(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
 }
 
 /// Reads the spool inbox until shutdown.
+///
+/// It sleeps on inotify (a file renamed or written into the inbox), with a slow rescan as a
+/// safety net; without inotify it rescans every 200 ms.
 pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Shutdown) {
+    use futures_lite::StreamExt;
+    let mut watch = inotify::Inotify::init().and_then(|ino| {
+        ino.watches().add(
+            &spool.inbox,
+            inotify::WatchMask::MOVED_TO | inotify::WatchMask::CLOSE_WRITE,
+        )?;
+        ino.into_event_stream(vec![0u8; 4096])
+    });
+    if let Err(e) = &watch {
+        tracing::warn!(error = %e, "no inotify on the spool inbox; rescanning it every 200 ms");
+    }
     loop {
         let pending = {
             let s = spool.clone();
@@ -104,9 +118,17 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the spool inbox"),
             Err(e) => tracing::warn!(error = %e, "spool task failed"),
         }
+        let changed = async {
+            match &mut watch {
+                Ok(stream) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = changed => {}
         }
     }
 }

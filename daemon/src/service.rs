@@ -109,6 +109,18 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         cards.subscribe(),
         events.clone(),
     ));
+    let card_wake = {
+        // A CPS coming back may unblock lots waiting for their signature.
+        let (mut rx, wake) = (cards.subscribe(), Arc::clone(&wake));
+        tokio::spawn(async move {
+            while !matches!(
+                rx.recv().await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed)
+            ) {
+                wake.notify_one();
+            }
+        })
+    };
     tasks.spawn(batcher.run(shutdown.clone()));
     match transport.as_ref() {
         Transport::Spool(s) => {
@@ -145,6 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     while tasks.join_next().await.is_some() {}
     cards.stop();
     card_events.abort();
+    card_wake.abort();
     let _ = tokio::task::spawn_blocking(move || card_thread.join()).await;
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("stopped");

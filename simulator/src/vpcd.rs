@@ -64,8 +64,12 @@ async fn session(
     latency: Duration,
 ) -> std::io::Result<()> {
     loop {
+        // vpcd writes the length and the APDU separately; acknowledging at once spares the
+        // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).
+        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(true);
         let mut len = [0u8; 2];
         stream.read_exact(&mut len).await?;
+        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(true);
         let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut payload).await?;
         let reply = match Frame::classify(&payload) {
