@@ -25,17 +25,30 @@ pub enum ChannelError {
 pub trait CardChannel {
     /// Transmits raw command bytes and returns raw response bytes (data + SW1 SW2).
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError>;
+
+    /// Whether the card was reset since the last call (its PIN state is then gone); clears the flag.
+    fn take_reset(&mut self) -> bool {
+        false
+    }
 }
 
 impl<T: CardChannel + ?Sized> CardChannel for &mut T {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
         (**self).transmit(command)
     }
+
+    fn take_reset(&mut self) -> bool {
+        (**self).take_reset()
+    }
 }
 
 impl<T: CardChannel + ?Sized> CardChannel for Box<T> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
         (**self).transmit(command)
+    }
+
+    fn take_reset(&mut self) -> bool {
+        (**self).take_reset()
     }
 }
 

@@ -25,6 +25,12 @@ pub struct CardsArgs {
     /// Latency added to every APDU, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Profile of the card in the CPS slot: a built-in name or a TOML file (`none`: empty slot).
+    #[arg(long, default_value = profiles::DEFAULT_CPS)]
+    pub cps_profile: String,
+    /// Profile of the card in the Vitale slot: a built-in name or a TOML file (`none`: empty slot).
+    #[arg(long, default_value = profiles::DEFAULT_VITALE)]
+    pub vitale_profile: String,
 }
 
 /// The default cards, running on their links.
@@ -72,14 +78,31 @@ pub fn start(cps_addr: String, vitale_addr: String, latency: Duration) -> Runnin
 }
 
 /// Runs `fse-sim cards` until SIGINT or SIGTERM.
-pub async fn run(args: CardsArgs) -> std::io::Result<()> {
-    let running = start(
-        format!("{}:{}", args.host, args.cps_port),
-        format!("{}:{}", args.host, args.vitale_port),
-        Duration::from_millis(args.latency_ms),
-    );
+pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let (stop, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (profile, port) in [
+        (&args.cps_profile, args.cps_port),
+        (&args.vitale_profile, args.vitale_port),
+    ] {
+        if profile == "none" {
+            continue;
+        }
+        let (card, _) = profiles::Profile::load(profile)?.card()?;
+        let card: SharedCard = Arc::new(Mutex::new(card));
+        tasks.push(tokio::spawn(vpcd::serve(
+            format!("{}:{port}", args.host),
+            card,
+            latency,
+            rx.clone(),
+        )));
+    }
     println!("cards ready");
     crate::wait_for_signal().await;
-    running.stop().await;
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
     Ok(())
 }

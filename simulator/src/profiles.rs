@@ -1,20 +1,205 @@
-//! The default simulated cards: a médecin généraliste's CPS and a family's
-//! Vitale card. Their keys are derived from the card serial (test keys,
-//! reproducible across runs); they never leave the simulator.
+//! Card profiles: the simulated cards as TOML data files under
+//! `simulator/profiles/` (built into `fse-sim`, or read from any path), so a
+//! vendor's or an insurer's test team can script any card situation.
+//! Keys are test keys derived from the card serial (reproducible across
+//! runs); they never leave the simulator.
 
 use ed25519_dalek::SigningKey;
 use fse_formats::cards::{
     Beneficiary, CardType, CpsHolder, Organism, Pin, Puk, Situation, VitaleData,
 };
 use fse_formats::ids;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::card::{VirtualCps, VirtualVitale};
+use crate::card::{VirtualCard, VirtualCps, VirtualVitale};
 
 /// PIN of the default CPS.
 pub const DEFAULT_PIN: &str = "1234";
 /// Unblocking code (PUK) of the default CPS, as on its PIN letter.
 pub const DEFAULT_PUK: &str = "12345678";
+/// Name of the default CPS profile.
+pub const DEFAULT_CPS: &str = "cps-medecin-generaliste";
+/// Name of the default Vitale profile.
+pub const DEFAULT_VITALE: &str = "vitale-famille";
+
+/// The profiles built into the simulator, by name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "cps-medecin-generaliste",
+        include_str!("../profiles/cps-medecin-generaliste.toml"),
+    ),
+    (
+        "cps-masseur-kinesitherapeute",
+        include_str!("../profiles/cps-masseur-kinesitherapeute.toml"),
+    ),
+    (
+        "cps-psychologue",
+        include_str!("../profiles/cps-psychologue.toml"),
+    ),
+    (
+        "cps-dieteticien",
+        include_str!("../profiles/cps-dieteticien.toml"),
+    ),
+    (
+        "cps-remplacant",
+        include_str!("../profiles/cps-remplacant.toml"),
+    ),
+    (
+        "cpe-secretaire",
+        include_str!("../profiles/cpe-secretaire.toml"),
+    ),
+    ("cps-expired", include_str!("../profiles/cps-expired.toml")),
+    (
+        "cps-pin-blocked",
+        include_str!("../profiles/cps-pin-blocked.toml"),
+    ),
+    (
+        "cps-huit-situations",
+        include_str!("../profiles/cps-huit-situations.toml"),
+    ),
+    (
+        "vitale-famille",
+        include_str!("../profiles/vitale-famille.toml"),
+    ),
+    (
+        "vitale-adulte",
+        include_str!("../profiles/vitale-adulte.toml"),
+    ),
+    (
+        "vitale-famille-quatre",
+        include_str!("../profiles/vitale-famille-quatre.toml"),
+    ),
+    (
+        "vitale-droits-expires",
+        include_str!("../profiles/vitale-droits-expires.toml"),
+    ),
+];
+
+/// A profile that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Neither a built-in name nor a readable file.
+    #[error("profile {0}: not a built-in profile ({1}) nor a readable file")]
+    Unknown(String, String),
+    /// The TOML does not parse or misses a field (the message names it).
+    #[error("profile {name}: {message}")]
+    Invalid {
+        /// Profile.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// One situation d'exercice in a profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SituationProfile {
+    /// Billing number.
+    pub billing_number: String,
+    /// Place of practice.
+    pub place: String,
+    /// Convention sector (default 1).
+    #[serde(default = "one")]
+    pub sector: u8,
+    /// May sign invoices (default true).
+    #[serde(default = "yes")]
+    pub may_sign_invoice: bool,
+    /// May sign lots (default true).
+    #[serde(default = "yes")]
+    pub may_sign_lot: bool,
+}
+
+/// A CPS (or CPE) profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpsProfile {
+    /// `CPS` or `CPE`.
+    pub card_type: CardType,
+    /// Serial.
+    pub serial: String,
+    /// RPPS stem (10 digits; the Luhn key is appended).
+    pub rpps: String,
+    /// Surname.
+    pub surname: String,
+    /// Given name.
+    pub given_name: String,
+    /// Profession code.
+    pub profession: String,
+    /// Specialty code.
+    pub specialty: String,
+    /// Last day of validity `YYYYMMDD`.
+    pub valid_until: String,
+    /// PIN (4 digits).
+    pub pin: String,
+    /// PUK (8 digits).
+    pub puk: String,
+    /// PIN tries left at insertion (3 by default; 0 = blocked).
+    #[serde(default = "three")]
+    pub pin_tries_left: u8,
+    /// Situations d'exercice (1 to 8).
+    pub situations: Vec<SituationProfile>,
+}
+
+fn three() -> u8 {
+    3
+}
+
+/// One beneficiary in a Vitale profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeneficiaryProfile {
+    /// Surname.
+    pub surname: String,
+    /// Given name.
+    pub given_name: String,
+    /// Birth date `YYYYMMDD`.
+    pub birth_date: String,
+    /// NIR: 13 characters (key appended) or 15 with a key that must be right.
+    pub nir: String,
+    /// Birth rank (default 1).
+    #[serde(default = "one")]
+    pub rank: u8,
+    /// Rights open from `YYYYMMDD`.
+    pub rights_from: String,
+    /// Rights open until `YYYYMMDD`.
+    pub rights_until: String,
+}
+
+/// A Vitale profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitaleProfile {
+    /// Serial.
+    pub serial: String,
+    /// Régime, 2 digits.
+    pub regime: String,
+    /// Caisse, 3 digits.
+    pub caisse: String,
+    /// Centre, 4 digits.
+    pub centre: String,
+    /// Beneficiaries (1 to 6), the assuré first.
+    pub beneficiaries: Vec<BeneficiaryProfile>,
+}
+
+/// A card profile of either kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Profile {
+    /// A professional card.
+    Cps(CpsProfile),
+    /// A patient's card.
+    Vitale(VitaleProfile),
+}
 
 /// The test key of a card, derived from its serial.
 pub fn test_key(serial: &str) -> SigningKey {
@@ -31,88 +216,296 @@ pub fn nir(nir13: &str) -> String {
     format!("{nir13}{:02}", ids::nir_key(nir13).unwrap_or(0))
 }
 
-/// The default CPS holder: Dr Claire MARTIN, médecin généraliste, two practices.
-pub fn default_cps_holder() -> (CpsHolder, Vec<Situation>) {
-    let holder = CpsHolder {
-        card_type: CardType::Cps,
-        serial: "CPS-0001".into(),
-        national_id: format!("8{}", rpps("1000000000")),
-        surname: "MARTIN".into(),
-        given_name: "Claire".into(),
-        profession: "10".into(),
-        specialty: "01".into(),
-        valid_until: "20291231".into(),
-    };
-    let situations = vec![
-        Situation {
-            index: 0,
-            billing_number: "75123456".into(),
-            place: "Cabinet du Parc, 75011 Paris".into(),
-            sector: 1,
-            may_sign_invoice: true,
-            may_sign_lot: true,
-        },
-        Situation {
-            index: 1,
-            billing_number: "93123457".into(),
-            place: "Maison de santé, 93100 Montreuil".into(),
-            sector: 1,
-            may_sign_invoice: true,
-            may_sign_lot: true,
-        },
-    ];
-    (holder, situations)
+impl Profile {
+    /// Parses a profile, checking what the card format cannot hold.
+    pub fn parse(name: &str, text: &str) -> Result<Profile, ProfileError> {
+        let invalid = |message: String| ProfileError::Invalid {
+            name: name.to_string(),
+            message,
+        };
+        let p: Profile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        match &p {
+            Profile::Cps(c) => {
+                if c.situations.is_empty()
+                    || c.situations.len() > fse_formats::cards::MAX_SITUATIONS
+                {
+                    return Err(invalid("situations: 1 to 8".into()));
+                }
+                if c.rpps.len() != 10 || !c.rpps.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid("rpps: the 10-digit stem of the RPPS number".into()));
+                }
+                if Pin::new(&c.pin).is_none() {
+                    return Err(invalid("pin: 4 digits".into()));
+                }
+                if Puk::new(&c.puk).is_none() {
+                    return Err(invalid("puk: 8 digits".into()));
+                }
+            }
+            Profile::Vitale(v) => {
+                if v.beneficiaries.is_empty() || v.beneficiaries.len() > 6 {
+                    return Err(invalid("beneficiaries: 1 to 6".into()));
+                }
+                for b in &v.beneficiaries {
+                    let ok = match b.nir.len() {
+                        13 => ids::nir_key(&b.nir).is_some(),
+                        15 => ids::nir_is_valid(&b.nir),
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(invalid(format!(
+                            "nir {}: 13 characters, or 15 with the right key",
+                            b.nir
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// A built-in profile by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
+        if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Profile::parse(name, text);
+        }
+        match std::fs::read_to_string(name_or_path) {
+            Ok(text) => Profile::parse(name_or_path, &text),
+            Err(_) => {
+                let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+                Err(ProfileError::Unknown(
+                    name_or_path.to_string(),
+                    names.join(", "),
+                ))
+            }
+        }
+    }
 }
 
-/// The default CPS card, PIN [`DEFAULT_PIN`].
-pub fn default_cps() -> VirtualCps {
-    let (holder, situations) = default_cps_holder();
-    let key = test_key(&holder.serial);
-    // DEFAULT_PIN is four digits, so Pin::new accepts it.
-    let pin = Pin::new(DEFAULT_PIN).unwrap_or_else(|| unreachable!("DEFAULT_PIN is 4 digits"));
-    let card = VirtualCps::new(&holder, &situations, pin, key);
-    match Puk::new(DEFAULT_PUK) {
-        Some(puk) => card.with_puk(puk),
-        None => card,
+impl CpsProfile {
+    /// The holder and situations as the card holds them.
+    pub fn holder(&self) -> (CpsHolder, Vec<Situation>) {
+        let holder = CpsHolder {
+            card_type: self.card_type,
+            serial: self.serial.clone(),
+            national_id: format!("8{}", rpps(&self.rpps)),
+            surname: self.surname.clone(),
+            given_name: self.given_name.clone(),
+            profession: self.profession.clone(),
+            specialty: self.specialty.clone(),
+            valid_until: self.valid_until.clone(),
+        };
+        let situations = self
+            .situations
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Situation {
+                index: i as u8,
+                billing_number: s.billing_number.clone(),
+                place: s.place.clone(),
+                sector: s.sector,
+                may_sign_invoice: s.may_sign_invoice,
+                may_sign_lot: s.may_sign_lot,
+            })
+            .collect();
+        (holder, situations)
     }
+
+    /// The simulated card; `None` only if the PIN or PUK is malformed (checked by [`Profile::parse`]).
+    pub fn card(&self) -> Option<VirtualCps> {
+        let (holder, situations) = self.holder();
+        let mut card = VirtualCps::new(
+            &holder,
+            &situations,
+            Pin::new(&self.pin)?,
+            test_key(&self.serial),
+        )
+        .with_puk(Puk::new(&self.puk)?);
+        card.set_tries_left(self.pin_tries_left);
+        Some(card)
+    }
+}
+
+impl VitaleProfile {
+    /// The card's contents.
+    pub fn data(&self) -> VitaleData {
+        VitaleData {
+            serial: self.serial.clone(),
+            organism: Organism {
+                regime: self.regime.clone(),
+                caisse: self.caisse.clone(),
+                centre: self.centre.clone(),
+            },
+            beneficiaries: self
+                .beneficiaries
+                .iter()
+                .map(|b| Beneficiary {
+                    surname: b.surname.clone(),
+                    given_name: b.given_name.clone(),
+                    birth_date: b.birth_date.clone(),
+                    nir: if b.nir.len() == 13 {
+                        nir(&b.nir)
+                    } else {
+                        b.nir.clone()
+                    },
+                    rank: b.rank,
+                    rights_from: b.rights_from.clone(),
+                    rights_until: b.rights_until.clone(),
+                })
+                .collect(),
+            public_key: test_key(&self.serial).verifying_key().to_bytes(),
+        }
+    }
+
+    /// The simulated card.
+    pub fn card(&self) -> VirtualVitale {
+        VirtualVitale::new(&self.data(), test_key(&self.serial))
+    }
+}
+
+impl Profile {
+    /// The simulated card of this profile, with its counters.
+    pub fn card(
+        &self,
+    ) -> Result<(Box<dyn VirtualCard>, std::sync::Arc<crate::card::CardStats>), ProfileError> {
+        match self {
+            Profile::Cps(c) => {
+                let card = c.card().ok_or_else(|| ProfileError::Invalid {
+                    name: c.serial.clone(),
+                    message: "pin or puk malformed".into(),
+                })?;
+                let stats = card.stats();
+                Ok((Box::new(card), stats))
+            }
+            Profile::Vitale(v) => {
+                let card = v.card();
+                let stats = card.stats();
+                Ok((Box::new(card), stats))
+            }
+        }
+    }
+}
+
+fn builtin_cps(name: &str) -> CpsProfile {
+    match Profile::load(name) {
+        Ok(Profile::Cps(c)) => c,
+        // Built-in profiles are checked by the test `every_builtin_profile_loads_and_reads_back`.
+        _ => unreachable!("built-in CPS profile {name} is valid"),
+    }
+}
+
+fn builtin_vitale(name: &str) -> VitaleProfile {
+    match Profile::load(name) {
+        Ok(Profile::Vitale(v)) => v,
+        // Built-in profiles are checked by the test `every_builtin_profile_loads_and_reads_back`.
+        _ => unreachable!("built-in Vitale profile {name} is valid"),
+    }
+}
+
+/// The default CPS holder: Dr Claire MARTIN, médecin généraliste, two practices.
+pub fn default_cps_holder() -> (CpsHolder, Vec<Situation>) {
+    builtin_cps(DEFAULT_CPS).holder()
+}
+
+/// The default CPS card, PIN [`DEFAULT_PIN`], PUK [`DEFAULT_PUK`].
+pub fn default_cps() -> VirtualCps {
+    // The built-in profile's PIN and PUK are well formed (tested).
+    builtin_cps(DEFAULT_CPS)
+        .card()
+        .unwrap_or_else(|| unreachable!("default CPS profile is valid"))
 }
 
 /// The default Vitale contents: Jean DUPONT and his daughter Léa, régime général, CPAM Paris.
 pub fn default_vitale_data() -> VitaleData {
-    let key = test_key("VIT-0001");
-    VitaleData {
-        serial: "VIT-0001".into(),
-        organism: Organism {
-            regime: "01".into(),
-            caisse: "751".into(),
-            centre: "0001".into(),
-        },
-        beneficiaries: vec![
-            Beneficiary {
-                surname: "DUPONT".into(),
-                given_name: "Jean".into(),
-                birth_date: "19850512".into(),
-                nir: nir("1850578006084"),
-                rank: 1,
-                rights_from: "20250101".into(),
-                rights_until: "20301231".into(),
-            },
-            Beneficiary {
-                surname: "DUPONT".into(),
-                given_name: "Léa".into(),
-                birth_date: "20150301".into(),
-                nir: nir("2150375112345"),
-                rank: 1,
-                rights_from: "20250101".into(),
-                rights_until: "20301231".into(),
-            },
-        ],
-        public_key: key.verifying_key().to_bytes(),
-    }
+    builtin_vitale(DEFAULT_VITALE).data()
 }
 
 /// The default Vitale card.
 pub fn default_vitale() -> VirtualVitale {
-    let data = default_vitale_data();
-    VirtualVitale::new(&data, test_key(&data.serial))
+    builtin_vitale(DEFAULT_VITALE).card()
+}
+
+#[cfg(test)]
+mod tests {
+    use fse_formats::cards::{self, CardKind};
+
+    use super::*;
+    use crate::card::InProcess;
+
+    #[test]
+    fn every_builtin_profile_loads_and_reads_back() {
+        for (name, _) in BUILTIN {
+            let p = Profile::load(name).unwrap_or_else(|e| panic!("{e}"));
+            let (mut card, _) = p.card().unwrap();
+            let mut ch = InProcess(card.as_mut());
+            match &p {
+                Profile::Cps(c) => {
+                    let read = cards::read_cps(&mut ch).unwrap();
+                    let (holder, situations) = c.holder();
+                    assert_eq!(
+                        (read.holder, read.situations),
+                        (holder, situations),
+                        "{name}"
+                    );
+                    assert!(ids::rpps_is_valid(&c.holder().0.national_id[1..]), "{name}");
+                }
+                Profile::Vitale(v) => {
+                    assert_eq!(cards::identify(&mut ch).unwrap(), CardKind::Vitale);
+                    let read = cards::read_vitale(&mut ch).unwrap();
+                    assert_eq!(read, v.data(), "{name}");
+                    assert!(
+                        read.beneficiaries.iter().all(|b| ids::nir_is_valid(&b.nir)),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scripted_situations_hold() {
+        let Profile::Cps(blocked) = Profile::load("cps-pin-blocked").unwrap() else {
+            panic!()
+        };
+        let mut card = blocked.card().unwrap();
+        assert_eq!(
+            cards::pin_tries_left(&mut InProcess(&mut card)).unwrap(),
+            Some(0)
+        );
+        let Profile::Cps(eight) = Profile::load("cps-huit-situations").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            cards::read_cps(&mut InProcess(&mut eight.card().unwrap()))
+                .unwrap()
+                .situations
+                .len(),
+            8
+        );
+        let Profile::Cps(cpe) = Profile::load("cpe-secretaire").unwrap() else {
+            panic!()
+        };
+        assert_eq!(cpe.holder().0.card_type, CardType::Cpe);
+        let Profile::Vitale(four) = Profile::load("vitale-famille-quatre").unwrap() else {
+            panic!()
+        };
+        assert_eq!(four.data().beneficiaries.len(), 4);
+    }
+
+    #[test]
+    fn bad_profiles_name_the_field() {
+        let err = Profile::parse("t", "kind = \"cps\"\nserial = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("card_type"), "{err}");
+        let err = Profile::load("no-such-profile").unwrap_err().to_string();
+        assert!(
+            err.contains("cps-medecin-generaliste"),
+            "lists the built-in names: {err}"
+        );
+        let bad_nir = "kind = \"vitale\"\nserial = \"v\"\nregime = \"01\"\ncaisse = \"751\"\ncentre = \"0001\"\n[[beneficiaries]]\nsurname = \"A\"\ngiven_name = \"B\"\nbirth_date = \"19800101\"\nnir = \"185057800608400\"\nrights_from = \"20250101\"\nrights_until = \"20301231\"\n";
+        assert!(Profile::parse("t", bad_nir)
+            .unwrap_err()
+            .to_string()
+            .contains("nir"));
+    }
 }

@@ -46,8 +46,12 @@ fn error_name(reply: &Value) -> &str {
     reply["error"]["data"]["name"].as_str().unwrap_or("")
 }
 
+/// The vpcd slots are one shared resource: tests of this file take turns.
+static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn pin_life_and_card_removal_through_pcscd() {
+    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut cards = Proc::start("fse-sim", &["cards"]);
     cards.wait_line("cards ready", Duration::from_secs(20));
 
@@ -177,4 +181,99 @@ fn pin_life_and_card_removal_through_pcscd() {
 
     assert!(fsed.terminate().success());
     drop(cards);
+}
+
+/// Starts fsed on pcscd with the given card profiles; returns the processes and a client once both cards are read.
+fn with_cards(cps: &str, vitale: &str, dir: &std::path::Path) -> (Proc, Proc, Rpc) {
+    let mut cards = Proc::start(
+        "fse-sim",
+        &["cards", "--cps-profile", cps, "--vitale-profile", vitale],
+    );
+    cards.wait_line("cards ready", Duration::from_secs(20));
+    let socket = dir.join("fsed.sock");
+    let mut fsed = Proc::start(
+        "fsed",
+        &[
+            "--config",
+            "/dev/null",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--cards",
+            "pcsc",
+            "--transport",
+            "spool",
+        ],
+    );
+    fsed.wait_line("fsed ready", Duration::from_secs(30));
+    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    wait_for("both cards", Duration::from_secs(30), || {
+        (kinds(&mut rpc).len() == 2).then_some(())
+    });
+    (cards, fsed, rpc)
+}
+
+#[test]
+fn expired_staff_and_blocked_cards_and_closed_rights_are_refused_through_pcscd() {
+    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    for (cps, vitale, pin_ok, expect, field) in [
+        (
+            "cps-expired",
+            "vitale-famille",
+            true,
+            "CARD_NOT_ALLOWED",
+            "cps",
+        ),
+        (
+            "cpe-secretaire",
+            "vitale-famille",
+            true,
+            "CARD_NOT_ALLOWED",
+            "cps",
+        ),
+        (
+            "cps-pin-blocked",
+            "vitale-famille",
+            false,
+            "PIN_REQUIRED",
+            "pin",
+        ),
+        (
+            "cps-medecin-generaliste",
+            "vitale-droits-expires",
+            true,
+            "RULE_VIOLATION",
+            "beneficiary.rights",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cards, mut fsed, mut rpc) = with_cards(cps, vitale, dir.path());
+        let r = rpc.call("cards.verify_pin", json!({"pin": "1234"}));
+        if pin_ok {
+            assert!(r.get("error").is_none(), "{cps}: {r}");
+        } else {
+            assert_eq!(error_name(&r), "PIN_BLOCKED", "{cps}: {r}");
+        }
+        let r = rpc.call("fse.create", json!({"act": {"code": "G"}}));
+        assert_eq!(
+            (error_name(&r), r["error"]["data"]["field"].as_str()),
+            (expect, Some(field)),
+            "{cps} + {vitale}: {r}"
+        );
+        assert_eq!(
+            rpc.ok("queue.stats", json!({}))["sheets"]
+                .as_object()
+                .map(|m| m.values().filter_map(Value::as_u64).sum::<u64>()),
+            Some(0),
+            "nothing accepted"
+        );
+        // Take the cards out and let pcscd see the readers empty before the next pair goes in.
+        let mut cards = cards;
+        assert!(cards.terminate().success());
+        wait_for("the readers to empty", Duration::from_secs(20), || {
+            kinds(&mut rpc).is_empty().then_some(())
+        });
+        assert!(fsed.terminate().success());
+    }
 }

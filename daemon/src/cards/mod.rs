@@ -35,6 +35,8 @@ pub struct Slot {
     pub pin_verified: bool,
     /// The link broke during an operation: the card left.
     pub removed: bool,
+    /// The card could not be read (link error, not a clean answer): worth another try.
+    pub unreadable: Option<String>,
     /// The link to the card.
     pub channel: Box<dyn CardChannel + Send>,
 }
@@ -54,6 +56,7 @@ impl Slot {
             vitale: None,
             pin_verified: false,
             removed: false,
+            unreadable: None,
             channel: Box::new(NoCard),
         };
         match cards::identify(&mut channel) {
@@ -62,27 +65,27 @@ impl Slot {
                     slot.kind = CardKind::Cps;
                     slot.cps = Some(data);
                 }
-                Err(e) => tracing::warn!(reader = %slot.reader, error = %e, "CPS unreadable"),
+                Err(e) => slot.unreadable = Some(format!("CPS unreadable: {e}")),
             },
             Ok(CardKind::Vitale) => match cards::read_vitale(&mut channel) {
                 Ok(data) => {
                     slot.kind = CardKind::Vitale;
                     slot.vitale = Some(data);
                 }
-                Err(e) => {
-                    tracing::warn!(reader = %slot.reader, error = %e, "Vitale card unreadable")
-                }
+                Err(e) => slot.unreadable = Some(format!("Vitale card unreadable: {e}")),
             },
             Ok(CardKind::Unknown) => {}
-            Err(e) => {
-                tracing::warn!(reader = %slot.reader, error = %e, "card did not answer SELECT")
-            }
+            Err(e) => slot.unreadable = Some(format!("card did not answer SELECT: {e}")),
         }
         slot.channel = channel;
         slot
     }
 
     fn track<T>(&mut self, r: Result<T, CardError>) -> Result<T, CardError> {
+        if self.channel.take_reset() {
+            // The card was reset mid-session (another application, a re-insertion): its PIN state is gone.
+            self.pin_verified = false;
+        }
         if let Err(CardError::Channel(ChannelError::CardRemoved)) = &r {
             self.removed = true;
             self.pin_verified = false;
@@ -93,15 +96,17 @@ impl Slot {
     /// Presents the PIN (once: a wrong PIN is reported, never retried).
     pub fn verify_pin(&mut self, pin: &Pin) -> Result<(), CardError> {
         let r = cards::verify_pin(&mut self.channel, pin);
+        let r = self.track(r);
         self.pin_verified = r.is_ok();
-        self.track(r)
+        r
     }
 
     /// Changes the PIN (the old one is checked by the card; never retried).
     pub fn change_pin(&mut self, old: &Pin, new: &Pin) -> Result<(), CardError> {
         let r = cards::change_pin(&mut self.channel, old, new);
+        let r = self.track(r);
         self.pin_verified = r.is_ok();
-        self.track(r)
+        r
     }
 
     /// Unblocks the PIN with the PUK and sets a new one; the new PIN must then be verified.
@@ -145,6 +150,7 @@ impl Slot {
                 .map(|c| c.holder.serial.clone())
                 .or_else(|| self.vitale.as_ref().map(|v| v.serial.clone())),
             pin_verified: self.pin_verified,
+            error: self.unreadable.clone(),
             cps: self.cps.clone(),
             vitale: self.vitale.clone(),
         }
@@ -174,6 +180,10 @@ impl CardChannel for Traced {
         }
         r
     }
+
+    fn take_reset(&mut self) -> bool {
+        self.inner.take_reset()
+    }
 }
 
 struct NoCard;
@@ -197,6 +207,9 @@ pub struct CardInfo {
     pub serial: Option<String>,
     /// PIN verified (CPS).
     pub pin_verified: bool,
+    /// Why the card could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// CPS contents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cps: Option<CpsData>,
@@ -368,7 +381,16 @@ impl Cards {
             .send(Msg::Job(job))
             .map_err(|_| CardsError::Stopped)?;
         self.wake.wake();
-        rx.await.map_err(|_| CardsError::Stopped)
+        // SCardCancel only interrupts a thread already blocked in SCardGetStatusChange: a wake-up
+        // sent just before it blocks is lost. Until the job answers, wake it again now and then
+        // (a no-op while the thread is busy with card work; nothing at all while idle).
+        let mut rx = rx;
+        loop {
+            tokio::select! {
+                r = &mut rx => return r.map_err(|_| CardsError::Stopped),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => self.wake.wake(),
+            }
+        }
     }
 
     /// Subscribes to card events.
@@ -413,6 +435,9 @@ pub(crate) fn handle(msg: Msg, reg: &mut Registry, events: &broadcast::Sender<Ca
             channel,
         } => {
             let slot = Slot::open(reader, atr, channel);
+            if let Some(why) = &slot.unreadable {
+                tracing::warn!(reader = %slot.reader, reason = %why, "card unreadable");
+            }
             tracing::info!(reader = %slot.reader, kind = ?slot.kind, "card inserted");
             let _ = events.send(CardEvent::Inserted {
                 card: Box::new(slot.info()),
