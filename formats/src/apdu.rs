@@ -170,6 +170,8 @@ impl Command {
                     _ => return Err(ApduError::BadLength(bytes.len())),
                 }
             }
+            // `00` then one byte: neither a short Lc (which is never 0) nor an extended length.
+            2 => return Err(ApduError::BadLength(bytes.len())),
             3 => {
                 let le = u32::from(u16::from_be_bytes([body[1], body[2]]));
                 cmd.le = Some(if le == 0 { 65536 } else { le });
@@ -301,6 +303,11 @@ mod tests {
             Err(ApduError::BadLength(7))
         );
         assert_eq!(Response::parse(&[0x90]), Err(ApduError::NoStatus));
+        // Found by cargo-fuzz: `00` and one more byte after the header.
+        assert_eq!(
+            Command::parse(&[0, 0xA4, 4, 0, 0, 7]),
+            Err(ApduError::BadLength(6))
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl Replay {
                 line: n + 1,
                 reason,
             };
-            let (dir, rest) = line.split_at(1);
+            let (Some(dir), Some(rest)) = (line.get(..1), line.get(1..)) else {
+                return Err(err("expected '>' then '<' lines"));
+            };
             let bytes: Vec<Option<u8>> = rest
                 .split_whitespace()
                 .map(|t| {
@@ -160,5 +162,7 @@ mod tests {
         assert!(!r.finished());
         assert_eq!(Replay::parse("< 90 00").err().unwrap().line, 1);
         assert!(Replay::parse("> 00\n< **").is_err());
+        // Found by cargo-fuzz: a line starting with a multi-byte character.
+        assert!(Replay::parse("ݬ 00").is_err());
     }
 }
