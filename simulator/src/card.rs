@@ -400,6 +400,45 @@ impl VirtualCard for VirtualVitale {
     }
 }
 
+/// A card with neither application: every SELECT by AID answers `6A82`, other instructions `6D00`.
+pub struct ForeignCard {
+    atr: Vec<u8>,
+    stats: Arc<CardStats>,
+}
+
+impl ForeignCard {
+    /// A foreign card with this ATR.
+    pub fn new(atr: Vec<u8>) -> ForeignCard {
+        ForeignCard {
+            atr,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The card's counters.
+    pub fn stats(&self) -> Arc<CardStats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl VirtualCard for ForeignCard {
+    fn atr(&self) -> Vec<u8> {
+        self.atr.clone()
+    }
+
+    fn process(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.stats.apdus.fetch_add(1, Ordering::Relaxed);
+        let sw = match Command::parse(bytes) {
+            Err(_) => apdu::SW_WRONG_LENGTH,
+            Ok(cmd) if cmd.ins == apdu::INS_SELECT => apdu::SW_FILE_NOT_FOUND,
+            Ok(_) => apdu::SW_INS_NOT_SUPPORTED,
+        };
+        Response::status(sw).to_bytes()
+    }
+
+    fn reset(&mut self) {}
+}
+
 /// An in-process link to a virtual card, for tests of one layer.
 pub struct InProcess<'a>(pub &'a mut dyn VirtualCard);
 

@@ -74,6 +74,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "vitale-droits-expires",
         include_str!("../profiles/vitale-droits-expires.toml"),
     ),
+    (
+        "unknown-card",
+        include_str!("../profiles/unknown-card.toml"),
+    ),
 ];
 
 /// A profile that cannot be used, with the reason.
@@ -199,6 +203,16 @@ pub enum Profile {
     Cps(CpsProfile),
     /// A patient's card.
     Vitale(VitaleProfile),
+    /// A card with neither application (a bank card, a loyalty card): fsed must ignore it.
+    Unknown(UnknownProfile),
+}
+
+/// A foreign card.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownProfile {
+    /// Its ATR, hex.
+    pub atr: String,
 }
 
 /// The test key of a card, derived from its serial.
@@ -257,6 +271,12 @@ impl Profile {
                             b.nir
                         )));
                     }
+                }
+            }
+            Profile::Unknown(u) => {
+                let atr = hex::decode(&u.atr).map_err(|_| invalid("atr: hex bytes".into()))?;
+                if atr.len() < 2 || atr.len() > 33 {
+                    return Err(invalid("atr: 2 to 33 bytes".into()));
                 }
             }
         }
@@ -381,6 +401,11 @@ impl Profile {
                 let stats = card.stats();
                 Ok((Box::new(card), stats))
             }
+            Profile::Unknown(u) => {
+                let card = crate::card::ForeignCard::new(hex::decode(&u.atr).unwrap_or_default());
+                let stats = card.stats();
+                Ok((Box::new(card), stats))
+            }
         }
     }
 }
@@ -447,6 +472,13 @@ mod tests {
                         "{name}"
                     );
                     assert!(ids::rpps_is_valid(&c.holder().0.national_id[1..]), "{name}");
+                }
+                Profile::Unknown(_) => {
+                    assert_eq!(
+                        cards::identify(&mut ch).unwrap(),
+                        CardKind::Unknown,
+                        "{name}"
+                    );
                 }
                 Profile::Vitale(v) => {
                     assert_eq!(cards::identify(&mut ch).unwrap(), CardKind::Vitale);

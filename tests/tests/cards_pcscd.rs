@@ -215,7 +215,7 @@ fn with_cards(cps: &str, vitale: &str, dir: &std::path::Path) -> (Proc, Proc, Rp
 }
 
 #[test]
-fn expired_staff_and_blocked_cards_and_closed_rights_are_refused_through_pcscd() {
+fn expired_staff_blocked_and_foreign_cards_and_closed_rights_are_refused_through_pcscd() {
     let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
     for (cps, vitale, pin_ok, expect, field) in [
         (
@@ -276,4 +276,23 @@ fn expired_staff_and_blocked_cards_and_closed_rights_are_refused_through_pcscd()
         });
         assert!(fsed.terminate().success());
     }
+
+    // A foreign card (neither CPS nor Vitale) is listed as unknown and ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let (cards, mut fsed, mut rpc) = with_cards("unknown-card", "vitale-famille", dir.path());
+    let mut k = kinds(&mut rpc);
+    k.sort();
+    assert_eq!(k, ["unknown", "vitale"]);
+    let r = rpc.call("cards.verify_pin", json!({"pin": "1234"}));
+    assert_eq!(
+        (error_name(&r), r["error"]["data"]["field"].as_str()),
+        ("CARD_ABSENT", Some("cps")),
+        "{r}"
+    );
+    let mut cards = cards;
+    assert!(cards.terminate().success());
+    wait_for("the readers to empty", Duration::from_secs(20), || {
+        kinds(&mut rpc).is_empty().then_some(())
+    });
+    assert!(fsed.terminate().success());
 }
