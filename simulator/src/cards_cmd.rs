@@ -22,9 +22,12 @@ pub struct CardsArgs {
     /// Port of the Vitale slot.
     #[arg(long, default_value_t = fse_formats::vpcd::VPCD_PORT + 1)]
     pub vitale_port: u16,
-    /// Latency added to every APDU, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// Time a card takes per APDU, in milliseconds (a real card: tens of ms).
+    #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
+    /// Time a card takes per signature, in milliseconds (a real card: about 150 ms).
+    #[arg(long, default_value_t = 150)]
+    pub signature_latency_ms: u64,
     /// Profile of the card in the CPS slot: a built-in name or a TOML file (`none`: empty slot).
     #[arg(long, default_value = profiles::DEFAULT_CPS)]
     pub cps_profile: String,
@@ -56,7 +59,7 @@ impl RunningCards {
 }
 
 /// Starts the default cards on the readers at `cps_addr` and `vitale_addr`.
-pub fn start(cps_addr: String, vitale_addr: String, latency: Duration) -> RunningCards {
+pub fn start(cps_addr: String, vitale_addr: String, latency: vpcd::Latency) -> RunningCards {
     let cps_card = profiles::default_cps();
     let cps_stats = cps_card.stats();
     let cps: SharedCard = Arc::new(Mutex::new(Box::new(cps_card) as Box<dyn VirtualCard>));
@@ -79,7 +82,10 @@ pub fn start(cps_addr: String, vitale_addr: String, latency: Duration) -> Runnin
 
 /// Runs `fse-sim cards` until SIGINT or SIGTERM.
 pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
-    let latency = Duration::from_millis(args.latency_ms);
+    let latency = vpcd::Latency {
+        apdu: Duration::from_millis(args.latency_ms),
+        signature: Duration::from_millis(args.signature_latency_ms),
+    };
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (profile, port) in [

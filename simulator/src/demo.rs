@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::card::CardStats;
 use crate::cards_cmd;
 use crate::insurer::Insurer;
+use crate::vpcd::Latency;
 
 /// `fse-sim demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,6 +33,9 @@ pub struct DemoArgs {
     /// Keep the state directory here (default: a fresh temporary one).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Cards answer at once instead of at a real card's pace (20 ms per APDU, 150 ms per signature).
+    #[arg(long)]
+    pub no_latency: bool,
 }
 
 /// Why the demo failed.
@@ -206,7 +210,11 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
         cards_cmd::start(
             cps_addr.to_string(),
             vitale_addr.to_string(),
-            Duration::ZERO,
+            if args.no_latency {
+                Latency::NONE
+            } else {
+                Latency::REAL_CARD
+            },
         )
     });
     let cps_stats = Arc::clone(&cards.cps_stats);

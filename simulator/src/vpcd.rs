@@ -13,6 +13,38 @@ use tokio::sync::watch;
 
 use crate::card::VirtualCard;
 
+/// Time a simulated card takes to answer, like a real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Latency {
+    /// Per APDU.
+    pub apdu: Duration,
+    /// Per signature (PSO: COMPUTE DIGITAL SIGNATURE, INTERNAL AUTHENTICATE), instead of `apdu`.
+    pub signature: Duration,
+}
+
+impl Latency {
+    /// No delay: unit tests and benchmarks of fsed's own costs.
+    pub const NONE: Latency = Latency {
+        apdu: Duration::ZERO,
+        signature: Duration::ZERO,
+    };
+    /// The order of a real card: 20 ms per APDU, 150 ms per signature.
+    pub const REAL_CARD: Latency = Latency {
+        apdu: Duration::from_millis(20),
+        signature: Duration::from_millis(150),
+    };
+
+    /// The delay before answering `apdu`.
+    pub fn for_apdu(&self, apdu: &[u8]) -> Duration {
+        match apdu.get(1) {
+            Some(&(fse_formats::apdu::INS_PSO | fse_formats::apdu::INS_INTERNAL_AUTHENTICATE)) => {
+                self.signature
+            }
+            _ => self.apdu,
+        }
+    }
+}
+
 /// A card shared between its link and whoever scripts it.
 pub type SharedCard = Arc<Mutex<Box<dyn VirtualCard>>>;
 
@@ -20,7 +52,7 @@ pub type SharedCard = Arc<Mutex<Box<dyn VirtualCard>>>;
 pub async fn serve(
     addr: String,
     card: SharedCard,
-    latency: Duration,
+    latency: Latency,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -61,7 +93,7 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
 async fn session(
     mut stream: TcpStream,
     card: &SharedCard,
-    latency: Duration,
+    latency: Latency,
 ) -> std::io::Result<()> {
     loop {
         // vpcd writes the length and the APDU separately; acknowledging at once spares the
@@ -80,8 +112,9 @@ async fn session(
             }
             Frame::Control(Control::PowerOn) | Frame::UnknownControl(_) => None,
             Frame::Apdu(apdu) => {
-                if !latency.is_zero() {
-                    tokio::time::sleep(latency).await;
+                let delay = latency.for_apdu(&apdu);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 Some(lock(card).process(&apdu))
             }
@@ -114,7 +147,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let card: SharedCard = Arc::new(Mutex::new(Box::new(profiles::default_cps())));
         let (stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(serve(addr, card, Duration::ZERO, stop));
+        let task = tokio::spawn(serve(addr, card, Latency::NONE, stop));
         for _ in 0..2 {
             let (mut s, _) = listener.accept().await.unwrap();
             s.write_all(&vpcd::encode(&[Control::PowerOn.byte()]).unwrap())

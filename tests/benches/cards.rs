@@ -90,7 +90,7 @@ fn main() {
 
     let cards_proc = Kill(
         Command::new(bin("fse-sim"))
-            .arg("cards")
+            .args(["cards", "--latency-ms", "0", "--signature-latency-ms", "0"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
