@@ -79,23 +79,7 @@ fn pin_life_and_card_removal_through_pcscd() {
     // fsed restarts the story on a fresh card session: the card keeps its counter (2 tries left).
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("fsed.sock");
-    let mut fsed = Proc::start(
-        "fsed",
-        &[
-            "--config",
-            "/dev/null",
-            "--state-dir",
-            dir.path().to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--cards",
-            "pcsc",
-            "--transport",
-            "spool",
-        ],
-    );
-    fsed.wait_line("fsed ready", Duration::from_secs(30));
-    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    let (mut fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
     wait_for("both cards", Duration::from_secs(30), || {
         let k = kinds(&mut rpc);
         (k.contains(&"cps".into()) && k.contains(&"vitale".into())).then_some(())
@@ -190,24 +174,7 @@ fn with_cards(cps: &str, vitale: &str, dir: &std::path::Path) -> (Proc, Proc, Rp
         &["cards", "--cps-profile", cps, "--vitale-profile", vitale],
     );
     cards.wait_line("cards ready", Duration::from_secs(20));
-    let socket = dir.join("fsed.sock");
-    let mut fsed = Proc::start(
-        "fsed",
-        &[
-            "--config",
-            "/dev/null",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--cards",
-            "pcsc",
-            "--transport",
-            "spool",
-        ],
-    );
-    fsed.wait_line("fsed ready", Duration::from_secs(30));
-    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    let (fsed, mut rpc) = common::start_fsed(dir, &["--transport", "spool"]);
     wait_for("both cards", Duration::from_secs(30), || {
         (kinds(&mut rpc).len() == 2).then_some(())
     });

@@ -29,17 +29,9 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
         &["insurer", "--amqp", AMQP, "--binding", DESTINATION],
     );
     insurer.wait_line("insurer ready", Duration::from_secs(30));
-    let mut fsed = Proc::start(
-        "fsed",
+    let (mut fsed, mut rpc) = common::start_fsed(
+        dir.path(),
         &[
-            "--config",
-            "/dev/null",
-            "--state-dir",
-            dir.path().to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--cards",
-            "pcsc",
             "--transport",
             "amqp",
             "--return-queue",
@@ -50,8 +42,6 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
             "3600",
         ],
     );
-    fsed.wait_line("fsed ready", Duration::from_secs(30));
-    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
 
     // Both cards are found through pcscd, in the vpcd readers, by themselves.
     let cards_seen = wait_for("both cards through pcscd", Duration::from_secs(30), || {

@@ -113,6 +113,26 @@ impl Drop for Proc {
     }
 }
 
+/// Starts `fsed` on pcscd with its state in `dir` and these extra flags; returns it, ready, and a client.
+pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
+    let socket = dir.join("fsed.sock");
+    let mut args = vec![
+        "--config",
+        "/dev/null",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--cards",
+        "pcsc",
+    ];
+    args.extend_from_slice(extra);
+    let mut fsed = Proc::start("fsed", &args);
+    fsed.wait_line("fsed ready", Duration::from_secs(30));
+    let rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    (fsed, rpc)
+}
+
 /// A JSON-RPC client on fsed's socket.
 pub struct Rpc {
     reader: BufReader<UnixStream>,
