@@ -10,13 +10,15 @@ use ed25519_dalek::{Signer, SigningKey};
 use fse_formats::apdu::{self, Command, Response};
 use fse_formats::cards::{self, CpsHolder, Pin, Puk, Situation, VitaleData};
 
-/// ATR of the simulated CPS (T=1, historical bytes "FSED-CPS").
+/// ATR of the simulated CPS: `3B 88 80 01 46 53 45 44 2D 43 50 53 70`
+/// (T=1, historical bytes "FSED-CPS", then TCK, the XOR of T0..last historical byte).
 pub const ATR_CPS: &[u8] = &[
-    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'C', b'P', b'S', 0x00,
+    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'C', b'P', b'S', 0x70,
 ];
-/// ATR of the simulated Vitale card (T=1, historical bytes "FSED-VIT").
+/// ATR of the simulated Vitale card: `3B 88 80 01 46 53 45 44 2D 56 49 54 7B`
+/// (T=1, historical bytes "FSED-VIT", then TCK).
 pub const ATR_VITALE: &[u8] = &[
-    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'V', b'I', b'T', 0x00,
+    0x3B, 0x88, 0x80, 0x01, b'F', b'S', b'E', b'D', b'-', b'V', b'I', b'T', 0x7B,
 ];
 /// PIN tries of a fresh CPS.
 pub const PIN_TRIES: u8 = 3;
@@ -650,6 +652,15 @@ mod tests {
             apdu::SW_WRONG_LENGTH
         );
         assert_eq!(cps.process(&[0x00]), vec![0x67, 0x00], "malformed APDU");
+    }
+
+    #[test]
+    fn atrs_are_distinct_and_carry_a_valid_tck() {
+        assert_ne!(ATR_CPS, ATR_VITALE);
+        for atr in [ATR_CPS, ATR_VITALE] {
+            // T=1 is offered, so TCK is present: T0..TCK XOR to zero (ISO 7816-3, 8.2.5).
+            assert_eq!(atr[1..].iter().fold(0u8, |x, b| x ^ b), 0, "{atr:02X?}");
+        }
     }
 
     #[test]
