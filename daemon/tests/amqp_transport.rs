@@ -1,7 +1,9 @@
 //! The AMQP transport against the real RabbitMQ broker (started by
 //! `tests/run`) and the insurer simulator: a lot goes out with a confirm and
-//! its ARL comes back on the return queue; a lot for a destination without a
-//! bound queue is refused as unroutable instead of being lost.
+//! its ARL comes back on the return queue (again, if not acked); a lot for a
+//! destination without a bound queue is refused as unroutable instead of
+//! being lost; a refused login is a connect error that shows no password.
+//! Each test uses queues of its own and deletes them at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fse_formats::ack::{Arl, ArlStatus};
+use fse_formats::wire;
 use fse_simulator::insurer::{self, AmqpInsurerConfig, Insurer};
 use fsed::transport::amqp::{AmqpConfig, AmqpTransport, TransportError};
 
-const URL: &str = "amqp://127.0.0.1:5672/%2f";
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// Digits of their own for each call (process id and clock).
 fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -22,16 +26,33 @@ fn unique() -> String {
     format!("{}{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-#[tokio::test]
+/// Deletes the durable queues a test declared.
+async fn delete_queues(names: &[String]) {
+    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for name in names {
+        ch.queue_delete(
+            name.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
-    let binding = format!("t{}", unique());
-    let ins = Arc::new(Mutex::new(Insurer::new("test-insurer")));
+    let binding = format!("9{}", &unique()[..8]);
+    let ins = Arc::new(Mutex::new(Insurer::new(&binding)));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let cfg = AmqpInsurerConfig {
         url: URL.into(),
         binding: binding.clone(),
-        insurer: "test-insurer".into(),
+        insurer: binding.clone(),
     };
     let task = tokio::spawn(insurer::run_amqp(
         cfg,
@@ -44,58 +65,92 @@ async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
         .unwrap()
         .unwrap();
 
+    let return_queue = format!("fsed.returns.test.{}", unique());
     let transport = AmqpTransport::connect(&AmqpConfig {
         url: URL.into(),
-        return_queue: format!("fsed.returns.test.{}", unique()),
+        return_queue: return_queue.clone(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let mut returns = transport.returns().await.unwrap();
     let lot = insurer::sample_lot(&format!("LOT-{binding}"), 3);
     transport
         .publish_lot(&lot.header.lot_id, &binding, &lot.to_der().unwrap())
         .await
         .unwrap();
 
-    let msg = tokio::time::timeout(Duration::from_secs(20), returns.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let next = async |stream: &mut fsed::transport::amqp::ReturnStream| {
+        tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    // Taken but not acked (as if fsed stopped before its commit)...
+    let mut returns = transport.returns().await.unwrap();
+    let first = next(&mut returns).await;
+    assert_eq!(
+        first.message_id.as_deref(),
+        Some(lot.header.lot_id.as_str())
+    );
+    assert_eq!(first.message_type.as_deref(), Some(wire::TYPE_ARL));
+    drop(returns);
+    // ...so it comes again.
+    let mut returns = transport.returns().await.unwrap();
+    let msg = next(&mut returns).await;
+    assert_eq!(msg.body, first.body);
     let arl = Arl::from_der(&msg.body).unwrap();
     assert_eq!(arl.lot_id, lot.header.lot_id);
     assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
+    assert_eq!(arl.insurer, binding);
+    assert_eq!(arl.merkle_root, hex::encode(lot.header.merkle_root));
     msg.ack().await.unwrap();
     assert_eq!(ins.lock().unwrap().report().received, 1);
 
     stop_tx.send(true).unwrap();
     task.await.unwrap().unwrap();
+    drop(returns);
+    delete_queues(&[return_queue, wire::insurer_queue("amo", &binding)]).await;
 }
 
 #[tokio::test]
 async fn a_lot_for_an_unbound_destination_is_not_taken_as_sent() {
+    let return_queue = format!("fsed.returns.test.{}", unique());
     let transport = AmqpTransport::connect(&AmqpConfig {
         url: URL.into(),
-        return_queue: format!("fsed.returns.test.{}", unique()),
+        return_queue: return_queue.clone(),
         ..Default::default()
     })
     .await
     .unwrap();
     let lot = insurer::sample_lot("LOT-unbound", 1);
+    let destination = format!("nobody{}", unique());
     let err = transport
-        .publish_lot(
-            "LOT-unbound",
-            &format!("nobody{}", unique()),
-            &lot.to_der().unwrap(),
-        )
+        .publish_lot("LOT-unbound", &destination, &lot.to_der().unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::Unroutable { .. }), "{err}");
+    match &err {
+        TransportError::Unroutable { destination: d } => assert_eq!(d, &destination),
+        other => panic!("expected Unroutable, got {other}"),
+    }
     // The link still works afterwards.
     let err = transport
         .publish_lot("LOT-unbound", "nobody-else", &lot.to_der().unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, TransportError::Unroutable { .. }), "{err}");
+    delete_queues(&[return_queue]).await;
+}
+
+#[tokio::test]
+async fn a_refused_login_is_a_connect_error_without_the_password() {
+    let err = AmqpTransport::connect(&AmqpConfig {
+        url: "amqp://guest:not-the-password@127.0.0.1:5672/%2f".into(),
+        return_queue: format!("fsed.returns.test.{}", unique()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TransportError::Connect(_)), "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
 }

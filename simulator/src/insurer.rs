@@ -2,6 +2,14 @@
 //! or from a spool directory, verifies each (DER, Merkle root, CPS
 //! signature, every sheet's proof of presence), dedups by lot id and answers
 //! an ARL — positive, or negative with the reason.
+//!
+//! Over AMQP it consumes its own durable quorum queue bound to
+//! [`wire::EXCHANGE_AMO`], answers on the default exchange to the lot's
+//! `reply_to`, waits for the broker's confirm of the ARL and only then acks
+//! the lot: a crash in between makes the broker redeliver the lot, and the
+//! dedup answers it with the same ARL. It keeps its own reconnect loop
+//! (lapin's automatic recovery is off). The broker URL may carry a password:
+//! it is shown only with its user information masked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fse_formats::ack::{Arl, ArlStatus, Rejection};
+use fse_formats::der::DerError;
 use fse_formats::lot::{LotError, SignedLot};
 use fse_formats::wire;
 use futures_lite::StreamExt;
@@ -17,47 +26,62 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
+/// Lot id of an ARL answering bytes that do not decode as a lot (the spool
+/// and AMQP modes replace it with the file stem or the message id when known).
+pub const UNKNOWN_LOT_ID: &str = "unknown";
+/// Organism code the simulator answers as when none is given and its binding is a pattern.
+pub const DEFAULT_INSURER: &str = "011751000";
+/// Lots the AMQP consumer holds unacknowledged at most.
+const PREFETCH: u16 = 16;
+/// Longest wait for the broker: connection and topology, or one ARL's confirm.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Spool polling period.
+const SPOOL_POLL: Duration = Duration::from_millis(100);
+
 /// Judges one lot: a positive ARL when it decodes and verifies, else a negative one with the reason.
+///
+/// `now` is the time of receipt, `YYYYMMDDHHMMSSZ`. Bytes that do not decode
+/// get [`UNKNOWN_LOT_ID`], an all-zero root and the code `LOT_MALFORMED`.
 pub fn answer_lot(bytes: &[u8], insurer: &str, now: &str) -> Arl {
-    let negative =
-        |lot_id: String, root: String, sheet_number: Option<u64>, code: &str, reason: String| Arl {
-            lot_id,
-            merkle_root: root,
-            status: ArlStatus::Negative,
-            insurer: insurer.to_string(),
-            received_at: now.to_string(),
-            rejections: vec![Rejection {
-                sheet_number,
-                code: code.into(),
-                reason,
-            }],
-        };
-    let lot = match SignedLot::from_der(bytes) {
-        Ok(l) => l,
+    judge(SignedLot::from_der(bytes), insurer, now)
+}
+
+/// [`answer_lot`] on an already decoded lot.
+fn judge(decoded: Result<SignedLot, DerError>, insurer: &str, now: &str) -> Arl {
+    let arl = |lot_id: String, merkle_root: String, rejections: Vec<Rejection>| Arl {
+        lot_id,
+        merkle_root,
+        status: if rejections.is_empty() {
+            ArlStatus::Positive
+        } else {
+            ArlStatus::Negative
+        },
+        insurer: insurer.to_string(),
+        received_at: now.to_string(),
+        rejections,
+    };
+    let rejection = |sheet_number: Option<u64>, code: &str, reason: String| Rejection {
+        sheet_number,
+        code: code.to_string(),
+        reason,
+    };
+    let lot = match decoded {
+        Ok(lot) => lot,
         Err(e) => {
-            return negative(
-                "unknown".into(),
+            return arl(
+                UNKNOWN_LOT_ID.into(),
                 hex::encode([0u8; 32]),
-                None,
-                "LOT_MALFORMED",
-                e.to_string(),
+                vec![rejection(None, "LOT_MALFORMED", e.to_string())],
             )
         }
     };
-    let id = lot.header.lot_id.clone();
     let root = hex::encode(lot.header.merkle_root);
-    match lot.verify() {
-        Ok(_) => Arl {
-            lot_id: id,
-            merkle_root: root,
-            status: ArlStatus::Positive,
-            insurer: insurer.into(),
-            received_at: now.into(),
-            rejections: vec![],
-        },
+    let rejections = match lot.verify() {
+        Ok(_) => vec![],
         Err(e) => {
             let (code, sheet) = match &e {
                 LotError::Der(_) => ("LOT_MALFORMED", None),
@@ -72,9 +96,10 @@ pub fn answer_lot(bytes: &[u8], insurer: &str, now: &str) -> Arl {
                         .map(|s| s.number),
                 ),
             };
-            negative(id, root, sheet, code, e.to_string())
+            vec![rejection(sheet, code, e.to_string())]
         }
-    }
+    };
+    arl(lot.header.lot_id, root, rejections)
 }
 
 /// Counters of what the insurer received and answered.
@@ -107,16 +132,22 @@ impl Insurer {
         }
     }
 
-    /// Answers one delivery of a lot.
+    /// Answers one delivery of a lot. A lot id already answered gets the
+    /// stored ARL again, without being judged anew; bytes that do not decode
+    /// are judged every time (they have no id to remember them by).
     pub fn receive(&mut self, bytes: &[u8]) -> Arl {
         self.report.received += 1;
-        let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
-        let arl = answer_lot(bytes, &self.name, &now);
-        if arl.lot_id != "unknown" {
-            if let Some(previous) = self.answered.get(&arl.lot_id) {
+        let decoded = SignedLot::from_der(bytes);
+        if let Ok(lot) = &decoded {
+            if let Some(previous) = self.answered.get(&lot.header.lot_id) {
                 self.report.duplicates += 1;
                 return previous.clone();
             }
+        }
+        let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
+        let known = decoded.is_ok();
+        let arl = judge(decoded, &self.name, &now);
+        if known {
             self.answered.insert(arl.lot_id.clone(), arl.clone());
         }
         match arl.status {
@@ -144,6 +175,17 @@ pub enum InsurerError {
     /// Encoding an ARL failed.
     #[error("ARL encoding: {0}")]
     Encode(String),
+    /// Bad options (a broker URL that does not parse, no mode given).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `url` with its user information masked, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably (temporary name, fsync, rename, fsync dir).
@@ -158,12 +200,27 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// One pass over the spool outbox: answers every `*.lot` file into the inbox, then removes it.
+/// What one pass over the spool outbox did.
+#[derive(Debug, Default)]
+pub struct SpoolPass {
+    /// Lot files answered (ARL written, lot file removed).
+    pub answered: usize,
+    /// Lot files left in place, with why (unreadable, ARL not written, not removable).
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// One pass over the spool outbox: answers every `*.lot` file into the inbox
+/// as `<file stem>.arl`, then removes it.
+///
+/// Only an unreadable outbox is an error; a lot file that cannot be read,
+/// answered or removed is left in place, reported in [`SpoolPass::failed`],
+/// and tried again at the next pass. Hidden files (the sender's temporary
+/// names) are not touched.
 pub fn spool_pass(
     insurer: &mut Insurer,
     outbox: &Path,
     inbox: &Path,
-) -> Result<usize, InsurerError> {
+) -> Result<SpoolPass, InsurerError> {
     let mut lots: Vec<PathBuf> = std::fs::read_dir(outbox)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -172,29 +229,48 @@ pub fn spool_pass(
                 && !p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.is_file()
         })
         .collect();
     lots.sort();
-    for path in &lots {
-        let bytes = std::fs::read(path)?;
-        let mut arl = insurer.receive(&bytes);
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if arl.lot_id == "unknown" {
-            arl.lot_id = stem.clone();
+    let mut pass = SpoolPass::default();
+    for path in lots {
+        match answer_file(insurer, &path, inbox) {
+            Ok(()) => pass.answered += 1,
+            Err(e) => pass.failed.push((path, e)),
         }
-        let der = arl
-            .to_der()
-            .map_err(|e| InsurerError::Encode(e.to_string()))?;
-        write_atomic(inbox, &format!("{stem}.{}", wire::SPOOL_ARL_SUFFIX), &der)?;
-        std::fs::remove_file(path)?;
     }
-    Ok(lots.len())
+    Ok(pass)
 }
 
-/// Serves a spool until `stop` turns true.
+/// Answers one lot file of the outbox.
+fn answer_file(insurer: &mut Insurer, path: &Path, inbox: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut arl = insurer.receive(&bytes);
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if arl.lot_id == UNKNOWN_LOT_ID {
+        arl.lot_id = stem.clone();
+    }
+    let der = arl.to_der().map_err(|e| format!("ARL encoding: {e}"))?;
+    write_atomic(inbox, &format!("{stem}.{}", wire::SPOOL_ARL_SUFFIX), &der)
+        .map_err(|e| format!("ARL not written: {e}"))?;
+    tracing::info!(lot = %arl.lot_id, status = ?arl.status, "spool lot answered");
+    std::fs::remove_file(path).map_err(|e| format!("answered but not removed: {e}"))
+}
+
+/// Resolves once `stop` turns true, or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves a spool until `stop` turns true: polls `outbox` every 100 ms for
+/// lot files and answers them into `inbox` (see [`spool_pass`]).
+///
+/// Fails only when the directories cannot be created; later file-system
+/// errors are logged (once each) and retried.
 pub async fn run_spool(
     outbox: PathBuf,
     inbox: PathBuf,
@@ -203,27 +279,37 @@ pub async fn run_spool(
 ) -> Result<(), InsurerError> {
     std::fs::create_dir_all(&outbox)?;
     std::fs::create_dir_all(&inbox)?;
+    let mut reported: HashMap<PathBuf, String> = HashMap::new();
     loop {
-        {
-            let (o, i, ins) = (outbox.clone(), inbox.clone(), Arc::clone(&insurer));
-            tokio::task::spawn_blocking(move || {
-                let mut guard = ins.lock().unwrap_or_else(|p| p.into_inner());
-                spool_pass(&mut guard, &o, &i)
-            })
-            .await
-            .map_err(|e| InsurerError::Io(std::io::Error::other(e.to_string())))??;
+        let (o, i, ins) = (outbox.clone(), inbox.clone(), Arc::clone(&insurer));
+        let pass = tokio::task::spawn_blocking(move || {
+            let mut guard = ins.lock().unwrap_or_else(|p| p.into_inner());
+            spool_pass(&mut guard, &o, &i)
+        })
+        .await
+        .map_err(|e| InsurerError::Io(std::io::Error::other(e.to_string())))
+        .and_then(|r| r);
+        let failures: HashMap<PathBuf, String> = match pass {
+            Ok(pass) => pass.failed.into_iter().collect(),
+            Err(e) => HashMap::from([(outbox.clone(), e.to_string())]),
+        };
+        for (path, why) in &failures {
+            if reported.get(path) != Some(why) {
+                tracing::warn!(path = %path.display(), reason = %why, "spool: left in place, retrying");
+            }
         }
+        reported = failures;
         tokio::select! {
-            _ = stop.changed() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stopped(&mut stop) => return Ok(()),
+            _ = tokio::time::sleep(SPOOL_POLL) => {}
         }
     }
 }
 
 /// AMQP settings of the insurer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AmqpInsurerConfig {
-    /// Broker URL.
+    /// Broker URL (credentials allowed; never shown unmasked).
     pub url: String,
     /// Routing key pattern of the lots it takes (`#`: every destination).
     pub binding: String,
@@ -231,104 +317,138 @@ pub struct AmqpInsurerConfig {
     pub insurer: String,
 }
 
-fn amqp_err(e: lapin::Error) -> InsurerError {
-    InsurerError::Amqp(e.to_string())
+impl std::fmt::Debug for AmqpInsurerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpInsurerConfig")
+            .field("url", &redact(&self.url))
+            .field("binding", &self.binding)
+            .field("insurer", &self.insurer)
+            .finish()
+    }
 }
 
-/// Consumes lots until `stop` turns true, reconnecting with backoff; `ready` is sent once consuming.
+fn amqp_err(what: &str) -> impl Fn(lapin::Error) -> InsurerError + '_ {
+    move |e| InsurerError::Amqp(format!("{what}: {e}"))
+}
+
+/// Consumes lots until `stop` turns true, reconnecting with backoff (200 ms
+/// doubling to 5 s); `ready` is sent once its queue is declared, bound and
+/// consumed. Fails only on a URL that does not parse.
 pub async fn run_amqp(
     cfg: AmqpInsurerConfig,
     insurer: Arc<Mutex<Insurer>>,
     mut stop: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), InsurerError> {
+    // Parsed here so that a bad URL fails at once, and because the parser's
+    // message quotes the whole URL, password included.
+    let uri: AMQPUri = cfg
+        .url
+        .parse()
+        .map_err(|_| InsurerError::Usage(format!("invalid broker URL {}", redact(&cfg.url))))?;
     let mut ready = ready;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match amqp_session(&cfg, &insurer, &mut stop, &mut ready).await {
+        let session = amqp_session(&cfg, uri.clone(), &insurer, &mut stop, &mut ready);
+        match session.await {
             Ok(()) => return Ok(()),
-            Err(e) => tracing::warn!(error = %e, "insurer lost the broker; reconnecting"),
+            Err(e) => {
+                tracing::warn!(broker = %redact(&cfg.url), error = %e, "insurer lost the broker; reconnecting")
+            }
         }
         tokio::select! {
-            _ = stop.changed() => return Ok(()),
+            _ = stopped(&mut stop) => return Ok(()),
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
+/// One connection's worth of consuming; `Ok` when stopped.
 async fn amqp_session(
     cfg: &AmqpInsurerConfig,
+    uri: AMQPUri,
     insurer: &Arc<Mutex<Insurer>>,
     stop: &mut watch::Receiver<bool>,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), InsurerError> {
-    let conn = Connection::connect(&cfg.url, ConnectionProperties::default())
-        .await
-        .map_err(amqp_err)?;
-    let channel = conn.create_channel().await.map_err(amqp_err)?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(amqp_err)?;
-    channel
-        .exchange_declare(
-            wire::EXCHANGE_AMO.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_err)?;
     let queue = wire::insurer_queue("amo", &cfg.binding);
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map_err(amqp_err)?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            wire::EXCHANGE_AMO.into(),
-            cfg.binding.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_err)?;
-    channel
-        .basic_qos(16, BasicQosOptions::default())
-        .await
-        .map_err(amqp_err)?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "fse-sim-insurer".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp_err)?;
+    let setup = async {
+        let props =
+            ConnectionProperties::default().with_connection_name(format!("fse-sim {queue}").into());
+        let conn = Connection::connect_uri(uri, props)
+            .await
+            .map_err(amqp_err("connect"))?;
+        let channel = conn.create_channel().await.map_err(amqp_err("channel"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp_err("confirm_select"))?;
+        channel
+            .exchange_declare(
+                wire::EXCHANGE_AMO.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_err("exchange_declare"))?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(amqp_err("queue_declare"))?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                wire::EXCHANGE_AMO.into(),
+                cfg.binding.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_err("queue_bind"))?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(amqp_err("basic_qos"))?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "fse-sim-insurer".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp_err("basic_consume"))?;
+        Ok::<_, InsurerError>((conn, channel, consumer))
+    };
+    let (conn, channel, mut consumer) = tokio::select! {
+        _ = stopped(stop) => return Ok(()),
+        s = tokio::time::timeout(BROKER_TIMEOUT, setup) => s
+            .map_err(|_| InsurerError::Amqp("no answer from the broker in time".into()))??,
+    };
+    tracing::info!(broker = %redact(&cfg.url), %queue, binding = %cfg.binding, "insurer consuming");
     if let Some(tx) = ready.take() {
         let _ = tx.send(());
     }
     loop {
         let delivery = tokio::select! {
-            _ = stop.changed() => {
+            _ = stopped(stop) => {
                 let _ = conn.close(200, "insurer stopping".into()).await;
                 return Ok(());
             }
@@ -336,13 +456,19 @@ async fn amqp_session(
         };
         let delivery = match delivery {
             Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(amqp_err(e)),
+            Some(Err(e)) => return Err(amqp_err("consume")(e)),
             None => return Err(InsurerError::Amqp("consumer closed".into())),
         };
-        let arl = insurer
+        let mut arl = insurer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .receive(&delivery.data);
+        if arl.lot_id == UNKNOWN_LOT_ID {
+            if let Some(id) = delivery.properties.message_id() {
+                arl.lot_id = id.to_string();
+            }
+        }
+        tracing::info!(lot = %arl.lot_id, status = ?arl.status, redelivered = delivery.redelivered, "lot answered");
         match delivery.properties.reply_to().clone() {
             Some(reply_to) => {
                 let der = arl
@@ -353,20 +479,37 @@ async fn amqp_session(
                     .with_message_id(arl.lot_id.as_str().into())
                     .with_type(wire::TYPE_ARL.into())
                     .with_content_type(wire::CONTENT_TYPE_DER.into());
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        reply_to,
-                        BasicPublishOptions::default(),
-                        &der,
-                        props,
-                    )
+                let publish = async {
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            reply_to.clone(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..Default::default()
+                            },
+                            &der,
+                            props,
+                        )
+                        .await
+                        .map_err(amqp_err("ARL publish"))?
+                        .await
+                        .map_err(amqp_err("ARL confirm"))
+                };
+                let confirm = tokio::time::timeout(BROKER_TIMEOUT, publish)
                     .await
-                    .map_err(amqp_err)?
-                    .await
-                    .map_err(amqp_err)?;
-                if !confirm.is_ack() {
-                    return Err(InsurerError::Amqp("ARL not confirmed by the broker".into()));
+                    .map_err(|_| InsurerError::Amqp("no confirm of the ARL in time".into()))??;
+                match confirm {
+                    Confirmation::Ack(None) => {}
+                    // The sender's return queue does not exist: nobody to answer. The
+                    // sender resends the lot later and gets this same ARL then.
+                    Confirmation::Ack(Some(_)) => tracing::warn!(
+                        lot = %arl.lot_id, %reply_to,
+                        "ARL unroutable: the sender's return queue does not exist"
+                    ),
+                    Confirmation::Nack(_) | Confirmation::NotRequested => {
+                        return Err(InsurerError::Amqp("ARL not confirmed by the broker".into()))
+                    }
                 }
             }
             None => tracing::warn!(lot = %arl.lot_id, "lot without reply_to: no ARL sent"),
@@ -374,17 +517,17 @@ async fn amqp_session(
         delivery
             .ack(BasicAckOptions::default())
             .await
-            .map_err(amqp_err)?;
+            .map_err(amqp_err("ack"))?;
     }
 }
 
 /// `fse-sim insurer` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InsurerArgs {
-    /// Broker URL (AMQP mode).
+    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
     #[arg(long, conflicts_with_all = ["spool_outbox", "spool_inbox"])]
     pub amqp: Option<String>,
-    /// Routing key pattern of the lots taken (AMQP mode).
+    /// Routing key pattern of the lots taken (AMQP mode): an organism code, or `#` for all.
     #[arg(long, default_value = "#")]
     pub binding: String,
     /// The sender's outbox, read for lots (spool mode).
@@ -393,43 +536,79 @@ pub struct InsurerArgs {
     /// The sender's inbox, written with ARLs (spool mode).
     #[arg(long, requires = "spool_outbox")]
     pub spool_inbox: Option<PathBuf>,
-    /// Name of the insurer in its ARLs.
-    #[arg(long, default_value = "fse-sim-insurer")]
-    pub insurer: String,
+    /// Organism code of the insurer in its ARLs [default: the binding when it
+    /// is a plain organism code, else 011751000].
+    #[arg(long)]
+    pub insurer: Option<String>,
 }
 
-/// Runs `fse-sim insurer` until SIGINT or SIGTERM; prints `insurer ready` once it takes lots.
+impl InsurerArgs {
+    /// The name the insurer answers as.
+    pub fn insurer_name(&self) -> String {
+        match &self.insurer {
+            Some(name) => name.clone(),
+            None if !self.binding.is_empty()
+                && self.binding.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                self.binding.clone()
+            }
+            None => DEFAULT_INSURER.to_string(),
+        }
+    }
+}
+
+/// Runs `fse-sim insurer` until SIGINT or SIGTERM: prints `insurer ready` on
+/// stdout once it takes lots (AMQP: its queue declared, bound and consumed),
+/// and its [`InsurerReport`] as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
-    let insurer = Arc::new(Mutex::new(Insurer::new(&args.insurer)));
+    let name = args.insurer_name();
+    let insurer = Arc::new(Mutex::new(Insurer::new(&name)));
     let (stop_tx, stop) = watch::channel(false);
-    let task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
         (Some(url), _, _) => {
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             let cfg = AmqpInsurerConfig {
                 url,
                 binding: args.binding,
-                insurer: args.insurer,
+                insurer: name,
             };
-            let task = tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)));
-            let _ = ready_rx.await;
-            task
+            tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
         }
         (None, Some(outbox), Some(inbox)) => {
+            std::fs::create_dir_all(&outbox)?;
+            std::fs::create_dir_all(&inbox)?;
+            let _ = ready_tx.send(());
             tokio::spawn(run_spool(outbox, inbox, Arc::clone(&insurer), stop))
         }
         _ => {
-            return Err(InsurerError::Amqp(
+            return Err(InsurerError::Usage(
                 "give --amqp URL, or --spool-outbox DIR and --spool-inbox DIR".into(),
             ))
         }
     };
-    println!("insurer ready");
-    crate::wait_for_signal().await;
-    let _ = stop_tx.send(true);
-    let result = task.await.map_err(|e| InsurerError::Amqp(e.to_string()))?;
+    let signal = crate::wait_for_signal();
+    tokio::pin!(signal);
+    let mut ready = ready_rx;
+    let mut announced = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut ready, if !announced => {
+                announced = true;
+                if r.is_ok() {
+                    println!("insurer ready");
+                }
+            }
+            r = &mut task => break r,
+            _ = &mut signal => {
+                let _ = stop_tx.send(true);
+                break task.await;
+            }
+        }
+    };
+    result.map_err(|e| InsurerError::Amqp(e.to_string()))??;
     let report = insurer.lock().unwrap_or_else(|p| p.into_inner()).report();
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    result
+    Ok(())
 }
 
 /// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
@@ -531,7 +710,11 @@ mod tests {
         let arl = answer_lot(&lot.to_der().unwrap(), "ins", "20261122120000Z");
         assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
         assert_eq!(arl.lot_id, "L1");
+        assert_eq!(arl.insurer, "ins");
+        assert_eq!(arl.received_at, "20261122120000Z");
         assert_eq!(arl.merkle_root, hex::encode(lot.header.merkle_root));
+        assert!(arl.rejections.is_empty());
+        assert_eq!(Arl::from_der(&arl.to_der().unwrap()).unwrap(), arl);
     }
 
     #[test]
@@ -540,21 +723,56 @@ mod tests {
         let mut t = lot.clone();
         let last = t.entries[1].sheet.len() - 1;
         t.entries[1].sheet[last] ^= 1;
+        let arl = answer_lot(&t.to_der().unwrap(), "i", "t");
         assert_eq!(
-            answer_lot(&t.to_der().unwrap(), "i", "t").rejections[0].code,
-            "LOT_MERKLE_ROOT"
+            (
+                arl.status,
+                arl.rejections[0].code.as_str(),
+                arl.lot_id.as_str()
+            ),
+            (ArlStatus::Negative, "LOT_MERKLE_ROOT", "L2")
         );
+        assert_eq!(arl.rejections[0].sheet_number, None);
         let mut t = lot.clone();
         t.signature[0] ^= 1;
         assert_eq!(
             answer_lot(&t.to_der().unwrap(), "i", "t").rejections[0].code,
             "LOT_SIGNATURE"
         );
+        let mut t = lot.clone();
+        t.header.sheet_count = 4;
+        assert_eq!(
+            answer_lot(&t.to_der().unwrap(), "i", "t").rejections[0].code,
+            "LOT_COUNT"
+        );
         let arl = answer_lot(b"\x30\x03garbage", "i", "t");
         assert_eq!(
             (arl.status, arl.rejections[0].code.as_str()),
             (ArlStatus::Negative, "LOT_MALFORMED")
         );
+        assert_eq!(
+            (arl.lot_id.as_str(), arl.merkle_root.as_str()),
+            (UNKNOWN_LOT_ID, "0".repeat(64).as_str())
+        );
+        // Every negative ARL still encodes.
+        assert!(arl.to_der().is_ok());
+    }
+
+    #[test]
+    fn a_sheet_that_fails_its_proof_is_refused_by_number() {
+        use ed25519_dalek::Signer;
+        let mut lot = sample_lot("L5", 3);
+        let mut sheet = fse_formats::fse::CareSheet::from_der(&lot.entries[1].sheet).unwrap();
+        sheet.amounts.total_cents += 1; // no longer what the Vitale card signed
+        lot.entries[1].sheet = sheet.to_der().unwrap();
+        lot.header.merkle_root = fse_formats::merkle::root(&fse_formats::lot::leaves(&lot.entries));
+        let (holder, _) = crate::profiles::default_cps_holder();
+        let key = crate::profiles::test_key(&holder.serial);
+        lot.signature = key.sign(&lot.header.to_der().unwrap()).to_bytes();
+        let arl = answer_lot(&lot.to_der().unwrap(), "i", "t");
+        assert_eq!(arl.status, ArlStatus::Negative);
+        assert_eq!(arl.rejections[0].code, "SHEET_INVALID", "{arl:?}");
+        assert_eq!(arl.rejections[0].sheet_number, Some(sheet.number));
     }
 
     #[test]
@@ -564,13 +782,19 @@ mod tests {
         let a = ins.receive(&der);
         let b = ins.receive(&der);
         assert_eq!(a, b);
+        // Same id, other content: the stored answer, not a new judgement.
+        let mut forged = sample_lot("L3", 2);
+        forged.signature[0] ^= 1;
+        assert_eq!(ins.receive(&forged.to_der().unwrap()), a);
+        ins.receive(b"junk");
+        ins.receive(b"junk");
         assert_eq!(
             ins.report(),
             InsurerReport {
-                received: 2,
-                duplicates: 1,
+                received: 5,
+                duplicates: 2,
                 positive: 1,
-                negative: 0
+                negative: 2
             }
         );
     }
@@ -583,8 +807,12 @@ mod tests {
         std::fs::create_dir_all(&inb).unwrap();
         std::fs::write(out.join("L4.lot"), sample_lot("L4", 1).to_der().unwrap()).unwrap();
         std::fs::write(out.join("bad.lot"), b"junk").unwrap();
+        std::fs::write(out.join(".L6.lot.tmp"), b"half written").unwrap();
+        std::fs::write(out.join("notes.txt"), b"not a lot").unwrap();
+        std::fs::create_dir(out.join("dir.lot")).unwrap();
         let mut ins = Insurer::new("i");
-        assert_eq!(spool_pass(&mut ins, &out, &inb).unwrap(), 2);
+        let pass = spool_pass(&mut ins, &out, &inb).unwrap();
+        assert_eq!((pass.answered, pass.failed.len()), (2, 0));
         let good = Arl::from_der(&std::fs::read(inb.join("L4.arl")).unwrap()).unwrap();
         assert_eq!(good.status, ArlStatus::Positive);
         let bad = Arl::from_der(&std::fs::read(inb.join("bad.arl")).unwrap()).unwrap();
@@ -592,10 +820,286 @@ mod tests {
             (bad.lot_id.as_str(), bad.status),
             ("bad", ArlStatus::Negative)
         );
+        let mut left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".L6.lot.tmp", "dir.lot", "notes.txt"]);
+        let mut arls: Vec<String> = std::fs::read_dir(&inb)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        arls.sort();
+        assert_eq!(arls, ["L4.arl", "bad.arl"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_lot_whose_arl_cannot_be_written_stays_in_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("L7.lot"), sample_lot("L7", 1).to_der().unwrap()).unwrap();
+        let missing_inbox = dir.path().join("no-such-inbox");
+        let mut ins = Insurer::new("i");
+        let pass = spool_pass(&mut ins, &out, &missing_inbox).unwrap();
+        assert_eq!((pass.answered, pass.failed.len()), (0, 1));
+        assert!(out.join("L7.lot").exists());
+        // Once the inbox exists the lot is answered, with the same ARL.
+        std::fs::create_dir_all(&missing_inbox).unwrap();
         assert_eq!(
-            std::fs::read_dir(&out).unwrap().count(),
-            0,
-            "answered lots leave the outbox"
+            spool_pass(&mut ins, &out, &missing_inbox).unwrap().answered,
+            1
         );
+        assert_eq!(ins.report().duplicates, 1);
+        assert!(spool_pass(&mut ins, &dir.path().join("gone"), &missing_inbox).is_err());
+    }
+
+    #[tokio::test]
+    async fn spool_mode_serves_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, inb) = (dir.path().join("out"), dir.path().join("in"));
+        let ins = Arc::new(Mutex::new(Insurer::new("i")));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run_spool(out.clone(), inb.clone(), Arc::clone(&ins), stop));
+        while !out.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        write_atomic(&out, "L8.lot", &sample_lot("L8", 2).to_der().unwrap()).unwrap();
+        let arl_path = inb.join("L8.arl");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !arl_path.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let arl = Arl::from_der(&std::fs::read(&arl_path).unwrap()).unwrap();
+        assert_eq!(
+            (arl.lot_id.as_str(), arl.status),
+            ("L8", ArlStatus::Positive)
+        );
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ins.lock().unwrap().report().positive, 1);
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            redact("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://***@127.0.0.1:5672/%2f"
+        );
+        let cfg = AmqpInsurerConfig {
+            url: "amqp://u:s3cret@h/".into(),
+            binding: "#".into(),
+            insurer: "i".into(),
+        };
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_url_fails_at_once_without_its_password() {
+        let cfg = AmqpInsurerConfig {
+            url: "amqp://u:s3cret@[::1".into(),
+            binding: "#".into(),
+            insurer: "i".into(),
+        };
+        let (_stop_tx, stop) = watch::channel(false);
+        let ins = Arc::new(Mutex::new(Insurer::new("i")));
+        let err = run_amqp(cfg, ins, stop, None).await.unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn the_insurer_answers_as_its_binding_when_it_is_an_organism() {
+        let args = |binding: &str, insurer: Option<&str>| InsurerArgs {
+            amqp: None,
+            binding: binding.into(),
+            spool_outbox: None,
+            spool_inbox: None,
+            insurer: insurer.map(Into::into),
+        };
+        assert_eq!(args("017510001", None).insurer_name(), "017510001");
+        assert_eq!(args("#", None).insurer_name(), DEFAULT_INSURER);
+        assert_eq!(args("0175.*", None).insurer_name(), DEFAULT_INSURER);
+        assert_eq!(args("#", Some("x")).insurer_name(), "x");
+    }
+
+    /// The RabbitMQ broker the tests run against (started by `tests/run`).
+    const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+    /// A 9-digit organism code of its own for each test run.
+    fn unique_binding() -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "9{:08}",
+            (nanos ^ std::process::id().rotate_left(16)) % 100_000_000
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqp_lots_are_answered_on_their_reply_to_with_a_confirm() {
+        let binding = unique_binding();
+        let ins = Arc::new(Mutex::new(Insurer::new(&binding)));
+        let (stop_tx, stop) = watch::channel(false);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let cfg = AmqpInsurerConfig {
+            url: URL.into(),
+            binding: binding.clone(),
+            insurer: binding.clone(),
+        };
+        let task = tokio::spawn(run_amqp(cfg, Arc::clone(&ins), stop, Some(ready_tx)));
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // The sender's side: a temporary reply queue, lots published with reply_to.
+        let conn = Connection::connect(URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let reply = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let reply = reply.name().clone();
+        let mut arls = ch
+            .basic_consume(
+                reply.clone(),
+                "test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let publish = |body: Vec<u8>, id: &str, reply_to: Option<&lapin::types::ShortString>| {
+            let mut props = BasicProperties::default()
+                .with_message_id(id.into())
+                .with_type(wire::TYPE_LOT.into());
+            if let Some(r) = reply_to {
+                props = props.with_reply_to(r.clone());
+            }
+            let ch = ch.clone();
+            let binding = binding.clone();
+            async move {
+                let confirm = ch
+                    .basic_publish(
+                        wire::EXCHANGE_AMO.into(),
+                        binding.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &body,
+                        props,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                assert_eq!(confirm, Confirmation::Ack(None), "routed to the insurer");
+            }
+        };
+        let mut next_arl = async || {
+            let d = tokio::time::timeout(Duration::from_secs(20), arls.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                d.properties.kind().as_ref().unwrap().as_str(),
+                wire::TYPE_ARL
+            );
+            assert_eq!(d.properties.delivery_mode(), &Some(2));
+            assert_eq!(
+                d.properties.content_type().as_ref().unwrap().as_str(),
+                wire::CONTENT_TYPE_DER
+            );
+            let arl = Arl::from_der(&d.data).unwrap();
+            assert_eq!(
+                d.properties.message_id().as_ref().unwrap().as_str(),
+                arl.lot_id
+            );
+            arl
+        };
+
+        let lot = sample_lot(&format!("LOT-{binding}"), 2);
+        let der = lot.to_der().unwrap();
+        // A lot without reply_to is taken (acked) but has nobody to answer.
+        publish(der.clone(), &lot.header.lot_id, None).await;
+        publish(der.clone(), &lot.header.lot_id, Some(&reply)).await;
+        let first = next_arl().await;
+        assert_eq!(
+            (first.lot_id.as_str(), first.status, first.insurer.as_str()),
+            (
+                lot.header.lot_id.as_str(),
+                ArlStatus::Positive,
+                binding.as_str()
+            )
+        );
+        assert_eq!(first.merkle_root, hex::encode(lot.header.merkle_root));
+        // Sent again: the identical ARL.
+        publish(der.clone(), &lot.header.lot_id, Some(&reply)).await;
+        assert_eq!(next_arl().await, first);
+        // Malformed: negative, named after the message id.
+        publish(b"junk".to_vec(), "LOT-BAD", Some(&reply)).await;
+        let bad = next_arl().await;
+        assert_eq!(
+            (
+                bad.lot_id.as_str(),
+                bad.status,
+                bad.rejections[0].code.as_str()
+            ),
+            ("LOT-BAD", ArlStatus::Negative, "LOT_MALFORMED")
+        );
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ins.lock().unwrap().report(),
+            InsurerReport {
+                received: 4,
+                duplicates: 2,
+                positive: 1,
+                negative: 1
+            }
+        );
+        // Every lot was acked: the insurer's queue is empty; remove it.
+        let purged = ch
+            .queue_delete(
+                wire::insurer_queue("amo", &binding).as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(purged, 0, "no lot left unacknowledged");
+        let _ = conn.close(200, "done".into()).await;
     }
 }

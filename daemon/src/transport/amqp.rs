@@ -4,9 +4,13 @@
 //! `mandatory`, with `message_id` = lot id and `reply_to` = the return
 //! queue; it counts as sent only on the broker's confirm — a nack, a timeout
 //! or a returned (unroutable) message is a failure and the lot stays queued.
-//! The connection is fsed's own: on any error it is dropped and made anew at
+//! Returns (ARLs) are consumed on a connection of their own and acked by the
+//! caller only once committed, so a crash before the commit makes the broker
+//! deliver them again.
+//!
+//! The connection is fsed's own: on a failure it is dropped and made anew at
 //! the next call (lapin's automatic recovery is not used). The URL may carry
-//! credentials, so it is never logged or put in an error.
+//! credentials, so it is shown only through [`redact`].
 
 use std::time::Duration;
 
@@ -17,17 +21,24 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::uri::AMQPUri;
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
+    ExchangeKind,
+};
 use tokio::sync::Mutex;
+
+/// Returns the return consumer holds unacknowledged at most.
+const RETURNS_PREFETCH: u16 = 32;
 
 /// AMQP settings.
 #[derive(Clone)]
 pub struct AmqpConfig {
     /// Broker URL (`amqp://` or `amqps://`, credentials allowed).
     pub url: String,
-    /// fsed's return queue.
+    /// fsed's return queue (default [`wire::DEFAULT_RETURN_QUEUE`]).
     pub return_queue: String,
-    /// Longest wait for a connection, a publish and its confirm.
+    /// Longest wait for a connection with its topology, and for a publish and its confirm (default 10 s).
     pub publish_timeout: Duration,
 }
 
@@ -46,6 +57,7 @@ impl std::fmt::Debug for AmqpConfig {
         f.debug_struct("AmqpConfig")
             .field("url", &redact(&self.url))
             .field("return_queue", &self.return_queue)
+            .field("publish_timeout", &self.publish_timeout)
             .finish()
     }
 }
@@ -61,12 +73,13 @@ pub fn redact(url: &str) -> String {
 /// Transport failures; none carries credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// No connection to the broker.
-    #[error("cannot reach the broker at {0}")]
+    /// No usable link to the broker: bad URL, unreachable, refused login, or
+    /// the topology (exchanges, return queue, consumer) could not be declared.
+    #[error("cannot use the broker: {0}")]
     Connect(String),
-    /// The broker refused an operation.
-    #[error("broker: {0}")]
-    Broker(String),
+    /// The broker or the channel refused the publish itself.
+    #[error("publish failed: {0}")]
+    Publish(String),
     /// No confirm within the timeout: unknown outcome, the lot is resent later (the insurer dedups by lot id).
     #[error("no confirm from the broker in time")]
     Timeout,
@@ -79,77 +92,150 @@ pub enum TransportError {
     /// The broker refused the lot (nack).
     #[error("the broker refused the lot (nack)")]
     Nack,
+    /// The connection or channel is gone (a return not acked is delivered again).
+    #[error("the connection to the broker was lost")]
+    Closed,
+}
+
+/// Whether a lapin error means the connection or channel is gone.
+fn is_lost(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::IOError(_)
+            | ErrorKind::InvalidChannelState(..)
+            | ErrorKind::InvalidConnectionState(_)
+            | ErrorKind::MissingHeartbeatError
+            | ErrorKind::RuntimeShutdownError(_)
+    )
 }
 
 /// A connection to the broker, made anew when lost.
 pub struct AmqpTransport {
     cfg: AmqpConfig,
+    /// The publishing link; `None` until the first use or after a failure.
     link: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl std::fmt::Debug for AmqpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpTransport")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One ARL (or other return) taken from the return queue.
 pub struct ReturnMessage {
     /// Its body (DER).
     pub body: Vec<u8>,
-    delivery: lapin::message::Delivery,
+    /// Its `message_id` (the lot id, for an ARL).
+    pub message_id: Option<String>,
+    /// Its AMQP `type` (e.g. [`wire::TYPE_ARL`]).
+    pub message_type: Option<String>,
+    acker: Acker,
 }
 
-impl ReturnMessage {
-    /// Acknowledges it to the broker: call only after the commit.
-    pub async fn ack(self) -> Result<(), TransportError> {
-        self.delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| TransportError::Broker(e.to_string()))
+impl std::fmt::Debug for ReturnMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReturnMessage")
+            .field("len", &self.body.len())
+            .field("message_id", &self.message_id)
+            .field("message_type", &self.message_type)
+            .finish_non_exhaustive()
     }
 }
 
-/// The return queue's consumer, on its own connection.
+impl ReturnMessage {
+    /// Acknowledges it to the broker: call only after the commit. An `Err`
+    /// means the broker will deliver it again (to be recognised as a duplicate).
+    pub async fn ack(self) -> Result<(), TransportError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "ack of a return failed");
+                TransportError::Closed
+            })
+    }
+}
+
+/// The return queue's consumer, on its own connection (closed when dropped:
+/// the returns not acked go back to the queue).
 pub struct ReturnStream {
     _conn: Connection,
     consumer: lapin::Consumer,
 }
 
 impl ReturnStream {
-    /// The next return; `None` when the consumer ended.
+    /// The next return; `Some(Err(Closed))` or `None` once the link is lost:
+    /// then drop the stream and call [`AmqpTransport::returns`] again.
     pub async fn next(&mut self) -> Option<Result<ReturnMessage, TransportError>> {
         match self.consumer.next().await? {
-            Ok(delivery) => Some(Ok(ReturnMessage {
-                body: delivery.data.clone(),
-                delivery,
-            })),
-            Err(e) => Some(Err(TransportError::Broker(e.to_string()))),
+            Ok(delivery) => {
+                let props = &delivery.properties;
+                Some(Ok(ReturnMessage {
+                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                    message_type: props.kind().as_ref().map(|s| s.to_string()),
+                    body: delivery.data,
+                    acker: delivery.acker,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "return queue consumer stopped");
+                Some(Err(TransportError::Closed))
+            }
         }
     }
 }
 
-fn broker(e: lapin::Error) -> TransportError {
-    TransportError::Broker(e.to_string())
-}
-
 impl AmqpTransport {
-    /// Connects and declares the topology; fails when the broker cannot be reached.
+    /// Connects, opens a channel with publisher confirms and declares the
+    /// topology (topic exchanges [`wire::EXCHANGE_AMO`] and
+    /// [`wire::EXCHANGE_AMC`], durable; the return queue, durable quorum).
+    /// Fails when the broker cannot be reached within `publish_timeout`.
     pub async fn connect(cfg: &AmqpConfig) -> Result<AmqpTransport, TransportError> {
-        let t = AmqpTransport {
-            cfg: cfg.clone(),
-            link: Mutex::new(None),
-        };
-        let link = t.open().await?;
+        let t = AmqpTransport::new(cfg);
+        let link = t.open("fsed").await?;
         *t.link.lock().await = Some(link);
         Ok(t)
     }
 
-    async fn open(&self) -> Result<(Connection, Channel), TransportError> {
+    /// The transport without connecting yet: the first [`publish_lot`] or
+    /// [`returns`] connects (for a daemon that starts while the broker is down).
+    ///
+    /// [`publish_lot`]: AmqpTransport::publish_lot
+    /// [`returns`]: AmqpTransport::returns
+    pub fn new(cfg: &AmqpConfig) -> AmqpTransport {
+        AmqpTransport {
+            cfg: cfg.clone(),
+            link: Mutex::new(None),
+        }
+    }
+
+    /// A new connection and channel (confirms on), with the topology declared.
+    async fn open(&self, name: &str) -> Result<(Connection, Channel), TransportError> {
+        let shown = redact(&self.cfg.url);
+        // Parsed here: the parser's own message quotes the whole URL, password included.
+        let uri: AMQPUri = self
+            .cfg
+            .url
+            .parse()
+            .map_err(|_| TransportError::Connect(format!("invalid broker URL {shown}")))?;
+        let setup = |step: &'static str| {
+            let shown = shown.clone();
+            move |e: lapin::Error| TransportError::Connect(format!("{shown}: {step}: {e}"))
+        };
         let fut = async {
-            let conn = Connection::connect(&self.cfg.url, ConnectionProperties::default())
+            let props = ConnectionProperties::default().with_connection_name(name.into());
+            let conn = Connection::connect_uri(uri, props)
                 .await
-                .map_err(|_| TransportError::Connect(redact(&self.cfg.url)))?;
-            let channel = conn.create_channel().await.map_err(broker)?;
+                .map_err(setup("connect"))?;
+            let channel = conn.create_channel().await.map_err(setup("channel"))?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(broker)?;
+                .map_err(setup("confirm_select"))?;
             for exchange in [wire::EXCHANGE_AMO, wire::EXCHANGE_AMC] {
                 channel
                     .exchange_declare(
@@ -162,7 +248,7 @@ impl AmqpTransport {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(broker)?;
+                    .map_err(setup("exchange_declare"))?;
             }
             let mut args = FieldTable::default();
             args.insert(
@@ -179,15 +265,30 @@ impl AmqpTransport {
                     args,
                 )
                 .await
-                .map_err(broker)?;
+                .map_err(setup("queue_declare"))?;
             Ok((conn, channel))
         };
-        tokio::time::timeout(self.cfg.publish_timeout, fut)
+        let link = tokio::time::timeout(self.cfg.publish_timeout, fut)
             .await
-            .map_err(|_| TransportError::Connect(redact(&self.cfg.url)))?
+            .map_err(|_| {
+                TransportError::Connect(format!(
+                    "{shown}: no answer within {:?}",
+                    self.cfg.publish_timeout
+                ))
+            })??;
+        tracing::info!(broker = %shown, connection = name, "connected to the broker");
+        Ok(link)
     }
 
-    /// Publishes one signed lot to the AMO exchange and waits for the broker's confirm.
+    /// Publishes one signed lot to [`wire::EXCHANGE_AMO`] with routing key =
+    /// `destination`, `mandatory`, persistent, `message_id` = `lot_id`, `type`
+    /// = [`wire::TYPE_LOT`], `reply_to` = the return queue, and waits for the
+    /// broker's confirm within `publish_timeout`.
+    ///
+    /// `Ok` only on a plain ack. A nack, a timeout, a broken link, or an ack
+    /// carrying the returned message ([`TransportError::Unroutable`]: no queue
+    /// bound for `destination`) is an `Err`: the caller keeps the lot and
+    /// retries later. Connects first when there is no live link.
     pub async fn publish_lot(
         &self,
         lot_id: &str,
@@ -199,10 +300,11 @@ impl AmqpTransport {
             .as_ref()
             .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
         {
-            *link = Some(self.open().await?);
+            *link = None;
+            *link = Some(self.open("fsed").await?);
         }
         let Some((_, channel)) = link.as_ref() else {
-            return Err(TransportError::Connect(redact(&self.cfg.url)));
+            return Err(TransportError::Closed);
         };
         let props = BasicProperties::default()
             .with_delivery_mode(2)
@@ -210,6 +312,13 @@ impl AmqpTransport {
             .with_type(wire::TYPE_LOT.into())
             .with_content_type(wire::CONTENT_TYPE_DER.into())
             .with_reply_to(self.cfg.return_queue.as_str().into());
+        let failed = |e: lapin::Error| {
+            if is_lost(&e) {
+                TransportError::Closed
+            } else {
+                TransportError::Publish(e.to_string())
+            }
+        };
         let publish = async {
             channel
                 .basic_publish(
@@ -223,28 +332,31 @@ impl AmqpTransport {
                     props,
                 )
                 .await
-                .map_err(broker)?
+                .map_err(failed)?
                 .await
-                .map_err(broker)
+                .map_err(failed)
         };
         let result = match tokio::time::timeout(self.cfg.publish_timeout, publish).await {
             Err(_) => Err(TransportError::Timeout),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(confirm)) => {
-                if confirm.is_nack() {
-                    Err(TransportError::Nack)
-                } else if confirm.take_message().is_some() {
-                    Err(TransportError::Unroutable {
-                        destination: destination.to_string(),
-                    })
-                } else {
-                    Ok(())
-                }
-            }
+            // The broker sends basic.return before the ack of an unroutable
+            // mandatory message; lapin hands it over inside the confirmation.
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(TransportError::Unroutable {
+                destination: destination.to_string(),
+            }),
+            Ok(Ok(Confirmation::Nack(_))) => Err(TransportError::Nack),
+            Ok(Ok(Confirmation::NotRequested)) => Err(TransportError::Publish(
+                "publisher confirms are not enabled on the channel".into(),
+            )),
         };
+        match &result {
+            Ok(()) => tracing::debug!(lot = lot_id, destination, "lot confirmed by the broker"),
+            Err(e) => tracing::warn!(lot = lot_id, destination, error = %e, "lot not sent"),
+        }
         if matches!(
             result,
-            Err(TransportError::Timeout | TransportError::Broker(_))
+            Err(TransportError::Timeout | TransportError::Publish(_) | TransportError::Closed)
         ) {
             // The channel's state is unknown: start afresh next time.
             *link = None;
@@ -252,13 +364,17 @@ impl AmqpTransport {
         result
     }
 
-    /// Starts consuming the return queue on a connection of its own.
+    /// Starts consuming the return queue on a connection of its own
+    /// (prefetch 32); each return is acked by the caller once committed.
     pub async fn returns(&self) -> Result<ReturnStream, TransportError> {
-        let (conn, channel) = self.open().await?;
+        let (conn, channel) = self.open("fsed-returns").await?;
+        let setup = |step: &'static str| {
+            move |e: lapin::Error| TransportError::Connect(format!("{step}: {e}"))
+        };
         channel
-            .basic_qos(32, BasicQosOptions::default())
+            .basic_qos(RETURNS_PREFETCH, BasicQosOptions::default())
             .await
-            .map_err(broker)?;
+            .map_err(setup("basic_qos"))?;
         let consumer = channel
             .basic_consume(
                 self.cfg.return_queue.as_str().into(),
@@ -267,7 +383,7 @@ impl AmqpTransport {
                 FieldTable::default(),
             )
             .await
-            .map_err(broker)?;
+            .map_err(setup("basic_consume"))?;
         Ok(ReturnStream {
             _conn: conn,
             consumer,
@@ -289,10 +405,35 @@ mod tests {
             redact("amqp://127.0.0.1:5672/%2f"),
             "amqp://127.0.0.1:5672/%2f"
         );
+        assert_eq!(redact("amqp://u:p@ss@h/"), "amqp://***@h/");
         let cfg = AmqpConfig {
             url: "amqp://u:pw@h/".into(),
             ..Default::default()
         };
         assert!(!format!("{cfg:?}").contains("pw"));
+        assert!(!format!("{:?}", AmqpTransport::new(&cfg)).contains("pw"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_refused_without_its_password() {
+        let t = AmqpTransport::new(&AmqpConfig {
+            url: "amqp://u:s3cret@[::1".into(),
+            ..Default::default()
+        });
+        let err = t.publish_lot("L", "d", b"x").await.unwrap_err();
+        assert!(matches!(err, TransportError::Connect(_)), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_a_connect_error_without_the_password() {
+        let err = AmqpTransport::connect(&AmqpConfig {
+            url: "amqp://u:s3cret@127.0.0.1:1/%2f".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Connect(_)), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 }
