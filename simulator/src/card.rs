@@ -216,24 +216,35 @@ impl VirtualCps {
             return Response::status(apdu::SW_WRONG_LENGTH);
         }
         self.stats.verifies.fetch_add(1, Ordering::Relaxed);
-        if self.pin.matches_block(&cmd.data) {
+        self.present_pin(&cmd.data)
+            .unwrap_or_else(|refused| refused)
+    }
+
+    /// Checks a PIN block, spending a try when wrong: `Ok(9000)` or `Err(63Cx)`.
+    fn present_pin(&mut self, block: &[u8]) -> Result<Response, Response> {
+        if self.pin.matches_block(block) {
             self.tries_left = PIN_TRIES;
             self.verified = true;
-            Response::status(apdu::SW_OK)
+            Ok(Response::status(apdu::SW_OK))
         } else {
             self.tries_left -= 1;
             self.verified = false;
-            Response::status(apdu::sw_tries_left(self.tries_left))
+            Err(Response::status(apdu::sw_tries_left(self.tries_left)))
         }
+    }
+
+    /// The P1-P2 and 16-byte data checks shared by CHANGE REFERENCE DATA and RESET RETRY COUNTER.
+    fn check_pin_pair(cmd: &Command) -> Option<Response> {
+        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
+            return Some(Response::status(apdu::SW_WRONG_P1P2));
+        }
+        (cmd.data.len() != 16).then(|| Response::status(apdu::SW_WRONG_LENGTH))
     }
 
     /// CHANGE REFERENCE DATA: old PIN block (8) then new PIN block (8).
     fn change(&mut self, cmd: &Command) -> Response {
-        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
-            return Response::status(apdu::SW_WRONG_P1P2);
-        }
-        if cmd.data.len() != 16 {
-            return Response::status(apdu::SW_WRONG_LENGTH);
+        if let Some(refused) = Self::check_pin_pair(cmd) {
+            return refused;
         }
         if self.tries_left == 0 {
             return Response::status(apdu::SW_AUTH_BLOCKED);
@@ -241,25 +252,19 @@ impl VirtualCps {
         let Some(new) = pin_from_block(&cmd.data[8..]) else {
             return Response::status(apdu::SW_WRONG_DATA);
         };
-        if self.pin.matches_block(&cmd.data[..8]) {
-            self.pin = new;
-            self.tries_left = PIN_TRIES;
-            self.verified = true;
-            Response::status(apdu::SW_OK)
-        } else {
-            self.tries_left -= 1;
-            self.verified = false;
-            Response::status(apdu::sw_tries_left(self.tries_left))
+        match self.present_pin(&cmd.data[..8]) {
+            Ok(ok) => {
+                self.pin = new;
+                ok
+            }
+            Err(refused) => refused,
         }
     }
 
     /// RESET RETRY COUNTER: PUK (8 digits) then new PIN block (8).
     fn unblock(&mut self, cmd: &Command) -> Response {
-        if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
-            return Response::status(apdu::SW_WRONG_P1P2);
-        }
-        if cmd.data.len() != 16 {
-            return Response::status(apdu::SW_WRONG_LENGTH);
+        if let Some(refused) = Self::check_pin_pair(cmd) {
+            return refused;
         }
         let Some(puk) = &self.puk else {
             return Response::status(apdu::SW_CONDITIONS_NOT_SATISFIED);
