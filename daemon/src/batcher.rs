@@ -37,6 +37,16 @@ pub struct Batcher {
     pub events: crate::events::Bus,
 }
 
+/// Why a lot was not signed at this turn.
+enum SignError {
+    /// Its card is absent, locked or not allowed to sign: it waits, quietly.
+    Waiting(String),
+    /// The card was asked and did not sign (removed mid-signature, card error).
+    Failed(String),
+    /// The queue or the encoder failed.
+    Other(String),
+}
+
 /// Pause before a failed send or turn is tried again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -125,20 +135,34 @@ impl Batcher {
             .await
             .map_err(|e| e.to_string())?;
         for lot in lots {
-            if let Err(e) = self.sign_one(&lot).await {
-                tracing::info!(lot = %lot.id, reason = %e, "lot waits for its signature");
+            match self.sign_one(&lot).await {
+                Ok(()) => {}
+                Err(SignError::Waiting(why)) => {
+                    tracing::info!(lot = %lot.id, reason = %why, "lot waits for its signature");
+                }
+                Err(SignError::Failed(why)) => {
+                    // The card was there and was asked, but the signature did not come back (card
+                    // removed mid-signature, card error): nothing was stored, the lot stays closed
+                    // and is signed at a later turn. Say so to the practice software.
+                    tracing::warn!(lot = %lot.id, reason = %why, "lot signature failed; the lot stays closed");
+                    self.events.publish(
+                        "lot.sign_failed",
+                        serde_json::json!({ "lot_id": lot.id, "reason": why }),
+                    );
+                }
+                Err(SignError::Other(e)) => return Err(e),
             }
         }
         Ok(())
     }
 
-    async fn sign_one(&self, lot: &LotRow) -> Result<(), String> {
+    async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
         let id = lot.id.clone();
         let sheets = self
             .store
             .call(move |q| q.lot_sheets(&id))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SignError::Other(e.to_string()))?;
         let entries: Vec<LotEntry> = sheets
             .into_iter()
             .map(|s| {
@@ -160,23 +184,38 @@ impl Batcher {
             cps_serial: String::new(),
             signer_key: [0; 32],
         };
+        let today = Utc::now().date_naive();
         let signed = self
             .cards
             .run(move |reg| {
-                let slot = reg
-                    .cps_of(&practitioner)
-                    .ok_or("the practitioner's CPS is not present")?;
+                let slot = reg.cps_of(&practitioner).ok_or(SignError::Waiting(
+                    "the practitioner's CPS is not present".into(),
+                ))?;
                 if !slot.pin_verified {
-                    return Err("the practitioner's CPS PIN is not verified");
+                    return Err(SignError::Waiting(
+                        "the practitioner's CPS PIN is not verified".into(),
+                    ));
                 }
-                let cps = slot.cps.as_ref().ok_or("not a CPS")?;
+                let cps = slot
+                    .cps
+                    .as_ref()
+                    .ok_or(SignError::Waiting("not a CPS".into()))?;
+                if let Some(why) = crate::cards::refusal_to_sign(cps, today) {
+                    return Err(SignError::Waiting(why));
+                }
                 if !cps.situations.iter().any(|s| s.may_sign_lot) {
-                    return Err("no situation of this CPS may sign lots");
+                    return Err(SignError::Waiting(
+                        "no situation of this CPS may sign lots".into(),
+                    ));
                 }
                 header.cps_serial = cps.holder.serial.clone();
                 header.signer_key = cps.public_key;
-                let der = header.to_der().map_err(|_| "header encoding failed")?;
-                let signature = slot.sign(&der).map_err(|_| "the CPS refused to sign")?;
+                let der = header
+                    .to_der()
+                    .map_err(|e| SignError::Other(format!("lot header encoding: {e}")))?;
+                let signature = slot
+                    .sign(&der)
+                    .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
                 Ok(SignedLot {
                     header,
                     signature,
@@ -184,13 +223,15 @@ impl Batcher {
                 })
             })
             .await
-            .map_err(|e| e.to_string())??;
-        let der = signed.to_der().map_err(|e| e.to_string())?;
+            .map_err(|e| SignError::Other(e.to_string()))??;
+        let der = signed
+            .to_der()
+            .map_err(|e| SignError::Other(e.to_string()))?;
         let id = lot.id.clone();
         self.store
             .call(move |q| q.mark_lot_signed(&id, &der))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SignError::Other(e.to_string()))?;
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
         self.events.publish(
             "lot.signed",

@@ -55,6 +55,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../profiles/cps-pin-blocked.toml"),
     ),
     (
+        "cps-medecin-generaliste-renouvelee",
+        include_str!("../profiles/cps-medecin-generaliste-renouvelee.toml"),
+    ),
+    (
+        "cps-medecin-associe",
+        include_str!("../profiles/cps-medecin-associe.toml"),
+    ),
+    ("cps-revoked", include_str!("../profiles/cps-revoked.toml")),
+    (
         "cps-huit-situations",
         include_str!("../profiles/cps-huit-situations.toml"),
     ),
@@ -150,6 +159,9 @@ pub struct CpsProfile {
     /// PIN tries left at insertion (3 by default; 0 = blocked).
     #[serde(default = "three")]
     pub pin_tries_left: u8,
+    /// Declared lost or stolen: its certificate is on the test CA's revocation list.
+    #[serde(default)]
+    pub revoked: bool,
     /// Situations d'exercice (1 to 8).
     pub situations: Vec<SituationProfile>,
 }

@@ -157,6 +157,27 @@ impl Slot {
     }
 }
 
+/// Why this CPS may not sign anything today, if it may not: a staff card, an expired card.
+pub fn refusal_to_sign(cps: &CpsData, today: chrono::NaiveDate) -> Option<String> {
+    if cps.holder.card_type != cards::CardType::Cps {
+        return Some(format!(
+            "card {} is a staff card (CPE): it never signs",
+            cps.holder.serial
+        ));
+    }
+    match chrono::NaiveDate::parse_from_str(&cps.holder.valid_until, "%Y%m%d") {
+        Ok(end) if end >= today => None,
+        Ok(_) => Some(format!(
+            "CPS {} expired on {}",
+            cps.holder.serial, cps.holder.valid_until
+        )),
+        Err(_) => Some(format!(
+            "CPS {}: unreadable validity date",
+            cps.holder.serial
+        )),
+    }
+}
+
 /// Logs every APDU at debug level: commands with PINs masked, answers as length and status word only.
 struct Traced {
     reader: String,
