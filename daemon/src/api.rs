@@ -264,12 +264,20 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         "cards.change_pin" => change_pin(ctx, p).await,
         "cards.unblock_pin" => unblock_pin(ctx, p).await,
         "vitale.read" => {
-            let data = ctx
+            let (data, certificate) = ctx
                 .cards
-                .run(|reg| reg.vitale().map(|s| s.vitale.clone()))
+                .run(|reg| {
+                    reg.vitale()
+                        .map(|s| (s.vitale.clone(), s.certificate.clone()))
+                })
                 .await?
                 .map_err(|e| ApiError::card("vitale", e))?;
-            to_value(data)
+            let mut v = to_value(data)?;
+            // The outcome of the certificate check (opposition list) travels with the contents.
+            if let (Some(obj), Some(c)) = (v.as_object_mut(), certificate) {
+                obj.insert("certificate".into(), to_value(c)?);
+            }
+            Ok(v)
         }
         "fse.create" => {
             let params: FseCreateParams = params(p)?;
@@ -516,8 +524,11 @@ mod tests {
 
     fn context(dir: &tempfile::TempDir) -> Context {
         let slot = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let (cards, _thread) =
-            Cards::start(Backend::Virtual(VirtualReaderConfig { slots: vec![slot] })).unwrap();
+        let (cards, _thread) = Cards::start(
+            Backend::Virtual(VirtualReaderConfig { slots: vec![slot] }),
+            None,
+        )
+        .unwrap();
         Context {
             cards,
             store: Store::open(&dir.path().join("t.db")).unwrap(),

@@ -200,7 +200,9 @@ impl Batcher {
                     .cps
                     .as_ref()
                     .ok_or(SignError::Waiting("not a CPS".into()))?;
-                if let Some(why) = crate::cards::refusal_to_sign(cps, today) {
+                if let Some(why) =
+                    crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today)
+                {
                     return Err(SignError::Waiting(why));
                 }
                 if !cps.situations.iter().any(|s| s.may_sign_lot) {

@@ -8,6 +8,7 @@ use fse_formats::api::{FseCreateParams, FseCreated, CARD_NOT_ALLOWED};
 use fse_formats::cards::{CardType, CpsData, VitaleData};
 use fse_formats::channel::CardError;
 use fse_formats::fse::{Act, CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
+use fse_formats::pki::{CertCheck, CertStatus};
 use fse_formats::{ids, rules};
 use fse_queue::{Inserted, NewSheet, SheetRow};
 
@@ -72,7 +73,8 @@ pub async fn create(
     }
 
     let serial = p.cps_serial.clone();
-    let (cps, vitale): (CpsData, VitaleData) = cards
+    type Certs = (Option<CertCheck>, Option<CertCheck>);
+    let (cps, vitale, (cps_cert, vitale_cert)): (CpsData, VitaleData, Certs) = cards
         .run(move |reg| {
             let slot = reg
                 .cps(serial.as_deref())
@@ -84,13 +86,13 @@ pub async fn create(
                 .cps
                 .clone()
                 .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
-            let vitale = reg
-                .vitale()
-                .map_err(|e| ApiError::card("vitale", e))?
+            let cps_cert = slot.certificate.clone();
+            let vslot = reg.vitale().map_err(|e| ApiError::card("vitale", e))?;
+            let vitale = vslot
                 .vitale
                 .clone()
                 .ok_or_else(|| ApiError::card("vitale", CardError::WrongCard))?;
-            Ok((cps, vitale))
+            Ok((cps, vitale, (cps_cert, vslot.certificate.clone())))
         })
         .await??;
 
@@ -107,6 +109,27 @@ pub async fn create(
             "the CPS has expired",
             Some("cps"),
         ));
+    }
+    if let Some(why) = cps_cert.as_ref().and_then(CertCheck::refusal) {
+        return Err(ApiError::new(
+            CARD_NOT_ALLOWED,
+            format!("CPS {}: {why}", cps.holder.serial),
+            Some("cps"),
+        ));
+    }
+    if let Some(check) = &vitale_cert {
+        if let Some(why) = check.refusal() {
+            let what = if check.status == CertStatus::Revoked {
+                "is on the opposition list"
+            } else {
+                "is not trusted"
+            };
+            return Err(ApiError::new(
+                CARD_NOT_ALLOWED,
+                format!("Vitale card {} {what}: {why}", vitale.serial),
+                Some("vitale"),
+            ));
+        }
     }
     let situation = cps.situations.get(p.situation).ok_or_else(|| {
         ApiError::invalid(

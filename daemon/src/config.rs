@@ -119,6 +119,10 @@ pub struct Config {
     pub socket: PathBuf,
     /// SQLite database file; relative paths are under `state_dir`.
     pub database: PathBuf,
+    /// Trust directory: `root.pem` (trusted roots, required), `ca.pem` (intermediate CAs) and
+    /// `crl.pem` (revocation lists: revoked CPS, Vitale cards in opposition). Without one, card
+    /// certificates are not checked (a warning says so at start-up).
+    pub trust_dir: Option<PathBuf>,
     /// Card readers.
     pub cards: CardsSection,
     /// Transport.
@@ -139,6 +143,7 @@ impl Default for Config {
             state_dir,
             socket: runtime.join("fsed.sock"),
             database: PathBuf::from("fsed.db"),
+            trust_dir: None,
             cards: CardsSection::default(),
             transport: TransportSection::default(),
             lots: LotsSection::default(),

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use fse_formats::pki::TrustStore;
+
 use crate::batcher::Batcher;
 use crate::cards::{Backend, Cards, VirtualReaderConfig};
 use crate::config::{CardBackend, Config, TransportKind};
@@ -37,6 +39,14 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The trust directory.
+    #[error("trust directory {dir}: {reason}")]
+    Trust {
+        /// Directory.
+        dir: String,
+        /// What is wrong, with the file.
+        reason: String,
+    },
     /// The broker.
     #[error("broker: {0}")]
     Broker(String),
@@ -45,6 +55,36 @@ pub enum StartError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
+}
+
+/// Reads a trust directory: `root.pem` is required, `ca.pem` and `crl.pem` are optional.
+pub fn load_trust(dir: &std::path::Path) -> Result<TrustStore, StartError> {
+    let fail = |reason: String| StartError::Trust {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let mut store = TrustStore::new();
+    for (file, required, crl) in [
+        ("root.pem", true, false),
+        ("ca.pem", false, false),
+        ("crl.pem", false, true),
+    ] {
+        let bytes = match std::fs::read(dir.join(file)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            Err(e) => return Err(fail(format!("{file}: {e}"))),
+        };
+        let added = if crl {
+            store.add_crls(&bytes)
+        } else {
+            store.add_certificates(&bytes)
+        };
+        added.map_err(|e| fail(format!("{file}: {e}")))?;
+    }
+    if store.counts().0 == 0 {
+        return Err(fail("root.pem: no self-signed root certificate".into()));
+    }
+    Ok(store)
 }
 
 /// Runs fsed until SIGTERM or SIGINT.
@@ -60,7 +100,19 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             slots: cfg.cards.virtual_slots.clone(),
         }),
     };
-    let (cards, card_thread) = Cards::start(backend)?;
+    let trust = match &cfg.trust_dir {
+        Some(dir) => {
+            let store = load_trust(dir)?;
+            let (roots, cas, crls) = store.counts();
+            tracing::info!(dir = %dir.display(), roots, cas, crls, "trust store loaded");
+            Some(Arc::new(store))
+        }
+        None => {
+            tracing::warn!("no trust directory configured: card certificates and revocation lists are not checked");
+            None
+        }
+    };
+    let (cards, card_thread) = Cards::start(backend, trust)?;
 
     let transport = Arc::new(match cfg.transport.kind {
         TransportKind::Spool => Transport::Spool(

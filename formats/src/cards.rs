@@ -29,6 +29,8 @@ pub const AID_VITALE: &[u8] = &[
 pub const EF_CPS_HOLDER: u16 = 0xD100;
 /// CPS file: signature public key.
 pub const EF_CPS_KEY: u16 = 0xD101;
+/// CPS file: the card's X.509 certificate (DER, Ed25519 per RFC 8410), issued by the CPS CA.
+pub const EF_CPS_CERT: u16 = 0xD102;
 /// CPS files: situations d'exercice, `D120` + index (0..=15).
 pub const EF_CPS_SITUATION_BASE: u16 = 0xD120;
 /// Vitale file: card and insurer identity.
@@ -37,6 +39,10 @@ pub const EF_VITALE_ID: u16 = 0x0101;
 pub const EF_VITALE_BENEFICIARIES: u16 = 0x0102;
 /// Vitale file: proof-of-presence public key.
 pub const EF_VITALE_KEY: u16 = 0x0103;
+/// Vitale file: the supplementary insurer (AMC) block; absent when the patient has none.
+pub const EF_VITALE_AMC: u16 = 0x0104;
+/// Vitale file: the card's X.509 certificate (DER, Ed25519), issued by the Vitale CA.
+pub const EF_VITALE_CERT: u16 = 0x0105;
 
 /// PIN reference of the CPS holder PIN (P2 of VERIFY).
 pub const PIN_REF: u8 = 0x81;
@@ -117,6 +123,10 @@ pub struct CpsData {
     /// Ed25519 signature public key.
     #[serde(with = "hex_bytes32")]
     pub public_key: [u8; 32],
+    /// The card's X.509 certificate (DER), when it holds one. Not serialized: the API shows the
+    /// outcome of its check instead.
+    #[serde(skip)]
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// The insurer (AMO organism) of a Vitale card: régime, caisse, centre.
@@ -154,6 +164,71 @@ pub struct Beneficiary {
     pub rights_from: String,
     /// Last day of open AMO rights, `YYYYMMDD`.
     pub rights_until: String,
+    /// Coverage periods that change what the AMO pays (ALD, maternity, AT/MP, CSS).
+    #[serde(default)]
+    pub coverages: Vec<Coverage>,
+}
+
+/// Kinds of coverage period held for a beneficiary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverageKind {
+    /// Affection de longue durée: care for the ALD is exempt from the ticket modérateur.
+    Ald,
+    /// Maternity insurance (from the 6th month of pregnancy to 12 days after birth).
+    Maternite,
+    /// Accident du travail / maladie professionnelle.
+    AtMp,
+    /// Complémentaire santé solidaire: no participation, tiers payant on both shares.
+    Css,
+}
+
+impl CoverageKind {
+    fn code(self) -> u8 {
+        match self {
+            CoverageKind::Ald => 1,
+            CoverageKind::Maternite => 2,
+            CoverageKind::AtMp => 3,
+            CoverageKind::Css => 4,
+        }
+    }
+    fn from_code(c: u8) -> Result<Self, CardError> {
+        match c {
+            1 => Ok(CoverageKind::Ald),
+            2 => Ok(CoverageKind::Maternite),
+            3 => Ok(CoverageKind::AtMp),
+            4 => Ok(CoverageKind::Css),
+            other => Err(CardError::Data(format!("unknown coverage kind {other}"))),
+        }
+    }
+}
+
+/// One coverage period of a beneficiary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// What is covered.
+    pub kind: CoverageKind,
+    /// First day, `YYYYMMDD`.
+    pub from: String,
+    /// Last day, `YYYYMMDD`.
+    pub until: String,
+}
+
+/// The supplementary insurer (AMC: mutuelle, assurance) held on a Vitale card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amc {
+    /// AMC number (numéro d'organisme complémentaire, 8 digits).
+    pub number: String,
+    /// AMC name.
+    pub name: String,
+    /// The AMC pays the practitioner directly (a DRE goes to it); otherwise through the AMO.
+    pub direct: bool,
+    /// Tiers payant: the patient pays nothing of the AMC share.
+    pub tiers_payant: bool,
+    /// First day of the contract, `YYYYMMDD`.
+    pub from: String,
+    /// Last day of the contract, `YYYYMMDD`.
+    pub until: String,
 }
 
 /// Everything fsed reads from a Vitale card.
@@ -168,6 +243,12 @@ pub struct VitaleData {
     /// Ed25519 proof-of-presence public key.
     #[serde(with = "hex_bytes32")]
     pub public_key: [u8; 32],
+    /// The supplementary insurer, when the patient has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amc: Option<Amc>,
+    /// The card's X.509 certificate (DER), when it holds one (not serialized).
+    #[serde(skip)]
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// A CPS PIN: 4 digits, zeroized when dropped, never printed.
@@ -304,8 +385,30 @@ pub fn encode_beneficiaries(list: &[Beneficiary]) -> Vec<u8> {
         tlv::push(&mut inner, 0x84, &[b.rank]);
         tlv::push(&mut inner, 0x85, b.rights_from.as_bytes());
         tlv::push(&mut inner, 0x86, b.rights_until.as_bytes());
+        for c in &b.coverages {
+            let mut cov = Vec::new();
+            tlv::push(&mut cov, 0x80, &[c.kind.code()]);
+            tlv::push(&mut cov, 0x81, c.from.as_bytes());
+            tlv::push(&mut cov, 0x82, c.until.as_bytes());
+            tlv::push(&mut inner, 0xA7, &cov);
+        }
         tlv::push(&mut out, 0x65, &inner);
     }
+    out
+}
+
+/// Encodes the Vitale AMC file.
+pub fn encode_amc(a: &Amc) -> Vec<u8> {
+    let mut out = Vec::new();
+    tlv::push(&mut out, 0x80, a.number.as_bytes());
+    tlv::push(&mut out, 0x81, a.name.as_bytes());
+    tlv::push(
+        &mut out,
+        0x82,
+        &[u8::from(a.direct) | (u8::from(a.tiers_payant) << 1)],
+    );
+    tlv::push(&mut out, 0x83, a.from.as_bytes());
+    tlv::push(&mut out, 0x84, a.until.as_bytes());
     out
 }
 
@@ -408,6 +511,18 @@ fn read_key<C: CardChannel + ?Sized>(ch: &mut C, fid: u16) -> Result<[u8; 32], C
         .map_err(|_| CardError::Data(format!("key file {fid:04X}: expected 32 bytes")))
 }
 
+/// Reads an EF that a card may not hold: `None` when the card answers "file not found".
+fn read_optional<C: CardChannel + ?Sized>(
+    ch: &mut C,
+    fid: u16,
+) -> Result<Option<Vec<u8>>, CardError> {
+    match read_file(ch, fid) {
+        Ok(raw) => Ok(Some(raw)),
+        Err(CardError::FileNotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads a CPS: holder, situations, public key.
 pub fn read_cps<C: CardChannel + ?Sized>(ch: &mut C) -> Result<CpsData, CardError> {
     select_aid(ch, AID_CPS)?;
@@ -442,10 +557,12 @@ pub fn read_cps<C: CardChannel + ?Sized>(ch: &mut C) -> Result<CpsData, CardErro
         });
     }
     let public_key = read_key(ch, EF_CPS_KEY)?;
+    let certificate = read_optional(ch, EF_CPS_CERT)?;
     Ok(CpsData {
         holder,
         situations,
         public_key,
+        certificate,
     })
 }
 
@@ -473,14 +590,43 @@ pub fn read_vitale<C: CardChannel + ?Sized>(ch: &mut C) -> Result<VitaleData, Ca
             rank: b.byte(0x84)?,
             rights_from: b.text(0x85)?,
             rights_until: b.text(0x86)?,
+            coverages: b
+                .all(0xA7)
+                .map(|c| {
+                    let c = Records::new(c)?;
+                    Ok(Coverage {
+                        kind: CoverageKind::from_code(c.byte(0x80)?)?,
+                        from: c.text(0x81)?,
+                        until: c.text(0x82)?,
+                    })
+                })
+                .collect::<Result<_, CardError>>()?,
         });
     }
     let public_key = read_key(ch, EF_VITALE_KEY)?;
+    let amc = match read_optional(ch, EF_VITALE_AMC)? {
+        None => None,
+        Some(raw) => {
+            let r = Records::new(&raw)?;
+            let flags = r.byte(0x82)?;
+            Some(Amc {
+                number: r.text(0x80)?,
+                name: r.text(0x81)?,
+                direct: flags & 1 != 0,
+                tiers_payant: flags & 2 != 0,
+                from: r.text(0x83)?,
+                until: r.text(0x84)?,
+            })
+        }
+    };
+    let certificate = read_optional(ch, EF_VITALE_CERT)?;
     Ok(VitaleData {
         serial,
         organism,
         beneficiaries,
         public_key,
+        amc,
+        certificate,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod fse;
 pub mod ids;
 pub mod lot;
 pub mod merkle;
+pub mod pki;
 pub mod rules;
 pub mod tlv;
 pub mod transcript;

@@ -193,6 +193,12 @@ impl VirtualCps {
         Arc::clone(&self.stats)
     }
 
+    /// Gives the card its X.509 certificate (file `D102`).
+    pub fn with_certificate(mut self, der: Vec<u8>) -> VirtualCps {
+        self.fs.files.insert(cards::EF_CPS_CERT, der);
+        self
+    }
+
     /// Sets the PIN tries left (0 blocks the PIN), for scripted situations.
     pub fn set_tries_left(&mut self, tries: u8) {
         self.tries_left = tries.min(PIN_TRIES);
@@ -362,6 +368,13 @@ impl VirtualVitale {
             cards::EF_VITALE_KEY,
             cards::encode_key(&key.verifying_key().to_bytes()),
         );
+        if let Some(amc) = &data.amc {
+            fs.files
+                .insert(cards::EF_VITALE_AMC, cards::encode_amc(amc));
+        }
+        if let Some(cert) = &data.certificate {
+            fs.files.insert(cards::EF_VITALE_CERT, cert.clone());
+        }
         VirtualVitale {
             fs,
             key,
@@ -487,7 +500,9 @@ mod tests {
         assert!(fse_formats::ids::rpps_is_valid(
             &data.holder.national_id[1..]
         ));
-        let v = cards::read_vitale(&mut InProcess(&mut vit)).unwrap();
+        assert!(data.certificate.is_some(), "the CPS holds its certificate");
+        let mut v = cards::read_vitale(&mut InProcess(&mut vit)).unwrap();
+        assert!(v.certificate.take().is_some(), "the Vitale card too");
         assert_eq!(v, profiles::default_vitale_data());
         assert!(v
             .beneficiaries

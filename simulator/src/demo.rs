@@ -158,6 +158,11 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     let socket = state_dir.join("fsed.sock");
     let (cps_addr, vitale_addr) = (free_port()?, free_port()?);
     println!("fsed demo: state in {}", state_dir.display());
+    // The test PKI: fsed checks the simulated cards' certificates against it, as it would real ones.
+    let trust_dir = state_dir.join("trust");
+    crate::pki::TestPki::new()
+        .and_then(|pki| pki.write(&trust_dir, time::OffsetDateTime::now_utc()))
+        .map_err(|e| fail(format!("test PKI: {e}")))?;
     let daemon = Daemon(
         Command::new(fsed_binary()?)
             .args([
@@ -172,6 +177,8 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
             .arg(&state_dir)
             .arg("--socket")
             .arg(&socket)
+            .arg("--trust-dir")
+            .arg(&trust_dir)
             .arg("--virtual-slot")
             .arg(cps_addr.to_string())
             .arg("--virtual-slot")

@@ -6,6 +6,7 @@ pub mod card;
 pub mod cards_cmd;
 pub mod demo;
 pub mod insurer;
+pub mod pki;
 pub mod profiles;
 pub mod vpcd;
 

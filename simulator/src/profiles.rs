@@ -6,7 +6,7 @@
 
 use ed25519_dalek::SigningKey;
 use fse_formats::cards::{
-    Beneficiary, CardType, CpsHolder, Organism, Pin, Puk, Situation, VitaleData,
+    Amc, Beneficiary, CardType, Coverage, CpsHolder, Organism, Pin, Puk, Situation, VitaleData,
 };
 use fse_formats::ids;
 use serde::Deserialize;
@@ -82,6 +82,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "vitale-droits-expires",
         include_str!("../profiles/vitale-droits-expires.toml"),
+    ),
+    ("vitale-ald", include_str!("../profiles/vitale-ald.toml")),
+    (
+        "vitale-maternite",
+        include_str!("../profiles/vitale-maternite.toml"),
+    ),
+    ("vitale-css", include_str!("../profiles/vitale-css.toml")),
+    (
+        "vitale-amc-tiers-payant",
+        include_str!("../profiles/vitale-amc-tiers-payant.toml"),
+    ),
+    (
+        "vitale-opposition",
+        include_str!("../profiles/vitale-opposition.toml"),
     ),
     (
         "unknown-card",
@@ -189,6 +203,9 @@ pub struct BeneficiaryProfile {
     pub rights_from: String,
     /// Rights open until `YYYYMMDD`.
     pub rights_until: String,
+    /// Coverage periods: ALD, maternity, AT/MP, CSS.
+    #[serde(default)]
+    pub coverages: Vec<Coverage>,
 }
 
 /// A Vitale profile.
@@ -205,6 +222,12 @@ pub struct VitaleProfile {
     pub centre: String,
     /// Beneficiaries (1 to 6), the assuré first.
     pub beneficiaries: Vec<BeneficiaryProfile>,
+    /// The supplementary insurer, when the patient has one.
+    #[serde(default)]
+    pub amc: Option<Amc>,
+    /// Declared lost or stolen: on the opposition list (the Vitale CA's revocation list).
+    #[serde(default)]
+    pub opposed: bool,
 }
 
 /// A card profile of either kind.
@@ -342,18 +365,25 @@ impl CpsProfile {
         (holder, situations)
     }
 
-    /// The simulated card; `None` only if the PIN or PUK is malformed (checked by [`Profile::parse`]).
-    pub fn card(&self) -> Option<VirtualCps> {
+    /// The simulated card, with its certificate from the test PKI.
+    pub fn card(&self) -> Result<VirtualCps, ProfileError> {
+        let invalid = |message: String| ProfileError::Invalid {
+            name: self.serial.clone(),
+            message,
+        };
         let (holder, situations) = self.holder();
-        let mut card = VirtualCps::new(
-            &holder,
-            &situations,
-            Pin::new(&self.pin)?,
-            test_key(&self.serial),
-        )
-        .with_puk(Puk::new(&self.puk)?);
+        let key = test_key(&self.serial);
+        let certificate = crate::pki::TestPki::shared()
+            .map_err(invalid)?
+            .cps_certificate(&holder, &key.verifying_key().to_bytes())
+            .map_err(|e| invalid(e.to_string()))?;
+        let pin = Pin::new(&self.pin).ok_or_else(|| invalid("pin: 4 digits".into()))?;
+        let puk = Puk::new(&self.puk).ok_or_else(|| invalid("puk: 8 digits".into()))?;
+        let mut card = VirtualCps::new(&holder, &situations, pin, key)
+            .with_puk(puk)
+            .with_certificate(certificate);
         card.set_tries_left(self.pin_tries_left);
-        Some(card)
+        Ok(card)
     }
 }
 
@@ -382,15 +412,30 @@ impl VitaleProfile {
                     rank: b.rank,
                     rights_from: b.rights_from.clone(),
                     rights_until: b.rights_until.clone(),
+                    coverages: b.coverages.clone(),
                 })
                 .collect(),
             public_key: test_key(&self.serial).verifying_key().to_bytes(),
+            amc: self.amc.clone(),
+            certificate: None,
         }
     }
 
-    /// The simulated card.
-    pub fn card(&self) -> VirtualVitale {
-        VirtualVitale::new(&self.data(), test_key(&self.serial))
+    /// The simulated card, with its certificate from the test PKI.
+    pub fn card(&self) -> Result<VirtualVitale, ProfileError> {
+        let mut data = self.data();
+        let pki = crate::pki::TestPki::shared().map_err(|message| ProfileError::Invalid {
+            name: self.serial.clone(),
+            message,
+        })?;
+        data.certificate = Some(
+            pki.vitale_certificate(&self.serial, &data.public_key)
+                .map_err(|e| ProfileError::Invalid {
+                    name: self.serial.clone(),
+                    message: e.to_string(),
+                })?,
+        );
+        Ok(VirtualVitale::new(&data, test_key(&self.serial)))
     }
 }
 
@@ -401,15 +446,12 @@ impl Profile {
     ) -> Result<(Box<dyn VirtualCard>, std::sync::Arc<crate::card::CardStats>), ProfileError> {
         match self {
             Profile::Cps(c) => {
-                let card = c.card().ok_or_else(|| ProfileError::Invalid {
-                    name: c.serial.clone(),
-                    message: "pin or puk malformed".into(),
-                })?;
+                let card = c.card()?;
                 let stats = card.stats();
                 Ok((Box::new(card), stats))
             }
             Profile::Vitale(v) => {
-                let card = v.card();
+                let card = v.card()?;
                 let stats = card.stats();
                 Ok((Box::new(card), stats))
             }
@@ -445,10 +487,10 @@ pub fn default_cps_holder() -> (CpsHolder, Vec<Situation>) {
 
 /// The default CPS card, PIN [`DEFAULT_PIN`], PUK [`DEFAULT_PUK`].
 pub fn default_cps() -> VirtualCps {
-    // The built-in profile's PIN and PUK are well formed (tested).
+    // The built-in profile and its certificate are valid: `every_builtin_profile_loads_and_reads_back`.
     builtin_cps(DEFAULT_CPS)
         .card()
-        .unwrap_or_else(|| unreachable!("default CPS profile is valid"))
+        .unwrap_or_else(|e| unreachable!("default CPS profile is valid: {e}"))
 }
 
 /// The default Vitale contents: Jean DUPONT and his daughter Léa, régime général, CPAM Paris.
@@ -458,24 +500,49 @@ pub fn default_vitale_data() -> VitaleData {
 
 /// The default Vitale card.
 pub fn default_vitale() -> VirtualVitale {
-    builtin_vitale(DEFAULT_VITALE).card()
+    // The built-in profile and its certificate are valid: `every_builtin_profile_loads_and_reads_back`.
+    builtin_vitale(DEFAULT_VITALE)
+        .card()
+        .unwrap_or_else(|e| unreachable!("default Vitale profile is valid: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use fse_formats::cards::{self, CardKind};
+    use fse_formats::pki::{CertStatus, TrustStore};
 
     use super::*;
     use crate::card::InProcess;
 
+    /// The trust store `fse-sim pki` writes, read back as fsed reads it.
+    fn trust_store(now: i64) -> TrustStore {
+        let pki = crate::pki::TestPki::new().unwrap();
+        let mut store = TrustStore::new();
+        store.add_certificates(pki.root_pem().as_bytes()).unwrap();
+        store.add_certificates(pki.ca_pem().as_bytes()).unwrap();
+        let crl = pki
+            .crl_pem(
+                &["CPS-0500".into()],
+                &["VIT-0666".into()],
+                time::OffsetDateTime::from_unix_timestamp(now).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(store.add_crls(crl.as_bytes()).unwrap(), 2);
+        store
+    }
+
     #[test]
     fn every_builtin_profile_loads_and_reads_back() {
+        let now = 1_795_000_000; // 2026-11-17
+        let store = trust_store(now);
+        let mut serials = std::collections::HashSet::new();
         for (name, _) in BUILTIN {
             let p = Profile::load(name).unwrap_or_else(|e| panic!("{e}"));
             let (mut card, _) = p.card().unwrap();
             let mut ch = InProcess(card.as_mut());
             match &p {
                 Profile::Cps(c) => {
+                    assert!(serials.insert(c.serial.clone()), "{name}: serial reused");
                     let read = cards::read_cps(&mut ch).unwrap();
                     let (holder, situations) = c.holder();
                     assert_eq!(
@@ -484,6 +551,20 @@ mod tests {
                         "{name}"
                     );
                     assert!(ids::rpps_is_valid(&c.holder().0.national_id[1..]), "{name}");
+                    let check =
+                        store.check(read.certificate.as_deref().unwrap(), &read.public_key, now);
+                    let expected = if c.revoked {
+                        CertStatus::Revoked
+                    } else if c.valid_until.as_str() < "20261117" {
+                        CertStatus::Expired
+                    } else {
+                        CertStatus::Valid
+                    };
+                    assert_eq!(check.status, expected, "{name}: {check:?}");
+                    assert!(
+                        check.revocation_checked || expected == CertStatus::Expired,
+                        "{name}"
+                    );
                 }
                 Profile::Unknown(_) => {
                     assert_eq!(
@@ -494,7 +575,24 @@ mod tests {
                 }
                 Profile::Vitale(v) => {
                     assert_eq!(cards::identify(&mut ch).unwrap(), CardKind::Vitale);
-                    let read = cards::read_vitale(&mut ch).unwrap();
+                    assert!(serials.insert(v.serial.clone()), "{name}: serial reused");
+                    let mut read = cards::read_vitale(&mut ch).unwrap();
+                    let check =
+                        store.check(read.certificate.as_deref().unwrap(), &read.public_key, now);
+                    let expected = if v.opposed {
+                        CertStatus::Revoked
+                    } else {
+                        CertStatus::Valid
+                    };
+                    assert_eq!(check.status, expected, "{name}: {check:?}");
+                    // A certificate for another card's key is refused.
+                    assert_eq!(
+                        store
+                            .check(read.certificate.as_deref().unwrap(), &[9; 32], now)
+                            .status,
+                        CertStatus::KeyMismatch
+                    );
+                    read.certificate = None;
                     assert_eq!(read, v.data(), "{name}");
                     assert!(
                         read.beneficiaries.iter().all(|b| ids::nir_is_valid(&b.nir)),

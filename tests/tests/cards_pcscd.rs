@@ -182,7 +182,7 @@ fn with_cards(cps: &str, vitale: &str, dir: &std::path::Path) -> (Proc, Proc, Rp
 }
 
 #[test]
-fn expired_staff_blocked_and_foreign_cards_and_closed_rights_are_refused_through_pcscd() {
+fn expired_revoked_staff_blocked_and_opposed_cards_and_closed_rights_are_refused_through_pcscd() {
     let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
     for (cps, vitale, pin_ok, expect, field) in [
         (
@@ -213,6 +213,22 @@ fn expired_staff_blocked_and_foreign_cards_and_closed_rights_are_refused_through
             "RULE_VIOLATION",
             "beneficiary.rights",
         ),
+        // Revoked: on the CPS CA's CRL, though within its dates and with the right PIN.
+        (
+            "cps-revoked",
+            "vitale-famille",
+            true,
+            "CARD_NOT_ALLOWED",
+            "cps",
+        ),
+        // Opposed: on the Vitale CA's CRL (the opposition list).
+        (
+            "cps-medecin-generaliste",
+            "vitale-opposition",
+            true,
+            "CARD_NOT_ALLOWED",
+            "vitale",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (cards, mut fsed, mut rpc) = with_cards(cps, vitale, dir.path());
@@ -228,6 +244,23 @@ fn expired_staff_blocked_and_foreign_cards_and_closed_rights_are_refused_through
             (expect, Some(field)),
             "{cps} + {vitale}: {r}"
         );
+        // Each card's certificate was checked against the trust store fse-sim pki wrote.
+        let list = rpc.ok("cards.list", json!({}));
+        for card in list.as_array().unwrap() {
+            let serial = card["serial"].as_str().unwrap();
+            let status = card["certificate"]["status"].as_str().unwrap();
+            let expected = match serial {
+                "CPS-0500" | "VIT-0666" => "revoked",
+                "CPS-0300" => "expired",
+                _ => "valid",
+            };
+            assert_eq!(status, expected, "{serial}: {card}");
+            assert_eq!(
+                card["certificate"]["revocation_checked"],
+                expected != "expired",
+                "{card}"
+            );
+        }
         assert_eq!(
             rpc.ok("queue.stats", json!({}))["sheets"]
                 .as_object()

@@ -21,6 +21,9 @@ struct Cli {
     /// API socket path.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Trust directory: `root.pem` (trusted roots), `ca.pem` (intermediate CAs), `crl.pem` (revocation and opposition lists).
+    #[arg(long)]
+    trust_dir: Option<PathBuf>,
     /// Card backend: `pcsc` or `virtual`.
     #[arg(long, value_parser = parse_backend)]
     cards: Option<CardBackend>,
@@ -79,6 +82,9 @@ fn configure(cli: &Cli) -> Result<Config, fsed::config::ConfigError> {
     }
     if let Some(s) = &cli.socket {
         cfg.socket = s.clone();
+    }
+    if let Some(d) = &cli.trust_dir {
+        cfg.trust_dir = Some(d.clone());
     }
     if let Some(b) = cli.cards {
         cfg.cards.backend = b;

@@ -14,7 +14,9 @@ use std::sync::mpsc;
 
 use fse_formats::cards::{self, CardKind, CpsData, Pin, Puk, VitaleData};
 use fse_formats::channel::{CardChannel, CardError, ChannelError};
+use fse_formats::pki::{CertCheck, CertStatus, TrustStore};
 use serde::Serialize;
+use std::sync::Arc;
 use tokio::sync::{broadcast, oneshot};
 
 pub use virtual_reader::VirtualReaderConfig;
@@ -37,6 +39,8 @@ pub struct Slot {
     pub removed: bool,
     /// The card could not be read (link error, not a clean answer): worth another try.
     pub unreadable: Option<String>,
+    /// What the trust store says of the card's certificate (CPS and Vitale cards).
+    pub certificate: Option<CertCheck>,
     /// The link to the card.
     pub channel: Box<dyn CardChannel + Send>,
 }
@@ -57,6 +61,7 @@ impl Slot {
             pin_verified: false,
             removed: false,
             unreadable: None,
+            certificate: None,
             channel: Box::new(NoCard),
         };
         match cards::identify(&mut channel) {
@@ -151,14 +156,23 @@ impl Slot {
                 .or_else(|| self.vitale.as_ref().map(|v| v.serial.clone())),
             pin_verified: self.pin_verified,
             error: self.unreadable.clone(),
+            certificate: self.certificate.clone(),
             cps: self.cps.clone(),
             vitale: self.vitale.clone(),
         }
     }
 }
 
-/// Why this CPS may not sign anything today, if it may not: a staff card, an expired card.
-pub fn refusal_to_sign(cps: &CpsData, today: chrono::NaiveDate) -> Option<String> {
+/// Why this CPS may not sign anything today, if it may not: a staff card, an expired card, a
+/// certificate that is revoked, expired or not trusted.
+pub fn refusal_to_sign(
+    cps: &CpsData,
+    certificate: Option<&CertCheck>,
+    today: chrono::NaiveDate,
+) -> Option<String> {
+    if let Some(why) = certificate.and_then(CertCheck::refusal) {
+        return Some(format!("CPS {}: {why}", cps.holder.serial));
+    }
     if cps.holder.card_type != cards::CardType::Cps {
         return Some(format!(
             "card {} is a staff card (CPE): it never signs",
@@ -231,6 +245,9 @@ pub struct CardInfo {
     /// Why the card could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The check of the card's certificate against the trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertCheck>,
     /// CPS contents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cps: Option<CpsData>,
@@ -260,13 +277,39 @@ pub enum CardEvent {
 pub struct Registry {
     /// Present cards, one per reader.
     pub slots: Vec<Slot>,
+    /// Trusted CAs and revocation lists; `None`: card certificates are not checked.
+    pub trust: Option<Arc<TrustStore>>,
 }
 
 impl Registry {
-    /// Replaces (or adds) the slot of a reader.
-    pub fn insert(&mut self, slot: Slot) {
+    /// Checks the certificate of a freshly read card, then replaces (or adds) the slot of its
+    /// reader; returns what `cards.list` shows of it.
+    pub fn insert(&mut self, mut slot: Slot) -> CardInfo {
+        let now = chrono::Utc::now().timestamp();
+        let card = match (&slot.cps, &slot.vitale) {
+            (Some(c), _) => Some((c.certificate.as_deref(), &c.public_key)),
+            (None, Some(v)) => Some((v.certificate.as_deref(), &v.public_key)),
+            (None, None) => None,
+        };
+        slot.certificate = card.map(|(cert, key)| match (&self.trust, cert) {
+            (None, _) => CertCheck::unchecked(),
+            (Some(_), None) => CertCheck {
+                status: CertStatus::Missing,
+                subject: None,
+                serial: None,
+                not_after: None,
+                revocation_checked: false,
+                reason: Some("the card holds no certificate".into()),
+            },
+            (Some(trust), Some(cert)) => trust.check(cert, key, now),
+        });
+        if let Some(why) = slot.certificate.as_ref().and_then(CertCheck::refusal) {
+            tracing::warn!(reader = %slot.reader, reason = %why, "card certificate refused");
+        }
+        let info = slot.info();
         self.slots.retain(|s| s.reader != slot.reader);
         self.slots.push(slot);
+        info
     }
 
     /// Forgets the card of a reader; returns whether there was one.
@@ -371,17 +414,25 @@ impl Waker {
 }
 
 impl Cards {
-    /// Starts the card thread on the chosen backend.
-    pub fn start(backend: Backend) -> Result<(Cards, std::thread::JoinHandle<()>), CardsError> {
+    /// Starts the card thread on the chosen backend; card certificates are checked against
+    /// `trust` when given.
+    pub fn start(
+        backend: Backend,
+        trust: Option<Arc<TrustStore>>,
+    ) -> Result<(Cards, std::thread::JoinHandle<()>), CardsError> {
         let (tx, rx) = mpsc::channel();
         let (events, _) = broadcast::channel(64);
+        let reg = Registry {
+            slots: Vec::new(),
+            trust,
+        };
         let (wake, handle) = match backend {
             Backend::Pcsc => {
-                let (ctx, handle) = pcsc_reader::spawn(rx, events.clone())?;
+                let (ctx, handle) = pcsc_reader::spawn(rx, events.clone(), reg)?;
                 (Waker::Pcsc(ctx), handle)
             }
             Backend::Virtual(cfg) => {
-                let handle = virtual_reader::spawn(cfg, rx, tx.clone(), events.clone())?;
+                let handle = virtual_reader::spawn(cfg, rx, tx.clone(), events.clone(), reg)?;
                 (Waker::None, handle)
             }
         };
@@ -460,10 +511,10 @@ pub(crate) fn handle(msg: Msg, reg: &mut Registry, events: &broadcast::Sender<Ca
                 tracing::warn!(reader = %slot.reader, reason = %why, "card unreadable");
             }
             tracing::info!(reader = %slot.reader, kind = ?slot.kind, "card inserted");
+            let info = reg.insert(slot);
             let _ = events.send(CardEvent::Inserted {
-                card: Box::new(slot.info()),
+                card: Box::new(info),
             });
-            reg.insert(slot);
         }
         Msg::Stop => return false,
     }

@@ -60,18 +60,23 @@ impl CardChannel for PcscChannel {
 pub(super) fn spawn(
     rx: mpsc::Receiver<Msg>,
     events: broadcast::Sender<CardEvent>,
+    reg: Registry,
 ) -> Result<(Context, std::thread::JoinHandle<()>), CardsError> {
     let ctx = Context::establish(Scope::User).map_err(|e| CardsError::Pcsc(e.to_string()))?;
     let thread_ctx = ctx.clone();
     let handle = std::thread::Builder::new()
         .name("fsed-cards".into())
-        .spawn(move || run(thread_ctx, rx, events))
+        .spawn(move || run(thread_ctx, rx, events, reg))
         .map_err(|e| CardsError::Pcsc(e.to_string()))?;
     Ok((ctx, handle))
 }
 
-fn run(ctx: Context, rx: mpsc::Receiver<Msg>, events: broadcast::Sender<CardEvent>) {
-    let mut reg = Registry::default();
+fn run(
+    ctx: Context,
+    rx: mpsc::Receiver<Msg>,
+    events: broadcast::Sender<CardEvent>,
+    mut reg: Registry,
+) {
     let mut states: Vec<ReaderState> =
         vec![ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE)];
     loop {
@@ -107,10 +112,10 @@ fn run(ctx: Context, rx: mpsc::Receiver<Msg>, events: broadcast::Sender<CardEven
                 match open_with_retries(&ctx, rs.name(), &name, rs.atr().to_vec()) {
                     Some(slot) => {
                         tracing::info!(reader = %name, kind = ?slot.kind, "card inserted");
+                        let info = reg.insert(slot);
                         let _ = events.send(CardEvent::Inserted {
-                            card: Box::new(slot.info()),
+                            card: Box::new(info),
                         });
-                        reg.insert(slot);
                     }
                     None => tracing::warn!(reader = %name, "card present but unusable"),
                 }
@@ -151,10 +156,10 @@ fn reopen_reset_cards(
         }
         if let Some(slot) = open_with_retries(ctx, rs.name(), &name, rs.atr().to_vec()) {
             tracing::info!(reader = %name, kind = ?slot.kind, "card read again after a reset");
+            let info = reg.insert(slot);
             let _ = events.send(CardEvent::Inserted {
-                card: Box::new(slot.info()),
+                card: Box::new(info),
             });
-            reg.insert(slot);
         }
     }
 }

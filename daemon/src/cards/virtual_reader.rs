@@ -68,6 +68,7 @@ pub(super) fn spawn(
     rx: mpsc::Receiver<Msg>,
     tx: mpsc::Sender<Msg>,
     events: broadcast::Sender<CardEvent>,
+    reg: Registry,
 ) -> Result<std::thread::JoinHandle<()>, CardsError> {
     for (n, addr) in cfg.slots.iter().enumerate() {
         let listener = TcpListener::bind(addr)
@@ -82,7 +83,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("fsed-cards".into())
         .spawn(move || {
-            let mut reg = Registry::default();
+            let mut reg = reg;
             // Blocks on the channel: an idle card thread costs nothing.
             while let Ok(msg) = rx.recv() {
                 if !super::handle(msg, &mut reg, &events) {

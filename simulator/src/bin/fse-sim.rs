@@ -19,6 +19,8 @@ enum Cmd {
     Cards(fse_simulator::cards_cmd::CardsArgs),
     /// Answer lots with ARLs, from RabbitMQ or a spool directory.
     Insurer(fse_simulator::insurer::InsurerArgs),
+    /// Write the test PKI: root and CA certificates, CRLs (revoked CPS, opposed Vitale cards), and every built-in card's certificate.
+    Pki(fse_simulator::pki::PkiArgs),
     /// Run fsed with simulated cards, a spool and the insurer, bill a sample batch, print the outcome.
     Demo(fse_simulator::demo::DemoArgs),
 }
@@ -32,6 +34,24 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Cmd::Pki(args) = &cli.command {
+        return match fse_simulator::pki::run(args) {
+            Ok(n) => {
+                println!(
+                    "test PKI written to {}: {}, {}, {}, cards/ ({n} card certificates)",
+                    args.out.display(),
+                    fse_simulator::pki::ROOT_FILE,
+                    fse_simulator::pki::CA_FILE,
+                    fse_simulator::pki::CRL_FILE
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim pki: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {
             Ok(s) => {
@@ -65,7 +85,7 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) => Ok(()),
+            Cmd::Demo(_) | Cmd::Pki(_) => Ok(()),
         }
     });
     match result {

@@ -32,6 +32,20 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Writes the simulator's test PKI (`fse-sim pki`) into `dir`: the trust directory fsed reads.
+pub fn write_test_pki(dir: &Path) -> PathBuf {
+    let out = Command::new(bin("fse-sim"))
+        .args(["pki", "--out", dir.to_str().unwrap()])
+        .output()
+        .expect("fse-sim pki");
+    assert!(
+        out.status.success(),
+        "fse-sim pki: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.to_path_buf()
+}
+
 /// A child process killed on drop, with its stdout lines forwarded to a channel.
 pub struct Proc {
     /// The child.
@@ -116,6 +130,7 @@ impl Drop for Proc {
 /// Starts `fsed` on pcscd with its state in `dir` and these extra flags; returns it, ready, and a client.
 pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
     let socket = dir.join("fsed.sock");
+    let trust = write_test_pki(&dir.join("trust"));
     let mut args = vec![
         "--config",
         "/dev/null",
@@ -125,6 +140,8 @@ pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
         socket.to_str().unwrap(),
         "--cards",
         "pcsc",
+        "--trust-dir",
+        trust.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let mut fsed = Proc::start("fsed", &args);
