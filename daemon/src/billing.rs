@@ -169,8 +169,15 @@ pub async fn create(
             "no open AMO rights at the date of care",
         ));
     }
-    let amounts = rules::price_act(&p.act.code, p.act.coefficient, p.act.quantity, date, birth)
-        .map_err(|e| ApiError::rule("act.code", e.to_string()))?;
+    let amounts = rules::price_act(
+        &p.act.code,
+        p.act.coefficient,
+        p.act.quantity,
+        date,
+        birth,
+        &cps.holder.profession,
+    )
+    .map_err(|e| ApiError::rule("act.code", e.to_string()))?;
 
     let practitioner_id = cps.holder.national_id.clone();
     let pid = practitioner_id.clone();

@@ -1,88 +1,371 @@
-//! Pricing rules: a pure function of (act, beneficiary, date) to amounts in
-//! integer cents. This first table covers the consultation and the main
-//! auxiliary letter keys; `domain.md` gives the public figures used.
+//! Pricing rules: pure functions of (acts, beneficiary situation, tables,
+//! history) to amounts in integer cents, never floats.
+//!
+//! The tables are a versioned data file, `formats/tables/tariffs.toml`
+//! (built in; each price cites its source): date-effective prices per act
+//! code, AMO rates per act family in and out of the care path, the
+//! participation forfaitaire with its caps, and the flat participation on
+//! heavy acts. Covers paid at 100 % (ALD care, maternity, AT/MP), the
+//! exemptions from the participation (minors, CSS, maternity, AT/MP) and the
+//! AMC share (the ticket modérateur, when the patient has an AMC or the CSS)
+//! are rules of this module, documented where they are applied.
 
-use chrono::NaiveDate;
+use std::sync::OnceLock;
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
 
 use crate::fse::Amounts;
 
-/// Participation forfaitaire per consultation since 15 May 2024, cents.
-pub const PF_CENTS: u64 = 200;
+/// The built-in tariff table, TOML.
+pub const BUILTIN_TABLES: &str = include_str!("../tables/tariffs.toml");
 
-/// A tariff entry: price of coefficient 1, AMO rate, whether the PF applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tariff {
-    /// Letter key or code.
-    pub code: &'static str,
-    /// First day in force.
-    pub from: (i32, u32, u32),
-    /// Unit price in cents.
-    pub unit_cents: u64,
-    /// AMO rate in percent, in the care path.
-    pub rate: u8,
-    /// Participation forfaitaire applies (doctors' acts).
-    pub pf: bool,
+/// Families of acts, each with its AMO rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Doctors' consultations and visits.
+    Consultation,
+    /// Doctors' technical acts (CCAM).
+    Technique,
+    /// Nurses, physiotherapists.
+    Auxiliaire,
+    /// Psychologists (Mon soutien psy).
+    Psychologue,
+    /// Outside the nomenclatures: no reimbursement.
+    HorsNomenclature,
 }
 
-/// The table in force (newest entries last per code).
-pub const TARIFFS: &[Tariff] = &[
-    // G: 26.50 € then 30 € from 22 Dec 2024 (convention médicale 2024).
-    Tariff {
-        code: "G",
-        from: (2023, 12, 1),
-        unit_cents: 2650,
-        rate: 70,
-        pf: true,
-    },
-    Tariff {
-        code: "G",
-        from: (2024, 12, 22),
-        unit_cents: 3000,
-        rate: 70,
-        pf: true,
-    },
-    Tariff {
-        code: "APC",
-        from: (2024, 12, 22),
-        unit_cents: 6000,
-        rate: 70,
-        pf: true,
-    },
-    Tariff {
-        code: "AMI",
-        from: (2023, 1, 1),
-        unit_cents: 315,
-        rate: 60,
-        pf: false,
-    },
-    Tariff {
-        code: "AMK",
-        from: (2023, 1, 1),
-        unit_cents: 215,
-        rate: 60,
-        pf: false,
-    },
-];
+/// The coordinated care path of the act (parcours de soins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CarePath {
+    /// The patient's médecin traitant, or sent by him.
+    Treating,
+    /// A specialty in direct access (gynaecology, ophthalmology, psychiatry under 26 …).
+    DirectAccess,
+    /// Emergency, or away from home.
+    Emergency,
+    /// Out of the care path: lower rate for doctors.
+    OutOfPath,
+    /// No care path for this profession (auxiliaries on prescription, psychologists).
+    NotApplicable,
+}
 
-/// Why an act cannot be priced.
+/// The insurance the care falls under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverKind {
+    /// Maladie: the general case.
+    Maladie,
+    /// Maternity insurance: 100 %, no participation.
+    Maternite,
+    /// Work accident or occupational disease: 100 %, no participation.
+    AtMp,
+}
+
+/// One family's rates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyRule {
+    /// The family.
+    pub family: Family,
+    /// What it covers.
+    pub label: String,
+    /// AMO rate in percent in the care path.
+    pub rate: u8,
+    /// AMO rate out of the care path.
+    pub out_of_path_rate: u8,
+    /// Whether the participation forfaitaire applies.
+    pub participation: bool,
+    /// Source.
+    pub source: String,
+}
+
+/// The participation forfaitaire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Participation {
+    /// Per act.
+    pub per_act_cents: u64,
+    /// Cap per beneficiary and day.
+    pub per_day_cents: u64,
+    /// Cap per beneficiary and calendar year.
+    pub per_year_cents: u64,
+    /// In force from (`YYYY-MM-DD`).
+    pub from: String,
+    /// Source.
+    pub source: String,
+}
+
+/// The flat participation on heavy acts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeavyAct {
+    /// Price from which an act is heavy.
+    pub threshold_cents: u64,
+    /// Coefficient (hundredths) from which an act is heavy.
+    pub threshold_coefficient: u32,
+    /// The flat amount the insured pays instead of the ticket modérateur.
+    pub flat_cents: u64,
+    /// Source.
+    pub source: String,
+}
+
+/// A price in force from a date.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// First day (`YYYY-MM-DD`).
+    pub from: String,
+    /// Price of coefficient 1, cents.
+    pub unit_cents: u64,
+    /// Source of the figure.
+    pub source: String,
+}
+
+/// One act code of the table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActTariff {
+    /// NGAP letter key or CCAM code.
+    pub code: String,
+    /// What it is.
+    pub label: String,
+    /// Its family.
+    pub family: Family,
+    /// Profession codes allowed to bill it.
+    pub professions: Vec<String>,
+    /// Whether it needs a prescription.
+    #[serde(default)]
+    pub prescription: bool,
+    /// Prices by date of effect, oldest first.
+    pub prices: Vec<Price>,
+}
+
+/// The whole table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tables {
+    /// Version, recorded on every sheet priced with it.
+    pub version: String,
+    /// Rates per family.
+    pub families: Vec<FamilyRule>,
+    /// Participation forfaitaire.
+    pub participation: Participation,
+    /// Heavy acts.
+    pub heavy_act: HeavyAct,
+    /// The acts.
+    pub acts: Vec<ActTariff>,
+}
+
+/// A table that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tariff table: {0}")]
+pub struct TableError(pub String);
+
+fn day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+impl Tables {
+    /// Parses and checks a table: dates readable, prices in date order, every family present.
+    pub fn parse(text: &str) -> Result<Tables, TableError> {
+        let t: Tables = toml::from_str(text).map_err(|e| TableError(e.to_string()))?;
+        if day(&t.participation.from).is_none() {
+            return Err(TableError("participation.from: expected YYYY-MM-DD".into()));
+        }
+        for a in &t.acts {
+            if a.prices.is_empty() {
+                return Err(TableError(format!("act {}: no price", a.code)));
+            }
+            let mut last = None;
+            for p in &a.prices {
+                let d = day(&p.from).ok_or_else(|| {
+                    TableError(format!("act {}: price date {} unreadable", a.code, p.from))
+                })?;
+                if last.is_some_and(|l| l >= d) {
+                    return Err(TableError(format!(
+                        "act {}: prices not in date order",
+                        a.code
+                    )));
+                }
+                last = Some(d);
+            }
+            if !t.families.iter().any(|f| f.family == a.family) {
+                return Err(TableError(format!(
+                    "act {}: family {:?} has no rates",
+                    a.code, a.family
+                )));
+            }
+            if t.acts.iter().filter(|b| b.code == a.code).count() > 1 {
+                return Err(TableError(format!("act {}: listed twice", a.code)));
+            }
+        }
+        Ok(t)
+    }
+
+    /// The built-in table.
+    pub fn builtin() -> &'static Tables {
+        static T: OnceLock<Tables> = OnceLock::new();
+        T.get_or_init(|| {
+            // Proven by the test `the_builtin_table_loads_and_cites_its_sources`.
+            Tables::parse(BUILTIN_TABLES)
+                .unwrap_or_else(|e| unreachable!("built-in tariff table is valid: {e}"))
+        })
+    }
+
+    /// The act `code` and its price in force on `date`.
+    pub fn act(&self, code: &str, date: NaiveDate) -> Option<(&ActTariff, &Price)> {
+        let a = self.acts.iter().find(|a| a.code == code)?;
+        let p = a
+            .prices
+            .iter()
+            .rfind(|p| day(&p.from).is_some_and(|f| f <= date))?;
+        Some((a, p))
+    }
+
+    fn family(&self, f: Family) -> Option<&FamilyRule> {
+        self.families.iter().find(|r| r.family == f)
+    }
+}
+
+/// One act to price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActLine {
+    /// Code.
+    pub code: String,
+    /// Coefficient in hundredths (100 = 1).
+    pub coefficient: u32,
+    /// Quantity.
+    pub quantity: u32,
+    /// Date of care.
+    pub date: NaiveDate,
+    /// Excess fee (dépassement) above the base, cents.
+    pub excess_cents: u64,
+}
+
+/// What pricing needs to know of the beneficiary and the sheet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// Birth date.
+    pub birth_date: NaiveDate,
+    /// Cover.
+    pub cover: CoverKind,
+    /// The acts are care for the beneficiary's ALD (100 %, no ticket modérateur).
+    pub ald: bool,
+    /// The beneficiary has the complémentaire santé solidaire.
+    pub css: bool,
+    /// Care path.
+    pub care_path: CarePath,
+    /// The beneficiary has an AMC (it pays the ticket modérateur).
+    pub amc: bool,
+}
+
+/// Participation forfaitaire already withheld for this beneficiary on other sheets (the queue's
+/// history), for one date of care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PfHistory {
+    /// On the date of care.
+    pub same_day_cents: u64,
+    /// In the calendar year of the date of care.
+    pub same_year_cents: u64,
+}
+
+/// One priced act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedAct {
+    /// Price of coefficient 1 on that date.
+    pub unit_cents: u64,
+    /// Reimbursement base: unit × coefficient × quantity.
+    pub base_cents: u64,
+    /// AMO rate in percent.
+    pub rate: u8,
+    /// AMO share before the participation forfaitaire.
+    pub amo_cents: u64,
+    /// Participation forfaitaire withheld on this act.
+    pub pf_cents: u64,
+    /// The flat heavy-act participation replaced the ticket modérateur.
+    pub heavy_flat: bool,
+}
+
+/// A priced sheet, in cents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Priced {
+    /// Per act.
+    pub acts: Vec<PricedAct>,
+    /// Total charged: bases plus excess fees.
+    pub total_cents: u64,
+    /// Sum of the bases.
+    pub base_cents: u64,
+    /// Sum of the excess fees.
+    pub excess_cents: u64,
+    /// AMO share, participation deducted.
+    pub amo_cents: u64,
+    /// Participation forfaitaire withheld.
+    pub pf_cents: u64,
+    /// AMC share (or the CSS's).
+    pub amc_cents: u64,
+    /// What remains for the patient after both insurers.
+    pub patient_cents: u64,
+    /// Version of the tables used.
+    pub tables_version: String,
+}
+
+/// Why a sheet cannot be priced. Each has a stable code and names its field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
     /// No tariff for this code at this date.
-    #[error("unknown act {code} at {date}")]
+    #[error("unknown act {code} on {date}")]
     UnknownAct {
+        /// Index of the act.
+        index: usize,
         /// The code.
         code: String,
         /// The date.
         date: NaiveDate,
     },
+    /// The practitioner's profession may not bill this act.
+    #[error("act {code} may not be billed by profession {profession}")]
+    ProfessionNotAllowed {
+        /// Index of the act.
+        index: usize,
+        /// The code.
+        code: String,
+        /// Profession code.
+        profession: String,
+    },
+    /// Quantity or coefficient zero, or an amount out of range.
+    #[error("act {index}: {reason}")]
+    BadAct {
+        /// Index of the act.
+        index: usize,
+        /// Field within the act.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
-/// The tariff of `code` in force on `date`.
-pub fn tariff(code: &str, date: NaiveDate) -> Option<&'static Tariff> {
-    TARIFFS
-        .iter()
-        .filter(|t| t.code == code)
-        .rfind(|t| NaiveDate::from_ymd_opt(t.from.0, t.from.1, t.from.2).is_some_and(|f| f <= date))
+impl RuleError {
+    /// Stable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuleError::UnknownAct { .. } => "UNKNOWN_ACT",
+            RuleError::ProfessionNotAllowed { .. } => "ACT_NOT_ALLOWED_FOR_PROFESSION",
+            RuleError::BadAct { .. } => "BAD_ACT",
+        }
+    }
+
+    /// The field at fault, as the API names it.
+    pub fn field(&self) -> String {
+        match self {
+            RuleError::UnknownAct { index, .. } | RuleError::ProfessionNotAllowed { index, .. } => {
+                format!("acts[{index}].code")
+            }
+            RuleError::BadAct { index, field, .. } => format!("acts[{index}].{field}"),
+        }
+    }
 }
 
 /// Age in whole years on `date`.
@@ -90,48 +373,240 @@ pub fn age_on(birth: NaiveDate, date: NaiveDate) -> i32 {
     date.years_since(birth).map_or(0, |y| y as i32)
 }
 
-/// Prices one act (coefficient in hundredths, quantity) for a beneficiary born on `birth`.
+/// `a × b / 100`, rounded to the nearest cent (half up), without overflow.
+fn percent(a: u64, b: u64) -> u64 {
+    ((u128::from(a) * u128::from(b) + 50) / 100).min(u128::from(u64::MAX)) as u64
+}
+
+/// Prices a sheet's acts for a practitioner of `profession`.
+///
+/// Per act: base = unit price × coefficient × quantity. Rate: 100 % under
+/// maternity or AT/MP cover and for ALD care, else the family's rate (the
+/// out-of-path rate when out of the care path). A heavy act (price or
+/// coefficient over the table's thresholds) not at 100 % costs the insured
+/// the flat amount instead of the ticket modérateur. The participation
+/// forfaitaire applies to families that have it, from its date, under
+/// maladie cover, except for minors and the CSS, within the day and year
+/// caps left by `history`, and never above the AMO share. The AMC (or the
+/// CSS) pays the ticket modérateur (base − AMO share before participation),
+/// never the participation nor the excess fees.
+pub fn price(
+    acts: &[ActLine],
+    ctx: &Context,
+    profession: &str,
+    tables: &Tables,
+    history: &dyn Fn(NaiveDate) -> PfHistory,
+) -> Result<Priced, RuleError> {
+    let pf = &tables.participation;
+    let pf_from = day(&pf.from);
+    // Participation withheld by this sheet so far, per date and per year.
+    let mut this_sheet: Vec<(NaiveDate, u64)> = Vec::new();
+    let mut out = Priced {
+        acts: Vec::with_capacity(acts.len()),
+        total_cents: 0,
+        base_cents: 0,
+        excess_cents: 0,
+        amo_cents: 0,
+        pf_cents: 0,
+        amc_cents: 0,
+        patient_cents: 0,
+        tables_version: tables.version.clone(),
+    };
+    for (index, line) in acts.iter().enumerate() {
+        if line.quantity == 0 || line.quantity > 99 {
+            return Err(RuleError::BadAct {
+                index,
+                field: "quantity",
+                reason: "must be 1 to 99".into(),
+            });
+        }
+        if line.coefficient == 0 || line.coefficient > 100_000 {
+            return Err(RuleError::BadAct {
+                index,
+                field: "coefficient",
+                reason: "must be 0.01 to 1000 (in hundredths: 1 to 100000)".into(),
+            });
+        }
+        let (tariff, p) =
+            tables
+                .act(&line.code, line.date)
+                .ok_or_else(|| RuleError::UnknownAct {
+                    index,
+                    code: line.code.clone(),
+                    date: line.date,
+                })?;
+        if !tariff.professions.iter().any(|x| x == profession) {
+            return Err(RuleError::ProfessionNotAllowed {
+                index,
+                code: line.code.clone(),
+                profession: profession.to_string(),
+            });
+        }
+        let Some(fam) = tables.family(tariff.family) else {
+            // `Tables::parse` checked that every act's family has rates.
+            return Err(RuleError::UnknownAct {
+                index,
+                code: line.code.clone(),
+                date: line.date,
+            });
+        };
+        let unit_coef = percent(p.unit_cents, u64::from(line.coefficient));
+        let base = unit_coef.saturating_mul(u64::from(line.quantity));
+        let full_cover = ctx.cover != CoverKind::Maladie || (ctx.ald && fam.rate > 0);
+        let rate = if full_cover {
+            100
+        } else if ctx.care_path == CarePath::OutOfPath {
+            fam.out_of_path_rate
+        } else {
+            fam.rate
+        };
+        let h = &tables.heavy_act;
+        let heavy = rate > 0
+            && rate < 100
+            && (unit_coef >= h.threshold_cents || line.coefficient >= h.threshold_coefficient);
+        let amo = if heavy {
+            base.saturating_sub(h.flat_cents)
+        } else {
+            percent(base, u64::from(rate))
+        };
+        let exempt =
+            age_on(ctx.birth_date, line.date) < 18 || ctx.css || ctx.cover != CoverKind::Maladie;
+        let mut pf_cents = 0;
+        if fam.participation && !exempt && pf_from.is_some_and(|f| f <= line.date) {
+            let before = history(line.date);
+            let sheet_day: u64 = this_sheet
+                .iter()
+                .filter(|(d, _)| *d == line.date)
+                .map(|(_, c)| c)
+                .sum();
+            let sheet_year: u64 = this_sheet
+                .iter()
+                .filter(|(d, _)| d.year() == line.date.year())
+                .map(|(_, c)| c)
+                .sum();
+            pf_cents = pf
+                .per_act_cents
+                .min(
+                    pf.per_day_cents
+                        .saturating_sub(before.same_day_cents + sheet_day),
+                )
+                .min(
+                    pf.per_year_cents
+                        .saturating_sub(before.same_year_cents + sheet_year),
+                )
+                .min(amo);
+            this_sheet.push((line.date, pf_cents));
+        }
+        let ticket = base - amo;
+        let amc = if ctx.amc || ctx.css { ticket } else { 0 };
+        out.acts.push(PricedAct {
+            unit_cents: p.unit_cents,
+            base_cents: base,
+            rate,
+            amo_cents: amo,
+            pf_cents,
+            heavy_flat: heavy,
+        });
+        out.base_cents += base;
+        out.excess_cents += line.excess_cents;
+        out.amo_cents += amo - pf_cents;
+        out.pf_cents += pf_cents;
+        out.amc_cents += amc;
+    }
+    out.total_cents = out.base_cents + out.excess_cents;
+    out.patient_cents = out.total_cents - out.amo_cents - out.amc_cents;
+    Ok(out)
+}
+
+/// Prices a single act under maladie cover in the care path, the way the
+/// first sheets were made (kept for the daemon until sheets carry the full model).
 pub fn price_act(
     code: &str,
     coefficient: u32,
     quantity: u32,
     date: NaiveDate,
     birth: NaiveDate,
+    profession: &str,
 ) -> Result<Amounts, RuleError> {
-    let t = tariff(code, date).ok_or_else(|| RuleError::UnknownAct {
-        code: code.to_string(),
-        date,
-    })?;
-    let base = t.unit_cents * u64::from(coefficient) * u64::from(quantity) / 100;
-    let amo_gross = base * u64::from(t.rate) / 100;
-    let pf = if t.pf && age_on(birth, date) >= 18 {
-        PF_CENTS.min(amo_gross)
-    } else {
-        0
-    };
-    let amo = amo_gross - pf;
+    let priced = price(
+        &[ActLine {
+            code: code.to_string(),
+            coefficient,
+            quantity,
+            date,
+            excess_cents: 0,
+        }],
+        &Context {
+            birth_date: birth,
+            cover: CoverKind::Maladie,
+            ald: false,
+            css: false,
+            care_path: CarePath::Treating,
+            amc: false,
+        },
+        profession,
+        Tables::builtin(),
+        &|_| PfHistory::default(),
+    )?;
     Ok(Amounts {
-        total_cents: base,
-        base_cents: base,
-        amo_rate: t.rate,
-        amo_cents: amo,
-        pf_cents: pf,
-        patient_cents: base - amo,
+        total_cents: priced.total_cents,
+        base_cents: priced.base_cents,
+        amo_rate: priced.acts.first().map_or(0, |a| a.rate),
+        amo_cents: priced.amo_cents,
+        pf_cents: priced.pf_cents,
+        patient_cents: priced.patient_cents,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn d(y: i32, m: u32, dd: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, dd).unwrap()
     }
 
+    fn ctx(birth: NaiveDate) -> Context {
+        Context {
+            birth_date: birth,
+            cover: CoverKind::Maladie,
+            ald: false,
+            css: false,
+            care_path: CarePath::Treating,
+            amc: false,
+        }
+    }
+
+    fn act(code: &str, coefficient: u32, date: NaiveDate) -> ActLine {
+        ActLine {
+            code: code.into(),
+            coefficient,
+            quantity: 1,
+            date,
+            excess_cents: 0,
+        }
+    }
+
+    #[test]
+    fn the_builtin_table_loads_and_cites_its_sources() {
+        let t = Tables::builtin();
+        assert!(!t.version.is_empty());
+        for a in &t.acts {
+            assert!(a.prices.iter().all(|p| !p.source.is_empty()), "{}", a.code);
+        }
+        assert!(Tables::parse("version = 1").is_err());
+        let twice = BUILTIN_TABLES.replace("code = \"GS\"", "code = \"G\"");
+        assert!(Tables::parse(&twice)
+            .unwrap_err()
+            .0
+            .contains("listed twice"));
+    }
+
     #[test]
     fn gp_consultation_worked_example() {
         // G 30 € → 70 % = 21 € − 2 € PF = 19 € AMO; the patient pays 11 €.
-        let a = price_act("G", 100, 1, d(2026, 11, 22), d(1985, 5, 12)).unwrap();
+        let a = price_act("G", 100, 1, d(2026, 11, 22), d(1985, 5, 12), "10").unwrap();
         assert_eq!(
             (a.base_cents, a.amo_cents, a.pf_cents, a.patient_cents),
             (3000, 1900, 200, 1100)
@@ -140,10 +615,198 @@ mod tests {
 
     #[test]
     fn minors_are_exempt_and_old_tariff_applies_before_its_date() {
-        let a = price_act("G", 100, 1, d(2026, 11, 22), d(2015, 1, 1)).unwrap();
+        let a = price_act("G", 100, 1, d(2026, 11, 22), d(2015, 1, 1), "10").unwrap();
         assert_eq!((a.amo_cents, a.pf_cents), (2100, 0));
-        let a = price_act("G", 100, 1, d(2024, 12, 21), d(1985, 1, 1)).unwrap();
+        let a = price_act("G", 100, 1, d(2024, 12, 21), d(1985, 1, 1), "10").unwrap();
         assert_eq!(a.base_cents, 2650);
-        assert!(price_act("ZZZ", 100, 1, d(2026, 1, 1), d(1985, 1, 1)).is_err());
+        let e = price_act("ZZZ", 100, 1, d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
+        assert_eq!(
+            (e.code(), e.field().as_str()),
+            ("UNKNOWN_ACT", "acts[0].code")
+        );
+        let e = price_act("AMI", 100, 1, d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
+        assert_eq!(e.code(), "ACT_NOT_ALLOWED_FOR_PROFESSION");
+    }
+
+    #[test]
+    fn covers_path_and_amc() {
+        let t = Tables::builtin();
+        let born = d(1980, 1, 1);
+        let g = [act("G", 100, d(2026, 3, 2))];
+        // Out of the care path: 30 %, PF still withheld.
+        let out = price(
+            &g,
+            &Context {
+                care_path: CarePath::OutOfPath,
+                ..ctx(born)
+            },
+            "10",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (out.amo_cents, out.pf_cents, out.patient_cents),
+            (700, 200, 2300)
+        );
+        // ALD care: 100 %, PF withheld (ALD is not exempt).
+        let ald = price(
+            &g,
+            &Context {
+                ald: true,
+                ..ctx(born)
+            },
+            "10",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ald.amo_cents, ald.pf_cents, ald.patient_cents),
+            (2800, 200, 200)
+        );
+        // Maternity and AT/MP: 100 %, no PF.
+        for cover in [CoverKind::Maternite, CoverKind::AtMp] {
+            let m = price(&g, &Context { cover, ..ctx(born) }, "10", t, &|_| {
+                PfHistory::default()
+            })
+            .unwrap();
+            assert_eq!((m.amo_cents, m.pf_cents, m.patient_cents), (3000, 0, 0));
+        }
+        // CSS: no PF, the CSS pays the ticket modérateur: nothing left.
+        let css = price(
+            &g,
+            &Context {
+                css: true,
+                ..ctx(born)
+            },
+            "10",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (css.amo_cents, css.amc_cents, css.patient_cents),
+            (2100, 900, 0)
+        );
+        // An AMC pays the ticket modérateur but not the PF nor the excess fee.
+        let mut cs = [act("CS", 100, d(2026, 3, 2))];
+        cs[0].excess_cents = 2000;
+        let amc = price(
+            &cs,
+            &Context {
+                amc: true,
+                ..ctx(born)
+            },
+            "10",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                amc.total_cents,
+                amc.amo_cents,
+                amc.amc_cents,
+                amc.patient_cents
+            ),
+            (5150, 2005, 945, 2200)
+        );
+    }
+
+    #[test]
+    fn participation_caps_per_day_and_year() {
+        let t = Tables::builtin();
+        let born = d(1980, 1, 1);
+        let day = d(2026, 3, 2);
+        let three = [
+            act("G", 100, day),
+            act("DEQP003", 100, day),
+            act("G", 100, day),
+        ];
+        let p = price(&three, &ctx(born), "10", t, &|_| PfHistory::default()).unwrap();
+        assert_eq!(
+            p.acts.iter().map(|a| a.pf_cents).collect::<Vec<_>>(),
+            vec![200, 200, 0]
+        );
+        let p = price(&three[..1], &ctx(born), "10", t, &|_| PfHistory {
+            same_day_cents: 400,
+            same_year_cents: 400,
+        })
+        .unwrap();
+        assert_eq!(p.pf_cents, 0, "day cap reached");
+        let p = price(&three[..1], &ctx(born), "10", t, &|_| PfHistory {
+            same_day_cents: 0,
+            same_year_cents: 4900,
+        })
+        .unwrap();
+        assert_eq!(p.pf_cents, 100, "year cap leaves 1 €");
+        // Before 15 May 2024 the 2 € did not apply (it was 1 €: out of this table's range).
+        let p = price(
+            &[act("G", 100, d(2024, 5, 14))],
+            &ctx(born),
+            "10",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(p.pf_cents, 0);
+    }
+
+    #[test]
+    fn nurse_coefficients_round_to_the_cent_and_heavy_acts_cost_the_flat_amount() {
+        let t = Tables::builtin();
+        let born = d(1950, 1, 1);
+        // AMI 1.5 = 4.725 € → 4.73 €; 60 %.
+        let p = price(
+            &[act("AMI", 150, d(2026, 3, 2))],
+            &ctx(born),
+            "60",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!((p.base_cents, p.amo_cents), (473, 284));
+        // AMI 60 (coefficient ≥ 60): the insured pays 24 € instead of 40 %.
+        let p = price(
+            &[act("AMI", 6000, d(2026, 3, 2))],
+            &ctx(born),
+            "60",
+            t,
+            &|_| PfHistory::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.base_cents, p.amo_cents, p.patient_cents),
+            (18900, 16500, 2400)
+        );
+        assert!(p.acts[0].heavy_flat);
+    }
+
+    proptest! {
+        #[test]
+        fn shares_always_add_up(
+            code in prop::sample::select(vec!["G", "CS", "APC", "DEQP003", "AMI", "AMK", "IFD", "APS", "HN"]),
+            coefficient in 1u32..10_000, quantity in 1u32..10, excess in 0u64..100_000,
+            days in 0i64..3000, age in 0i64..100,
+            cover in prop::sample::select(vec![CoverKind::Maladie, CoverKind::Maternite, CoverKind::AtMp]),
+            ald: bool, css: bool, amc: bool, out_of_path: bool,
+            day_used in 0u64..600, year_used in 0u64..6000,
+        ) {
+            let t = Tables::builtin();
+            let date = d(2019, 1, 1) + chrono::Days::new(days as u64);
+            let born = date - chrono::Days::new((age * 365) as u64);
+            let profession = t.acts.iter().find(|a| a.code == code).unwrap().professions[0].clone();
+            let line = ActLine { code: code.into(), coefficient, quantity, date, excess_cents: excess };
+            let c = Context { birth_date: born, cover, ald, css, care_path: if out_of_path { CarePath::OutOfPath } else { CarePath::Treating }, amc };
+            if let Ok(p) = price(&[line.clone(), line], &c, &profession, t, &|_| PfHistory { same_day_cents: day_used, same_year_cents: year_used }) {
+                prop_assert_eq!(p.total_cents, p.amo_cents + p.amc_cents + p.patient_cents);
+                prop_assert!(p.amo_cents + p.pf_cents + p.amc_cents <= p.base_cents);
+                prop_assert!(p.pf_cents <= p.patient_cents);
+                prop_assert!(p.pf_cents <= 400u64.saturating_sub(day_used));
+                prop_assert!(p.pf_cents <= 5000u64.saturating_sub(year_used));
+                prop_assert_eq!(p.total_cents, p.base_cents + p.excess_cents);
+            }
+        }
     }
 }
