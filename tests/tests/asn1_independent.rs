@@ -1,0 +1,101 @@
+//! fsed's DER checked by an independent ASN.1 implementation: Python's
+//! asn1tools compiles `formats/asn1/fsed.asn` and decodes, then re-encodes
+//! byte for byte, every structure fsed and the insurer simulator write — a
+//! signed lot with its header and sheets, sheets in secured and degraded
+//! mode, positive and negative ARLs — and every golden sheet under
+//! `tests/golden/` when there are some. `tests/run` installs asn1tools in a
+//! virtual environment (`target/asn1-venv`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fse_formats::fse::CareSheet;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python with asn1tools: `FSED_ASN1_PYTHON`, else the virtual environment `tests/run` makes.
+fn python() -> PathBuf {
+    std::env::var_os("FSED_ASN1_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/asn1-venv/bin/python"))
+}
+
+fn write(dir: &Path, type_name: &str, name: &str, der: &[u8]) {
+    std::fs::write(dir.join(format!("{type_name}--{name}.der")), der).unwrap();
+}
+
+#[test]
+fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let lot = fse_simulator::insurer::sample_lot("81000000000-00000001", 3);
+    let lot_der = lot.to_der().unwrap();
+    write(dir.path(), "SignedLot", "three-sheets", &lot_der);
+    write(
+        dir.path(),
+        "LotHeader",
+        "three-sheets",
+        &lot.header.to_der().unwrap(),
+    );
+    for (i, e) in lot.entries.iter().enumerate() {
+        write(dir.path(), "CareSheet", &format!("secured-{i}"), &e.sheet);
+        let mut degraded = CareSheet::from_der(&e.sheet).unwrap();
+        degraded.mode = fse_formats::fse::Mode::Degraded;
+        degraded.presence = None;
+        write(
+            dir.path(),
+            "CareSheet",
+            &format!("degraded-{i}"),
+            &degraded.to_der().unwrap(),
+        );
+    }
+    let positive = fse_simulator::insurer::answer_lot(&lot_der, "017510001", "20261122120000Z");
+    assert!(positive.rejections.is_empty());
+    write(dir.path(), "Arl", "positive", &positive.to_der().unwrap());
+    let mut tampered = lot_der.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let negative = fse_simulator::insurer::answer_lot(&tampered, "017510001", "20261122120000Z");
+    assert!(!negative.rejections.is_empty());
+    write(dir.path(), "Arl", "negative", &negative.to_der().unwrap());
+
+    // Golden sheets, when present: tests/golden/<case>/sheet.der.
+    let golden = workspace().join("tests/golden");
+    let mut goldens = 0;
+    if let Ok(cases) = std::fs::read_dir(&golden) {
+        for case in cases.flatten() {
+            let der = case.path().join("sheet.der");
+            if let Ok(bytes) = std::fs::read(&der) {
+                let name = case.file_name().to_string_lossy().into_owned();
+                write(dir.path(), "CareSheet", &format!("golden-{name}"), &bytes);
+                goldens += 1;
+            }
+        }
+    }
+
+    let out = Command::new(python())
+        .arg(workspace().join("tests/asn1/check.py"))
+        .arg(workspace().join("formats/asn1/fsed.asn"))
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (tests/run installs asn1tools in target/asn1-venv)",
+                python().display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "asn1tools disagrees:\n{text}");
+    let ok = text.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(ok, 2 + 3 * 2 + 2 + goldens, "{text}");
+}
