@@ -5,11 +5,15 @@
 
 use chrono::{NaiveDate, Utc};
 use fse_formats::api::{FseCreateParams, FseCreated, CARD_NOT_ALLOWED};
+use fse_formats::cards::CoverageKind;
 use fse_formats::cards::{CardType, CpsData, VitaleData};
 use fse_formats::channel::CardError;
-use fse_formats::fse::{Act, CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
+use fse_formats::fse::{
+    Act, CarePath, CareSheet, Cover, CoverKind, Mode, Presence, SheetBeneficiary,
+    SheetPractitioner, TiersPayant,
+};
 use fse_formats::pki::{CertCheck, CertStatus};
-use fse_formats::{ids, rules};
+use fse_formats::{calendar, ids, rules};
 use fse_queue::{Inserted, NewSheet, SheetRow};
 
 use crate::cards::Cards;
@@ -169,15 +173,71 @@ pub async fn create(
             "no open AMO rights at the date of care",
         ));
     }
-    let amounts = rules::price_act(
-        &p.act.code,
-        p.act.coefficient,
-        p.act.quantity,
+    // What the Vitale card says of the beneficiary on the date of care.
+    let active = |kind: CoverageKind| {
+        b.coverages.iter().any(|c| {
+            c.kind == kind
+                && matches!((parse_date(&c.from), parse_date(&c.until)), (Some(f), Some(u)) if f <= date && date <= u)
+        })
+    };
+    let cover = Cover {
+        kind: if active(CoverageKind::Maternite) {
+            CoverKind::Maternite
+        } else {
+            CoverKind::Maladie
+        },
+        // Whether an act is care for the ALD is the practitioner's call (ordonnancier bizone):
+        // this version bills outside the ALD unless told otherwise.
+        ald: false,
+        css: active(CoverageKind::Css),
+        at_mp: None,
+    };
+    let amc = vitale.amc.as_ref().filter(|a| {
+        matches!((parse_date(&a.from), parse_date(&a.until)), (Some(f), Some(u)) if f <= date && date <= u)
+    });
+    // Tiers payant: compulsory for the AMO under CSS, maternity, AT/MP and ALD; the AMC pays
+    // directly when its contract says so (or under CSS, which covers both shares).
+    let tiers_payant = TiersPayant {
+        amo: cover.css || cover.kind != CoverKind::Maladie || cover.ald,
+        amc: cover.css || amc.is_some_and(|a| a.tiers_payant && a.direct),
+        amc_number: amc.map(|a| a.number.clone()),
+    };
+    let care_path = if cps.holder.profession == "10" {
+        CarePath::Treating
+    } else {
+        CarePath::NotApplicable
+    };
+    let line = rules::ActLine {
+        code: p.act.code.clone(),
+        coefficient: p.act.coefficient,
+        quantity: p.act.quantity,
         date,
-        birth,
+        excess_cents: 0,
+    };
+    let ctx = rules::Context {
+        birth_date: birth,
+        cover: cover.kind,
+        ald: cover.ald,
+        css: cover.css,
+        care_path,
+        amc: amc.is_some(),
+    };
+    let tables = rules::Tables::builtin();
+    let priced = rules::price(
+        std::slice::from_ref(&line),
+        &ctx,
         &cps.holder.profession,
+        tables,
+        &|_| rules::PfHistory::default(),
     )
-    .map_err(|e| ApiError::rule("act.code", e.to_string()))?;
+    .map_err(|e| ApiError::rule(&e.field(), format!("{}: {e}", e.code())))?;
+    let payment = if tiers_payant.amo {
+        calendar::Payment::TiersPayant
+    } else {
+        calendar::Payment::PatientPaid
+    };
+    let deadline = calendar::sending_deadline(date, payment, calendar::Region::Metropole)
+        .ok_or_else(|| ApiError::invalid("act.date", "out of the calendar's range"))?;
 
     let practitioner_id = cps.holder.national_id.clone();
     let pid = practitioner_id.clone();
@@ -195,6 +255,7 @@ pub async fn create(
             sector: situation.sector,
             cps_serial: cps.holder.serial.clone(),
         },
+        replaced: None,
         beneficiary: SheetBeneficiary {
             nir: b.nir.clone(),
             surname: b.surname.clone(),
@@ -203,15 +264,31 @@ pub async fn create(
             rank: b.rank,
             organism: vitale.organism.code(),
         },
-        acts: vec![Act {
-            code: p.act.code.clone(),
-            coefficient: p.act.coefficient,
-            quantity: p.act.quantity,
-            date: date.format("%Y%m%d").to_string(),
-            fee_cents: amounts.total_cents,
-        }],
-        amounts,
+        acts: priced
+            .acts
+            .iter()
+            .map(|a| Act {
+                code: line.code.clone(),
+                coefficient: line.coefficient,
+                quantity: line.quantity,
+                date: date.format("%Y%m%d").to_string(),
+                modifiers: Vec::new(),
+                prescriber: None,
+                base_cents: a.base_cents,
+                excess_cents: line.excess_cents,
+                rate: a.rate,
+                amo_cents: a.amo_cents,
+                pf_cents: a.pf_cents,
+            })
+            .collect(),
+        care_path,
+        cover,
+        amounts: priced.amounts(&tiers_payant),
+        tiers_payant,
         mode: Mode::Secured,
+        degraded_reason: None,
+        deadline: deadline.format("%Y%m%d").to_string(),
+        tables_version: priced.tables_version.clone(),
         presence: None,
     };
     let challenge = sheet

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use crate::der::{bytes_n, octets, DerError};
 
 /// Version of the `CareSheet` encoding.
-pub const SHEET_VERSION: u32 = 1;
+pub const SHEET_VERSION: u32 = 2;
+
+pub use crate::rules::{CarePath, CoverKind};
 
 /// The practitioner a sheet is made by, as read from the CPS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +37,19 @@ pub struct SheetPractitioner {
     pub cps_serial: String,
 }
 
+/// The practitioner a remplaçant replaces: the sheet is billed in his name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedPractitioner {
+    /// National identifier.
+    pub national_id: String,
+    /// Surname.
+    pub surname: String,
+    /// Given name.
+    pub given_name: String,
+    /// His billing number.
+    pub billing_number: String,
+}
+
 /// The beneficiary a sheet is for, as read from the Vitale card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SheetBeneficiary {
@@ -52,7 +67,16 @@ pub struct SheetBeneficiary {
     pub organism: String,
 }
 
-/// One billed act.
+/// The practitioner who prescribed an act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prescriber {
+    /// National identifier (`8` + RPPS or `0` + ADELI).
+    pub national_id: String,
+    /// Date of the prescription `YYYYMMDD`.
+    pub date: String,
+}
+
+/// One billed act, with its priced shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Act {
     /// NGAP letter key or CCAM code (e.g. `G`).
@@ -63,25 +87,78 @@ pub struct Act {
     pub quantity: u32,
     /// Date of care `YYYYMMDD`.
     pub date: String,
-    /// Fee charged, in cents (base plus excess).
-    pub fee_cents: u64,
+    /// Modifiers (majorations), as codes.
+    #[serde(default)]
+    pub modifiers: Vec<String>,
+    /// Prescriber, for acts on prescription.
+    #[serde(default)]
+    pub prescriber: Option<Prescriber>,
+    /// Reimbursement base, cents.
+    pub base_cents: u64,
+    /// Excess fee (dépassement) above the base, cents.
+    pub excess_cents: u64,
+    /// AMO rate, percent.
+    pub rate: u8,
+    /// AMO share before the participation forfaitaire, cents.
+    pub amo_cents: u64,
+    /// Participation forfaitaire withheld on this act, cents.
+    pub pf_cents: u64,
+}
+
+/// Work accident or occupational disease (AT/MP) details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtMp {
+    /// Date of the accident or first medical finding `YYYYMMDD`.
+    pub date: String,
+    /// AT/MP number given by the AMO.
+    pub number: String,
+}
+
+/// What insurance the care falls under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cover {
+    /// Maladie, maternity or AT/MP.
+    pub kind: CoverKind,
+    /// The acts are care for the beneficiary's ALD.
+    pub ald: bool,
+    /// The beneficiary has the complémentaire santé solidaire.
+    pub css: bool,
+    /// AT/MP details, with kind `at_mp`.
+    #[serde(default)]
+    pub at_mp: Option<AtMp>,
+}
+
+/// Who pays the practitioner directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TiersPayant {
+    /// The AMO pays its share to the practitioner.
+    pub amo: bool,
+    /// The AMC pays its share to the practitioner.
+    pub amc: bool,
+    /// AMC number (from the Vitale card), when there is one.
+    #[serde(default)]
+    pub amc_number: Option<String>,
 }
 
 /// The computed amounts of a sheet, in cents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amounts {
-    /// Total charged.
+    /// Total charged: bases plus excess fees.
     pub total_cents: u64,
     /// Reimbursement base.
     pub base_cents: u64,
-    /// AMO rate in percent.
-    pub amo_rate: u8,
+    /// Excess fees.
+    pub excess_cents: u64,
     /// What the AMO pays, participation forfaitaire deducted.
     pub amo_cents: u64,
     /// Participation forfaitaire withheld.
     pub pf_cents: u64,
-    /// What the patient owes.
+    /// What the AMC (or the CSS) pays.
+    pub amc_cents: u64,
+    /// What the patient bears after both insurers.
     pub patient_cents: u64,
+    /// What the patient pays the practitioner today (tiers payant deducted).
+    pub due_cents: u64,
 }
 
 /// Whether the patient's card vouched for the sheet.
@@ -114,14 +191,30 @@ pub struct CareSheet {
     pub created_at: String,
     /// Who made it.
     pub practitioner: SheetPractitioner,
+    /// For a remplaçant: the practitioner replaced.
+    #[serde(default)]
+    pub replaced: Option<ReplacedPractitioner>,
     /// For whom.
     pub beneficiary: SheetBeneficiary,
     /// The acts.
     pub acts: Vec<Act>,
+    /// Care path.
+    pub care_path: CarePath,
+    /// Cover.
+    pub cover: Cover,
+    /// Tiers payant.
+    pub tiers_payant: TiersPayant,
     /// The amounts.
     pub amounts: Amounts,
     /// Secured or degraded.
     pub mode: Mode,
+    /// Why degraded (no Vitale card, card unreadable …); absent in secured mode.
+    #[serde(default)]
+    pub degraded_reason: Option<String>,
+    /// Last day to send the sheet, `YYYYMMDD`.
+    pub deadline: String,
+    /// Version of the tariff tables the sheet was priced with.
+    pub tables_version: String,
     /// The proof of presence (secured mode only).
     pub presence: Option<Presence>,
 }
@@ -141,6 +234,14 @@ struct PractitionerDer {
 }
 
 #[derive(DerSequence, ToDerSequence)]
+struct ReplacedDer {
+    national_id: String,
+    surname: String,
+    given_name: String,
+    billing_number: String,
+}
+
+#[derive(DerSequence, ToDerSequence)]
 struct BeneficiaryDer {
     nir: String,
     surname: String,
@@ -151,22 +252,57 @@ struct BeneficiaryDer {
 }
 
 #[derive(DerSequence, ToDerSequence)]
+struct PrescriberDer {
+    national_id: String,
+    date: String,
+}
+
+#[derive(DerSequence, ToDerSequence)]
 struct ActDer {
     code: String,
     coefficient: u32,
     quantity: u32,
     date: String,
-    fee_cents: u64,
+    modifiers: Vec<String>,
+    prescriber: Vec<PrescriberDer>,
+    base_cents: u64,
+    excess_cents: u64,
+    rate: u32,
+    amo_cents: u64,
+    pf_cents: u64,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct AtMpDer {
+    date: String,
+    number: String,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct CoverDer {
+    kind: u32,
+    ald: bool,
+    css: bool,
+    at_mp: Vec<AtMpDer>,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct TiersPayantDer {
+    amo: bool,
+    amc: bool,
+    amc_number: Vec<String>,
 }
 
 #[derive(DerSequence, ToDerSequence)]
 struct AmountsDer {
     total_cents: u64,
     base_cents: u64,
-    amo_rate: u32,
+    excess_cents: u64,
     amo_cents: u64,
     pf_cents: u64,
+    amc_cents: u64,
     patient_cents: u64,
+    due_cents: u64,
 }
 
 #[derive(DerSequence, ToDerSequence)]
@@ -175,10 +311,17 @@ struct BodyDer {
     number: u64,
     created_at: String,
     practitioner: PractitionerDer,
+    replaced: Vec<ReplacedDer>,
     beneficiary: BeneficiaryDer,
     acts: Vec<ActDer>,
+    care_path: u32,
+    cover: CoverDer,
+    tiers_payant: TiersPayantDer,
     amounts: AmountsDer,
     mode: u32,
+    degraded_reason: Vec<String>,
+    deadline: String,
+    tables_version: String,
 }
 
 #[derive(DerSequence, ToDerSequence)]
@@ -186,6 +329,54 @@ struct PresenceDer<'a> {
     vitale_serial: String,
     public_key: asn1_rs::OctetString<'a>,
     signature: asn1_rs::OctetString<'a>,
+}
+
+fn care_path_code(c: CarePath) -> u32 {
+    match c {
+        CarePath::Treating => 0,
+        CarePath::DirectAccess => 1,
+        CarePath::Emergency => 2,
+        CarePath::OutOfPath => 3,
+        CarePath::NotApplicable => 4,
+    }
+}
+
+fn care_path_from(c: u32) -> Result<CarePath, DerError> {
+    Ok(match c {
+        0 => CarePath::Treating,
+        1 => CarePath::DirectAccess,
+        2 => CarePath::Emergency,
+        3 => CarePath::OutOfPath,
+        4 => CarePath::NotApplicable,
+        _ => return Err(DerError::field("carePath", "unknown care path")),
+    })
+}
+
+fn cover_code(c: CoverKind) -> u32 {
+    match c {
+        CoverKind::Maladie => 0,
+        CoverKind::Maternite => 1,
+        CoverKind::AtMp => 2,
+    }
+}
+
+fn cover_from(c: u32) -> Result<CoverKind, DerError> {
+    Ok(match c {
+        0 => CoverKind::Maladie,
+        1 => CoverKind::Maternite,
+        2 => CoverKind::AtMp,
+        _ => return Err(DerError::field("cover.kind", "unknown cover")),
+    })
+}
+
+/// At most one element: the `SEQUENCE SIZE (0..1) OF` encoding of an optional field.
+fn at_most_one<T>(v: Vec<T>, field: &'static str) -> Result<Option<T>, DerError> {
+    let mut it = v.into_iter();
+    let first = it.next();
+    if it.next().is_some() {
+        return Err(DerError::field(field, "more than one element"));
+    }
+    Ok(first)
 }
 
 impl CareSheet {
@@ -207,6 +398,16 @@ impl CareSheet {
                 sector: u32::from(p.sector),
                 cps_serial: p.cps_serial.clone(),
             },
+            replaced: self
+                .replaced
+                .iter()
+                .map(|r| ReplacedDer {
+                    national_id: r.national_id.clone(),
+                    surname: r.surname.clone(),
+                    given_name: r.given_name.clone(),
+                    billing_number: r.billing_number.clone(),
+                })
+                .collect(),
             beneficiary: BeneficiaryDer {
                 nir: b.nir.clone(),
                 surname: b.surname.clone(),
@@ -223,21 +424,59 @@ impl CareSheet {
                     coefficient: x.coefficient,
                     quantity: x.quantity,
                     date: x.date.clone(),
-                    fee_cents: x.fee_cents,
+                    modifiers: x.modifiers.clone(),
+                    prescriber: x
+                        .prescriber
+                        .iter()
+                        .map(|p| PrescriberDer {
+                            national_id: p.national_id.clone(),
+                            date: p.date.clone(),
+                        })
+                        .collect(),
+                    base_cents: x.base_cents,
+                    excess_cents: x.excess_cents,
+                    rate: u32::from(x.rate),
+                    amo_cents: x.amo_cents,
+                    pf_cents: x.pf_cents,
                 })
                 .collect(),
+            care_path: care_path_code(self.care_path),
+            cover: CoverDer {
+                kind: cover_code(self.cover.kind),
+                ald: self.cover.ald,
+                css: self.cover.css,
+                at_mp: self
+                    .cover
+                    .at_mp
+                    .iter()
+                    .map(|x| AtMpDer {
+                        date: x.date.clone(),
+                        number: x.number.clone(),
+                    })
+                    .collect(),
+            },
+            tiers_payant: TiersPayantDer {
+                amo: self.tiers_payant.amo,
+                amc: self.tiers_payant.amc,
+                amc_number: self.tiers_payant.amc_number.iter().cloned().collect(),
+            },
             amounts: AmountsDer {
                 total_cents: a.total_cents,
                 base_cents: a.base_cents,
-                amo_rate: u32::from(a.amo_rate),
+                excess_cents: a.excess_cents,
                 amo_cents: a.amo_cents,
                 pf_cents: a.pf_cents,
+                amc_cents: a.amc_cents,
                 patient_cents: a.patient_cents,
+                due_cents: a.due_cents,
             },
             mode: match self.mode {
                 Mode::Secured => 0,
                 Mode::Degraded => 1,
             },
+            degraded_reason: self.degraded_reason.iter().cloned().collect(),
+            deadline: self.deadline.clone(),
+            tables_version: self.tables_version.clone(),
         }
     }
 
@@ -272,7 +511,7 @@ impl CareSheet {
         Ok(crate::der::sequence(&content))
     }
 
-    /// Decodes a sheet from DER, refusing trailing bytes and out-of-range fields.
+    /// Decodes a sheet from DER, refusing trailing bytes, unknown versions and out-of-range fields.
     pub fn from_der(bytes: &[u8]) -> Result<CareSheet, DerError> {
         let (rest, seq) = asn1_rs::Sequence::from_der(bytes)?;
         if !rest.is_empty() {
@@ -290,9 +529,9 @@ impl CareSheet {
         let small = |v: u32, name: &'static str| {
             u8::try_from(v).map_err(|_| DerError::field(name, "out of range"))
         };
-        let presence = match proofs.as_slice() {
-            [] => None,
-            [p] => Some(Presence {
+        let presence = match at_most_one(proofs, "presence")? {
+            None => None,
+            Some(p) => Some(Presence {
                 vitale_serial: p.vitale_serial.clone(),
                 public_key: hex::encode(bytes_n::<32>(
                     octets(&p.public_key),
@@ -300,8 +539,29 @@ impl CareSheet {
                 )?),
                 signature: hex::encode(bytes_n::<64>(octets(&p.signature), "presence.signature")?),
             }),
-            _ => return Err(DerError::field("presence", "more than one proof")),
         };
+        let mut acts = Vec::with_capacity(body.acts.len());
+        for a in body.acts {
+            acts.push(Act {
+                code: a.code,
+                coefficient: a.coefficient,
+                quantity: a.quantity,
+                date: a.date,
+                modifiers: a.modifiers,
+                prescriber: at_most_one(a.prescriber, "acts.prescriber")?.map(|p| Prescriber {
+                    national_id: p.national_id,
+                    date: p.date,
+                }),
+                base_cents: a.base_cents,
+                excess_cents: a.excess_cents,
+                rate: small(a.rate, "acts.rate")?,
+                amo_cents: a.amo_cents,
+                pf_cents: a.pf_cents,
+            });
+        }
+        if acts.is_empty() {
+            return Err(DerError::field("acts", "a sheet has at least one act"));
+        }
         Ok(CareSheet {
             number: body.number,
             created_at: body.created_at,
@@ -315,6 +575,12 @@ impl CareSheet {
                 sector: small(body.practitioner.sector, "practitioner.sector")?,
                 cps_serial: body.practitioner.cps_serial,
             },
+            replaced: at_most_one(body.replaced, "replaced")?.map(|r| ReplacedPractitioner {
+                national_id: r.national_id,
+                surname: r.surname,
+                given_name: r.given_name,
+                billing_number: r.billing_number,
+            }),
             beneficiary: SheetBeneficiary {
                 nir: body.beneficiary.nir,
                 surname: body.beneficiary.surname,
@@ -323,32 +589,110 @@ impl CareSheet {
                 rank: small(body.beneficiary.rank, "beneficiary.rank")?,
                 organism: body.beneficiary.organism,
             },
-            acts: body
-                .acts
-                .into_iter()
-                .map(|a| Act {
-                    code: a.code,
-                    coefficient: a.coefficient,
-                    quantity: a.quantity,
-                    date: a.date,
-                    fee_cents: a.fee_cents,
-                })
-                .collect(),
+            acts,
+            care_path: care_path_from(body.care_path)?,
+            cover: Cover {
+                kind: cover_from(body.cover.kind)?,
+                ald: body.cover.ald,
+                css: body.cover.css,
+                at_mp: at_most_one(body.cover.at_mp, "cover.at_mp")?.map(|x| AtMp {
+                    date: x.date,
+                    number: x.number,
+                }),
+            },
+            tiers_payant: TiersPayant {
+                amo: body.tiers_payant.amo,
+                amc: body.tiers_payant.amc,
+                amc_number: at_most_one(body.tiers_payant.amc_number, "tiers_payant.amc_number")?,
+            },
             amounts: Amounts {
                 total_cents: body.amounts.total_cents,
                 base_cents: body.amounts.base_cents,
-                amo_rate: small(body.amounts.amo_rate, "amounts.amo_rate")?,
+                excess_cents: body.amounts.excess_cents,
                 amo_cents: body.amounts.amo_cents,
                 pf_cents: body.amounts.pf_cents,
+                amc_cents: body.amounts.amc_cents,
                 patient_cents: body.amounts.patient_cents,
+                due_cents: body.amounts.due_cents,
             },
             mode: match body.mode {
                 0 => Mode::Secured,
                 1 => Mode::Degraded,
                 _ => return Err(DerError::field("mode", "unknown mode")),
             },
+            degraded_reason: at_most_one(body.degraded_reason, "degraded_reason")?,
+            deadline: body.deadline,
+            tables_version: body.tables_version,
             presence,
         })
+    }
+
+    /// A realistic sheet — Dr MARTIN's G consultation of 22 November 2026 for Jean DUPONT, tiers
+    /// payant AMO, degraded mode — for tests, benchmarks and simulators.
+    pub fn sample(number: u64) -> CareSheet {
+        CareSheet {
+            number,
+            created_at: "20261122101500Z".into(),
+            practitioner: SheetPractitioner {
+                national_id: "810101234567".into(),
+                surname: "MARTIN".into(),
+                given_name: "Claire".into(),
+                profession: "10".into(),
+                specialty: "01".into(),
+                billing_number: "751234567".into(),
+                sector: 1,
+                cps_serial: "CPS0001".into(),
+            },
+            beneficiary: SheetBeneficiary {
+                nir: "185057800608491".into(),
+                surname: "DUPONT".into(),
+                given_name: "Jean".into(),
+                birth_date: "19850512".into(),
+                rank: 1,
+                organism: "011751234".into(),
+            },
+            replaced: None,
+            acts: vec![Act {
+                code: "G".into(),
+                coefficient: 100,
+                quantity: 1,
+                date: "20261122".into(),
+                modifiers: vec![],
+                prescriber: None,
+                base_cents: 3000,
+                excess_cents: 0,
+                rate: 70,
+                amo_cents: 2100,
+                pf_cents: 200,
+            }],
+            care_path: CarePath::Treating,
+            cover: Cover {
+                kind: CoverKind::Maladie,
+                ald: false,
+                css: false,
+                at_mp: None,
+            },
+            tiers_payant: TiersPayant {
+                amo: true,
+                amc: false,
+                amc_number: None,
+            },
+            amounts: Amounts {
+                total_cents: 3000,
+                base_cents: 3000,
+                excess_cents: 0,
+                amo_cents: 1900,
+                pf_cents: 200,
+                amc_cents: 0,
+                patient_cents: 1100,
+                due_cents: 1100,
+            },
+            mode: Mode::Degraded,
+            degraded_reason: Some("no Vitale card".into()),
+            deadline: "20261202".into(),
+            tables_version: "2026.11-1".into(),
+            presence: None,
+        }
     }
 
     /// Checks the Vitale proof of presence: present in secured mode, absent in degraded, signature valid.
@@ -384,47 +728,8 @@ impl CareSheet {
 pub(crate) mod tests {
     use super::*;
 
-    /// A realistic GP consultation sheet, secured mode without its proof yet.
-    pub fn sample_sheet() -> CareSheet {
-        CareSheet {
-            number: 42,
-            created_at: "20261122101500Z".into(),
-            practitioner: SheetPractitioner {
-                national_id: "810101234567".into(),
-                surname: "MARTIN".into(),
-                given_name: "Claire".into(),
-                profession: "10".into(),
-                specialty: "01".into(),
-                billing_number: "751234567".into(),
-                sector: 1,
-                cps_serial: "CPS0001".into(),
-            },
-            beneficiary: SheetBeneficiary {
-                nir: "185057800608491".into(),
-                surname: "DUPONT".into(),
-                given_name: "Jean".into(),
-                birth_date: "19850512".into(),
-                rank: 1,
-                organism: "011751234".into(),
-            },
-            acts: vec![Act {
-                code: "G".into(),
-                coefficient: 100,
-                quantity: 1,
-                date: "20261122".into(),
-                fee_cents: 3000,
-            }],
-            amounts: Amounts {
-                total_cents: 3000,
-                base_cents: 3000,
-                amo_rate: 70,
-                amo_cents: 1900,
-                pf_cents: 200,
-                patient_cents: 1100,
-            },
-            mode: Mode::Degraded,
-            presence: None,
-        }
+    fn sample_sheet() -> CareSheet {
+        CareSheet::sample(42)
     }
 
     #[test]
@@ -438,6 +743,7 @@ pub(crate) mod tests {
 
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         s.mode = Mode::Secured;
+        s.degraded_reason = None;
         let sig = key.sign(&s.presence_challenge().unwrap());
         s.presence = Some(Presence {
             vitale_serial: "V123".into(),

@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod apdu;
 pub mod api;
+pub mod calendar;
 pub mod cards;
 pub mod channel;
 pub mod der;

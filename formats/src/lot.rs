@@ -264,7 +264,7 @@ mod tests {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let entries: Vec<LotEntry> = (0..n)
             .map(|i| {
-                let mut s = crate::fse::tests::sample_sheet();
+                let mut s = crate::fse::CareSheet::sample(42);
                 s.number = i as u64;
                 LotEntry {
                     salt: [i as u8; SALT_LEN],
@@ -333,7 +333,7 @@ mod prop {
 
         #[test]
         fn decoders_never_panic_on_mutated_sheets(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..400) {
-            let mut der = crate::fse::tests::sample_sheet().to_der().unwrap();
+            let mut der = crate::fse::CareSheet::sample(42).to_der().unwrap();
             let pos = pos % der.len();
             der[pos] = byte;
             der.truncate(cut.max(1).min(der.len()));

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::fse::Amounts;
+use crate::fse::{Amounts, TiersPayant};
 
 /// The built-in tariff table, TOML.
 pub const BUILTIN_TABLES: &str = include_str!("../tables/tariffs.toml");
@@ -518,44 +518,28 @@ pub fn price(
     Ok(out)
 }
 
-/// Prices a single act under maladie cover in the care path, the way the
-/// first sheets were made (kept for the daemon until sheets carry the full model).
-pub fn price_act(
-    code: &str,
-    coefficient: u32,
-    quantity: u32,
-    date: NaiveDate,
-    birth: NaiveDate,
-    profession: &str,
-) -> Result<Amounts, RuleError> {
-    let priced = price(
-        &[ActLine {
-            code: code.to_string(),
-            coefficient,
-            quantity,
-            date,
-            excess_cents: 0,
-        }],
-        &Context {
-            birth_date: birth,
-            cover: CoverKind::Maladie,
-            ald: false,
-            css: false,
-            care_path: CarePath::Treating,
-            amc: false,
-        },
-        profession,
-        Tables::builtin(),
-        &|_| PfHistory::default(),
-    )?;
-    Ok(Amounts {
-        total_cents: priced.total_cents,
-        base_cents: priced.base_cents,
-        amo_rate: priced.acts.first().map_or(0, |a| a.rate),
-        amo_cents: priced.amo_cents,
-        pf_cents: priced.pf_cents,
-        patient_cents: priced.patient_cents,
-    })
+impl Priced {
+    /// The sheet's amounts: what each payer bears, and what the patient pays the practitioner
+    /// today once the tiers payant of each insurer is deducted.
+    pub fn amounts(&self, tiers_payant: &TiersPayant) -> Amounts {
+        let mut due = self.total_cents;
+        if tiers_payant.amo {
+            due -= self.amo_cents;
+        }
+        if tiers_payant.amc {
+            due -= self.amc_cents;
+        }
+        Amounts {
+            total_cents: self.total_cents,
+            base_cents: self.base_cents,
+            excess_cents: self.excess_cents,
+            amo_cents: self.amo_cents,
+            pf_cents: self.pf_cents,
+            amc_cents: self.amc_cents,
+            patient_cents: self.patient_cents,
+            due_cents: due,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -603,28 +587,51 @@ mod tests {
             .contains("listed twice"));
     }
 
+    fn one(
+        code: &str,
+        date: NaiveDate,
+        birth: NaiveDate,
+        profession: &str,
+    ) -> Result<Priced, RuleError> {
+        price(
+            &[act(code, 100, date)],
+            &ctx(birth),
+            profession,
+            Tables::builtin(),
+            &|_| PfHistory::default(),
+        )
+    }
+
     #[test]
     fn gp_consultation_worked_example() {
         // G 30 € → 70 % = 21 € − 2 € PF = 19 € AMO; the patient pays 11 €.
-        let a = price_act("G", 100, 1, d(2026, 11, 22), d(1985, 5, 12), "10").unwrap();
+        let a = one("G", d(2026, 11, 22), d(1985, 5, 12), "10").unwrap();
         assert_eq!(
             (a.base_cents, a.amo_cents, a.pf_cents, a.patient_cents),
             (3000, 1900, 200, 1100)
         );
+        // In tiers payant AMO the patient pays only the ticket modérateur and the PF today.
+        let tp = |amo, amc| TiersPayant {
+            amo,
+            amc,
+            amc_number: None,
+        };
+        assert_eq!(a.amounts(&tp(true, false)).due_cents, 1100);
+        assert_eq!(a.amounts(&tp(false, false)).due_cents, 3000);
     }
 
     #[test]
     fn minors_are_exempt_and_old_tariff_applies_before_its_date() {
-        let a = price_act("G", 100, 1, d(2026, 11, 22), d(2015, 1, 1), "10").unwrap();
+        let a = one("G", d(2026, 11, 22), d(2015, 1, 1), "10").unwrap();
         assert_eq!((a.amo_cents, a.pf_cents), (2100, 0));
-        let a = price_act("G", 100, 1, d(2024, 12, 21), d(1985, 1, 1), "10").unwrap();
+        let a = one("G", d(2024, 12, 21), d(1985, 1, 1), "10").unwrap();
         assert_eq!(a.base_cents, 2650);
-        let e = price_act("ZZZ", 100, 1, d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
+        let e = one("ZZZ", d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
         assert_eq!(
             (e.code(), e.field().as_str()),
             ("UNKNOWN_ACT", "acts[0].code")
         );
-        let e = price_act("AMI", 100, 1, d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
+        let e = one("AMI", d(2026, 1, 1), d(1985, 1, 1), "10").unwrap_err();
         assert_eq!(e.code(), "ACT_NOT_ALLOWED_FOR_PROFESSION");
     }
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
-use fse_formats::fse::{Act, Amounts, CareSheet, Mode, SheetBeneficiary, SheetPractitioner};
+use fse_formats::fse::CareSheet;
 use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot};
 use fse_formats::merkle;
 use fse_queue::{NewSheet, Queue};
@@ -24,45 +24,7 @@ fn rate(label: &str, n: u64, d: Duration, unit: &str) {
 }
 
 fn sheet(n: u64) -> CareSheet {
-    CareSheet {
-        number: n,
-        created_at: "20261122101500Z".into(),
-        practitioner: SheetPractitioner {
-            national_id: "810000000009".into(),
-            surname: "MARTIN".into(),
-            given_name: "Claire".into(),
-            profession: "10".into(),
-            specialty: "01".into(),
-            billing_number: "75123456".into(),
-            sector: 1,
-            cps_serial: "CPS-0001".into(),
-        },
-        beneficiary: SheetBeneficiary {
-            nir: "185057800608491".into(),
-            surname: "DUPONT".into(),
-            given_name: "Jean".into(),
-            birth_date: "19850512".into(),
-            rank: 1,
-            organism: "017510001".into(),
-        },
-        acts: vec![Act {
-            code: "G".into(),
-            coefficient: 100,
-            quantity: 1,
-            date: "20261122".into(),
-            fee_cents: 3000,
-        }],
-        amounts: Amounts {
-            total_cents: 3000,
-            base_cents: 3000,
-            amo_rate: 70,
-            amo_cents: 1900,
-            pf_cents: 200,
-            patient_cents: 1100,
-        },
-        mode: Mode::Degraded,
-        presence: None,
-    }
+    CareSheet::sample(n)
 }
 
 fn main() {

@@ -614,9 +614,7 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
 /// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
 pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
     use ed25519_dalek::Signer;
-    use fse_formats::fse::{
-        Act, Amounts, CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner,
-    };
+    use fse_formats::fse::{CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
     use fse_formats::lot::{leaves, LotEntry, LotHeader};
 
     let (holder, situations) = crate::profiles::default_cps_holder();
@@ -628,45 +626,27 @@ pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
     let b = &vitale.beneficiaries[0];
     let entries: Vec<LotEntry> = (1..=n)
         .map(|number| {
-            let mut sheet = CareSheet {
-                number,
-                created_at: "20261122101500Z".into(),
-                practitioner: SheetPractitioner {
-                    national_id: holder.national_id.clone(),
-                    surname: holder.surname.clone(),
-                    given_name: holder.given_name.clone(),
-                    profession: holder.profession.clone(),
-                    specialty: holder.specialty.clone(),
-                    billing_number: situations[0].billing_number.clone(),
-                    sector: situations[0].sector,
-                    cps_serial: holder.serial.clone(),
-                },
-                beneficiary: SheetBeneficiary {
-                    nir: b.nir.clone(),
-                    surname: b.surname.clone(),
-                    given_name: b.given_name.clone(),
-                    birth_date: b.birth_date.clone(),
-                    rank: b.rank,
-                    organism: vitale.organism.code(),
-                },
-                acts: vec![Act {
-                    code: "G".into(),
-                    coefficient: 100,
-                    quantity: 1,
-                    date: "20261122".into(),
-                    fee_cents: 3000,
-                }],
-                amounts: Amounts {
-                    total_cents: 3000,
-                    base_cents: 3000,
-                    amo_rate: 70,
-                    amo_cents: 1900,
-                    pf_cents: 200,
-                    patient_cents: 1100,
-                },
-                mode: Mode::Secured,
-                presence: None,
+            let mut sheet = CareSheet::sample(number);
+            sheet.practitioner = SheetPractitioner {
+                national_id: holder.national_id.clone(),
+                surname: holder.surname.clone(),
+                given_name: holder.given_name.clone(),
+                profession: holder.profession.clone(),
+                specialty: holder.specialty.clone(),
+                billing_number: situations[0].billing_number.clone(),
+                sector: situations[0].sector,
+                cps_serial: holder.serial.clone(),
             };
+            sheet.beneficiary = SheetBeneficiary {
+                nir: b.nir.clone(),
+                surname: b.surname.clone(),
+                given_name: b.given_name.clone(),
+                birth_date: b.birth_date.clone(),
+                rank: b.rank,
+                organism: vitale.organism.code(),
+            };
+            sheet.mode = Mode::Secured;
+            sheet.degraded_reason = None;
             let challenge = sheet.presence_challenge().unwrap_or_default();
             sheet.presence = Some(Presence {
                 vitale_serial: vitale.serial.clone(),
