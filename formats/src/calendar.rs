@@ -1,9 +1,17 @@
-//! The French public-holiday calendar, computed (Easter by the Gregorian
-//! computus, the fixed days by law: Code du travail art. L3133-1), working
-//! days, and the sending deadline of a care sheet: 3 working days after the
-//! date of care when the patient paid the practitioner, 8 in tiers payant.
-//! Working days (jours ouvrés) are Monday to Friday, public holidays
-//! excluded; the date of care itself does not count.
+//! The French public-holiday calendar and the sending deadline of a care
+//! sheet.
+//!
+//! The calendar is computed, not listed: Easter by the Gregorian computus,
+//! the movable days from Easter, the fixed days by law (Code du travail
+//! art. L3133-1; art. L3134-13 adds Good Friday and 26 December in
+//! Alsace-Moselle). On it rest working days (jours ouvrés: Monday to Friday,
+//! public holidays excluded, Saturdays excluded too) and the sending
+//! deadline of an electronic care sheet (Code de la sécurité sociale
+//! art. R161-47): 3 working days when the patient paid the practitioner,
+//! 8 in tiers payant. The date of care itself does not count.
+//!
+//! Every function is total: a date outside chrono's range gives `None` (or
+//! no holiday), never a panic.
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 
@@ -25,7 +33,8 @@ pub enum Payment {
     TiersPayant,
 }
 
-/// Easter Sunday of `year` (anonymous Gregorian algorithm, Meeus/Jones/Butcher).
+/// Easter Sunday of `year` in the Gregorian calendar (anonymous Gregorian
+/// algorithm, Meeus/Jones/Butcher); `None` outside chrono's range.
 pub fn easter_sunday(year: i32) -> Option<NaiveDate> {
     let a = year.rem_euclid(19);
     let b = year.div_euclid(100);
@@ -44,7 +53,9 @@ pub fn easter_sunday(year: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
 }
 
-/// The public holidays of `year`, in date order, with their French names.
+/// The public holidays of `year` in `region`, in date order, with their
+/// French names: 11 in Metropole, 13 in Alsace-Moselle; empty or partial
+/// only for years at the edge of chrono's range.
 pub fn public_holidays(year: i32, region: Region) -> Vec<(NaiveDate, &'static str)> {
     let mut out = Vec::with_capacity(13);
     let fixed = [
@@ -91,7 +102,7 @@ pub fn public_holidays(year: i32, region: Region) -> Vec<(NaiveDate, &'static st
     out
 }
 
-/// Whether `d` is a public holiday.
+/// Whether `d` is a public holiday in `region`.
 pub fn is_public_holiday(d: NaiveDate, region: Region) -> bool {
     public_holidays(d.year(), region)
         .iter()
@@ -103,7 +114,8 @@ pub fn is_working_day(d: NaiveDate, region: Region) -> bool {
     !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !is_public_holiday(d, region)
 }
 
-/// The `n`-th working day strictly after `from`; `None` out of the calendar's range.
+/// The `n`-th working day strictly after `from` (`from` itself never counts;
+/// `n == 0` gives `from`); `None` when it would be past chrono's last date.
 pub fn add_working_days(from: NaiveDate, n: u32, region: Region) -> Option<NaiveDate> {
     let mut d = from;
     let mut left = n;
@@ -116,7 +128,18 @@ pub fn add_working_days(from: NaiveDate, n: u32, region: Region) -> Option<Naive
     Some(d)
 }
 
-/// The last day to send a sheet for care given on `act_date`.
+/// The last day to send a sheet for care given on `act_date`; `None` when
+/// that day is past chrono's last date.
+///
+/// The rule (Code de la sécurité sociale art. R161-47): an electronic care
+/// sheet leaves within 3 working days when the patient paid the
+/// practitioner, within 8 in tiers payant. The count is in working days
+/// (jours ouvrés): Monday to Friday, Saturdays, Sundays and the public
+/// holidays of `region` excluded. The date of care itself does not count:
+/// the deadline is the 3rd (or 8th) working day strictly after `act_date`,
+/// and the sheet is on time when sent on that day. The text starts the
+/// count from the date of the acts and of the payment; this function takes
+/// the date of care, which is the date of payment at the practice.
 pub fn sending_deadline(
     act_date: NaiveDate,
     payment: Payment,
@@ -129,15 +152,23 @@ pub fn sending_deadline(
     add_working_days(act_date, n, region)
 }
 
-/// Whether a sheet for care on `act_date` is past its deadline on `today`.
+/// Whether a sheet for care on `act_date` is past its deadline on `today`:
+/// late when `today` is after [`sending_deadline`], on time on the deadline
+/// itself. A deadline past chrono's last date lies after every `today`, so
+/// it is never late.
 pub fn is_late(act_date: NaiveDate, payment: Payment, region: Region, today: NaiveDate) -> bool {
-    sending_deadline(act_date, payment, region).is_none_or(|d| today > d)
+    sending_deadline(act_date, payment, region).is_some_and(|d| today > d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const M: Region = Region::Metropole;
+    const AM: Region = Region::AlsaceMoselle;
+    const PP: Payment = Payment::PatientPaid;
+    const TP: Payment = Payment::TiersPayant;
 
     fn d(y: i32, m: u32, dd: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, dd).unwrap()
@@ -160,83 +191,215 @@ mod tests {
 
     #[test]
     fn the_eleven_holidays_of_2026() {
-        let got: Vec<NaiveDate> = public_holidays(2026, Region::Metropole)
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
         assert_eq!(
-            got,
+            public_holidays(2026, M),
             vec![
-                d(2026, 1, 1),
-                d(2026, 4, 6),
-                d(2026, 5, 1),
-                d(2026, 5, 8),
-                d(2026, 5, 14),
-                d(2026, 5, 25),
-                d(2026, 7, 14),
-                d(2026, 8, 15),
-                d(2026, 11, 1),
-                d(2026, 11, 11),
-                d(2026, 12, 25),
+                (d(2026, 1, 1), "Jour de l'an"),
+                (d(2026, 4, 6), "Lundi de Pâques"),
+                (d(2026, 5, 1), "Fête du travail"),
+                (d(2026, 5, 8), "Victoire 1945"),
+                (d(2026, 5, 14), "Ascension"),
+                (d(2026, 5, 25), "Lundi de Pentecôte"),
+                (d(2026, 7, 14), "Fête nationale"),
+                (d(2026, 8, 15), "Assomption"),
+                (d(2026, 11, 1), "Toussaint"),
+                (d(2026, 11, 11), "Armistice 1918"),
+                (d(2026, 12, 25), "Noël"),
             ]
         );
-        assert_eq!(public_holidays(2026, Region::AlsaceMoselle).len(), 13);
-        assert!(is_public_holiday(d(2026, 4, 3), Region::AlsaceMoselle));
-        assert!(!is_public_holiday(d(2026, 4, 3), Region::Metropole));
     }
 
     #[test]
-    fn deadlines_skip_weekends_and_holidays() {
-        let m = Region::Metropole;
-        // Friday 20 Nov 2026, patient paid: Mon 23, Tue 24, Wed 25.
+    fn alsace_moselle_adds_good_friday_and_26_december() {
+        let metropole = public_holidays(2026, M);
+        let alsace = public_holidays(2026, AM);
+        assert_eq!(alsace.len(), 13);
+        let extra: Vec<_> = alsace
+            .iter()
+            .filter(|h| !metropole.contains(h))
+            .copied()
+            .collect();
         assert_eq!(
-            sending_deadline(d(2026, 11, 20), Payment::PatientPaid, m),
+            extra,
+            vec![
+                (d(2026, 4, 3), "Vendredi saint"),
+                (d(2026, 12, 26), "Saint-Étienne"),
+            ]
+        );
+        assert!(is_public_holiday(d(2026, 4, 3), AM));
+        assert!(!is_public_holiday(d(2026, 4, 3), M));
+        assert!(is_working_day(d(2026, 4, 3), M));
+        assert!(!is_working_day(d(2026, 4, 3), AM));
+    }
+
+    #[test]
+    fn working_days() {
+        assert!(is_working_day(d(2026, 11, 20), M)); // Friday
+        assert!(!is_working_day(d(2026, 11, 21), M)); // Saturday
+        assert!(!is_working_day(d(2026, 11, 22), M)); // Sunday
+        assert!(!is_working_day(d(2026, 11, 11), M)); // Wednesday, Armistice
+        assert_eq!(
+            add_working_days(d(2026, 11, 21), 0, M),
+            Some(d(2026, 11, 21))
+        );
+        assert_eq!(
+            add_working_days(d(2026, 11, 21), 1, M),
+            Some(d(2026, 11, 23))
+        );
+    }
+
+    #[test]
+    fn deadline_across_a_weekend() {
+        // Friday 20 Nov 2026. Patient paid: Mon 23, Tue 24, Wed 25.
+        assert_eq!(
+            sending_deadline(d(2026, 11, 20), PP, M),
             Some(d(2026, 11, 25))
         );
-        // Wednesday 13 May 2026: Thursday 14 is Ascension; Fri 15, Mon 18, Tue 19.
+        // Tiers payant: 23, 24, 25, 26, 27, Mon 30, Tue 1 and Wed 2 Dec.
         assert_eq!(
-            sending_deadline(d(2026, 5, 13), Payment::PatientPaid, m),
+            sending_deadline(d(2026, 11, 20), TP, M),
+            Some(d(2026, 12, 2))
+        );
+        // Care on a Saturday: the count starts on Monday.
+        assert_eq!(
+            sending_deadline(d(2026, 11, 21), PP, M),
+            Some(d(2026, 11, 25))
+        );
+    }
+
+    #[test]
+    fn deadline_across_the_ascension_bridge() {
+        // Wednesday 13 May 2026; Thursday 14 is Ascension, Friday 15 is worked.
+        // Patient paid: Fri 15, Mon 18, Tue 19.
+        assert_eq!(
+            sending_deadline(d(2026, 5, 13), PP, M),
             Some(d(2026, 5, 19))
         );
-        // Wednesday 23 Dec 2026, tiers payant: 24, 28, 29, 30, 31 Dec, 4, 5, 6 Jan.
+        // Tiers payant: 15, 18, 19, 20, 21, 22, (Mon 25 Pentecôte) 26, 27.
         assert_eq!(
-            sending_deadline(d(2026, 12, 23), Payment::TiersPayant, m),
+            sending_deadline(d(2026, 5, 13), TP, M),
+            Some(d(2026, 5, 27))
+        );
+    }
+
+    #[test]
+    fn deadline_across_christmas_and_new_year() {
+        // Wednesday 23 Dec 2026. Patient paid: Thu 24, (Fri 25) Mon 28, Tue 29.
+        assert_eq!(
+            sending_deadline(d(2026, 12, 23), PP, M),
+            Some(d(2026, 12, 29))
+        );
+        // Tiers payant: 24, 28, 29, 30, 31, (Fri 1 Jan) Mon 4, Tue 5, Wed 6.
+        assert_eq!(
+            sending_deadline(d(2026, 12, 23), TP, M),
             Some(d(2027, 1, 6))
         );
-        assert!(is_late(
-            d(2026, 11, 20),
-            Payment::PatientPaid,
-            m,
-            d(2026, 11, 26)
-        ));
-        assert!(!is_late(
-            d(2026, 11, 20),
-            Payment::TiersPayant,
-            m,
-            d(2026, 11, 26)
-        ));
+    }
+
+    #[test]
+    fn alsace_moselle_deadlines_are_later_around_its_holidays() {
+        // Wednesday 24 Dec 2025; 25 is Thursday, 26 Friday.
+        // Patient paid, Metropole: Fri 26, Mon 29, Tue 30; Alsace-Moselle: 29, 30, 31.
+        // Tiers payant, Metropole: 26, 29, 30, 31, (Thu 1 Jan) 2, 5, 6, 7;
+        // Alsace-Moselle: 29, 30, 31, 2, 5, 6, 7, 8.
+        assert_eq!(
+            sending_deadline(d(2025, 12, 24), PP, M),
+            Some(d(2025, 12, 30))
+        );
+        assert_eq!(
+            sending_deadline(d(2025, 12, 24), PP, AM),
+            Some(d(2025, 12, 31))
+        );
+        assert_eq!(
+            sending_deadline(d(2025, 12, 24), TP, M),
+            Some(d(2026, 1, 7))
+        );
+        assert_eq!(
+            sending_deadline(d(2025, 12, 24), TP, AM),
+            Some(d(2026, 1, 8))
+        );
+        // Wednesday 1 April 2026; Good Friday 3, Easter Monday 6.
+        // Metropole: Thu 2, Fri 3, Tue 7; Alsace-Moselle: Thu 2, Tue 7, Wed 8.
+        assert_eq!(sending_deadline(d(2026, 4, 1), PP, M), Some(d(2026, 4, 7)));
+        assert_eq!(sending_deadline(d(2026, 4, 1), PP, AM), Some(d(2026, 4, 8)));
+    }
+
+    #[test]
+    fn late_only_after_the_deadline_day() {
+        let act = d(2026, 11, 20);
+        assert!(!is_late(act, PP, M, act));
+        assert!(!is_late(act, PP, M, d(2026, 11, 25)));
+        assert!(is_late(act, PP, M, d(2026, 11, 26)));
+        assert!(!is_late(act, TP, M, d(2026, 11, 26)));
+        assert!(!is_late(act, TP, M, d(2026, 12, 2)));
+        assert!(is_late(act, TP, M, d(2026, 12, 3)));
+    }
+
+    #[test]
+    fn the_end_of_the_calendar_gives_none() {
+        let last = NaiveDate::MAX;
+        assert_eq!(sending_deadline(last, PP, M), None);
+        assert_eq!(add_working_days(last, 1, AM), None);
+        assert_eq!(add_working_days(last, 0, AM), Some(last));
+        assert!(!is_late(last, TP, M, last));
+        let _ = is_working_day(last, AM);
+        let _ = is_working_day(NaiveDate::MIN, AM);
+        assert!(sending_deadline(NaiveDate::MIN, TP, AM).is_some());
+    }
+
+    fn region(alsace: bool) -> Region {
+        if alsace {
+            AM
+        } else {
+            M
+        }
     }
 
     proptest! {
         #[test]
-        fn deadlines_hold_their_working_days(days in 0u64..40_000, tiers_payant: bool) {
+        fn deadlines_hold_their_working_days(
+            days in 0u64..(d(2100, 1, 1) - d(1990, 1, 1)).num_days().unsigned_abs(),
+            tiers_payant: bool,
+            alsace: bool,
+        ) {
             let act = d(1990, 1, 1) + Days::new(days);
-            let payment = if tiers_payant { Payment::TiersPayant } else { Payment::PatientPaid };
-            let n = if tiers_payant { 8 } else { 3 };
-            let deadline = sending_deadline(act, payment, Region::Metropole).unwrap();
+            let region = region(alsace);
+            let (payment, n) = if tiers_payant { (TP, 8) } else { (PP, 3) };
+            let deadline = sending_deadline(act, payment, region).unwrap();
             prop_assert!(deadline > act);
-            prop_assert!(is_working_day(deadline, Region::Metropole));
-            let between = act.iter_days().skip(1).take_while(|x| *x <= deadline)
-                .filter(|x| is_working_day(*x, Region::Metropole)).count();
+            prop_assert!(is_working_day(deadline, region));
+            let between = act
+                .iter_days()
+                .skip(1)
+                .take_while(|x| *x <= deadline)
+                .filter(|x| is_working_day(*x, region))
+                .count();
             prop_assert_eq!(between, n);
-            prop_assert!(sending_deadline(act, Payment::TiersPayant, Region::Metropole).unwrap()
-                >= sending_deadline(act, Payment::PatientPaid, Region::Metropole).unwrap());
+            prop_assert!(
+                sending_deadline(act, TP, region).unwrap()
+                    >= sending_deadline(act, PP, region).unwrap()
+            );
+            prop_assert!(!is_late(act, payment, region, deadline));
+            prop_assert!(is_late(act, payment, region, deadline + Days::new(1)));
         }
 
         #[test]
-        fn any_year_is_safe(year: i32) {
+        fn easter_is_a_sunday_between_22_march_and_25_april(year in 1583i32..10_000) {
+            let easter = easter_sunday(year).unwrap();
+            prop_assert_eq!(easter.weekday(), Weekday::Sun);
+            prop_assert!(easter >= d(year, 3, 22) && easter <= d(year, 4, 25));
+        }
+
+        #[test]
+        fn any_year_is_safe(year: i32, alsace: bool) {
+            let region = region(alsace);
             let _ = easter_sunday(year);
-            let _ = public_holidays(year, Region::AlsaceMoselle);
+            let holidays = public_holidays(year, region);
+            prop_assert!(holidays.windows(2).all(|w| w[0] < w[1]));
+            if let Some(first) = NaiveDate::from_ymd_opt(year, 1, 1) {
+                let _ = is_working_day(first, region);
+                let _ = sending_deadline(first, Payment::TiersPayant, region);
+            }
         }
     }
 }
