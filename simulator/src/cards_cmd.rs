@@ -1,5 +1,7 @@
 //! `fse-sim cards`: shows the default CPS and Vitale card to a vpcd reader
-//! (pcscd's driver by default, slots on 35963 and 35964) until stopped.
+//! (pcscd's driver by default, slots on 35963 and 35964) until stopped, and
+//! takes `insert`, `remove`, `swap`, `stats` and `list` orders on its control
+//! socket (`fse-sim cards insert --slot 0 --profile …` sends them).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +36,92 @@ pub struct CardsArgs {
     /// Profile of the card in the Vitale slot: a built-in name or a TOML file (`none`: empty slot).
     #[arg(long, default_value = profiles::DEFAULT_VITALE)]
     pub vitale_profile: String,
+    /// Control socket of the running simulator.
+    #[arg(long, global = true, env = "FSE_SIM_CONTROL", default_value = crate::control::DEFAULT_SOCKET)]
+    pub control: std::path::PathBuf,
+    /// An order to the running simulator; without one, run the simulator.
+    #[command(subcommand)]
+    pub order: Option<Order>,
+}
+
+/// Orders to a running `fse-sim cards`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Order {
+    /// Put a card in a slot.
+    Insert {
+        /// Slot: 0 (or `cps`), 1 (or `vitale`).
+        #[arg(long, value_parser = parse_slot)]
+        slot: usize,
+        /// Built-in profile name or TOML file.
+        #[arg(long)]
+        profile: String,
+    },
+    /// Take the card out of a slot.
+    Remove {
+        /// Slot: 0 (or `cps`), 1 (or `vitale`).
+        #[arg(long, value_parser = parse_slot)]
+        slot: usize,
+    },
+    /// Replace the card of a slot, leaving the slot empty a moment as a hand would.
+    Swap {
+        /// Slot: 0 (or `cps`), 1 (or `vitale`).
+        #[arg(long, value_parser = parse_slot)]
+        slot: usize,
+        /// Built-in profile name or TOML file.
+        #[arg(long)]
+        profile: String,
+        /// How long the slot stays empty, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        gap_ms: u64,
+    },
+    /// Print the counters of the card in a slot (APDUs, PIN presentations, signatures, authentications).
+    Stats {
+        /// Slot: 0 (or `cps`), 1 (or `vitale`).
+        #[arg(long, value_parser = parse_slot)]
+        slot: usize,
+    },
+    /// Print what each slot holds.
+    List,
+}
+
+fn parse_slot(s: &str) -> Result<usize, String> {
+    match s {
+        "cps" => Ok(0),
+        "vitale" => Ok(1),
+        n => n
+            .parse()
+            .map_err(|_| format!("slot {n}: a number, `cps` or `vitale`")),
+    }
+}
+
+/// Sends an order to the running simulator; prints its answer (errors on stderr, with a failure).
+pub fn send(control: &std::path::Path, order: &Order) -> Result<(), String> {
+    use crate::control::{request, Request};
+    let ask = |req: Request| -> Result<(), String> {
+        let answer = request(control, &req)?;
+        match answer.get("error") {
+            Some(e) => Err(e.to_string()),
+            None => {
+                println!("{}", answer["ok"]);
+                Ok(())
+            }
+        }
+    };
+    match order.clone() {
+        Order::Insert { slot, profile } => ask(Request::Insert { slot, profile }),
+        Order::Remove { slot } => ask(Request::Remove { slot }),
+        Order::Swap {
+            slot,
+            profile,
+            gap_ms,
+        } => {
+            ask(Request::Remove { slot })?;
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            ask(Request::Insert { slot, profile })
+        }
+        Order::Stats { slot } => ask(Request::Stats { slot }),
+        Order::List => ask(Request::List),
+    }
 }
 
 /// The default cards, running on their links.
@@ -86,29 +174,50 @@ pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
         apdu: Duration::from_millis(args.latency_ms),
         signature: Duration::from_millis(args.signature_latency_ms),
     };
-    let (stop, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for (profile, port) in [
-        (&args.cps_profile, args.cps_port),
-        (&args.vitale_profile, args.vitale_port),
-    ] {
-        if profile == "none" {
-            continue;
+    // Check the profiles before anything connects.
+    for profile in [&args.cps_profile, &args.vitale_profile] {
+        if profile != "none" {
+            profiles::Profile::load(profile)?.card()?;
         }
-        let (card, _) = profiles::Profile::load(profile)?.card()?;
-        let card: SharedCard = Arc::new(Mutex::new(card));
-        tasks.push(tokio::spawn(vpcd::serve(
-            format!("{}:{port}", args.host),
-            card,
-            latency,
-            rx.clone(),
-        )));
     }
+    let slots = crate::control::Slots::new(
+        vec![
+            format!("{}:{}", args.host, args.cps_port),
+            format!("{}:{}", args.host, args.vitale_port),
+        ],
+        latency,
+    );
+    for (slot, profile) in [&args.cps_profile, &args.vitale_profile]
+        .into_iter()
+        .enumerate()
+    {
+        if profile != "none" {
+            let r = slots
+                .handle(crate::control::Request::Insert {
+                    slot,
+                    profile: profile.clone(),
+                })
+                .await;
+            if let Some(e) = r.get("error") {
+                tracing::warn!(slot, error = %e, "card not inserted");
+            }
+        }
+    }
+    let control = tokio::spawn(crate::control::serve(
+        args.control.clone(),
+        Arc::clone(&slots),
+    ));
     println!("cards ready");
-    crate::wait_for_signal().await;
-    let _ = stop.send(true);
-    for t in tasks {
-        let _ = t.await;
+    tokio::select! {
+        _ = crate::wait_for_signal() => {}
+        r = control => {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(socket = %args.control.display(), error = %e, "control socket failed");
+            }
+            crate::wait_for_signal().await;
+        }
     }
+    slots.remove_all().await;
+    let _ = std::fs::remove_file(&args.control);
     Ok(())
 }

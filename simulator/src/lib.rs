@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod cards_cmd;
+pub mod control;
 pub mod demo;
 pub mod insurer;
 pub mod pki;

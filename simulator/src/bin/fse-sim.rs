@@ -79,9 +79,12 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Cmd::Cards(a) => fse_simulator::cards_cmd::run(a)
-                .await
-                .map_err(|e| e.to_string()),
+            Cmd::Cards(a) => match &a.order {
+                Some(order) => fse_simulator::cards_cmd::send(&a.control, order),
+                None => fse_simulator::cards_cmd::run(a)
+                    .await
+                    .map_err(|e| e.to_string()),
+            },
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
