@@ -572,7 +572,7 @@ mod tests {
         )
         .await;
         assert_eq!(r["error"]["code"], json!(api::INVALID_PARAMS));
-        assert_eq!(r["error"]["data"]["field"], json!("act"));
+        assert_eq!(r["error"]["data"]["field"], json!("acts"));
         let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":4,"method":"fse.create","params":{"act":{"code":"G"},"extra":1}}"#).await;
         assert_eq!(r["error"]["data"]["field"], json!("extra"));
         let r = ask(

@@ -2,6 +2,7 @@
 //! message; built from card, rule and store failures.
 
 use fse_formats::api::{self, ErrorObject};
+use fse_formats::build::{self, Refusal, RefusalKind};
 use fse_formats::channel::CardError;
 use serde_json::json;
 
@@ -56,6 +57,18 @@ impl ApiError {
             ),
             other => ApiError::new(api::CARD_ERROR, format!("{what} card: {other}"), Some(what)),
         }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let code = match (r.kind, r.rule) {
+            (_, build::VITALE_ABSENT) => api::CARD_ABSENT,
+            (RefusalKind::Invalid, _) => api::INVALID_PARAMS,
+            (RefusalKind::Card, _) => api::CARD_NOT_ALLOWED,
+            (RefusalKind::Rule, _) => api::RULE_VIOLATION,
+        };
+        ApiError(ErrorObject::new(code, r.message, Some(&r.field)).with("rule", json!(r.rule)))
     }
 }
 

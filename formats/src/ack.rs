@@ -108,7 +108,7 @@ impl Arl {
         if a.version != ARL_VERSION {
             return Err(DerError::field("version", "unsupported ARL version"));
         }
-        Ok(Arl {
+        let arl = Arl {
             lot_id: a.lot_id,
             merkle_root: hex::encode(bytes_n::<32>(a.merkle_root.as_ref(), "merkle_root")?),
             status: match a.status {
@@ -127,7 +127,9 @@ impl Arl {
                     reason: r.reason,
                 })
                 .collect(),
-        })
+        };
+        crate::der::require_canonical(bytes, &arl.to_der()?, "arl")?;
+        Ok(arl)
     }
 }
 

@@ -158,7 +158,7 @@ pub struct VerifyPinParams {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActRequest {
-    /// Letter key or code, e.g. `G`.
+    /// NGAP letter key or CCAM code, e.g. `G`, `AMI`, `DEQP003`.
     pub code: String,
     /// Coefficient in hundredths (default 100).
     #[serde(default = "one_hundred")]
@@ -169,6 +169,15 @@ pub struct ActRequest {
     /// Date of care `YYYYMMDD` (default today).
     #[serde(default)]
     pub date: Option<String>,
+    /// Modifier codes (majorations), e.g. `MEG`, `DE`.
+    #[serde(default)]
+    pub modifiers: Vec<String>,
+    /// Excess fee (dépassement) above the base, cents.
+    #[serde(default)]
+    pub excess_cents: u64,
+    /// The prescriber, for acts on prescription (nurses, physiotherapists).
+    #[serde(default)]
+    pub prescriber: Option<crate::fse::Prescriber>,
 }
 
 fn one_hundred() -> u32 {
@@ -179,12 +188,84 @@ fn one() -> u32 {
     1
 }
 
-/// `fse.create` parameters.
+/// Who should pay the practitioner directly, as the practice software asks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersPayantRequest {
+    /// The AMO pays its share to the practitioner.
+    #[serde(default)]
+    pub amo: bool,
+    /// The AMC pays its share to the practitioner (needs an AMC in tiers payant on the card).
+    #[serde(default)]
+    pub amc: bool,
+}
+
+/// The beneficiary typed in degraded mode (from the paper attestation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct BeneficiaryRequest {
+    /// NIR with its key (15 characters).
+    pub nir: String,
+    /// Surname.
+    pub surname: String,
+    /// Given name.
+    pub given_name: String,
+    /// Birth date `YYYYMMDD`.
+    pub birth_date: String,
+    /// Birth rank (default 1).
+    #[serde(default = "rank_one")]
+    pub rank: u8,
+    /// AMO organism: régime (2) caisse (3) centre (4).
+    pub organism: String,
+}
+
+fn rank_one() -> u8 {
+    1
+}
+
+/// Degraded mode: no Vitale card; a paper sheet must follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DegradedRequest {
+    /// Why there is no Vitale card (required, non-empty).
+    #[serde(default)]
+    pub reason: String,
+    /// The beneficiary, as typed.
+    #[serde(default)]
+    pub beneficiary: Option<BeneficiaryRequest>,
+}
+
+/// The amounts the practice software computed: fsed refuses the sheet when its own differ.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedAmounts {
+    /// Total charged.
+    #[serde(default)]
+    pub total_cents: Option<u64>,
+    /// AMO share, participation deducted.
+    #[serde(default)]
+    pub amo_cents: Option<u64>,
+    /// AMC share.
+    #[serde(default)]
+    pub amc_cents: Option<u64>,
+    /// What the patient bears.
+    #[serde(default)]
+    pub patient_cents: Option<u64>,
+    /// What the patient pays today.
+    #[serde(default)]
+    pub due_cents: Option<u64>,
+}
+
+/// `fse.create` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FseCreateParams {
-    /// The act (this version bills one act per sheet).
-    pub act: ActRequest,
+    /// The acts, in order (1 to [`MAX_ACTS`]).
+    #[serde(default)]
+    pub acts: Vec<ActRequest>,
+    /// One act: shorthand for `acts: [act]` (give one of `act` and `acts`).
+    #[serde(default)]
+    pub act: Option<ActRequest>,
     /// Index of the beneficiary on the Vitale card (default 0, the assuré).
     #[serde(default)]
     pub beneficiary: usize,
@@ -197,7 +278,32 @@ pub struct FseCreateParams {
     /// A retried create with the same key returns the same sheet.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Care path (doctors): default `treating`; `not_applicable` for other professions.
+    #[serde(default)]
+    pub care_path: Option<crate::rules::CarePath>,
+    /// The acts are care for the beneficiary's ALD (the card must show an open ALD).
+    #[serde(default)]
+    pub ald: bool,
+    /// Work accident or occupational disease: its date and number.
+    #[serde(default)]
+    pub at_mp: Option<crate::fse::AtMp>,
+    /// Tiers payant asked for; default: what the law makes compulsory, and the AMC's when its
+    /// contract pays the practitioner directly.
+    #[serde(default)]
+    pub tiers_payant: Option<TiersPayantRequest>,
+    /// For a remplaçant: the practitioner replaced.
+    #[serde(default)]
+    pub replaced: Option<crate::fse::ReplacedPractitioner>,
+    /// Degraded mode (no Vitale card), with its reason and the beneficiary typed.
+    #[serde(default)]
+    pub degraded: Option<DegradedRequest>,
+    /// The amounts the practice software expects.
+    #[serde(default)]
+    pub expected: Option<ExpectedAmounts>,
 }
+
+/// The most acts one sheet carries.
+pub const MAX_ACTS: usize = 30;
 
 /// `fse.create` result.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -111,6 +111,44 @@ pub struct Situation {
     pub may_sign_invoice: bool,
     /// Whether the card may sign lots in this situation.
     pub may_sign_lot: bool,
+    /// Mode d'exercice: libéral, salarié or remplaçant (tag `85`, absent = libéral).
+    #[serde(default)]
+    pub mode: ExerciseMode,
+}
+
+/// The mode d'exercice of a situation. A remplaçant bills in the name of the practitioner he
+/// replaces, whom the sheet must name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExerciseMode {
+    /// Libéral, in his own name (code 0).
+    #[default]
+    Liberal,
+    /// Salarié of a health centre (code 1).
+    Salarie,
+    /// Remplaçant of a libéral practitioner (code 2).
+    Remplacant,
+}
+
+impl ExerciseMode {
+    /// The card's code.
+    pub fn code(self) -> u8 {
+        match self {
+            ExerciseMode::Liberal => 0,
+            ExerciseMode::Salarie => 1,
+            ExerciseMode::Remplacant => 2,
+        }
+    }
+
+    /// From the card's code.
+    pub fn from_code(code: u8) -> Option<ExerciseMode> {
+        match code {
+            0 => Some(ExerciseMode::Liberal),
+            1 => Some(ExerciseMode::Salarie),
+            2 => Some(ExerciseMode::Remplacant),
+            _ => None,
+        }
+    }
 }
 
 /// Everything fsed reads from a CPS.
@@ -353,6 +391,9 @@ pub fn encode_situation(s: &Situation) -> Vec<u8> {
         0x84,
         &[u8::from(s.may_sign_invoice) | (u8::from(s.may_sign_lot) << 1)],
     );
+    if s.mode != ExerciseMode::Liberal {
+        tlv::push(&mut out, 0x85, &[s.mode.code()]);
+    }
     out
 }
 
@@ -554,6 +595,17 @@ pub fn read_cps<C: CardChannel + ?Sized>(ch: &mut C) -> Result<CpsData, CardErro
             sector: r.byte(0x83)?,
             may_sign_invoice: flags & 1 != 0,
             may_sign_lot: flags & 2 != 0,
+            mode: match r.get(0x85) {
+                None => ExerciseMode::Liberal,
+                Some([code]) => ExerciseMode::from_code(*code).ok_or_else(|| {
+                    CardError::Data(format!("situation: unknown mode d'exercice {code}"))
+                })?,
+                Some(_) => {
+                    return Err(CardError::Data(
+                        "situation: mode d'exercice is one byte".into(),
+                    ))
+                }
+            },
         });
     }
     let public_key = read_key(ch, EF_CPS_KEY)?;

@@ -71,3 +71,19 @@ pub fn bytes_n<const N: usize>(v: &[u8], field: &'static str) -> Result<[u8; N],
     v.try_into()
         .map_err(|_| DerError::field(field, "wrong length"))
 }
+
+/// Refuses an encoding that is not the canonical DER of the value it decoded to
+/// (`reencoded`): a long length form where a short one fits, a BOOLEAN other than
+/// `00`/`FF`, an INTEGER with superfluous leading bytes, a constructed string …
+/// Whatever the ASN.1 layer tolerated, only the one DER encoding of a value is accepted.
+pub fn require_canonical(
+    bytes: &[u8],
+    reencoded: &[u8],
+    what: &'static str,
+) -> Result<(), DerError> {
+    if bytes == reencoded {
+        Ok(())
+    } else {
+        Err(DerError::field(what, "not the canonical DER encoding"))
+    }
+}

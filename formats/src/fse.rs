@@ -562,7 +562,7 @@ impl CareSheet {
         if acts.is_empty() {
             return Err(DerError::field("acts", "a sheet has at least one act"));
         }
-        Ok(CareSheet {
+        let sheet = CareSheet {
             number: body.number,
             created_at: body.created_at,
             practitioner: SheetPractitioner {
@@ -624,7 +624,9 @@ impl CareSheet {
             deadline: body.deadline,
             tables_version: body.tables_version,
             presence,
-        })
+        };
+        crate::der::require_canonical(bytes, &sheet.to_der()?, "sheet")?;
+        Ok(sheet)
     }
 
     /// A realistic sheet — Dr MARTIN's G consultation of 22 November 2026 for Jean DUPONT, tiers

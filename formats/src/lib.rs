@@ -8,10 +8,12 @@
 pub mod ack;
 pub mod apdu;
 pub mod api;
+pub mod build;
 pub mod calendar;
 pub mod cards;
 pub mod channel;
 pub mod der;
+pub mod dre;
 pub mod fse;
 pub mod ids;
 pub mod lot;

@@ -152,7 +152,9 @@ impl LotHeader {
         if !rest.is_empty() {
             return Err(DerError::field("header", "trailing bytes"));
         }
-        Self::from_der_struct(h)
+        let header = Self::from_der_struct(h)?;
+        crate::der::require_canonical(bytes, &header.to_der()?, "header")?;
+        Ok(header)
     }
 }
 
@@ -203,11 +205,13 @@ impl SignedLot {
                 })
             })
             .collect::<Result<Vec<_>, DerError>>()?;
-        Ok(SignedLot {
+        let lot = SignedLot {
             header: LotHeader::from_der_struct(h)?,
             signature: bytes_n(sig.as_ref(), "signature")?,
             entries,
-        })
+        };
+        crate::der::require_canonical(bytes, &lot.to_der()?, "lot")?;
+        Ok(lot)
     }
 
     /// Verifies count, Merkle root, CPS signature, and every sheet's decoding and proof of presence.

@@ -157,6 +157,29 @@ pub struct Tables {
     pub heavy_act: HeavyAct,
     /// The acts.
     pub acts: Vec<ActTariff>,
+    /// The modifiers (majorations) an act line may carry.
+    #[serde(default)]
+    pub modifiers: Vec<Modifier>,
+}
+
+/// A modifier (majoration) of an act line: an amount added to its base once per line, or the
+/// mark that allows an excess fee.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modifier {
+    /// Code, e.g. `MEG`.
+    pub code: String,
+    /// What it is.
+    pub label: String,
+    /// Profession codes that may use it.
+    pub professions: Vec<String>,
+    /// Added to the line's base, cents.
+    pub add_cents: u64,
+    /// It allows an excess fee in sector 1 (`DE`, exigence particulière du patient).
+    #[serde(default)]
+    pub allows_excess: bool,
+    /// Where the figure comes from.
+    pub source: String,
 }
 
 /// A table that cannot be used.
@@ -202,6 +225,11 @@ impl Tables {
                 return Err(TableError(format!("act {}: listed twice", a.code)));
             }
         }
+        for m in &t.modifiers {
+            if t.modifiers.iter().filter(|n| n.code == m.code).count() > 1 {
+                return Err(TableError(format!("modifier {}: listed twice", m.code)));
+            }
+        }
         Ok(t)
     }
 
@@ -225,7 +253,13 @@ impl Tables {
         Some((a, p))
     }
 
-    fn family(&self, f: Family) -> Option<&FamilyRule> {
+    /// The modifier `code`.
+    pub fn modifier(&self, code: &str) -> Option<&Modifier> {
+        self.modifiers.iter().find(|m| m.code == code)
+    }
+
+    /// The rates of family `f`.
+    pub fn family(&self, f: Family) -> Option<&FamilyRule> {
         self.families.iter().find(|r| r.family == f)
     }
 }
@@ -243,6 +277,8 @@ pub struct ActLine {
     pub date: NaiveDate,
     /// Excess fee (dépassement) above the base, cents.
     pub excess_cents: u64,
+    /// Modifier codes (majorations).
+    pub modifiers: Vec<String>,
 }
 
 /// What pricing needs to know of the beneficiary and the sheet.
@@ -335,6 +371,18 @@ pub enum RuleError {
         /// Profession code.
         profession: String,
     },
+    /// A modifier the table does not know, or not for this profession.
+    #[error("act {index}: modifier {code} unknown or not for profession {profession}")]
+    UnknownModifier {
+        /// Index of the act.
+        index: usize,
+        /// Position of the modifier on the act.
+        position: usize,
+        /// The code.
+        code: String,
+        /// Profession code.
+        profession: String,
+    },
     /// Quantity or coefficient zero, or an amount out of range.
     #[error("act {index}: {reason}")]
     BadAct {
@@ -353,6 +401,7 @@ impl RuleError {
         match self {
             RuleError::UnknownAct { .. } => "UNKNOWN_ACT",
             RuleError::ProfessionNotAllowed { .. } => "ACT_NOT_ALLOWED_FOR_PROFESSION",
+            RuleError::UnknownModifier { .. } => "UNKNOWN_MODIFIER",
             RuleError::BadAct { .. } => "BAD_ACT",
         }
     }
@@ -363,10 +412,16 @@ impl RuleError {
             RuleError::UnknownAct { index, .. } | RuleError::ProfessionNotAllowed { index, .. } => {
                 format!("acts[{index}].code")
             }
+            RuleError::UnknownModifier {
+                index, position, ..
+            } => format!("acts[{index}].modifiers[{position}]"),
             RuleError::BadAct { index, field, .. } => format!("acts[{index}].{field}"),
         }
     }
 }
+
+/// The largest excess fee one act line may carry: 10 000 €.
+pub const MAX_EXCESS_CENTS: u64 = 1_000_000;
 
 /// Age in whole years on `date`.
 pub fn age_on(birth: NaiveDate, date: NaiveDate) -> i32 {
@@ -450,12 +505,40 @@ pub fn price(
                 date: line.date,
             });
         };
+        if line.excess_cents > MAX_EXCESS_CENTS {
+            return Err(RuleError::BadAct {
+                index,
+                field: "excess_cents",
+                reason: format!("at most {MAX_EXCESS_CENTS} cents"),
+            });
+        }
+        let mut added = 0u64;
+        for (position, code) in line.modifiers.iter().enumerate() {
+            match tables.modifier(code) {
+                Some(m) if m.professions.iter().any(|x| x == profession) => {
+                    added = added.saturating_add(m.add_cents);
+                }
+                _ => {
+                    return Err(RuleError::UnknownModifier {
+                        index,
+                        position,
+                        code: code.clone(),
+                        profession: profession.to_string(),
+                    })
+                }
+            }
+        }
         let unit_coef = percent(p.unit_cents, u64::from(line.coefficient));
-        let base = unit_coef.saturating_mul(u64::from(line.quantity));
+        let base = unit_coef
+            .saturating_mul(u64::from(line.quantity))
+            .saturating_add(added);
         let full_cover = ctx.cover != CoverKind::Maladie || (ctx.ald && fam.rate > 0);
+        // Out of the care path lowers the rate from 16 years of age only (CSS art. L162-5-3).
+        let out_of_path =
+            ctx.care_path == CarePath::OutOfPath && age_on(ctx.birth_date, line.date) >= 16;
         let rate = if full_cover {
             100
-        } else if ctx.care_path == CarePath::OutOfPath {
+        } else if out_of_path {
             fam.out_of_path_rate
         } else {
             fam.rate
@@ -569,7 +652,49 @@ mod tests {
             quantity: 1,
             date,
             excess_cents: 0,
+            modifiers: vec![],
         }
+    }
+
+    #[test]
+    fn modifiers_add_to_the_base_once_and_are_checked_per_profession() {
+        let t = Tables::builtin();
+        let day = d(2026, 11, 16);
+        let mut line = act("G", 100, day);
+        line.modifiers = vec!["MEG".into()];
+        let child = ctx(d(2023, 1, 1));
+        let p = price(&[line.clone()], &child, "10", t, &|_| PfHistory::default()).unwrap();
+        // G 30 € + MEG 5 € = 35 €, 70 %, a child pays no participation.
+        assert_eq!(p.base_cents, 3500);
+        assert_eq!(p.amo_cents, 2450);
+        assert_eq!(p.pf_cents, 0);
+        line.modifiers = vec!["MEG".into(), "MCI".into()];
+        let e = price(&[line.clone()], &child, "10", t, &|_| PfHistory::default()).unwrap_err();
+        assert_eq!(e.code(), "UNKNOWN_MODIFIER");
+        assert_eq!(e.field(), "acts[0].modifiers[1]");
+        line.modifiers = vec!["XYZ".into()];
+        let e = price(&[line], &child, "10", t, &|_| PfHistory::default()).unwrap_err();
+        assert_eq!(e.field(), "acts[0].modifiers[0]");
+    }
+
+    #[test]
+    fn out_of_path_lowers_the_rate_from_sixteen_only() {
+        let t = Tables::builtin();
+        let day = d(2026, 11, 16);
+        let mut teen = ctx(d(2010, 11, 16));
+        teen.care_path = CarePath::OutOfPath;
+        let p = price(&[act("G", 100, day)], &teen, "10", t, &|_| {
+            PfHistory::default()
+        })
+        .unwrap();
+        assert_eq!(p.acts[0].rate, 30);
+        let mut child = ctx(d(2010, 11, 17));
+        child.care_path = CarePath::OutOfPath;
+        let p = price(&[act("G", 100, day)], &child, "10", t, &|_| {
+            PfHistory::default()
+        })
+        .unwrap();
+        assert_eq!(p.acts[0].rate, 70);
     }
 
     #[test]
@@ -804,7 +929,7 @@ mod tests {
             let date = d(2019, 1, 1) + chrono::Days::new(days as u64);
             let born = date - chrono::Days::new((age * 365) as u64);
             let profession = t.acts.iter().find(|a| a.code == code).unwrap().professions[0].clone();
-            let line = ActLine { code: code.into(), coefficient, quantity, date, excess_cents: excess };
+            let line = ActLine { code: code.into(), coefficient, quantity, date, excess_cents: excess, modifiers: vec![] };
             let c = Context { birth_date: born, cover, ald, css, care_path: if out_of_path { CarePath::OutOfPath } else { CarePath::Treating }, amc };
             if let Ok(p) = price(&[line.clone(), line], &c, &profession, t, &|_| PfHistory { same_day_cents: day_used, same_year_cents: year_used }) {
                 prop_assert_eq!(p.total_cents, p.amo_cents + p.amc_cents + p.patient_cents);

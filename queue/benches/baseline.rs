@@ -77,6 +77,7 @@ fn main() {
             der: der.clone(),
             json: "{}".into(),
             created_at: "20261122101500Z".into(),
+            ..Default::default()
         })
         .unwrap();
     }

@@ -453,6 +453,17 @@ impl Queue {
             Err(e) => return Err(e.into()),
         }
         let id = tx.last_insert_rowid();
+        if let Some(dre) = &new.dre {
+            tx.execute("UPDATE sheets SET dre = ?1 WHERE id = ?2", params![dre, id])?;
+        }
+        for (date, cents) in &new.participation {
+            if *cents > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO participation (beneficiary, care_date, cents, sheet_id) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![new.beneficiary_key, date, to_i64("participation", *cents)?, id])?;
+            }
+        }
         tx.execute(
             "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
              ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
@@ -477,6 +488,43 @@ impl Queue {
         )?;
         tx.commit()?;
         Ok(Inserted::New(row))
+    }
+
+    /// The participation forfaitaire already withheld for `beneficiary` on care dates from
+    /// `from` to `until` (`YYYYMMDD`, inclusive), summed per date, in date order.
+    pub fn participation_history(
+        &self,
+        beneficiary: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, u64)>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT care_date, sum(cents) FROM participation
+             WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3
+             GROUP BY care_date ORDER BY care_date",
+        )?;
+        let rows = stmt.query_map(params![beneficiary, from, until], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (date, cents) = row?;
+            let cents = u64::try_from(cents)
+                .map_err(|_| QueueError::Data(format!("negative participation on {date}")))?;
+            out.push((date, cents));
+        }
+        Ok(out)
+    }
+
+    /// The DRE stored with sheet `id`, if it has one.
+    pub fn sheet_dre(&self, id: i64) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self
+            .conn
+            .query_row("SELECT dre FROM sheets WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?
+            .flatten())
     }
 
     /// One sheet by store id.

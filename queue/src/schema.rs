@@ -79,6 +79,19 @@ CREATE TRIGGER acks_status BEFORE INSERT ON acks
     WHEN NEW.status NOT IN ('positive','negative')
     BEGIN SELECT RAISE(ABORT, 'acks.status must be positive or negative'); END;
 "#,
+    // 3: the participation forfaitaire each sheet withholds, per beneficiary and
+    // date of care (its day and year caps need the history), and the DRE a
+    // sheet carries for its AMC.
+    r#"
+CREATE TABLE participation (
+    beneficiary TEXT NOT NULL,
+    care_date   TEXT NOT NULL CHECK (length(care_date) = 8),
+    cents       INTEGER NOT NULL CHECK (cents > 0),
+    sheet_id    INTEGER NOT NULL REFERENCES sheets (id)
+);
+CREATE INDEX participation_beneficiary ON participation (beneficiary, care_date);
+ALTER TABLE sheets ADD COLUMN dre BLOB;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -23,6 +23,7 @@ fn new_sheet(pid: &str, number: u64, dest: &str, key: Option<&str>) -> NewSheet 
         der: vec![0x30, 0x01, number as u8],
         json: format!("{{\"number\":{number}}}"),
         created_at: "20261122100000Z".into(),
+        ..Default::default()
     }
 }
 
@@ -970,4 +971,66 @@ fn states_round_trip_through_their_names() {
         Err(UnknownState("inlot".into()))
     );
     assert_eq!(SheetState::InLot.as_str(), "in_lot");
+}
+
+#[test]
+fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+    let pid = "810000000009";
+    let insert = |q: &mut Queue, who: &str, entries: Vec<(&str, u64)>, dre: Option<Vec<u8>>| {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        let mut s = new_sheet(pid, number, "017510001", None);
+        s.beneficiary_key = who.into();
+        s.participation = entries
+            .into_iter()
+            .map(|(d, c)| (d.to_string(), c))
+            .collect();
+        s.dre = dre;
+        match q.insert_sheet(&s).unwrap() {
+            Inserted::New(r) => r,
+            Inserted::Existing(r) => panic!("unexpected {r:?}"),
+        }
+    };
+    let a = insert(
+        &mut q,
+        "A",
+        vec![("20261116", 200), ("20261117", 200)],
+        None,
+    );
+    insert(
+        &mut q,
+        "A",
+        vec![("20261116", 200), ("20261116", 0)],
+        Some(vec![0x30, 0]),
+    );
+    insert(&mut q, "B", vec![("20261116", 200)], None);
+    insert(&mut q, "A", vec![("20251231", 200)], None);
+    let h = q
+        .participation_history("A", "20260101", "20261231")
+        .unwrap();
+    assert_eq!(
+        h,
+        vec![("20261116".to_string(), 400), ("20261117".to_string(), 200)]
+    );
+    assert_eq!(
+        q.participation_history("B", "20260101", "20261231")
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(q
+        .participation_history("C", "20000101", "29991231")
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.sheet_dre(a.id).unwrap(), None);
+    assert_eq!(q.sheet_dre(a.id + 1).unwrap(), Some(vec![0x30, 0]));
+    // Kept across a reopen: the caps hold after a restart.
+    drop(q);
+    let q = Queue::open(&dir.path().join("q.db")).unwrap();
+    assert_eq!(
+        q.participation_history("A", "20261116", "20261116")
+            .unwrap(),
+        vec![("20261116".to_string(), 400)]
+    );
 }

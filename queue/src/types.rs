@@ -80,7 +80,7 @@ states!(
 );
 
 /// A sheet to insert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewSheet {
     /// National id of the practitioner.
     pub practitioner_id: String,
@@ -96,6 +96,12 @@ pub struct NewSheet {
     pub json: String,
     /// Creation time of the sheet (`YYYYMMDDHHMMSSZ`).
     pub created_at: String,
+    /// DER of the sheet's DRE, when the AMC pays the practitioner directly.
+    pub dre: Option<Vec<u8>>,
+    /// The beneficiary the participation history is kept under (`fse_formats::build::history_key`).
+    pub beneficiary_key: String,
+    /// Participation forfaitaire withheld by this sheet, per date of care (`YYYYMMDD`, cents).
+    pub participation: Vec<(String, u64)>,
 }
 
 /// A stored sheet.

@@ -42,6 +42,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../profiles/cps-dieteticien.toml"),
     ),
     (
+        "cps-infirmier",
+        include_str!("../profiles/cps-infirmier.toml"),
+    ),
+    (
+        "cps-medecin-specialiste",
+        include_str!("../profiles/cps-medecin-specialiste.toml"),
+    ),
+    (
         "cps-remplacant",
         include_str!("../profiles/cps-remplacant.toml"),
     ),
@@ -144,6 +152,9 @@ pub struct SituationProfile {
     /// May sign lots (default true).
     #[serde(default = "yes")]
     pub may_sign_lot: bool,
+    /// Mode d'exercice: `liberal` (default), `salarie` or `remplacant`.
+    #[serde(default)]
+    pub mode: fse_formats::cards::ExerciseMode,
 }
 
 /// A CPS (or CPE) profile.
@@ -360,6 +371,7 @@ impl CpsProfile {
                 sector: s.sector,
                 may_sign_invoice: s.may_sign_invoice,
                 may_sign_lot: s.may_sign_lot,
+                mode: s.mode,
             })
             .collect();
         (holder, situations)

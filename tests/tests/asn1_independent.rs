@@ -2,8 +2,8 @@
 //! asn1tools compiles `formats/asn1/fsed.asn` and decodes, then re-encodes
 //! byte for byte, every structure fsed and the insurer simulator write — a
 //! signed lot with its header and sheets, sheets in secured and degraded
-//! mode, positive and negative ARLs — and every golden sheet under
-//! `tests/golden/` when there are some. `tests/run` installs asn1tools in a
+//! mode, positive and negative ARLs — and every golden sheet and DRE under
+//! `tests/golden/`. `tests/run` installs asn1tools in a
 //! virtual environment (`target/asn1-venv`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -65,19 +65,22 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     assert!(!negative.rejections.is_empty());
     write(dir.path(), "Arl", "negative", &negative.to_der().unwrap());
 
-    // Golden sheets, when present: tests/golden/<case>/sheet.der.
+    // Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex.
     let golden = workspace().join("tests/golden");
     let mut goldens = 0;
-    if let Ok(cases) = std::fs::read_dir(&golden) {
-        for case in cases.flatten() {
-            let der = case.path().join("sheet.der");
-            if let Ok(bytes) = std::fs::read(&der) {
-                let name = case.file_name().to_string_lossy().into_owned();
-                write(dir.path(), "CareSheet", &format!("golden-{name}"), &bytes);
+    let mut cases: Vec<_> = std::fs::read_dir(&golden).unwrap().flatten().collect();
+    cases.sort_by_key(|c| c.file_name());
+    for case in cases {
+        let name = case.file_name().to_string_lossy().into_owned();
+        for (file, type_name) in [("sheet.der.hex", "CareSheet"), ("dre.der.hex", "Dre")] {
+            if let Ok(text) = std::fs::read_to_string(case.path().join(file)) {
+                let bytes = hex::decode(text.trim()).unwrap();
+                write(dir.path(), type_name, &format!("golden-{name}"), &bytes);
                 goldens += 1;
             }
         }
     }
+    assert!(goldens >= 30, "{goldens} golden DER files");
 
     let out = Command::new(python())
         .arg(workspace().join("tests/asn1/check.py"))

@@ -87,7 +87,7 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
     assert_eq!(r["error"]["code"], json!(-32601));
     let r = rpc.call("fse.create", json!({}));
     assert_eq!(r["error"]["code"], json!(-32602));
-    assert_eq!(r["error"]["data"]["field"], json!("act"));
+    assert_eq!(r["error"]["data"]["field"], json!("acts"));
     let r = rpc.call("fse.create", json!({"act": {"code": "G"}}));
     assert_eq!(r["error"]["data"]["name"], json!("PIN_REQUIRED"), "{r}");
 
