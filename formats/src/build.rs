@@ -559,8 +559,11 @@ pub fn build(
 
     // 11. Prescriptions and excess fees.
     for (i, (a, date)) in requested.iter().zip(&dates).enumerate() {
-        let Some((tariff, _)) = tables.act(&a.code, *date) else {
-            continue; // priced below, which names the unknown act
+        let Some((tariff, _)) = tables
+            .act(&a.code, *date)
+            .filter(|(t, _)| t.professions.contains(&cps.holder.profession))
+        else {
+            continue; // priced below, which names the unknown or forbidden act
         };
         match (&a.prescriber, tariff.prescription) {
             (None, true) => {

@@ -10,46 +10,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_for, Proc, Rpc};
-use serde_json::{json, Value};
+use common::{order, serials, wait_for, Proc, Rpc};
+use serde_json::json;
 
 static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Sends an order to the running simulator; returns its printed answer.
-fn order(control: &Path, args: &[&str]) -> Value {
-    let out = Command::new(common::bin("fse-sim"))
-        .arg("cards")
-        .args(args)
-        .arg("--control")
-        .arg(control)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fse-sim cards {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // A swap prints two answers (removed, inserted): the last one tells the outcome.
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
-
-fn serials(rpc: &mut Rpc) -> Vec<(String, String)> {
-    let list = rpc.ok("cards.list", json!({}));
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["kind"].as_str().unwrap().to_string(),
-                c["serial"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
 
 /// Starts the simulator with `extra` flags and fsed on pcscd; waits until fsed sees `cards` cards.
 fn start(dir: &Path, extra: &[&str], cards: usize) -> (Proc, Proc, Rpc, std::path::PathBuf) {

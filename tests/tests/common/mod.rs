@@ -251,3 +251,37 @@ pub fn unique() -> String {
                 .as_nanos())
     )
 }
+
+/// Sends an order to the running simulator; returns its printed answer.
+pub fn order(control: &Path, args: &[&str]) -> Value {
+    let out = Command::new(bin("fse-sim"))
+        .arg("cards")
+        .args(args)
+        .arg("--control")
+        .arg(control)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fse-sim cards {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A swap prints two answers (removed, inserted): the last one tells the outcome.
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// What fsed lists in its readers: (kind, serial) pairs.
+pub fn serials(rpc: &mut Rpc) -> Vec<(String, String)> {
+    let list = rpc.ok("cards.list", json!({}));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["serial"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
