@@ -101,6 +101,7 @@ impl Arl {
 
     /// DER decoding, strict.
     pub fn from_der(bytes: &[u8]) -> Result<Arl, DerError> {
+        crate::der::check_structure(bytes)?;
         let (rest, a) = ArlDer::from_der(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("arl", "trailing bytes"));

@@ -44,6 +44,93 @@ impl From<asn1_rs::SerializeError> for DerError {
     }
 }
 
+/// How deep DER structures may nest (fsed's nest at most 5 levels).
+pub const MAX_DEPTH: usize = 16;
+
+/// Checks the TLV structure of DER input before any typed decoding: low tag numbers only,
+/// definite lengths in their shortest form, lengths within the input, constructed values
+/// nesting at most [`MAX_DEPTH`] levels, BOOLEANs of one octet `00` or `FF`, INTEGERs non-empty
+/// and minimal, and nothing after the outer value. The typed decoders run on input that passed:
+/// this is the guard that a malformed BOOLEAN or length never reaches a library's assumptions.
+pub fn check_structure(bytes: &[u8]) -> Result<(), DerError> {
+    let rest = check_value(bytes, 0)?;
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(DerError::field("der", "trailing bytes"))
+    }
+}
+
+/// Checks one TLV value at `depth`; returns what follows it.
+fn check_value(bytes: &[u8], depth: usize) -> Result<&[u8], DerError> {
+    if depth > MAX_DEPTH {
+        return Err(DerError::field("der", "nested too deep"));
+    }
+    let (&tag, rest) = bytes
+        .split_first()
+        .ok_or(DerError::field("der", "truncated tag"))?;
+    if tag & 0x1F == 0x1F {
+        return Err(DerError::field("der", "high tag numbers are not used"));
+    }
+    let (&first, mut rest) = rest
+        .split_first()
+        .ok_or(DerError::field("der", "truncated length"))?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 {
+            return Err(DerError::field("der", "indefinite length"));
+        }
+        if n > 4 || rest.len() < n {
+            return Err(DerError::field("der", "length out of range"));
+        }
+        let (octets, after) = rest.split_at(n);
+        rest = after;
+        if octets[0] == 0 {
+            return Err(DerError::field("der", "length with a leading zero octet"));
+        }
+        let len = octets
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        if len < 0x80 {
+            return Err(DerError::field(
+                "der",
+                "long length form for a short length",
+            ));
+        }
+        len
+    };
+    if rest.len() < len {
+        return Err(DerError::field("der", "length beyond the input"));
+    }
+    let (content, after) = rest.split_at(len);
+    if tag & 0x20 != 0 {
+        let mut inner = content;
+        while !inner.is_empty() {
+            inner = check_value(inner, depth + 1)?;
+        }
+    } else {
+        match tag {
+            0x01 if content != [0x00] && content != [0xFF] => {
+                return Err(DerError::field("der", "BOOLEAN is one octet, 00 or FF"));
+            }
+            0x02 => match content {
+                [] => return Err(DerError::field("der", "empty INTEGER")),
+                [0x00, b, ..] if b & 0x80 == 0 => {
+                    return Err(DerError::field("der", "INTEGER not minimal"))
+                }
+                [0xFF, b, ..] if b & 0x80 != 0 => {
+                    return Err(DerError::field("der", "INTEGER not minimal"))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    Ok(after)
+}
+
 /// Wraps already-encoded content in a DER SEQUENCE header.
 pub fn sequence(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);
@@ -85,5 +172,106 @@ pub fn require_canonical(
         Ok(())
     } else {
         Err(DerError::field(what, "not the canonical DER encoding"))
+    }
+}
+
+/// A DER BOOLEAN for the derived codecs. asn1-rs 0.7's `bool` reads the first content octet
+/// before checking the tag or the length, so an empty value where a BOOLEAN is expected would
+/// panic; this type checks tag and length first, then takes only `00` and `FF`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DerBool(pub bool);
+
+fn der_bool(any: &asn1_rs::Any<'_>) -> asn1_rs::Result<bool> {
+    any.tag().assert_eq(asn1_rs::Tag::Boolean)?;
+    match any.data {
+        [0x00] => Ok(false),
+        [0xFF] => Ok(true),
+        _ => Err(asn1_rs::Error::DerConstraintFailed(
+            asn1_rs::DerConstraint::InvalidBoolean,
+        )),
+    }
+}
+
+impl<'a> TryFrom<asn1_rs::Any<'a>> for DerBool {
+    type Error = asn1_rs::Error;
+
+    fn try_from(any: asn1_rs::Any<'a>) -> asn1_rs::Result<DerBool> {
+        der_bool(&any).map(DerBool)
+    }
+}
+
+impl asn1_rs::CheckDerConstraints for DerBool {
+    fn check_constraints(any: &asn1_rs::Any) -> asn1_rs::Result<()> {
+        der_bool(any).map(|_| ())
+    }
+}
+
+impl asn1_rs::DerAutoDerive for DerBool {}
+
+impl asn1_rs::Tagged for DerBool {
+    const TAG: asn1_rs::Tag = asn1_rs::Tag::Boolean;
+}
+
+impl asn1_rs::ToDer for DerBool {
+    fn to_der_len(&self) -> asn1_rs::Result<usize> {
+        self.0.to_der_len()
+    }
+
+    fn write_der_header(&self, writer: &mut dyn std::io::Write) -> asn1_rs::SerializeResult<usize> {
+        self.0.write_der_header(writer)
+    }
+
+    fn write_der_content(
+        &self,
+        writer: &mut dyn std::io::Write,
+    ) -> asn1_rs::SerializeResult<usize> {
+        self.0.write_der_content(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asn1_rs::{FromDer, ToDer};
+
+    #[test]
+    fn der_bool_refuses_what_asn1_rs_bool_would_panic_on() {
+        for bad in [
+            &[0x01, 0x00][..],
+            &[0x0C, 0x00],
+            &[0x30, 0x00],
+            &[0x01, 0x01, 0x01],
+        ] {
+            assert!(DerBool::from_der(bad).is_err(), "{bad:02X?}");
+        }
+        for v in [false, true] {
+            let der = DerBool(v).to_der_vec().unwrap();
+            assert_eq!(DerBool::from_der(&der).unwrap().1, DerBool(v));
+        }
+    }
+
+    #[test]
+    fn structure_check_refuses_non_canonical_forms() {
+        let ok = [0x30, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01, 0xFF];
+        check_structure(&ok).unwrap();
+        let bad: [&[u8]; 9] = [
+            &[0x30, 0x81, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01, 0xFF], // long form, short length
+            &[0x30, 0x80, 0x02, 0x01, 0x05, 0x00, 0x00],             // indefinite length
+            &[0x30, 0x07, 0x02, 0x02, 0x00, 0x05, 0x01, 0x01, 0xFF], // INTEGER 00 05
+            &[0x30, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01, 0x01],       // BOOLEAN 01
+            &[0x30, 0x05, 0x02, 0x00, 0x01, 0x01, 0xFF],             // empty INTEGER
+            &[0x30, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01],             // truncated
+            &[0x30, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01, 0xFF, 0x00], // trailing byte
+            &[0x3F, 0x01, 0x00],                                     // high tag number
+            &[0x30, 0x82, 0x00, 0x06, 0x02, 0x01, 0x05, 0x01, 0x01, 0xFF], // leading zero length
+        ];
+        for b in bad {
+            assert!(check_structure(b).is_err(), "{b:02X?}");
+        }
+        let mut deep = Vec::new();
+        for _ in 0..100 {
+            deep = sequence(&deep);
+        }
+        assert!(check_structure(&deep).is_err());
     }
 }

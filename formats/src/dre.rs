@@ -193,6 +193,7 @@ impl Dre {
     /// Decodes a DRE, refusing trailing bytes, unknown versions, out-of-range fields and any
     /// encoding that is not the canonical DER of what it decodes to.
     pub fn from_der(bytes: &[u8]) -> Result<Dre, DerError> {
+        crate::der::check_structure(bytes)?;
         let (rest, d) = DreDer::from_der(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("dre", "trailing bytes"));

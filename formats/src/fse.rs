@@ -9,7 +9,7 @@ use asn1_rs::{DerSequence, FromDer, Tagged, ToDer, ToDerSequence};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::der::{bytes_n, octets, DerError};
+use crate::der::{bytes_n, octets, DerBool, DerError};
 
 /// Version of the `CareSheet` encoding.
 pub const SHEET_VERSION: u32 = 2;
@@ -281,15 +281,15 @@ struct AtMpDer {
 #[derive(DerSequence, ToDerSequence)]
 struct CoverDer {
     kind: u32,
-    ald: bool,
-    css: bool,
+    ald: DerBool,
+    css: DerBool,
     at_mp: Vec<AtMpDer>,
 }
 
 #[derive(DerSequence, ToDerSequence)]
 struct TiersPayantDer {
-    amo: bool,
-    amc: bool,
+    amo: DerBool,
+    amc: DerBool,
     amc_number: Vec<String>,
 }
 
@@ -443,8 +443,8 @@ impl CareSheet {
             care_path: care_path_code(self.care_path),
             cover: CoverDer {
                 kind: cover_code(self.cover.kind),
-                ald: self.cover.ald,
-                css: self.cover.css,
+                ald: DerBool(self.cover.ald),
+                css: DerBool(self.cover.css),
                 at_mp: self
                     .cover
                     .at_mp
@@ -456,8 +456,8 @@ impl CareSheet {
                     .collect(),
             },
             tiers_payant: TiersPayantDer {
-                amo: self.tiers_payant.amo,
-                amc: self.tiers_payant.amc,
+                amo: DerBool(self.tiers_payant.amo),
+                amc: DerBool(self.tiers_payant.amc),
                 amc_number: self.tiers_payant.amc_number.iter().cloned().collect(),
             },
             amounts: AmountsDer {
@@ -513,6 +513,7 @@ impl CareSheet {
 
     /// Decodes a sheet from DER, refusing trailing bytes, unknown versions and out-of-range fields.
     pub fn from_der(bytes: &[u8]) -> Result<CareSheet, DerError> {
+        crate::der::check_structure(bytes)?;
         let (rest, seq) = asn1_rs::Sequence::from_der(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("sheet", "trailing bytes"));
@@ -593,16 +594,16 @@ impl CareSheet {
             care_path: care_path_from(body.care_path)?,
             cover: Cover {
                 kind: cover_from(body.cover.kind)?,
-                ald: body.cover.ald,
-                css: body.cover.css,
+                ald: body.cover.ald.0,
+                css: body.cover.css.0,
                 at_mp: at_most_one(body.cover.at_mp, "cover.at_mp")?.map(|x| AtMp {
                     date: x.date,
                     number: x.number,
                 }),
             },
             tiers_payant: TiersPayant {
-                amo: body.tiers_payant.amo,
-                amc: body.tiers_payant.amc,
+                amo: body.tiers_payant.amo.0,
+                amc: body.tiers_payant.amc.0,
                 amc_number: at_most_one(body.tiers_payant.amc_number, "tiers_payant.amc_number")?,
             },
             amounts: Amounts {

@@ -24,3 +24,6 @@ pub mod tlv;
 pub mod transcript;
 pub mod vpcd;
 pub mod wire;
+
+#[cfg(test)]
+mod canonical_tests;

@@ -148,6 +148,7 @@ impl LotHeader {
 
     /// Decodes a header.
     pub fn from_der(bytes: &[u8]) -> Result<Self, DerError> {
+        crate::der::check_structure(bytes)?;
         let (rest, h) = HeaderDer::from_der(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("header", "trailing bytes"));
@@ -185,6 +186,7 @@ impl SignedLot {
 
     /// Decodes a signed lot (no verification: see [`SignedLot::verify`]).
     pub fn from_der(bytes: &[u8]) -> Result<Self, DerError> {
+        crate::der::check_structure(bytes)?;
         let (rest, seq) = asn1_rs::Sequence::from_der(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("lot", "trailing bytes"));
@@ -260,11 +262,12 @@ impl SignedLot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
 
-    fn lot(n: usize) -> SignedLot {
+    /// A signed lot of `n` sample sheets.
+    pub(crate) fn lot(n: usize) -> SignedLot {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let entries: Vec<LotEntry> = (0..n)
             .map(|i| {
