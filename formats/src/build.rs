@@ -138,13 +138,19 @@ pub struct CardsRead<'a> {
     pub vitale_certificate: Option<&'a CertCheck>,
 }
 
-/// Parses a `YYYYMMDD` date.
+/// Parses a `YYYYMMDD` date: eight ASCII digits naming a real day.
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y%m%d").ok()
+    let b = s.as_bytes();
+    if b.len() != 8 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+    NaiveDate::from_ymd_opt(i32::try_from(n(0..4)).ok()?, n(4..6), n(6..8))
 }
 
-fn ymd(d: NaiveDate) -> String {
-    d.format("%Y%m%d").to_string()
+/// A date as `YYYYMMDD`.
+pub fn ymd(d: NaiveDate) -> String {
+    format!("{:04}{:02}{:02}", d.year(), d.month(), d.day())
 }
 
 /// The acts of a request: `acts`, or the single `act`.

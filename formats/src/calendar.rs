@@ -102,11 +102,20 @@ pub fn public_holidays(year: i32, region: Region) -> Vec<(NaiveDate, &'static st
     out
 }
 
-/// Whether `d` is a public holiday in `region`.
+/// Whether `d` is a public holiday in `region` — the days [`public_holidays`] lists, found
+/// without building the list: fixed dates by month and day, movable feasts by their distance
+/// to Easter (they fall between March and June).
 pub fn is_public_holiday(d: NaiveDate, region: Region) -> bool {
-    public_holidays(d.year(), region)
-        .iter()
-        .any(|(h, _)| *h == d)
+    let alsace = region == Region::AlsaceMoselle;
+    match (d.month(), d.day()) {
+        (1, 1) | (5, 1) | (5, 8) | (7, 14) | (8, 15) | (11, 1) | (11, 11) | (12, 25) => true,
+        (12, 26) => alsace,
+        (3..=6, _) => easter_sunday(d.year()).is_some_and(|easter| {
+            let offset = (d - easter).num_days();
+            matches!(offset, 1 | 39 | 50) || (alsace && offset == -2)
+        }),
+        _ => false,
+    }
 }
 
 /// Whether `d` is a working day: Monday to Friday, not a public holiday.
@@ -345,6 +354,26 @@ mod tests {
         let _ = is_working_day(last, AM);
         let _ = is_working_day(NaiveDate::MIN, AM);
         assert!(sending_deadline(NaiveDate::MIN, TP, AM).is_some());
+    }
+
+    #[test]
+    fn holiday_test_agrees_with_the_list_every_day_of_a_century() {
+        for region in [Region::Metropole, Region::AlsaceMoselle] {
+            let mut d = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+            let end = NaiveDate::from_ymd_opt(2060, 1, 1).unwrap();
+            let mut listed = public_holidays(d.year(), region);
+            while d < end {
+                if d.ordinal() == 1 {
+                    listed = public_holidays(d.year(), region);
+                }
+                assert_eq!(
+                    is_public_holiday(d, region),
+                    listed.iter().any(|(h, _)| *h == d),
+                    "{d} {region:?}"
+                );
+                d = d.succ_opt().unwrap();
+            }
+        }
     }
 
     fn region(alsace: bool) -> Region {

@@ -131,6 +131,90 @@ fn check_value(bytes: &[u8], depth: usize) -> Result<&[u8], DerError> {
     Ok(after)
 }
 
+/// A DER writer for the hot encoders: values are written in place and each SEQUENCE's length
+/// is patched in once its content is known, so encoding is one pass with no intermediate
+/// structures. It writes exactly what the asn1-rs encoders write (the golden files prove it).
+#[derive(Debug, Default)]
+pub struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    /// A writer with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> Writer {
+        Writer {
+            out: Vec::with_capacity(n),
+        }
+    }
+
+    /// The bytes written.
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+
+    fn length(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = (len as u64).to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (8 - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+
+    fn primitive(&mut self, tag: u8, content: &[u8]) {
+        self.out.push(tag);
+        Writer::length(&mut self.out, content.len());
+        self.out.extend_from_slice(content);
+    }
+
+    /// A SEQUENCE (or SEQUENCE OF) whose content `f` writes.
+    pub fn seq(&mut self, f: impl FnOnce(&mut Writer)) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0x30, 0]);
+        f(self);
+        let len = self.out.len() - start - 2;
+        if len < 0x80 {
+            self.out[start + 1] = len as u8;
+        } else {
+            let mut head = Vec::with_capacity(9);
+            Writer::length(&mut head, len);
+            self.out.splice(start + 1..start + 2, head);
+        }
+    }
+
+    /// A UTF8String.
+    pub fn utf8(&mut self, s: &str) {
+        self.primitive(0x0C, s.as_bytes());
+    }
+
+    /// A non-negative INTEGER, in its minimal two's-complement form.
+    pub fn uint(&mut self, v: u64) {
+        let bytes = v.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
+        let digits = &bytes[skip..];
+        self.out.push(0x02);
+        if digits[0] & 0x80 != 0 {
+            self.out.push(digits.len() as u8 + 1);
+            self.out.push(0);
+        } else {
+            self.out.push(digits.len() as u8);
+        }
+        self.out.extend_from_slice(digits);
+    }
+
+    /// A BOOLEAN (`FF` or `00`).
+    pub fn boolean(&mut self, b: bool) {
+        self.primitive(0x01, &[if b { 0xFF } else { 0x00 }]);
+    }
+
+    /// An OCTET STRING.
+    pub fn octets(&mut self, b: &[u8]) {
+        self.primitive(0x04, b);
+    }
+}
+
 /// Wraps already-encoded content in a DER SEQUENCE header.
 pub fn sequence(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);

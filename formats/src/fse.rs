@@ -5,11 +5,11 @@
 //! patient's proof of presence: the Vitale card's signature over
 //! SHA-256(DER(body)), which [`CareSheet::presence_challenge`] computes.
 
-use asn1_rs::{DerSequence, FromDer, Tagged, ToDer, ToDerSequence};
+use asn1_rs::{DerSequence, FromDer, Tagged, ToDerSequence};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::der::{bytes_n, octets, DerBool, DerError};
+use crate::der::{bytes_n, octets, DerBool, DerError, Writer};
 
 /// Version of the `CareSheet` encoding.
 pub const SHEET_VERSION: u32 = 2;
@@ -380,109 +380,115 @@ fn at_most_one<T>(v: Vec<T>, field: &'static str) -> Result<Option<T>, DerError>
 }
 
 impl CareSheet {
-    fn body_der(&self) -> BodyDer {
+    /// Writes the sheet body (everything but the proof of presence): `CareSheetBody`.
+    fn write_body(&self, w: &mut Writer) {
         let p = &self.practitioner;
         let b = &self.beneficiary;
         let a = &self.amounts;
-        BodyDer {
-            version: SHEET_VERSION,
-            number: self.number,
-            created_at: self.created_at.clone(),
-            practitioner: PractitionerDer {
-                national_id: p.national_id.clone(),
-                surname: p.surname.clone(),
-                given_name: p.given_name.clone(),
-                profession: p.profession.clone(),
-                specialty: p.specialty.clone(),
-                billing_number: p.billing_number.clone(),
-                sector: u32::from(p.sector),
-                cps_serial: p.cps_serial.clone(),
-            },
-            replaced: self
-                .replaced
-                .iter()
-                .map(|r| ReplacedDer {
-                    national_id: r.national_id.clone(),
-                    surname: r.surname.clone(),
-                    given_name: r.given_name.clone(),
-                    billing_number: r.billing_number.clone(),
-                })
-                .collect(),
-            beneficiary: BeneficiaryDer {
-                nir: b.nir.clone(),
-                surname: b.surname.clone(),
-                given_name: b.given_name.clone(),
-                birth_date: b.birth_date.clone(),
-                rank: u32::from(b.rank),
-                organism: b.organism.clone(),
-            },
-            acts: self
-                .acts
-                .iter()
-                .map(|x| ActDer {
-                    code: x.code.clone(),
-                    coefficient: x.coefficient,
-                    quantity: x.quantity,
-                    date: x.date.clone(),
-                    modifiers: x.modifiers.clone(),
-                    prescriber: x
-                        .prescriber
-                        .iter()
-                        .map(|p| PrescriberDer {
-                            national_id: p.national_id.clone(),
-                            date: p.date.clone(),
-                        })
-                        .collect(),
-                    base_cents: x.base_cents,
-                    excess_cents: x.excess_cents,
-                    rate: u32::from(x.rate),
-                    amo_cents: x.amo_cents,
-                    pf_cents: x.pf_cents,
-                })
-                .collect(),
-            care_path: care_path_code(self.care_path),
-            cover: CoverDer {
-                kind: cover_code(self.cover.kind),
-                ald: DerBool(self.cover.ald),
-                css: DerBool(self.cover.css),
-                at_mp: self
-                    .cover
-                    .at_mp
-                    .iter()
-                    .map(|x| AtMpDer {
-                        date: x.date.clone(),
-                        number: x.number.clone(),
-                    })
-                    .collect(),
-            },
-            tiers_payant: TiersPayantDer {
-                amo: DerBool(self.tiers_payant.amo),
-                amc: DerBool(self.tiers_payant.amc),
-                amc_number: self.tiers_payant.amc_number.iter().cloned().collect(),
-            },
-            amounts: AmountsDer {
-                total_cents: a.total_cents,
-                base_cents: a.base_cents,
-                excess_cents: a.excess_cents,
-                amo_cents: a.amo_cents,
-                pf_cents: a.pf_cents,
-                amc_cents: a.amc_cents,
-                patient_cents: a.patient_cents,
-                due_cents: a.due_cents,
-            },
-            mode: match self.mode {
+        w.seq(|w| {
+            w.uint(u64::from(SHEET_VERSION));
+            w.uint(self.number);
+            w.utf8(&self.created_at);
+            w.seq(|w| {
+                w.utf8(&p.national_id);
+                w.utf8(&p.surname);
+                w.utf8(&p.given_name);
+                w.utf8(&p.profession);
+                w.utf8(&p.specialty);
+                w.utf8(&p.billing_number);
+                w.uint(u64::from(p.sector));
+                w.utf8(&p.cps_serial);
+            });
+            w.seq(|w| {
+                if let Some(r) = &self.replaced {
+                    w.seq(|w| {
+                        w.utf8(&r.national_id);
+                        w.utf8(&r.surname);
+                        w.utf8(&r.given_name);
+                        w.utf8(&r.billing_number);
+                    });
+                }
+            });
+            w.seq(|w| {
+                w.utf8(&b.nir);
+                w.utf8(&b.surname);
+                w.utf8(&b.given_name);
+                w.utf8(&b.birth_date);
+                w.uint(u64::from(b.rank));
+                w.utf8(&b.organism);
+            });
+            w.seq(|w| {
+                for x in &self.acts {
+                    w.seq(|w| {
+                        w.utf8(&x.code);
+                        w.uint(u64::from(x.coefficient));
+                        w.uint(u64::from(x.quantity));
+                        w.utf8(&x.date);
+                        w.seq(|w| x.modifiers.iter().for_each(|m| w.utf8(m)));
+                        w.seq(|w| {
+                            if let Some(p) = &x.prescriber {
+                                w.seq(|w| {
+                                    w.utf8(&p.national_id);
+                                    w.utf8(&p.date);
+                                });
+                            }
+                        });
+                        w.uint(x.base_cents);
+                        w.uint(x.excess_cents);
+                        w.uint(u64::from(x.rate));
+                        w.uint(x.amo_cents);
+                        w.uint(x.pf_cents);
+                    });
+                }
+            });
+            w.uint(u64::from(care_path_code(self.care_path)));
+            w.seq(|w| {
+                w.uint(u64::from(cover_code(self.cover.kind)));
+                w.boolean(self.cover.ald);
+                w.boolean(self.cover.css);
+                w.seq(|w| {
+                    if let Some(x) = &self.cover.at_mp {
+                        w.seq(|w| {
+                            w.utf8(&x.date);
+                            w.utf8(&x.number);
+                        });
+                    }
+                });
+            });
+            w.seq(|w| {
+                w.boolean(self.tiers_payant.amo);
+                w.boolean(self.tiers_payant.amc);
+                w.seq(|w| self.tiers_payant.amc_number.iter().for_each(|n| w.utf8(n)));
+            });
+            w.seq(|w| {
+                for v in [
+                    a.total_cents,
+                    a.base_cents,
+                    a.excess_cents,
+                    a.amo_cents,
+                    a.pf_cents,
+                    a.amc_cents,
+                    a.patient_cents,
+                    a.due_cents,
+                ] {
+                    w.uint(v);
+                }
+            });
+            w.uint(match self.mode {
                 Mode::Secured => 0,
                 Mode::Degraded => 1,
-            },
-            degraded_reason: self.degraded_reason.iter().cloned().collect(),
-            deadline: self.deadline.clone(),
-            tables_version: self.tables_version.clone(),
-        }
+            });
+            w.seq(|w| self.degraded_reason.iter().for_each(|r| w.utf8(r)));
+            w.utf8(&self.deadline);
+            w.utf8(&self.tables_version);
+        });
     }
 
     /// DER of the sheet body (everything but the proof of presence).
     pub fn body_to_der(&self) -> Result<Vec<u8>, DerError> {
-        Ok(self.body_der().to_der_vec()?)
+        let mut w = Writer::with_capacity(512);
+        self.write_body(&mut w);
+        Ok(w.finish())
     }
 
     /// The challenge the Vitale card signs: SHA-256 of the DER body.
@@ -492,23 +498,32 @@ impl CareSheet {
 
     /// DER of the whole sheet: `SEQUENCE { body, presence SEQUENCE SIZE(0..1) OF PresenceProof }`.
     pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
-        let mut content = self.body_to_der()?;
-        let mut proofs = Vec::new();
-        if let Some(p) = &self.presence {
-            let key = hex::decode(&p.public_key)
-                .map_err(|_| DerError::field("presence.public_key", "not hex"))?;
-            let sig = hex::decode(&p.signature)
-                .map_err(|_| DerError::field("presence.signature", "not hex"))?;
-            proofs.push(PresenceDer {
-                vitale_serial: p.vitale_serial.clone(),
-                public_key: asn1_rs::OctetString::new(&key),
-                signature: asn1_rs::OctetString::new(&sig),
+        let proof = match &self.presence {
+            None => None,
+            Some(p) => {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(&p.public_key, &mut key)
+                    .map_err(|_| DerError::field("presence.public_key", "not 32 bytes of hex"))?;
+                let mut sig = [0u8; 64];
+                hex::decode_to_slice(&p.signature, &mut sig)
+                    .map_err(|_| DerError::field("presence.signature", "not 64 bytes of hex"))?;
+                Some((p.vitale_serial.as_str(), key, sig))
+            }
+        };
+        let mut w = Writer::with_capacity(640);
+        w.seq(|w| {
+            self.write_body(w);
+            w.seq(|w| {
+                if let Some((serial, key, sig)) = &proof {
+                    w.seq(|w| {
+                        w.utf8(serial);
+                        w.octets(key);
+                        w.octets(sig);
+                    });
+                }
             });
-            content.extend(proofs.to_der_vec()?);
-        } else {
-            content.extend(proofs.to_der_vec()?);
-        }
-        Ok(crate::der::sequence(&content))
+        });
+        Ok(w.finish())
     }
 
     /// Decodes a sheet from DER, refusing trailing bytes, unknown versions and out-of-range fields.

@@ -94,6 +94,9 @@ pub struct Participation {
     pub per_year_cents: u64,
     /// In force from (`YYYY-MM-DD`).
     pub from: String,
+    /// `from`, parsed by [`Tables::parse`].
+    #[serde(skip)]
+    pub from_date: Option<NaiveDate>,
     /// Source.
     pub source: String,
 }
@@ -118,6 +121,9 @@ pub struct HeavyAct {
 pub struct Price {
     /// First day (`YYYY-MM-DD`).
     pub from: String,
+    /// `from`, parsed by [`Tables::parse`].
+    #[serde(skip)]
+    pub from_date: Option<NaiveDate>,
     /// Price of coefficient 1, cents.
     pub unit_cents: u64,
     /// Source of the figure.
@@ -194,9 +200,13 @@ fn day(s: &str) -> Option<NaiveDate> {
 impl Tables {
     /// Parses and checks a table: dates readable, prices in date order, every family present.
     pub fn parse(text: &str) -> Result<Tables, TableError> {
-        let t: Tables = toml::from_str(text).map_err(|e| TableError(e.to_string()))?;
-        if day(&t.participation.from).is_none() {
+        let mut t: Tables = toml::from_str(text).map_err(|e| TableError(e.to_string()))?;
+        t.participation.from_date = day(&t.participation.from);
+        if t.participation.from_date.is_none() {
             return Err(TableError("participation.from: expected YYYY-MM-DD".into()));
+        }
+        for p in t.acts.iter_mut().flat_map(|a| a.prices.iter_mut()) {
+            p.from_date = day(&p.from);
         }
         for a in &t.acts {
             if a.prices.is_empty() {
@@ -249,7 +259,7 @@ impl Tables {
         let p = a
             .prices
             .iter()
-            .rfind(|p| day(&p.from).is_some_and(|f| f <= date))?;
+            .rfind(|p| p.from_date.is_some_and(|f| f <= date))?;
         Some((a, p))
     }
 
@@ -453,7 +463,7 @@ pub fn price(
     history: &dyn Fn(NaiveDate) -> PfHistory,
 ) -> Result<Priced, RuleError> {
     let pf = &tables.participation;
-    let pf_from = day(&pf.from);
+    let pf_from = pf.from_date;
     // Participation withheld by this sheet so far, per date and per year.
     let mut this_sheet: Vec<(NaiveDate, u64)> = Vec::new();
     let mut out = Priced {
