@@ -78,12 +78,16 @@ pub async fn create(
                 // Degraded mode: the patient's card is absent, or not to be used.
                 return Ok((cps, cps_cert, None, None));
             }
-            let vslot = reg.vitale().map_err(|e| ApiError::card("vitale", e))?;
-            let vitale = vslot
-                .vitale
-                .clone()
-                .ok_or_else(|| ApiError::card("vitale", CardError::WrongCard))?;
-            Ok((cps, cps_cert, Some(vitale), vslot.certificate.clone()))
+            // No Vitale card: `build` refuses a secured sheet with VITALE_ABSENT.
+            Ok(match reg.vitale() {
+                Ok(vslot) => (
+                    cps,
+                    cps_cert,
+                    vslot.vitale.clone(),
+                    vslot.certificate.clone(),
+                ),
+                Err(_) => (cps, cps_cert, None, None),
+            })
         })
         .await??;
 

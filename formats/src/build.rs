@@ -125,6 +125,39 @@ pub const EXCESS_NOT_ALLOWED: &str = "EXCESS_NOT_ALLOWED";
 /// The amounts the request expects differ from fsed's.
 pub const AMOUNTS_INCONSISTENT: &str = "AMOUNTS_INCONSISTENT";
 
+/// Every rule code a sheet can be refused with: this module's and the pricing rules'.
+pub const ALL_RULES: &[&str] = &[
+    BAD_REQUEST,
+    STAFF_CARD,
+    CARD_EXPIRED,
+    CERTIFICATE_REFUSED,
+    VITALE_OPPOSED,
+    SITUATION_MAY_NOT_SIGN,
+    REPLACED_MISSING,
+    REPLACED_UNEXPECTED,
+    DEGRADED_REASON_MISSING,
+    DEGRADED_OUTSIDE_TIERS_PAYANT,
+    VITALE_ABSENT,
+    NIR_KEY_MISMATCH,
+    ACT_DATE_IN_FUTURE,
+    ACT_DATE_BEFORE_BIRTH,
+    PAST_DEADLINE,
+    RIGHTS_CLOSED,
+    ALD_NOT_OPEN,
+    AT_MP_INVALID,
+    CARE_PATH_INVALID,
+    TIERS_PAYANT_REQUIRED,
+    AMC_TIERS_PAYANT_UNAVAILABLE,
+    PRESCRIPTION_MISSING,
+    PRESCRIBER_INVALID,
+    EXCESS_NOT_ALLOWED,
+    AMOUNTS_INCONSISTENT,
+    "UNKNOWN_ACT",
+    "ACT_NOT_ALLOWED_FOR_PROFESSION",
+    "UNKNOWN_MODIFIER",
+    "BAD_ACT",
+];
+
 /// What fsed read from the cards for this sheet.
 #[derive(Debug, Clone, Copy)]
 pub struct CardsRead<'a> {

@@ -60,6 +60,10 @@ fn day(offset: i64) -> String {
         .to_string()
 }
 
+/// The rule codes the socket answered with, to check that every one was reached.
+static SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Calls `fse.create` and checks the refusal: API error name, rule code, field.
 fn refused(rpc: &mut Rpc, params: Value, name: &str, rule: Option<&str>, field: &str) {
     let r = rpc.call("fse.create", params.clone());
@@ -68,6 +72,7 @@ fn refused(rpc: &mut Rpc, params: Value, name: &str, rule: Option<&str>, field: 
     assert_eq!(e["data"]["field"], json!(field), "{params} → {r}");
     if let Some(rule) = rule {
         assert_eq!(e["data"]["rule"], json!(rule), "{params} → {r}");
+        SEEN.lock().unwrap().insert(rule.to_string());
     }
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
 }
@@ -247,7 +252,13 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     );
     assert_eq!(degraded["sheet"]["mode"], "degraded");
     assert_eq!(degraded["sheet"]["degraded_reason"], "carte oubliée");
-    refused(&mut rpc, json!({"act": g}), "CARD_ABSENT", None, "vitale");
+    refused(
+        &mut rpc,
+        json!({"act": g}),
+        "CARD_ABSENT",
+        Some("VITALE_ABSENT"),
+        "vitale",
+    );
 
     // Vitale cards: closed rights, CSS (compulsory tiers payant), opposition.
     put(
@@ -420,4 +431,14 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     });
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     assert_eq!(pf(&mut rpc), 0);
+
+    let seen = SEEN.lock().unwrap();
+    let missed: Vec<&&str> = fse_formats::build::ALL_RULES
+        .iter()
+        .filter(|r| !seen.contains(**r))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "rules never reached through the socket: {missed:?}"
+    );
 }
