@@ -125,7 +125,7 @@ pub async fn create(
 
     let practitioner_id = sheet.practitioner.national_id.clone();
     let pid = practitioner_id.clone();
-    sheet.number = store.call(move |q| q.allocate_sheet_number(&pid)).await?;
+    sheet.number = store.next_sheet_number(&pid).await?;
     if let (Mode::Secured, Some(vitale)) = (sheet.mode, vitale.as_ref()) {
         let challenge = sheet
             .presence_challenge()
@@ -170,7 +170,7 @@ pub async fn create(
             .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))
             .collect(),
     };
-    let row = match store.call(move |q| q.insert_sheet(&new)).await? {
+    let row = match store.insert_sheet(new).await? {
         Inserted::New(row) | Inserted::Existing(row) => row,
     };
     tracing::info!(sheet = row.id, number = row.number, "sheet accepted");

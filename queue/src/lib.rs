@@ -160,14 +160,14 @@ fn limit_i64(limit: usize) -> i64 {
 }
 
 /// The transaction's timestamp: every row it touches and its event share it.
-fn stamp(tx: &Transaction<'_>) -> rusqlite::Result<String> {
+fn stamp(tx: &Connection) -> rusqlite::Result<String> {
     tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')", [], |r| {
         r.get(0)
     })
 }
 
 fn event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     at: &str,
     kind: &str,
     subject: &str,
@@ -180,7 +180,7 @@ fn event(
 
 /// Takes the next value of a practitioner's counter (1, 2, …).
 fn take_counter(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     practitioner_id: &str,
     counter: Counter,
 ) -> Result<u64, QueueError> {
@@ -203,6 +203,75 @@ fn take_counter(
     )?;
     u64::try_from(n)
         .map_err(|_| QueueError::Data(format!("counter {column} of {practitioner_id} is {n}")))
+}
+
+/// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
+fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
+    let number = to_i64("sheet number", new.number)?;
+    if let Some(key) = &new.idempotency_key {
+        let existing = tx
+            .prepare_cached(&format!(
+                "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
+            ))?
+            .query_row([key], sheet_row)
+            .optional()?;
+        if let Some(row) = existing {
+            return Ok(Inserted::Existing(row));
+        }
+    }
+    let at = stamp(tx)?;
+    let inserted = tx.execute(
+            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8)",
+            params![new.practitioner_id, number, new.destination, new.idempotency_key, new.der, new.json, new.created_at, at],
+        );
+    match inserted {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            return Err(QueueError::Conflict(format!(
+                "sheet number {} of practitioner {} is already used",
+                new.number, new.practitioner_id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let id = tx.last_insert_rowid();
+    if let Some(dre) = &new.dre {
+        tx.execute("UPDATE sheets SET dre = ?1 WHERE id = ?2", params![dre, id])?;
+    }
+    for (date, cents) in &new.participation {
+        if *cents > 0 {
+            tx.prepare_cached(
+                    "INSERT INTO participation (beneficiary, care_date, cents, sheet_id) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![new.beneficiary_key, date, to_i64("participation", *cents)?, id])?;
+        }
+    }
+    tx.execute(
+            "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
+             ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
+            params![new.practitioner_id, number],
+        )?;
+    event(
+        tx,
+        &at,
+        "sheet.accepted",
+        &id.to_string(),
+        json!({
+            "practitioner_id": new.practitioner_id,
+            "number": new.number,
+            "destination": new.destination,
+            "idempotency_key": new.idempotency_key,
+        }),
+    )?;
+    let row = tx.query_row(
+        &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
+        [id],
+        sheet_row,
+    )?;
+    Ok(Inserted::New(row))
 }
 
 /// The state and sheet count of a lot, or `NotFound`.
@@ -421,73 +490,67 @@ impl Queue {
     /// practitioner gives [`QueueError::Conflict`]; a number never allocated
     /// moves the counter past it, so it will not be allocated later.
     pub fn insert_sheet(&mut self, new: &NewSheet) -> Result<Inserted, QueueError> {
-        let number = to_i64("sheet number", new.number)?;
         let tx = self.write()?;
-        if let Some(key) = &new.idempotency_key {
-            let existing = tx
-                .prepare_cached(&format!(
-                    "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
-                ))?
-                .query_row([key], sheet_row)
-                .optional()?;
-            if let Some(row) = existing {
-                return Ok(Inserted::Existing(row));
+        let inserted = insert_in(&tx, new)?;
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// Inserts several sheets in one transaction — one fsync for all (group commit). Each
+    /// sheet succeeds or fails alone (a savepoint each): the outer `Err` is a failure of the
+    /// transaction itself, after which none was stored.
+    pub fn insert_sheets(
+        &mut self,
+        batch: &[NewSheet],
+    ) -> Result<Vec<Result<Inserted, QueueError>>, QueueError> {
+        let mut tx = self.write()?;
+        let mut out = Vec::with_capacity(batch.len());
+        for new in batch {
+            let sp = tx.savepoint()?;
+            match insert_in(&sp, new) {
+                Ok(inserted) => {
+                    sp.commit()?;
+                    out.push(Ok(inserted));
+                }
+                Err(e) => {
+                    drop(sp); // rolls this sheet back, keeps the others
+                    out.push(Err(e));
+                }
             }
         }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Reserves `count` sheet numbers for a practitioner in one transaction and returns the
+    /// first: the caller hands them out in order. Numbers reserved and never used (a restart)
+    /// are skipped, never reused; the reservation is an event (`sheet.numbers`) so a gap in
+    /// the numbering can be explained.
+    pub fn reserve_sheet_numbers(
+        &mut self,
+        practitioner_id: &str,
+        count: u64,
+    ) -> Result<u64, QueueError> {
+        if count == 0 {
+            return Err(QueueError::Data("reserve at least one sheet number".into()));
+        }
+        let tx = self.write()?;
         let at = stamp(&tx)?;
-        let inserted = tx.execute(
-            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8)",
-            params![new.practitioner_id, number, new.destination, new.idempotency_key, new.der, new.json, new.created_at, at],
-        );
-        match inserted {
-            Ok(_) => {}
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-            {
-                return Err(QueueError::Conflict(format!(
-                    "sheet number {} of practitioner {} is already used",
-                    new.number, new.practitioner_id
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let id = tx.last_insert_rowid();
-        if let Some(dre) = &new.dre {
-            tx.execute("UPDATE sheets SET dre = ?1 WHERE id = ?2", params![dre, id])?;
-        }
-        for (date, cents) in &new.participation {
-            if *cents > 0 {
-                tx.prepare_cached(
-                    "INSERT INTO participation (beneficiary, care_date, cents, sheet_id) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![new.beneficiary_key, date, to_i64("participation", *cents)?, id])?;
-            }
-        }
+        let first = take_counter(&tx, practitioner_id, Counter::Sheet)?;
+        let extra = to_i64("sheet numbers", count - 1)?;
         tx.execute(
-            "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
-             ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
-            params![new.practitioner_id, number],
+            "UPDATE counters SET next_sheet = next_sheet + ?2 WHERE practitioner_id = ?1",
+            params![practitioner_id, extra],
         )?;
         event(
             &tx,
             &at,
-            "sheet.accepted",
-            &id.to_string(),
-            json!({
-                "practitioner_id": new.practitioner_id,
-                "number": new.number,
-                "destination": new.destination,
-                "idempotency_key": new.idempotency_key,
-            }),
-        )?;
-        let row = tx.query_row(
-            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
-            [id],
-            sheet_row,
+            "sheet.numbers",
+            practitioner_id,
+            json!({ "from": first, "to": first + count - 1 }),
         )?;
         tx.commit()?;
-        Ok(Inserted::New(row))
+        Ok(first)
     }
 
     /// The participation forfaitaire already withheld for `beneficiary` on care dates from

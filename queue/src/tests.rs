@@ -1034,3 +1034,36 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
         vec![("20261116".to_string(), 400)]
     );
 }
+
+#[test]
+fn a_group_commit_stores_each_sheet_or_refuses_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+    let first = q.reserve_sheet_numbers("8A", 10).unwrap();
+    assert_eq!(first, 1);
+    // The next reservation starts after the whole block, even unused.
+    assert_eq!(q.reserve_sheet_numbers("8A", 1).unwrap(), 11);
+    assert!(q.reserve_sheet_numbers("8A", 0).is_err());
+    let batch = vec![
+        new_sheet("8A", 1, "017510001", Some("k1")),
+        new_sheet("8A", 2, "017510001", None),
+        new_sheet("8A", 2, "017510001", None), // number already used in this batch
+        new_sheet("8A", 3, "017510001", Some("k1")), // same key: the first sheet comes back
+        new_sheet("8A", 4, "017510001", None),
+    ];
+    let out = q.insert_sheets(&batch).unwrap();
+    assert!(matches!(&out[0], Ok(Inserted::New(r)) if r.number == 1));
+    assert!(matches!(&out[1], Ok(Inserted::New(r)) if r.number == 2));
+    assert!(
+        matches!(&out[2], Err(QueueError::Conflict(_))),
+        "{:?}",
+        out[2]
+    );
+    assert!(matches!(&out[3], Ok(Inserted::Existing(r)) if r.number == 1));
+    assert!(matches!(&out[4], Ok(Inserted::New(r)) if r.number == 4));
+    drop(q);
+    let q = Queue::open(&dir.path().join("q.db")).unwrap();
+    let stored = q.list_sheets(None, 100, 0).unwrap();
+    let numbers: Vec<u64> = stored.iter().map(|s| s.number).collect();
+    assert_eq!(numbers, vec![1, 2, 4]);
+}
