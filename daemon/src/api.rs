@@ -210,12 +210,16 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
             ),
         ));
     }
+    // The span follows the request's future across threads (`instrument`); an entered guard
+    // held over an `.await` would corrupt the subscriber's span registry.
     let span = tracing::info_span!("request", method = %req.method);
-    let _enter = span.enter();
     let result = if req.method == "events.subscribe" {
-        subscribe(ctx, conn, req.params.take())
+        span.in_scope(|| subscribe(ctx, conn, req.params.take()))
     } else {
-        dispatch(ctx, &req.method, req.params.take()).await
+        use tracing::Instrument;
+        dispatch(ctx, &req.method, req.params.take())
+            .instrument(span)
+            .await
     };
     let id = req.id?;
     Some(match result {
@@ -346,6 +350,68 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                     .map(|l| json!({ "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id, "destination": l.destination, "state": l.state.as_str(), "sheet_count": l.sheet_count, "closed_at": l.closed_at }))
                     .collect::<Vec<_>>(),
             )
+        }
+        "lots.get" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                lot_id: String,
+            }
+            let P { lot_id } = params(p)?;
+            let id = lot_id.clone();
+            let (lot, cms) = ctx
+                .store
+                .call(move |q| Ok((q.get_lot(&id)?, q.lot_cms(&id)?)))
+                .await?;
+            let l = lot.ok_or_else(|| {
+                ApiError::new(api::NOT_FOUND, format!("no lot {lot_id}"), Some("lot_id"))
+            })?;
+            Ok(json!({
+                "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id,
+                "destination": l.destination, "state": l.state.as_str(),
+                "sheet_count": l.sheet_count, "closed_at": l.closed_at,
+                "signed_lot": l.signed_der.as_deref().map(hex::encode),
+                "cms": cms.as_deref().map(fse_formats::cms::to_pem),
+            }))
+        }
+        "fse.proof" => {
+            let FseGetParams { id } = params(p)?;
+            let row = ctx
+                .store
+                .call(move |q| q.get_sheet(id))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
+                })?;
+            let not_signed = || {
+                ApiError::new(
+                    api::NOT_FOUND,
+                    format!("sheet {id} is not in a signed lot yet"),
+                    Some("id"),
+                )
+            };
+            let lot_id = row.lot_id.clone().ok_or_else(not_signed)?;
+            let lot = ctx
+                .store
+                .call(move |q| q.get_lot(&lot_id))
+                .await?
+                .ok_or_else(not_signed)?;
+            let der = lot.signed_der.ok_or_else(not_signed)?;
+            let signed = fse_formats::lot::SignedLot::from_der(&der).map_err(|e| {
+                ApiError::new(api::INTERNAL_ERROR, format!("stored lot: {e}"), None)
+            })?;
+            let index = signed
+                .entries
+                .iter()
+                .position(|e| e.sheet == row.der)
+                .ok_or_else(|| {
+                    ApiError::new(api::INTERNAL_ERROR, "sheet missing from its lot", None)
+                })?;
+            let cert = cms_signer_certificate(ctx, &lot.id).await?;
+            let proof = signed
+                .proof(index, cert.as_deref())
+                .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;
+            to_value(proof)
         }
         "lots.close" => {
             let _: LotsCloseParams = params(p)?;
@@ -515,6 +581,13 @@ async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> 
             json!({ "verified": true, "cps_serial": serial })
         })
         .map_err(|e| ApiError::card("cps", e))
+}
+
+/// The signer's certificate of a lot: the first certificate of its CMS (fsed puts the CPS's).
+async fn cms_signer_certificate(ctx: &Context, lot_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let id = lot_id.to_string();
+    let cms = ctx.store.call(move |q| q.lot_cms(&id)).await?;
+    Ok(cms.and_then(|c| fse_formats::cms::certificates(&c).ok()?.into_iter().next()))
 }
 
 #[cfg(test)]

@@ -215,23 +215,37 @@ impl Batcher {
                 let der = header
                     .to_der()
                     .map_err(|e| SignError::Other(format!("lot header encoding: {e}")))?;
+                let certificate = cps.certificate.clone();
                 let signature = slot
                     .sign(&der)
                     .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
-                Ok(SignedLot {
-                    header,
-                    signature,
-                    entries,
-                })
+                Ok((
+                    SignedLot {
+                        header,
+                        signature,
+                        entries,
+                    },
+                    der,
+                    certificate,
+                ))
             })
             .await
             .map_err(|e| SignError::Other(e.to_string()))??;
+        let (signed, header_der, certificate) = signed;
         let der = signed
             .to_der()
             .map_err(|e| SignError::Other(e.to_string()))?;
+        // The same signature as CMS SignedData, when the card holds its certificate.
+        let cms = match &certificate {
+            Some(cert) => Some(
+                fse_formats::cms::signed_data(&header_der, &signed.signature, cert, &[])
+                    .map_err(|e| SignError::Other(format!("CMS: {e}")))?,
+            ),
+            None => None,
+        };
         let id = lot.id.clone();
         self.store
-            .call(move |q| q.mark_lot_signed(&id, &der))
+            .call(move |q| q.mark_lot_signed_with_cms(&id, &der, cms.as_deref()))
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");

@@ -61,6 +61,27 @@ pub fn check_structure(bytes: &[u8]) -> Result<(), DerError> {
     }
 }
 
+/// One DER value: (tag, the whole TLV, its content).
+pub type Value<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// Splits DER content into its values. The input must have passed [`check_structure`] (or be
+/// this crate's own output).
+pub fn values(mut content: &[u8]) -> Result<Vec<Value<'_>>, DerError> {
+    let mut out = Vec::new();
+    while !content.is_empty() {
+        let after = check_value(content, 0)?;
+        let whole = &content[..content.len() - after.len()];
+        let head = if whole[1] < 0x80 {
+            2
+        } else {
+            2 + usize::from(whole[1] & 0x7F)
+        };
+        out.push((whole[0], whole, &whole[head..]));
+        content = after;
+    }
+    Ok(out)
+}
+
 /// Checks one TLV value at `depth`; returns what follows it.
 fn check_value(bytes: &[u8], depth: usize) -> Result<&[u8], DerError> {
     if depth > MAX_DEPTH {
@@ -171,8 +192,13 @@ impl Writer {
 
     /// A SEQUENCE (or SEQUENCE OF) whose content `f` writes.
     pub fn seq(&mut self, f: impl FnOnce(&mut Writer)) {
+        self.constructed(0x30, f);
+    }
+
+    /// A constructed value of any tag (`31` SET, `A0` [0] …) whose content `f` writes.
+    pub fn constructed(&mut self, tag: u8, f: impl FnOnce(&mut Writer)) {
         let start = self.out.len();
-        self.out.extend_from_slice(&[0x30, 0]);
+        self.out.extend_from_slice(&[tag, 0]);
         f(self);
         let len = self.out.len() - start - 2;
         if len < 0x80 {
@@ -212,6 +238,21 @@ impl Writer {
     /// An OCTET STRING.
     pub fn octets(&mut self, b: &[u8]) {
         self.primitive(0x04, b);
+    }
+
+    /// An OBJECT IDENTIFIER from its content octets.
+    pub fn oid(&mut self, content: &[u8]) {
+        self.primitive(0x06, content);
+    }
+
+    /// An INTEGER from its content octets, as they stand (a certificate's serial).
+    pub fn integer_bytes(&mut self, content: &[u8]) {
+        self.primitive(0x02, content);
+    }
+
+    /// Already-encoded DER, copied as is.
+    pub fn raw(&mut self, der: &[u8]) {
+        self.out.extend_from_slice(der);
     }
 }
 

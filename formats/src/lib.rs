@@ -12,6 +12,7 @@ pub mod build;
 pub mod calendar;
 pub mod cards;
 pub mod channel;
+pub mod cms;
 pub mod der;
 pub mod dre;
 pub mod fse;

@@ -78,6 +78,12 @@ pub enum LotError {
     /// The CPS signature does not verify.
     #[error("lot signature does not verify")]
     Signature,
+    /// The signer's certificate is missing or not trusted.
+    #[error("signer certificate: {0}")]
+    Certificate(String),
+    /// The sheet's audit path does not lead to the signed root.
+    #[error("the sheet's inclusion proof does not lead to the signed Merkle root")]
+    Inclusion,
     /// A sheet inside does not decode or fails its proof of presence.
     #[error("sheet {index}: {reason}")]
     Sheet {
@@ -86,6 +92,93 @@ pub enum LotError {
         /// Why.
         reason: String,
     },
+}
+
+/// One sheet with what proves, alone, that its practitioner's CPS signed it in a lot: the
+/// signed header, the signature, the leaf's salt and index, and its RFC 9162 audit path. Binary
+/// fields are hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SheetProof {
+    /// DER of the signed lot header.
+    pub header: String,
+    /// The CPS's Ed25519 signature over it.
+    pub signature: String,
+    /// Leaf index of the sheet in the lot.
+    pub index: u64,
+    /// The leaf's salt.
+    pub salt: String,
+    /// Audit path, bottom-up.
+    pub path: Vec<String>,
+    /// DER of the sheet.
+    pub sheet: String,
+    /// DER of the signing CPS's certificate, when known.
+    #[serde(default)]
+    pub signer_certificate: Option<String>,
+}
+
+fn unhex(s: &str, field: &'static str) -> Result<Vec<u8>, LotError> {
+    hex::decode(s).map_err(|_| LotError::Der(DerError::field(field, "not hex")))
+}
+
+impl SheetProof {
+    /// Verifies the sheet alone: the header's signature by its signer key, the sheet's leaf up
+    /// its audit path to the signed root, the sheet's decoding, proof of presence and
+    /// practitioner; and, given a trust store, the signer's certificate at `now` (Unix seconds)
+    /// — chain, dates, CRLs and key. Returns the sheet.
+    pub fn verify(
+        &self,
+        trust: Option<&crate::pki::TrustStore>,
+        now: i64,
+    ) -> Result<CareSheet, LotError> {
+        let header_der = unhex(&self.header, "header")?;
+        let header = LotHeader::from_der(&header_der)?;
+        let signature = unhex(&self.signature, "signature")?;
+        if !crate::cards::verify_signature(&header.signer_key, &header_der, &signature) {
+            return Err(LotError::Signature);
+        }
+        let salt = unhex(&self.salt, "salt")?;
+        let sheet_der = unhex(&self.sheet, "sheet")?;
+        let path = self
+            .path
+            .iter()
+            .map(|h| {
+                unhex(h, "path").and_then(|v| bytes_n::<32>(&v, "path").map_err(LotError::from))
+            })
+            .collect::<Result<Vec<Hash>, LotError>>()?;
+        let leaf = merkle::leaf_hash(&salt, &sheet_der);
+        if !merkle::verify_inclusion(
+            &leaf,
+            self.index,
+            header.sheet_count,
+            &path,
+            &header.merkle_root,
+        ) {
+            return Err(LotError::Inclusion);
+        }
+        let sheet = CareSheet::from_der(&sheet_der)?;
+        let index = usize::try_from(self.index).unwrap_or(usize::MAX);
+        sheet.verify_presence().map_err(|e| LotError::Sheet {
+            index,
+            reason: e.to_string(),
+        })?;
+        if sheet.practitioner.national_id != header.practitioner_id {
+            return Err(LotError::Sheet {
+                index,
+                reason: "sheet made by another practitioner".into(),
+            });
+        }
+        if let Some(trust) = trust {
+            let cert = self
+                .signer_certificate
+                .as_deref()
+                .ok_or_else(|| LotError::Certificate("absent".into()))?;
+            let check = trust.check(&unhex(cert, "signer_certificate")?, &header.signer_key, now);
+            if let Some(why) = check.refusal() {
+                return Err(LotError::Certificate(why));
+            }
+        }
+        Ok(sheet)
+    }
 }
 
 #[derive(DerSequence, ToDerSequence)]
@@ -216,6 +309,32 @@ impl SignedLot {
         Ok(lot)
     }
 
+    /// The proof of the sheet at leaf `index`, to verify it alone ([`SheetProof::verify`]).
+    pub fn proof(
+        &self,
+        index: usize,
+        signer_certificate: Option<&[u8]>,
+    ) -> Result<SheetProof, LotError> {
+        let entry = self.entries.get(index).ok_or(LotError::Sheet {
+            index,
+            reason: "no such leaf".into(),
+        })?;
+        let path =
+            merkle::inclusion_proof(&leaves(&self.entries), index).ok_or(LotError::Sheet {
+                index,
+                reason: "no such leaf".into(),
+            })?;
+        Ok(SheetProof {
+            header: hex::encode(self.header.to_der()?),
+            signature: hex::encode(self.signature),
+            index: index as u64,
+            salt: hex::encode(entry.salt),
+            path: path.iter().map(hex::encode).collect(),
+            sheet: hex::encode(&entry.sheet),
+            signer_certificate: signer_certificate.map(hex::encode),
+        })
+    }
+
     /// Verifies count, Merkle root, CPS signature, and every sheet's decoding and proof of presence.
     ///
     /// Trust in `header.signer_key` (certificate chain, CRL) is the caller's.
@@ -305,6 +424,39 @@ pub(crate) mod tests {
         let back = SignedLot::from_der(&der).unwrap();
         assert_eq!(back, l);
         assert_eq!(back.verify().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn one_sheet_verifies_alone_with_its_proof_and_a_tampered_one_does_not() {
+        let l = lot(5);
+        for i in 0..5 {
+            let proof = l.proof(i, None).unwrap();
+            let sheet = proof.verify(None, 0).unwrap();
+            assert_eq!(sheet.to_der().unwrap(), l.entries[i].sheet);
+        }
+        let good = l.proof(3, None).unwrap();
+        let mut t = good.clone();
+        let mut sheet = hex::decode(&t.sheet).unwrap();
+        let last = sheet.len() - 1;
+        sheet[last] ^= 1;
+        t.sheet = hex::encode(sheet);
+        assert_eq!(t.verify(None, 0).unwrap_err(), LotError::Inclusion);
+        let mut t = good.clone();
+        t.index = 2;
+        assert_eq!(t.verify(None, 0).unwrap_err(), LotError::Inclusion);
+        let mut t = good.clone();
+        t.signature = hex::encode([0u8; 64]);
+        assert_eq!(t.verify(None, 0).unwrap_err(), LotError::Signature);
+        let mut t = good.clone();
+        t.path.pop();
+        assert_eq!(t.verify(None, 0).unwrap_err(), LotError::Inclusion);
+        // With a trust store, a proof without the signer's certificate is refused.
+        let store = crate::pki::TrustStore::new();
+        assert!(matches!(
+            good.verify(Some(&store), 0),
+            Err(LotError::Certificate(_))
+        ));
+        assert!(l.proof(9, None).is_err());
     }
 
     #[test]

@@ -751,6 +751,16 @@ impl Queue {
     /// `Closed` (so a lot is never signed twice), [`QueueError::NotFound`] if
     /// there is no such lot.
     pub fn mark_lot_signed(&mut self, lot_id: &str, signed_der: &[u8]) -> Result<(), QueueError> {
+        self.mark_lot_signed_with_cms(lot_id, signed_der, None)
+    }
+
+    /// [`Queue::mark_lot_signed`], storing also the lot's CMS SignedData in the same transaction.
+    pub fn mark_lot_signed_with_cms(
+        &mut self,
+        lot_id: &str,
+        signed_der: &[u8],
+        cms: Option<&[u8]>,
+    ) -> Result<(), QueueError> {
         if signed_der.is_empty() {
             return Err(QueueError::Data(format!("lot {lot_id}: empty signed lot")));
         }
@@ -765,8 +775,8 @@ impl Queue {
         }
         let at = stamp(&tx)?;
         tx.execute(
-            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3 WHERE id = ?1",
-            params![lot_id, signed_der, at],
+            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
+            params![lot_id, signed_der, at, cms],
         )?;
         move_sheets(
             &tx,
@@ -785,6 +795,17 @@ impl Queue {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The CMS SignedData of a signed lot, when it has one.
+    pub fn lot_cms(&self, lot_id: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(self
+            .conn
+            .query_row("SELECT cms FROM lots WHERE id = ?1", [lot_id], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?
+            .flatten())
     }
 
     /// `Signed` → `Sent` (the broker confirmed / the spool file is durable);

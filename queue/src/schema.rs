@@ -92,6 +92,10 @@ CREATE TABLE participation (
 CREATE INDEX participation_beneficiary ON participation (beneficiary, care_date);
 ALTER TABLE sheets ADD COLUMN dre BLOB;
 "#,
+    // 4: the lot's signature also as CMS SignedData (RFC 5652, Ed25519 per RFC 8419).
+    r#"
+ALTER TABLE lots ADD COLUMN cms BLOB;
+"#,
 ];
 
 /// The schema version this build writes.

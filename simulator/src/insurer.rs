@@ -88,6 +88,8 @@ fn judge(decoded: Result<SignedLot, DerError>, insurer: &str, now: &str) -> Arl 
                 LotError::Count { .. } => ("LOT_COUNT", None),
                 LotError::Root => ("LOT_MERKLE_ROOT", None),
                 LotError::Signature => ("LOT_SIGNATURE", None),
+                LotError::Certificate(_) => ("LOT_CERTIFICATE", None),
+                LotError::Inclusion => ("LOT_MERKLE_ROOT", None),
                 LotError::Sheet { index, .. } => (
                     "SHEET_INVALID",
                     lot.entries
