@@ -46,6 +46,31 @@ fn main() {
     let der = CareSheet::sample(1).to_der().unwrap();
     let one = raw(dir.path(), 1, 3000, &der);
     raw(dir.path(), 100, 100_000, &der);
+    // The queue alone: batches of 64 in one transaction each, one thread.
+    let mut q = fse_queue::Queue::open(&dir.path().join("direct.db")).unwrap();
+    let batches = 400u64;
+    let t = Instant::now();
+    for b in 0..batches {
+        let first = q.reserve_sheet_numbers("810000000009", 64).unwrap();
+        let batch: Vec<NewSheet> = (0..64)
+            .map(|i| NewSheet {
+                practitioner_id: "810000000009".into(),
+                number: first + i,
+                destination: "017510001".into(),
+                idempotency_key: Some(format!("d{b}-{i}")),
+                der: der.clone(),
+                json: "{}".into(),
+                created_at: "20261116093000Z".into(),
+                ..Default::default()
+            })
+            .collect();
+        q.insert_sheets(&batch).unwrap();
+    }
+    rate(
+        "Queue::insert_sheets alone, 64 per commit, one thread",
+        batches * 64,
+        t.elapsed(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

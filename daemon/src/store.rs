@@ -15,19 +15,32 @@ use fse_queue::{Inserted, NewSheet, Queue, QueueError};
 use tokio::sync::oneshot;
 
 /// How many sheet numbers one reservation takes.
-pub const NUMBER_BLOCK: u64 = 32;
+pub const NUMBER_BLOCK: u64 = 128;
+
+/// How long a group commit waits for more inserts when several are already waiting.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The most inserts one group commit carries.
 pub const MAX_GROUP: usize = 512;
 
 type InsertReply = oneshot::Sender<Result<Inserted, QueueError>>;
+type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
+
+/// A write for the committer thread.
+enum Op {
+    /// Store a sheet.
+    Insert(NewSheet, InsertReply),
+    /// Reserve a block of sheet numbers for a practitioner.
+    Reserve(String, u64, ReserveReply),
+}
 
 /// Shared handle to the queue.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Mutex<Queue>>,
-    inserts: mpsc::Sender<(NewSheet, InsertReply)>,
+    ops: mpsc::Sender<Op>,
     numbers: Arc<Mutex<HashMap<String, (u64, u64)>>>,
+    reserving: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A store call that could not run.
@@ -51,7 +64,7 @@ impl Store {
     /// Opens (and checks) the database and starts the committer thread.
     pub fn open(path: &Path) -> Result<Store, QueueError> {
         let inner = Arc::new(Mutex::new(Queue::open(path)?));
-        let (tx, rx) = mpsc::channel::<(NewSheet, InsertReply)>();
+        let (tx, rx) = mpsc::channel::<Op>();
         let queue = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("fsed-commit".into())
@@ -59,8 +72,9 @@ impl Store {
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
         Ok(Store {
             inner,
-            inserts: tx,
+            ops: tx,
             numbers: Arc::new(Mutex::new(HashMap::new())),
+            reserving: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -80,8 +94,8 @@ impl Store {
     /// Stores a sheet, durably, sharing the commit with the other inserts waiting.
     pub async fn insert_sheet(&self, new: NewSheet) -> Result<Inserted, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inserts
-            .send((new, reply))
+        self.ops
+            .send(Op::Insert(new, reply))
             .map_err(|_| StoreError::Task("the committer thread stopped".into()))?;
         answer
             .await
@@ -90,50 +104,108 @@ impl Store {
     }
 
     /// The next sheet number of a practitioner: from the block reserved in memory, or from a
-    /// new block reserved in the database (one commit per [`NUMBER_BLOCK`] sheets).
+    /// new block of [`NUMBER_BLOCK`] reserved by the committer, in the commit of the sheets
+    /// being stored at that moment (no commit of its own).
     pub async fn next_sheet_number(&self, practitioner_id: &str) -> Result<u64, StoreError> {
-        let numbers = Arc::clone(&self.numbers);
-        let inner = Arc::clone(&self.inner);
-        let pid = practitioner_id.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut cache = lock(&numbers);
-            if let Some((next, end)) = cache.get_mut(&pid) {
-                if *next < *end {
-                    *next += 1;
-                    return Ok(*next - 1);
-                }
-            }
-            let first = lock(&inner).reserve_sheet_numbers(&pid, NUMBER_BLOCK)?;
-            cache.insert(pid, (first + 1, first + NUMBER_BLOCK));
-            Ok(first)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let take = |numbers: &Mutex<HashMap<String, (u64, u64)>>| {
+            let mut cache = lock(numbers);
+            let (next, end) = cache.get_mut(practitioner_id)?;
+            (*next < *end).then(|| {
+                *next += 1;
+                *next - 1
+            })
+        };
+        if let Some(n) = take(&self.numbers) {
+            return Ok(n);
+        }
+        // One reservation at a time; who waited finds the new block.
+        let _one = self.reserving.lock().await;
+        if let Some(n) = take(&self.numbers) {
+            return Ok(n);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.ops
+            .send(Op::Reserve(
+                practitioner_id.to_string(),
+                NUMBER_BLOCK,
+                reply,
+            ))
+            .map_err(|_| StoreError::Task("the committer thread stopped".into()))?;
+        let first = answer
+            .await
+            .map_err(|_| StoreError::Task("the committer thread dropped a reservation".into()))??;
+        lock(&self.numbers).insert(
+            practitioner_id.to_string(),
+            (first + 1, first + NUMBER_BLOCK),
+        );
+        Ok(first)
     }
 }
 
 /// Takes the inserts as they come; each round stores all those waiting in one transaction.
-fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<(NewSheet, InsertReply)>) {
+fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
+    // How many clients write at once, as the recent commits saw it (slowly forgotten).
+    let mut peak = 1usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
+        let drain = |batch: &mut Vec<Op>| {
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+        };
+        drain(&mut batch);
+        // The clients the recent commits answered are coming back: wait for as many (at most
+        // GATHER) so they share this commit. A lone client never waits.
+        let deadline = std::time::Instant::now() + GATHER;
+        let inserts =
+            |batch: &Vec<Op>| batch.iter().filter(|o| matches!(o, Op::Insert(..))).count();
+        // A reservation is waited for by the clients themselves: it goes at once.
+        let reserving = |batch: &Vec<Op>| batch.iter().any(|o| matches!(o, Op::Reserve(..)));
+        while !reserving(&batch) && inserts(&batch) < peak.min(MAX_GROUP) && batch.len() < MAX_GROUP
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(more) => batch.push(more),
                 Err(_) => break,
             }
         }
-        let (news, replies): (Vec<NewSheet>, Vec<InsertReply>) = batch.into_iter().unzip();
-        let results = lock(queue).insert_sheets(&news);
-        match results {
-            Ok(each) => {
-                for (reply, result) in replies.into_iter().zip(each) {
+        drain(&mut batch);
+        peak = inserts(&batch).max(peak - peak / 16).max(1);
+
+        let (mut reservations, mut reserve_replies) = (Vec::new(), Vec::new());
+        let (mut news, mut insert_replies) = (Vec::new(), Vec::new());
+        for op in batch {
+            match op {
+                Op::Insert(new, reply) => {
+                    news.push(new);
+                    insert_replies.push(reply);
+                }
+                Op::Reserve(pid, count, reply) => {
+                    reservations.push((pid, count));
+                    reserve_replies.push(reply);
+                }
+            }
+        }
+        match lock(queue).commit_group(&reservations, &news) {
+            Ok((numbers, inserted)) => {
+                for (reply, result) in reserve_replies.into_iter().zip(numbers) {
+                    let _ = reply.send(result);
+                }
+                for (reply, result) in insert_replies.into_iter().zip(inserted) {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, sheets = news.len(), "group commit failed");
-                for reply in replies {
-                    let _ = reply.send(Err(QueueError::Data(format!("group commit failed: {e}"))));
+                let failed = || QueueError::Data(format!("group commit failed: {e}"));
+                for reply in reserve_replies {
+                    let _ = reply.send(Err(failed()));
+                }
+                for reply in insert_replies {
+                    let _ = reply.send(Err(failed()));
                 }
             }
         }

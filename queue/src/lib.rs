@@ -25,8 +25,8 @@ use serde_json::json;
 
 pub use schema::APPLICATION_ID;
 pub use types::{
-    AckRow, ArlOutcome, EventRow, Inserted, LotRow, LotState, NewSheet, SheetRow, SheetState,
-    Stats, UnknownState,
+    AckRow, ArlOutcome, EventRow, GroupOutcome, Inserted, LotRow, LotState, NewSheet, SheetRow,
+    SheetState, Stats, UnknownState,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -161,9 +161,8 @@ fn limit_i64(limit: usize) -> i64 {
 
 /// The transaction's timestamp: every row it touches and its event share it.
 fn stamp(tx: &Connection) -> rusqlite::Result<String> {
-    tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')", [], |r| {
-        r.get(0)
-    })
+    tx.prepare_cached("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')")?
+        .query_row([], |r| r.get(0))
 }
 
 fn event(
@@ -205,6 +204,30 @@ fn take_counter(
         .map_err(|_| QueueError::Data(format!("counter {column} of {practitioner_id} is {n}")))
 }
 
+/// Reserves `count` sheet numbers within `tx`; returns the first.
+fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64, QueueError> {
+    if count == 0 {
+        return Err(QueueError::Data("reserve at least one sheet number".into()));
+    }
+    let at = stamp(tx)?;
+    let first = take_counter(tx, practitioner_id, Counter::Sheet)?;
+    tx.prepare_cached(
+        "UPDATE counters SET next_sheet = next_sheet + ?2 WHERE practitioner_id = ?1",
+    )?
+    .execute(params![
+        practitioner_id,
+        to_i64("sheet numbers", count - 1)?
+    ])?;
+    event(
+        tx,
+        &at,
+        "sheet.numbers",
+        practitioner_id,
+        json!({ "from": first, "to": first + count - 1 }),
+    )?;
+    Ok(first)
+}
+
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
@@ -220,11 +243,22 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         }
     }
     let at = stamp(tx)?;
-    let inserted = tx.execute(
-            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8)",
-            params![new.practitioner_id, number, new.destination, new.idempotency_key, new.der, new.json, new.created_at, at],
-        );
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, dre)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            new.practitioner_id,
+            number,
+            new.destination,
+            new.idempotency_key,
+            new.der,
+            new.json,
+            new.created_at,
+            at,
+            new.dre
+        ]);
     match inserted {
         Ok(_) => {}
         Err(rusqlite::Error::SqliteFailure(f, _))
@@ -238,9 +272,6 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         Err(e) => return Err(e.into()),
     }
     let id = tx.last_insert_rowid();
-    if let Some(dre) = &new.dre {
-        tx.execute("UPDATE sheets SET dre = ?1 WHERE id = ?2", params![dre, id])?;
-    }
     for (date, cents) in &new.participation {
         if *cents > 0 {
             tx.prepare_cached(
@@ -249,11 +280,11 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
                 .execute(params![new.beneficiary_key, date, to_i64("participation", *cents)?, id])?;
         }
     }
-    tx.execute(
-            "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
-             ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
-            params![new.practitioner_id, number],
-        )?;
+    tx.prepare_cached(
+        "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
+         ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = max(next_sheet, excluded.next_sheet)",
+    )?
+    .execute(params![new.practitioner_id, number])?;
     event(
         tx,
         &at,
@@ -266,12 +297,19 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
             "idempotency_key": new.idempotency_key,
         }),
     )?;
-    let row = tx.query_row(
-        &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
-        [id],
-        sheet_row,
-    )?;
-    Ok(Inserted::New(row))
+    Ok(Inserted::New(SheetRow {
+        id,
+        practitioner_id: new.practitioner_id.clone(),
+        number: new.number,
+        destination: new.destination.clone(),
+        state: SheetState::Accepted,
+        lot_id: None,
+        der: new.der.clone(),
+        json: new.json.clone(),
+        reason: None,
+        created_at: new.created_at.clone(),
+        updated_at: at,
+    }))
 }
 
 /// The state and sheet count of a lot, or `NotFound`.
@@ -415,6 +453,10 @@ impl Queue {
             .map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
+        // 32 MiB of page cache: a day's sheets and their indexes stay in memory, so a commit
+        // writes its pages without reading any back.
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(open_error)?;
         let synchronous: i64 = conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .map_err(open_error)?;
@@ -497,13 +539,64 @@ impl Queue {
     }
 
     /// Inserts several sheets in one transaction — one fsync for all (group commit). Each
-    /// sheet succeeds or fails alone (a savepoint each): the outer `Err` is a failure of the
-    /// transaction itself, after which none was stored.
+    /// sheet succeeds or fails alone: the outer `Err` is a failure of the transaction itself,
+    /// after which none was stored.
     pub fn insert_sheets(
         &mut self,
         batch: &[NewSheet],
     ) -> Result<Vec<Result<Inserted, QueueError>>, QueueError> {
+        Ok(self.commit_group(&[], batch)?.1)
+    }
+
+    /// One group commit: sheet-number reservations (practitioner, count), then sheet inserts,
+    /// all in one transaction. Each reservation and each sheet succeeds or fails alone. The
+    /// batch is first tried whole; if a sheet is refused (a number conflict), it is done again
+    /// with a savepoint per item.
+    pub fn commit_group(
+        &mut self,
+        reservations: &[(String, u64)],
+        batch: &[NewSheet],
+    ) -> Result<GroupOutcome, QueueError> {
+        {
+            let tx = self.write()?;
+            let mut numbers = Vec::with_capacity(reservations.len());
+            let mut out = Vec::with_capacity(batch.len());
+            let mut clean = true;
+            for (pid, count) in reservations {
+                match reserve_in(&tx, pid, *count) {
+                    Ok(first) => numbers.push(Ok(first)),
+                    Err(_) => {
+                        clean = false;
+                        break;
+                    }
+                }
+            }
+            for new in batch.iter().take_while(|_| clean) {
+                match insert_in(&tx, new) {
+                    Ok(inserted) => out.push(Ok(inserted)),
+                    Err(_) => {
+                        clean = false;
+                        break;
+                    }
+                }
+            }
+            if clean {
+                tx.commit()?;
+                return Ok((numbers, out));
+            }
+        }
         let mut tx = self.write()?;
+        let mut numbers = Vec::with_capacity(reservations.len());
+        for (pid, count) in reservations {
+            let sp = tx.savepoint()?;
+            match reserve_in(&sp, pid, *count) {
+                Ok(first) => {
+                    sp.commit()?;
+                    numbers.push(Ok(first));
+                }
+                Err(e) => numbers.push(Err(e)),
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
         for new in batch {
             let sp = tx.savepoint()?;
@@ -519,7 +612,7 @@ impl Queue {
             }
         }
         tx.commit()?;
-        Ok(out)
+        Ok((numbers, out))
     }
 
     /// Reserves `count` sheet numbers for a practitioner in one transaction and returns the
@@ -535,20 +628,7 @@ impl Queue {
             return Err(QueueError::Data("reserve at least one sheet number".into()));
         }
         let tx = self.write()?;
-        let at = stamp(&tx)?;
-        let first = take_counter(&tx, practitioner_id, Counter::Sheet)?;
-        let extra = to_i64("sheet numbers", count - 1)?;
-        tx.execute(
-            "UPDATE counters SET next_sheet = next_sheet + ?2 WHERE practitioner_id = ?1",
-            params![practitioner_id, extra],
-        )?;
-        event(
-            &tx,
-            &at,
-            "sheet.numbers",
-            practitioner_id,
-            json!({ "from": first, "to": first + count - 1 }),
-        )?;
+        let first = reserve_in(&tx, practitioner_id, count)?;
         tx.commit()?;
         Ok(first)
     }

@@ -222,3 +222,9 @@ pub struct EventRow {
     /// JSON details.
     pub detail: String,
 }
+
+/// What one group commit did: each reservation's first number, then each sheet's outcome.
+pub type GroupOutcome = (
+    Vec<Result<u64, crate::QueueError>>,
+    Vec<Result<Inserted, crate::QueueError>>,
+);

@@ -6,51 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::ffi::CString;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{bin, connect, Kill};
 use fse_formats::cards::{self, Pin};
-use fse_formats::channel::{CardChannel, ChannelError};
+use fse_formats::channel::CardChannel;
 use fse_simulator::card::InProcess;
 use fse_simulator::profiles;
-
-struct Pcsc(pcsc::Card);
-
-impl CardChannel for Pcsc {
-    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
-        let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-        self.0
-            .transmit(command, &mut buf)
-            .map(<[u8]>::to_vec)
-            .map_err(|e| ChannelError::Reader(e.to_string()))
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    // Benches build in target/release; the binaries may be in either profile.
-    for p in [
-        dir.join(name),
-        dir.parent().unwrap().join("debug").join(name),
-    ] {
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not built: cargo build --workspace --bins");
-}
 
 fn time<C: CardChannel>(label: &str, ch: &mut C, n: u32) {
     let pin = Pin::new(profiles::DEFAULT_PIN).unwrap();
@@ -95,19 +60,9 @@ fn main() {
             .spawn()
             .unwrap(),
     );
-    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcscd running");
-    let reader = CString::new("Virtual PCD 00 00").unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
-    let card = loop {
-        match ctx.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("no card in {reader:?}: {e}"),
-        }
-    };
     time(
         "through pcscd + vpcd (simulator, no latency)",
-        &mut Pcsc(card),
+        &mut connect("Virtual PCD 00 00"),
         50,
     );
 

@@ -1,0 +1,64 @@
+//! What the benchmarks over pcscd share: a PC/SC card channel, child
+//! processes killed on drop, the workspace's binaries.
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use fse_formats::channel::{CardChannel, ChannelError};
+
+/// A card reached through pcscd.
+pub struct Pcsc(pub pcsc::Card);
+
+impl CardChannel for Pcsc {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        self.0
+            .transmit(command, &mut buf)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| ChannelError::Reader(e.to_string()))
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A built binary of the workspace (release or debug).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    // Benches build in target/release; the binaries may be in either profile.
+    for p in [
+        dir.join(name),
+        dir.parent().unwrap().join("debug").join(name),
+    ] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not built: cargo build --workspace --bins");
+}
+
+/// Connects to the card in `reader` through pcscd, waiting for it at most 20 s.
+pub fn connect(reader: &str) -> Pcsc {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcscd running");
+    let name = CString::new(reader).unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+            Ok(c) => return Pcsc(c),
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("no card in {reader:?}: {e}"),
+        }
+    }
+}
