@@ -44,6 +44,8 @@ pub struct Context {
     pub close_now: Arc<AtomicBool>,
     /// Events for `events.subscribe`.
     pub events: crate::events::Bus,
+    /// Working days before a sending deadline that raise an alarm.
+    pub deadline_alarm_days: u32,
 }
 
 /// One client connection: where its lines go, and its event subscription.
@@ -423,6 +425,10 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             ctx.batcher_wake.notify_one();
             Ok(json!({ "requested": true }))
         }
+        "queue.alarms" => {
+            let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
+            to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
+        }
         "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
         other => Err(ApiError::new(
             api::METHOD_NOT_FOUND,
@@ -608,6 +614,7 @@ mod tests {
             batcher_wake: Arc::new(Notify::new()),
             close_now: Arc::new(AtomicBool::new(false)),
             events: crate::events::Bus::default(),
+            deadline_alarm_days: 1,
         }
     }
 

@@ -35,6 +35,22 @@ pub struct Batcher {
     pub close_now: Arc<std::sync::atomic::AtomicBool>,
     /// Where lot events go.
     pub events: crate::events::Bus,
+    /// Working days before a sending deadline that raise an alarm and close the lot at once.
+    pub deadline_alarm_days: u32,
+    /// Sheets whose deadline alarm this process already published.
+    pub alarmed: std::sync::Mutex<std::collections::HashSet<i64>>,
+}
+
+/// How often deadlines are looked at when nothing else wakes the batcher.
+const DEADLINE_CHECK: Duration = Duration::from_secs(3600);
+
+/// The last day (`YYYYMMDD`) whose deadlines raise an alarm today: `days` working days ahead.
+pub fn alarm_cutoff(days: u32) -> String {
+    let today = Utc::now().date_naive();
+    fse_formats::calendar::add_working_days(today, days, fse_formats::calendar::Region::Metropole)
+        .unwrap_or(today)
+        .format("%Y%m%d")
+        .to_string()
 }
 
 /// Why a lot was not signed at this turn.
@@ -93,8 +109,32 @@ impl Batcher {
         })
     }
 
-    /// Closes lots that are full, old enough or asked for; returns when the oldest open sheet comes of age.
+    /// Publishes a `sheet.deadline` event for each sheet newly near its deadline; returns
+    /// whether one of them is still open (not in a lot).
+    async fn deadlines(&self) -> Result<bool, String> {
+        let cutoff = alarm_cutoff(self.deadline_alarm_days);
+        let alarms = self
+            .store
+            .call(move |q| q.deadline_alarms(&cutoff))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut seen = self.alarmed.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &alarms {
+            if seen.insert(a.id) {
+                tracing::warn!(sheet = a.id, deadline = %a.deadline, state = %a.state, "sending deadline near");
+                self.events.publish(
+                    "sheet.deadline",
+                    serde_json::json!({ "sheet_id": a.id, "number": a.number, "practitioner_id": a.practitioner_id, "deadline": a.deadline, "state": a.state, "lot_id": a.lot_id }),
+                );
+            }
+        }
+        Ok(alarms.iter().any(|a| a.state == "accepted"))
+    }
+
+    /// Closes lots that are full, old enough, holding a sheet near its deadline, or asked for;
+    /// returns when the oldest open sheet comes of age (or deadlines are due a look).
     async fn close(&self) -> Result<Option<Duration>, String> {
+        let urgent = self.deadlines().await?;
         let max = self.max_sheets;
         let pending = self
             .store
@@ -102,7 +142,7 @@ impl Batcher {
             .await
             .map_err(|e| e.to_string())?;
         let Some(oldest) = pending.first() else {
-            return Ok(None);
+            return Ok(Some(DEADLINE_CHECK));
         };
         let asked = self
             .close_now
@@ -111,7 +151,7 @@ impl Batcher {
             .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
             .unwrap_or(self.max_age);
         let old = age >= self.max_age;
-        if asked || old || pending.len() >= max {
+        if asked || old || urgent || pending.len() >= max {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
             let lots = self
                 .store
@@ -125,7 +165,7 @@ impl Batcher {
             // Sheets left open (other groups) are looked at again soon.
             return Ok(Some(Duration::from_secs(1)));
         }
-        Ok(Some(self.max_age - age))
+        Ok(Some((self.max_age - age).min(DEADLINE_CHECK)))
     }
 
     async fn sign(&self) -> Result<(), String> {

@@ -165,6 +165,7 @@ pub async fn create(
         created_at: sheet.created_at.clone(),
         dre,
         beneficiary_key: build::history_key(&sheet.beneficiary),
+        deadline: Some(sheet.deadline.clone()),
         participation: build::participation_by_date(&sheet)
             .into_iter()
             .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))

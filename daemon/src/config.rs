@@ -98,6 +98,9 @@ pub struct LotsSection {
     pub max_sheets: usize,
     /// A lot closes when its oldest sheet is this old (seconds).
     pub max_age_secs: u64,
+    /// A sheet whose sending deadline is this many working days away (or fewer, or past)
+    /// raises an alarm (`sheet.deadline` event, `queue.alarms`) and its lot closes at once.
+    pub deadline_alarm_days: u32,
 }
 
 impl Default for LotsSection {
@@ -105,6 +108,7 @@ impl Default for LotsSection {
         LotsSection {
             max_sheets: 100,
             max_age_secs: 300,
+            deadline_alarm_days: 1,
         }
     }
 }

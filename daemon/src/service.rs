@@ -155,6 +155,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         wake: Arc::clone(&wake),
         close_now: Arc::clone(&close_now),
         events: events.clone(),
+        deadline_alarm_days: cfg.lots.deadline_alarm_days,
+        alarmed: Default::default(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let card_events = tokio::spawn(crate::events::forward_cards(
@@ -198,6 +200,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         batcher_wake: wake,
         close_now,
         events,
+        deadline_alarm_days: cfg.lots.deadline_alarm_days,
     };
     tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
     tracing::info!(socket = %cfg.socket.display(), "fsed ready");

@@ -29,7 +29,7 @@ type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
 /// A write for the committer thread.
 enum Op {
     /// Store a sheet.
-    Insert(NewSheet, InsertReply),
+    Insert(Box<NewSheet>, InsertReply),
     /// Reserve a block of sheet numbers for a practitioner.
     Reserve(String, u64, ReserveReply),
 }
@@ -95,7 +95,7 @@ impl Store {
     pub async fn insert_sheet(&self, new: NewSheet) -> Result<Inserted, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.ops
-            .send(Op::Insert(new, reply))
+            .send(Op::Insert(Box::new(new), reply))
             .map_err(|_| StoreError::Task("the committer thread stopped".into()))?;
         answer
             .await
@@ -180,7 +180,7 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
         for op in batch {
             match op {
                 Op::Insert(new, reply) => {
-                    news.push(new);
+                    news.push(*new);
                     insert_replies.push(reply);
                 }
                 Op::Reserve(pid, count, reply) => {

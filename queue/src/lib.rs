@@ -25,8 +25,8 @@ use serde_json::json;
 
 pub use schema::APPLICATION_ID;
 pub use types::{
-    AckRow, ArlOutcome, EventRow, GroupOutcome, Inserted, LotRow, LotState, NewSheet, SheetRow,
-    SheetState, Stats, UnknownState,
+    AckRow, ArlOutcome, DeadlineAlarm, EventRow, GroupOutcome, Inserted, LotRow, LotState,
+    NewSheet, SheetRow, SheetState, Stats, UnknownState,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -245,8 +245,8 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let at = stamp(tx)?;
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, dre)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, dre, deadline)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             new.practitioner_id,
@@ -257,7 +257,8 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
             new.json,
             new.created_at,
             at,
-            new.dre
+            new.dre,
+            new.deadline
         ]);
     match inserted {
         Ok(_) => {}
@@ -631,6 +632,27 @@ impl Queue {
         let first = reserve_in(&tx, practitioner_id, count)?;
         tx.commit()?;
         Ok(first)
+    }
+
+    /// Sheets not sent yet (accepted, in a lot, or signed) whose sending deadline is on or
+    /// before `cutoff` (`YYYYMMDD`), earliest deadline first.
+    pub fn deadline_alarms(&self, cutoff: &str) -> Result<Vec<DeadlineAlarm>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, practitioner_id, number, state, lot_id, deadline FROM sheets
+             WHERE deadline IS NOT NULL AND deadline <= ?1 AND state IN ('accepted', 'in_lot', 'signed')
+             ORDER BY deadline, id",
+        )?;
+        let rows = stmt.query_map([cutoff], |r| {
+            Ok(DeadlineAlarm {
+                id: r.get(0)?,
+                practitioner_id: r.get(1)?,
+                number: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                state: r.get(3)?,
+                lot_id: r.get(4)?,
+                deadline: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The participation forfaitaire already withheld for `beneficiary` on care dates from

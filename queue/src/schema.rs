@@ -96,6 +96,12 @@ ALTER TABLE sheets ADD COLUMN dre BLOB;
     r#"
 ALTER TABLE lots ADD COLUMN cms BLOB;
 "#,
+    // 5: each sheet's sending deadline as a column, for the alarms and early closing.
+    r#"
+ALTER TABLE sheets ADD COLUMN deadline TEXT;
+UPDATE sheets SET deadline = json_extract(json, '$.deadline') WHERE json_valid(json);
+CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

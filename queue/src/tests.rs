@@ -1067,3 +1067,33 @@ fn a_group_commit_stores_each_sheet_or_refuses_it_alone() {
     let numbers: Vec<u64> = stored.iter().map(|s| s.number).collect();
     assert_eq!(numbers, vec![1, 2, 4]);
 }
+
+#[test]
+fn deadline_alarms_list_unsent_sheets_due_by_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+    for (n, deadline) in [(1, "20261119"), (2, "20261126"), (3, "20261118")] {
+        let mut s = new_sheet("8A", n, "017510001", None);
+        s.deadline = Some(deadline.into());
+        q.insert_sheet(&s).unwrap();
+    }
+    let mut none = new_sheet("8A", 4, "017510001", None);
+    none.deadline = None;
+    q.insert_sheet(&none).unwrap();
+    let alarms = q.deadline_alarms("20261119").unwrap();
+    let numbers: Vec<u64> = alarms.iter().map(|a| a.number).collect();
+    assert_eq!(
+        numbers,
+        vec![3, 1],
+        "earliest deadline first, later ones left out"
+    );
+    assert!(alarms
+        .iter()
+        .all(|a| a.state == "accepted" && a.lot_id.is_none()));
+    // Once sent, a sheet raises no alarm.
+    let lots = q.close_lots(None, 10, "20261117120000Z").unwrap();
+    q.mark_lot_signed(&lots[0].id, &[0x30, 0x00]).unwrap();
+    assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 2);
+    q.mark_lot_sent(&lots[0].id).unwrap();
+    assert!(q.deadline_alarms("20261231").unwrap().is_empty());
+}

@@ -102,6 +102,8 @@ pub struct NewSheet {
     pub beneficiary_key: String,
     /// Participation forfaitaire withheld by this sheet, per date of care (`YYYYMMDD`, cents).
     pub participation: Vec<(String, u64)>,
+    /// Last day to send the sheet (`YYYYMMDD`), when it has one.
+    pub deadline: Option<String>,
 }
 
 /// A stored sheet.
@@ -228,3 +230,20 @@ pub type GroupOutcome = (
     Vec<Result<u64, crate::QueueError>>,
     Vec<Result<Inserted, crate::QueueError>>,
 );
+
+/// A sheet not sent yet whose sending deadline is near or past.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadlineAlarm {
+    /// Store id.
+    pub id: i64,
+    /// Practitioner.
+    pub practitioner_id: String,
+    /// Sheet number.
+    pub number: u64,
+    /// State (`accepted`, `in_lot` or `signed`).
+    pub state: String,
+    /// Its lot, once in one.
+    pub lot_id: Option<String>,
+    /// Last day to send (`YYYYMMDD`).
+    pub deadline: String,
+}

@@ -153,6 +153,38 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
             Err(LotError::Certificate(_))
         ));
     }
+    // A sheet near its sending deadline raises an alarm and its lot closes at once (the lots
+    // otherwise close at 10 sheets or after an hour).
+    use fse_formats::calendar::{add_working_days, sending_deadline, Payment, Region};
+    let today = chrono::Utc::now().date_naive();
+    let cutoff = add_working_days(today, 1, Region::Metropole).unwrap();
+    let late = (0..10)
+        .map(|back| today - chrono::Duration::days(back))
+        .find(|d| {
+            let due = sending_deadline(*d, Payment::PatientPaid, Region::Metropole).unwrap();
+            due >= today && due <= cutoff
+        })
+        .expect("a date of care whose deadline is today or the next working day");
+    let mut watcher = common::Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
+    watcher.ok("events.subscribe", json!({}));
+    let urgent = rpc.ok(
+        "fse.create",
+        json!({"act": {"code": "G", "date": late.format("%Y%m%d").to_string()}}),
+    );
+    let alarm = watcher.wait_event("sheet.deadline");
+    assert_eq!(alarm["sheet_id"], urgent["id"], "{alarm}");
+    let closed = watcher.wait_event("lot.closed");
+    assert_eq!(closed["sheets"], 1, "{closed}");
+    let alarms = rpc.ok("queue.alarms", json!({}));
+    assert!(
+        alarms
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == urgent["id"]),
+        "{alarms}"
+    );
+
     let r = rpc.call("fse.proof", json!({"id": 999_999}));
     assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
     assert!(fsed.terminate().success());
