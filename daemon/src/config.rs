@@ -113,6 +113,25 @@ impl Default for LotsSection {
     }
 }
 
+/// `[retention]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Days an acknowledged lot stays in the queue before it is archived and purged (≥ 90).
+    pub days: u32,
+    /// Where archived lots go (relative to the state directory).
+    pub archive_dir: PathBuf,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            days: 400,
+            archive_dir: PathBuf::from("archive"),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +152,9 @@ pub struct Config {
     pub transport: TransportSection,
     /// Lot closing.
     pub lots: LotsSection,
+    /// Retention and archive.
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 impl Default for Config {
@@ -151,6 +173,7 @@ impl Default for Config {
             cards: CardsSection::default(),
             transport: TransportSection::default(),
             lots: LotsSection::default(),
+            retention: RetentionSection::default(),
         }
     }
 }
@@ -213,6 +236,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "lots.max_sheets",
                 reason: "must be between 1 and 100000".into(),
+            });
+        }
+        if self.retention.days < crate::retention::MIN_DAYS {
+            return Err(ConfigError::Invalid {
+                key: "retention.days",
+                reason: format!("at least {} days", crate::retention::MIN_DAYS),
             });
         }
         if self.cards.backend == CardBackend::Virtual && self.cards.virtual_slots.is_empty() {

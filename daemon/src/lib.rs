@@ -16,6 +16,7 @@ pub mod cards;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod retention;
 pub mod returns;
 pub mod service;
 pub mod shutdown;

@@ -202,6 +202,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         events,
         deadline_alarm_days: cfg.lots.deadline_alarm_days,
     };
+    tasks.spawn(crate::retention::run(
+        ctx.store.clone(),
+        cfg.state_path(&cfg.retention.archive_dir),
+        cfg.retention.days,
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
     tracing::info!(socket = %cfg.socket.display(), "fsed ready");
     println!("fsed ready on {}", cfg.socket.display());

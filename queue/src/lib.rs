@@ -634,6 +634,48 @@ impl Queue {
         Ok(first)
     }
 
+    /// Acknowledged lots last changed before `before` (an `updated_at` timestamp,
+    /// `YYYY-MM-DDTHH:MM:SSZ`): what retention may archive and purge, oldest first.
+    pub fn lots_to_purge(&self, before: &str) -> Result<Vec<LotRow>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LOT_COLS} FROM lots WHERE state = 'acknowledged' AND updated_at < ?1 ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([before], lot_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Purges an acknowledged lot, once archived: its sheets, its ARL and the lot row go, the
+    /// participation its sheets withheld is kept (the caps of the year still count it), and a
+    /// `lot.purged` event records it. One transaction; returns the number of sheets purged.
+    pub fn purge_lot(&mut self, lot_id: &str) -> Result<u64, QueueError> {
+        let tx = self.write()?;
+        let (state, _) = lot_state(&tx, lot_id)?;
+        if state != LotState::Acknowledged {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("lot {lot_id}"),
+                from: state.as_str().into(),
+                to: "purged".into(),
+            });
+        }
+        let at = stamp(&tx)?;
+        tx.execute(
+            "INSERT INTO participation_kept (beneficiary, care_date, cents)
+             SELECT beneficiary, care_date, cents FROM participation
+             WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
+            [lot_id],
+        )?;
+        tx.execute(
+            "DELETE FROM participation WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
+            [lot_id],
+        )?;
+        let sheets = tx.execute("DELETE FROM sheets WHERE lot_id = ?1", [lot_id])?;
+        tx.execute("DELETE FROM acks WHERE lot_id = ?1", [lot_id])?;
+        tx.execute("DELETE FROM lots WHERE id = ?1", [lot_id])?;
+        event(&tx, &at, "lot.purged", lot_id, json!({ "sheets": sheets }))?;
+        tx.commit()?;
+        Ok(sheets as u64)
+    }
+
     /// Sheets not sent yet (accepted, in a lot, or signed) whose sending deadline is on or
     /// before `cutoff` (`YYYYMMDD`), earliest deadline first.
     pub fn deadline_alarms(&self, cutoff: &str) -> Result<Vec<DeadlineAlarm>, QueueError> {
@@ -664,8 +706,12 @@ impl Queue {
         until: &str,
     ) -> Result<Vec<(String, u64)>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT care_date, sum(cents) FROM participation
-             WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3
+            "SELECT care_date, sum(cents) FROM (
+                 SELECT care_date, cents FROM participation
+                 WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3
+                 UNION ALL
+                 SELECT care_date, cents FROM participation_kept
+                 WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3)
              GROUP BY care_date ORDER BY care_date",
         )?;
         let rows = stmt.query_map(params![beneficiary, from, until], |r| {

@@ -102,6 +102,15 @@ ALTER TABLE sheets ADD COLUMN deadline TEXT;
 UPDATE sheets SET deadline = json_extract(json, '$.deadline') WHERE json_valid(json);
 CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 "#,
+    // 6: the participation of purged sheets, kept for the caps of their year.
+    r#"
+CREATE TABLE participation_kept (
+    beneficiary TEXT NOT NULL,
+    care_date   TEXT NOT NULL,
+    cents       INTEGER NOT NULL CHECK (cents > 0)
+);
+CREATE INDEX participation_kept_beneficiary ON participation_kept (beneficiary, care_date);
+"#,
 ];
 
 /// The schema version this build writes.

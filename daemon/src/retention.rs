@@ -1,0 +1,170 @@
+//! Retention: acknowledged lots are kept `retention.days` (never under 90),
+//! then archived — the signed lot, its CMS and its ARL written as files,
+//! synced — and only then purged from the queue. Runs at start-up and every
+//! six hours.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// The shortest retention the configuration accepts, in days.
+pub const MIN_DAYS: u32 = 90;
+
+/// How often retention runs.
+pub const PERIOD: Duration = Duration::from_secs(6 * 3600);
+
+/// Writes `bytes` to `path` durably: a temporary file, synced, renamed into place.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Archives and purges every acknowledged lot last changed before `before`
+/// (`YYYY-MM-DDTHH:MM:SSZ`); returns the lots purged. A lot whose files cannot be written
+/// stays in the queue.
+pub async fn purge_before(
+    store: &Store,
+    archive: &Path,
+    before: String,
+) -> Result<Vec<String>, String> {
+    let lots = store
+        .call(move |q| q.lots_to_purge(&before))
+        .await
+        .map_err(|e| e.to_string())?;
+    if lots.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let mut purged = Vec::new();
+    for lot in lots {
+        let id = lot.id.clone();
+        let (cms, ack) = store
+            .call(move |q| Ok((q.lot_cms(&id)?, q.get_ack(&id)?)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        if let Some(der) = lot.signed_der.clone() {
+            files.push((archive.join(format!("{}.lot.der", lot.id)), der));
+        }
+        if let Some(cms) = cms {
+            files.push((archive.join(format!("{}.p7", lot.id)), cms));
+        }
+        if let Some(ack) = ack {
+            files.push((archive.join(format!("{}.arl.der", lot.id)), ack.der));
+        }
+        let written = files.iter().try_for_each(|(p, b)| {
+            write_durably(p, b).map_err(|e| format!("{}: {e}", p.display()))
+        });
+        if let Err(e) = written {
+            tracing::error!(lot = %lot.id, error = %e, "archive failed; the lot stays in the queue");
+            continue;
+        }
+        if let Ok(dir) = std::fs::File::open(archive) {
+            let _ = dir.sync_all();
+        }
+        let id = lot.id.clone();
+        match store.call(move |q| q.purge_lot(&id)).await {
+            Ok(n) => {
+                tracing::info!(lot = %lot.id, sheets = n, "lot archived and purged");
+                purged.push(lot.id);
+            }
+            Err(e) => tracing::error!(lot = %lot.id, error = %e, "purge failed"),
+        }
+    }
+    Ok(purged)
+}
+
+/// Runs retention now and every [`PERIOD`] until shutdown.
+pub async fn run(store: Store, archive: PathBuf, days: u32, mut shutdown: Shutdown) {
+    loop {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days.max(MIN_DAYS)));
+        let before = cutoff.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if let Err(e) = purge_before(&store, &archive, before).await {
+            tracing::warn!(error = %e, "retention pass failed");
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(PERIOD) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fse_queue::NewSheet;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn acknowledged_lots_are_archived_then_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let lot_id = store
+            .call(|q| {
+                q.insert_sheet(&NewSheet {
+                    practitioner_id: "8A".into(),
+                    number: 1,
+                    destination: "017510001".into(),
+                    der: vec![0x30, 0x00],
+                    json: "{}".into(),
+                    created_at: "20261116093000Z".into(),
+                    ..Default::default()
+                })?;
+                let lot = q.close_lots(None, 10, "20261116093000Z")?.remove(0);
+                q.mark_lot_signed_with_cms(&lot.id, b"signed lot", Some(b"cms"))?;
+                q.mark_lot_sent(&lot.id)?;
+                Ok(lot.id)
+            })
+            .await
+            .unwrap();
+        let archive = dir.path().join("archive");
+        // Sent but not acknowledged: nothing to purge.
+        let none = purge_before(&store, &archive, "9999-12-31T00:00:00Z".into())
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        let id = lot_id.clone();
+        store
+            .call(move |q| {
+                let arl = fse_formats::ack::Arl {
+                    lot_id: id.clone(),
+                    merkle_root: hex::encode([0u8; 32]),
+                    status: fse_formats::ack::ArlStatus::Positive,
+                    insurer: "017510001".into(),
+                    received_at: "20261116100000Z".into(),
+                    rejections: vec![],
+                };
+                q.record_arl(&arl, b"arl der").map(|_| ())
+            })
+            .await
+            .unwrap();
+        // Too recent for this cutoff.
+        let none = purge_before(&store, &archive, "2000-01-01T00:00:00Z".into())
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        let purged = purge_before(&store, &archive, "9999-12-31T00:00:00Z".into())
+            .await
+            .unwrap();
+        assert_eq!(purged, vec![lot_id.clone()]);
+        assert_eq!(
+            std::fs::read(archive.join(format!("{lot_id}.lot.der"))).unwrap(),
+            b"signed lot"
+        );
+        assert_eq!(
+            std::fs::read(archive.join(format!("{lot_id}.p7"))).unwrap(),
+            b"cms"
+        );
+        assert_eq!(
+            std::fs::read(archive.join(format!("{lot_id}.arl.der"))).unwrap(),
+            b"arl der"
+        );
+        let id = lot_id.clone();
+        assert!(store.call(move |q| q.get_lot(&id)).await.unwrap().is_none());
+    }
+}
