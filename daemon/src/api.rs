@@ -376,6 +376,53 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 "cms": cms.as_deref().map(fse_formats::cms::to_pem),
             }))
         }
+        "fse.cancel" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                id: i64,
+                reason: String,
+            }
+            let P { id, reason } = params(p)?;
+            if reason.trim().is_empty() || reason.len() > 500 {
+                return Err(ApiError::invalid("reason", "1 to 500 characters"));
+            }
+            let result = ctx
+                .store
+                .call(move |q| Ok(q.cancel_sheet(id, reason.trim())))
+                .await?;
+            match result {
+                Ok(row) => {
+                    ctx.events.publish(
+                        "sheet.cancelled",
+                        json!({ "sheet_id": id, "reason": row.reason }),
+                    );
+                    let mut v = to_value(billing::created(&row)?)?;
+                    v["reason"] = json!(row.reason);
+                    Ok(v)
+                }
+                Err(fse_queue::QueueError::NotFound(_)) => Err(ApiError::new(
+                    api::NOT_FOUND,
+                    format!("no sheet {id}"),
+                    Some("id"),
+                )),
+                Err(fse_queue::QueueError::InvalidTransition { from, .. }) => Err(ApiError(
+                    api::ErrorObject::new(
+                        api::RULE_VIOLATION,
+                        format!(
+                            "sheet {id} is {from}: only a sheet not yet in a lot can be cancelled"
+                        ),
+                        Some("id"),
+                    )
+                    .with("rule", json!("NOT_CANCELLABLE")),
+                )),
+                Err(e) => Err(ApiError::new(
+                    api::STORAGE_ERROR,
+                    format!("store: {e}"),
+                    None,
+                )),
+            }
+        }
         "fse.proof" => {
             let FseGetParams { id } = params(p)?;
             let row = ctx

@@ -335,9 +335,25 @@ impl SignedLot {
         })
     }
 
+    /// [`SignedLot::verify`], and the signer's certificate against `trust` at `now` (Unix
+    /// seconds): chain, dates, CRLs, and the key the header names.
+    pub fn verify_trusted(
+        &self,
+        trust: &crate::pki::TrustStore,
+        signer_certificate: &[u8],
+        now: i64,
+    ) -> Result<Vec<CareSheet>, LotError> {
+        let check = trust.check(signer_certificate, &self.header.signer_key, now);
+        if let Some(why) = check.refusal() {
+            return Err(LotError::Certificate(why));
+        }
+        self.verify()
+    }
+
     /// Verifies count, Merkle root, CPS signature, and every sheet's decoding and proof of presence.
     ///
-    /// Trust in `header.signer_key` (certificate chain, CRL) is the caller's.
+    /// Trust in `header.signer_key` (certificate chain, CRL) is the caller's: see
+    /// [`SignedLot::verify_trusted`].
     pub fn verify(&self) -> Result<Vec<CareSheet>, LotError> {
         let held = self.entries.len() as u64;
         if held != self.header.sheet_count {

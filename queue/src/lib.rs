@@ -634,6 +634,44 @@ impl Queue {
         Ok(first)
     }
 
+    /// `Accepted` → `Cancelled`, with the practice's reason: the sheet will never be in a lot;
+    /// the participation it withheld no longer counts. A sheet already in a lot (or further) is
+    /// refused with [`QueueError::InvalidTransition`].
+    pub fn cancel_sheet(&mut self, id: i64, reason: &str) -> Result<SheetRow, QueueError> {
+        let tx = self.write()?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM sheets WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let state = state.ok_or_else(|| QueueError::NotFound(format!("sheet {id}")))?;
+        if state != SheetState::Accepted.as_str() {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("sheet {id}"),
+                from: state,
+                to: SheetState::Cancelled.as_str().into(),
+            });
+        }
+        let at = stamp(&tx)?;
+        tx.execute(
+            "UPDATE sheets SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, reason, at],
+        )?;
+        tx.execute("DELETE FROM participation WHERE sheet_id = ?1", [id])?;
+        event(
+            &tx,
+            &at,
+            "sheet.cancelled",
+            &id.to_string(),
+            json!({ "reason": reason }),
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
+            [id],
+            sheet_row,
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
     /// Acknowledged lots last changed before `before` (an `updated_at` timestamp,
     /// `YYYY-MM-DDTHH:MM:SSZ`): what retention may archive and purge, oldest first.
     pub fn lots_to_purge(&self, before: &str) -> Result<Vec<LotRow>, QueueError> {

@@ -111,6 +111,35 @@ CREATE TABLE participation_kept (
 );
 CREATE INDEX participation_kept_beneficiary ON participation_kept (beneficiary, care_date);
 "#,
+    // 7: sheets may be cancelled (before they are in a lot), and paid or refused once the
+    // insurer's payment returns come: the state CHECK is rebuilt with the table (SQLite
+    // cannot alter a CHECK); `migrate` checks the foreign keys before it commits.
+    r#"
+CREATE TABLE sheets_new (
+    id              INTEGER PRIMARY KEY,
+    practitioner_id TEXT NOT NULL,
+    number          INTEGER NOT NULL,
+    destination     TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    state           TEXT NOT NULL CHECK (state IN ('accepted','in_lot','signed','sent','acknowledged','rejected','paid','refused','cancelled')),
+    lot_id          TEXT REFERENCES lots (id),
+    der             BLOB NOT NULL,
+    json            TEXT NOT NULL,
+    reason          TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    dre             BLOB,
+    deadline        TEXT,
+    UNIQUE (practitioner_id, number)
+);
+INSERT INTO sheets_new (id, practitioner_id, number, destination, idempotency_key, state, lot_id, der, json, reason, created_at, updated_at, dre, deadline)
+    SELECT id, practitioner_id, number, destination, idempotency_key, state, lot_id, der, json, reason, created_at, updated_at, dre, deadline FROM sheets;
+DROP TABLE sheets;
+ALTER TABLE sheets_new RENAME TO sheets;
+CREATE INDEX sheets_state ON sheets (state, id);
+CREATE INDEX sheets_lot ON sheets (lot_id);
+CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -121,7 +150,18 @@ pub fn latest_version() -> i64 {
 /// Applies, in order, the migrations the file has not had yet. The version
 /// is read again inside each write transaction, so two processes opening the
 /// same new file do not both apply a migration.
+///
+/// Foreign keys are off while migrating (a table rebuilt under them would break its
+/// children's references) and `PRAGMA foreign_key_check` must find nothing before each
+/// migration commits; they are back on when this returns.
 pub fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = migrate_all(conn);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    result
+}
+
+fn migrate_all(conn: &mut Connection) -> Result<(), QueueError> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -137,6 +177,16 @@ pub fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
             return Ok(());
         };
         tx.execute_batch(sql)?;
+        let broken: i64 =
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?;
+        if broken != 0 {
+            return Err(QueueError::Data(format!(
+                "migration {} would leave {broken} broken references; nothing was changed",
+                version + 1
+            )));
+        }
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;

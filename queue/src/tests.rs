@@ -1142,3 +1142,89 @@ fn retention_purges_acknowledged_lots_and_keeps_their_participation() {
         .count();
     assert_eq!(purged, 1);
 }
+
+#[test]
+fn a_sheet_is_cancelled_only_before_it_is_in_a_lot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+    let mut s = new_sheet("8A", 1, "017510001", None);
+    s.beneficiary_key = "B".into();
+    s.participation = vec![("20261116".into(), 200)];
+    let Inserted::New(a) = q.insert_sheet(&s).unwrap() else {
+        panic!()
+    };
+    let Inserted::New(b) = q
+        .insert_sheet(&new_sheet("8A", 2, "017510001", None))
+        .unwrap()
+    else {
+        panic!()
+    };
+    let cancelled = q.cancel_sheet(a.id, "patient left before the act").unwrap();
+    assert_eq!(cancelled.state, SheetState::Cancelled);
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("patient left before the act")
+    );
+    assert!(q
+        .participation_history("B", "20260101", "20261231")
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        q.cancel_sheet(a.id, "again"),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        q.cancel_sheet(999, "x"),
+        Err(QueueError::NotFound(_))
+    ));
+    // The cancelled sheet stays out of lots.
+    let lots = q.close_lots(None, 10, "20261117120000Z").unwrap();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0].sheet_count, 1);
+    assert!(matches!(
+        q.cancel_sheet(b.id, "too late"),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+}
+
+#[test]
+fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "foreign_keys", true).unwrap();
+        for sql in &schema::MIGRATIONS[..6] {
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.commit().unwrap();
+        }
+        c.pragma_update(None, "user_version", 6).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.execute_batch(
+            "INSERT INTO sheets (id, practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, deadline)
+                 VALUES (7, '8A', 1, 'D', 'k', 'accepted', x'30', '{}', 'c', 'u', '20261119');
+             INSERT INTO participation VALUES ('B', '20261116', 200, 7);",
+        )
+        .unwrap();
+    }
+    let mut q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.pragma("user_version").unwrap(),
+        schema::latest_version().to_string()
+    );
+    let s = q.find_by_idempotency_key("k").unwrap().unwrap();
+    assert_eq!((s.id, s.number, s.state), (7, 1, SheetState::Accepted));
+    assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 1);
+    assert_eq!(
+        q.participation_history("B", "20260101", "20261231")
+            .unwrap(),
+        vec![("20261116".to_string(), 200)]
+    );
+    assert_eq!(
+        q.cancel_sheet(7, "test").unwrap().state,
+        SheetState::Cancelled
+    );
+    assert!(q.pragma("foreign_keys").unwrap() == "1");
+}

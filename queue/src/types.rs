@@ -44,8 +44,9 @@ macro_rules! states {
 }
 
 states!(
-    /// Where a sheet is in its life: accepted → in_lot → signed → sent →
-    /// acknowledged | rejected.
+    /// Where a sheet is in its life: accepted → in_lot → signed → sent (the
+    /// broker confirmed it, or the spool file is durable) → acknowledged |
+    /// rejected → paid | refused; cancelled, only while accepted.
     SheetState {
         /// Committed, not yet in a lot.
         Accepted => "accepted",
@@ -59,6 +60,12 @@ states!(
         Acknowledged => "acknowledged",
         /// The insurer's ARL refused it (see `SheetRow::reason`).
         Rejected => "rejected",
+        /// The insurer's payment return paid it.
+        Paid => "paid",
+        /// The insurer's payment return refused it.
+        Refused => "refused",
+        /// Cancelled by the practice before it went into a lot.
+        Cancelled => "cancelled",
     }
 );
 

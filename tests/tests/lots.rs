@@ -131,6 +131,13 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
         .add_crls(&std::fs::read(trust_dir.join("crl.pem")).unwrap())
         .unwrap();
     let now = chrono::Utc::now().timestamp();
+    // The whole lot, with the certificate its CMS carries.
+    let cert = fse_formats::cms::certificates(&cms).unwrap().remove(0);
+    assert_eq!(signed.verify_trusted(&store, &cert, now).unwrap().len(), 10);
+    assert!(matches!(
+        signed.verify_trusted(&TrustStore::new(), &cert, now),
+        Err(LotError::Certificate(_))
+    ));
     for id in [ids[0], ids[17], ids[49]] {
         let proof: SheetProof =
             serde_json::from_value(rpc.ok("fse.proof", json!({"id": id}))).unwrap();

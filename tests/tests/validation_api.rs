@@ -417,11 +417,26 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
         Some("CPS-0001"),
     );
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    let pf = |rpc: &mut Rpc| -> u64 {
+    let create = |rpc: &mut Rpc| -> (i64, u64) {
         let s = rpc.ok("fse.create", json!({"act": g}));
-        s["sheet"]["amounts"]["pf_cents"].as_u64().unwrap()
+        (
+            s["id"].as_i64().unwrap(),
+            s["sheet"]["amounts"]["pf_cents"].as_u64().unwrap(),
+        )
     };
-    assert_eq!((pf(&mut rpc), pf(&mut rpc), pf(&mut rpc)), (200, 200, 0));
+    let pf = |rpc: &mut Rpc| create(rpc).1;
+    let (first, first_pf) = create(&mut rpc);
+    assert_eq!((first_pf, pf(&mut rpc), pf(&mut rpc)), (200, 200, 0));
+    // A cancelled sheet's participation no longer counts; it cannot be cancelled twice.
+    let cancelled = rpc.ok("fse.cancel", json!({"id": first, "reason": "patient left"}));
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let r = rpc.call("fse.cancel", json!({"id": first, "reason": "again"}));
+    assert_eq!(r["error"]["data"]["rule"], "NOT_CANCELLABLE", "{r}");
+    let r = rpc.call("fse.cancel", json!({"id": 999_999, "reason": "x"}));
+    assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
+    let r = rpc.call("fse.cancel", json!({"id": first, "reason": " "}));
+    assert_eq!(r["error"]["data"]["field"], "reason", "{r}");
+    assert_eq!(pf(&mut rpc), 200);
     // … and across a restart: the history is in the SQLite file.
     assert!(fsed.terminate().success());
     drop(rpc);
