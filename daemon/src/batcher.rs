@@ -39,6 +39,31 @@ pub struct Batcher {
     pub deadline_alarm_days: u32,
     /// Sheets whose deadline alarm this process already published.
     pub alarmed: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Local time of day at which every open lot closes.
+    pub close_at: Option<chrono::NaiveTime>,
+    /// The last local day `close_at` closed the lots.
+    pub closed_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
+}
+
+/// Whether the daily closing is due at `now` (it was not done today and the time has come),
+/// and how long until the next one.
+fn daily_close(
+    close_at: Option<chrono::NaiveTime>,
+    done_on: Option<chrono::NaiveDate>,
+    now: chrono::NaiveDateTime,
+) -> (bool, Option<Duration>) {
+    let Some(at) = close_at else {
+        return (false, None);
+    };
+    let today = now.date();
+    let due = now.time() >= at && done_on != Some(today);
+    let next_day = if now.time() >= at {
+        today.succ_opt().unwrap_or(today)
+    } else {
+        today
+    };
+    let wait = (next_day.and_time(at) - now).to_std().unwrap_or_default();
+    (due, Some(wait))
 }
 
 /// How often deadlines are looked at when nothing else wakes the batcher.
@@ -135,18 +160,29 @@ impl Batcher {
     /// returns when the oldest open sheet comes of age (or deadlines are due a look).
     async fn close(&self) -> Result<Option<Duration>, String> {
         let urgent = self.deadlines().await?;
+        let local = chrono::Local::now().naive_local();
+        let (daily, until_daily) = {
+            let mut done = self.closed_on.lock().unwrap_or_else(|p| p.into_inner());
+            let (due, wait) = daily_close(self.close_at, *done, local);
+            if due {
+                *done = Some(local.date());
+            }
+            (due, wait)
+        };
         let max = self.max_sheets;
         let pending = self
             .store
             .call(move |q| q.list_sheets(Some(SheetState::Accepted), max, 0))
             .await
             .map_err(|e| e.to_string())?;
+        let next_look = until_daily.map_or(DEADLINE_CHECK, |d| d.min(DEADLINE_CHECK));
         let Some(oldest) = pending.first() else {
-            return Ok(Some(DEADLINE_CHECK));
+            return Ok(Some(next_look));
         };
         let asked = self
             .close_now
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            || daily;
         let age = parse_time(&oldest.created_at)
             .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
             .unwrap_or(self.max_age);
@@ -165,7 +201,7 @@ impl Batcher {
             // Sheets left open (other groups) are looked at again soon.
             return Ok(Some(Duration::from_secs(1)));
         }
-        Ok(Some((self.max_age - age).min(DEADLINE_CHECK)))
+        Ok(Some((self.max_age - age).min(next_look)))
     }
 
     async fn sign(&self) -> Result<(), String> {
@@ -325,5 +361,34 @@ impl Batcher {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: u32, m: u32) -> chrono::NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 16)
+            .unwrap()
+            .and_hms_opt(h, m, 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_daily_closing_comes_once_a_day_at_its_time() {
+        let six = chrono::NaiveTime::from_hms_opt(18, 0, 0);
+        assert_eq!(daily_close(None, None, at(19, 0)), (false, None));
+        let (due, wait) = daily_close(six, None, at(17, 30));
+        assert!(!due);
+        assert_eq!(wait, Some(Duration::from_secs(30 * 60)));
+        let (due, wait) = daily_close(six, None, at(18, 0));
+        assert!(due);
+        assert_eq!(wait, Some(Duration::from_secs(24 * 3600)));
+        let today = at(18, 0).date();
+        let (due, _) = daily_close(six, Some(today), at(23, 0));
+        assert!(!due, "already done today");
+        let (due, _) = daily_close(six, today.pred_opt(), at(18, 5));
+        assert!(due, "done yesterday, due again today");
     }
 }

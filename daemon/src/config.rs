@@ -101,6 +101,17 @@ pub struct LotsSection {
     /// A sheet whose sending deadline is this many working days away (or fewer, or past)
     /// raises an alarm (`sheet.deadline` event, `queue.alarms`) and its lot closes at once.
     pub deadline_alarm_days: u32,
+    /// Local time of day (`HH:MM`) at which every open lot closes, e.g. the end of the day.
+    pub close_at: Option<String>,
+}
+
+impl LotsSection {
+    /// `close_at` as a time of day.
+    pub fn close_time(&self) -> Option<chrono::NaiveTime> {
+        self.close_at
+            .as_deref()
+            .and_then(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M").ok())
+    }
 }
 
 impl Default for LotsSection {
@@ -109,6 +120,7 @@ impl Default for LotsSection {
             max_sheets: 100,
             max_age_secs: 300,
             deadline_alarm_days: 1,
+            close_at: None,
         }
     }
 }
@@ -238,6 +250,12 @@ impl Config {
                 reason: "must be between 1 and 100000".into(),
             });
         }
+        if self.lots.close_at.is_some() && self.lots.close_time().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "lots.close_at",
+                reason: "a local time of day as HH:MM".into(),
+            });
+        }
         if self.retention.days < crate::retention::MIN_DAYS {
             return Err(ConfigError::Invalid {
                 key: "retention.days",
@@ -298,6 +316,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("lots.max_sheets"));
+        let mut cfg = Config::default();
+        cfg.lots.close_at = Some("25:00".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("lots.close_at"));
+        cfg.lots.close_at = Some("18:30".into());
+        assert!(cfg.validate().is_ok());
+        cfg.retention.days = 30;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("retention.days"));
         let p = std::path::Path::new("/nonexistent/fsed.toml");
         assert!(Config::load(p, false).is_ok());
         assert!(Config::load(p, true).is_err());

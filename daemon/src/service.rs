@@ -157,6 +157,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         events: events.clone(),
         deadline_alarm_days: cfg.lots.deadline_alarm_days,
         alarmed: Default::default(),
+        close_at: cfg.lots.close_time(),
+        closed_on: Default::default(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let card_events = tokio::spawn(crate::events::forward_cards(
