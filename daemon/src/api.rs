@@ -456,9 +456,8 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 .ok_or_else(|| {
                     ApiError::new(api::INTERNAL_ERROR, "sheet missing from its lot", None)
                 })?;
-            let cert = cms_signer_certificate(ctx, &lot.id).await?;
             let proof = signed
-                .proof(index, cert.as_deref())
+                .proof(index, signed.signer_certificate.as_deref())
                 .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;
             to_value(proof)
         }
@@ -634,13 +633,6 @@ async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> 
             json!({ "verified": true, "cps_serial": serial })
         })
         .map_err(|e| ApiError::card("cps", e))
-}
-
-/// The signer's certificate of a lot: the first certificate of its CMS (fsed puts the CPS's).
-async fn cms_signer_certificate(ctx: &Context, lot_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    let id = lot_id.to_string();
-    let cms = ctx.store.call(move |q| q.lot_cms(&id)).await?;
-    Ok(cms.and_then(|c| fse_formats::cms::certificates(&c).ok()?.into_iter().next()))
 }
 
 #[cfg(test)]

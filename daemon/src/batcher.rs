@@ -300,6 +300,7 @@ impl Batcher {
                         header,
                         signature,
                         entries,
+                        signer_certificate: certificate.clone(),
                     },
                     der,
                     certificate,

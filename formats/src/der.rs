@@ -240,6 +240,11 @@ impl Writer {
         self.primitive(0x04, b);
     }
 
+    /// A primitive value under an implicit tag (`80` for `[0] IMPLICIT`).
+    pub fn implicit(&mut self, tag: u8, content: &[u8]) {
+        self.primitive(tag, content);
+    }
+
     /// An OBJECT IDENTIFIER from its content octets.
     pub fn oid(&mut self, content: &[u8]) {
         self.primitive(0x06, content);

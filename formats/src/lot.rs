@@ -56,6 +56,9 @@ pub struct SignedLot {
     pub signature: [u8; 64],
     /// The sheets, in leaf order.
     pub entries: Vec<LotEntry>,
+    /// DER of the signing CPS's X.509 certificate, so the insurer can check its chain and
+    /// CRL (absent in lots signed by a card without one).
+    pub signer_certificate: Option<Vec<u8>>,
 }
 
 /// Why a lot does not verify.
@@ -261,7 +264,8 @@ pub fn leaves(entries: &[LotEntry]) -> Vec<Hash> {
 }
 
 impl SignedLot {
-    /// DER: `SEQUENCE { header LotHeader, signature OCTET STRING, entries SEQUENCE OF LotEntry }`.
+    /// DER: `SEQUENCE { header LotHeader, signature OCTET STRING, entries SEQUENCE OF LotEntry,
+    /// signerCertificate [0] IMPLICIT OCTET STRING OPTIONAL }`.
     pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
         let mut content = self.header.as_der().to_der_vec()?;
         content.extend(OctetString::new(&self.signature).to_der_vec()?);
@@ -274,6 +278,11 @@ impl SignedLot {
             })
             .collect();
         content.extend(entries.to_der_vec()?);
+        if let Some(cert) = &self.signer_certificate {
+            let mut w = crate::der::Writer::with_capacity(cert.len() + 4);
+            w.implicit(0x80, cert);
+            content.extend(w.finish());
+        }
         Ok(crate::der::sequence(&content))
     }
 
@@ -288,9 +297,11 @@ impl SignedLot {
         let (inner, h) = HeaderDer::from_der(inner)?;
         let (inner, sig) = OctetString::from_der(inner)?;
         let (inner, entries) = <Vec<EntryDer>>::from_der(inner)?;
-        if !inner.is_empty() {
-            return Err(DerError::field("lot", "trailing fields"));
-        }
+        let signer_certificate = match crate::der::values(inner)?.as_slice() {
+            [] => None,
+            [(0x80, _, cert)] => Some(cert.to_vec()),
+            _ => return Err(DerError::field("lot", "trailing fields")),
+        };
         let entries = entries
             .into_iter()
             .map(|e| {
@@ -304,6 +315,7 @@ impl SignedLot {
             header: LotHeader::from_der_struct(h)?,
             signature: bytes_n(sig.as_ref(), "signature")?,
             entries,
+            signer_certificate,
         };
         crate::der::require_canonical(bytes, &lot.to_der()?, "lot")?;
         Ok(lot)
@@ -430,16 +442,25 @@ pub(crate) mod tests {
             header,
             signature,
             entries,
+            signer_certificate: None,
         }
     }
 
     #[test]
     fn round_trip_and_verify() {
-        let l = lot(5);
+        let mut l = lot(5);
         let der = l.to_der().unwrap();
         let back = SignedLot::from_der(&der).unwrap();
         assert_eq!(back, l);
         assert_eq!(back.verify().unwrap().len(), 5);
+        // With the signer's certificate carried at the end.
+        l.signer_certificate = Some(vec![0x30, 0x03, 0x02, 0x01, 0x07]);
+        let der2 = l.to_der().unwrap();
+        assert_eq!(
+            &der2[der2.len() - 7..],
+            &[0x80, 0x05, 0x30, 0x03, 0x02, 0x01, 0x07]
+        );
+        assert_eq!(SignedLot::from_der(&der2).unwrap(), l);
     }
 
     #[test]

@@ -141,6 +141,7 @@ fn main() {
             SignedLot {
                 header,
                 signature,
+                signer_certificate: None,
                 entries,
             }
             .to_der()

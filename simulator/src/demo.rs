@@ -202,7 +202,9 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let insurer = Arc::new(Mutex::new(Insurer::new("017510001")));
+    // The insurer checks every lot's CPS certificate against the same test PKI.
+    let trust = crate::insurer::load_trust(&trust_dir).map_err(|e| fail(e.to_string()))?;
+    let insurer = Arc::new(Mutex::new(Insurer::new("017510001").with_trust(trust)));
     let (outbox, inbox) = (
         state_dir.join("spool/outbox"),
         state_dir.join("spool/inbox"),

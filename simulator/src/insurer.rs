@@ -19,6 +19,7 @@ use std::time::Duration;
 use fse_formats::ack::{Arl, ArlStatus, Rejection};
 use fse_formats::der::DerError;
 use fse_formats::lot::{LotError, SignedLot};
+use fse_formats::pki::TrustStore;
 use fse_formats::wire;
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -47,11 +48,19 @@ const SPOOL_POLL: Duration = Duration::from_millis(100);
 /// `now` is the time of receipt, `YYYYMMDDHHMMSSZ`. Bytes that do not decode
 /// get [`UNKNOWN_LOT_ID`], an all-zero root and the code `LOT_MALFORMED`.
 pub fn answer_lot(bytes: &[u8], insurer: &str, now: &str) -> Arl {
-    judge(SignedLot::from_der(bytes), insurer, now)
+    judge(SignedLot::from_der(bytes), insurer, now, None)
 }
 
-/// [`answer_lot`] on an already decoded lot.
-fn judge(decoded: Result<SignedLot, DerError>, insurer: &str, now: &str) -> Arl {
+/// [`answer_lot`] on an already decoded lot. With a trust store, the lot must carry its
+/// signer's certificate and the certificate must be valid at `now` (chain, dates, CRLs, key).
+/// Every sheet of a lot that verifies is then re-priced (`rules::check_shares`): a sheet with
+/// a wrong share is refused by number, with the field and the two figures.
+fn judge(
+    decoded: Result<SignedLot, DerError>,
+    insurer: &str,
+    now: &str,
+    trust: Option<&TrustStore>,
+) -> Arl {
     let arl = |lot_id: String, merkle_root: String, rejections: Vec<Rejection>| Arl {
         lot_id,
         merkle_root,
@@ -80,8 +89,29 @@ fn judge(decoded: Result<SignedLot, DerError>, insurer: &str, now: &str) -> Arl 
         }
     };
     let root = hex::encode(lot.header.merkle_root);
-    let rejections = match lot.verify() {
-        Ok(_) => vec![],
+    let verified = match trust {
+        None => lot.verify(),
+        Some(store) => match &lot.signer_certificate {
+            None => Err(LotError::Certificate(
+                "the lot does not carry its signer's certificate".into(),
+            )),
+            Some(cert) => {
+                let at = chrono::NaiveDateTime::parse_from_str(now, "%Y%m%d%H%M%SZ")
+                    .map(|t| t.and_utc().timestamp())
+                    .unwrap_or_else(|_| chrono::Utc::now().timestamp());
+                lot.verify_trusted(store, cert, at)
+            }
+        },
+    };
+    let rejections = match verified {
+        Ok(sheets) => sheets
+            .iter()
+            .filter_map(|sheet| {
+                fse_formats::rules::check_shares(sheet, fse_formats::rules::Tables::builtin())
+                    .err()
+                    .map(|e| rejection(Some(sheet.number), "SHEET_SHARES", e.to_string()))
+            })
+            .collect(),
         Err(e) => {
             let (code, sheet) = match &e {
                 LotError::Der(_) => ("LOT_MALFORMED", None),
@@ -122,6 +152,7 @@ pub struct Insurer {
     name: String,
     answered: HashMap<String, Arl>,
     report: InsurerReport,
+    trust: Option<TrustStore>,
 }
 
 impl Insurer {
@@ -131,7 +162,14 @@ impl Insurer {
             name: name.to_string(),
             answered: HashMap::new(),
             report: InsurerReport::default(),
+            trust: None,
         }
+    }
+
+    /// Checks every lot's signer certificate against `trust` (chain, dates, CRLs).
+    pub fn with_trust(mut self, trust: TrustStore) -> Insurer {
+        self.trust = Some(trust);
+        self
     }
 
     /// Answers one delivery of a lot. A lot id already answered gets the
@@ -148,7 +186,7 @@ impl Insurer {
         }
         let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
         let known = decoded.is_ok();
-        let arl = judge(decoded, &self.name, &now);
+        let arl = judge(decoded, &self.name, &now, self.trust.as_ref());
         if known {
             self.answered.insert(arl.lot_id.clone(), arl.clone());
         }
@@ -542,6 +580,10 @@ pub struct InsurerArgs {
     /// is a plain organism code, else 011751000].
     #[arg(long)]
     pub insurer: Option<String>,
+    /// Trust directory (`root.pem`, `ca.pem`, `crl.pem`, as `fse-sim pki` writes): every lot's
+    /// signer certificate is checked against it.
+    #[arg(long)]
+    pub trust_dir: Option<PathBuf>,
 }
 
 impl InsurerArgs {
@@ -564,7 +606,11 @@ impl InsurerArgs {
 /// and its [`InsurerReport`] as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let name = args.insurer_name();
-    let insurer = Arc::new(Mutex::new(Insurer::new(&name)));
+    let mut judge = Insurer::new(&name);
+    if let Some(dir) = &args.trust_dir {
+        judge = judge.with_trust(load_trust(dir)?);
+    }
+    let insurer = Arc::new(Mutex::new(judge));
     let (stop_tx, stop) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
@@ -613,13 +659,69 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     Ok(())
 }
 
+/// Reads a trust directory: `root.pem` required, `ca.pem` and `crl.pem` when present.
+pub fn load_trust(dir: &Path) -> Result<TrustStore, InsurerError> {
+    let mut store = TrustStore::new();
+    for (file, required, crl) in [
+        ("root.pem", true, false),
+        ("ca.pem", false, false),
+        ("crl.pem", false, true),
+    ] {
+        let path = dir.join(file);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) if !required => continue,
+            Err(e) => return Err(InsurerError::Usage(format!("{}: {e}", path.display()))),
+        };
+        let added = if crl {
+            store.add_crls(&bytes).map(|_| ())
+        } else {
+            store.add_certificates(&bytes).map(|_| ())
+        };
+        added.map_err(|e| InsurerError::Usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(store)
+}
+
 /// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
 pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
+    let (holder, situations) = crate::profiles::default_cps_holder();
+    lot_signed_by(&holder, &situations, None, lot_id, n)
+}
+
+/// [`sample_lot`] signed by the CPS of `profile`, carrying its certificate from the test PKI
+/// (an expired or revoked card's lot, for insurers' checks).
+pub fn sample_lot_by(profile: &str, lot_id: &str, n: u64) -> Result<SignedLot, String> {
+    let crate::profiles::Profile::Cps(c) =
+        crate::profiles::Profile::load(profile).map_err(|e| e.to_string())?
+    else {
+        return Err(format!("{profile} is not a CPS profile"));
+    };
+    let (holder, situations) = c.holder();
+    let key = crate::profiles::test_key(&holder.serial);
+    let certificate = crate::pki::TestPki::shared()?
+        .cps_certificate(&holder, &key.verifying_key().to_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(lot_signed_by(
+        &holder,
+        &situations,
+        Some(certificate),
+        lot_id,
+        n,
+    ))
+}
+
+fn lot_signed_by(
+    holder: &fse_formats::cards::CpsHolder,
+    situations: &[fse_formats::cards::Situation],
+    certificate: Option<Vec<u8>>,
+    lot_id: &str,
+    n: u64,
+) -> SignedLot {
     use ed25519_dalek::Signer;
     use fse_formats::fse::{CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
     use fse_formats::lot::{leaves, LotEntry, LotHeader};
 
-    let (holder, situations) = crate::profiles::default_cps_holder();
     let vitale = crate::profiles::default_vitale_data();
     let (cps_key, vit_key) = (
         crate::profiles::test_key(&holder.serial),
@@ -678,6 +780,7 @@ pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
     SignedLot {
         header,
         signature,
+        signer_certificate: certificate,
         entries,
     }
 }
@@ -755,6 +858,69 @@ mod tests {
         assert_eq!(arl.status, ArlStatus::Negative);
         assert_eq!(arl.rejections[0].code, "SHEET_INVALID", "{arl:?}");
         assert_eq!(arl.rejections[0].sheet_number, Some(sheet.number));
+    }
+
+    fn test_trust() -> TrustStore {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::TestPki::shared()
+            .unwrap()
+            .write(dir.path(), time::OffsetDateTime::now_utc())
+            .unwrap();
+        load_trust(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn with_a_trust_store_expired_and_revoked_cards_and_wrong_shares_are_refused() {
+        let mut ins = Insurer::new("i").with_trust(test_trust());
+        let good = sample_lot_by("cps-medecin-generaliste", "L-ok", 3).unwrap();
+        let arl = ins.receive(&good.to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
+        for (profile, words) in [
+            ("cps-expired", "expired"),
+            ("cps-revoked", "revocation list"),
+        ] {
+            let lot = sample_lot_by(profile, &format!("L-{profile}"), 2).unwrap();
+            let arl = ins.receive(&lot.to_der().unwrap());
+            assert_eq!(arl.status, ArlStatus::Negative);
+            assert_eq!(arl.rejections[0].code, "LOT_CERTIFICATE", "{arl:?}");
+            assert!(
+                arl.rejections[0].reason.contains(words),
+                "{profile}: {arl:?}"
+            );
+        }
+        // A lot without its signer's certificate cannot be checked: refused.
+        let arl = ins.receive(&sample_lot("L-bare", 1).to_der().unwrap());
+        assert_eq!(arl.rejections[0].code, "LOT_CERTIFICATE", "{arl:?}");
+
+        // A sheet whose AMO share is wrong, re-signed as a careless sender would: the lot
+        // verifies, the insurer re-prices and refuses that sheet by number, naming the field.
+        use ed25519_dalek::Signer;
+        let mut lot = sample_lot_by("cps-medecin-generaliste", "L-shares", 3).unwrap();
+        let vit_key = crate::profiles::test_key(&crate::profiles::default_vitale_data().serial);
+        let mut sheet = fse_formats::fse::CareSheet::from_der(&lot.entries[1].sheet).unwrap();
+        sheet.acts[0].amo_cents += 100;
+        sheet.amounts.amo_cents += 100;
+        sheet.amounts.patient_cents -= 100;
+        sheet.amounts.due_cents -= 100;
+        let signature = hex::encode(
+            vit_key
+                .sign(&sheet.presence_challenge().unwrap())
+                .to_bytes(),
+        );
+        sheet.presence.as_mut().unwrap().signature = signature;
+        lot.entries[1].sheet = sheet.to_der().unwrap();
+        lot.header.merkle_root = fse_formats::merkle::root(&fse_formats::lot::leaves(&lot.entries));
+        let cps_key = crate::profiles::test_key("CPS-0001");
+        lot.signature = cps_key.sign(&lot.header.to_der().unwrap()).to_bytes();
+        let arl = ins.receive(&lot.to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Negative);
+        assert_eq!(arl.rejections.len(), 1, "{arl:?}");
+        assert_eq!(arl.rejections[0].code, "SHEET_SHARES");
+        assert_eq!(arl.rejections[0].sheet_number, Some(sheet.number));
+        assert!(
+            arl.rejections[0].reason.contains("acts[0].amo_cents"),
+            "{arl:?}"
+        );
     }
 
     #[test]
@@ -905,6 +1071,7 @@ mod tests {
             spool_outbox: None,
             spool_inbox: None,
             insurer: insurer.map(Into::into),
+            trust_dir: None,
         };
         assert_eq!(args("017510001", None).insurer_name(), "017510001");
         assert_eq!(args("#", None).insurer_name(), DEFAULT_INSURER);

@@ -210,6 +210,9 @@ fn check_invariants(name: &str, sheet: &CareSheet, dre: &Option<Dre>) {
     let der = sheet.to_der().unwrap();
     assert_eq!(&CareSheet::from_der(&der).unwrap(), sheet, "{name}");
     sheet.verify_presence().unwrap();
+    // What an insurer re-pricing the sheet finds: the same shares.
+    fse_formats::rules::check_shares(sheet, rules::Tables::builtin())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     if let Some(d) = dre {
         assert_eq!(Dre::from_der(&d.to_der().unwrap()).unwrap(), *d, "{name}");
         let per_act: u64 = d.acts.iter().map(|x| x.amc_cents).sum();
