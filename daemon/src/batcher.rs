@@ -43,6 +43,8 @@ pub struct Batcher {
     pub close_at: Option<chrono::NaiveTime>,
     /// The last local day `close_at` closed the lots.
     pub closed_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
+    /// Lots whose unroutable alarm this process already published.
+    pub unroutable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Whether the daily closing is due at `now` (it was not done today and the time has come),
@@ -357,6 +359,19 @@ impl Batcher {
                 }
                 Err(e) => {
                     tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
+                    let first = e.unroutable
+                        && self
+                            .unroutable
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(lot.id.clone());
+                    if first {
+                        tracing::error!(lot = %lot.id, destination = %lot.destination, "no insurer queue is bound for this destination: the lot waits, nothing is lost");
+                        self.events.publish(
+                            "lot.unroutable",
+                            serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "reason": e.message }),
+                        );
+                    }
                     return Ok(Some(RETRY));
                 }
             }

@@ -159,6 +159,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         alarmed: Default::default(),
         close_at: cfg.lots.close_time(),
         closed_on: Default::default(),
+        unroutable: Default::default(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let card_events = tokio::spawn(crate::events::forward_cards(

@@ -53,6 +53,7 @@ async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
         url: URL.into(),
         binding: binding.clone(),
         insurer: binding.clone(),
+        copies: 1,
     };
     let task = tokio::spawn(insurer::run_amqp(
         cfg,

@@ -355,6 +355,8 @@ pub struct AmqpInsurerConfig {
     pub binding: String,
     /// Its name in the ARLs.
     pub insurer: String,
+    /// Sends every ARL this many times (1; more to test a sender's idempotence).
+    pub copies: u32,
 }
 
 impl std::fmt::Debug for AmqpInsurerConfig {
@@ -536,6 +538,28 @@ async fn amqp_session(
                         .await
                         .map_err(amqp_err("ARL confirm"))
                 };
+                for _ in 1..cfg.copies.max(1) {
+                    // The extra copies: same bytes, same message id, as a broker redelivery
+                    // or a careless insurer would send them.
+                    let extra = channel
+                        .basic_publish(
+                            "".into(),
+                            reply_to.clone(),
+                            BasicPublishOptions::default(),
+                            &der,
+                            BasicProperties::default()
+                                .with_delivery_mode(2)
+                                .with_message_id(arl.lot_id.as_str().into())
+                                .with_type(wire::TYPE_ARL.into())
+                                .with_content_type(wire::CONTENT_TYPE_DER.into()),
+                        )
+                        .await
+                        .map_err(amqp_err("ARL publish"))?;
+                    tokio::time::timeout(BROKER_TIMEOUT, extra)
+                        .await
+                        .map_err(|_| InsurerError::Amqp("no confirm of the ARL in time".into()))?
+                        .map_err(amqp_err("ARL confirm"))?;
+                }
                 let confirm = tokio::time::timeout(BROKER_TIMEOUT, publish)
                     .await
                     .map_err(|_| InsurerError::Amqp("no confirm of the ARL in time".into()))??;
@@ -584,6 +608,9 @@ pub struct InsurerArgs {
     /// signer certificate is checked against it.
     #[arg(long)]
     pub trust_dir: Option<PathBuf>,
+    /// Send every ARL twice (AMQP mode), to test that the sender applies returns once.
+    #[arg(long)]
+    pub duplicate_replies: bool,
 }
 
 impl InsurerArgs {
@@ -619,6 +646,7 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
                 url,
                 binding: args.binding,
                 insurer: name,
+                copies: if args.duplicate_replies { 2 } else { 1 },
             };
             tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
         }
@@ -1046,6 +1074,7 @@ mod tests {
             url: "amqp://u:s3cret@h/".into(),
             binding: "#".into(),
             insurer: "i".into(),
+            copies: 1,
         };
         assert!(!format!("{cfg:?}").contains("s3cret"));
     }
@@ -1056,6 +1085,7 @@ mod tests {
             url: "amqp://u:s3cret@[::1".into(),
             binding: "#".into(),
             insurer: "i".into(),
+            copies: 1,
         };
         let (_stop_tx, stop) = watch::channel(false);
         let ins = Arc::new(Mutex::new(Insurer::new("i")));
@@ -1072,6 +1102,7 @@ mod tests {
             spool_inbox: None,
             insurer: insurer.map(Into::into),
             trust_dir: None,
+            duplicate_replies: false,
         };
         assert_eq!(args("017510001", None).insurer_name(), "017510001");
         assert_eq!(args("#", None).insurer_name(), DEFAULT_INSURER);
@@ -1104,6 +1135,7 @@ mod tests {
             url: URL.into(),
             binding: binding.clone(),
             insurer: binding.clone(),
+            copies: 1,
         };
         let task = tokio::spawn(run_amqp(cfg, Arc::clone(&ins), stop, Some(ready_tx)));
         tokio::time::timeout(Duration::from_secs(30), ready)

@@ -1,0 +1,132 @@
+//! Transmission over the real RabbitMQ broker, with the cards behind pcscd:
+//! a lot for a destination no insurer queue is bound to waits, signed and
+//! queued, with a `lot.unroutable` alarm — nothing lost; once an insurer
+//! binds that destination the lot is delivered and acknowledged; and the
+//! insurer sending every ARL twice changes nothing: one `arl.positive`
+//! event per lot, states as after the first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{serials, wait_for, Proc, Rpc};
+use rand::Rng;
+use serde_json::json;
+
+const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+
+#[test]
+fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Vitale card of a caisse centre no queue is bound to, new at every run.
+    let centre = rand::thread_rng().gen_range(1000..10_000);
+    let destination = format!("01931{centre}");
+    let profile = dir.path().join("vitale.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "kind = \"vitale\"\nserial = \"VIT-9{centre}\"\nregime = \"01\"\ncaisse = \"931\"\ncentre = \"{centre}\"\n\n\
+             [[beneficiaries]]\nsurname = \"ROUTE\"\ngiven_name = \"Anne\"\nbirth_date = \"19800101\"\n\
+             nir = \"2800193048027\"\nrights_from = \"20250101\"\nrights_until = \"20301231\"\n"
+        ),
+    )
+    .unwrap();
+    let control = dir.path().join("control.sock");
+    let mut sim = Proc::start(
+        "fse-sim",
+        &[
+            "cards",
+            "--control",
+            control.to_str().unwrap(),
+            "--vitale-profile",
+            profile.to_str().unwrap(),
+            "--latency-ms",
+            "0",
+            "--signature-latency-ms",
+            "0",
+        ],
+    );
+    sim.wait_line("cards ready", Duration::from_secs(20));
+    let return_queue = format!("fsed.returns.transport.{}", common::unique());
+    let (mut fsed, mut rpc) = common::start_fsed(
+        dir.path(),
+        &[
+            "--transport",
+            "amqp",
+            "--return-queue",
+            &return_queue,
+            "--lot-max-sheets",
+            "3",
+            "--lot-max-age-secs",
+            "3600",
+        ],
+    );
+    wait_for("the cards", Duration::from_secs(30), || {
+        (serials(&mut rpc).len() == 2).then_some(())
+    });
+    let mut watcher = Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
+    watcher.ok("events.subscribe", json!({}));
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    for _ in 0..3 {
+        rpc.ok(
+            "fse.create",
+            json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}}),
+        );
+    }
+
+    // No queue for this destination: the broker returns the lot; it waits, with an alarm.
+    let alarm = watcher.wait_event("lot.unroutable");
+    assert_eq!(alarm["destination"], json!(destination), "{alarm}");
+    let lot_id = alarm["lot_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3)); // a retry or two
+    let lots = rpc.ok("lots.list", json!({}));
+    assert_eq!(lots[0]["state"], "signed", "{lots}");
+    let stats = rpc.ok("queue.stats", json!({}));
+    assert_eq!(stats["sheets"]["signed"], 3, "{stats}");
+
+    // An insurer binds the destination, and answers every lot twice.
+    let mut insurer = Proc::start(
+        "fse-sim",
+        &[
+            "insurer",
+            "--amqp",
+            AMQP,
+            "--binding",
+            &destination,
+            "--duplicate-replies",
+        ],
+    );
+    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    wait_for("the lot acknowledged", Duration::from_secs(60), || {
+        let lots = rpc.ok("lots.list", json!({}));
+        (lots[0]["state"] == "acknowledged").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2)); // the second copy of the ARL arrives and is applied
+    let stats = rpc.ok("queue.stats", json!({}));
+    assert_eq!(stats["sheets"]["acknowledged"], 3, "{stats}");
+    assert!(fsed.terminate().success());
+
+    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+    let events = q.events_since(0, 100_000).unwrap();
+    let arls = events
+        .iter()
+        .filter(|e| e.kind.starts_with("arl.") && e.subject == lot_id)
+        .count();
+    assert_eq!(arls, 1, "one ARL applied for the lot, the copy ignored");
+    let sent = events
+        .iter()
+        .filter(|e| e.kind == "lot.sent" && e.subject == lot_id)
+        .count();
+    assert_eq!(sent, 1, "sent once");
+
+    // The insurer's queue for this run's destination goes with it.
+    let _ = Command::new("rabbitmqctl")
+        .args(["delete_queue", &format!("insurer.amo.{destination}")])
+        .output();
+    let _ = Command::new("rabbitmqctl")
+        .args(["delete_queue", &return_queue])
+        .output();
+}
