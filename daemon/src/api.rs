@@ -423,6 +423,55 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 )),
             }
         }
+        "fse.resubmit" => {
+            let FseGetParams { id } = params(p)?;
+            let row = ctx
+                .store
+                .call(move |q| q.get_sheet(id))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
+                })?;
+            let sheet: fse_formats::fse::CareSheet =
+                serde_json::from_str(&row.json).map_err(|e| {
+                    ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None)
+                })?;
+            let today = chrono::Utc::now().format("%Y%m%d").to_string();
+            if sheet.deadline < today {
+                return Err(ApiError(
+                    api::ErrorObject::new(
+                        api::RULE_VIOLATION,
+                        format!(
+                            "the sending deadline was {}: make a new sheet",
+                            sheet.deadline
+                        ),
+                        Some("id"),
+                    )
+                    .with("rule", json!("PAST_DEADLINE")),
+                ));
+            }
+            match ctx.store.call(move |q| Ok(q.resubmit_sheet(id))).await? {
+                Ok(row) => {
+                    ctx.events
+                        .publish("sheet.resubmitted", json!({ "sheet_id": id }));
+                    ctx.batcher_wake.notify_one();
+                    to_value(billing::created(&row)?)
+                }
+                Err(fse_queue::QueueError::InvalidTransition { from, .. }) => Err(ApiError(
+                    api::ErrorObject::new(
+                        api::RULE_VIOLATION,
+                        format!("sheet {id} is {from}: only a rejected sheet is sent again"),
+                        Some("id"),
+                    )
+                    .with("rule", json!("NOT_REJECTED")),
+                )),
+                Err(e) => Err(ApiError::new(
+                    api::STORAGE_ERROR,
+                    format!("store: {e}"),
+                    None,
+                )),
+            }
+        }
         "fse.proof" => {
             let FseGetParams { id } = params(p)?;
             let row = ctx

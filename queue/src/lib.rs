@@ -672,6 +672,49 @@ impl Queue {
         Ok(row)
     }
 
+    /// `Rejected` → `Accepted` once the practice has dealt with the rejection: the sheet, as
+    /// signed by the patient's card, goes into a new lot and is sent again (the insurer tells
+    /// lots apart by their id). Its rejection stays in the `sheet.resubmitted` event. Any other
+    /// state is refused with [`QueueError::InvalidTransition`].
+    pub fn resubmit_sheet(&mut self, id: i64) -> Result<SheetRow, QueueError> {
+        let tx = self.write()?;
+        let found: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT state, reason, lot_id FROM sheets WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (state, reason, lot_id) =
+            found.ok_or_else(|| QueueError::NotFound(format!("sheet {id}")))?;
+        if state != SheetState::Rejected.as_str() {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("sheet {id}"),
+                from: state,
+                to: SheetState::Accepted.as_str().into(),
+            });
+        }
+        let at = stamp(&tx)?;
+        tx.execute(
+            "UPDATE sheets SET state = 'accepted', lot_id = NULL, reason = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        event(
+            &tx,
+            &at,
+            "sheet.resubmitted",
+            &id.to_string(),
+            json!({ "rejected_in": lot_id, "reason": reason }),
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
+            [id],
+            sheet_row,
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
     /// Acknowledged lots last changed before `before` (an `updated_at` timestamp,
     /// `YYYY-MM-DDTHH:MM:SSZ`): what retention may archive and purge, oldest first.
     pub fn lots_to_purge(&self, before: &str) -> Result<Vec<LotRow>, QueueError> {

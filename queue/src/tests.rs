@@ -1228,3 +1228,37 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
     );
     assert!(q.pragma("foreign_keys").unwrap() == "1");
 }
+
+#[test]
+fn a_rejected_sheet_is_resubmitted_into_a_new_lot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+    let a = add(&mut q, "8A", "D");
+    let lot = q.close_lots(None, 10, "t").unwrap().remove(0);
+    q.mark_lot_signed(&lot.id, b"signed").unwrap();
+    q.mark_lot_sent(&lot.id).unwrap();
+    assert!(matches!(
+        q.resubmit_sheet(a.id),
+        Err(QueueError::InvalidTransition { .. })
+    ));
+    let rej = vec![Rejection {
+        sheet_number: Some(a.number),
+        code: "SHARES".into(),
+        reason: "AMO share".into(),
+    }];
+    q.record_arl(&arl(&lot.id, ArlStatus::Negative, rej), b"arl")
+        .unwrap();
+    assert_eq!(sheet(&q, a.id).state, SheetState::Rejected);
+    let back = q.resubmit_sheet(a.id).unwrap();
+    assert_eq!(
+        (back.state, back.lot_id.clone()),
+        (SheetState::Accepted, None)
+    );
+    let again = q.close_lots(None, 10, "t2").unwrap().remove(0);
+    assert_ne!(again.id, lot.id);
+    assert_eq!(sheet(&q, a.id).lot_id.as_deref(), Some(again.id.as_str()));
+    assert!(matches!(
+        q.resubmit_sheet(999),
+        Err(QueueError::NotFound(_))
+    ));
+}

@@ -153,6 +153,7 @@ pub struct Insurer {
     answered: HashMap<String, Arl>,
     report: InsurerReport,
     trust: Option<TrustStore>,
+    reject_lots: u64,
 }
 
 impl Insurer {
@@ -163,7 +164,15 @@ impl Insurer {
             answered: HashMap::new(),
             report: InsurerReport::default(),
             trust: None,
+            reject_lots: 0,
         }
+    }
+
+    /// Refuses every sheet of the first `n` lots it judges (code `TEST_REJECTED`), whatever
+    /// they hold: a test platform's way to drive a sender's correction and retransmission.
+    pub fn rejecting_first_lots(mut self, n: u64) -> Insurer {
+        self.reject_lots = n;
+        self
     }
 
     /// Checks every lot's signer certificate against `trust` (chain, dates, CRLs).
@@ -186,7 +195,31 @@ impl Insurer {
         }
         let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
         let known = decoded.is_ok();
-        let arl = judge(decoded, &self.name, &now, self.trust.as_ref());
+        let forced: Option<Vec<u64>> = match &decoded {
+            Ok(lot) if self.reject_lots > 0 => {
+                self.reject_lots -= 1;
+                Some(
+                    lot.entries
+                        .iter()
+                        .filter_map(|e| fse_formats::fse::CareSheet::from_der(&e.sheet).ok())
+                        .map(|s| s.number)
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        let mut arl = judge(decoded, &self.name, &now, self.trust.as_ref());
+        if let Some(numbers) = forced {
+            arl.status = ArlStatus::Negative;
+            arl.rejections = numbers
+                .into_iter()
+                .map(|n| Rejection {
+                    sheet_number: Some(n),
+                    code: "TEST_REJECTED".into(),
+                    reason: "refused by the simulator (--reject-lots)".into(),
+                })
+                .collect();
+        }
         if known {
             self.answered.insert(arl.lot_id.clone(), arl.clone());
         }
@@ -611,6 +644,10 @@ pub struct InsurerArgs {
     /// Send every ARL twice (AMQP mode), to test that the sender applies returns once.
     #[arg(long)]
     pub duplicate_replies: bool,
+    /// Refuse every sheet of the first N lots received (code TEST_REJECTED), to test a
+    /// sender's correction and retransmission.
+    #[arg(long, default_value_t = 0)]
+    pub reject_lots: u64,
 }
 
 impl InsurerArgs {
@@ -633,7 +670,7 @@ impl InsurerArgs {
 /// and its [`InsurerReport`] as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let name = args.insurer_name();
-    let mut judge = Insurer::new(&name);
+    let mut judge = Insurer::new(&name).rejecting_first_lots(args.reject_lots);
     if let Some(dir) = &args.trust_dir {
         judge = judge.with_trust(load_trust(dir)?);
     }
@@ -952,6 +989,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reject_knob_refuses_every_sheet_of_the_first_lots_only() {
+        let mut ins = Insurer::new("i").rejecting_first_lots(1);
+        let arl = ins.receive(&sample_lot("L-1", 2).to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Negative);
+        let numbers: Vec<Option<u64>> = arl.rejections.iter().map(|r| r.sheet_number).collect();
+        assert_eq!(numbers, vec![Some(1), Some(2)]);
+        assert!(arl.rejections.iter().all(|r| r.code == "TEST_REJECTED"));
+        // The same lot again: the same answer; a new lot: judged on its merits.
+        assert_eq!(ins.receive(&sample_lot("L-1", 2).to_der().unwrap()), arl);
+        let arl = ins.receive(&sample_lot("L-2", 2).to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Positive);
+    }
+
+    #[test]
     fn a_lot_delivered_twice_gets_the_same_answer() {
         let mut ins = Insurer::new("i");
         let der = sample_lot("L3", 2).to_der().unwrap();
@@ -1103,6 +1154,7 @@ mod tests {
             insurer: insurer.map(Into::into),
             trust_dir: None,
             duplicate_replies: false,
+            reject_lots: 0,
         };
         assert_eq!(args("017510001", None).insurer_name(), "017510001");
         assert_eq!(args("#", None).insurer_name(), DEFAULT_INSURER);

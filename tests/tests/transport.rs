@@ -3,7 +3,9 @@
 //! queued, with a `lot.unroutable` alarm — nothing lost; once an insurer
 //! binds that destination the lot is delivered and acknowledged; and the
 //! insurer sending every ARL twice changes nothing: one `arl.positive`
-//! event per lot, states as after the first.
+//! event per lot, states as after the first; and a negative ARL leaves its
+//! sheets rejected with their reason until the practice resubmits them: they
+//! go out again in a new lot and are acknowledged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -107,6 +109,75 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     std::thread::sleep(Duration::from_secs(2)); // the second copy of the ARL arrives and is applied
     let stats = rpc.ok("queue.stats", json!({}));
     assert_eq!(stats["sheets"]["acknowledged"], 3, "{stats}");
+
+    // A negative ARL: an insurer that refuses every sheet of the first lot it sees.
+    insurer.terminate();
+    let mut insurer = Proc::start(
+        "fse-sim",
+        &[
+            "insurer",
+            "--amqp",
+            AMQP,
+            "--binding",
+            &destination,
+            "--reject-lots",
+            "1",
+        ],
+    );
+    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let ids: Vec<i64> = (0..3)
+        .map(|_| {
+            rpc.ok(
+                "fse.create",
+                json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}}),
+            )["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    wait_for("the sheets rejected", Duration::from_secs(60), || {
+        let s = rpc.ok("queue.stats", json!({}));
+        (s["sheets"]["rejected"] == 3).then_some(())
+    });
+    for id in &ids {
+        let s = rpc.ok("fse.get", json!({"id": id}));
+        assert!(
+            s["reason"].as_str().unwrap().contains("TEST_REJECTED"),
+            "{s}"
+        );
+    }
+    let r = rpc.call("fse.resubmit", json!({"id": 1}));
+    assert_eq!(r["error"]["data"]["rule"], "NOT_REJECTED", "{r}");
+    for id in &ids {
+        let s = rpc.ok("fse.resubmit", json!({"id": id}));
+        assert_eq!(s["state"], "accepted", "{s}");
+    }
+    wait_for(
+        "the resubmitted sheets acknowledged",
+        Duration::from_secs(60),
+        || {
+            let s = rpc.ok("queue.stats", json!({}));
+            (s["sheets"]["acknowledged"] == 6).then_some(())
+        },
+    );
+    let lots = rpc.ok("lots.list", json!({}));
+    let states: Vec<&str> = lots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), 3, "{lots}");
+    assert_eq!(
+        states.iter().filter(|s| **s == "rejected").count(),
+        1,
+        "{lots}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "acknowledged").count(),
+        2,
+        "{lots}"
+    );
     assert!(fsed.terminate().success());
 
     let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
