@@ -11,11 +11,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{serials, wait_for, Proc, Rpc};
-use rand::Rng;
 use serde_json::json;
 
 const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
@@ -24,18 +22,7 @@ const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // A Vitale card of a caisse centre no queue is bound to, new at every run.
-    let centre = rand::thread_rng().gen_range(1000..10_000);
-    let destination = format!("01931{centre}");
-    let profile = dir.path().join("vitale.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "kind = \"vitale\"\nserial = \"VIT-9{centre}\"\nregime = \"01\"\ncaisse = \"931\"\ncentre = \"{centre}\"\n\n\
-             [[beneficiaries]]\nsurname = \"ROUTE\"\ngiven_name = \"Anne\"\nbirth_date = \"19800101\"\n\
-             nir = \"2800193048027\"\nrights_from = \"20250101\"\nrights_until = \"20301231\"\n"
-        ),
-    )
-    .unwrap();
+    let (profile, destination) = common::vitale_of_new_centre(dir.path());
     let control = dir.path().join("control.sock");
     let mut sim = Proc::start(
         "fse-sim",
@@ -194,10 +181,5 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     assert_eq!(sent, 1, "sent once");
 
     // The insurer's queue for this run's destination goes with it.
-    let _ = Command::new("rabbitmqctl")
-        .args(["delete_queue", &format!("insurer.amo.{destination}")])
-        .output();
-    let _ = Command::new("rabbitmqctl")
-        .args(["delete_queue", &return_queue])
-        .output();
+    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
 }

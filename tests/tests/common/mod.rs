@@ -285,3 +285,29 @@ pub fn serials(rpc: &mut Rpc) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Writes a Vitale card profile of a caisse centre drawn at random (no insurer queue is bound
+/// to it yet, on any run); returns the profile file and the card's destination organism.
+pub fn vitale_of_new_centre(dir: &Path) -> (PathBuf, String) {
+    let centre: u32 = rand::Rng::gen_range(&mut rand::thread_rng(), 1000..10_000);
+    let profile = dir.join("vitale.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "kind = \"vitale\"\nserial = \"VIT-9{centre}\"\nregime = \"01\"\ncaisse = \"931\"\ncentre = \"{centre}\"\n\n\
+             [[beneficiaries]]\nsurname = \"ROUTE\"\ngiven_name = \"Anne\"\nbirth_date = \"19800101\"\n\
+             nir = \"2800193048027\"\nrights_from = \"20250101\"\nrights_until = \"20301231\"\n"
+        ),
+    )
+    .unwrap();
+    (profile, format!("01931{centre}"))
+}
+
+/// Deletes broker queues a test made (best effort: `rabbitmqctl`).
+pub fn delete_queues(names: &[&str]) {
+    for name in names {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_queue", name])
+            .output();
+    }
+}
