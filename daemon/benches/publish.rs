@@ -1,0 +1,146 @@
+//! Lots published to the real RabbitMQ broker with publisher confirms, one
+//! lot in flight as fsed sends them, through `AmqpTransport::publish_lot`
+//! (persistent, `mandatory`, `message_id`, checked confirm), beside the raw
+//! rate of the same broker for the same message size and pattern (lapin
+//! alone: publish, await the confirm) measured in the same run. Needs the
+//! broker `tests/run` starts: `cargo bench -p fsed --bench publish`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use fse_formats::wire;
+use fsed::transport::amqp::{AmqpConfig, AmqpTransport};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const URL: &str = "amqp://127.0.0.1:5672/%2f";
+const LOT_SHEETS: u64 = 100;
+
+fn rate(label: &str, n: u64, d: Duration, extra: &str) -> f64 {
+    let r = n as f64 / d.as_secs_f64();
+    println!(
+        "{label:<62} {r:>9.0} lots/s {extra}  ({n} in {:.2} s)",
+        d.as_secs_f64()
+    );
+    r
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A 100-sheet signed lot, as fsed makes them.
+        let der = fse_simulator::insurer::sample_lot("bench-lot", LOT_SHEETS)
+            .to_der()
+            .unwrap();
+        let key = format!("bench{}", std::process::id());
+        let conn = Connection::connect(URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        // The transport declares the exchanges; bind a queue for the bench's routing key.
+        let transport = AmqpTransport::connect(&AmqpConfig {
+            url: URL.into(),
+            return_queue: format!("fsed.returns.{key}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let queue = format!("bench.{key}");
+        // Durable, like an insurer's queue: a persistent message is confirmed once on disk.
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            queue.as_str().into(),
+            wire::EXCHANGE_AMO.into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        println!("lot: {LOT_SHEETS} sheets, {} bytes", der.len());
+
+        let n = 2000;
+        for i in 0..100 {
+            transport
+                .publish_lot(&format!("warm-{i}"), &key, &der)
+                .await
+                .unwrap();
+        }
+        let t = Instant::now();
+        for i in 0..n {
+            let confirm = ch
+                .basic_publish(
+                    wire::EXCHANGE_AMO.into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &der,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(format!("raw-{i}").into()),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack());
+        }
+        let raw = rate(
+            "limit: raw publish + confirm, one in flight (lapin)",
+            n,
+            t.elapsed(),
+            "",
+        );
+
+        let t = Instant::now();
+        for i in 0..n {
+            transport
+                .publish_lot(&format!("lot-{i}"), &key, &der)
+                .await
+                .unwrap();
+        }
+        let d = t.elapsed();
+        let ours = rate(
+            "AmqpTransport::publish_lot (checked confirm, mandatory)",
+            n,
+            d,
+            &format!(
+                "= {:.0} sheets/s",
+                n as f64 * LOT_SHEETS as f64 / d.as_secs_f64()
+            ),
+        );
+        println!("{:<62} {:>9.0} %", "  of the raw rate", ours / raw * 100.0);
+
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        ch.queue_delete(
+            format!("fsed.returns.{key}").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .ok();
+    });
+}
