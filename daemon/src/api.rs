@@ -297,13 +297,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         }
         "fse.get" => {
             let FseGetParams { id } = params(p)?;
-            let row = ctx
-                .store
-                .call(move |q| q.get_sheet(id))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
-                })?;
+            let row = stored_sheet(ctx, id).await?;
             let mut v = to_value(billing::created(&row)?)?;
             v["lot_id"] = json!(row.lot_id);
             v["reason"] = json!(row.reason);
@@ -391,96 +385,53 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 .store
                 .call(move |q| Ok(q.cancel_sheet(id, reason.trim())))
                 .await?;
-            match result {
-                Ok(row) => {
-                    ctx.events.publish(
-                        "sheet.cancelled",
-                        json!({ "sheet_id": id, "reason": row.reason }),
-                    );
-                    let mut v = to_value(billing::created(&row)?)?;
-                    v["reason"] = json!(row.reason);
-                    Ok(v)
-                }
-                Err(fse_queue::QueueError::NotFound(_)) => Err(ApiError::new(
-                    api::NOT_FOUND,
-                    format!("no sheet {id}"),
-                    Some("id"),
-                )),
-                Err(fse_queue::QueueError::InvalidTransition { from, .. }) => Err(ApiError(
-                    api::ErrorObject::new(
-                        api::RULE_VIOLATION,
-                        format!(
-                            "sheet {id} is {from}: only a sheet not yet in a lot can be cancelled"
-                        ),
-                        Some("id"),
-                    )
-                    .with("rule", json!("NOT_CANCELLABLE")),
-                )),
-                Err(e) => Err(ApiError::new(
-                    api::STORAGE_ERROR,
-                    format!("store: {e}"),
-                    None,
-                )),
-            }
+            let row = transition(
+                id,
+                result,
+                "NOT_CANCELLABLE",
+                "only a sheet not yet in a lot can be cancelled",
+            )?;
+            ctx.events.publish(
+                "sheet.cancelled",
+                json!({ "sheet_id": id, "reason": row.reason }),
+            );
+            let mut v = to_value(billing::created(&row)?)?;
+            v["reason"] = json!(row.reason);
+            Ok(v)
         }
         "fse.resubmit" => {
             let FseGetParams { id } = params(p)?;
-            let row = ctx
-                .store
-                .call(move |q| q.get_sheet(id))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
-                })?;
+            let row = stored_sheet(ctx, id).await?;
             let sheet: fse_formats::fse::CareSheet =
                 serde_json::from_str(&row.json).map_err(|e| {
                     ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None)
                 })?;
             let today = chrono::Utc::now().format("%Y%m%d").to_string();
             if sheet.deadline < today {
-                return Err(ApiError(
-                    api::ErrorObject::new(
-                        api::RULE_VIOLATION,
-                        format!(
-                            "the sending deadline was {}: make a new sheet",
-                            sheet.deadline
-                        ),
-                        Some("id"),
-                    )
-                    .with("rule", json!("PAST_DEADLINE")),
+                return Err(ApiError::rule_named(
+                    "PAST_DEADLINE",
+                    "id",
+                    format!(
+                        "the sending deadline was {}: make a new sheet",
+                        sheet.deadline
+                    ),
                 ));
             }
-            match ctx.store.call(move |q| Ok(q.resubmit_sheet(id))).await? {
-                Ok(row) => {
-                    ctx.events
-                        .publish("sheet.resubmitted", json!({ "sheet_id": id }));
-                    ctx.batcher_wake.notify_one();
-                    to_value(billing::created(&row)?)
-                }
-                Err(fse_queue::QueueError::InvalidTransition { from, .. }) => Err(ApiError(
-                    api::ErrorObject::new(
-                        api::RULE_VIOLATION,
-                        format!("sheet {id} is {from}: only a rejected sheet is sent again"),
-                        Some("id"),
-                    )
-                    .with("rule", json!("NOT_REJECTED")),
-                )),
-                Err(e) => Err(ApiError::new(
-                    api::STORAGE_ERROR,
-                    format!("store: {e}"),
-                    None,
-                )),
-            }
+            let result = ctx.store.call(move |q| Ok(q.resubmit_sheet(id))).await?;
+            let row = transition(
+                id,
+                result,
+                "NOT_REJECTED",
+                "only a rejected sheet is sent again",
+            )?;
+            ctx.events
+                .publish("sheet.resubmitted", json!({ "sheet_id": id }));
+            ctx.batcher_wake.notify_one();
+            to_value(billing::created(&row)?)
         }
         "fse.proof" => {
             let FseGetParams { id } = params(p)?;
-            let row = ctx
-                .store
-                .call(move |q| q.get_sheet(id))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id"))
-                })?;
+            let row = stored_sheet(ctx, id).await?;
             let not_signed = || {
                 ApiError::new(
                     api::NOT_FOUND,
@@ -682,6 +633,42 @@ async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> 
             json!({ "verified": true, "cps_serial": serial })
         })
         .map_err(|e| ApiError::card("cps", e))
+}
+
+/// The stored sheet `id`, or `NOT_FOUND`.
+async fn stored_sheet(ctx: &Context, id: i64) -> Result<fse_queue::SheetRow, ApiError> {
+    ctx.store
+        .call(move |q| q.get_sheet(id))
+        .await?
+        .ok_or_else(|| ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id")))
+}
+
+/// The API outcome of a state change the practice asked of sheet `id`: a sheet in another
+/// state is a rule violation named `rule`, explained by `only`.
+fn transition(
+    id: i64,
+    result: Result<fse_queue::SheetRow, fse_queue::QueueError>,
+    rule: &str,
+    only: &str,
+) -> Result<fse_queue::SheetRow, ApiError> {
+    match result {
+        Ok(row) => Ok(row),
+        Err(fse_queue::QueueError::NotFound(_)) => Err(ApiError::new(
+            api::NOT_FOUND,
+            format!("no sheet {id}"),
+            Some("id"),
+        )),
+        Err(fse_queue::QueueError::InvalidTransition { from, .. }) => Err(ApiError::rule_named(
+            rule,
+            "id",
+            format!("sheet {id} is {from}: {only}"),
+        )),
+        Err(e) => Err(ApiError::new(
+            api::STORAGE_ERROR,
+            format!("store: {e}"),
+            None,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,13 @@ impl ApiError {
         ApiError::new(api::RULE_VIOLATION, message, Some(field))
     }
 
+    /// A business rule, named by its stable code (`data.rule`), refused a field.
+    pub fn rule_named(rule: &str, field: &str, message: impl Into<String>) -> Self {
+        ApiError(
+            ErrorObject::new(api::RULE_VIOLATION, message, Some(field)).with("rule", json!(rule)),
+        )
+    }
+
     /// A card error met while working on `what` (the card: `cps`, `vitale`).
     pub fn card(what: &str, e: CardError) -> Self {
         match e {

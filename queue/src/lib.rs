@@ -638,38 +638,19 @@ impl Queue {
     /// the participation it withheld no longer counts. A sheet already in a lot (or further) is
     /// refused with [`QueueError::InvalidTransition`].
     pub fn cancel_sheet(&mut self, id: i64, reason: &str) -> Result<SheetRow, QueueError> {
-        let tx = self.write()?;
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM sheets WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        let state = state.ok_or_else(|| QueueError::NotFound(format!("sheet {id}")))?;
-        if state != SheetState::Accepted.as_str() {
-            return Err(QueueError::InvalidTransition {
-                subject: format!("sheet {id}"),
-                from: state,
-                to: SheetState::Cancelled.as_str().into(),
-            });
-        }
-        let at = stamp(&tx)?;
-        tx.execute(
-            "UPDATE sheets SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, reason, at],
-        )?;
-        tx.execute("DELETE FROM participation WHERE sheet_id = ?1", [id])?;
-        event(
-            &tx,
-            &at,
-            "sheet.cancelled",
-            &id.to_string(),
-            json!({ "reason": reason }),
-        )?;
-        let row = tx.query_row(
-            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
-            [id],
-            sheet_row,
-        )?;
-        tx.commit()?;
-        Ok(row)
+        self.sheet_transition(
+            id,
+            SheetState::Accepted,
+            SheetState::Cancelled,
+            |tx, at, _| {
+                tx.execute(
+                "UPDATE sheets SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, reason, at],
+            )?;
+                tx.execute("DELETE FROM participation WHERE sheet_id = ?1", [id])?;
+                Ok(("sheet.cancelled", json!({ "reason": reason })))
+            },
+        )
     }
 
     /// `Rejected` → `Accepted` once the practice has dealt with the rejection: the sheet, as
@@ -677,6 +658,29 @@ impl Queue {
     /// lots apart by their id). Its rejection stays in the `sheet.resubmitted` event. Any other
     /// state is refused with [`QueueError::InvalidTransition`].
     pub fn resubmit_sheet(&mut self, id: i64) -> Result<SheetRow, QueueError> {
+        self.sheet_transition(id, SheetState::Rejected, SheetState::Accepted, |tx, at, (reason, lot_id)| {
+            tx.execute(
+                "UPDATE sheets SET state = 'accepted', lot_id = NULL, reason = NULL, updated_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )?;
+            Ok(("sheet.resubmitted", json!({ "rejected_in": lot_id, "reason": reason })))
+        })
+    }
+
+    /// A state change the practice asks of one sheet: refused unless the sheet is in `from`;
+    /// `apply` (given the transaction, its time, and the sheet's reason and lot) updates it and
+    /// names the event to record. One transaction; returns the row after the change.
+    fn sheet_transition(
+        &mut self,
+        id: i64,
+        from: SheetState,
+        to: SheetState,
+        apply: impl FnOnce(
+            &Connection,
+            &str,
+            (Option<String>, Option<String>),
+        ) -> Result<(&'static str, serde_json::Value), QueueError>,
+    ) -> Result<SheetRow, QueueError> {
         let tx = self.write()?;
         let found: Option<(String, Option<String>, Option<String>)> = tx
             .query_row(
@@ -687,25 +691,16 @@ impl Queue {
             .optional()?;
         let (state, reason, lot_id) =
             found.ok_or_else(|| QueueError::NotFound(format!("sheet {id}")))?;
-        if state != SheetState::Rejected.as_str() {
+        if state != from.as_str() {
             return Err(QueueError::InvalidTransition {
                 subject: format!("sheet {id}"),
                 from: state,
-                to: SheetState::Accepted.as_str().into(),
+                to: to.as_str().into(),
             });
         }
         let at = stamp(&tx)?;
-        tx.execute(
-            "UPDATE sheets SET state = 'accepted', lot_id = NULL, reason = NULL, updated_at = ?2 WHERE id = ?1",
-            params![id, at],
-        )?;
-        event(
-            &tx,
-            &at,
-            "sheet.resubmitted",
-            &id.to_string(),
-            json!({ "rejected_in": lot_id, "reason": reason }),
-        )?;
+        let (kind, detail) = apply(&tx, &at, (reason, lot_id))?;
+        event(&tx, &at, kind, &id.to_string(), detail)?;
         let row = tx.query_row(
             &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
             [id],

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{serials, wait_for, Proc, Rpc};
+use common::{wait_for, Proc, Rpc};
 use serde_json::{json, Value};
 
 const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
@@ -33,19 +33,8 @@ fn rabbitmqctl(what: &str) {
 fn a_30_s_broker_outage_mid_run_loses_nothing_and_delivers_once() {
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
-    let mut sim = Proc::start(
-        "fse-sim",
-        &[
-            "cards",
-            "--vitale-profile",
-            profile.to_str().unwrap(),
-            "--latency-ms",
-            "0",
-            "--signature-latency-ms",
-            "0",
-        ],
-    );
-    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (_sim, _control) =
+        common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
     let mut insurer = Proc::start(
         "fse-sim",
         &["insurer", "--amqp", AMQP, "--binding", &destination],
@@ -65,9 +54,7 @@ fn a_30_s_broker_outage_mid_run_loses_nothing_and_delivers_once() {
             "2",
         ],
     );
-    wait_for("the cards", Duration::from_secs(30), || {
-        (serials(&mut rpc).len() == 2).then_some(())
-    });
+    common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
 
     let made = Arc::new(AtomicU64::new(0));

@@ -77,20 +77,7 @@ fn start_fsed(dir: &Path) -> Proc {
 #[test]
 fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut sim = Proc::start(
-        "fse-sim",
-        &[
-            "cards",
-            "--control",
-            control.to_str().unwrap(),
-            "--latency-ms",
-            "0",
-            "--signature-latency-ms",
-            "0",
-        ],
-    );
-    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let fsed = Arc::new(Mutex::new(start_fsed(dir.path())));
     let socket = dir.path().join("fsed.sock");
 

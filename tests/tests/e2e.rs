@@ -143,4 +143,5 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
     assert!(fsed.terminate().success(), "fsed exits 0 on SIGTERM");
     drop(insurer);
     drop(cards);
+    common::delete_queues(&[&return_queue]);
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{order, serials, wait_for, Proc};
+use common::{order, wait_for};
 use fse_formats::lot::{LotError, SheetProof};
 use fse_formats::pki::TrustStore;
 use serde_json::{json, Value};
@@ -42,20 +42,7 @@ fn pem_body(pem: &str) -> Vec<u8> {
 #[test]
 fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut sim = Proc::start(
-        "fse-sim",
-        &[
-            "cards",
-            "--control",
-            control.to_str().unwrap(),
-            "--latency-ms",
-            "0",
-            "--signature-latency-ms",
-            "0",
-        ],
-    );
-    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let (mut fsed, mut rpc) = common::start_fsed(
         dir.path(),
         &[
@@ -67,9 +54,7 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
             "3600",
         ],
     );
-    wait_for("the cards", Duration::from_secs(30), || {
-        (serials(&mut rpc).len() == 2).then_some(())
-    });
+    common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     let sheets = 50;
     let mut ids = Vec::new();

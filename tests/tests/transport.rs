@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{serials, wait_for, Proc, Rpc};
+use common::{wait_for, Proc, Rpc};
 use serde_json::json;
 
 const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
@@ -23,22 +23,8 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // A Vitale card of a caisse centre no queue is bound to, new at every run.
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
-    let control = dir.path().join("control.sock");
-    let mut sim = Proc::start(
-        "fse-sim",
-        &[
-            "cards",
-            "--control",
-            control.to_str().unwrap(),
-            "--vitale-profile",
-            profile.to_str().unwrap(),
-            "--latency-ms",
-            "0",
-            "--signature-latency-ms",
-            "0",
-        ],
-    );
-    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (_sim, _control) =
+        common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
     let return_queue = format!("fsed.returns.transport.{}", common::unique());
     let (mut fsed, mut rpc) = common::start_fsed(
         dir.path(),
@@ -53,9 +39,7 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
             "3600",
         ],
     );
-    wait_for("the cards", Duration::from_secs(30), || {
-        (serials(&mut rpc).len() == 2).then_some(())
-    });
+    common::wait_cards(&mut rpc, 2);
     let mut watcher = Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
     watcher.ok("events.subscribe", json!({}));
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{order, serials, wait_for, Proc, Rpc};
+use common::{order, serials, wait_for, Rpc};
 use serde_json::{json, Value};
 
 /// Puts `profile` in `slot` and waits until fsed lists the card `serial` (`None`: slot emptied).
@@ -87,24 +87,9 @@ fn jean() -> Value {
 #[test]
 fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut sim = Proc::start(
-        "fse-sim",
-        &[
-            "cards",
-            "--control",
-            control.to_str().unwrap(),
-            "--latency-ms",
-            "0",
-            "--signature-latency-ms",
-            "0",
-        ],
-    );
-    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let (mut fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
-    wait_for("the cards", Duration::from_secs(30), || {
-        (serials(&mut rpc).len() == 2).then_some(())
-    });
+    common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     let g = json!({"code": "G"});
     let (v, r, c) = ("INVALID_PARAMS", "RULE_VIOLATION", "CARD_NOT_ALLOWED");
@@ -441,9 +426,7 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     assert!(fsed.terminate().success());
     drop(rpc);
     let (_fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
-    wait_for("the cards", Duration::from_secs(30), || {
-        (serials(&mut rpc).len() == 2).then_some(())
-    });
+    common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     assert_eq!(pf(&mut rpc), 0);
 

@@ -311,3 +311,29 @@ pub fn delete_queues(names: &[&str]) {
             .output();
     }
 }
+
+/// Starts `fse-sim cards` on the vpcd slots at full speed (no simulated card latency), with
+/// its control socket in `dir` and `extra` flags; returns it, ready, and its control socket.
+pub fn start_fast_cards(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let control = dir.join("control.sock");
+    let mut args = vec![
+        "cards",
+        "--control",
+        control.to_str().unwrap(),
+        "--latency-ms",
+        "0",
+        "--signature-latency-ms",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let mut sim = Proc::start("fse-sim", &args);
+    sim.wait_line("cards ready", Duration::from_secs(20));
+    (sim, control)
+}
+
+/// Waits until fsed lists `n` cards in its readers.
+pub fn wait_cards(rpc: &mut Rpc, n: usize) {
+    wait_for("the cards", Duration::from_secs(30), || {
+        (serials(rpc).len() == n).then_some(())
+    });
+}
