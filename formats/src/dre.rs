@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::der::{bytes_n, octets, DerError};
-use crate::fse::{CareSheet, SheetBeneficiary};
+use crate::fse::{BeneficiaryDer, CareSheet, SheetBeneficiary};
 
 /// Version of the `Dre` encoding.
 pub const DRE_VERSION: u32 = 1;
@@ -76,23 +76,13 @@ struct DreActDer {
 }
 
 #[derive(DerSequence, ToDerSequence)]
-struct DreBeneficiaryDer {
-    nir: String,
-    surname: String,
-    given_name: String,
-    birth_date: String,
-    rank: u32,
-    organism: String,
-}
-
-#[derive(DerSequence, ToDerSequence)]
 struct DreDer<'a> {
     version: u32,
     sheet_number: u64,
     created_at: String,
     practitioner_id: String,
     billing_number: String,
-    beneficiary: DreBeneficiaryDer,
+    beneficiary: BeneficiaryDer,
     amc_number: String,
     acts: Vec<DreActDer>,
     total_cents: u64,
@@ -152,21 +142,13 @@ impl Dre {
         let digest = hex::decode(&self.sheet_digest)
             .map_err(|_| DerError::field("sheet_digest", "not hex"))?;
         let digest = bytes_n::<32>(&digest, "sheet_digest")?;
-        let b = &self.beneficiary;
         let der = DreDer {
             version: DRE_VERSION,
             sheet_number: self.sheet_number,
             created_at: self.created_at.clone(),
             practitioner_id: self.practitioner_id.clone(),
             billing_number: self.billing_number.clone(),
-            beneficiary: DreBeneficiaryDer {
-                nir: b.nir.clone(),
-                surname: b.surname.clone(),
-                given_name: b.given_name.clone(),
-                birth_date: b.birth_date.clone(),
-                rank: u32::from(b.rank),
-                organism: b.organism.clone(),
-            },
+            beneficiary: BeneficiaryDer::from_model(&self.beneficiary),
             amc_number: self.amc_number.clone(),
             acts: self
                 .acts
@@ -210,15 +192,7 @@ impl Dre {
             created_at: d.created_at,
             practitioner_id: d.practitioner_id,
             billing_number: d.billing_number,
-            beneficiary: SheetBeneficiary {
-                nir: d.beneficiary.nir,
-                surname: d.beneficiary.surname,
-                given_name: d.beneficiary.given_name,
-                birth_date: d.beneficiary.birth_date,
-                rank: u8::try_from(d.beneficiary.rank)
-                    .map_err(|_| DerError::field("beneficiary.rank", "out of range"))?,
-                organism: d.beneficiary.organism,
-            },
+            beneficiary: d.beneficiary.into_model()?,
             amc_number: d.amc_number,
             acts: d
                 .acts

@@ -241,14 +241,42 @@ struct ReplacedDer {
     billing_number: String,
 }
 
+/// `Beneficiary` of `fsed.asn`, shared by the sheet and the DRE codecs.
 #[derive(DerSequence, ToDerSequence)]
-struct BeneficiaryDer {
+pub(crate) struct BeneficiaryDer {
     nir: String,
     surname: String,
     given_name: String,
     birth_date: String,
     rank: u32,
     organism: String,
+}
+
+impl BeneficiaryDer {
+    /// From the model.
+    pub(crate) fn from_model(b: &SheetBeneficiary) -> BeneficiaryDer {
+        BeneficiaryDer {
+            nir: b.nir.clone(),
+            surname: b.surname.clone(),
+            given_name: b.given_name.clone(),
+            birth_date: b.birth_date.clone(),
+            rank: u32::from(b.rank),
+            organism: b.organism.clone(),
+        }
+    }
+
+    /// To the model, refusing a rank out of range.
+    pub(crate) fn into_model(self) -> Result<SheetBeneficiary, DerError> {
+        Ok(SheetBeneficiary {
+            nir: self.nir,
+            surname: self.surname,
+            given_name: self.given_name,
+            birth_date: self.birth_date,
+            rank: u8::try_from(self.rank)
+                .map_err(|_| DerError::field("beneficiary.rank", "out of range"))?,
+            organism: self.organism,
+        })
+    }
 }
 
 #[derive(DerSequence, ToDerSequence)]
@@ -597,14 +625,7 @@ impl CareSheet {
                 given_name: r.given_name,
                 billing_number: r.billing_number,
             }),
-            beneficiary: SheetBeneficiary {
-                nir: body.beneficiary.nir,
-                surname: body.beneficiary.surname,
-                given_name: body.beneficiary.given_name,
-                birth_date: body.beneficiary.birth_date,
-                rank: small(body.beneficiary.rank, "beneficiary.rank")?,
-                organism: body.beneficiary.organism,
-            },
+            beneficiary: body.beneficiary.into_model()?,
             acts,
             care_path: care_path_from(body.care_path)?,
             cover: Cover {
