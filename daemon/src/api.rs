@@ -355,9 +355,9 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             }
             let P { lot_id } = params(p)?;
             let id = lot_id.clone();
-            let (lot, cms) = ctx
+            let (lot, cms, sheet_ids) = ctx
                 .store
-                .call(move |q| Ok((q.get_lot(&id)?, q.lot_cms(&id)?)))
+                .call(move |q| Ok((q.get_lot(&id)?, q.lot_cms(&id)?, q.lot_sheet_ids(&id)?)))
                 .await?;
             let l = lot.ok_or_else(|| {
                 ApiError::new(api::NOT_FOUND, format!("no lot {lot_id}"), Some("lot_id"))
@@ -366,6 +366,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id,
                 "destination": l.destination, "state": l.state.as_str(),
                 "sheet_count": l.sheet_count, "closed_at": l.closed_at,
+                "sheet_ids": sheet_ids,
                 "signed_lot": l.signed_der.as_deref().map(hex::encode),
                 "cms": cms.as_deref().map(fse_formats::cms::to_pem),
             }))
@@ -475,6 +476,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
             to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
         }
+        "returns.list" => returns_list(ctx, p).await,
         "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
         other => Err(ApiError::new(
             api::METHOD_NOT_FOUND,
@@ -633,6 +635,40 @@ async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> 
             json!({ "verified": true, "cps_serial": serial })
         })
         .map_err(|e| ApiError::card("cps", e))
+}
+
+/// `returns.list`: the ARLs and payment returns recorded, newest first (`limit`, default 100,
+/// at most 1000, of each), only those of one lot when `lot_id` is given.
+async fn returns_list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        lot_id: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    }
+    let P { lot_id, limit } = params(p)?;
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let (arls, payments) = ctx
+        .store
+        .call(move |q| {
+            Ok((
+                q.acks(lot_id.as_deref(), limit)?,
+                q.payments(lot_id.as_deref(), limit)?,
+            ))
+        })
+        .await?;
+    Ok(json!({
+        "arls": arls.iter().map(|a| json!({
+            "lot_id": a.lot_id, "status": a.status, "received_at": a.received_at,
+            "rejections": a.rejections, "recorded_at": a.recorded_at,
+        })).collect::<Vec<_>>(),
+        "payments": payments,
+    }))
 }
 
 /// The stored sheet `id`, or `NOT_FOUND`.

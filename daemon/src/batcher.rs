@@ -354,7 +354,7 @@ impl Batcher {
                     tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
                     self.events.publish(
                         "lot.sent",
-                        serde_json::json!({ "lot_id": lot.id, "destination": lot.destination }),
+                        serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count }),
                     );
                 }
                 Err(e) => {

@@ -1,13 +1,16 @@
-//! Acknowledgements coming back: each ARL is checked against the lot it
-//! names (same Merkle root) and applied to the queue in one transaction;
-//! only then is its file removed or its broker message acked. Applying the
-//! same ARL twice changes nothing.
+//! Returns coming back: each ARL is checked against the lot it names (same
+//! Merkle root) and applied to the queue in one transaction; so is each
+//! payment return (sheets paid or refused). Only then is its file removed or
+//! its broker message acked. Applying the same return twice changes nothing.
+//! A payment return that comes before its lot's ARL is left where it is (file
+//! kept, message not acked) and offered again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fse_formats::ack::Arl;
+use fse_formats::ack::{Arl, PaymentOutcome, PaymentReturn};
 use fse_formats::lot::SignedLot;
+use fse_formats::wire;
 use fse_queue::ArlOutcome;
 
 use crate::events::Bus;
@@ -32,6 +35,78 @@ pub enum Applied {
     Duplicate,
     /// Refused (unreadable, unknown lot, wrong root): kept out of the queue, logged.
     Refused(String),
+    /// A payment return, applied (sheets paid or refused now, duplicates, ignored numbers).
+    Payments(fse_queue::PaymentsApplied),
+    /// A payment return for sheets whose ARL has not come yet: to be offered again.
+    NotYet,
+}
+
+/// Which kind of return a message or file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An ARL.
+    Arl,
+    /// A payment return.
+    Payment,
+}
+
+impl Kind {
+    /// From an AMQP `type` (an ARL when absent, as older insurers send them).
+    pub fn of_type(message_type: Option<&str>) -> Kind {
+        match message_type {
+            Some(wire::TYPE_PAYMENT) => Kind::Payment,
+            _ => Kind::Arl,
+        }
+    }
+
+    /// From a spool file name.
+    pub fn of_path(path: &std::path::Path) -> Kind {
+        if path
+            .extension()
+            .is_some_and(|x| x == wire::SPOOL_PAYMENT_SUFFIX)
+        {
+            Kind::Payment
+        } else {
+            Kind::Arl
+        }
+    }
+}
+
+/// Applies one return of `kind` given as DER. `Err` only when the store failed (retry later).
+pub async fn apply_return(store: &Store, kind: Kind, bytes: Vec<u8>) -> Result<Applied, String> {
+    match kind {
+        Kind::Arl => apply(store, bytes).await,
+        Kind::Payment => apply_payments(store, bytes).await,
+    }
+}
+
+/// Applies one payment return given as DER. `Err` only when the store failed.
+pub async fn apply_payments(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
+    let ret = match PaymentReturn::from_der(&bytes) {
+        Ok(r) => r,
+        Err(e) => return Ok(Applied::Refused(format!("unreadable payment return: {e}"))),
+    };
+    let id = ret.lot_id.clone();
+    if store
+        .call(move |q| q.get_lot(&id))
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Ok(Applied::Refused(format!(
+            "payment return for unknown lot {}",
+            ret.lot_id
+        )));
+    }
+    let done = store
+        .call(move |q| q.record_payments(&ret))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(if done.not_yet {
+        Applied::NotYet
+    } else {
+        Applied::Payments(done)
+    })
 }
 
 /// Applies one ARL given as DER. `Err` only when the store failed (retry later).
@@ -104,7 +179,11 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
                     let Ok(bytes) = tokio::fs::read(&path).await else {
                         continue;
                     };
-                    match apply(&store, bytes).await {
+                    match apply_return(&store, Kind::of_path(&path), bytes).await {
+                        Ok(Applied::NotYet) => {
+                            // Kept: its ARL is further on in the inbox or still to come.
+                            tracing::info!(file = %path.display(), "payment return before its ARL; kept for later");
+                        }
                         Ok(outcome) => {
                             log_outcome(&outcome, &path.display().to_string(), &events);
                             if let Err(e) = tokio::fs::remove_file(&path).await {
@@ -160,7 +239,16 @@ pub async fn run_amqp(
                 n = stream.next() => n,
             };
             let Some(Ok(msg)) = next else { break };
-            match apply(&store, msg.body.clone()).await {
+            let kind = Kind::of_type(msg.message_type.as_deref());
+            match apply_return(&store, kind, msg.body.clone()).await {
+                Ok(Applied::NotYet) => {
+                    // Not acked: the broker offers it again after the reconnection below,
+                    // once the ARL ahead of it has been applied.
+                    tracing::info!(
+                        "payment return before its ARL; asking the broker to redeliver it"
+                    );
+                    break;
+                }
                 Ok(outcome) => {
                     log_outcome(&outcome, "amqp", &events);
                     if let Err(e) = msg.ack().await {
@@ -168,7 +256,7 @@ pub async fn run_amqp(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "ARL not applied; reconnecting so the broker redelivers it");
+                    tracing::warn!(error = %e, "return not applied; reconnecting so the broker redelivers it");
                     break;
                 }
             }
@@ -191,6 +279,31 @@ fn log_outcome(outcome: &Applied, source: &str, events: &Bus) {
             );
         }
         Applied::Duplicate => tracing::info!(source, "duplicate ARL ignored"),
-        Applied::Refused(why) => tracing::warn!(source, reason = %why, "ARL refused"),
+        Applied::Refused(why) => tracing::warn!(source, reason = %why, "return refused"),
+        Applied::Payments(done) => {
+            for p in &done.applied {
+                let (name, fields) = match &p.outcome {
+                    PaymentOutcome::Paid { amount_cents } => (
+                        "sheet.paid",
+                        serde_json::json!({ "sheet_id": p.sheet_id, "number": p.number, "lot_id": p.lot_id, "amount_cents": amount_cents, "insurer": p.insurer }),
+                    ),
+                    PaymentOutcome::Refused { code, reason } => (
+                        "sheet.refused",
+                        serde_json::json!({ "sheet_id": p.sheet_id, "number": p.number, "lot_id": p.lot_id, "code": code, "reason": reason, "insurer": p.insurer }),
+                    ),
+                };
+                events.publish(name, fields);
+            }
+            for (number, why) in &done.ignored {
+                tracing::warn!(source, number, reason = %why, "payment for a sheet that cannot be paid ignored");
+            }
+            tracing::info!(
+                source,
+                applied = done.applied.len(),
+                duplicates = done.duplicates,
+                "payment return recorded"
+            );
+        }
+        Applied::NotYet => {}
     }
 }

@@ -1,6 +1,7 @@
-//! Acknowledgements: the insurer's ARL (accusé de réception logique) for one
-//! lot, positive or negative with a reason per refused sheet. Per
-//! `formats/asn1/fsed.asn` (`Arl`).
+//! Returns from the insurers: the ARL (accusé de réception logique) for one
+//! lot, positive or negative with a reason per refused sheet, and later the
+//! payment return of the lot's sheets (each paid with its amount, or refused
+//! with a code). Per `formats/asn1/fsed.asn` (`Arl`, `PaymentReturn`).
 
 use asn1_rs::{DerSequence, FromDer, OctetString, Tagged, ToDer, ToDerSequence};
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,149 @@ impl Arl {
     }
 }
 
+/// Version of the payment return encoding.
+pub const PAYMENT_VERSION: u32 = 1;
+
+/// What the insurer did with one sheet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum PaymentOutcome {
+    /// Paid to the practitioner.
+    Paid {
+        /// Amount paid, in cents.
+        amount_cents: u64,
+    },
+    /// Refused (no payment).
+    Refused {
+        /// Stable code (e.g. `RIGHTS_CLOSED`).
+        code: String,
+        /// Readable reason, shown to the practitioner.
+        reason: String,
+    },
+}
+
+/// The payment of one sheet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The sheet's number (unique per practitioner, who is the lot's).
+    pub sheet_number: u64,
+    /// Paid or refused.
+    #[serde(flatten)]
+    pub outcome: PaymentOutcome,
+}
+
+/// The payment return of one acknowledged lot (it may cover only some of its sheets; the
+/// rest come in a later return).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReturn {
+    /// The lot its sheets came in.
+    pub lot_id: String,
+    /// Insurer (organism) that pays.
+    pub insurer: String,
+    /// Time of issue `YYYYMMDDHHMMSSZ`.
+    pub issued_at: String,
+    /// One entry per sheet.
+    pub payments: Vec<Payment>,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct PaymentDer {
+    sheet_number: u64,
+    outcome: u32,
+    amount_cents: u64,
+    code: String,
+    reason: String,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct PaymentReturnDer {
+    version: u32,
+    lot_id: String,
+    insurer: String,
+    issued_at: String,
+    payments: Vec<PaymentDer>,
+}
+
+impl PaymentReturn {
+    /// DER encoding.
+    pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
+        let der = PaymentReturnDer {
+            version: PAYMENT_VERSION,
+            lot_id: self.lot_id.clone(),
+            insurer: self.insurer.clone(),
+            issued_at: self.issued_at.clone(),
+            payments: self
+                .payments
+                .iter()
+                .map(|p| match &p.outcome {
+                    PaymentOutcome::Paid { amount_cents } => PaymentDer {
+                        sheet_number: p.sheet_number,
+                        outcome: 0,
+                        amount_cents: *amount_cents,
+                        code: String::new(),
+                        reason: String::new(),
+                    },
+                    PaymentOutcome::Refused { code, reason } => PaymentDer {
+                        sheet_number: p.sheet_number,
+                        outcome: 1,
+                        amount_cents: 0,
+                        code: code.clone(),
+                        reason: reason.clone(),
+                    },
+                })
+                .collect(),
+        };
+        Ok(der.to_der_vec()?)
+    }
+
+    /// DER decoding, strict: canonical DER only, a refusal carries a code, a payment none.
+    pub fn from_der(bytes: &[u8]) -> Result<PaymentReturn, DerError> {
+        crate::der::check_structure(bytes)?;
+        let (rest, r) = PaymentReturnDer::from_der(bytes)?;
+        if !rest.is_empty() {
+            return Err(DerError::field("payment_return", "trailing bytes"));
+        }
+        if r.version != PAYMENT_VERSION {
+            return Err(DerError::field(
+                "version",
+                "unsupported payment return version",
+            ));
+        }
+        let payments =
+            r.payments
+                .into_iter()
+                .map(|p| {
+                    let outcome = match p.outcome {
+                        0 if p.code.is_empty() && p.reason.is_empty() => PaymentOutcome::Paid {
+                            amount_cents: p.amount_cents,
+                        },
+                        1 if !p.code.is_empty() && p.amount_cents == 0 => PaymentOutcome::Refused {
+                            code: p.code,
+                            reason: p.reason,
+                        },
+                        0 | 1 => return Err(DerError::field(
+                            "payments.outcome",
+                            "a payment has an amount and no code, a refusal a code and no amount",
+                        )),
+                        _ => return Err(DerError::field("payments.outcome", "unknown outcome")),
+                    };
+                    Ok(Payment {
+                        sheet_number: p.sheet_number,
+                        outcome,
+                    })
+                })
+                .collect::<Result<Vec<_>, DerError>>()?;
+        let ret = PaymentReturn {
+            lot_id: r.lot_id,
+            insurer: r.insurer,
+            issued_at: r.issued_at,
+            payments,
+        };
+        crate::der::require_canonical(bytes, &ret.to_der()?, "payment_return")?;
+        Ok(ret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +305,44 @@ mod tests {
         };
         assert_eq!(Arl::from_der(&arl.to_der().unwrap()).unwrap(), arl);
         assert!(Arl::from_der(&[0x30, 0x01, 0x02]).is_err());
+    }
+
+    #[test]
+    fn payment_returns_round_trip_and_refuse_mixed_outcomes() {
+        let ret = PaymentReturn {
+            lot_id: "L-1".into(),
+            insurer: "011751234".into(),
+            issued_at: "20261130120000Z".into(),
+            payments: vec![
+                Payment {
+                    sheet_number: 3,
+                    outcome: PaymentOutcome::Paid { amount_cents: 1900 },
+                },
+                Payment {
+                    sheet_number: 4,
+                    outcome: PaymentOutcome::Refused {
+                        code: "RIGHTS_CLOSED".into(),
+                        reason: "droits fermés".into(),
+                    },
+                },
+            ],
+        };
+        let der = ret.to_der().unwrap();
+        assert_eq!(PaymentReturn::from_der(&der).unwrap(), ret);
+        let json = serde_json::to_value(&ret.payments[1]).unwrap();
+        assert_eq!(json["outcome"], "refused");
+        assert_eq!(json["code"], "RIGHTS_CLOSED");
+        // A refusal without its code is not a payment return fsed accepts.
+        let mut bad = ret.clone();
+        bad.payments[1].outcome = PaymentOutcome::Refused {
+            code: String::new(),
+            reason: "x".into(),
+        };
+        let err = PaymentReturn::from_der(&bad.to_der().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("payments.outcome"), "{err}");
+        assert!(
+            Arl::from_der(&der).is_err(),
+            "an ARL decoder refuses a payment return"
+        );
     }
 }

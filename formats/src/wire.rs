@@ -17,12 +17,18 @@ pub const EXCHANGE_AMC: &str = "fsed.amc";
 pub const TYPE_LOT: &str = "fsed.lot.v1";
 /// AMQP `type` of an ARL message.
 pub const TYPE_ARL: &str = "fsed.arl.v1";
+/// AMQP `type` of a payment return message.
+pub const TYPE_PAYMENT: &str = "fsed.payment.v1";
+/// AMQP `type` of a DRE lot message (to the AMC).
+pub const TYPE_DRE_LOT: &str = "fsed.dre-lot.v1";
 /// Content type of DER payloads.
 pub const CONTENT_TYPE_DER: &str = "application/der";
 /// Spool suffix of a lot file.
 pub const SPOOL_LOT_SUFFIX: &str = "lot";
 /// Spool suffix of an ARL file.
 pub const SPOOL_ARL_SUFFIX: &str = "arl";
+/// Spool suffix of a payment return file.
+pub const SPOOL_PAYMENT_SUFFIX: &str = "pay";
 /// Default return queue of an fsed instance (one per practice).
 pub const DEFAULT_RETURN_QUEUE: &str = "fsed.returns";
 

@@ -140,6 +140,22 @@ CREATE INDEX sheets_state ON sheets (state, id);
 CREATE INDEX sheets_lot ON sheets (lot_id);
 CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 "#,
+    // 8: payment returns, one row per sheet paid or refused by its insurer.
+    r#"
+CREATE TABLE payments (
+    sheet_id     INTEGER PRIMARY KEY REFERENCES sheets (id),
+    lot_id       TEXT NOT NULL,
+    number       INTEGER NOT NULL,
+    outcome      TEXT NOT NULL CHECK (outcome IN ('paid','refused')),
+    amount_cents INTEGER NOT NULL,
+    code         TEXT,
+    reason       TEXT,
+    insurer      TEXT NOT NULL,
+    issued_at    TEXT NOT NULL,
+    recorded_at  TEXT NOT NULL
+);
+CREATE INDEX payments_lot ON payments (lot_id);
+"#,
 ];
 
 /// The schema version this build writes.

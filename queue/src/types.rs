@@ -180,6 +180,40 @@ pub struct AckRow {
     pub recorded_at: String,
 }
 
+/// A sheet's payment return as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentRow {
+    /// The sheet.
+    pub sheet_id: i64,
+    /// Its number.
+    pub number: u64,
+    /// The lot it came in.
+    pub lot_id: String,
+    /// Paid (with its amount) or refused (with its code and reason).
+    #[serde(flatten)]
+    pub outcome: fse_formats::ack::PaymentOutcome,
+    /// The insurer that paid or refused.
+    pub insurer: String,
+    /// When the insurer issued the return, `YYYYMMDDHHMMSSZ`.
+    pub issued_at: String,
+    /// When fsed recorded it, `YYYY-MM-DDTHH:MM:SS.sssZ`.
+    pub recorded_at: String,
+}
+
+/// What applying one payment return did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentsApplied {
+    /// Sheets paid or refused now.
+    pub applied: Vec<PaymentRow>,
+    /// Sheets that already had their payment return: unchanged.
+    pub duplicates: usize,
+    /// Sheet numbers not payable: not in the lot, or not acknowledged (rejected, cancelled).
+    pub ignored: Vec<(u64, String)>,
+    /// Sheets of the lot not yet acknowledged (the ARL has not come yet): the return is not
+    /// applied at all and must be offered again later.
+    pub not_yet: bool,
+}
+
 /// Result of an insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {

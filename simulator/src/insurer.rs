@@ -1,7 +1,16 @@
 //! The insurer simulator (`fse-sim insurer`): receives signed lots over AMQP
 //! or from a spool directory, verifies each (DER, Merkle root, CPS
 //! signature, every sheet's proof of presence), dedups by lot id and answers
-//! an ARL — positive, or negative with the reason.
+//! an ARL — positive, or negative with the reason — and, when asked
+//! (`--payments`), a payment return per lot: each acknowledged sheet paid its
+//! AMO share, or refused.
+//!
+//! Knobs for test platforms ([`Knobs`]): a share of lots rejected, of
+//! payments refused, of replies preceded by a malformed copy, every reply
+//! sent twice, a reply delay and a slow consumer. Everything received is
+//! kept for a report (`--report DIR`: `report.json` and a self-contained
+//! `report.html` with a chart of lots and sheets over time and the
+//! rejections by reason).
 //!
 //! Over AMQP it consumes its own durable quorum queue bound to
 //! [`wire::EXCHANGE_AMO`], answers on the default exchange to the lot's
@@ -11,12 +20,12 @@
 //! (lapin's automatic recovery is off). The broker URL may carry a password:
 //! it is shown only with its user information masked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fse_formats::ack::{Arl, ArlStatus, Rejection};
+use fse_formats::ack::{Arl, ArlStatus, Payment, PaymentOutcome, PaymentReturn, Rejection};
 use fse_formats::der::DerError;
 use fse_formats::lot::{LotError, SignedLot};
 use fse_formats::pki::TrustStore;
@@ -29,6 +38,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 /// Lot id of an ARL answering bytes that do not decode as a lot (the spool
@@ -145,15 +155,65 @@ pub struct InsurerReport {
     pub positive: u64,
     /// Negative ARLs.
     pub negative: u64,
+    /// Sheets in the lots answered (duplicates not counted).
+    pub sheets: u64,
+    /// Rejections by code (lots and sheets).
+    pub rejections: BTreeMap<String, u64>,
+    /// Sheets paid in payment returns.
+    pub paid: u64,
+    /// Sheets refused in payment returns.
+    pub refused: u64,
+    /// Malformed replies sent on purpose (`--malformed-percent`).
+    pub malformed: u64,
+}
+
+/// The test platform's knobs; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Knobs {
+    /// Refuse every sheet of the first N lots (code `TEST_REJECTED`).
+    pub reject_first_lots: u64,
+    /// Refuse every sheet of this share of lots, in percent (code `TEST_REJECTED`).
+    pub reject_percent: u32,
+    /// Send a payment return after each ARL that acknowledges sheets.
+    pub payments: bool,
+    /// Refuse this share of the sheets in payment returns, in percent (code `TEST_REFUSED`).
+    pub refuse_payments_percent: u32,
+    /// Precede this share of replies with a malformed copy, in percent.
+    pub malformed_percent: u32,
+    /// Wait this long before sending each reply (AMQP; the lot is taken at once).
+    pub reply_delay: Duration,
+    /// Wait this long before taking each lot, one at a time (AMQP).
+    pub slow_consumer: Duration,
+    /// Seed of the random draws (rates).
+    pub seed: u64,
+}
+
+/// One lot as the report shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LotSeen {
+    /// The lot id.
+    pub lot_id: String,
+    /// Milliseconds since the insurer started.
+    pub at_ms: u64,
+    /// Sheets it held.
+    pub sheets: u64,
+    /// Its ARL's status.
+    pub status: ArlStatus,
+    /// Its rejection codes.
+    pub codes: Vec<String>,
 }
 
 /// An insurer: remembers every answer by lot id, so a lot delivered twice gets the same ARL.
 pub struct Insurer {
     name: String,
     answered: HashMap<String, Arl>,
+    payments: HashMap<String, PaymentReturn>,
     report: InsurerReport,
     trust: Option<TrustStore>,
-    reject_lots: u64,
+    knobs: Knobs,
+    rng: rand::rngs::StdRng,
+    started: Instant,
+    lots: Vec<LotSeen>,
 }
 
 impl Insurer {
@@ -162,23 +222,43 @@ impl Insurer {
         Insurer {
             name: name.to_string(),
             answered: HashMap::new(),
+            payments: HashMap::new(),
             report: InsurerReport::default(),
             trust: None,
-            reject_lots: 0,
+            knobs: Knobs::default(),
+            rng: rand::rngs::StdRng::seed_from_u64(0),
+            started: Instant::now(),
+            lots: Vec::new(),
         }
     }
 
     /// Refuses every sheet of the first `n` lots it judges (code `TEST_REJECTED`), whatever
     /// they hold: a test platform's way to drive a sender's correction and retransmission.
     pub fn rejecting_first_lots(mut self, n: u64) -> Insurer {
-        self.reject_lots = n;
+        self.knobs.reject_first_lots = n;
         self
+    }
+
+    /// Sets every knob.
+    pub fn with_knobs(mut self, knobs: Knobs) -> Insurer {
+        self.rng = rand::rngs::StdRng::seed_from_u64(knobs.seed);
+        self.knobs = knobs;
+        self
+    }
+
+    /// The knobs in use.
+    pub fn knobs(&self) -> &Knobs {
+        &self.knobs
     }
 
     /// Checks every lot's signer certificate against `trust` (chain, dates, CRLs).
     pub fn with_trust(mut self, trust: TrustStore) -> Insurer {
         self.trust = Some(trust);
         self
+    }
+
+    fn draw(&mut self, percent: u32) -> bool {
+        percent > 0 && self.rng.gen_range(0..100) < percent
     }
 
     /// Answers one delivery of a lot. A lot id already answered gets the
@@ -195,45 +275,242 @@ impl Insurer {
         }
         let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
         let known = decoded.is_ok();
-        let forced: Option<Vec<u64>> = match &decoded {
-            Ok(lot) if self.reject_lots > 0 => {
-                self.reject_lots -= 1;
-                Some(
-                    lot.entries
-                        .iter()
-                        .filter_map(|e| fse_formats::fse::CareSheet::from_der(&e.sheet).ok())
-                        .map(|s| s.number)
-                        .collect(),
-                )
-            }
-            _ => None,
+        // Number and AMO share of each sheet, for the payment return.
+        let sheets: Vec<(u64, u64)> = match &decoded {
+            Ok(lot) => lot
+                .entries
+                .iter()
+                .filter_map(|e| fse_formats::fse::CareSheet::from_der(&e.sheet).ok())
+                .map(|s| (s.number, s.amounts.amo_cents))
+                .collect(),
+            Err(_) => Vec::new(),
         };
+        let forced = known
+            && if self.knobs.reject_first_lots > 0 {
+                self.knobs.reject_first_lots -= 1;
+                true
+            } else {
+                self.draw(self.knobs.reject_percent)
+            };
         let mut arl = judge(decoded, &self.name, &now, self.trust.as_ref());
-        if let Some(numbers) = forced {
+        if forced {
             arl.status = ArlStatus::Negative;
-            arl.rejections = numbers
-                .into_iter()
-                .map(|n| Rejection {
-                    sheet_number: Some(n),
+            arl.rejections = sheets
+                .iter()
+                .map(|(n, _)| Rejection {
+                    sheet_number: Some(*n),
                     code: "TEST_REJECTED".into(),
-                    reason: "refused by the simulator (--reject-lots)".into(),
+                    reason: "refused by the simulator (test knob)".into(),
                 })
                 .collect();
         }
         if known {
             self.answered.insert(arl.lot_id.clone(), arl.clone());
+            self.report.sheets += sheets.len() as u64;
+            if self.knobs.payments {
+                self.payments_for(&arl, &sheets, &now);
+            }
         }
         match arl.status {
             ArlStatus::Positive => self.report.positive += 1,
             ArlStatus::Negative => self.report.negative += 1,
         }
+        for r in &arl.rejections {
+            *self.report.rejections.entry(r.code.clone()).or_default() += 1;
+        }
+        self.lots.push(LotSeen {
+            lot_id: arl.lot_id.clone(),
+            at_ms: self.started.elapsed().as_millis() as u64,
+            sheets: sheets.len() as u64,
+            status: arl.status,
+            codes: arl.rejections.iter().map(|r| r.code.clone()).collect(),
+        });
         arl
+    }
+
+    /// Prepares the payment return of the sheets `arl` acknowledges (none when it refuses
+    /// the whole lot): each paid its AMO share, or refused at the knob's rate.
+    fn payments_for(&mut self, arl: &Arl, sheets: &[(u64, u64)], now: &str) {
+        if arl.rejections.iter().any(|r| r.sheet_number.is_none()) {
+            return;
+        }
+        let refused: std::collections::HashSet<u64> = arl
+            .rejections
+            .iter()
+            .filter_map(|r| r.sheet_number)
+            .collect();
+        let mut payments = Vec::new();
+        for (number, amo) in sheets.iter().filter(|(n, _)| !refused.contains(n)) {
+            let outcome = if self.draw(self.knobs.refuse_payments_percent) {
+                self.report.refused += 1;
+                PaymentOutcome::Refused {
+                    code: "TEST_REFUSED".into(),
+                    reason: "payment refused by the simulator (test knob)".into(),
+                }
+            } else {
+                self.report.paid += 1;
+                PaymentOutcome::Paid { amount_cents: *amo }
+            };
+            payments.push(Payment {
+                sheet_number: *number,
+                outcome,
+            });
+        }
+        if !payments.is_empty() {
+            self.payments.insert(
+                arl.lot_id.clone(),
+                PaymentReturn {
+                    lot_id: arl.lot_id.clone(),
+                    insurer: self.name.clone(),
+                    issued_at: now.to_string(),
+                    payments,
+                },
+            );
+        }
+    }
+
+    /// The payment return of a lot answered, when payments are on and it acknowledged sheets
+    /// (the same one at every call: a duplicate lot gets the same return again).
+    pub fn payment_return(&self, lot_id: &str) -> Option<PaymentReturn> {
+        self.payments.get(lot_id).cloned()
+    }
+
+    /// Whether the next reply is to be preceded by a malformed copy (counted when so).
+    pub fn malformed_now(&mut self) -> bool {
+        let due = self.draw(self.knobs.malformed_percent);
+        if due {
+            self.report.malformed += 1;
+        }
+        due
     }
 
     /// What was received so far.
     pub fn report(&self) -> InsurerReport {
         self.report.clone()
     }
+
+    /// Everything received, as the JSON report: the counters, every lot (time, size,
+    /// status, codes) and the lots and sheets per second.
+    pub fn full_report(&self) -> serde_json::Value {
+        let mut per_second: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for l in &self.lots {
+            let e = per_second.entry(l.at_ms / 1000).or_default();
+            e.0 += 1;
+            e.1 += l.sheets;
+        }
+        serde_json::json!({
+            "insurer": self.name,
+            "summary": self.report,
+            "timeline": per_second.iter().map(|(s, (lots, sheets))| serde_json::json!({"second": s, "lots": lots, "sheets": sheets})).collect::<Vec<_>>(),
+            "lots": self.lots,
+        })
+    }
+}
+
+/// A self-contained HTML page (inline SVG, no script, nothing fetched) of a
+/// [`Insurer::full_report`]: lots and sheets per second over time, and rejections by reason.
+pub fn report_html(report: &serde_json::Value) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let timeline: Vec<(u64, u64, u64)> = report["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["second"].as_u64().unwrap_or(0),
+                t["lots"].as_u64().unwrap_or(0),
+                t["sheets"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let (w, h, pad) = (720.0_f64, 240.0_f64, 40.0_f64);
+    let last = timeline.last().map_or(1, |t| t.0.max(1)) as f64;
+    let top_sheets = timeline.iter().map(|t| t.2).max().unwrap_or(1).max(1) as f64;
+    let top_lots = timeline.iter().map(|t| t.1).max().unwrap_or(1).max(1) as f64;
+    let line = |pick: &dyn Fn(&(u64, u64, u64)) -> f64, top: f64| {
+        timeline
+            .iter()
+            .map(|t| {
+                let x = pad + (t.0 as f64 / last) * (w - 2.0 * pad);
+                let y = h - pad - pick(t) / top * (h - 2.0 * pad);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let sheets_line = line(&|t| t.2 as f64, top_sheets);
+    let lots_line = line(&|t| t.1 as f64, top_lots);
+    let reasons: Vec<(String, u64)> = report["summary"]["rejections"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    let top_reason = reasons.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64;
+    let bars: String = reasons
+        .iter()
+        .enumerate()
+        .map(|(i, (code, n))| {
+            let y = 10.0 + i as f64 * 26.0;
+            let len = *n as f64 / top_reason * 420.0;
+            format!(
+                "<text x=\"0\" y=\"{:.0}\">{}</text><rect x=\"200\" y=\"{:.0}\" width=\"{len:.1}\" height=\"18\" fill=\"#c0392b\"/><text x=\"{:.0}\" y=\"{:.0}\">{n}</text>",
+                y + 14.0,
+                esc(code),
+                y,
+                205.0 + len,
+                y + 14.0
+            )
+        })
+        .collect();
+    let s = &report["summary"];
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fse-sim insurer report</title>\n\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>\n\
+<h1>Insurer {name}: what was received</h1>\n\
+<table><tr><th>lots received</th><th>duplicates</th><th>positive ARLs</th><th>negative ARLs</th><th>sheets</th><th>paid</th><th>refused</th><th>malformed replies sent</th></tr>\n\
+<tr><td>{received}</td><td>{duplicates}</td><td>{positive}</td><td>{negative}</td><td>{sheets}</td><td>{paid}</td><td>{refused}</td><td>{malformed}</td></tr></table>\n\
+<h2>Lots and sheets per second</h2>\n\
+<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"lots and sheets per second\">\
+<line x1=\"{pad}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#333\"/><line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{base}\" stroke=\"#333\"/>\
+<polyline id=\"sheets\" fill=\"none\" stroke=\"#2471a3\" stroke-width=\"2\" points=\"{sheets_line}\"/>\
+<polyline id=\"lots\" fill=\"none\" stroke=\"#28b463\" stroke-width=\"2\" points=\"{lots_line}\"/>\
+<text x=\"{pad}\" y=\"20\" fill=\"#2471a3\">sheets/s (max {top_sheets})</text><text x=\"300\" y=\"20\" fill=\"#28b463\">lots/s (max {top_lots})</text>\
+<text x=\"{pad}\" y=\"{label}\">0 s</text><text x=\"{right}\" y=\"{label}\" text-anchor=\"end\">{last} s</text></svg>\n\
+<h2>Rejections by reason</h2>\n\
+<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"{bars_h}\" role=\"img\" aria-label=\"rejections by reason\">{bars}</svg>\n\
+{none}</body></html>\n",
+        name = esc(report["insurer"].as_str().unwrap_or_default()),
+        received = s["received"],
+        duplicates = s["duplicates"],
+        positive = s["positive"],
+        negative = s["negative"],
+        sheets = s["sheets"],
+        paid = s["paid"],
+        refused = s["refused"],
+        malformed = s["malformed"],
+        base = h - pad,
+        right = w - pad,
+        label = h - pad + 16.0,
+        bars_h = 20 + reasons.len() * 26,
+        none = if reasons.is_empty() { "<p>No rejection.</p>\n" } else { "" },
+    )
+}
+
+/// Writes `report.json` and `report.html` into `dir`.
+pub fn write_report(insurer: &Insurer, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = insurer.full_report();
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::write(dir.join("report.html"), report_html(&json))
 }
 
 /// Why the insurer stopped.
@@ -330,6 +607,17 @@ fn answer_file(insurer: &mut Insurer, path: &Path, inbox: &Path) -> Result<(), S
     let der = arl.to_der().map_err(|e| format!("ARL encoding: {e}"))?;
     write_atomic(inbox, &format!("{stem}.{}", wire::SPOOL_ARL_SUFFIX), &der)
         .map_err(|e| format!("ARL not written: {e}"))?;
+    if let Some(p) = insurer.payment_return(&arl.lot_id) {
+        let der = p
+            .to_der()
+            .map_err(|e| format!("payment return encoding: {e}"))?;
+        write_atomic(
+            inbox,
+            &format!("{stem}.{}", wire::SPOOL_PAYMENT_SUFFIX),
+            &der,
+        )
+        .map_err(|e| format!("payment return not written: {e}"))?;
+    }
     tracing::info!(lot = %arl.lot_id, status = ?arl.status, "spool lot answered");
     std::fs::remove_file(path).map_err(|e| format!("answered but not removed: {e}"))
 }
@@ -497,8 +785,19 @@ async fn amqp_session(
             )
             .await
             .map_err(amqp_err("queue_bind"))?;
+        let prefetch = if insurer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .knobs()
+            .slow_consumer
+            .is_zero()
+        {
+            PREFETCH
+        } else {
+            1
+        };
         channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(amqp_err("basic_qos"))?;
         let consumer = channel
@@ -534,79 +833,60 @@ async fn amqp_session(
             Some(Err(e)) => return Err(amqp_err("consume")(e)),
             None => return Err(InsurerError::Amqp("consumer closed".into())),
         };
-        let mut arl = insurer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .receive(&delivery.data);
-        if arl.lot_id == UNKNOWN_LOT_ID {
-            if let Some(id) = delivery.properties.message_id() {
-                arl.lot_id = id.to_string();
-            }
+        let (slow, delay) = {
+            let g = insurer.lock().unwrap_or_else(|p| p.into_inner());
+            (g.knobs().slow_consumer, g.knobs().reply_delay)
+        };
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
         }
+        let (arl, payment, malformed) = {
+            let mut g = insurer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut arl = g.receive(&delivery.data);
+            if arl.lot_id == UNKNOWN_LOT_ID {
+                if let Some(id) = delivery.properties.message_id() {
+                    arl.lot_id = id.to_string();
+                }
+            }
+            let payment = g.payment_return(&arl.lot_id);
+            (arl, payment, g.malformed_now())
+        };
         tracing::info!(lot = %arl.lot_id, status = ?arl.status, redelivered = delivery.redelivered, "lot answered");
         match delivery.properties.reply_to().clone() {
             Some(reply_to) => {
-                let der = arl
-                    .to_der()
-                    .map_err(|e| InsurerError::Encode(e.to_string()))?;
-                let props = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(arl.lot_id.as_str().into())
-                    .with_type(wire::TYPE_ARL.into())
-                    .with_content_type(wire::CONTENT_TYPE_DER.into());
-                let publish = async {
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            reply_to.clone(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..Default::default()
-                            },
-                            &der,
-                            props,
-                        )
-                        .await
-                        .map_err(amqp_err("ARL publish"))?
-                        .await
-                        .map_err(amqp_err("ARL confirm"))
-                };
-                for _ in 1..cfg.copies.max(1) {
-                    // The extra copies: same bytes, same message id, as a broker redelivery
-                    // or a careless insurer would send them.
-                    let extra = channel
-                        .basic_publish(
-                            "".into(),
-                            reply_to.clone(),
-                            BasicPublishOptions::default(),
-                            &der,
-                            BasicProperties::default()
-                                .with_delivery_mode(2)
-                                .with_message_id(arl.lot_id.as_str().into())
-                                .with_type(wire::TYPE_ARL.into())
-                                .with_content_type(wire::CONTENT_TYPE_DER.into()),
-                        )
-                        .await
-                        .map_err(amqp_err("ARL publish"))?;
-                    tokio::time::timeout(BROKER_TIMEOUT, extra)
-                        .await
-                        .map_err(|_| InsurerError::Amqp("no confirm of the ARL in time".into()))?
-                        .map_err(amqp_err("ARL confirm"))?;
+                let mut replies = Vec::new();
+                if malformed {
+                    // A reply the sender cannot read: it must refuse it and lose nothing.
+                    replies.push((wire::TYPE_ARL, vec![0x30, 0x03, 0x02, 0x01]));
                 }
-                let confirm = tokio::time::timeout(BROKER_TIMEOUT, publish)
-                    .await
-                    .map_err(|_| InsurerError::Amqp("no confirm of the ARL in time".into()))??;
-                match confirm {
-                    Confirmation::Ack(None) => {}
-                    // The sender's return queue does not exist: nobody to answer. The
-                    // sender resends the lot later and gets this same ARL then.
-                    Confirmation::Ack(Some(_)) => tracing::warn!(
-                        lot = %arl.lot_id, %reply_to,
-                        "ARL unroutable: the sender's return queue does not exist"
-                    ),
-                    Confirmation::Nack(_) | Confirmation::NotRequested => {
-                        return Err(InsurerError::Amqp("ARL not confirmed by the broker".into()))
-                    }
+                replies.push((
+                    wire::TYPE_ARL,
+                    arl.to_der()
+                        .map_err(|e| InsurerError::Encode(e.to_string()))?,
+                ));
+                if let Some(p) = payment {
+                    replies.push((
+                        wire::TYPE_PAYMENT,
+                        p.to_der()
+                            .map_err(|e| InsurerError::Encode(e.to_string()))?,
+                    ));
+                }
+                let reply = Reply {
+                    channel: channel.clone(),
+                    reply_to: reply_to.to_string(),
+                    lot_id: arl.lot_id.clone(),
+                    copies: cfg.copies.max(1),
+                };
+                if delay.is_zero() {
+                    reply.send(&replies).await?;
+                } else {
+                    // The lot is taken now; its replies follow after the delay.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Err(e) = reply.send(&replies).await {
+                            tracing::warn!(lot = %reply.lot_id, error = %e, "delayed reply not sent");
+                        }
+                    });
                 }
             }
             None => tracing::warn!(lot = %arl.lot_id, "lot without reply_to: no ARL sent"),
@@ -615,6 +895,67 @@ async fn amqp_session(
             .ack(BasicAckOptions::default())
             .await
             .map_err(amqp_err("ack"))?;
+    }
+}
+
+/// Where and how the replies to one lot go.
+struct Reply {
+    channel: lapin::Channel,
+    reply_to: String,
+    lot_id: String,
+    copies: u32,
+}
+
+impl Reply {
+    /// Publishes each reply (`type`, body) `copies` times on the default exchange to the
+    /// sender's return queue, persistent, `message_id` = lot id, and waits for each confirm.
+    async fn send(&self, replies: &[(&str, Vec<u8>)]) -> Result<(), InsurerError> {
+        for (kind, der) in replies {
+            for copy in 0..self.copies {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(self.lot_id.as_str().into())
+                    .with_type((*kind).into())
+                    .with_content_type(wire::CONTENT_TYPE_DER.into());
+                let publish = async {
+                    self.channel
+                        .basic_publish(
+                            "".into(),
+                            self.reply_to.as_str().into(),
+                            BasicPublishOptions {
+                                // The first copy only: the extra copies are as a careless
+                                // insurer or a redelivery would send them.
+                                mandatory: copy == 0,
+                                ..Default::default()
+                            },
+                            der,
+                            props,
+                        )
+                        .await
+                        .map_err(amqp_err("reply publish"))?
+                        .await
+                        .map_err(amqp_err("reply confirm"))
+                };
+                let confirm = tokio::time::timeout(BROKER_TIMEOUT, publish)
+                    .await
+                    .map_err(|_| InsurerError::Amqp("no confirm of the reply in time".into()))??;
+                match confirm {
+                    Confirmation::Ack(None) => {}
+                    // The sender's return queue does not exist: nobody to answer. The
+                    // sender resends the lot later and gets this same reply then.
+                    Confirmation::Ack(Some(_)) => tracing::warn!(
+                        lot = %self.lot_id, reply_to = %self.reply_to,
+                        "reply unroutable: the sender's return queue does not exist"
+                    ),
+                    Confirmation::Nack(_) | Confirmation::NotRequested => {
+                        return Err(InsurerError::Amqp(
+                            "reply not confirmed by the broker".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -648,6 +989,30 @@ pub struct InsurerArgs {
     /// sender's correction and retransmission.
     #[arg(long, default_value_t = 0)]
     pub reject_lots: u64,
+    /// Refuse every sheet of this share of lots, in percent (code TEST_REJECTED).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub reject_percent: u32,
+    /// Send a payment return after each ARL: every acknowledged sheet paid its AMO share.
+    #[arg(long)]
+    pub payments: bool,
+    /// Refuse this share of sheets in the payment returns, in percent (code TEST_REFUSED).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub refuse_payments_percent: u32,
+    /// Precede this share of replies with a malformed one, in percent (AMQP mode).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub malformed_percent: u32,
+    /// Send each reply this many milliseconds after taking its lot (AMQP mode).
+    #[arg(long, default_value_t = 0)]
+    pub reply_delay_ms: u64,
+    /// Take lots one at a time, this many milliseconds each (AMQP mode): a slow consumer.
+    #[arg(long, default_value_t = 0)]
+    pub slow_consumer_ms: u64,
+    /// Seed of the knobs' random draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write `report.json` and `report.html` (everything received) into this directory on stop.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 impl InsurerArgs {
@@ -670,11 +1035,21 @@ impl InsurerArgs {
 /// and its [`InsurerReport`] as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let name = args.insurer_name();
-    let mut judge = Insurer::new(&name).rejecting_first_lots(args.reject_lots);
+    let mut judge = Insurer::new(&name).with_knobs(Knobs {
+        reject_first_lots: args.reject_lots,
+        reject_percent: args.reject_percent,
+        payments: args.payments,
+        refuse_payments_percent: args.refuse_payments_percent,
+        malformed_percent: args.malformed_percent,
+        reply_delay: Duration::from_millis(args.reply_delay_ms),
+        slow_consumer: Duration::from_millis(args.slow_consumer_ms),
+        seed: args.seed,
+    });
     if let Some(dir) = &args.trust_dir {
         judge = judge.with_trust(load_trust(dir)?);
     }
     let insurer = Arc::new(Mutex::new(judge));
+    let report_dir = args.report.clone();
     let (stop_tx, stop) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
@@ -719,8 +1094,14 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
         }
     };
     result.map_err(|e| InsurerError::Amqp(e.to_string()))??;
-    let report = insurer.lock().unwrap_or_else(|p| p.into_inner()).report();
-    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    let guard = insurer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(dir) = &report_dir {
+        write_report(&guard, dir)?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&guard.report()).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -1021,9 +1402,100 @@ mod tests {
                 received: 5,
                 duplicates: 2,
                 positive: 1,
-                negative: 2
+                negative: 2,
+                sheets: 2,
+                rejections: ins.report().rejections,
+                ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn knobs_reject_lots_at_their_rate_and_pay_or_refuse_the_rest() {
+        let mut ins = Insurer::new("i").with_knobs(Knobs {
+            payments: true,
+            refuse_payments_percent: 100,
+            ..Default::default()
+        });
+        let lot = sample_lot("L-pay", 3);
+        let arl = ins.receive(&lot.to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Positive);
+        let ret = ins.payment_return("L-pay").expect("a payment return");
+        assert_eq!(ret.payments.len(), 3);
+        assert!(ret.payments.iter().all(
+            |p| matches!(&p.outcome, PaymentOutcome::Refused { code, .. } if code == "TEST_REFUSED")
+        ));
+        // A duplicate delivery gets the same return again.
+        ins.receive(&lot.to_der().unwrap());
+        assert_eq!(ins.payment_return("L-pay"), Some(ret));
+
+        let mut ins = Insurer::new("i").with_knobs(Knobs {
+            payments: true,
+            reject_percent: 100,
+            ..Default::default()
+        });
+        let arl = ins.receive(&sample_lot("L-rej", 2).to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Negative);
+        assert!(arl.rejections.iter().all(|r| r.code == "TEST_REJECTED"));
+        assert_eq!(
+            ins.payment_return("L-rej"),
+            None,
+            "nothing acknowledged, nothing paid"
+        );
+        assert_eq!(ins.report().rejections["TEST_REJECTED"], 2);
+
+        let mut ins = Insurer::new("i").with_knobs(Knobs {
+            payments: true,
+            ..Default::default()
+        });
+        let lot = sample_lot("L-ok", 2);
+        ins.receive(&lot.to_der().unwrap());
+        let amo: Vec<u64> = lot
+            .entries
+            .iter()
+            .map(|e| {
+                fse_formats::fse::CareSheet::from_der(&e.sheet)
+                    .unwrap()
+                    .amounts
+                    .amo_cents
+            })
+            .collect();
+        let paid: Vec<u64> = ins
+            .payment_return("L-ok")
+            .unwrap()
+            .payments
+            .iter()
+            .map(|p| match p.outcome {
+                PaymentOutcome::Paid { amount_cents } => amount_cents,
+                PaymentOutcome::Refused { .. } => panic!("refused"),
+            })
+            .collect();
+        assert_eq!(paid, amo, "each sheet is paid its AMO share");
+        assert_eq!(ins.report().paid, 2);
+    }
+
+    #[test]
+    fn the_report_shows_lots_over_time_and_rejections_by_reason() {
+        let mut ins = Insurer::new("011751000");
+        ins.receive(&sample_lot("L-a", 2).to_der().unwrap());
+        ins.receive(b"junk");
+        let json = ins.full_report();
+        assert_eq!(json["summary"]["received"], 2);
+        assert_eq!(json["lots"].as_array().unwrap().len(), 2);
+        assert_eq!(json["timeline"][0]["sheets"], 2);
+        assert_eq!(json["summary"]["rejections"]["LOT_MALFORMED"], 1);
+        let html = report_html(&json);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("<polyline id=\"sheets\""));
+        assert!(html.contains(">LOT_MALFORMED</text>"));
+        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+        let dir = tempfile::tempdir().unwrap();
+        write_report(&ins, dir.path()).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(back, json);
+        assert!(dir.path().join("report.html").exists());
     }
 
     #[test]
@@ -1146,15 +1618,15 @@ mod tests {
 
     #[test]
     fn the_insurer_answers_as_its_binding_when_it_is_an_organism() {
-        let args = |binding: &str, insurer: Option<&str>| InsurerArgs {
-            amqp: None,
-            binding: binding.into(),
-            spool_outbox: None,
-            spool_inbox: None,
-            insurer: insurer.map(Into::into),
-            trust_dir: None,
-            duplicate_replies: false,
-            reject_lots: 0,
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: InsurerArgs,
+        }
+        let args = |binding: &str, insurer: Option<&str>| {
+            let mut a = <Cli as clap::Parser>::parse_from(["insurer", "--binding", binding]).a;
+            a.insurer = insurer.map(Into::into);
+            a
         };
         assert_eq!(args("017510001", None).insurer_name(), "017510001");
         assert_eq!(args("#", None).insurer_name(), DEFAULT_INSURER);
@@ -1315,14 +1787,15 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+        let report = ins.lock().unwrap().report();
         assert_eq!(
-            ins.lock().unwrap().report(),
-            InsurerReport {
-                received: 4,
-                duplicates: 2,
-                positive: 1,
-                negative: 1
-            }
+            (
+                report.received,
+                report.duplicates,
+                report.positive,
+                report.negative
+            ),
+            (4, 2, 1, 1)
         );
         // Every lot was acked: the insurer's queue is empty; remove it.
         let purged = ch

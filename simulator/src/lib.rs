@@ -1,5 +1,6 @@
 //! `fse_simulator`: simulated CPS and Vitale cards (ISO 7816-4) with their
-//! vpcd link, the insurer simulator (AMQP and spool), and the demo that runs
+//! vpcd link, the insurer simulator (AMQP and spool), the load generator
+//! that drives fsed like many practices (`practice`), and the demo that runs
 //! fsed on its embedded defaults. Binary: `fse-sim`.
 
 pub mod card;
@@ -8,6 +9,7 @@ pub mod control;
 pub mod demo;
 pub mod insurer;
 pub mod pki;
+pub mod practice;
 pub mod profiles;
 pub mod vpcd;
 

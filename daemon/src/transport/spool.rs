@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fse_formats::wire::{SPOOL_ARL_SUFFIX, SPOOL_LOT_SUFFIX};
+use fse_formats::wire::{SPOOL_ARL_SUFFIX, SPOOL_LOT_SUFFIX, SPOOL_PAYMENT_SUFFIX};
 
 /// The outbox and inbox of a spool transport.
 #[derive(Debug, Clone)]
@@ -57,13 +57,15 @@ impl Spool {
         write_atomic(&self.outbox, &format!("{name}.{SPOOL_LOT_SUFFIX}"), der)
     }
 
-    /// The ARL files waiting in the inbox, oldest name first.
+    /// The return files waiting in the inbox (ARLs `.arl`, payment returns `.pay`), by name:
+    /// a lot's ARL (`<lot>.arl`) comes before its payment return (`<lot>.pay`).
     pub fn pending_returns(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(&self.inbox)?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                p.extension().is_some_and(|x| x == SPOOL_ARL_SUFFIX)
+                p.extension()
+                    .is_some_and(|x| x == SPOOL_ARL_SUFFIX || x == SPOOL_PAYMENT_SUFFIX)
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))

@@ -1,5 +1,5 @@
 //! `fse-sim`: simulated cards (`cards`), insurer (`insurer`) and the demo
-//! of fsed on its embedded defaults (`demo`).
+//! of fsed on its embedded defaults (`demo`), the load generator (`practice`).
 
 use std::process::ExitCode;
 
@@ -23,6 +23,8 @@ enum Cmd {
     Pki(fse_simulator::pki::PkiArgs),
     /// Run fsed with simulated cards, a spool and the insurer, bill a sample batch, print the outcome.
     Demo(fse_simulator::demo::DemoArgs),
+    /// Drive fsed like many practices: create sheets through its socket at a rate, print a summary.
+    Practice(fse_simulator::practice::PracticeArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("fse-sim pki: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Cmd::Practice(args) = &cli.command {
+        return match fse_simulator::practice::run(args) {
+            Ok(s) => {
+                print!("{}", fse_simulator::practice::human(&s));
+                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim practice: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -88,7 +103,7 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) | Cmd::Pki(_) => Ok(()),
+            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) => Ok(()),
         }
     });
     match result {

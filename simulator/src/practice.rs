@@ -1,0 +1,702 @@
+//! `fse-sim practice`: a load generator that drives fsed like many practices
+//! at once, through fsed's own socket API (JSON-RPC, one object a line).
+//!
+//! Each simulated practice is one connection and one thread. A practice
+//! bills with one of the CPS cards fsed sees (practices are spread over
+//! them, so the mix of professions is the mix of cards inserted): a GP bills
+//! consultations (`G`, half in tiers payant AMO, with the AMC's tiers payant
+//! when the patient's card offers it), a specialist `CS` with an excess
+//! fee, a nurse `AMI` acts on prescription, a physiotherapist `AMK`
+//! sessions, a remplaçant `G` in the name of the practitioner he replaces;
+//! patients are the beneficiaries of the Vitale card inserted, and a share
+//! of doctors' sheets is made in degraded mode (no card, beneficiary typed).
+//!
+//! Sheets are created at a given total rate or as fast as possible; the
+//! summary gives sheets per second, the latency percentiles of `fse.create`
+//! and the errors by code. With `--wait sent` or `--wait acknowledged` it
+//! then closes the lots, follows fsed's events until every sheet is
+//! broker-confirmed (or acknowledged by its insurer), and gives the end to
+//! end rate and the create → ARL latency.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Days, Utc};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+/// How long the run waits after creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wait {
+    /// Stop once every sheet is created.
+    Created,
+    /// Until every created sheet's lot is broker-confirmed (or its spool file durable).
+    Sent,
+    /// Until every created sheet's lot has its ARL.
+    Acknowledged,
+}
+
+/// `fse-sim practice` arguments.
+#[derive(clap::Args, Debug)]
+pub struct PracticeArgs {
+    /// fsed's API socket.
+    #[arg(long, env = "FSED_SOCKET", default_value = "/run/fsed/fsed.sock")]
+    pub socket: PathBuf,
+    /// Simulated practices (one connection each).
+    #[arg(long, default_value_t = 8)]
+    pub practices: usize,
+    /// Sheets to create in all.
+    #[arg(long, default_value_t = 1000)]
+    pub sheets: u64,
+    /// Total rate in sheets per second; 0 = as fast as fsed answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Verify each CPS's PIN with this value first (a simulated card's PIN; never logged).
+    #[arg(long)]
+    pub pin: Option<String>,
+    /// Share of doctors' sheets made in degraded mode, in percent.
+    #[arg(long, default_value_t = 5)]
+    pub degraded_percent: u32,
+    /// What to wait for once the sheets are created.
+    #[arg(long, value_enum, default_value = "created")]
+    pub wait: Wait,
+    /// Longest wait for `--wait`, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Also write the summary (JSON) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Seed of the scenario mix (runs with the same seed and cards send the same requests).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Why the load generator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PracticeError {
+    /// fsed's socket could not be used.
+    #[error("fsed socket {path}: {reason}")]
+    Socket {
+        /// The socket.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// fsed answered a set-up call with an error.
+    #[error("{method}: {error}")]
+    Setup {
+        /// The method.
+        method: String,
+        /// fsed's error object.
+        error: String,
+    },
+    /// No CPS is usable (none inserted, or its PIN is not verified and no `--pin` was given).
+    #[error("no usable CPS: {0}")]
+    NoCps(String),
+    /// `--wait` ran out of time.
+    #[error("gave up waiting after {0} s: {1}")]
+    Timeout(u64, String),
+    /// The summary file could not be written.
+    #[error("summary file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A blocking JSON-RPC client on fsed's socket.
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Result<Client, PracticeError> {
+        let fail = |e: std::io::Error| PracticeError::Socket {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let s = UnixStream::connect(path).map_err(fail)?;
+        let writer = s.try_clone().map_err(fail)?;
+        Ok(Client {
+            reader: BufReader::new(s),
+            writer,
+            next_id: 0,
+        })
+    }
+
+    /// One call: `Ok(result)` or `Err(error object)`; notifications in between are skipped.
+    fn call(&mut self, method: &str, params: Value) -> std::io::Result<Result<Value, Value>> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut line = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        loop {
+            let v = self.read()?;
+            if v.get("id").and_then(Value::as_u64) != Some(id) {
+                continue;
+            }
+            return Ok(match v.get("error") {
+                Some(e) => Err(e.clone()),
+                None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+            });
+        }
+    }
+
+    fn read(&mut self) -> std::io::Result<Value> {
+        let mut buf = String::new();
+        if self.reader.read_line(&mut buf)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "fsed closed the connection",
+            ));
+        }
+        serde_json::from_str(&buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    fn setup(&mut self, method: &str, params: Value) -> Result<Value, PracticeError> {
+        match self.call(method, params) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(PracticeError::Setup {
+                method: method.into(),
+                error: e.to_string(),
+            }),
+            Err(e) => Err(PracticeError::Socket {
+                path: String::new(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// What a practice bills, decided by its CPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Generalist,
+    Specialist,
+    Nurse,
+    Physiotherapist,
+    Remplacant,
+}
+
+#[derive(Clone, Debug)]
+struct Practice {
+    cps_serial: String,
+    kind: Kind,
+}
+
+/// The patients of the Vitale card inserted (none: every sheet in degraded mode).
+#[derive(Clone, Debug, Default)]
+struct Patients {
+    /// Beneficiaries as typed in degraded mode.
+    typed: Vec<Value>,
+    /// The AMC pays directly in tiers payant.
+    amc_tiers_payant: bool,
+    /// A Vitale card is present.
+    card: bool,
+}
+
+fn practices(cards: &Value) -> (Vec<Practice>, Vec<(String, bool)>, Patients) {
+    let mut out = Vec::new();
+    let mut pins = Vec::new();
+    let mut patients = Patients::default();
+    for c in cards.as_array().into_iter().flatten() {
+        if let Some(cps) = c.get("cps") {
+            let serial = cps["holder"]["serial"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if cps["holder"]["card_type"] != "CPS" && cps["holder"]["card_type"] != "cps" {
+                continue;
+            }
+            let profession = cps["holder"]["profession"].as_str().unwrap_or_default();
+            let specialty = cps["holder"]["specialty"].as_str().unwrap_or_default();
+            let remplacant = cps["situations"][0]["mode"] == "remplacant";
+            let kind = match (profession, specialty) {
+                _ if remplacant => Kind::Remplacant,
+                ("10", "01") => Kind::Generalist,
+                ("10", _) => Kind::Specialist,
+                ("60", _) => Kind::Nurse,
+                ("70", _) => Kind::Physiotherapist,
+                _ => continue,
+            };
+            pins.push((serial.clone(), c["pin_verified"] == true));
+            out.push(Practice {
+                cps_serial: serial,
+                kind,
+            });
+        } else if let Some(v) = c.get("vitale") {
+            patients.card = true;
+            patients.amc_tiers_payant =
+                v["amc"]["direct"] == true && v["amc"]["tiers_payant"] == true;
+            let o = &v["organism"];
+            let organism = format!(
+                "{}{}{}",
+                o["regime"].as_str().unwrap_or_default(),
+                o["caisse"].as_str().unwrap_or_default(),
+                o["centre"].as_str().unwrap_or_default()
+            );
+            for b in v["beneficiaries"].as_array().into_iter().flatten() {
+                patients.typed.push(json!({
+                    "nir": b["nir"], "surname": b["surname"], "given_name": b["given_name"],
+                    "birth_date": b["birth_date"], "rank": b["rank"], "organism": organism,
+                }));
+            }
+        }
+    }
+    (out, pins, patients)
+}
+
+/// One `fse.create` request of practice `p` (the `n`-th sheet of the run).
+fn request(
+    p: &Practice,
+    pat: &Patients,
+    degraded_percent: u32,
+    rng: &mut impl Rng,
+    key: String,
+) -> Value {
+    let today = Utc::now().date_naive();
+    let prescribed = today
+        .checked_sub_days(Days::new(3))
+        .unwrap_or(today)
+        .format("%Y%m%d")
+        .to_string();
+    let prescriber = json!({"national_id": "810000000009", "date": prescribed});
+    let beneficiary = if pat.typed.is_empty() {
+        0
+    } else {
+        rng.gen_range(0..pat.typed.len())
+    };
+    let doctor = matches!(p.kind, Kind::Generalist | Kind::Remplacant);
+    let degraded = !pat.card || (doctor && rng.gen_range(0..100) < degraded_percent);
+    let mut r = match p.kind {
+        Kind::Generalist | Kind::Remplacant => {
+            let tp = rng.gen_bool(0.5);
+            json!({"act": {"code": "G"}, "tiers_payant": {"amo": tp, "amc": tp && pat.amc_tiers_payant}})
+        }
+        Kind::Specialist => json!({"act": {"code": "CS", "excess_cents": 2000}}),
+        Kind::Nurse => {
+            json!({"act": {"code": "AMI", "prescriber": prescriber}, "tiers_payant": {"amo": true}})
+        }
+        Kind::Physiotherapist => json!({
+            "act": {"code": "AMK", "coefficient": 750, "prescriber": prescriber},
+            "tiers_payant": {"amo": true}
+        }),
+    };
+    r["cps_serial"] = json!(p.cps_serial);
+    r["idempotency_key"] = json!(key);
+    if p.kind == Kind::Remplacant {
+        r["replaced"] = json!({"national_id": "810000000009", "surname": "MARTIN",
+                               "given_name": "Claire", "billing_number": "75123456"});
+    }
+    if degraded {
+        r["tiers_payant"] = json!({"amo": true});
+        r["degraded"] = json!({"reason": "carte Vitale oubliée",
+                               "beneficiary": pat.typed.get(beneficiary).cloned().unwrap_or(Value::Null)});
+    } else {
+        r["beneficiary"] = json!(beneficiary);
+    }
+    r
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Practices (connections).
+    pub practices: usize,
+    /// Sheets asked for.
+    pub requested: u64,
+    /// Sheets created.
+    pub created: u64,
+    /// Requests refused or failed, by error code (`data.rule` when fsed gives one).
+    pub errors: BTreeMap<String, u64>,
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
+    /// Sheets created per second.
+    pub sheets_per_second: f64,
+    /// `fse.create` latency percentiles, milliseconds.
+    pub latency_ms: Percentiles,
+    /// Sheets broker-confirmed (or spooled), once `--wait sent` or `acknowledged`.
+    pub sent: Option<u64>,
+    /// Sheets per second from the first request until the last of them was confirmed.
+    pub end_to_end_sheets_per_second: Option<f64>,
+    /// Sheets whose lot has its ARL, once `--wait acknowledged`.
+    pub acknowledged: Option<u64>,
+    /// Latency from the request to its lot's ARL, once `--wait acknowledged`.
+    pub arl_latency_ms: Option<Percentiles>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// Percentiles of durations given in microseconds (sorted in place).
+fn percentiles(us: &mut [u64]) -> Percentiles {
+    if us.is_empty() {
+        return Percentiles::default();
+    }
+    us.sort_unstable();
+    let at = |q: f64| {
+        let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
+        us[i] as f64 / 1000.0
+    };
+    Percentiles {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
+/// Events followed during a run: when each lot was confirmed and acknowledged, and its size.
+#[derive(Default)]
+struct Seen {
+    sent: HashMap<String, (Instant, u64)>,
+    acknowledged: HashMap<String, Instant>,
+    sent_sheets: u64,
+}
+
+fn follow_events(
+    path: &Path,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), PracticeError> {
+    let mut c = Client::connect(path)?;
+    c.setup("events.subscribe", json!({}))?;
+    let _ = c
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)));
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(v) = c.read() else {
+                continue;
+            };
+            let ev = &v["params"];
+            let lot = ev["lot_id"].as_str().unwrap_or_default().to_string();
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match ev["event"].as_str() {
+                Some("lot.sent") => {
+                    let n = ev["sheets"].as_u64().unwrap_or(0);
+                    if s.sent.insert(lot, (Instant::now(), n)).is_none() {
+                        s.sent_sheets += n;
+                    }
+                }
+                Some("arl.received") => {
+                    s.acknowledged.entry(lot).or_insert_with(Instant::now);
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Runs the load; prints a progress bar on stderr unless `quiet`.
+pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
+    let mut admin = Client::connect(&args.socket)?;
+    let cards = admin.setup("cards.list", json!({}))?;
+    let (list, pins, patients) = practices(&cards);
+    if list.is_empty() {
+        return Err(PracticeError::NoCps("fsed sees no CPS card".into()));
+    }
+    for (serial, verified) in &pins {
+        if *verified {
+            continue;
+        }
+        let Some(pin) = &args.pin else {
+            return Err(PracticeError::NoCps(format!(
+                "the PIN of {serial} is not verified: give --pin"
+            )));
+        };
+        admin.setup(
+            "cards.verify_pin",
+            json!({"pin": pin, "cps_serial": serial}),
+        )?;
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.wait != Wait::Created {
+        follow_events(&args.socket, Arc::clone(&seen), Arc::clone(&stop))?;
+    }
+
+    let run_id = format!("{:x}", rand::random::<u64>());
+    let done = Arc::new(AtomicU64::new(0));
+    let n = args.practices.max(1);
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    for i in 0..n {
+        let practice = list[i % list.len()].clone();
+        let patients = patients.clone();
+        let share = args.sheets / n as u64 + u64::from((i as u64) < args.sheets % n as u64);
+        let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
+        let (socket, done, run_id) = (args.socket.clone(), Arc::clone(&done), run_id.clone());
+        let (degraded, seed) = (args.degraded_percent, args.seed.wrapping_add(i as u64));
+        threads.push(std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut lat = Vec::with_capacity(share as usize);
+            let mut ids: Vec<(i64, Instant)> = Vec::with_capacity(share as usize);
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut client = Client::connect(&socket).ok();
+            // Practices start spread over one interval, not all at once.
+            let offset = interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / n as f64));
+            for k in 0..share {
+                if let Some(d) = interval {
+                    let due = start + offset + d * k as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let req = request(
+                    &practice,
+                    &patients,
+                    degraded,
+                    &mut rng,
+                    format!("{run_id}-{i}-{k}"),
+                );
+                let t = Instant::now();
+                let answer = match client.as_mut() {
+                    Some(c) => c.call("fse.create", req),
+                    None => Err(std::io::Error::other("not connected")),
+                };
+                match answer {
+                    Ok(Ok(v)) => {
+                        lat.push(t.elapsed().as_micros() as u64);
+                        ids.push((v["id"].as_i64().unwrap_or(-1), t));
+                    }
+                    Ok(Err(e)) => {
+                        let code = e["data"]["rule"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| e["code"].to_string());
+                        *errors.entry(code).or_default() += 1;
+                    }
+                    Err(_) => {
+                        *errors.entry("io".into()).or_default() += 1;
+                        client = Client::connect(&socket).ok();
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (lat, ids, errors)
+        }));
+    }
+    let bar = (!args.quiet).then(|| {
+        let b = indicatif::ProgressBar::new(args.sheets);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} sheets  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    while threads.iter().any(|t| !t.is_finished()) {
+        if let Some(b) = &bar {
+            b.set_position(done.load(Ordering::Relaxed));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut lat = Vec::new();
+    let mut ids = Vec::new();
+    let mut errors = BTreeMap::new();
+    for t in threads {
+        if let Ok((l, i, e)) = t.join() {
+            lat.extend(l);
+            ids.extend(i);
+            for (k, v) in e {
+                *errors.entry(k).or_default() += v;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let created = ids.len() as u64;
+    let mut summary = Summary {
+        practices: n,
+        requested: args.sheets,
+        created,
+        errors,
+        seconds,
+        sheets_per_second: created as f64 / seconds.max(1e-9),
+        latency_ms: percentiles(&mut lat),
+        sent: None,
+        end_to_end_sheets_per_second: None,
+        acknowledged: None,
+        arl_latency_ms: None,
+    };
+    if args.wait != Wait::Created {
+        wait_for_lots(args, &mut admin, &seen, &ids, start, &mut summary)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        )?;
+    }
+    Ok(summary)
+}
+
+fn wait_for_lots(
+    args: &PracticeArgs,
+    admin: &mut Client,
+    seen: &Mutex<Seen>,
+    ids: &[(i64, Instant)],
+    start: Instant,
+    summary: &mut Summary,
+) -> Result<(), PracticeError> {
+    let created = ids.len() as u64;
+    // Whatever is still open is closed and sent now.
+    admin.setup("lots.close", json!({}))?;
+    admin.setup("transmit.now", json!({}))?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    loop {
+        let (sent, last) = {
+            let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            (s.sent_sheets, s.sent.values().map(|v| v.0).max())
+        };
+        if sent >= created {
+            summary.sent = Some(sent);
+            summary.end_to_end_sheets_per_second =
+                last.map(|l| created as f64 / l.duration_since(start).as_secs_f64().max(1e-9));
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(PracticeError::Timeout(
+                args.timeout_secs,
+                format!("{sent} of {created} sheets confirmed"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if args.wait != Wait::Acknowledged {
+        return Ok(());
+    }
+    let lots: Vec<String> = {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        s.sent.keys().cloned().collect()
+    };
+    loop {
+        let acked = {
+            let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            lots.iter()
+                .filter(|l| s.acknowledged.contains_key(*l))
+                .count()
+        };
+        if acked == lots.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(PracticeError::Timeout(
+                args.timeout_secs,
+                format!("{acked} of {} lots acknowledged", lots.len()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let arl_at = {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        s.acknowledged.clone()
+    };
+    let created_at: HashMap<i64, Instant> = ids.iter().copied().collect();
+    let mut lat = Vec::with_capacity(ids.len());
+    for lot in &lots {
+        let l = admin.setup("lots.get", json!({"lot_id": lot}))?;
+        let Some(at) = arl_at.get(lot) else { continue };
+        for id in l["sheet_ids"].as_array().into_iter().flatten() {
+            if let Some(t) = id.as_i64().and_then(|id| created_at.get(&id)) {
+                lat.push(at.saturating_duration_since(*t).as_micros() as u64);
+            }
+        }
+    }
+    summary.acknowledged = Some(lat.len() as u64);
+    summary.arl_latency_ms = Some(percentiles(&mut lat));
+    Ok(())
+}
+
+/// The summary as a few human lines.
+pub fn human(s: &Summary) -> String {
+    let mut out = format!(
+        "practices: {}\nsheets created: {} of {} in {:.2} s = {:.0} sheets/s\nfse.create latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n",
+        s.practices, s.created, s.requested, s.seconds, s.sheets_per_second,
+        s.latency_ms.p50, s.latency_ms.p90, s.latency_ms.p99, s.latency_ms.max
+    );
+    if s.errors.is_empty() {
+        out.push_str("errors: none\n");
+    } else {
+        for (code, n) in &s.errors {
+            out.push_str(&format!("errors {code}: {n}\n"));
+        }
+    }
+    if let (Some(sent), Some(rate)) = (s.sent, s.end_to_end_sheets_per_second) {
+        out.push_str(&format!(
+            "sheets confirmed by the broker: {sent} — {rate:.0} sheets/s end to end\n"
+        ));
+    }
+    if let (Some(n), Some(p)) = (s.acknowledged, &s.arl_latency_ms) {
+        out.push_str(&format!(
+            "create → ARL latency ms ({n} sheets): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}\n",
+            p.p50, p.p90, p.p99, p.max
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_ranked_values() {
+        let mut v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let p = percentiles(&mut v);
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(percentiles(&mut []).max, 0.0);
+    }
+
+    #[test]
+    fn practices_follow_the_cards_fsed_sees() {
+        let cards = json!([
+            {"cps": {"holder": {"card_type": "CPS", "serial": "A", "profession": "60", "specialty": "00"},
+                     "situations": [{"mode": "liberal"}]}, "pin_verified": true},
+            {"cps": {"holder": {"card_type": "CPE", "serial": "B", "profession": "10", "specialty": "01"},
+                     "situations": [{"mode": "liberal"}]}, "pin_verified": false},
+            {"vitale": {"organism": {"regime": "01", "caisse": "751", "centre": "0001"},
+                        "amc": {"direct": true, "tiers_payant": true},
+                        "beneficiaries": [{"nir": "1", "surname": "S", "given_name": "G", "birth_date": "19800101", "rank": 1}]}}
+        ]);
+        let (list, pins, patients) = practices(&cards);
+        assert_eq!(list.len(), 1, "the staff card bills nothing");
+        assert_eq!(list[0].kind, Kind::Nurse);
+        assert_eq!(pins, vec![("A".to_string(), true)]);
+        assert!(patients.amc_tiers_payant);
+        assert_eq!(patients.typed[0]["organism"], "017510001");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let r = request(&list[0], &patients, 0, &mut rng, "k".into());
+        assert_eq!(r["act"]["code"], "AMI");
+        assert_eq!(r["cps_serial"], "A");
+        assert!(r.get("degraded").is_none());
+    }
+}

@@ -1,0 +1,165 @@
+//! Returns over the real RabbitMQ broker, driven by the load generator: the
+//! insurer simulator answers every lot late, twice, sometimes after a
+//! malformed reply, and sends a payment return per lot (some sheets refused);
+//! fsed applies each return once — every sheet ends paid or refused, with
+//! one event each, the refusals with their reason — and shows them through
+//! `returns.list`. The insurer's report (JSON and HTML) counts what it got.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, wait_for, Proc};
+use serde_json::{json, Value};
+
+const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+const SHEETS: u64 = 60;
+
+#[test]
+fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, destination) = common::vitale_of_new_centre(dir.path());
+    let (_sim, _control) =
+        common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
+    let report = dir.path().join("report");
+    let mut insurer = Proc::start(
+        "fse-sim",
+        &[
+            "insurer",
+            "--amqp",
+            AMQP,
+            "--binding",
+            &destination,
+            "--payments",
+            "--refuse-payments-percent",
+            "30",
+            "--duplicate-replies",
+            "--malformed-percent",
+            "50",
+            "--reply-delay-ms",
+            "300",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let return_queue = format!("fsed.returns.payments.{}", common::unique());
+    let (mut fsed, mut rpc) = common::start_fsed(
+        dir.path(),
+        &[
+            "--transport",
+            "amqp",
+            "--return-queue",
+            &return_queue,
+            "--lot-max-sheets",
+            "10",
+            "--lot-max-age-secs",
+            "1",
+        ],
+    );
+    common::wait_cards(&mut rpc, 2);
+
+    // Four practices through the socket, until every sheet's lot has its ARL.
+    let out = Command::new(bin("fse-sim"))
+        .args([
+            "practice",
+            "--socket",
+            dir.path().join("fsed.sock").to_str().unwrap(),
+            "--practices",
+            "4",
+            "--sheets",
+            &SHEETS.to_string(),
+            "--pin",
+            "1234",
+            "--wait",
+            "acknowledged",
+            "--timeout-secs",
+            "120",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fse-sim practice: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["created"], SHEETS, "{summary}");
+    assert_eq!(summary["errors"], json!({}), "{summary}");
+    assert_eq!(summary["acknowledged"], SHEETS, "{summary}");
+    let arl_p50 = summary["arl_latency_ms"]["p50"].as_f64().unwrap();
+    assert!(
+        arl_p50 >= 300.0,
+        "the insurer's reply delay shows: {summary}"
+    );
+    assert!(stdout.contains("create → ARL latency"), "{stdout}");
+
+    // Every sheet paid or refused, once.
+    let stats: Value = wait_for("every payment return", Duration::from_secs(60), || {
+        let s = rpc.ok("queue.stats", json!({}));
+        let done = s["sheets"]["paid"].as_u64().unwrap() + s["sheets"]["refused"].as_u64().unwrap();
+        (done == SHEETS).then_some(s)
+    });
+    let refused = stats["sheets"]["refused"].as_u64().unwrap();
+    assert!(refused > 0 && refused < SHEETS, "{stats}");
+    std::thread::sleep(Duration::from_secs(2)); // the copies arrive, and change nothing
+    assert_eq!(rpc.ok("queue.stats", json!({})), stats);
+
+    let returns = rpc.ok("returns.list", json!({"limit": 1000}));
+    let payments = returns["payments"].as_array().unwrap();
+    assert_eq!(payments.len() as u64, SHEETS, "{returns}");
+    for p in payments {
+        match p["outcome"].as_str().unwrap() {
+            "paid" => assert!(p["amount_cents"].as_u64().unwrap() > 0, "{p}"),
+            "refused" => {
+                assert_eq!(p["code"], "TEST_REFUSED", "{p}");
+                let sheet = rpc.ok("fse.get", json!({"id": p["sheet_id"]}));
+                assert_eq!(sheet["state"], "refused", "{sheet}");
+                assert!(
+                    sheet["reason"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("TEST_REFUSED"),
+                    "{sheet}"
+                );
+            }
+            other => panic!("outcome {other}"),
+        }
+    }
+    let lots = rpc.ok("lots.list", json!({}));
+    let arls = returns["arls"].as_array().unwrap();
+    assert_eq!(arls.len(), lots.as_array().unwrap().len(), "{returns}");
+    let bad = rpc.call("returns.list", json!({"limit": 0}));
+    assert_eq!(bad["error"]["data"]["field"], "limit", "{bad}");
+    assert!(fsed.terminate().success());
+
+    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+    let events = q.events_since(0, 100_000).unwrap();
+    let paid_events = events
+        .iter()
+        .filter(|e| e.kind == "sheet.paid" || e.kind == "sheet.refused")
+        .count() as u64;
+    assert_eq!(paid_events, SHEETS, "one event per sheet, copies ignored");
+
+    insurer.terminate();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(summary["summary"]["sheets"], SHEETS, "{summary}");
+    assert_eq!(
+        summary["summary"]["paid"].as_u64().unwrap()
+            + summary["summary"]["refused"].as_u64().unwrap(),
+        SHEETS
+    );
+    assert!(
+        summary["summary"]["malformed"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("polyline"), "{html}");
+    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
+}
