@@ -133,6 +133,68 @@ fn main() {
         );
         println!("{:<62} {:>9.0} %", "  of the raw rate", ours / raw * 100.0);
 
+        // A window of lots in flight: all published, then their confirms awaited.
+        const WINDOW: usize = fsed::transport::DEFAULT_WINDOW;
+        let windows = n / WINDOW as u64;
+        let t = Instant::now();
+        for i in 0..windows {
+            let confirms = Vec::from_iter((0..WINDOW).map(|j| {
+                ch.basic_publish(
+                    wire::EXCHANGE_AMO.into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &der,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(format!("raww-{i}-{j}").into()),
+                )
+            }));
+            let mut pending = Vec::with_capacity(WINDOW);
+            for c in confirms {
+                pending.push(c.await.unwrap());
+            }
+            for p in pending {
+                assert!(p.await.unwrap().is_ack());
+            }
+        }
+        let raw_w = rate(
+            &format!("limit: raw publish + confirm, {WINDOW} in flight (lapin)"),
+            windows * WINDOW as u64,
+            t.elapsed(),
+            "",
+        );
+        let ids: Vec<String> = (0..windows * WINDOW as u64)
+            .map(|i| format!("win-{i}"))
+            .collect();
+        let t = Instant::now();
+        for chunk in ids.chunks(WINDOW) {
+            let lots: Vec<(&str, &str, &[u8])> = chunk
+                .iter()
+                .map(|id| (id.as_str(), key.as_str(), der.as_slice()))
+                .collect();
+            for r in transport.publish_lots(&lots).await {
+                r.unwrap();
+            }
+        }
+        let d = t.elapsed();
+        let ours_w = rate(
+            &format!("AmqpTransport::publish_lots, window {WINDOW}"),
+            windows * WINDOW as u64,
+            d,
+            &format!(
+                "= {:.0} sheets/s",
+                (windows * WINDOW as u64) as f64 * LOT_SHEETS as f64 / d.as_secs_f64()
+            ),
+        );
+        println!(
+            "{:<62} {:>9.0} %",
+            "  of the raw rate",
+            ours_w / raw_w * 100.0
+        );
+
         ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await
             .unwrap();

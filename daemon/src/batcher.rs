@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot, SALT_LEN};
 use fse_formats::merkle;
-use fse_queue::{LotRow, SheetState};
+use fse_queue::LotRow;
 use rand::RngCore;
 use tokio::sync::Notify;
 
@@ -43,6 +43,8 @@ pub struct Batcher {
     pub close_at: Option<chrono::NaiveTime>,
     /// The last local day `close_at` closed the lots.
     pub closed_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
+    /// Lots in flight at most: published together before their confirms are awaited.
+    pub window: usize,
     /// Lots whose unroutable alarm this process already published.
     pub unroutable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -67,6 +69,9 @@ fn daily_close(
     let wait = (next_day.and_time(at) - now).to_std().unwrap_or_default();
     (due, Some(wait))
 }
+
+/// The shortest time from one turn's start to the next.
+const MIN_TURN_GAP: Duration = Duration::from_millis(20);
 
 /// How often deadlines are looked at when nothing else wakes the batcher.
 const DEADLINE_CHECK: Duration = Duration::from_secs(3600);
@@ -104,6 +109,7 @@ impl Batcher {
     /// until the next lot comes of age or a failed send is due again: an idle batcher costs nothing.
     pub async fn run(self, mut shutdown: Shutdown) {
         loop {
+            let started = tokio::time::Instant::now();
             let next = match self.turn().await {
                 Ok(next) => next,
                 Err(e) => {
@@ -121,6 +127,11 @@ impl Batcher {
                 _ = shutdown.wait() => return,
                 _ = self.wake.notified() => {}
                 _ = timer => {}
+            }
+            // Wake-ups come with every new sheet: under load, one turn serves many of them.
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep_until(started + MIN_TURN_GAP) => {}
             }
         }
     }
@@ -142,7 +153,7 @@ impl Batcher {
         let cutoff = alarm_cutoff(self.deadline_alarm_days);
         let alarms = self
             .store
-            .call(move |q| q.deadline_alarms(&cutoff))
+            .read(move |q| q.deadline_alarms(&cutoff))
             .await
             .map_err(|e| e.to_string())?;
         let mut seen = self.alarmed.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,24 +183,24 @@ impl Batcher {
             (due, wait)
         };
         let max = self.max_sheets;
-        let pending = self
+        let (pending, oldest) = self
             .store
-            .call(move |q| q.list_sheets(Some(SheetState::Accepted), max, 0))
+            .read(move |q| q.accepted_summary(max))
             .await
             .map_err(|e| e.to_string())?;
         let next_look = until_daily.map_or(DEADLINE_CHECK, |d| d.min(DEADLINE_CHECK));
-        let Some(oldest) = pending.first() else {
+        let Some(oldest) = oldest else {
             return Ok(Some(next_look));
         };
         let asked = self
             .close_now
             .swap(false, std::sync::atomic::Ordering::SeqCst)
             || daily;
-        let age = parse_time(&oldest.created_at)
+        let age = parse_time(&oldest)
             .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
             .unwrap_or(self.max_age);
         let old = age >= self.max_age;
-        if asked || old || urgent || pending.len() >= max {
+        if asked || old || urgent || pending >= max as u64 {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
             let lots = self
                 .store
@@ -209,7 +220,7 @@ impl Batcher {
     async fn sign(&self) -> Result<(), String> {
         let lots = self
             .store
-            .call(|q| q.lots_to_sign(None))
+            .read(|q| q.lots_to_sign(None))
             .await
             .map_err(|e| e.to_string())?;
         for lot in lots {
@@ -238,7 +249,7 @@ impl Batcher {
         let id = lot.id.clone();
         let sheets = self
             .store
-            .call(move |q| q.lot_sheets(&id))
+            .read(move |q| q.lot_sheets(&id))
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
         let entries: Vec<LotEntry> = sheets
@@ -335,48 +346,66 @@ impl Batcher {
         Ok(())
     }
 
-    /// Sends signed lots in order; returns when to try again after a failure.
+    /// Sends signed lots in order, a window of them at a time (published together, then
+    /// their confirms awaited); returns when to try again after a failure.
     async fn send(&self) -> Result<Option<Duration>, String> {
         let lots = self
             .store
-            .call(|q| q.lots_to_send())
+            .read(|q| q.lots_to_send())
             .await
             .map_err(|e| e.to_string())?;
-        for lot in lots {
-            let Some(der) = &lot.signed_der else { continue };
-            match self.transport.send(&lot.id, &lot.destination, der).await {
-                Ok(()) => {
-                    let id = lot.id.clone();
-                    self.store
-                        .call(move |q| q.mark_lot_sent(&id))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
-                    self.events.publish(
-                        "lot.sent",
-                        serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count }),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
-                    let first = e.unroutable
-                        && self
-                            .unroutable
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(lot.id.clone());
-                    if first {
-                        tracing::error!(lot = %lot.id, destination = %lot.destination, "no insurer queue is bound for this destination: the lot waits, nothing is lost");
+        let lots: Vec<&LotRow> = lots.iter().filter(|l| l.signed_der.is_some()).collect();
+        let mut retry = None;
+        for window in lots.chunks(self.window.max(1)) {
+            let batch: Vec<(&str, &str, &[u8])> = window
+                .iter()
+                .map(|l| {
+                    (
+                        l.id.as_str(),
+                        l.destination.as_str(),
+                        l.signed_der.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let results = self.transport.send_many(&batch).await;
+            for (lot, result) in window.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        let id = lot.id.clone();
+                        self.store
+                            .call(move |q| q.mark_lot_sent(&id))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
                         self.events.publish(
-                            "lot.unroutable",
-                            serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "reason": e.message }),
+                            "lot.sent",
+                            serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count }),
                         );
                     }
-                    return Ok(Some(RETRY));
+                    Err(e) => {
+                        tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
+                        let first = e.unroutable
+                            && self
+                                .unroutable
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(lot.id.clone());
+                        if first {
+                            tracing::error!(lot = %lot.id, destination = %lot.destination, "no insurer queue is bound for this destination: the lot waits, nothing is lost");
+                            self.events.publish(
+                                "lot.unroutable",
+                                serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "reason": e.message }),
+                            );
+                        }
+                        retry = Some(RETRY);
+                    }
                 }
             }
+            if retry.is_some() {
+                break;
+            }
         }
-        Ok(None)
+        Ok(retry)
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn create(
                 "must be 1 to 128 characters",
             ));
         }
-        if let Some(row) = store.call(move |q| q.find_by_idempotency_key(&key)).await? {
+        if let Some(row) = store.read(move |q| q.find_by_idempotency_key(&key)).await? {
             return created(&row);
         }
     }
@@ -100,7 +100,7 @@ pub async fn create(
         let from = format!("{}0101", today.year() - 1);
         let until = today.format("%Y%m%d").to_string();
         history = store
-            .call(move |q| q.participation_history(&key, &from, &until))
+            .read(move |q| q.participation_history(&key, &from, &until))
             .await?
             .into_iter()
             .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))

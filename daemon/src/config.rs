@@ -64,6 +64,11 @@ pub struct TransportSection {
     pub amqp_url: String,
     /// fsed's return queue.
     pub return_queue: String,
+    /// Lots in flight at most: published together before their confirms are awaited (1 to 1024).
+    pub window: usize,
+    /// Longest wait, in seconds, for the broker: a connection, or a window's confirms.
+    /// An expired wait means "unknown": the lots are sent again (the insurer dedups by id).
+    pub publish_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for TransportSection {
@@ -74,6 +79,8 @@ impl std::fmt::Debug for TransportSection {
             .field("spool_inbox", &self.spool_inbox)
             .field("amqp_url", &"<hidden>")
             .field("return_queue", &self.return_queue)
+            .field("window", &self.window)
+            .field("publish_timeout_secs", &self.publish_timeout_secs)
             .finish()
     }
 }
@@ -86,6 +93,8 @@ impl Default for TransportSection {
             spool_inbox: PathBuf::from("spool/inbox"),
             amqp_url: "amqp://127.0.0.1:5672/%2f".into(),
             return_queue: fse_formats::wire::DEFAULT_RETURN_QUEUE.into(),
+            window: crate::transport::DEFAULT_WINDOW,
+            publish_timeout_secs: 10,
         }
     }
 }
@@ -266,6 +275,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "cards.virtual_slots",
                 reason: "at least one slot is needed".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.transport.window) {
+            return Err(ConfigError::Invalid {
+                key: "transport.window",
+                reason: "1 to 1024 lots".into(),
+            });
+        }
+        if !(1..=600).contains(&self.transport.publish_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "transport.publish_timeout_secs",
+                reason: "1 to 600 seconds".into(),
             });
         }
         if self.transport.kind == TransportKind::Amqp

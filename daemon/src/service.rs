@@ -126,7 +126,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             let amqp = AmqpConfig {
                 url: cfg.transport.amqp_url.clone(),
                 return_queue: cfg.transport.return_queue.clone(),
-                ..AmqpConfig::default()
+                publish_timeout: std::time::Duration::from_secs(cfg.transport.publish_timeout_secs),
             };
             let transport = AmqpTransport::connect(&amqp)
                 .await
@@ -160,6 +160,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         close_at: cfg.lots.close_time(),
         closed_on: Default::default(),
         unroutable: Default::default(),
+        window: cfg.transport.window,
     };
     let mut tasks = tokio::task::JoinSet::new();
     let card_events = tokio::spawn(crate::events::forward_cards(

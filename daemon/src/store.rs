@@ -5,6 +5,9 @@
 //! transaction (group commit: one fsync for the lot of them), and sheet
 //! numbers are reserved from the database in blocks and handed out from
 //! memory (a block cut short by a restart leaves a gap, never a reuse).
+//! Reads on the path of every sheet ([`Store::read`]) have a connection of
+//! their own: under WAL they see the last commit without waiting for the
+//! one in progress (and its fsync).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,6 +41,7 @@ enum Op {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Mutex<Queue>>,
+    reader: Arc<Mutex<Queue>>,
     ops: mpsc::Sender<Op>,
     numbers: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     reserving: Arc<tokio::sync::Mutex<()>>,
@@ -64,6 +68,8 @@ impl Store {
     /// Opens (and checks) the database and starts the committer thread.
     pub fn open(path: &Path) -> Result<Store, QueueError> {
         let inner = Arc::new(Mutex::new(Queue::open(path)?));
+        // Opened second: the first has migrated the file.
+        let reader = Arc::new(Mutex::new(Queue::open(path)?));
         let (tx, rx) = mpsc::channel::<Op>();
         let queue = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -72,6 +78,7 @@ impl Store {
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
         Ok(Store {
             inner,
+            reader,
             ops: tx,
             numbers: Arc::new(Mutex::new(HashMap::new())),
             reserving: Arc::new(tokio::sync::Mutex::new(())),
@@ -86,6 +93,20 @@ impl Store {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    /// Runs the read-only `f` on the reading connection: it sees every committed change and
+    /// does not wait for a write in progress.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || f(&lock(&reader)))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(StoreError::from)

@@ -939,6 +939,25 @@ impl Queue {
         self.lots_in(LotState::Closed, practitioner_id)
     }
 
+    /// The sheets waiting for a lot: how many (counted up to `cap`) and when the oldest was
+    /// created. Cheap: it reads the state index, not the sheets.
+    pub fn accepted_summary(&self, cap: usize) -> Result<(u64, Option<String>), QueueError> {
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM sheets WHERE state = 'accepted' LIMIT ?1)",
+            )?
+            .query_row([limit_i64(cap)], |r| r.get(0))?;
+        let oldest: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT created_at FROM sheets WHERE state = 'accepted' ORDER BY id LIMIT 1",
+            )?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok((u64::try_from(count).unwrap_or(0), oldest))
+    }
+
     /// Lots in state `Signed` (waiting to be sent), oldest first.
     pub fn lots_to_send(&self) -> Result<Vec<LotRow>, QueueError> {
         self.lots_in(LotState::Signed, None)

@@ -838,7 +838,13 @@ async fn amqp_session(
             (g.knobs().slow_consumer, g.knobs().reply_delay)
         };
         if !slow.is_zero() {
-            tokio::time::sleep(slow).await;
+            tokio::select! {
+                _ = stopped(stop) => {
+                    let _ = conn.close(200, "insurer stopping".into()).await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(slow) => {}
+            }
         }
         let (arl, payment, malformed) = {
             let mut g = insurer.lock().unwrap_or_else(|p| p.into_inner());

@@ -280,38 +280,53 @@ impl AmqpTransport {
         Ok(link)
     }
 
-    /// Publishes one signed lot to [`wire::EXCHANGE_AMO`] with routing key =
-    /// `destination`, `mandatory`, persistent, `message_id` = `lot_id`, `type`
-    /// = [`wire::TYPE_LOT`], `reply_to` = the return queue, and waits for the
-    /// broker's confirm within `publish_timeout`.
-    ///
-    /// `Ok` only on a plain ack. A nack, a timeout, a broken link, or an ack
-    /// carrying the returned message ([`TransportError::Unroutable`]: no queue
-    /// bound for `destination`) is an `Err`: the caller keeps the lot and
-    /// retries later. Connects first when there is no live link.
+    /// Publishes one signed lot; see [`AmqpTransport::publish_lots`].
     pub async fn publish_lot(
         &self,
         lot_id: &str,
         destination: &str,
         der: &[u8],
     ) -> Result<(), TransportError> {
+        self.publish_lots(&[(lot_id, destination, der)])
+            .await
+            .pop()
+            .unwrap_or(Err(TransportError::Closed))
+    }
+
+    /// Publishes signed lots to [`wire::EXCHANGE_AMO`] with routing key = their
+    /// destination, `mandatory`, persistent, `message_id` = lot id, `type` =
+    /// [`wire::TYPE_LOT`], `reply_to` = the return queue: all of them first
+    /// (the caller bounds how many: the window of lots in flight), then waits
+    /// for each confirm, all within `publish_timeout`. One result per lot, in order.
+    ///
+    /// `Ok` only on a plain ack. A nack, a timeout, a broken link, or an ack
+    /// carrying the returned message ([`TransportError::Unroutable`]: no queue
+    /// bound for the destination) is an `Err`: the caller keeps that lot and
+    /// retries later. Connects first when there is no live link.
+    pub async fn publish_lots(
+        &self,
+        lots: &[(&str, &str, &[u8])],
+    ) -> Vec<Result<(), TransportError>> {
         let mut link = self.link.lock().await;
         if link
             .as_ref()
             .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
         {
             *link = None;
-            *link = Some(self.open("fsed").await?);
+            match self.open("fsed").await {
+                Ok(l) => *link = Some(l),
+                Err(e) => {
+                    let shown = e.to_string();
+                    return lots
+                        .iter()
+                        .map(|_| Err(TransportError::Connect(shown.clone())))
+                        .collect();
+                }
+            }
         }
         let Some((_, channel)) = link.as_ref() else {
-            return Err(TransportError::Closed);
+            return lots.iter().map(|_| Err(TransportError::Closed)).collect();
         };
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(lot_id.into())
-            .with_type(wire::TYPE_LOT.into())
-            .with_content_type(wire::CONTENT_TYPE_DER.into())
-            .with_reply_to(self.cfg.return_queue.as_str().into());
         let failed = |e: lapin::Error| {
             if is_lost(&e) {
                 TransportError::Closed
@@ -319,49 +334,65 @@ impl AmqpTransport {
                 TransportError::Publish(e.to_string())
             }
         };
-        let publish = async {
-            channel
-                .basic_publish(
-                    wire::EXCHANGE_AMO.into(),
-                    destination.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    der,
-                    props,
-                )
-                .await
-                .map_err(failed)?
-                .await
-                .map_err(failed)
-        };
-        let result = match tokio::time::timeout(self.cfg.publish_timeout, publish).await {
-            Err(_) => Err(TransportError::Timeout),
-            Ok(Err(e)) => Err(e),
-            // The broker sends basic.return before the ack of an unroutable
-            // mandatory message; lapin hands it over inside the confirmation.
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(TransportError::Unroutable {
-                destination: destination.to_string(),
-            }),
-            Ok(Ok(Confirmation::Nack(_))) => Err(TransportError::Nack),
-            Ok(Ok(Confirmation::NotRequested)) => Err(TransportError::Publish(
-                "publisher confirms are not enabled on the channel".into(),
-            )),
-        };
-        match &result {
-            Ok(()) => tracing::debug!(lot = lot_id, destination, "lot confirmed by the broker"),
-            Err(e) => tracing::warn!(lot = lot_id, destination, error = %e, "lot not sent"),
+        let deadline = tokio::time::Instant::now() + self.cfg.publish_timeout;
+        let mut pending = Vec::with_capacity(lots.len());
+        for (lot_id, destination, der) in lots {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id((*lot_id).into())
+                .with_type(wire::TYPE_LOT.into())
+                .with_content_type(wire::CONTENT_TYPE_DER.into())
+                .with_reply_to(self.cfg.return_queue.as_str().into());
+            let publish = channel.basic_publish(
+                wire::EXCHANGE_AMO.into(),
+                (*destination).into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                der,
+                props,
+            );
+            pending.push(match tokio::time::timeout_at(deadline, publish).await {
+                Err(_) => Err(TransportError::Timeout),
+                Ok(r) => r.map_err(failed),
+            });
         }
-        if matches!(
-            result,
-            Err(TransportError::Timeout | TransportError::Publish(_) | TransportError::Closed)
-        ) {
+        let mut results = Vec::with_capacity(lots.len());
+        for ((lot_id, destination, _), p) in lots.iter().zip(pending) {
+            let result = match p {
+                Err(e) => Err(e),
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Err(_) => Err(TransportError::Timeout),
+                    Ok(Err(e)) => Err(failed(e)),
+                    // The broker sends basic.return before the ack of an unroutable
+                    // mandatory message; lapin hands it over inside the confirmation.
+                    Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                    Ok(Ok(Confirmation::Ack(Some(_)))) => Err(TransportError::Unroutable {
+                        destination: destination.to_string(),
+                    }),
+                    Ok(Ok(Confirmation::Nack(_))) => Err(TransportError::Nack),
+                    Ok(Ok(Confirmation::NotRequested)) => Err(TransportError::Publish(
+                        "publisher confirms are not enabled on the channel".into(),
+                    )),
+                },
+            };
+            match &result {
+                Ok(()) => tracing::debug!(lot = lot_id, destination, "lot confirmed by the broker"),
+                Err(e) => tracing::warn!(lot = lot_id, destination, error = %e, "lot not sent"),
+            }
+            results.push(result);
+        }
+        if results.iter().any(|r| {
+            matches!(
+                r,
+                Err(TransportError::Timeout | TransportError::Publish(_) | TransportError::Closed)
+            )
+        }) {
             // The channel's state is unknown: start afresh next time.
             *link = None;
         }
-        result
+        results
     }
 
     /// Starts consuming the return queue on a connection of its own

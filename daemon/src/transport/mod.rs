@@ -28,7 +28,36 @@ impl std::fmt::Display for SendFailure {
     }
 }
 
+/// Lots in flight at most by default: published, their confirms not yet in.
+pub const DEFAULT_WINDOW: usize = 32;
+
 impl Transport {
+    /// Sends signed lots (`(id, destination, DER)`), at most a window's worth: over AMQP all
+    /// are published before their confirms are awaited. One result per lot, in order; each
+    /// `Ok` only once that lot is durable on the other side.
+    pub async fn send_many(&self, lots: &[(&str, &str, &[u8])]) -> Vec<Result<(), SendFailure>> {
+        match self {
+            Transport::Amqp(a) => a
+                .publish_lots(lots)
+                .await
+                .into_iter()
+                .map(|r| {
+                    r.map_err(|e| SendFailure {
+                        unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
+                        message: e.to_string(),
+                    })
+                })
+                .collect(),
+            Transport::Spool(_) => {
+                let mut out = Vec::with_capacity(lots.len());
+                for (id, destination, der) in lots {
+                    out.push(self.send(id, destination, der).await);
+                }
+                out
+            }
+        }
+    }
+
     /// Sends one signed lot; `Ok` only once it is durable on the other side (file synced, broker confirmed).
     pub async fn send(
         &self,
