@@ -249,6 +249,13 @@ pub async fn run_amqp(
                     );
                     break;
                 }
+                Ok(outcome @ Applied::Refused(_)) => {
+                    log_outcome(&outcome, "amqp", &events);
+                    // Kept for a person to look at, out of the way of the others.
+                    if let Err(e) = msg.dead_letter().await {
+                        tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
+                    }
+                }
                 Ok(outcome) => {
                     log_outcome(&outcome, "amqp", &events);
                     if let Err(e) = msg.ack().await {

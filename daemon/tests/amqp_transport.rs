@@ -2,7 +2,8 @@
 //! `tests/run`) and the insurer simulator: a lot goes out with a confirm and
 //! its ARL comes back on the return queue (again, if not acked); a lot for a
 //! destination without a bound queue is refused as unroutable instead of
-//! being lost; a refused login is a connect error that shows no password.
+//! being lost; a return fsed cannot apply goes to the dead-letter queue; a
+//! refused login is a connect error that shows no password.
 //! Each test uses queues of its own and deletes them at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,16 +32,77 @@ async fn delete_queues(names: &[String]) {
     let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
         .await
         .unwrap();
-    let ch = conn.create_channel().await.unwrap();
     for name in names {
-        ch.queue_delete(
-            name.as_str().into(),
-            lapin::options::QueueDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+        // A queue without dead letters has no `.dead` queue: a failed delete closes only
+        // its own channel.
+        for q in [name.clone(), wire::dead_letter_queue(name)] {
+            let ch = conn.create_channel().await.unwrap();
+            let _ = ch
+                .queue_delete(
+                    q.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
     }
     let _ = conn.close(200, "cleanup".into()).await;
+}
+
+#[tokio::test]
+async fn a_return_fsed_cannot_apply_is_dead_lettered_not_lost() {
+    let return_queue = format!("fsed.returns.test.{}", unique());
+    let transport = AmqpTransport::connect(&AmqpConfig {
+        url: URL.into(),
+        return_queue: return_queue.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        "".into(),
+        return_queue.as_str().into(),
+        lapin::options::BasicPublishOptions::default(),
+        b"not DER",
+        lapin::BasicProperties::default().with_type(wire::TYPE_ARL.into()),
+    )
+    .await
+    .unwrap();
+    let mut returns = transport.returns().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), returns.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.body, b"not DER");
+    msg.dead_letter().await.unwrap();
+    let dead = wire::dead_letter_queue(&return_queue);
+    let mut count = 0;
+    for _ in 0..50 {
+        count = ch
+            .queue_declare(
+                dead.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, 1, "the rejected return waits in {dead}");
+    drop(returns);
+    let _ = conn.close(200, "done".into()).await;
+    delete_queues(&[return_queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

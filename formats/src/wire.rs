@@ -13,6 +13,9 @@
 pub const EXCHANGE_AMO: &str = "fsed.amo";
 /// Topic exchange for DRE lots to the supplementary insurers.
 pub const EXCHANGE_AMC: &str = "fsed.amc";
+/// Direct exchange of dead letters (returns fsed could not apply): each queue's dead letters
+/// go to `<queue>.dead`.
+pub const EXCHANGE_DEAD: &str = "fsed.dead";
 /// AMQP `type` of a lot message.
 pub const TYPE_LOT: &str = "fsed.lot.v1";
 /// AMQP `type` of an ARL message.
@@ -31,6 +34,11 @@ pub const SPOOL_ARL_SUFFIX: &str = "arl";
 pub const SPOOL_PAYMENT_SUFFIX: &str = "pay";
 /// Default return queue of an fsed instance (one per practice).
 pub const DEFAULT_RETURN_QUEUE: &str = "fsed.returns";
+
+/// The dead-letter queue of `queue` (bound to [`EXCHANGE_DEAD`] with its own name as key).
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead")
+}
 
 /// The queue an insurer simulator consumes for `kind` (`amo` / `amc`) and binding key.
 pub fn insurer_queue(kind: &str, binding: &str) -> String {

@@ -3,7 +3,8 @@
 //! malformed reply, and sends a payment return per lot (some sheets refused);
 //! fsed applies each return once — every sheet ends paid or refused, with
 //! one event each, the refusals with their reason — and shows them through
-//! `returns.list`. The insurer's report (JSON and HTML) counts what it got.
+//! `returns.list`; the malformed replies wait in its dead-letter queue. The
+//! insurer's report (JSON and HTML) counts what it got.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -159,6 +160,13 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
         summary["summary"]["malformed"].as_u64().unwrap() > 0,
         "{summary}"
     );
+    // Each malformed reply (sent twice, as every reply) was dead-lettered, not lost.
+    let malformed = summary["summary"]["malformed"].as_u64().unwrap();
+    let dead = fse_formats::wire::dead_letter_queue(&return_queue);
+    // (The broker's queue counts lag by a few seconds.)
+    wait_for("the dead letters counted", Duration::from_secs(30), || {
+        (common::queue_messages(&dead) == Some(2 * malformed)).then_some(())
+    });
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("polyline"), "{html}");
     common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);

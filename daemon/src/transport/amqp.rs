@@ -1,6 +1,8 @@
 //! The AMQP transport (RabbitMQ, AMQP 0-9-1, lapin). At every connect it
-//! declares its topology: topic exchanges for AMO and AMC lots (durable)
-//! and fsed's return queue (durable, quorum). A lot is published persistent,
+//! declares its topology: topic exchanges for AMO and AMC lots (durable),
+//! fsed's return queue (durable, quorum) and its dead-letter queue
+//! (`<return queue>.dead`, behind the direct exchange `fsed.dead`), where a
+//! return fsed cannot apply is rejected to, so that nothing is lost. A lot is published persistent,
 //! `mandatory`, with `message_id` = lot id and `reply_to` = the return
 //! queue; it counts as sent only on the broker's confirm — a nack, a timeout
 //! or a returned (unroutable) message is a failure and the lot stays queued.
@@ -17,8 +19,8 @@ use std::time::Duration;
 use fse_formats::wire;
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
@@ -158,6 +160,19 @@ impl ReturnMessage {
                 TransportError::Closed
             })
     }
+
+    /// Rejects it without requeueing: the broker moves it to the dead-letter queue
+    /// (`<return queue>.dead`), where it stays for a person to look at.
+    pub async fn dead_letter(self) -> Result<(), TransportError> {
+        self.acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "reject of a return failed");
+                TransportError::Closed
+            })
+    }
 }
 
 /// The return queue's consumer, on its own connection (closed when dropped:
@@ -250,20 +265,58 @@ impl AmqpTransport {
                     .await
                     .map_err(setup("exchange_declare"))?;
             }
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
+            // Dead letters: a return fsed cannot apply (unreadable, for an unknown lot) is
+            // rejected into `<return queue>.dead` through the direct exchange `fsed.dead`.
             channel
-                .queue_declare(
-                    self.cfg.return_queue.as_str().into(),
-                    QueueDeclareOptions {
+                .exchange_declare(
+                    wire::EXCHANGE_DEAD.into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
                         durable: true,
                         ..Default::default()
                     },
-                    args,
+                    FieldTable::default(),
                 )
+                .await
+                .map_err(setup("exchange_declare"))?;
+            let dead = wire::dead_letter_queue(&self.cfg.return_queue);
+            let quorum = || {
+                let mut args = FieldTable::default();
+                args.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+                args
+            };
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(dead.as_str().into(), durable, quorum())
+                .await
+                .map_err(setup("queue_declare"))?;
+            channel
+                .queue_bind(
+                    dead.as_str().into(),
+                    wire::EXCHANGE_DEAD.into(),
+                    dead.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(setup("queue_bind"))?;
+            let mut args = quorum();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(wire::EXCHANGE_DEAD.into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead.as_str().into()),
+            );
+            channel
+                .queue_declare(self.cfg.return_queue.as_str().into(), durable, args)
                 .await
                 .map_err(setup("queue_declare"))?;
             Ok((conn, channel))

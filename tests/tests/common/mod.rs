@@ -306,10 +306,30 @@ pub fn vitale_of_new_centre(dir: &Path) -> (PathBuf, String) {
 /// Deletes broker queues a test made (best effort: `rabbitmqctl`).
 pub fn delete_queues(names: &[&str]) {
     for name in names {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_queue", name])
-            .output();
+        for q in [name.to_string(), fse_formats::wire::dead_letter_queue(name)] {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_queue", &q])
+                .output();
+        }
     }
+}
+
+/// Messages ready in a broker queue (`rabbitmqctl list_queues`), `None` when it does not exist.
+pub fn queue_messages(name: &str) -> Option<u64> {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == name).then(|| f.next()?.parse().ok())?
+    })
 }
 
 /// Starts `fse-sim cards` on the vpcd slots at full speed (no simulated card latency), with
