@@ -355,9 +355,16 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             }
             let P { lot_id } = params(p)?;
             let id = lot_id.clone();
-            let (lot, cms, sheet_ids) = ctx
+            let (lot, cms, sheet_ids, dre_lots) = ctx
                 .store
-                .call(move |q| Ok((q.get_lot(&id)?, q.lot_cms(&id)?, q.lot_sheet_ids(&id)?)))
+                .read(move |q| {
+                    Ok((
+                        q.get_lot(&id)?,
+                        q.lot_cms(&id)?,
+                        q.lot_sheet_ids(&id)?,
+                        q.lot_dre_lots(&id)?,
+                    ))
+                })
                 .await?;
             let l = lot.ok_or_else(|| {
                 ApiError::new(api::NOT_FOUND, format!("no lot {lot_id}"), Some("lot_id"))
@@ -367,6 +374,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 "destination": l.destination, "state": l.state.as_str(),
                 "sheet_count": l.sheet_count, "closed_at": l.closed_at,
                 "sheet_ids": sheet_ids,
+                "dre_lots": dre_lots.iter().map(|(amc, dres, state)| json!({"amc": amc, "dres": dres, "state": state})).collect::<Vec<_>>(),
                 "signed_lot": l.signed_der.as_deref().map(hex::encode),
                 "cms": cms.as_deref().map(fse_formats::cms::to_pem),
             }))

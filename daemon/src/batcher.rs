@@ -45,6 +45,9 @@ pub struct Batcher {
     pub closed_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
     /// Lots in flight at most: published together before their confirms are awaited.
     pub window: usize,
+    /// The pause after the next failed send ([`RETRY`] doubling to [`RETRY_MAX`] while sends
+    /// keep failing, back to [`RETRY`] after a success), and until when sends wait.
+    pub backoff: std::sync::Mutex<(Duration, Option<std::time::Instant>)>,
     /// Lots whose unroutable alarm this process already published.
     pub unroutable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -95,8 +98,10 @@ enum SignError {
     Other(String),
 }
 
-/// Pause before a failed send or turn is tried again.
+/// Pause before a failed turn is tried again, and the first pause after a failed send.
 const RETRY: Duration = Duration::from_secs(2);
+/// Longest pause between two sends while the broker keeps failing (the backoff doubles up to it).
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%SZ").ok()
@@ -140,7 +145,29 @@ impl Batcher {
     pub async fn turn(&self) -> Result<Option<Duration>, String> {
         let age = self.close().await?;
         self.sign().await?;
-        let retry = self.send().await?;
+        // After a failed send, sends wait for the backoff whatever wakes the batcher.
+        let hold = {
+            let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            b.1.and_then(|at| at.checked_duration_since(std::time::Instant::now()))
+        };
+        let retry = match hold {
+            Some(left) => Some(left),
+            None => {
+                let failed = self.send().await?.is_some();
+                let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+                if failed {
+                    let pause = b.0.max(RETRY);
+                    *b = (
+                        (pause * 2).min(RETRY_MAX),
+                        Some(std::time::Instant::now() + pause),
+                    );
+                    Some(pause)
+                } else {
+                    *b = (RETRY, None);
+                    None
+                }
+            }
+        };
         Ok(match (age, retry) {
             (Some(a), Some(r)) => Some(a.min(r)),
             (a, r) => a.or(r),
@@ -202,9 +229,17 @@ impl Batcher {
         let old = age >= self.max_age;
         if asked || old || urgent || pending >= max as u64 {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
+            // By size alone, only full lots close; the others wait for their age.
+            let everything = asked || old || urgent;
             let lots = self
                 .store
-                .call(move |q| q.close_lots(None, max, &now))
+                .call(move |q| {
+                    if everything {
+                        q.close_lots(None, max, &now)
+                    } else {
+                        q.close_full_lots(max, &now)
+                    }
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             for l in &lots {
@@ -325,6 +360,14 @@ impl Batcher {
         let der = signed
             .to_der()
             .map_err(|e| SignError::Other(e.to_string()))?;
+        // The DREs of this lot, one DRE lot per AMC paid directly, under the same signature.
+        let dre_lots = fse_formats::dre_lot::DreLot::from_signed(&signed)
+            .and_then(|lots| {
+                lots.into_iter()
+                    .map(|d| Ok((d.amc.clone(), d.to_der()?, d.entries.len() as u64)))
+                    .collect::<Result<Vec<_>, fse_formats::lot::LotError>>()
+            })
+            .map_err(|e| SignError::Other(format!("DRE lots: {e}")))?;
         // The same signature as CMS SignedData, when the card holds its certificate.
         let cms = match &certificate {
             Some(cert) => Some(
@@ -335,7 +378,7 @@ impl Batcher {
         };
         let id = lot.id.clone();
         self.store
-            .call(move |q| q.mark_lot_signed_with_cms(&id, &der, cms.as_deref()))
+            .call(move |q| q.mark_lot_signed_with_dres(&id, &der, cms.as_deref(), &dre_lots))
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
@@ -355,7 +398,7 @@ impl Batcher {
             .await
             .map_err(|e| e.to_string())?;
         let lots: Vec<&LotRow> = lots.iter().filter(|l| l.signed_der.is_some()).collect();
-        let mut retry = None;
+        let (mut retry, mut broken) = (None, false);
         for window in lots.chunks(self.window.max(1)) {
             let batch: Vec<(&str, &str, &[u8])> = window
                 .iter()
@@ -398,14 +441,71 @@ impl Batcher {
                             );
                         }
                         retry = Some(RETRY);
+                        // A destination nobody listens to does not hold the others back.
+                        broken |= !e.unroutable;
                     }
                 }
             }
-            if retry.is_some() {
+            if broken {
                 break;
             }
         }
-        Ok(retry)
+        Ok(self.send_dre_lots().await?.or(retry))
+    }
+
+    /// Sends the DRE lots waiting, a window at a time, to their AMCs; returns when to try
+    /// again after a failure. An AMC with no queue bound raises `dre_lot.unroutable` once.
+    async fn send_dre_lots(&self) -> Result<Option<Duration>, String> {
+        let waiting = self
+            .store
+            .read(|q| q.dre_lots_to_send())
+            .await
+            .map_err(|e| e.to_string())?;
+        for window in waiting.chunks(self.window.max(1)) {
+            let batch: Vec<(&str, &str, &[u8])> = window
+                .iter()
+                .map(|(lot, amc, der)| (lot.as_str(), amc.as_str(), der.as_slice()))
+                .collect();
+            let results = self.transport.send_dre_lots(&batch).await;
+            let mut failed = false;
+            for ((lot, amc, _), result) in window.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        let (l, a) = (lot.clone(), amc.clone());
+                        self.store
+                            .call(move |q| q.mark_dre_lot_sent(&l, &a))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!(lot = %lot, amc = %amc, "DRE lot sent");
+                        self.events.publish(
+                            "dre_lot.sent",
+                            serde_json::json!({ "lot_id": lot, "amc": amc }),
+                        );
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(lot = %lot, amc = %amc, error = %e, "DRE lot not sent; it stays queued");
+                        let first = e.unroutable
+                            && self
+                                .unroutable
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(format!("{lot}/{amc}"));
+                        if first {
+                            tracing::error!(lot = %lot, amc = %amc, "no AMC queue is bound for this AMC: the DRE lot waits, nothing is lost");
+                            self.events.publish(
+                                "dre_lot.unroutable",
+                                serde_json::json!({ "lot_id": lot, "amc": amc, "reason": e.message }),
+                            );
+                        }
+                    }
+                }
+            }
+            if failed {
+                return Ok(Some(RETRY));
+            }
+        }
+        Ok(None)
     }
 }
 

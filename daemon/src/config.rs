@@ -352,6 +352,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("retention.days"));
+        let mut cfg = Config::default();
+        cfg.transport.window = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("transport.window"));
+        cfg.transport.window = 64;
+        cfg.transport.publish_timeout_secs = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("transport.publish_timeout_secs"));
         let p = std::path::Path::new("/nonexistent/fsed.toml");
         assert!(Config::load(p, false).is_ok());
         assert!(Config::load(p, true).is_err());

@@ -212,7 +212,12 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
     }
 }
 
-/// Consumes the AMQP return queue until shutdown, reconnecting on failure.
+/// First wait before the return consumer connects again.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two connection attempts of the return consumer.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Consumes the AMQP return queue until shutdown, reconnecting on failure with a backoff.
 pub async fn run_amqp(
     store: Store,
     transport: Arc<Transport>,
@@ -222,14 +227,22 @@ pub async fn run_amqp(
     let Transport::Amqp(amqp) = transport.as_ref() else {
         return;
     };
+    // Reconnection backoff: 500 ms doubling to 10 s, back to the start once connected.
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let mut stream = match amqp.returns().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = RECONNECT_FIRST;
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot consume returns; retrying");
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot consume returns; retrying");
                 tokio::select! {
                     _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(RECONNECT_MAX);
+                        continue;
+                    }
                 }
             }
         };

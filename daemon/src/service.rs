@@ -161,6 +161,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         closed_on: Default::default(),
         unroutable: Default::default(),
         window: cfg.transport.window,
+        backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
     };
     let mut tasks = tokio::task::JoinSet::new();
     let card_events = tokio::spawn(crate::events::forward_cards(

@@ -116,6 +116,7 @@ async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
         binding: binding.clone(),
         insurer: binding.clone(),
         copies: 1,
+        kind: insurer::InsurerKind::Amo,
     };
     let task = tokio::spawn(insurer::run_amqp(
         cfg,

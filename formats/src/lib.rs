@@ -15,6 +15,7 @@ pub mod channel;
 pub mod cms;
 pub mod der;
 pub mod dre;
+pub mod dre_lot;
 pub mod fse;
 pub mod ids;
 pub mod lot;

@@ -28,6 +28,8 @@ pub const TYPE_DRE_LOT: &str = "fsed.dre-lot.v1";
 pub const CONTENT_TYPE_DER: &str = "application/der";
 /// Spool suffix of a lot file.
 pub const SPOOL_LOT_SUFFIX: &str = "lot";
+/// Spool suffix of a DRE lot file (`<lot id>.<AMC number>.dre`).
+pub const SPOOL_DRE_LOT_SUFFIX: &str = "dre";
 /// Spool suffix of an ARL file.
 pub const SPOOL_ARL_SUFFIX: &str = "arl";
 /// Spool suffix of a payment return file.

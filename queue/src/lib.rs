@@ -733,6 +733,19 @@ impl Queue {
                 to: "purged".into(),
             });
         }
+        let unsent: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM dre_lots WHERE lot_id = ?1 AND state <> 'sent'",
+            [lot_id],
+            |r| r.get(0),
+        )?;
+        if unsent > 0 {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("lot {lot_id} ({unsent} DRE lots not sent)"),
+                from: state.as_str().into(),
+                to: "purged".into(),
+            });
+        }
+        tx.execute("DELETE FROM dre_lots WHERE lot_id = ?1", [lot_id])?;
         let at = stamp(&tx)?;
         tx.execute(
             "INSERT INTO participation_kept (beneficiary, care_date, cents)
@@ -853,6 +866,26 @@ impl Queue {
         max_sheets: usize,
         now: &str,
     ) -> Result<Vec<LotRow>, QueueError> {
+        self.close_lots_of(practitioner_id, max_sheets, now, false)
+    }
+
+    /// [`Queue::close_lots`], closing only full lots (`max_sheets` sheets of one practitioner
+    /// for one destination): what a lot closed by its size is; the rest waits for its age.
+    pub fn close_full_lots(
+        &mut self,
+        max_sheets: usize,
+        now: &str,
+    ) -> Result<Vec<LotRow>, QueueError> {
+        self.close_lots_of(None, max_sheets, now, true)
+    }
+
+    fn close_lots_of(
+        &mut self,
+        practitioner_id: Option<&str>,
+        max_sheets: usize,
+        now: &str,
+        full_only: bool,
+    ) -> Result<Vec<LotRow>, QueueError> {
         let max_sheets = max_sheets.max(1);
         let tx = self.write()?;
         let at = stamp(&tx)?;
@@ -877,6 +910,9 @@ impl Queue {
                 rows.collect::<Result<_, _>>()?
             };
             for chunk in sheets.chunks(max_sheets) {
+                if full_only && chunk.len() < max_sheets {
+                    break;
+                }
                 let number = take_counter(&tx, &pid, Counter::Lot)?;
                 let lot_id = format!("{pid}-{number:08}");
                 tx.execute(
@@ -972,6 +1008,41 @@ impl Queue {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// DRE lots waiting to be sent to their AMC, oldest lot first: (lot id, AMC number, DER).
+    pub fn dre_lots_to_send(&self) -> Result<Vec<(String, String, Vec<u8>)>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.lot_id, d.amc, d.der FROM dre_lots d JOIN lots l ON l.id = d.lot_id \
+             WHERE d.state = 'signed' ORDER BY l.seq, d.amc",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A DRE lot confirmed by the broker (or durable in the spool): `signed` → `sent`, with its
+    /// event. Marking it again changes nothing.
+    pub fn mark_dre_lot_sent(&mut self, lot_id: &str, amc: &str) -> Result<(), QueueError> {
+        let tx = self.write()?;
+        let at = stamp(&tx)?;
+        let changed = tx.execute(
+            "UPDATE dre_lots SET state = 'sent', updated_at = ?3 WHERE lot_id = ?1 AND amc = ?2 AND state = 'signed'",
+            params![lot_id, amc, at],
+        )?;
+        if changed == 1 {
+            event(&tx, &at, "dre_lot.sent", lot_id, json!({ "amc": amc }))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A lot's DRE lots: (AMC number, DREs, state).
+    pub fn lot_dre_lots(&self, lot_id: &str) -> Result<Vec<(String, u64, String)>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT amc, dres, state FROM dre_lots WHERE lot_id = ?1 ORDER BY amc",
+        )?;
+        let rows = stmt.query_map([lot_id], |r| Ok((r.get(0)?, get_u64(r, 1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The ids of a lot's sheets, in order.
     pub fn lot_sheet_ids(&self, lot_id: &str) -> Result<Vec<i64>, QueueError> {
         let mut stmt = self
@@ -1013,6 +1084,18 @@ impl Queue {
         signed_der: &[u8],
         cms: Option<&[u8]>,
     ) -> Result<(), QueueError> {
+        self.mark_lot_signed_with_dres(lot_id, signed_der, cms, &[])
+    }
+
+    /// [`Queue::mark_lot_signed_with_cms`], storing also the lot's DRE lots (AMC number, DER,
+    /// number of DREs), to be sent to their AMCs, in the same transaction.
+    pub fn mark_lot_signed_with_dres(
+        &mut self,
+        lot_id: &str,
+        signed_der: &[u8],
+        cms: Option<&[u8]>,
+        dre_lots: &[(String, Vec<u8>, u64)],
+    ) -> Result<(), QueueError> {
         if signed_der.is_empty() {
             return Err(QueueError::Data(format!("lot {lot_id}: empty signed lot")));
         }
@@ -1038,12 +1121,18 @@ impl Queue {
             count,
             &at,
         )?;
+        for (amc, der, dres) in dre_lots {
+            tx.execute(
+                "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
+                params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
+            )?;
+        }
         event(
             &tx,
             &at,
             "lot.signed",
             lot_id,
-            json!({ "sheet_count": count, "signed_bytes": signed_der.len() }),
+            json!({ "sheet_count": count, "signed_bytes": signed_der.len(), "dre_lots": dre_lots.len() }),
         )?;
         tx.commit()?;
         Ok(())

@@ -156,6 +156,19 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_lot ON payments (lot_id);
 "#,
+    // 9: DRE lots, one per signed lot and AMC paid directly, made when the lot is signed.
+    r#"
+CREATE TABLE dre_lots (
+    lot_id      TEXT NOT NULL REFERENCES lots (id),
+    amc         TEXT NOT NULL,
+    der         BLOB NOT NULL,
+    dres        INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('signed','sent')),
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (lot_id, amc)
+);
+CREATE INDEX dre_lots_state ON dre_lots (state);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1355,3 +1355,67 @@ fn payment_returns_pay_or_refuse_acknowledged_sheets_once() {
     assert_eq!(q.acks(None, 10).unwrap().len(), 1);
     assert_eq!(q.stats().unwrap().sheets["paid"], 1);
 }
+
+#[test]
+fn dre_lots_are_stored_with_their_lot_sent_once_and_kept_until_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let _ = add(&mut q, "8A", "D");
+    let lots = q.close_lots(None, 100, "20261122110000Z").unwrap();
+    let lot_id = lots[0].id.clone();
+    q.mark_lot_signed_with_dres(
+        &lot_id,
+        b"signed lot",
+        None,
+        &[("88888888".into(), b"dre lot".to_vec(), 1)],
+    )
+    .unwrap();
+    assert_eq!(
+        q.dre_lots_to_send().unwrap(),
+        vec![(lot_id.clone(), "88888888".to_string(), b"dre lot".to_vec())]
+    );
+    q.mark_lot_sent(&lot_id).unwrap();
+    q.record_arl(&arl(&lot_id, ArlStatus::Positive, vec![]), b"arl")
+        .unwrap();
+    let refused = q.purge_lot(&lot_id).unwrap_err();
+    assert!(
+        refused.to_string().contains("DRE lots not sent"),
+        "{refused}"
+    );
+    q.mark_dre_lot_sent(&lot_id, "88888888").unwrap();
+    q.mark_dre_lot_sent(&lot_id, "88888888").unwrap();
+    assert!(q.dre_lots_to_send().unwrap().is_empty());
+    assert_eq!(
+        q.lot_dre_lots(&lot_id).unwrap(),
+        vec![("88888888".to_string(), 1, "sent".to_string())]
+    );
+    assert_eq!(
+        kinds(&q).iter().filter(|k| *k == "dre_lot.sent").count(),
+        1,
+        "sent once"
+    );
+    assert_eq!(q.purge_lot(&lot_id).unwrap(), 1);
+}
+
+#[test]
+fn closing_by_size_closes_only_full_lots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    for _ in 0..3 {
+        add(&mut q, "8A", "D");
+    }
+    add(&mut q, "8A", "E");
+    let lots = q.close_full_lots(2, "20261122110000Z").unwrap();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(
+        (lots[0].destination.as_str(), lots[0].sheet_count),
+        ("D", 2)
+    );
+    assert_eq!(
+        q.accepted_summary(100).unwrap().0,
+        2,
+        "a partial lot per destination waits"
+    );
+    assert_eq!(q.close_lots(None, 2, "20261122110000Z").unwrap().len(), 2);
+    assert_eq!(q.accepted_summary(100).unwrap(), (0, None));
+}

@@ -165,6 +165,10 @@ pub struct InsurerReport {
     pub refused: u64,
     /// Malformed replies sent on purpose (`--malformed-percent`).
     pub malformed: u64,
+    /// DRE lots received (as an AMC), duplicates included.
+    pub dre_lots: u64,
+    /// DREs verified and accepted (as an AMC), duplicates not counted.
+    pub dres: u64,
 }
 
 /// The test platform's knobs; all off by default.
@@ -207,6 +211,7 @@ pub struct LotSeen {
 pub struct Insurer {
     name: String,
     answered: HashMap<String, Arl>,
+    answered_dre: std::collections::HashSet<String>,
     payments: HashMap<String, PaymentReturn>,
     report: InsurerReport,
     trust: Option<TrustStore>,
@@ -222,6 +227,7 @@ impl Insurer {
         Insurer {
             name: name.to_string(),
             answered: HashMap::new(),
+            answered_dre: Default::default(),
             payments: HashMap::new(),
             report: InsurerReport::default(),
             trust: None,
@@ -373,6 +379,43 @@ impl Insurer {
     /// (the same one at every call: a duplicate lot gets the same return again).
     pub fn payment_return(&self, lot_id: &str) -> Option<PaymentReturn> {
         self.payments.get(lot_id).cloned()
+    }
+
+    /// Takes one DRE lot (as an AMC): verifies it ([`fse_formats::dre_lot::DreLot::verify`],
+    /// with the trust store when there is one) and counts its DREs once per lot and AMC.
+    /// Returns the number of DREs, or the rejection code and reason (counted in the report).
+    pub fn receive_dre(&mut self, bytes: &[u8]) -> Result<usize, (String, String)> {
+        use fse_formats::dre_lot::DreLot;
+        self.report.dre_lots += 1;
+        let now = chrono::Utc::now().timestamp();
+        let judged = DreLot::from_der(bytes)
+            .map_err(|e| ("DRE_LOT_MALFORMED".to_string(), e.to_string()))
+            .and_then(|lot| {
+                let dres = lot.verify(self.trust.as_ref(), now).map_err(|e| {
+                    let code = match e {
+                        LotError::Signature => "DRE_LOT_SIGNATURE",
+                        LotError::Certificate(_) => "DRE_LOT_CERTIFICATE",
+                        LotError::Inclusion => "DRE_INCLUSION",
+                        _ => "DRE_INVALID",
+                    };
+                    (code.to_string(), e.to_string())
+                })?;
+                Ok((format!("{}/{}", lot.lot_id, lot.amc), dres.len()))
+            });
+        match judged {
+            Ok((key, n)) => {
+                if self.answered_dre.insert(key) {
+                    self.report.dres += n as u64;
+                } else {
+                    self.report.duplicates += 1;
+                }
+                Ok(n)
+            }
+            Err((code, reason)) => {
+                *self.report.rejections.entry(code.clone()).or_default() += 1;
+                Err((code, reason))
+            }
+        }
     }
 
     /// Whether the next reply is to be preceded by a malformed copy (counted when so).
@@ -560,7 +603,8 @@ pub struct SpoolPass {
 }
 
 /// One pass over the spool outbox: answers every `*.lot` file into the inbox
-/// as `<file stem>.arl`, then removes it.
+/// as `<file stem>.arl` (and `<file stem>.pay` with payments on), then removes
+/// it; takes every `*.dre` file (DRE lots) as their AMC would, and removes it.
 ///
 /// Only an unreadable outbox is an error; a lot file that cannot be read,
 /// answered or removed is left in place, reported in [`SpoolPass::failed`],
@@ -575,7 +619,8 @@ pub fn spool_pass(
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.extension().is_some_and(|x| x == wire::SPOOL_LOT_SUFFIX)
+            p.extension()
+                .is_some_and(|x| x == wire::SPOOL_LOT_SUFFIX || x == wire::SPOOL_DRE_LOT_SUFFIX)
                 && !p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -585,12 +630,33 @@ pub fn spool_pass(
     lots.sort();
     let mut pass = SpoolPass::default();
     for path in lots {
-        match answer_file(insurer, &path, inbox) {
+        let result = if path
+            .extension()
+            .is_some_and(|x| x == wire::SPOOL_DRE_LOT_SUFFIX)
+        {
+            take_dre_file(insurer, &path)
+        } else {
+            answer_file(insurer, &path, inbox)
+        };
+        match result {
             Ok(()) => pass.answered += 1,
             Err(e) => pass.failed.push((path, e)),
         }
     }
     Ok(pass)
+}
+
+/// Takes one DRE lot file of the outbox, as the AMC it is addressed to: verified, counted,
+/// removed (no reply).
+fn take_dre_file(insurer: &mut Insurer, path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    match insurer.receive_dre(&bytes) {
+        Ok(n) => tracing::info!(file = %path.display(), dres = n, "spool DRE lot accepted"),
+        Err((code, why)) => {
+            tracing::warn!(file = %path.display(), %code, reason = %why, "spool DRE lot refused")
+        }
+    }
+    std::fs::remove_file(path).map_err(|e| format!("taken but not removed: {e}"))
 }
 
 /// Answers one lot file of the outbox.
@@ -678,6 +744,37 @@ pub struct AmqpInsurerConfig {
     pub insurer: String,
     /// Sends every ARL this many times (1; more to test a sender's idempotence).
     pub copies: u32,
+    /// Takes FSE lots (AMO) or DRE lots (AMC).
+    pub kind: InsurerKind,
+}
+
+/// Which lots an insurer takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InsurerKind {
+    /// The mandatory insurer: FSE lots from [`wire::EXCHANGE_AMO`], answered with ARLs.
+    #[default]
+    Amo,
+    /// A supplementary insurer paid directly: DRE lots from [`wire::EXCHANGE_AMC`], verified
+    /// and counted (no reply).
+    Amc,
+}
+
+impl InsurerKind {
+    /// `amo` or `amc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InsurerKind::Amo => "amo",
+            InsurerKind::Amc => "amc",
+        }
+    }
+
+    /// Its exchange.
+    pub fn exchange(self) -> &'static str {
+        match self {
+            InsurerKind::Amo => wire::EXCHANGE_AMO,
+            InsurerKind::Amc => wire::EXCHANGE_AMC,
+        }
+    }
 }
 
 impl std::fmt::Debug for AmqpInsurerConfig {
@@ -735,7 +832,7 @@ async fn amqp_session(
     stop: &mut watch::Receiver<bool>,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), InsurerError> {
-    let queue = wire::insurer_queue("amo", &cfg.binding);
+    let queue = wire::insurer_queue(cfg.kind.as_str(), &cfg.binding);
     let setup = async {
         let props =
             ConnectionProperties::default().with_connection_name(format!("fse-sim {queue}").into());
@@ -749,7 +846,7 @@ async fn amqp_session(
             .map_err(amqp_err("confirm_select"))?;
         channel
             .exchange_declare(
-                wire::EXCHANGE_AMO.into(),
+                cfg.kind.exchange().into(),
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions {
                     durable: true,
@@ -778,7 +875,7 @@ async fn amqp_session(
         channel
             .queue_bind(
                 queue.as_str().into(),
-                wire::EXCHANGE_AMO.into(),
+                cfg.kind.exchange().into(),
                 cfg.binding.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -833,6 +930,21 @@ async fn amqp_session(
             Some(Err(e)) => return Err(amqp_err("consume")(e)),
             None => return Err(InsurerError::Amqp("consumer closed".into())),
         };
+        if cfg.kind == InsurerKind::Amc {
+            let judged = insurer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .receive_dre(&delivery.data);
+            match judged {
+                Ok(n) => tracing::info!(dres = n, "DRE lot accepted"),
+                Err((code, why)) => tracing::warn!(%code, reason = %why, "DRE lot refused"),
+            }
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(amqp_err("ack"))?;
+            continue;
+        }
         let (slow, delay) = {
             let g = insurer.lock().unwrap_or_else(|p| p.into_inner());
             (g.knobs().slow_consumer, g.knobs().reply_delay)
@@ -971,9 +1083,13 @@ pub struct InsurerArgs {
     /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
     #[arg(long, conflicts_with_all = ["spool_outbox", "spool_inbox"])]
     pub amqp: Option<String>,
-    /// Routing key pattern of the lots taken (AMQP mode): an organism code, or `#` for all.
+    /// Routing key pattern of the lots taken (AMQP mode): an organism code (AMO) or an AMC
+    /// number (AMC), or `#` for all.
     #[arg(long, default_value = "#")]
     pub binding: String,
+    /// Take FSE lots as the AMO (answered with ARLs), or DRE lots as an AMC paid directly.
+    #[arg(long, value_enum, default_value = "amo")]
+    pub kind: InsurerKind,
     /// The sender's outbox, read for lots (spool mode).
     #[arg(long, requires = "spool_inbox")]
     pub spool_outbox: Option<PathBuf>,
@@ -1065,6 +1181,7 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
                 binding: args.binding,
                 insurer: name,
                 copies: if args.duplicate_replies { 2 } else { 1 },
+                kind: args.kind,
             };
             tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
         }
@@ -1138,7 +1255,7 @@ pub fn load_trust(dir: &Path) -> Result<TrustStore, InsurerError> {
 /// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
 pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
     let (holder, situations) = crate::profiles::default_cps_holder();
-    lot_signed_by(&holder, &situations, None, lot_id, n)
+    lot_signed_by(&holder, &situations, None, lot_id, n, None)
 }
 
 /// [`sample_lot`] signed by the CPS of `profile`, carrying its certificate from the test PKI
@@ -1160,6 +1277,30 @@ pub fn sample_lot_by(profile: &str, lot_id: &str, n: u64) -> Result<SignedLot, S
         Some(certificate),
         lot_id,
         n,
+        None,
+    ))
+}
+
+/// [`sample_lot_by`] of the default CPS where every even-numbered sheet is in tiers payant AMC
+/// with `amc` paying directly: its DREs make a [`fse_formats::dre_lot::DreLot`].
+pub fn sample_lot_with_dres(lot_id: &str, n: u64, amc: &str) -> Result<SignedLot, String> {
+    let crate::profiles::Profile::Cps(c) =
+        crate::profiles::Profile::load(crate::profiles::DEFAULT_CPS).map_err(|e| e.to_string())?
+    else {
+        return Err("the default CPS profile is not a CPS".into());
+    };
+    let (holder, situations) = c.holder();
+    let key = crate::profiles::test_key(&holder.serial);
+    let certificate = crate::pki::TestPki::shared()?
+        .cps_certificate(&holder, &key.verifying_key().to_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(lot_signed_by(
+        &holder,
+        &situations,
+        Some(certificate),
+        lot_id,
+        n,
+        Some(amc),
     ))
 }
 
@@ -1169,6 +1310,7 @@ fn lot_signed_by(
     certificate: Option<Vec<u8>>,
     lot_id: &str,
     n: u64,
+    amc: Option<&str>,
 ) -> SignedLot {
     use ed25519_dalek::Signer;
     use fse_formats::fse::{CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
@@ -1183,6 +1325,14 @@ fn lot_signed_by(
     let entries: Vec<LotEntry> = (1..=n)
         .map(|number| {
             let mut sheet = CareSheet::sample(number);
+            if let (Some(amc), 0) = (amc, number % 2) {
+                // The AMC pays its share (the ticket modérateur) directly: a DRE goes to it.
+                sheet.tiers_payant.amc = true;
+                sheet.tiers_payant.amc_number = Some(amc.to_string());
+                sheet.amounts.amc_cents = 900;
+                sheet.amounts.patient_cents = 200;
+                sheet.amounts.due_cents = 200;
+            }
             sheet.practitioner = SheetPractitioner {
                 national_id: holder.national_id.clone(),
                 surname: holder.surname.clone(),
@@ -1481,6 +1631,66 @@ mod tests {
     }
 
     #[test]
+    fn dre_lots_carry_their_sheets_proofs_and_an_amc_checks_them() {
+        use fse_formats::dre_lot::DreLot;
+        let lot = sample_lot_with_dres("L-dre", 5, "88888888").unwrap();
+        // The FSE lot itself is still valid for the AMO, shares included.
+        let arl = Insurer::new("i")
+            .with_trust(test_trust())
+            .receive(&lot.to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
+        let dre_lots = DreLot::from_signed(&lot).unwrap();
+        assert_eq!(dre_lots.len(), 1, "one AMC");
+        let d = &dre_lots[0];
+        assert_eq!(
+            (d.amc.as_str(), d.entries.len()),
+            ("88888888", 2),
+            "sheets 2 and 4"
+        );
+        let der = d.to_der().unwrap();
+        assert_eq!(&DreLot::from_der(&der).unwrap(), d);
+        let now = chrono::Utc::now().timestamp();
+        let dres = d.verify(Some(&test_trust()), now).unwrap();
+        assert_eq!(
+            dres.iter().map(|x| x.sheet_number).collect::<Vec<_>>(),
+            vec![2, 4]
+        );
+        assert!(dres.iter().all(|x| x.amc_cents == 900));
+
+        // A DRE that does not match its sheet, a sheet swapped, a wrong AMC: refused.
+        let mut bad = d.clone();
+        let mut dre = fse_formats::dre::Dre::from_der(&bad.entries[0].dre).unwrap();
+        dre.amc_cents += 100;
+        bad.entries[0].dre = dre.to_der().unwrap();
+        assert!(matches!(bad.verify(None, now), Err(LotError::Sheet { .. })));
+        let mut bad = d.clone();
+        bad.entries[0].sheet = lot.entries[0].sheet.clone();
+        assert!(matches!(bad.verify(None, now), Err(LotError::Inclusion)));
+        let mut bad = d.clone();
+        bad.amc = "77777777".into();
+        assert!(bad.verify(None, now).is_err());
+        let mut bad = d.clone();
+        bad.signature[0] ^= 1;
+        assert!(matches!(bad.verify(None, now), Err(LotError::Signature)));
+
+        let mut amc = Insurer::new("88888888").with_trust(test_trust());
+        assert_eq!(amc.receive_dre(&der), Ok(2));
+        assert_eq!(
+            amc.receive_dre(&der),
+            Ok(2),
+            "a duplicate is accepted again"
+        );
+        let err = amc.receive_dre(b"junk").unwrap_err();
+        assert_eq!(err.0, "DRE_LOT_MALFORMED");
+        let r = amc.report();
+        assert_eq!((r.dre_lots, r.dres, r.duplicates), (3, 2, 1));
+        // A lot without DREs gives none.
+        assert!(DreLot::from_signed(&sample_lot("L-none", 3))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn the_report_shows_lots_over_time_and_rejections_by_reason() {
         let mut ins = Insurer::new("011751000");
         ins.receive(&sample_lot("L-a", 2).to_der().unwrap());
@@ -1604,6 +1814,7 @@ mod tests {
             binding: "#".into(),
             insurer: "i".into(),
             copies: 1,
+            kind: InsurerKind::Amo,
         };
         assert!(!format!("{cfg:?}").contains("s3cret"));
     }
@@ -1615,6 +1826,7 @@ mod tests {
             binding: "#".into(),
             insurer: "i".into(),
             copies: 1,
+            kind: InsurerKind::Amo,
         };
         let (_stop_tx, stop) = watch::channel(false);
         let ins = Arc::new(Mutex::new(Insurer::new("i")));
@@ -1666,6 +1878,7 @@ mod tests {
             binding: binding.clone(),
             insurer: binding.clone(),
             copies: 1,
+            kind: InsurerKind::Amo,
         };
         let task = tokio::spawn(run_amqp(cfg, Arc::clone(&ins), stop, Some(ready_tx)));
         tokio::time::timeout(Duration::from_secs(30), ready)

@@ -114,6 +114,7 @@ struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    path: String,
 }
 
 impl Client {
@@ -128,6 +129,7 @@ impl Client {
             reader: BufReader::new(s),
             writer,
             next_id: 0,
+            path: path.display().to_string(),
         })
     }
 
@@ -172,8 +174,8 @@ impl Client {
                 error: e.to_string(),
             }),
             Err(e) => Err(PracticeError::Socket {
-                path: String::new(),
-                reason: e.to_string(),
+                path: self.path.clone(),
+                reason: format!("{method}: {e}"),
             }),
         }
     }
@@ -257,7 +259,7 @@ fn practices(cards: &Value) -> (Vec<Practice>, Vec<(String, bool)>, Patients) {
     (out, pins, patients)
 }
 
-/// One `fse.create` request of practice `p` (the `n`-th sheet of the run).
+/// One `fse.create` request of practice `p`, with its idempotency key.
 fn request(
     p: &Practice,
     pat: &Patients,

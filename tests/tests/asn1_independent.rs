@@ -2,7 +2,8 @@
 //! asn1tools compiles `formats/asn1/fsed.asn` and decodes, then re-encodes
 //! byte for byte, every structure fsed and the insurer simulator write — a
 //! signed lot with its header and sheets, sheets in secured and degraded
-//! mode, positive and negative ARLs — and every golden sheet and DRE under
+//! mode, positive and negative ARLs, a DRE lot, a payment return — and every
+//! golden sheet and DRE under
 //! `tests/golden/`. `tests/run` installs asn1tools in a
 //! virtual environment (`target/asn1-venv`).
 
@@ -65,6 +66,33 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     assert!(!negative.rejections.is_empty());
     write(dir.path(), "Arl", "negative", &negative.to_der().unwrap());
 
+    // A DRE lot (two DREs with their sheets' audit paths) and a payment return.
+    let with_dres =
+        fse_simulator::insurer::sample_lot_with_dres("81000000000-00000002", 4, "75500017")
+            .unwrap();
+    let dre_lots = fse_formats::dre_lot::DreLot::from_signed(&with_dres).unwrap();
+    write(
+        dir.path(),
+        "DreLot",
+        "two-dres",
+        &dre_lots[0].to_der().unwrap(),
+    );
+    let mut payments = fse_simulator::insurer::Insurer::new("017510001").with_knobs(
+        fse_simulator::insurer::Knobs {
+            payments: true,
+            refuse_payments_percent: 50,
+            ..Default::default()
+        },
+    );
+    payments.receive(&lot_der);
+    let ret = payments.payment_return(&lot.header.lot_id).unwrap();
+    write(
+        dir.path(),
+        "PaymentReturn",
+        "three-sheets",
+        &ret.to_der().unwrap(),
+    );
+
     // Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex.
     let golden = workspace().join("tests/golden");
     let mut goldens = 0;
@@ -100,5 +128,5 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     );
     assert!(out.status.success(), "asn1tools disagrees:\n{text}");
     let ok = text.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(ok, 2 + 3 * 2 + 2 + goldens, "{text}");
+    assert_eq!(ok, 2 + 3 * 2 + 2 + 2 + goldens, "{text}");
 }

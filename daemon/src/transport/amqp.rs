@@ -360,6 +360,28 @@ impl AmqpTransport {
         &self,
         lots: &[(&str, &str, &[u8])],
     ) -> Vec<Result<(), TransportError>> {
+        self.publish_to(wire::EXCHANGE_AMO, wire::TYPE_LOT, lots)
+            .await
+    }
+
+    /// [`AmqpTransport::publish_lots`] for DRE lots: to [`wire::EXCHANGE_AMC`] with routing key
+    /// = the AMC number, `type` = [`wire::TYPE_DRE_LOT`], `message_id` = `<lot id>/<AMC>`.
+    pub async fn publish_dre_lots(
+        &self,
+        lots: &[(&str, &str, &[u8])],
+    ) -> Vec<Result<(), TransportError>> {
+        self.publish_to(wire::EXCHANGE_AMC, wire::TYPE_DRE_LOT, lots)
+            .await
+    }
+
+    /// Publishes `(message id, routing key, body)` messages to `exchange` (see
+    /// [`AmqpTransport::publish_lots`]).
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        message_type: &str,
+        lots: &[(&str, &str, &[u8])],
+    ) -> Vec<Result<(), TransportError>> {
         let mut link = self.link.lock().await;
         if link
             .as_ref()
@@ -393,11 +415,11 @@ impl AmqpTransport {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_message_id((*lot_id).into())
-                .with_type(wire::TYPE_LOT.into())
+                .with_type(message_type.into())
                 .with_content_type(wire::CONTENT_TYPE_DER.into())
                 .with_reply_to(self.cfg.return_queue.as_str().into());
             let publish = channel.basic_publish(
-                wire::EXCHANGE_AMO.into(),
+                exchange.into(),
                 (*destination).into(),
                 BasicPublishOptions {
                     mandatory: true,

@@ -32,6 +32,56 @@ impl std::fmt::Display for SendFailure {
 pub const DEFAULT_WINDOW: usize = 32;
 
 impl Transport {
+    /// Sends DRE lots (`(lot id, AMC number, DER)`) to their AMCs, as [`Transport::send_many`]
+    /// does lots: over AMQP to the AMC exchange with routing key = AMC number; in the spool as
+    /// `<lot id>.<AMC>.dre`.
+    pub async fn send_dre_lots(
+        &self,
+        lots: &[(&str, &str, &[u8])],
+    ) -> Vec<Result<(), SendFailure>> {
+        match self {
+            Transport::Amqp(a) => {
+                let ids: Vec<String> = lots
+                    .iter()
+                    .map(|(id, amc, _)| format!("{id}/{amc}"))
+                    .collect();
+                let with_ids: Vec<(&str, &str, &[u8])> = lots
+                    .iter()
+                    .zip(&ids)
+                    .map(|((_, amc, der), id)| (id.as_str(), *amc, *der))
+                    .collect();
+                a.publish_dre_lots(&with_ids)
+                    .await
+                    .into_iter()
+                    .map(|r| {
+                        r.map_err(|e| SendFailure {
+                            unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect()
+            }
+            Transport::Spool(s) => {
+                let mut out = Vec::with_capacity(lots.len());
+                for (id, amc, der) in lots {
+                    let (s, id, amc, der) =
+                        (s.clone(), id.to_string(), amc.to_string(), der.to_vec());
+                    out.push(
+                        tokio::task::spawn_blocking(move || s.send_dre(&id, &amc, &der))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()))
+                            .map_err(|message| SendFailure {
+                                message,
+                                unroutable: false,
+                            }),
+                    );
+                }
+                out
+            }
+        }
+    }
+
     /// Sends signed lots (`(id, destination, DER)`), at most a window's worth: over AMQP all
     /// are published before their confirms are awaited. One result per lot, in order; each
     /// `Ok` only once that lot is durable on the other side.

@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fse_formats::wire::{SPOOL_ARL_SUFFIX, SPOOL_LOT_SUFFIX, SPOOL_PAYMENT_SUFFIX};
+use fse_formats::wire::{
+    SPOOL_ARL_SUFFIX, SPOOL_DRE_LOT_SUFFIX, SPOOL_LOT_SUFFIX, SPOOL_PAYMENT_SUFFIX,
+};
 
 /// The outbox and inbox of a spool transport.
 #[derive(Debug, Clone)]
@@ -44,6 +46,21 @@ impl Spool {
         std::fs::create_dir_all(&outbox)?;
         std::fs::create_dir_all(&inbox)?;
         Ok(Spool { outbox, inbox })
+    }
+
+    /// Puts a DRE lot in the outbox as `<lot id>.<AMC number>.dre`, as [`Spool::send`] does a lot.
+    pub fn send_dre(&self, lot_id: &str, amc: &str, der: &[u8]) -> std::io::Result<()> {
+        let (Some(lot), Some(amc)) = (safe_name(lot_id), safe_name(amc)) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "lot id or AMC number not usable as a file name",
+            ));
+        };
+        write_atomic(
+            &self.outbox,
+            &format!("{lot}.{amc}.{SPOOL_DRE_LOT_SUFFIX}"),
+            der,
+        )
     }
 
     /// Puts a lot in the outbox. Writing the same lot again replaces it whole (the insurer dedups by lot id).

@@ -303,6 +303,20 @@ pub fn vitale_of_new_centre(dir: &Path) -> (PathBuf, String) {
     (profile, format!("01931{centre}"))
 }
 
+/// [`vitale_of_new_centre`] whose holder's AMC (a number new at every run) pays the
+/// practitioner directly in tiers payant; returns the profile, the destination and the AMC number.
+pub fn vitale_of_new_centre_with_amc(dir: &Path) -> (PathBuf, String, String) {
+    let (profile, destination) = vitale_of_new_centre(dir);
+    let amc = format!("7{}", &destination[5..]);
+    let amc = format!("{amc:0<8}");
+    let mut text = std::fs::read_to_string(&profile).unwrap();
+    text.push_str(&format!(
+        "\n[amc]\nnumber = \"{amc}\"\nname = \"Mutuelle ROUTE\"\ndirect = true\ntiers_payant = true\nfrom = \"20250101\"\nuntil = \"20301231\"\n"
+    ));
+    std::fs::write(&profile, text).unwrap();
+    (profile, destination, amc)
+}
+
 /// Deletes broker queues a test made (best effort: `rabbitmqctl`).
 pub fn delete_queues(names: &[&str]) {
     for name in names {

@@ -1,0 +1,112 @@
+//! DREs over the real RabbitMQ broker, with the cards behind pcscd: the
+//! sheets in tiers payant AMC of a lot go to the AMC that pays directly as
+//! one DRE lot under the lot's single CPS signature (each DRE with its
+//! sheet's audit path), which the AMC simulator verifies — signature,
+//! certificate, inclusion, DRE against its sheet.
+//!
+//! (A test binary of its own: tests in one binary run in parallel, and the
+//! vpcd reader slots are shared.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for, Proc};
+use serde_json::json;
+
+const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+
+#[test]
+fn dre_lots_go_to_the_amc_paid_directly_under_the_lots_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, destination, amc) = common::vitale_of_new_centre_with_amc(dir.path());
+    let (_sim, _control) =
+        common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
+    let mut amo = Proc::start(
+        "fse-sim",
+        &["insurer", "--amqp", AMQP, "--binding", &destination],
+    );
+    amo.wait_line("insurer ready", Duration::from_secs(30));
+    let return_queue = format!("fsed.returns.dre.{}", common::unique());
+    let (mut fsed, mut rpc) = common::start_fsed(
+        dir.path(),
+        &[
+            "--transport",
+            "amqp",
+            "--return-queue",
+            &return_queue,
+            "--lot-max-sheets",
+            "3",
+            "--lot-max-age-secs",
+            "1",
+        ],
+    );
+    let trust = dir.path().join("trust");
+    let mut amc_insurer = Proc::start(
+        "fse-sim",
+        &[
+            "insurer",
+            "--kind",
+            "amc",
+            "--amqp",
+            AMQP,
+            "--binding",
+            &amc,
+            "--trust-dir",
+            trust.to_str().unwrap(),
+        ],
+    );
+    amc_insurer.wait_line("insurer ready", Duration::from_secs(30));
+    common::wait_cards(&mut rpc, 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    // Four sheets in tiers payant AMO + AMC (a DRE each), two without tiers payant.
+    for i in 0..6 {
+        let tp = i % 3 != 2;
+        let s = rpc.ok(
+            "fse.create",
+            json!({"act": {"code": "G"}, "tiers_payant": {"amo": tp, "amc": tp}}),
+        );
+        assert_eq!(s["sheet"]["tiers_payant"]["amc"], json!(tp), "{s}");
+    }
+    let lots = wait_for("every lot acknowledged", Duration::from_secs(60), || {
+        let lots = rpc.ok("lots.list", json!({}));
+        let all = lots.as_array().unwrap();
+        (all.len() == 2 && all.iter().all(|l| l["state"] == "acknowledged")).then_some(lots)
+    });
+    let mut dres = 0;
+    for l in lots.as_array().unwrap() {
+        let got = wait_for("the DRE lot sent", Duration::from_secs(30), || {
+            let got = rpc.ok("lots.get", json!({"lot_id": l["id"]}));
+            (got["dre_lots"][0]["state"] == "sent").then_some(got)
+        });
+        assert_eq!(got["dre_lots"][0]["amc"], json!(amc), "{got}");
+        dres += got["dre_lots"][0]["dres"].as_u64().unwrap();
+    }
+    assert_eq!(dres, 4);
+    assert!(fsed.terminate().success());
+
+    // The AMC verified every DRE: the CPS signature, its certificate, each sheet's proof.
+    std::thread::sleep(Duration::from_secs(1));
+    amc_insurer.terminate();
+    let report: serde_json::Value = loop {
+        let line = amc_insurer
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the AMC's report");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v.get("dres").is_some() {
+                break v;
+            }
+        }
+    };
+    assert_eq!(report["dres"], 4, "{report}");
+    assert_eq!(report["dre_lots"], 2, "{report}");
+    assert_eq!(report["rejections"], json!({}), "{report}");
+    common::delete_queues(&[
+        &format!("insurer.amo.{destination}"),
+        &format!("insurer.amc.{amc}"),
+        &return_queue,
+    ]);
+}
