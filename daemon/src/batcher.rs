@@ -427,15 +427,9 @@ impl Batcher {
                     }
                     Err(e) => {
                         tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
-                        let first = e.unroutable
-                            && self
-                                .unroutable
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(lot.id.clone());
-                        if first {
-                            tracing::error!(lot = %lot.id, destination = %lot.destination, "no insurer queue is bound for this destination: the lot waits, nothing is lost");
-                            self.events.publish(
+                        if e.unroutable {
+                            self.unroutable_once(
+                                lot.id.clone(),
                                 "lot.unroutable",
                                 serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "reason": e.message }),
                             );
@@ -451,6 +445,20 @@ impl Batcher {
             }
         }
         Ok(self.send_dre_lots().await?.or(retry))
+    }
+
+    /// The alarm of a lot (or DRE lot) `key` that no queue takes: logged and published once
+    /// per run; the lot waits, nothing is lost.
+    fn unroutable_once(&self, key: String, event: &str, fields: serde_json::Value) {
+        let first = self
+            .unroutable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        if first {
+            tracing::error!(event, details = %fields, "no queue is bound for this destination: the lot waits, nothing is lost");
+            self.events.publish(event, fields);
+        }
     }
 
     /// Sends the DRE lots waiting, a window at a time, to their AMCs; returns when to try
@@ -485,15 +493,9 @@ impl Batcher {
                     Err(e) => {
                         failed = true;
                         tracing::warn!(lot = %lot, amc = %amc, error = %e, "DRE lot not sent; it stays queued");
-                        let first = e.unroutable
-                            && self
-                                .unroutable
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(format!("{lot}/{amc}"));
-                        if first {
-                            tracing::error!(lot = %lot, amc = %amc, "no AMC queue is bound for this AMC: the DRE lot waits, nothing is lost");
-                            self.events.publish(
+                        if e.unroutable {
+                            self.unroutable_once(
+                                format!("{lot}/{amc}"),
                                 "dre_lot.unroutable",
                                 serde_json::json!({ "lot_id": lot, "amc": amc, "reason": e.message }),
                             );

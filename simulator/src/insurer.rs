@@ -1261,6 +1261,22 @@ pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
 /// [`sample_lot`] signed by the CPS of `profile`, carrying its certificate from the test PKI
 /// (an expired or revoked card's lot, for insurers' checks).
 pub fn sample_lot_by(profile: &str, lot_id: &str, n: u64) -> Result<SignedLot, String> {
+    certified_lot(profile, lot_id, n, None)
+}
+
+/// [`sample_lot_by`] of the default CPS where every even-numbered sheet is in tiers payant AMC
+/// with `amc` paying directly: its DREs make a [`fse_formats::dre_lot::DreLot`].
+pub fn sample_lot_with_dres(lot_id: &str, n: u64, amc: &str) -> Result<SignedLot, String> {
+    certified_lot(crate::profiles::DEFAULT_CPS, lot_id, n, Some(amc))
+}
+
+/// A lot signed by the CPS of `profile`, carrying its certificate from the test PKI.
+fn certified_lot(
+    profile: &str,
+    lot_id: &str,
+    n: u64,
+    amc: Option<&str>,
+) -> Result<SignedLot, String> {
     let crate::profiles::Profile::Cps(c) =
         crate::profiles::Profile::load(profile).map_err(|e| e.to_string())?
     else {
@@ -1277,30 +1293,7 @@ pub fn sample_lot_by(profile: &str, lot_id: &str, n: u64) -> Result<SignedLot, S
         Some(certificate),
         lot_id,
         n,
-        None,
-    ))
-}
-
-/// [`sample_lot_by`] of the default CPS where every even-numbered sheet is in tiers payant AMC
-/// with `amc` paying directly: its DREs make a [`fse_formats::dre_lot::DreLot`].
-pub fn sample_lot_with_dres(lot_id: &str, n: u64, amc: &str) -> Result<SignedLot, String> {
-    let crate::profiles::Profile::Cps(c) =
-        crate::profiles::Profile::load(crate::profiles::DEFAULT_CPS).map_err(|e| e.to_string())?
-    else {
-        return Err("the default CPS profile is not a CPS".into());
-    };
-    let (holder, situations) = c.holder();
-    let key = crate::profiles::test_key(&holder.serial);
-    let certificate = crate::pki::TestPki::shared()?
-        .cps_certificate(&holder, &key.verifying_key().to_bytes())
-        .map_err(|e| e.to_string())?;
-    Ok(lot_signed_by(
-        &holder,
-        &situations,
-        Some(certificate),
-        lot_id,
-        n,
-        Some(amc),
+        amc,
     ))
 }
 

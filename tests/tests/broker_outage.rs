@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Proc, Rpc};
+use common::{wait_for, Rpc};
 use serde_json::{json, Value};
 
-const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 const SHEETS: u64 = 5_000;
 
 fn rabbitmqctl(what: &str) {
@@ -35,25 +34,9 @@ fn a_30_s_broker_outage_mid_run_loses_nothing_and_delivers_once() {
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
     let (_sim, _control) =
         common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
-    let mut insurer = Proc::start(
-        "fse-sim",
-        &["insurer", "--amqp", AMQP, "--binding", &destination],
-    );
-    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let mut insurer = common::start_insurer(&["--binding", &destination]);
     let return_queue = format!("fsed.returns.outage.{}", common::unique());
-    let (mut fsed, mut rpc) = common::start_fsed(
-        dir.path(),
-        &[
-            "--transport",
-            "amqp",
-            "--return-queue",
-            &return_queue,
-            "--lot-max-sheets",
-            "100",
-            "--lot-max-age-secs",
-            "2",
-        ],
-    );
+    let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 100, 2);
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
 

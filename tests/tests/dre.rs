@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{wait_for, Proc};
 use serde_json::json;
 
-const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+use common::AMQP;
 
 #[test]
 fn dre_lots_go_to_the_amc_paid_directly_under_the_lots_signature() {
@@ -24,25 +24,9 @@ fn dre_lots_go_to_the_amc_paid_directly_under_the_lots_signature() {
     let (profile, destination, amc) = common::vitale_of_new_centre_with_amc(dir.path());
     let (_sim, _control) =
         common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
-    let mut amo = Proc::start(
-        "fse-sim",
-        &["insurer", "--amqp", AMQP, "--binding", &destination],
-    );
-    amo.wait_line("insurer ready", Duration::from_secs(30));
+    let _amo = common::start_insurer(&["--binding", &destination]);
     let return_queue = format!("fsed.returns.dre.{}", common::unique());
-    let (mut fsed, mut rpc) = common::start_fsed(
-        dir.path(),
-        &[
-            "--transport",
-            "amqp",
-            "--return-queue",
-            &return_queue,
-            "--lot-max-sheets",
-            "3",
-            "--lot-max-age-secs",
-            "1",
-        ],
-    );
+    let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 3, 1);
     let trust = dir.path().join("trust");
     let mut amc_insurer = Proc::start(
         "fse-sim",

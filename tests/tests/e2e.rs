@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::{wait_for, Proc, Rpc};
 use serde_json::json;
 
-const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 /// Organism of the simulator's default Vitale card (régime 01, caisse 751, centre 0001).
 const DESTINATION: &str = "017510001";
 
@@ -24,24 +23,8 @@ fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
 
     let mut cards = Proc::start("fse-sim", &["cards"]);
     cards.wait_line("cards ready", Duration::from_secs(20));
-    let mut insurer = Proc::start(
-        "fse-sim",
-        &["insurer", "--amqp", AMQP, "--binding", DESTINATION],
-    );
-    insurer.wait_line("insurer ready", Duration::from_secs(30));
-    let (mut fsed, mut rpc) = common::start_fsed(
-        dir.path(),
-        &[
-            "--transport",
-            "amqp",
-            "--return-queue",
-            &return_queue,
-            "--lot-max-sheets",
-            "10",
-            "--lot-max-age-secs",
-            "3600",
-        ],
-    );
+    let insurer = common::start_insurer(&["--binding", DESTINATION]);
+    let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 10, 3600);
 
     // Both cards are found through pcscd, in the vpcd readers, by themselves.
     let cards_seen = wait_for("both cards through pcscd", Duration::from_secs(30), || {

@@ -13,10 +13,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, wait_for, Proc};
+use common::{bin, wait_for};
 use serde_json::{json, Value};
 
-const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 const SHEETS: u64 = 60;
 
 #[test]
@@ -26,41 +25,22 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     let (_sim, _control) =
         common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
     let report = dir.path().join("report");
-    let mut insurer = Proc::start(
-        "fse-sim",
-        &[
-            "insurer",
-            "--amqp",
-            AMQP,
-            "--binding",
-            &destination,
-            "--payments",
-            "--refuse-payments-percent",
-            "30",
-            "--duplicate-replies",
-            "--malformed-percent",
-            "50",
-            "--reply-delay-ms",
-            "300",
-            "--report",
-            report.to_str().unwrap(),
-        ],
-    );
-    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let mut insurer = common::start_insurer(&[
+        "--binding",
+        &destination,
+        "--payments",
+        "--refuse-payments-percent",
+        "30",
+        "--duplicate-replies",
+        "--malformed-percent",
+        "50",
+        "--reply-delay-ms",
+        "300",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let return_queue = format!("fsed.returns.payments.{}", common::unique());
-    let (mut fsed, mut rpc) = common::start_fsed(
-        dir.path(),
-        &[
-            "--transport",
-            "amqp",
-            "--return-queue",
-            &return_queue,
-            "--lot-max-sheets",
-            "10",
-            "--lot-max-age-secs",
-            "1",
-        ],
-    );
+    let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 10, 1);
     common::wait_cards(&mut rpc, 2);
 
     // Four practices through the socket, until every sheet's lot has its ARL.

@@ -13,10 +13,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Proc, Rpc};
+use common::{wait_for, Rpc};
 use serde_json::json;
-
-const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 
 #[test]
 fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
@@ -26,19 +24,7 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     let (_sim, _control) =
         common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
     let return_queue = format!("fsed.returns.transport.{}", common::unique());
-    let (mut fsed, mut rpc) = common::start_fsed(
-        dir.path(),
-        &[
-            "--transport",
-            "amqp",
-            "--return-queue",
-            &return_queue,
-            "--lot-max-sheets",
-            "3",
-            "--lot-max-age-secs",
-            "3600",
-        ],
-    );
+    let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 3, 3600);
     common::wait_cards(&mut rpc, 2);
     let mut watcher = Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
     watcher.ok("events.subscribe", json!({}));
@@ -61,18 +47,7 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     assert_eq!(stats["sheets"]["signed"], 3, "{stats}");
 
     // An insurer binds the destination, and answers every lot twice.
-    let mut insurer = Proc::start(
-        "fse-sim",
-        &[
-            "insurer",
-            "--amqp",
-            AMQP,
-            "--binding",
-            &destination,
-            "--duplicate-replies",
-        ],
-    );
-    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let mut insurer = common::start_insurer(&["--binding", &destination, "--duplicate-replies"]);
     wait_for("the lot acknowledged", Duration::from_secs(60), || {
         let lots = rpc.ok("lots.list", json!({}));
         (lots[0]["state"] == "acknowledged").then_some(())
@@ -83,19 +58,7 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
 
     // A negative ARL: an insurer that refuses every sheet of the first lot it sees.
     insurer.terminate();
-    let mut insurer = Proc::start(
-        "fse-sim",
-        &[
-            "insurer",
-            "--amqp",
-            AMQP,
-            "--binding",
-            &destination,
-            "--reject-lots",
-            "1",
-        ],
-    );
-    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    let _insurer = common::start_insurer(&["--binding", &destination, "--reject-lots", "1"]);
     let ids: Vec<i64> = (0..3)
         .map(|_| {
             rpc.ok(

@@ -31,10 +31,55 @@ impl std::fmt::Display for SendFailure {
 /// Lots in flight at most by default: published, their confirms not yet in.
 pub const DEFAULT_WINDOW: usize = 32;
 
+impl From<amqp::TransportError> for SendFailure {
+    fn from(e: amqp::TransportError) -> SendFailure {
+        SendFailure {
+            unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs a spool write on the blocking pool; any failure is a plain [`SendFailure`].
+async fn spooled(
+    write: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), SendFailure> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|message| SendFailure {
+            message,
+            unroutable: false,
+        })
+}
+
 impl Transport {
+    /// Sends signed lots (`(id, destination, DER)`), at most a window's worth: over AMQP all
+    /// are published before their confirms are awaited. One result per lot, in order; each
+    /// `Ok` only once that lot is durable on the other side.
+    pub async fn send_many(&self, lots: &[(&str, &str, &[u8])]) -> Vec<Result<(), SendFailure>> {
+        match self {
+            Transport::Amqp(a) => a
+                .publish_lots(lots)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(SendFailure::from))
+                .collect(),
+            Transport::Spool(s) => {
+                let mut out = Vec::with_capacity(lots.len());
+                for (id, _, der) in lots {
+                    let (s, id, der) = (s.clone(), id.to_string(), der.to_vec());
+                    out.push(spooled(move || s.send(&id, &der)).await);
+                }
+                out
+            }
+        }
+    }
+
     /// Sends DRE lots (`(lot id, AMC number, DER)`) to their AMCs, as [`Transport::send_many`]
-    /// does lots: over AMQP to the AMC exchange with routing key = AMC number; in the spool as
-    /// `<lot id>.<AMC>.dre`.
+    /// does lots: over AMQP to the AMC exchange with routing key = AMC number and message id
+    /// `<lot id>/<AMC>`; in the spool as `<lot id>.<AMC>.dre`.
     pub async fn send_dre_lots(
         &self,
         lots: &[(&str, &str, &[u8])],
@@ -53,12 +98,7 @@ impl Transport {
                 a.publish_dre_lots(&with_ids)
                     .await
                     .into_iter()
-                    .map(|r| {
-                        r.map_err(|e| SendFailure {
-                            unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
-                            message: e.to_string(),
-                        })
-                    })
+                    .map(|r| r.map_err(SendFailure::from))
                     .collect()
             }
             Transport::Spool(s) => {
@@ -66,74 +106,9 @@ impl Transport {
                 for (id, amc, der) in lots {
                     let (s, id, amc, der) =
                         (s.clone(), id.to_string(), amc.to_string(), der.to_vec());
-                    out.push(
-                        tokio::task::spawn_blocking(move || s.send_dre(&id, &amc, &der))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.map_err(|e| e.to_string()))
-                            .map_err(|message| SendFailure {
-                                message,
-                                unroutable: false,
-                            }),
-                    );
+                    out.push(spooled(move || s.send_dre(&id, &amc, &der)).await);
                 }
                 out
-            }
-        }
-    }
-
-    /// Sends signed lots (`(id, destination, DER)`), at most a window's worth: over AMQP all
-    /// are published before their confirms are awaited. One result per lot, in order; each
-    /// `Ok` only once that lot is durable on the other side.
-    pub async fn send_many(&self, lots: &[(&str, &str, &[u8])]) -> Vec<Result<(), SendFailure>> {
-        match self {
-            Transport::Amqp(a) => a
-                .publish_lots(lots)
-                .await
-                .into_iter()
-                .map(|r| {
-                    r.map_err(|e| SendFailure {
-                        unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
-                        message: e.to_string(),
-                    })
-                })
-                .collect(),
-            Transport::Spool(_) => {
-                let mut out = Vec::with_capacity(lots.len());
-                for (id, destination, der) in lots {
-                    out.push(self.send(id, destination, der).await);
-                }
-                out
-            }
-        }
-    }
-
-    /// Sends one signed lot; `Ok` only once it is durable on the other side (file synced, broker confirmed).
-    pub async fn send(
-        &self,
-        lot_id: &str,
-        destination: &str,
-        der: &[u8],
-    ) -> Result<(), SendFailure> {
-        let plain = |message: String| SendFailure {
-            message,
-            unroutable: false,
-        };
-        match self {
-            Transport::Spool(s) => {
-                let (s, id, der) = (s.clone(), lot_id.to_string(), der.to_vec());
-                tokio::task::spawn_blocking(move || s.send(&id, &der))
-                    .await
-                    .map_err(|e| plain(e.to_string()))?
-                    .map_err(|e| plain(e.to_string()))
-            }
-            Transport::Amqp(a) => {
-                a.publish_lot(lot_id, destination, der)
-                    .await
-                    .map_err(|e| SendFailure {
-                        unroutable: matches!(e, amqp::TransportError::Unroutable { .. }),
-                        message: e.to_string(),
-                    })
             }
         }
     }

@@ -150,6 +150,43 @@ pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
     (fsed, rpc)
 }
 
+/// The broker the tests use (started by `tests/run`).
+pub const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+
+/// Starts `fse-sim insurer` on [`AMQP`] with `args` (after `--amqp URL`) and waits until it
+/// takes lots.
+pub fn start_insurer(args: &[&str]) -> Proc {
+    let mut all = vec!["insurer", "--amqp", AMQP];
+    all.extend_from_slice(args);
+    let mut insurer = Proc::start("fse-sim", &all);
+    insurer.wait_line("insurer ready", Duration::from_secs(30));
+    insurer
+}
+
+/// [`start_fsed`] on the AMQP transport with `return_queue`, lots of at most `max_sheets`
+/// sheets closed at `max_age_secs`.
+pub fn start_fsed_amqp(
+    dir: &Path,
+    return_queue: &str,
+    max_sheets: u32,
+    max_age_secs: u32,
+) -> (Proc, Rpc) {
+    let (sheets, age) = (max_sheets.to_string(), max_age_secs.to_string());
+    start_fsed(
+        dir,
+        &[
+            "--transport",
+            "amqp",
+            "--return-queue",
+            return_queue,
+            "--lot-max-sheets",
+            &sheets,
+            "--lot-max-age-secs",
+            &age,
+        ],
+    )
+}
+
 /// A JSON-RPC client on fsed's socket.
 pub struct Rpc {
     reader: BufReader<UnixStream>,
