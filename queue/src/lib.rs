@@ -1352,8 +1352,11 @@ impl Queue {
                 "UPDATE sheets SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
             )?;
             for p in &ret.payments {
-                let number = i64::try_from(p.sheet_number)
-                    .map_err(|_| QueueError::Data("sheet number out of range".into()))?;
+                let Ok(number) = i64::try_from(p.sheet_number) else {
+                    out.ignored
+                        .push((p.sheet_number, "no such sheet in this lot".into()));
+                    continue;
+                };
                 let found: Option<(i64, String, bool)> = find
                     .query_row(params![ret.lot_id, number], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -1394,8 +1397,11 @@ impl Queue {
                         "sheet.refused",
                     ),
                 };
-                let amount_i = i64::try_from(amount)
-                    .map_err(|_| QueueError::Data("amount out of range".into()))?;
+                let Ok(amount_i) = i64::try_from(amount) else {
+                    out.ignored
+                        .push((p.sheet_number, "amount out of range".into()));
+                    continue;
+                };
                 insert.execute(params![
                     id,
                     ret.lot_id,

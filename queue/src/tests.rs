@@ -1294,6 +1294,16 @@ fn payment_returns_pay_or_refuse_acknowledged_sheets_once() {
                 sheet_number: 999_999,
                 outcome: PaymentOutcome::Paid { amount_cents: 1 },
             },
+            Payment {
+                sheet_number: u64::MAX,
+                outcome: PaymentOutcome::Paid { amount_cents: 1 },
+            },
+            Payment {
+                sheet_number: s[3].number,
+                outcome: PaymentOutcome::Paid {
+                    amount_cents: u64::MAX,
+                },
+            },
         ],
     };
     // Before the ARL: nothing is applied, the return is to be offered again.
@@ -1317,8 +1327,8 @@ fn payment_returns_pay_or_refuse_acknowledged_sheets_once() {
     let ignored: Vec<u64> = done.ignored.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         ignored,
-        vec![s[2].number, 999_999],
-        "a rejected sheet and a stranger are not paid"
+        vec![s[2].number, 999_999, u64::MAX, s[3].number],
+        "a rejected sheet, strangers and an impossible amount are not paid, and nothing fails"
     );
     assert_eq!(sheet(&q, s[0].id).state, SheetState::Paid);
     let refused = sheet(&q, s[1].id);
