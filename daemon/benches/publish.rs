@@ -86,21 +86,24 @@ fn main() {
                 .await
                 .unwrap();
         }
+        // The raw publish both limits are measured with: persistent, mandatory, a message id.
+        let raw_publish = |id: String| {
+            ch.basic_publish(
+                wire::EXCHANGE_AMO.into(),
+                key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &der,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(id.into()),
+            )
+        };
         let t = Instant::now();
         for i in 0..n {
-            let confirm = ch
-                .basic_publish(
-                    wire::EXCHANGE_AMO.into(),
-                    key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &der,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_message_id(format!("raw-{i}").into()),
-                )
+            let confirm = raw_publish(format!("raw-{i}"))
                 .await
                 .unwrap()
                 .await
@@ -138,20 +141,8 @@ fn main() {
         let windows = n / WINDOW as u64;
         let t = Instant::now();
         for i in 0..windows {
-            let confirms = Vec::from_iter((0..WINDOW).map(|j| {
-                ch.basic_publish(
-                    wire::EXCHANGE_AMO.into(),
-                    key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &der,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_message_id(format!("raww-{i}-{j}").into()),
-                )
-            }));
+            let confirms =
+                Vec::from_iter((0..WINDOW).map(|j| raw_publish(format!("raww-{i}-{j}"))));
             let mut pending = Vec::with_capacity(WINDOW);
             for c in confirms {
                 pending.push(c.await.unwrap());
