@@ -38,15 +38,12 @@ pub async fn create(
     store: &Store,
     p: FseCreateParams,
 ) -> Result<FseCreated, ApiError> {
-    if let Some(key) = p.idempotency_key.clone() {
+    if let Some(key) = &p.idempotency_key {
         if key.is_empty() || key.len() > 128 {
             return Err(ApiError::invalid(
                 "idempotency_key",
                 "must be 1 to 128 characters",
             ));
-        }
-        if let Some(row) = store.read(move |q| q.find_by_idempotency_key(&key)).await? {
-            return created(&row);
         }
     }
     build::requested_acts(&p)?;
@@ -61,7 +58,7 @@ pub async fn create(
         Option<VitaleData>,
         Option<CertCheck>,
     );
-    let (cps, cps_cert, vitale, vitale_cert): Read = cards
+    let read: Result<Read, ApiError> = cards
         .run(move |reg| {
             let slot = reg
                 .cps(serial.as_deref())
@@ -89,23 +86,53 @@ pub async fn create(
                 Err(_) => (cps, cps_cert, None, None),
             })
         })
-        .await??;
+        .await?;
+    let (cps, cps_cert, vitale, vitale_cert) = match read {
+        Ok(read) => read,
+        Err(card_error) => {
+            // A retry of a sheet already made answers that sheet, whatever the cards are now
+            // (the practitioner may have withdrawn them since).
+            if let Some(key) = p.idempotency_key.clone() {
+                if let Some(row) = store.read(move |q| q.find_by_idempotency_key(&key)).await? {
+                    return created(&row);
+                }
+            }
+            return Err(card_error);
+        }
+    };
 
-    // The participation already withheld for this beneficiary: this year and the last (older
-    // care is past its sending deadline). A beneficiary fsed cannot pick is refused by `build`,
-    // in its order of checks.
-    let mut history: Vec<(NaiveDate, u64)> = Vec::new();
-    if let Ok((who, _)) = build::beneficiary(&p, vitale.as_ref()) {
-        let key = build::history_key(&who);
-        let from = format!("{}0101", today.year() - 1);
-        let until = today.format("%Y%m%d").to_string();
-        history = store
-            .read(move |q| q.participation_history(&key, &from, &until))
-            .await?
-            .into_iter()
-            .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
-            .collect();
+    // In one read: the sheet already made with this idempotency key, if any, and the
+    // participation already withheld for this beneficiary this year and the last (older care
+    // is past its sending deadline). A beneficiary fsed cannot pick is refused by `build`, in
+    // its order of checks.
+    let key = p.idempotency_key.clone();
+    let beneficiary = build::beneficiary(&p, vitale.as_ref())
+        .ok()
+        .map(|(who, _)| build::history_key(&who));
+    let from = format!("{}0101", today.year() - 1);
+    let until = today.format("%Y%m%d").to_string();
+    let (existing, history) = store
+        .read(move |q| {
+            if let Some(row) = match key {
+                Some(key) => q.find_by_idempotency_key(&key)?,
+                None => None,
+            } {
+                return Ok((Some(row), Vec::new()));
+            }
+            let history = match beneficiary {
+                Some(b) => q.participation_history(&b, &from, &until)?,
+                None => Vec::new(),
+            };
+            Ok((None, history))
+        })
+        .await?;
+    if let Some(row) = existing {
+        return created(&row);
     }
+    let history: Vec<(NaiveDate, u64)> = history
+        .into_iter()
+        .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
+        .collect();
 
     let read = build::CardsRead {
         cps: &cps,
@@ -171,9 +198,18 @@ pub async fn create(
             .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))
             .collect(),
     };
-    let row = match store.insert_sheet(new).await? {
-        Inserted::New(row) | Inserted::Existing(row) => row,
-    };
-    tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
-    created(&row)
+    match store.insert_sheet(new).await? {
+        Inserted::New(row) => {
+            tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
+            // The stored JSON is this very sheet: answer from memory, not by parsing it back.
+            Ok(FseCreated {
+                id: row.id,
+                number: row.number,
+                state: row.state.as_str().to_string(),
+                sheet,
+            })
+        }
+        // Another request with the same key committed first.
+        Inserted::Existing(row) => created(&row),
+    }
 }

@@ -237,6 +237,28 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     );
     assert_eq!(degraded["sheet"]["mode"], "degraded");
     assert_eq!(degraded["sheet"]["degraded_reason"], "carte oubliée");
+    // A retry answers the sheet already made with its key, whatever the cards are now.
+    let keyed = json!({"act": g, "tiers_payant": {"amo": true}, "idempotency_key": "retry-1",
+        "degraded": {"reason": "carte oubliée", "beneficiary": jean()}});
+    let first = rpc.ok("fse.create", keyed.clone());
+    let cps_serial = first["sheet"]["practitioner"]["cps_serial"].clone();
+    put(&control, &mut rpc, "cps", None, None);
+    let again = rpc.ok("fse.create", keyed.clone());
+    assert_eq!(
+        (again["id"].clone(), again["number"].clone()),
+        (first["id"].clone(), first["number"].clone())
+    );
+    let mut unkeyed = keyed;
+    unkeyed["idempotency_key"] = json!("retry-2");
+    refused(&mut rpc, unkeyed, "CARD_ABSENT", None, "cps");
+    put(
+        &control,
+        &mut rpc,
+        "cps",
+        Some("cps-medecin-generaliste"),
+        cps_serial.as_str(),
+    );
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     refused(
         &mut rpc,
         json!({"act": g}),
