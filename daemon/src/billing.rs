@@ -58,36 +58,36 @@ pub async fn create(
         Option<VitaleData>,
         Option<CertCheck>,
     );
-    let read: Result<Read, ApiError> = cards
-        .run(move |reg| {
-            let slot = reg
-                .cps(serial.as_deref())
-                .map_err(|e| ApiError::card("cps", e))?;
-            if !slot.pin_verified {
-                return Err(ApiError::card("cps", CardError::PinRequired));
-            }
-            let cps = slot
-                .cps
-                .clone()
-                .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
-            let cps_cert = slot.certificate.clone();
-            if degraded {
-                // Degraded mode: the patient's card is absent, or not to be used.
-                return Ok((cps, cps_cert, None, None));
-            }
-            // No Vitale card: `build` refuses a secured sheet with VITALE_ABSENT.
-            Ok(match reg.vitale() {
-                Ok(vslot) => (
-                    cps,
-                    cps_cert,
-                    vslot.vitale.clone(),
-                    vslot.certificate.clone(),
-                ),
-                Err(_) => (cps, cps_cert, None, None),
-            })
+    // The card thread publishes what the cards hold after every change: no trip to it here.
+    let read = || -> Result<Read, ApiError> {
+        let cards = cards.snapshot();
+        let slot = cards
+            .cps(serial.as_deref())
+            .map_err(|e| ApiError::card("cps", e))?;
+        if !slot.pin_verified {
+            return Err(ApiError::card("cps", CardError::PinRequired));
+        }
+        let cps = slot
+            .cps
+            .clone()
+            .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
+        let cps_cert = slot.certificate.clone();
+        if degraded {
+            // Degraded mode: the patient's card is absent, or not to be used.
+            return Ok((cps, cps_cert, None, None));
+        }
+        // No Vitale card: `build` refuses a secured sheet with VITALE_ABSENT.
+        Ok(match cards.vitale() {
+            Ok(vslot) => (
+                cps,
+                cps_cert,
+                vslot.vitale.clone(),
+                vslot.certificate.clone(),
+            ),
+            Err(_) => (cps, cps_cert, None, None),
         })
-        .await?;
-    let (cps, cps_cert, vitale, vitale_cert) = match read {
+    };
+    let (cps, cps_cert, vitale, vitale_cert) = match read() {
         Ok(read) => read,
         Err(card_error) => {
             // A retry of a sheet already made answers that sheet, whatever the cards are now

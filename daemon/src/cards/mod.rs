@@ -272,6 +272,54 @@ pub enum CardEvent {
     },
 }
 
+/// What a card holds and its session state, as of the last change the card thread saw: read
+/// without a trip to the card thread.
+#[derive(Clone)]
+pub struct SlotView {
+    /// CPS contents, when a CPS.
+    pub cps: Option<CpsData>,
+    /// Vitale contents, when a Vitale card.
+    pub vitale: Option<VitaleData>,
+    /// Whether the CPS PIN was verified in this card session.
+    pub pin_verified: bool,
+    /// What the trust store says of the card's certificate.
+    pub certificate: Option<CertCheck>,
+}
+
+/// The cards present (and not found removed), published by the card thread after every change:
+/// a card inserted or removed, and every job (before the job's caller gets its answer, so a
+/// caller sees what its own job did).
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    /// One view per present card, in the registry's order.
+    pub slots: Vec<SlotView>,
+}
+
+impl Snapshot {
+    /// The CPS with this serial, or the only/first CPS when `serial` is None
+    /// ([`Registry::cps`]'s choice).
+    pub fn cps(&self, serial: Option<&str>) -> Result<&SlotView, CardError> {
+        self.slots
+            .iter()
+            .find(|s| {
+                s.cps
+                    .as_ref()
+                    .is_some_and(|c| serial.is_none_or(|want| c.holder.serial == want))
+            })
+            .ok_or(CardError::WrongCard)
+    }
+
+    /// The first Vitale card present ([`Registry::vitale`]'s choice).
+    pub fn vitale(&self) -> Result<&SlotView, CardError> {
+        self.slots
+            .iter()
+            .find(|s| s.vitale.is_some())
+            .ok_or(CardError::WrongCard)
+    }
+}
+
+type Published = Arc<std::sync::RwLock<Arc<Snapshot>>>;
+
 /// The cards currently present, owned by the card thread.
 #[derive(Default)]
 pub struct Registry {
@@ -279,9 +327,30 @@ pub struct Registry {
     pub slots: Vec<Slot>,
     /// Trusted CAs and revocation lists; `None`: card certificates are not checked.
     pub trust: Option<Arc<TrustStore>>,
+    /// Where [`Registry::publish`] puts the snapshot.
+    published: Published,
 }
 
 impl Registry {
+    /// Publishes the state of the cards for [`Cards::snapshot`].
+    pub fn publish(&self) {
+        let snapshot = Arc::new(Snapshot {
+            slots: self
+                .slots
+                .iter()
+                .filter(|s| !s.removed)
+                .map(|s| SlotView {
+                    cps: s.cps.clone(),
+                    vitale: s.vitale.clone(),
+                    pin_verified: s.pin_verified,
+                    certificate: s.certificate.clone(),
+                })
+                .collect(),
+        });
+        // A poisoned lock only means a reader panicked while cloning an Arc: the value is whole.
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+
     /// Checks the certificate of a freshly read card, then replaces (or adds) the slot of its
     /// reader; returns what `cards.list` shows of it.
     pub fn insert(&mut self, mut slot: Slot) -> CardInfo {
@@ -309,6 +378,7 @@ impl Registry {
         let info = slot.info();
         self.slots.retain(|s| s.reader != slot.reader);
         self.slots.push(slot);
+        self.publish();
         info
     }
 
@@ -316,6 +386,7 @@ impl Registry {
     pub fn remove(&mut self, reader: &str) -> bool {
         let before = self.slots.len();
         self.slots.retain(|s| s.reader != reader);
+        self.publish();
         before != self.slots.len()
     }
 
@@ -396,6 +467,7 @@ pub struct Cards {
     tx: mpsc::Sender<Msg>,
     wake: Waker,
     events: broadcast::Sender<CardEvent>,
+    published: Published,
 }
 
 #[derive(Clone)]
@@ -422,9 +494,11 @@ impl Cards {
     ) -> Result<(Cards, std::thread::JoinHandle<()>), CardsError> {
         let (tx, rx) = mpsc::channel();
         let (events, _) = broadcast::channel(64);
+        let published = Published::default();
         let reg = Registry {
             slots: Vec::new(),
             trust,
+            published: Arc::clone(&published),
         };
         let (wake, handle) = match backend {
             Backend::Pcsc => {
@@ -436,7 +510,22 @@ impl Cards {
                 (Waker::None, handle)
             }
         };
-        Ok((Cards { tx, wake, events }, handle))
+        Ok((
+            Cards {
+                tx,
+                wake,
+                events,
+                published,
+            },
+            handle,
+        ))
+    }
+
+    /// The cards as the card thread last saw them, without waiting for it: what was true when
+    /// the last job ended or the last card came or went.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        // A poisoned lock only means a reader panicked while cloning an Arc: the value is whole.
+        Arc::clone(&self.published.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Runs `f` on the card thread and returns its result.
@@ -447,7 +536,10 @@ impl Cards {
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |reg| {
-            let _ = reply.send(f(reg));
+            let out = f(reg);
+            // Before the answer: whoever gets it sees its job's effects in the snapshot.
+            reg.publish();
+            let _ = reply.send(out);
         });
         self.tx
             .send(Msg::Job(job))
