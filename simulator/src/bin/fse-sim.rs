@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the card, insurer and load simulators drive fsed at full speed and should take as
+/// little of the machine's CPU as they can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// fse-sim — card and insurer simulators for fsed.
 #[derive(Parser)]
 #[command(version)]
