@@ -46,6 +46,8 @@ pub struct Context {
     pub events: crate::events::Bus,
     /// Working days before a sending deadline that raise an alarm.
     pub deadline_alarm_days: u32,
+    /// What `system.doctor` checks.
+    pub doctor: Arc<crate::doctor::Setup>,
 }
 
 /// One client connection: where its lines go, and its event subscription.
@@ -486,6 +488,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         }
         "returns.list" => returns_list(ctx, p).await,
         "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
+        "system.doctor" => to_value(crate::doctor::run(ctx, &ctx.doctor).await),
         other => Err(ApiError::new(
             api::METHOD_NOT_FOUND,
             format!("unknown method {other}"),
@@ -734,6 +737,18 @@ mod tests {
             close_now: Arc::new(AtomicBool::new(false)),
             events: crate::events::Bus::default(),
             deadline_alarm_days: 1,
+            doctor: Arc::new(crate::doctor::Setup {
+                backend: crate::config::CardBackend::Virtual,
+                virtual_slots: vec![slot.to_string()],
+                state_dir: dir.path().to_path_buf(),
+                transport: Arc::new(crate::transport::Transport::Spool(
+                    crate::transport::spool::Spool::open(
+                        dir.path().join("out"),
+                        dir.path().join("in"),
+                    )
+                    .unwrap(),
+                )),
+            }),
         }
     }
 
@@ -745,6 +760,44 @@ mod tests {
                 .unwrap(),
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn doctor_reports_every_check_with_the_worst_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":1,"method":"system.doctor"}"#).await;
+        let checks = r["result"]["checks"].as_array().unwrap();
+        let status = |name: &str| {
+            checks
+                .iter()
+                .find(|c| c["check"] == name)
+                .map(|c| c["status"].clone())
+        };
+        assert_eq!(status("database"), Some(json!("ok")), "{r}");
+        assert_eq!(status("broker"), Some(json!("ok")), "{r}");
+        assert_eq!(status("backlog"), Some(json!("ok")), "{r}");
+        assert!(status("disk").is_some(), "{r}");
+        // No card in the virtual reader: a warning with its fix, and so the overall verdict.
+        let cards = checks.iter().find(|c| c["check"] == "cards").unwrap();
+        assert_eq!(cards["status"], "warning", "{r}");
+        assert!(cards["fix"].as_str().unwrap().contains("CPS"), "{r}");
+        assert_eq!(r["result"]["status"], "warning", "{r}");
+        // The spool's outbox gone: the transport check fails and says which directory.
+        std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":2,"method":"system.doctor"}"#).await;
+        assert_eq!(r["result"]["status"], "failure", "{r}");
+        let broker = r["result"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "broker")
+            .unwrap()
+            .clone();
+        assert!(
+            broker["detail"].as_str().unwrap().contains("out"),
+            "{broker}"
+        );
     }
 
     #[tokio::test]

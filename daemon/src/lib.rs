@@ -6,14 +6,15 @@
 //! [`api`] (JSON-RPC on the Unix socket), [`billing`] (one sheet from the
 //! cards and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
-//! [`returns`] (ARLs applied), [`events`] (the event bus), [`service`]
-//! (wiring and shutdown).
+//! [`returns`] (ARLs applied), [`events`] (the event bus), [`doctor`]
+//! (self-diagnosis), [`service`] (wiring and shutdown).
 
 pub mod api;
 pub mod batcher;
 pub mod billing;
 pub mod cards;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod retention;

@@ -206,6 +206,17 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         close_now,
         events,
         deadline_alarm_days: cfg.lots.deadline_alarm_days,
+        doctor: Arc::new(crate::doctor::Setup {
+            backend: cfg.cards.backend,
+            virtual_slots: cfg
+                .cards
+                .virtual_slots
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            state_dir: cfg.state_dir.clone(),
+            transport: Arc::clone(&transport),
+        }),
     };
     tasks.spawn(crate::retention::run(
         ctx.store.clone(),

@@ -25,7 +25,7 @@ use serde_json::json;
 
 pub use schema::APPLICATION_ID;
 pub use types::{
-    AckRow, ArlOutcome, DeadlineAlarm, EventRow, GroupOutcome, Inserted, LotRow, LotState,
+    AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, Inserted, LotRow, LotState,
     NewSheet, PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats, UnknownState,
 };
 
@@ -1557,6 +1557,42 @@ impl Queue {
         )?;
         count("SELECT state, COUNT(*) FROM lots GROUP BY state", &mut lots)?;
         Ok(Stats { sheets, lots })
+    }
+
+    /// What waits to be sent: how many sheets, the oldest, the nearest deadline; and the time
+    /// of the last event (a clock now behind it went back).
+    pub fn backlog(&self) -> Result<Backlog, QueueError> {
+        let (unsent, oldest_created_at, nearest_deadline) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(created_at), MIN(deadline) FROM sheets
+                 WHERE state IN ('accepted', 'in_lot', 'signed')",
+            )?
+            .query_row([], |r| Ok((get_u64(r, 0)?, r.get(1)?, r.get(2)?)))?;
+        let last_event_at = self
+            .conn
+            .prepare_cached("SELECT at FROM events ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(Backlog {
+            unsent,
+            oldest_created_at,
+            nearest_deadline,
+            last_event_at,
+        })
+    }
+
+    /// Runs SQLite's `PRAGMA quick_check`: `Ok(())` when the file is sound, else what it found.
+    pub fn quick_check(&self) -> Result<Result<(), String>, QueueError> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let found: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(if found.len() == 1 && found[0] == "ok" {
+            Ok(())
+        } else {
+            Err(found.join("; "))
+        })
     }
 
     /// Events with an id above `after_id`, oldest first (newest last), at most `limit`.

@@ -1429,3 +1429,36 @@ fn closing_by_size_closes_only_full_lots() {
     assert_eq!(q.close_lots(None, 2, "20261122110000Z").unwrap().len(), 2);
     assert_eq!(q.accepted_summary(100).unwrap(), (0, None));
 }
+
+#[test]
+fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let empty = q.backlog().unwrap();
+    assert_eq!((empty.unsent, empty.oldest_created_at), (0, None));
+    assert_eq!(q.quick_check().unwrap(), Ok(()));
+    let mut ids = Vec::new();
+    for (n, (created, deadline)) in [
+        ("20261120080000Z", "20270301"),
+        ("20261121080000Z", "20270115"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = new_sheet("PS1", n as u64 + 1, "017510001", None);
+        s.created_at = created.into();
+        s.deadline = Some(deadline.into());
+        ids.push(q.insert_sheet(&s).unwrap().row().id);
+    }
+    let b = q.backlog().unwrap();
+    assert_eq!(b.unsent, 2);
+    assert_eq!(b.oldest_created_at.as_deref(), Some("20261120080000Z"));
+    assert_eq!(b.nearest_deadline.as_deref(), Some("20270115"));
+    assert!(b.last_event_at.is_some());
+    q.cancel_sheet(ids[1], "patient left").unwrap();
+    let b = q.backlog().unwrap();
+    assert_eq!(
+        (b.unsent, b.nearest_deadline.as_deref()),
+        (1, Some("20270301"))
+    );
+}

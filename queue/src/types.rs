@@ -272,6 +272,20 @@ pub type GroupOutcome = (
     Vec<Result<Inserted, crate::QueueError>>,
 );
 
+/// What waits to be sent, for self-diagnosis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Sheets not sent yet (accepted, in a lot, signed).
+    pub unsent: u64,
+    /// When the oldest of them was created (`YYYYMMDDHHMMSSZ`).
+    pub oldest_created_at: Option<String>,
+    /// The nearest sending deadline among them (`YYYYMMDD`).
+    pub nearest_deadline: Option<String>,
+    /// Time of the last event recorded (`YYYY-MM-DDTHH:MM:SS.sssZ`): the clock was at least
+    /// there.
+    pub last_event_at: Option<String>,
+}
+
 /// A sheet not sent yet whose sending deadline is near or past.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadlineAlarm {

@@ -1,24 +1,29 @@
-//! `fsectl`: the command line over fsed's socket API.
-//! Exit codes: 0 success, 1 the daemon answered an error, 2 usage, 3 the daemon is unreachable.
+//! `fsectl`: the command line over fsed's socket API. Every method has a command; results print
+//! as tables for people, or as the method's JSON result with `--json`.
+//!
+//! Exit codes: 0 success; 1 fsed answered an error; 2 usage; 3 fsed is unreachable;
+//! 4 `doctor` found a warning; 5 `doctor` found a failure; 6 `transmit --wait` timed out with
+//! sheets still unsent.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-/// fsectl — talk to fsed.
+/// fsectl — drive and inspect fsed.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     /// API socket of fsed.
     #[arg(long, env = "FSED_SOCKET", default_value = "/run/fsed/fsed.sock")]
     socket: PathBuf,
-    /// Print raw JSON results.
-    #[arg(long)]
+    /// Print the JSON results instead of tables.
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Cmd,
@@ -28,20 +33,56 @@ struct Cli {
 enum Cmd {
     /// Version, cards present and queue counts.
     Status,
-    /// Queue counts and lots.
-    Queue,
+    /// fsed's version (`system.version`).
+    Version,
+    /// Checks what fsed depends on and says how to fix what is wrong (`system.doctor`).
+    Doctor,
+    /// Cards in the readers and their PINs.
+    #[command(subcommand)]
+    Cards(CardsCmd),
+    /// The Vitale card.
+    #[command(subcommand)]
+    Vitale(VitaleCmd),
     /// Care sheets.
     #[command(subcommand)]
     Fse(FseCmd),
-    /// Present the CPS PIN, read from standard input (never from the command line).
-    Pin {
-        /// Serial of the CPS when several are present.
+    /// Lots.
+    #[command(subcommand)]
+    Lots(LotsCmd),
+    /// Sends what is queued now; with `--wait`, follows it with a progress bar until every
+    /// sheet is sent (`transmit.now`).
+    Transmit {
+        /// Wait until nothing is left to send.
         #[arg(long)]
-        cps_serial: Option<String>,
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
-    /// Close open lots now.
-    CloseLots,
-    /// Call any method with JSON parameters.
+    /// Acknowledgements (ARL) and payment returns (`returns.list`).
+    Returns {
+        /// Only those of this lot.
+        #[arg(long)]
+        lot: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Prints events as they happen (`events.subscribe`) until interrupted.
+    Events {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Prints a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Calls any method with JSON parameters.
     Call {
         /// Method name.
         method: String,
@@ -51,8 +92,47 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum CardsCmd {
+    /// The cards in the readers (`cards.list`).
+    List,
+    /// Presents the CPS PIN, read from standard input, never from the command line
+    /// (`cards.verify_pin`).
+    VerifyPin {
+        /// Serial of the CPS when several are present.
+        #[arg(long)]
+        cps_serial: Option<String>,
+    },
+    /// PIN state and tries left (`cards.pin_status`).
+    PinStatus {
+        /// Serial of the CPS when several are present.
+        #[arg(long)]
+        cps_serial: Option<String>,
+    },
+    /// Changes the CPS PIN: the old PIN then the new one, one a line on standard input
+    /// (`cards.change_pin`).
+    ChangePin {
+        /// Serial of the CPS when several are present.
+        #[arg(long)]
+        cps_serial: Option<String>,
+    },
+    /// Unblocks the CPS PIN: the PUK then the new PIN, one a line on standard input
+    /// (`cards.unblock_pin`).
+    UnblockPin {
+        /// Serial of the CPS when several are present.
+        #[arg(long)]
+        cps_serial: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VitaleCmd {
+    /// The Vitale card's contents and its certificate check (`vitale.read`).
+    Read,
+}
+
+#[derive(Subcommand)]
 enum FseCmd {
-    /// Create a care sheet for one act.
+    /// Creates a care sheet for one act (`fse.create`).
     Create {
         /// Act code (e.g. G).
         #[arg(long, default_value = "G")]
@@ -60,7 +140,7 @@ enum FseCmd {
         /// Coefficient in hundredths.
         #[arg(long, default_value_t = 100)]
         coefficient: u32,
-        /// Date of care YYYYMMDD (default today).
+        /// Date of care YYYY-MM-DD or YYYYMMDD (default today).
         #[arg(long)]
         date: Option<String>,
         /// Beneficiary index on the Vitale card.
@@ -73,13 +153,72 @@ enum FseCmd {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    /// Show one sheet.
+    /// Shows one sheet (`fse.get`).
     Get {
         /// Sheet id.
         id: i64,
     },
-    /// List sheets.
+    /// Lists sheets (`fse.list`).
+    List {
+        /// Only sheets in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Those after this id (paging).
+        #[arg(long, default_value_t = 0)]
+        after_id: i64,
+    },
+    /// Cancels a sheet not yet in a lot (`fse.cancel`).
+    Cancel {
+        /// Sheet id.
+        id: i64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sends a rejected sheet again (`fse.resubmit`).
+    Resubmit {
+        /// Sheet id.
+        id: i64,
+    },
+    /// The proof a signed sheet carries alone (`fse.proof`).
+    Proof {
+        /// Sheet id.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LotsCmd {
+    /// Lists lots (`lots.list`).
     List,
+    /// Shows one lot (`lots.get`).
+    Get {
+        /// Lot id.
+        id: String,
+    },
+    /// Closes open lots now (`lots.close`).
+    Close,
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// Counts of sheets and lots per state (`queue.stats`).
+    Stats,
+    /// Sheets near or past their sending deadline (`queue.alarms`).
+    Alarms,
+}
+
+/// A call that did not give a result.
+enum CallError {
+    /// fsed could not be reached, or answered nonsense.
+    Unreachable(String),
+    /// fsed answered an error.
+    Remote(Value),
+    /// The command itself failed, with its exit code.
+    Exit(String, u8),
 }
 
 struct Client {
@@ -87,43 +226,97 @@ struct Client {
     next: u64,
 }
 
-enum CallError {
-    Unreachable(String),
-    Remote(Value),
-}
-
 impl Client {
     fn connect(path: &PathBuf) -> Result<Client, CallError> {
         UnixStream::connect(path)
             .map(|s| Client {
                 stream: BufReader::new(s),
-                next: 1,
+                next: 0,
             })
             .map_err(|e| {
-                CallError::Unreachable(format!("{}: {e} (is fsed running?)", path.display()))
+                let hint = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        "add this user to the group fsed, then log in again"
+                    }
+                    _ => "is fsed running? `systemctl status fsed`",
+                };
+                CallError::Unreachable(format!("{}: {e} ({hint})", path.display()))
             })
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+    fn send(&mut self, method: &str, params: Value) -> Result<u64, CallError> {
         self.next += 1;
-        let mut line = serde_json::to_vec(
-            &json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}),
-        )
-        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut line = Zeroizing::new(
+            serde_json::to_vec(
+                &json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}),
+            )
+            .map_err(|e| CallError::Unreachable(e.to_string()))?,
+        );
         line.push(b'\n');
-        let sent = self.stream.get_mut().write_all(&line);
-        line.zeroize();
-        sent.map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let mut reply = String::new();
         self.stream
-            .read_line(&mut reply)
+            .get_mut()
+            .write_all(&line)
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let v: Value = serde_json::from_str(&reply)
-            .map_err(|e| CallError::Unreachable(format!("bad reply: {e}")))?;
-        match v.get("error") {
-            Some(err) => Err(CallError::Remote(err.clone())),
-            None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+        Ok(self.next)
+    }
+
+    fn read(&mut self) -> Result<Value, CallError> {
+        let mut reply = String::new();
+        match self.stream.read_line(&mut reply) {
+            Ok(0) => Err(CallError::Unreachable("fsed closed the connection".into())),
+            Ok(_) => serde_json::from_str(&reply)
+                .map_err(|e| CallError::Unreachable(format!("unreadable reply: {e}"))),
+            Err(e) => Err(CallError::Unreachable(e.to_string())),
         }
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+        let id = self.send(method, params)?;
+        loop {
+            let v = self.read()?;
+            // Event notifications carry no id: not the answer.
+            if v.get("id") != Some(&json!(id)) {
+                continue;
+            }
+            return match v.get("error") {
+                Some(err) => Err(CallError::Remote(err.clone())),
+                None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+            };
+        }
+    }
+}
+
+/// Prints rows as a table with aligned columns.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    if rows.is_empty() {
+        println!("(none)");
+    }
+}
+
+/// A JSON value as a cell: strings bare, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -132,107 +325,338 @@ fn money(cents: &Value) -> String {
     format!("{}.{:02} €", c / 100, c % 100)
 }
 
-fn print_status(version: &Value, cards: &Value, stats: &Value) {
-    println!(
-        "fsed {} (API {})",
-        version["version"].as_str().unwrap_or("?"),
-        version["api"]
-    );
-    println!("cards:");
-    match cards.as_array() {
-        Some(list) if !list.is_empty() => {
-            for c in list {
-                let who = if let Some(cps) = c.get("cps") {
-                    format!(
-                        "{} {} ({})",
-                        cps["holder"]["given_name"].as_str().unwrap_or(""),
-                        cps["holder"]["surname"].as_str().unwrap_or(""),
-                        if c["pin_verified"].as_bool() == Some(true) {
-                            "PIN verified"
-                        } else {
-                            "PIN not verified"
-                        }
-                    )
-                } else if let Some(v) = c.get("vitale") {
-                    format!(
-                        "{} beneficiaries",
-                        v["beneficiaries"].as_array().map_or(0, Vec::len)
-                    )
-                } else {
-                    String::new()
-                };
-                println!(
-                    "  {:<28} {:<7} {:<10} {}",
-                    c["reader"].as_str().unwrap_or(""),
-                    c["kind"].as_str().unwrap_or(""),
-                    c["serial"].as_str().unwrap_or("-"),
-                    who
-                );
-            }
-        }
-        _ => println!("  (none)"),
+fn pretty(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Reads one secret line from standard input, without echo handling (pipe or prompt).
+fn secret_line(prompt: &str) -> Result<Zeroizing<String>, CallError> {
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}: ");
+        let _ = std::io::stderr().flush();
     }
-    print_stats(stats);
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CallError::Exit(format!("reading {prompt}: {e}"), 2))?;
+    let trimmed = Zeroizing::new(line.trim().to_string());
+    if trimmed.is_empty() {
+        return Err(CallError::Exit(format!("no {prompt} on standard input"), 2));
+    }
+    Ok(trimmed)
+}
+
+/// Calls a method whose parameters hold secrets, then wipes them.
+fn secret_call(c: &mut Client, method: &str, mut params: Value) -> Result<Value, CallError> {
+    let r = c.call(method, params.clone());
+    fn scrub(v: &mut Value) {
+        match v {
+            Value::String(s) => s.zeroize(),
+            Value::Object(o) => o.values_mut().for_each(scrub),
+            _ => {}
+        }
+    }
+    scrub(&mut params);
+    r
+}
+
+fn with_serial(mut params: Value, cps_serial: Option<String>) -> Value {
+    if let Some(s) = cps_serial {
+        params["cps_serial"] = json!(s);
+    }
+    params
+}
+
+fn print_cards(cards: &Value) {
+    let rows: Vec<Vec<String>> = cards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let who = if let Some(cps) = c.get("cps") {
+                format!(
+                    "{} {}",
+                    cell(&cps["holder"]["given_name"]),
+                    cell(&cps["holder"]["surname"])
+                )
+            } else if let Some(v) = c.get("vitale") {
+                format!(
+                    "{} beneficiaries",
+                    v["beneficiaries"].as_array().map_or(0, Vec::len)
+                )
+            } else {
+                cell(&c["error"])
+            };
+            let pin = if c["kind"] == "cps" {
+                if c["pin_verified"] == json!(true) {
+                    "verified"
+                } else {
+                    "not verified"
+                }
+            } else {
+                "-"
+            };
+            vec![
+                cell(&c["reader"]),
+                cell(&c["kind"]),
+                cell(&c["serial"]),
+                who,
+                pin.to_string(),
+                cell(&c["certificate"]["status"]),
+                cell(&c["certificate"]["not_after"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "reader",
+            "kind",
+            "serial",
+            "holder",
+            "pin",
+            "certificate",
+            "valid until",
+        ],
+        &rows,
+    );
 }
 
 fn print_stats(stats: &Value) {
     for kind in ["sheets", "lots"] {
-        let counts = stats[kind]
+        let counts: Vec<String> = stats[kind]
             .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.as_u64() != Some(0))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         println!(
             "{kind}: {}",
             if counts.is_empty() {
                 "none".into()
             } else {
-                counts
+                counts.join(", ")
             }
         );
     }
 }
 
+fn print_sheet(r: &Value) {
+    let a = &r["sheet"]["amounts"];
+    println!(
+        "sheet {} (no. {}) {}: total {}, AMO {}, participation {}, patient {}",
+        r["id"],
+        r["number"],
+        cell(&r["state"]),
+        money(&a["total_cents"]),
+        money(&a["amo_cents"]),
+        money(&a["pf_cents"]),
+        money(&a["patient_cents"])
+    );
+}
+
+/// Sheets not sent yet, from `queue.stats`.
+fn unsent(stats: &Value) -> u64 {
+    ["accepted", "in_lot", "signed"]
+        .iter()
+        .map(|s| stats["sheets"][s].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn transmit(c: &mut Client, json_out: bool, wait: bool, timeout: u64) -> Result<(), CallError> {
+    let r = c.call("transmit.now", json!({}))?;
+    if !wait {
+        if json_out {
+            pretty(&r);
+        } else {
+            println!("sending asked");
+        }
+        return Ok(());
+    }
+    let start = unsent(&c.call("queue.stats", json!({}))?);
+    let bar = if json_out || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(start)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} sending [{bar:40}] {pos}/{len} sheets ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut total = start;
+    let left = loop {
+        let left = unsent(&c.call("queue.stats", json!({}))?);
+        // Sheets made meanwhile join the backlog being sent.
+        if left > total {
+            total = left;
+            bar.set_length(total);
+        }
+        bar.set_position(total - left);
+        if left == 0 || Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if start > 0 {
+            // Nudge the batcher again: lots close by age otherwise.
+            let _ = c.call("transmit.now", json!({}));
+        }
+    };
+    bar.finish_and_clear();
+    if json_out {
+        pretty(&json!({"sent": total - left, "unsent": left}));
+    } else {
+        println!("{} sheet(s) sent, {left} left", total - left);
+    }
+    if left > 0 {
+        return Err(CallError::Exit(
+            format!("{left} sheet(s) still unsent after {timeout} s: see `fsectl doctor`"),
+            6,
+        ));
+    }
+    Ok(())
+}
+
+fn doctor(c: &mut Client, json_out: bool) -> Result<(), CallError> {
+    let r = c.call("system.doctor", json!({}))?;
+    if json_out {
+        pretty(&r);
+    } else {
+        for check in r["checks"].as_array().into_iter().flatten() {
+            let mark = match check["status"].as_str() {
+                Some("ok") => "ok  ",
+                Some("warning") => "WARN",
+                _ => "FAIL",
+            };
+            println!(
+                "[{mark}] {:<12} {}",
+                cell(&check["check"]),
+                cell(&check["detail"])
+            );
+            if let Some(fix) = check["fix"].as_str() {
+                println!("       {:<12} → {fix}", "");
+            }
+        }
+    }
+    match r["status"].as_str() {
+        Some("ok") => Ok(()),
+        Some("warning") => Err(CallError::Exit("warnings found".into(), 4)),
+        _ => Err(CallError::Exit("problems found".into(), 5)),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), CallError> {
+    if let Cmd::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "fsectl", &mut std::io::stdout());
+        return Ok(());
+    }
     let mut c = Client::connect(&cli.socket)?;
-    let out = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let j = cli.json;
+    // Prints the result as JSON, or with `human` for people.
+    let show = |r: Value, human: &dyn Fn(&Value)| {
+        if j {
+            pretty(&r);
+        } else {
+            human(&r);
+        }
+    };
     match cli.command {
+        Cmd::Completions { .. } => {}
         Cmd::Status => {
             let (v, cards, stats) = (
                 c.call("system.version", json!({}))?,
                 c.call("cards.list", json!({}))?,
                 c.call("queue.stats", json!({}))?,
             );
-            if cli.json {
-                out(&json!({"version": v, "cards": cards, "queue": stats}));
-            } else {
-                print_status(&v, &cards, &stats);
-            }
-        }
-        Cmd::Queue => {
-            let (stats, lots) = (
-                c.call("queue.stats", json!({}))?,
-                c.call("lots.list", json!({}))?,
-            );
-            if cli.json {
-                out(&json!({"queue": stats, "lots": lots}));
-            } else {
-                print_stats(&stats);
-                for l in lots.as_array().into_iter().flatten() {
+            show(
+                json!({"version": v, "cards": cards, "queue": stats}),
+                &|r| {
                     println!(
-                        "  lot {:<24} {:<13} {:>5} sheets  to {}",
-                        l["id"].as_str().unwrap_or(""),
-                        l["state"].as_str().unwrap_or(""),
-                        l["sheet_count"],
-                        l["destination"].as_str().unwrap_or("")
+                        "fsed {} (API {})",
+                        cell(&r["version"]["version"]),
+                        r["version"]["api"]
                     );
-                }
-            }
+                    print_cards(&r["cards"]);
+                    print_stats(&r["queue"]);
+                },
+            );
         }
+        Cmd::Version => show(c.call("system.version", json!({}))?, &|r| {
+            println!("fsed {} (API {})", cell(&r["version"]), r["api"]);
+        }),
+        Cmd::Doctor => doctor(&mut c, j)?,
+        Cmd::Cards(CardsCmd::List) => show(c.call("cards.list", json!({}))?, &print_cards),
+        Cmd::Cards(CardsCmd::VerifyPin { cps_serial }) => {
+            let pin = secret_line("PIN")?;
+            let r = secret_call(
+                &mut c,
+                "cards.verify_pin",
+                with_serial(json!({"pin": pin.as_str()}), cps_serial),
+            )?;
+            show(r, &|_| println!("PIN verified"));
+        }
+        Cmd::Cards(CardsCmd::PinStatus { cps_serial }) => show(
+            c.call("cards.pin_status", with_serial(json!({}), cps_serial))?,
+            &|r| {
+                if r["verified"] == json!(true) {
+                    println!("PIN verified");
+                } else if r["blocked"] == json!(true) {
+                    println!("PIN blocked: unblock it with the PUK (fsectl cards unblock-pin)");
+                } else {
+                    println!("PIN not verified, {} tries left", cell(&r["tries_left"]));
+                }
+            },
+        ),
+        Cmd::Cards(CardsCmd::ChangePin { cps_serial }) => {
+            let old = secret_line("current PIN")?;
+            let new = secret_line("new PIN")?;
+            let r = secret_call(
+                &mut c,
+                "cards.change_pin",
+                with_serial(
+                    json!({"old_pin": old.as_str(), "new_pin": new.as_str()}),
+                    cps_serial,
+                ),
+            )?;
+            show(r, &|_| println!("PIN changed"));
+        }
+        Cmd::Cards(CardsCmd::UnblockPin { cps_serial }) => {
+            let puk = secret_line("PUK")?;
+            let new = secret_line("new PIN")?;
+            let r = secret_call(
+                &mut c,
+                "cards.unblock_pin",
+                with_serial(
+                    json!({"puk": puk.as_str(), "new_pin": new.as_str()}),
+                    cps_serial,
+                ),
+            )?;
+            show(r, &|_| println!("PIN unblocked"));
+        }
+        Cmd::Vitale(VitaleCmd::Read) => show(c.call("vitale.read", json!({}))?, &|r| {
+            println!(
+                "Vitale card {} — certificate {}",
+                cell(&r["serial"]),
+                cell(&r["certificate"]["status"])
+            );
+            let rows: Vec<Vec<String>> = r["beneficiaries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, b)| {
+                    vec![
+                        i.to_string(),
+                        format!("{} {}", cell(&b["given_name"]), cell(&b["surname"])),
+                        cell(&b["birth_date"]),
+                        cell(&b["organism"]),
+                    ]
+                })
+                .collect();
+            table(&["#", "beneficiary", "born", "organism"], &rows);
+        }),
         Cmd::Fse(FseCmd::Create {
             code,
             coefficient,
@@ -250,71 +674,161 @@ fn run(cli: Cli) -> Result<(), CallError> {
             if let Some(k) = idempotency_key {
                 params["idempotency_key"] = json!(k);
             }
-            let r = c.call("fse.create", params)?;
-            if cli.json {
-                out(&r);
-            } else {
-                let a = &r["sheet"]["amounts"];
-                println!(
-                    "sheet {} (no. {}) {}: total {}, AMO {}, participation {}, patient {}",
-                    r["id"],
-                    r["number"],
-                    r["state"].as_str().unwrap_or(""),
-                    money(&a["total_cents"]),
-                    money(&a["amo_cents"]),
-                    money(&a["pf_cents"]),
-                    money(&a["patient_cents"])
-                );
-            }
+            show(c.call("fse.create", params)?, &print_sheet);
         }
-        Cmd::Fse(FseCmd::Get { id }) => out(&c.call("fse.get", json!({"id": id}))?),
-        Cmd::Fse(FseCmd::List) => {
-            let rows = c.call("fse.list", json!({}))?;
-            if cli.json {
-                out(&rows);
-            } else {
-                for r in rows.as_array().into_iter().flatten() {
+        Cmd::Fse(FseCmd::Get { id }) => show(c.call("fse.get", json!({"id": id}))?, &|r| {
+            print_sheet(r);
+            println!(
+                "lot {}{}",
+                cell(&r["lot_id"]),
+                r["reason"]
+                    .as_str()
+                    .map(|s| format!(", {s}"))
+                    .unwrap_or_default()
+            );
+        }),
+        Cmd::Fse(FseCmd::List {
+            state,
+            limit,
+            after_id,
+        }) => {
+            let mut params = json!({"limit": limit, "after_id": after_id});
+            if let Some(s) = state {
+                params["state"] = json!(s);
+            }
+            show(c.call("fse.list", params)?, &|rows| {
+                let rows: Vec<Vec<String>> = rows
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            cell(&r["id"]),
+                            cell(&r["number"]),
+                            cell(&r["state"]),
+                            cell(&r["destination"]),
+                            cell(&r["lot_id"]),
+                        ]
+                    })
+                    .collect();
+                table(&["id", "number", "state", "destination", "lot"], &rows);
+            });
+        }
+        Cmd::Fse(FseCmd::Cancel { id, reason }) => show(
+            c.call("fse.cancel", json!({"id": id, "reason": reason}))?,
+            &|r| println!("sheet {} {}", r["id"], cell(&r["state"])),
+        ),
+        Cmd::Fse(FseCmd::Resubmit { id }) => {
+            show(c.call("fse.resubmit", json!({"id": id}))?, &print_sheet)
+        }
+        Cmd::Fse(FseCmd::Proof { id }) => show(c.call("fse.proof", json!({"id": id}))?, &pretty),
+        Cmd::Lots(LotsCmd::List) => show(c.call("lots.list", json!({}))?, &|lots| {
+            let rows: Vec<Vec<String>> = lots
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    vec![
+                        cell(&l["id"]),
+                        cell(&l["state"]),
+                        cell(&l["sheet_count"]),
+                        cell(&l["destination"]),
+                        cell(&l["closed_at"]),
+                    ]
+                })
+                .collect();
+            table(&["lot", "state", "sheets", "destination", "closed"], &rows);
+        }),
+        Cmd::Lots(LotsCmd::Get { id }) => show(c.call("lots.get", json!({"lot_id": id}))?, &pretty),
+        Cmd::Lots(LotsCmd::Close) => show(c.call("lots.close", json!({}))?, &|_| {
+            println!("open lots closing");
+        }),
+        Cmd::Transmit { wait, timeout } => transmit(&mut c, j, wait, timeout)?,
+        Cmd::Returns { lot, limit } => {
+            let mut params = json!({});
+            if let Some(l) = lot {
+                params["lot_id"] = json!(l);
+            }
+            if let Some(n) = limit {
+                params["limit"] = json!(n);
+            }
+            show(c.call("returns.list", params)?, &|r| {
+                let arls: Vec<Vec<String>> = r["arls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        vec![
+                            cell(&a["lot_id"]),
+                            cell(&a["status"]),
+                            cell(&a["received_at"]),
+                        ]
+                    })
+                    .collect();
+                table(&["lot", "arl", "received"], &arls);
+                let payments: Vec<Vec<String>> = r["payments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            cell(&p["lot_id"]),
+                            cell(&p["sheet_id"]),
+                            cell(&p["outcome"]),
+                            p.get("amount_cents").map(money).unwrap_or("-".into()),
+                        ]
+                    })
+                    .collect();
+                println!();
+                table(&["lot", "sheet", "payment", "amount"], &payments);
+            });
+        }
+        Cmd::Queue(QueueCmd::Stats) => show(c.call("queue.stats", json!({}))?, &print_stats),
+        Cmd::Queue(QueueCmd::Alarms) => show(c.call("queue.alarms", json!({}))?, &|alarms| {
+            let rows: Vec<Vec<String>> = alarms
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    vec![
+                        cell(&a["id"]),
+                        cell(&a["number"]),
+                        cell(&a["state"]),
+                        cell(&a["deadline"]),
+                    ]
+                })
+                .collect();
+            table(&["sheet", "number", "state", "deadline"], &rows);
+        }),
+        Cmd::Events { count } => {
+            c.call("events.subscribe", json!({}))?;
+            let mut seen = 0;
+            while count.is_none_or(|n| seen < n) {
+                let v = c.read()?;
+                if v["method"] != "event" {
+                    continue;
+                }
+                seen += 1;
+                if j {
+                    println!("{}", v["params"]);
+                } else {
                     println!(
-                        "{:>6} no. {:<6} {:<13} {}",
-                        r["id"],
-                        r["number"],
-                        r["state"].as_str().unwrap_or(""),
-                        r["lot_id"].as_str().unwrap_or("-")
+                        "{}  {}  {}",
+                        cell(&v["params"]["at"]),
+                        cell(&v["params"]["kind"]),
+                        v["params"]["data"]
                     );
                 }
+                let _ = std::io::stdout().flush();
             }
         }
-        Cmd::Pin { cps_serial } => {
-            let mut pin = String::new();
-            std::io::stdin()
-                .read_line(&mut pin)
-                .map_err(|e| CallError::Unreachable(e.to_string()))?;
-            let trimmed = pin.trim().to_string();
-            pin.zeroize();
-            let mut params = json!({"pin": trimmed});
-            if let Some(s) = cps_serial {
-                params["cps_serial"] = json!(s);
-            }
-            let r = c.call("cards.verify_pin", params);
-            println!(
-                "{}",
-                if r.is_ok() {
-                    "PIN verified"
-                } else {
-                    "PIN refused"
-                }
-            );
-            r?;
-        }
-        Cmd::CloseLots => out(&c.call("lots.close", json!({}))?),
         Cmd::Call { method, params } => {
             let p = match params {
-                Some(text) => serde_json::from_str(&text).map_err(|e| {
-                    CallError::Remote(json!({"message": format!("params are not JSON: {e}")}))
-                })?,
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| CallError::Exit(format!("params are not JSON: {e}"), 2))?,
                 None => json!({}),
             };
-            out(&c.call(&method, p)?);
+            pretty(&c.call(&method, p)?);
         }
     }
     Ok(())
@@ -328,15 +842,16 @@ fn main() -> ExitCode {
             eprintln!("fsectl: {m}");
             ExitCode::from(3)
         }
+        Err(CallError::Exit(m, code)) => {
+            eprintln!("fsectl: {m}");
+            ExitCode::from(code)
+        }
         Err(CallError::Remote(e)) => {
             let field = e["data"]["field"]
                 .as_str()
                 .map(|f| format!(" [{f}]"))
                 .unwrap_or_default();
-            eprintln!(
-                "fsectl: {}{field}",
-                e["message"].as_str().unwrap_or("error")
-            );
+            eprintln!("fsectl: {}{field}", cell(&e["message"]));
             ExitCode::from(1)
         }
     }

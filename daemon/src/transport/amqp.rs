@@ -216,6 +216,38 @@ impl AmqpTransport {
         Ok(t)
     }
 
+    /// Self-diagnosis: a connection of its own declares the topology (exchanges, return queue
+    /// and its dead-letter queue, as at every connect) and reads the return queue's depth.
+    pub async fn check(&self) -> Result<String, TransportError> {
+        let (conn, channel) = self.open("fsed-doctor").await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let depth = |q: &str| {
+            let channel = channel.clone();
+            let q = q.to_string();
+            async move {
+                channel
+                    .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .map(|q| (q.message_count(), q.consumer_count()))
+                    .map_err(|e| TransportError::Connect(format!("queue {q}: {e}")))
+            }
+        };
+        let (returns, consumers) = depth(&self.cfg.return_queue).await?;
+        let (dead, _) = depth(&wire::dead_letter_queue(&self.cfg.return_queue)).await?;
+        let _ = conn.close(200, "doctor done".into()).await;
+        Ok(format!(
+            "{}: reachable; exchanges {}, {} and {} declared; return queue {} ({returns} waiting, {consumers} consumer(s)), {dead} dead letter(s)",
+            redact(&self.cfg.url),
+            wire::EXCHANGE_AMO,
+            wire::EXCHANGE_AMC,
+            wire::EXCHANGE_DEAD,
+            self.cfg.return_queue,
+        ))
+    }
+
     /// The transport without connecting yet: the first [`publish_lot`] or
     /// [`returns`] connects (for a daemon that starts while the broker is down).
     ///

@@ -55,6 +55,32 @@ async fn spooled(
 }
 
 impl Transport {
+    /// Self-diagnosis: over AMQP, a fresh connection declares the topology and looks at the
+    /// return queue; with a spool, its directories must take a file. Says what it found.
+    pub async fn check(&self) -> Result<String, String> {
+        match self {
+            Transport::Amqp(t) => t.check().await.map_err(|e| e.to_string()),
+            Transport::Spool(s) => {
+                let (outbox, inbox) = (s.outbox.clone(), s.inbox.clone());
+                tokio::task::spawn_blocking(move || {
+                    for dir in [&outbox, &inbox] {
+                        let probe = dir.join(".fsed-doctor");
+                        std::fs::write(&probe, b"")
+                            .and_then(|()| std::fs::remove_file(&probe))
+                            .map_err(|e| format!("spool directory {}: {e}", dir.display()))?;
+                    }
+                    Ok(format!(
+                        "spool: outbox {} and inbox {} writable",
+                        outbox.display(),
+                        inbox.display()
+                    ))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        }
+    }
+
     /// Sends signed lots (`(id, destination, DER)`), at most a window's worth: over AMQP all
     /// are published before their confirms are awaited. One result per lot, in order; each
     /// `Ok` only once that lot is durable on the other side.

@@ -1,0 +1,428 @@
+//! Self-diagnosis (`system.doctor`, `fsectl doctor`): checks what fsed depends on and says, in
+//! plain words, what is wrong and how to fix it. Each check is independent: one failing does
+//! not hide the others. Checks, in order: the reader service (pcscd) and the readers it sees,
+//! which slot holds which card, card certificates and their expiry, PIN tries left, the clock,
+//! the database's integrity and the free disk, the broker (or spool directories) and its
+//! topology, the backlog and the oldest unsent sheet against its sending deadline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use fse_formats::cards::CardKind;
+use fse_formats::pki::CertStatus;
+use serde::Serialize;
+
+use crate::api::Context;
+use crate::config::CardBackend;
+use crate::transport::Transport;
+
+/// Free disk below this under the state directory is a failure.
+pub const DISK_FAILURE_BYTES: u64 = 100 * 1024 * 1024;
+/// Free disk below this under the state directory is a warning.
+pub const DISK_WARNING_BYTES: u64 = 1024 * 1024 * 1024;
+/// A card certificate ending within this many days is a warning.
+pub const CERT_WARNING_DAYS: i64 = 30;
+
+/// What the doctor needs to know of the running service beyond the API context.
+pub struct Setup {
+    /// The card backend in use.
+    pub backend: CardBackend,
+    /// Virtual reader slot addresses (virtual backend).
+    pub virtual_slots: Vec<String>,
+    /// The state directory (database, spool).
+    pub state_dir: PathBuf,
+    /// The transport in use.
+    pub transport: Arc<Transport>,
+}
+
+/// The verdict of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but needs attention soon.
+    Warning,
+    /// Broken: sheets cannot be made or sent until it is fixed.
+    Failure,
+}
+
+/// One check and what it found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
+    /// `database`, `disk`, `broker`, `backlog`).
+    pub check: &'static str,
+    /// Verdict.
+    pub status: Status,
+    /// What was found, in plain words.
+    pub detail: String,
+    /// How to fix it, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Everything the doctor found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The worst verdict of all checks.
+    pub status: Status,
+    /// The checks, in order.
+    pub checks: Vec<Check>,
+}
+
+fn check(check: &'static str, status: Status, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+impl Check {
+    fn fix(mut self, how: impl Into<String>) -> Check {
+        self.fix = Some(how.into());
+        self
+    }
+}
+
+/// Runs every check.
+pub async fn run(ctx: &Context, setup: &Setup) -> Report {
+    let mut checks = Vec::new();
+    checks.extend(readers(setup).await);
+    checks.extend(cards(ctx).await);
+    checks.push(clock(ctx).await);
+    checks.extend(database(ctx, setup).await);
+    checks.push(broker(setup).await);
+    checks.push(backlog(ctx).await);
+    let status = checks
+        .iter()
+        .map(|c| c.status)
+        .max_by_key(|s| *s as u8)
+        .unwrap_or(Status::Ok);
+    Report { status, checks }
+}
+
+/// pcscd and its readers (PC/SC backend), or the embedded virtual reader.
+async fn readers(setup: &Setup) -> Vec<Check> {
+    match setup.backend {
+        CardBackend::Virtual => vec![check(
+            "readers",
+            Status::Ok,
+            format!(
+                "embedded virtual reader, slots {}",
+                setup.virtual_slots.join(", ")
+            ),
+        )],
+        CardBackend::Pcsc => {
+            let listed = tokio::task::spawn_blocking(|| -> Result<Vec<String>, String> {
+                let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(|e| e.to_string())?;
+                match ctx.list_readers_owned() {
+                    Ok(names) => Ok(names
+                        .into_iter()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect()),
+                    Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("check failed: {e}")));
+            match listed {
+                Err(e) => vec![check("pcscd", Status::Failure, format!("pcscd is not reachable: {e}"))
+                    .fix("start the smart card service: `systemctl start pcscd.socket` (package pcscd)")],
+                Ok(names) if names.is_empty() => vec![
+                    check("pcscd", Status::Ok, "pcscd answers"),
+                    check("readers", Status::Failure, "pcscd sees no card reader")
+                        .fix("plug the reader in (USB) and check its driver: `pcsc_scan` lists the readers pcscd sees"),
+                ],
+                Ok(names) => vec![
+                    check("pcscd", Status::Ok, "pcscd answers"),
+                    check(
+                        "readers",
+                        Status::Ok,
+                        format!("{} reader(s): {}", names.len(), names.join(", ")),
+                    ),
+                ],
+            }
+        }
+    }
+}
+
+/// Which slot holds which card, their certificates, the CPS PIN.
+async fn cards(ctx: &Context) -> Vec<Check> {
+    let listed = match ctx.cards.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            return vec![check(
+                "cards",
+                Status::Failure,
+                format!("the card layer does not answer: {e}"),
+            )
+            .fix(
+                "restart fsed: `systemctl restart fsed`; if it persists, see `journalctl -u fsed`",
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    let held: Vec<String> = listed
+        .iter()
+        .map(|c| {
+            let what = match (&c.cps, &c.vitale) {
+                (Some(cps), _) => format!(
+                    "CPS {} of {} {}",
+                    c.serial.as_deref().unwrap_or("?"),
+                    cps.holder.given_name,
+                    cps.holder.surname
+                ),
+                (None, Some(v)) => format!(
+                    "Vitale card {} ({} beneficiaries)",
+                    c.serial.as_deref().unwrap_or("?"),
+                    v.beneficiaries.len()
+                ),
+                _ => format!("{:?} card", c.kind).to_lowercase(),
+            };
+            format!("{}: {what}", c.reader)
+        })
+        .collect();
+    let has_cps = listed.iter().any(|c| c.kind == CardKind::Cps);
+    let unreadable: Vec<String> = listed
+        .iter()
+        .filter_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.reader)))
+        .collect();
+    out.push(if !unreadable.is_empty() {
+        check(
+            "cards",
+            Status::Failure,
+            format!("unreadable card: {}", unreadable.join("; ")),
+        )
+        .fix("take the card out, check it is the right way up and clean, and put it back")
+    } else if !has_cps {
+        check(
+            "cards",
+            Status::Warning,
+            if held.is_empty() {
+                "no card in any reader".to_string()
+            } else {
+                held.join("; ")
+            },
+        )
+        .fix("insert the practitioner's CPS: sheets need it")
+    } else {
+        check("cards", Status::Ok, held.join("; "))
+    });
+
+    let now = Utc::now();
+    for c in &listed {
+        let Some(cert) = &c.certificate else { continue };
+        let name = format!(
+            "{} {}",
+            if c.kind == CardKind::Cps {
+                "CPS"
+            } else {
+                "Vitale card"
+            },
+            c.serial.as_deref().unwrap_or("?")
+        );
+        let until = cert.not_after.clone().unwrap_or_else(|| "?".into());
+        let left = cert
+            .not_after
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (t.with_timezone(&Utc) - now).num_days());
+        let reason = cert.reason.clone().unwrap_or_default();
+        out.push(match cert.status {
+            CertStatus::Valid => match left {
+                Some(d) if d < CERT_WARNING_DAYS => check(
+                    "certificates",
+                    Status::Warning,
+                    format!("{name}: certificate valid until {until}, {d} day(s) left"),
+                )
+                .fix("order the card's renewal now"),
+                _ => check(
+                    "certificates",
+                    Status::Ok,
+                    format!("{name}: certificate valid until {until}"),
+                ),
+            },
+            CertStatus::Unchecked => check(
+                "certificates",
+                Status::Warning,
+                format!("{name}: certificate not checked (no trust directory configured)"),
+            )
+            .fix("set `trust_dir` in /etc/fsed/fsed.toml to the directory of the CA certificates and revocation lists"),
+            CertStatus::Expired => check("certificates", Status::Failure, format!("{name}: certificate expired ({until})"))
+                .fix("this card can no longer be used: use its renewed card"),
+            CertStatus::Revoked => check("certificates", Status::Failure, format!("{name}: certificate revoked or card in opposition: {reason}"))
+                .fix("this card can no longer be used: a CPS declared lost or stolen is replaced by the issuer; a Vitale card in opposition is refused"),
+            _ => check("certificates", Status::Failure, format!("{name}: certificate refused: {reason}"))
+                .fix("check the trust directory holds the issuing CAs, or use another card"),
+        });
+    }
+
+    for c in listed.iter().filter(|c| c.kind == CardKind::Cps) {
+        let serial = c.serial.clone();
+        let name = format!("CPS {}", serial.as_deref().unwrap_or("?"));
+        let tries = ctx
+            .cards
+            .run(move |reg| reg.cps(serial.as_deref())?.pin_tries_left())
+            .await;
+        out.push(match tries {
+            Ok(Ok(None)) => check("pin", Status::Ok, format!("{name}: PIN verified")),
+            Ok(Ok(Some(0))) => check("pin", Status::Failure, format!("{name}: PIN blocked"))
+                .fix("unblock it with the card's PUK: `fsectl cards unblock-pin`"),
+            Ok(Ok(Some(n))) if n < 3 => check(
+                "pin",
+                Status::Warning,
+                format!(
+                    "{name}: PIN not verified, {n} tr{} left before it blocks",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+            )
+            .fix("enter the right PIN: `fsectl cards verify-pin`; a PIN blocked needs the PUK"),
+            Ok(Ok(Some(n))) => check(
+                "pin",
+                Status::Warning,
+                format!("{name}: PIN not verified ({n} tries left)"),
+            )
+            .fix("enter the PIN: `fsectl cards verify-pin` (or from the practice software)"),
+            Ok(Err(e)) => check(
+                "pin",
+                Status::Failure,
+                format!("{name}: PIN state unreadable: {e}"),
+            )
+            .fix("take the card out and put it back"),
+            Err(e) => check(
+                "pin",
+                Status::Failure,
+                format!("{name}: the card layer does not answer: {e}"),
+            )
+            .fix("restart fsed: `systemctl restart fsed`"),
+        });
+    }
+    out
+}
+
+/// The clock: a plausible year, and not behind the last event fsed recorded.
+async fn clock(ctx: &Context) -> Check {
+    let now = Utc::now();
+    let shown = now.format("%Y-%m-%d %H:%M:%S UTC");
+    let fix = "set the clock right and keep it synchronised: `timedatectl set-ntp true`";
+    if now.date_naive() < NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default() {
+        return check(
+            "clock",
+            Status::Failure,
+            format!("the clock says {shown}: far in the past"),
+        )
+        .fix(fix);
+    }
+    match ctx.store.read(|q| q.backlog()).await {
+        Ok(b) => match b
+            .last_event_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            Some(last) if last.with_timezone(&Utc) > now + chrono::Duration::minutes(5) => check(
+                "clock",
+                Status::Failure,
+                format!("the clock says {shown}, before the last thing fsed recorded ({last}): it went back"),
+            )
+            .fix(fix),
+            _ => check("clock", Status::Ok, format!("{shown}")),
+        },
+        Err(e) => check("clock", Status::Warning, format!("{shown}; could not compare with the database: {e}")),
+    }
+}
+
+/// The database's integrity and the free disk under the state directory.
+async fn database(ctx: &Context, setup: &Setup) -> Vec<Check> {
+    let integrity = match ctx.store.read(|q| q.quick_check()).await {
+        Ok(Ok(())) => check("database", Status::Ok, "integrity check passed"),
+        Ok(Err(found)) => check("database", Status::Failure, format!("integrity check failed: {found}"))
+            .fix("stop fsed, keep a copy of the state directory, and restore the database from the last backup; call support with the copy"),
+        Err(e) => check("database", Status::Failure, format!("cannot read the database: {e}"))
+            .fix("check the state directory's permissions and the disk (`journalctl -u fsed`)"),
+    };
+    let dir = setup.state_dir.clone();
+    let free = tokio::task::spawn_blocking(move || {
+        rustix::fs::statvfs(&dir)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let place = setup.state_dir.display();
+    let mib = |b: u64| b / (1024 * 1024);
+    let disk = match free {
+        Ok(b) if b < DISK_FAILURE_BYTES => check(
+            "disk",
+            Status::Failure,
+            format!("{} MiB free under {place}", mib(b)),
+        )
+        .fix("free disk space now: sheets cannot be stored when the disk is full"),
+        Ok(b) if b < DISK_WARNING_BYTES => check(
+            "disk",
+            Status::Warning,
+            format!("{} MiB free under {place}", mib(b)),
+        )
+        .fix("free some disk space"),
+        Ok(b) => check(
+            "disk",
+            Status::Ok,
+            format!("{} MiB free under {place}", mib(b)),
+        ),
+        Err(e) => check(
+            "disk",
+            Status::Warning,
+            format!("cannot measure free space under {place}: {e}"),
+        ),
+    };
+    vec![integrity, disk]
+}
+
+/// The broker and its topology (AMQP), or the spool directories.
+async fn broker(setup: &Setup) -> Check {
+    match setup.transport.check().await {
+        Ok(detail) => check("broker", Status::Ok, detail),
+        Err(e) => {
+            let fix = match setup.transport.as_ref() {
+                Transport::Spool(_) => "check that the spool directories exist and belong to the fsed user",
+                Transport::Amqp(_) => "check the network and the broker (`transport.amqp_url` in /etc/fsed/fsed.toml); sheets stay queued until it answers",
+            };
+            check("broker", Status::Failure, e).fix(fix)
+        }
+    }
+}
+
+/// The backlog and the oldest unsent sheet against its deadline.
+async fn backlog(ctx: &Context) -> Check {
+    let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
+    let today = Utc::now().format("%Y%m%d").to_string();
+    match ctx.store.read(|q| q.backlog()).await {
+        Err(e) => check(
+            "backlog",
+            Status::Failure,
+            format!("cannot read the queue: {e}"),
+        ),
+        Ok(b) if b.unsent == 0 => check("backlog", Status::Ok, "nothing waits to be sent"),
+        Ok(b) => {
+            let oldest = b.oldest_created_at.unwrap_or_default();
+            let deadline = b.nearest_deadline.unwrap_or_default();
+            let detail = format!(
+                "{} sheet(s) wait to be sent; the oldest was made {oldest}; the nearest sending deadline is {deadline}",
+                b.unsent
+            );
+            if !deadline.is_empty() && deadline < today {
+                check("backlog", Status::Failure, format!("{detail}: past"))
+                    .fix("send now (`fsectl transmit`) and fix what holds the queue back (broker, CPS PIN); a sheet past its deadline may be refused")
+            } else if !deadline.is_empty() && deadline <= cutoff {
+                check("backlog", Status::Warning, format!("{detail}: near"))
+                    .fix("send now: `fsectl transmit`; check the broker and that the CPS is in with its PIN verified")
+            } else {
+                check("backlog", Status::Ok, detail)
+            }
+        }
+    }
+}
