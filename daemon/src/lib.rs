@@ -7,7 +7,8 @@
 //! cards and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`service`]
-//! (wiring and shutdown).
+//! (wiring, reload and shutdown), [`systemd`] (notifications, watchdog,
+//! socket activation), [`shutdown`] (the stop signal every task listens to).
 
 pub mod api;
 pub mod batcher;
@@ -21,4 +22,5 @@ pub mod returns;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod transport;
