@@ -230,7 +230,8 @@ fn the_service_manager_hears_ready_keep_alives_and_stopping() {
         .unwrap();
     let mut cmd = fsed(dir.path(), 47114, &[]);
     cmd.env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "1000000");
+        .env("WATCHDOG_USEC", "1000000")
+        .env("JOURNAL_STREAM", "8:12345");
     let mut d = Daemon::spawn(cmd);
     let mut seen = Vec::new();
     notifications_until(&notify, "READY=1", &mut seen);
@@ -254,6 +255,18 @@ fn the_service_manager_hears_ready_keep_alives_and_stopping() {
         .filter(|l| ["READY=1", "STOPPING=1"].contains(l))
         .collect();
     assert_eq!(order, ["READY=1", "STOPPING=1"], "{seen:?}");
+    // Under journald: a priority prefix on each log line, no colours, no time stamp.
+    let ready = d.wait_output(&["fsed ready", "activated=false"], Duration::from_secs(1));
+    assert!(ready.starts_with("<6> INFO"), "{ready:?}");
+    let lines = d.lines.lock().unwrap().clone();
+    let logged: Vec<&String> = lines.iter().filter(|l| l.contains(" fsed::")).collect();
+    assert!(logged.len() >= 3, "{lines:?}");
+    assert!(
+        logged
+            .iter()
+            .all(|l| l.starts_with('<') && !l.contains('\u{1b}')),
+        "{logged:?}"
+    );
 }
 
 /// A client that records each sheet fsed accepted and stops at the first failure (fsed is
@@ -527,9 +540,13 @@ fn check_config_names_every_bad_key_and_sighup_applies_a_new_lot_size() {
         "{err}"
     );
 
-    // A running fsed: lots of 1000 sheets, so three sheets make none.
+    // A running fsed, logging everything: lots of 1000 sheets, so three sheets make none.
     std::fs::write(&config, "[lots]\nmax_sheets = 1000\nmax_age_secs = 3600\n").unwrap();
-    let (mut d, mut rpc) = start_fsed(dir.path(), PORT, &["--config", config.to_str().unwrap()]);
+    let (mut d, mut rpc) = start_fsed(
+        dir.path(),
+        PORT,
+        &["--config", config.to_str().unwrap(), "--log-level", "debug"],
+    );
     let _cards = start_cards(dir.path(), PORT);
     cards_ready(&mut rpc);
     for i in 0..3 {
@@ -565,4 +582,20 @@ fn check_config_names_every_bad_key_and_sighup_applies_a_new_lot_size() {
     assert_eq!(lot["sheet_count"], json!(3), "{lot}");
     drop(rpc);
     assert!(d.stop().success());
+
+    // Even at debug level, neither the PIN (as text or in a VERIFY APDU) nor the NIRs of the
+    // card's beneficiaries (profile vitale-famille) reach the log.
+    let lines = d.lines.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.contains("DEBUG")), "no debug lines");
+    assert!(
+        !lines.iter().any(|l| l.contains('\u{1b}')),
+        "colours on a pipe"
+    );
+    for secret in ["1850578006084", "2150375112345", "31323334", "\"1234\""] {
+        assert!(
+            !lines.iter().any(|l| l.contains(secret)),
+            "{secret} logged: {:?}",
+            lines.iter().find(|l| l.contains(secret))
+        );
+    }
 }
