@@ -109,9 +109,13 @@ pub struct Options {
     pub activated: Option<std::os::unix::net::UnixListener>,
 }
 
-/// How long the tasks may take to finish what they are doing once asked to stop; under the
-/// unit's `TimeoutStopSec=30`, with room for the broker's goodbye and the card thread.
+/// How long the tasks may take to finish what they are doing once asked to stop. With the
+/// broker's goodbye (2 × 2 s at most), the card thread ([`CARD_THREAD_WAIT`]) and the
+/// runtime's own stop (2 s), a stop stays under the unit's `TimeoutStopSec=30s`.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// How long the card thread may take to stop once the tasks are done.
+pub const CARD_THREAD_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the status line and, without a watchdog, the store's health are looked at.
 pub const STATUS_EVERY: Duration = Duration::from_secs(30);
@@ -319,7 +323,15 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     cards.stop();
     card_events.abort();
     card_wake.abort();
-    let _ = tokio::task::spawn_blocking(move || card_thread.join()).await;
+    // A card thread stuck in a reader call must not hold the stop past the unit's timeout.
+    let joined = tokio::time::timeout(
+        CARD_THREAD_WAIT,
+        tokio::task::spawn_blocking(move || card_thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!(waited = ?CARD_THREAD_WAIT, "the card thread did not stop; leaving it");
+    }
     // The socket file goes only if this process made it: systemd owns an activated one.
     if let Some(path) = &bound {
         if let Err(e) = std::fs::remove_file(path) {

@@ -276,7 +276,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(fsed::service::run(cfg, options));
     // Blocking work still running (a card exchange, a read) gets a moment, not forever.
-    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
