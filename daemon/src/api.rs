@@ -44,8 +44,8 @@ pub struct Context {
     pub close_now: Arc<AtomicBool>,
     /// Events for `events.subscribe`.
     pub events: crate::events::Bus,
-    /// Working days before a sending deadline that raise an alarm.
-    pub deadline_alarm_days: u32,
+    /// Settings a reload may change (`lots.deadline_alarm_days` here).
+    pub live: crate::config::Live,
     /// What `system.doctor` checks.
     pub doctor: Arc<crate::doctor::Setup>,
 }
@@ -74,12 +74,13 @@ fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
     out
 }
 
-/// Serves connections until shutdown.
+/// Serves connections until shutdown, then returns once every connection has finished the
+/// request it was serving (no new request is read after shutdown).
 pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => break,
             a = listener.accept() => a,
         };
         match accepted {
@@ -97,6 +98,9 @@ pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown)
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
     }
+    drop(listener);
+    // Every connection holds a permit until it is done.
+    let _ = limit.acquire_many(MAX_CONNECTIONS as u32).await;
 }
 
 async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdown) {
@@ -132,6 +136,7 @@ async fn serve_lines(
         line.clear();
         let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
         let n = tokio::select! {
+            biased;
             _ = shutdown.wait() => return,
             n = limited.read_until(b'\n', &mut line) => n,
         };
@@ -483,7 +488,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             Ok(json!({ "requested": true }))
         }
         "queue.alarms" => {
-            let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
+            let cutoff = crate::batcher::alarm_cutoff(ctx.live.get().deadline_alarm_days);
             to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
         }
         "returns.list" => returns_list(ctx, p).await,
@@ -736,7 +741,7 @@ mod tests {
             batcher_wake: Arc::new(Notify::new()),
             close_now: Arc::new(AtomicBool::new(false)),
             events: crate::events::Bus::default(),
-            deadline_alarm_days: 1,
+            live: Default::default(),
             doctor: Arc::new(crate::doctor::Setup {
                 backend: crate::config::CardBackend::Virtual,
                 virtual_slots: vec![slot.to_string()],

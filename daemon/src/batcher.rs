@@ -25,26 +25,19 @@ pub struct Batcher {
     pub cards: Cards,
     /// The transport.
     pub transport: Arc<Transport>,
-    /// Lot size limit.
-    pub max_sheets: usize,
-    /// Lot age limit.
-    pub max_age: Duration,
+    /// Lot size and age limits, deadline alarm days, daily closing time and window: read at
+    /// each turn, so that a reload (SIGHUP) applies at the next one.
+    pub live: crate::config::Live,
     /// Woken on new sheets, on `lots.close` and on `transmit.now`.
     pub wake: Arc<Notify>,
     /// Set by `lots.close`: close whatever is open at the next turn.
     pub close_now: Arc<std::sync::atomic::AtomicBool>,
     /// Where lot events go.
     pub events: crate::events::Bus,
-    /// Working days before a sending deadline that raise an alarm and close the lot at once.
-    pub deadline_alarm_days: u32,
     /// Sheets whose deadline alarm this process already published.
     pub alarmed: std::sync::Mutex<std::collections::HashSet<i64>>,
-    /// Local time of day at which every open lot closes.
-    pub close_at: Option<chrono::NaiveTime>,
     /// The last local day `close_at` closed the lots.
     pub closed_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
-    /// Lots in flight at most: published together before their confirms are awaited.
-    pub window: usize,
     /// The pause after the next failed send ([`RETRY`] doubling to [`RETRY_MAX`] while sends
     /// keep failing, back to [`RETRY`] after a success), and until when sends wait.
     pub backoff: std::sync::Mutex<(Duration, Option<std::time::Instant>)>,
@@ -177,7 +170,7 @@ impl Batcher {
     /// Publishes a `sheet.deadline` event for each sheet newly near its deadline; returns
     /// whether one of them is still open (not in a lot).
     async fn deadlines(&self) -> Result<bool, String> {
-        let cutoff = alarm_cutoff(self.deadline_alarm_days);
+        let cutoff = alarm_cutoff(self.live.get().deadline_alarm_days);
         let alarms = self
             .store
             .read(move |q| q.deadline_alarms(&cutoff))
@@ -200,16 +193,17 @@ impl Batcher {
     /// returns when the oldest open sheet comes of age (or deadlines are due a look).
     async fn close(&self) -> Result<Option<Duration>, String> {
         let urgent = self.deadlines().await?;
+        let live = self.live.get();
         let local = chrono::Local::now().naive_local();
         let (daily, until_daily) = {
             let mut done = self.closed_on.lock().unwrap_or_else(|p| p.into_inner());
-            let (due, wait) = daily_close(self.close_at, *done, local);
+            let (due, wait) = daily_close(live.close_at, *done, local);
             if due {
                 *done = Some(local.date());
             }
             (due, wait)
         };
-        let max = self.max_sheets;
+        let max = live.max_sheets;
         let (pending, oldest) = self
             .store
             .read(move |q| q.accepted_summary(max))
@@ -225,8 +219,8 @@ impl Batcher {
             || daily;
         let age = parse_time(&oldest)
             .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
-            .unwrap_or(self.max_age);
-        let old = age >= self.max_age;
+            .unwrap_or(live.max_age);
+        let old = age >= live.max_age;
         if asked || old || urgent || pending >= max as u64 {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
             // By size alone, only full lots close; the others wait for their age.
@@ -249,7 +243,7 @@ impl Batcher {
             // Sheets left open (other groups) are looked at again soon.
             return Ok(Some(Duration::from_secs(1)));
         }
-        Ok(Some((self.max_age - age).min(next_look)))
+        Ok(Some((live.max_age - age).min(next_look)))
     }
 
     async fn sign(&self) -> Result<(), String> {
@@ -399,7 +393,7 @@ impl Batcher {
             .map_err(|e| e.to_string())?;
         let lots: Vec<&LotRow> = lots.iter().filter(|l| l.signed_der.is_some()).collect();
         let (mut retry, mut broken) = (None, false);
-        for window in lots.chunks(self.window.max(1)) {
+        for window in lots.chunks(self.live.get().window.max(1)) {
             let batch: Vec<(&str, &str, &[u8])> = window
                 .iter()
                 .map(|l| {
@@ -469,7 +463,7 @@ impl Batcher {
             .read(|q| q.dre_lots_to_send())
             .await
             .map_err(|e| e.to_string())?;
-        for window in waiting.chunks(self.window.max(1)) {
+        for window in waiting.chunks(self.live.get().window.max(1)) {
             let batch: Vec<(&str, &str, &[u8])> = window
                 .iter()
                 .map(|(lot, amc, der)| (lot.as_str(), amc.as_str(), der.as_slice()))

@@ -398,7 +398,7 @@ async fn broker(setup: &Setup) -> Check {
 
 /// The backlog and the oldest unsent sheet against its deadline.
 async fn backlog(ctx: &Context) -> Check {
-    let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
+    let cutoff = crate::batcher::alarm_cutoff(ctx.live.get().deadline_alarm_days);
     let today = Utc::now().format("%Y%m%d").to_string();
     match ctx.store.read(|q| q.backlog()).await {
         Err(e) => check(

@@ -7,7 +7,9 @@
 //! cards and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`doctor`]
-//! (self-diagnosis), [`service`] (wiring and shutdown).
+//! (self-diagnosis), [`service`] (wiring, reload and shutdown), [`systemd`]
+//! (notifications, watchdog, socket activation), [`shutdown`] (the stop
+//! signal every task listens to).
 
 pub mod api;
 pub mod batcher;
@@ -22,4 +24,5 @@ pub mod returns;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod transport;

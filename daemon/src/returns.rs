@@ -248,7 +248,10 @@ pub async fn run_amqp(
         };
         loop {
             let next = tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => {
+                    stream.close().await;
+                    return;
+                }
                 n = stream.next() => n,
             };
             let Some(Ok(msg)) = next else { break };

@@ -1,9 +1,16 @@
-//! Wiring: opens the queue, starts the card thread, the transport, the
-//! batcher, the returns reader and the socket API, then waits for SIGTERM or
-//! SIGINT and stops them in order (API first, then the rest).
+//! Wiring and the service's life: opens the queue, starts the card thread,
+//! the transport, the batcher, the returns reader and the socket API (on the
+//! socket systemd passed, or one it binds), tells systemd it is ready, then
+//! runs the main loop: watchdog keep-alives while the store's committer
+//! answers, the status line, SIGHUP reloads. On SIGTERM or SIGINT it stops
+//! taking connections and requests, lets those in flight finish (card
+//! operations, commits, a lot being signed or sent), closes the broker link
+//! and removes the socket it bound.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -12,9 +19,10 @@ use fse_formats::pki::TrustStore;
 
 use crate::batcher::Batcher;
 use crate::cards::{Backend, Cards, VirtualReaderConfig};
-use crate::config::{CardBackend, Config, TransportKind};
+use crate::config::{CardBackend, Config, Live, Sources, TransportKind};
 use crate::shutdown;
 use crate::store::Store;
+use crate::systemd::Notifier;
 use crate::transport::amqp::{AmqpConfig, AmqpTransport};
 use crate::transport::spool::Spool;
 use crate::transport::Transport;
@@ -24,7 +32,7 @@ use crate::transport::Transport;
 pub enum StartError {
     /// Bad configuration.
     #[error("configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::config::ConfigErrors),
     /// The database cannot be used.
     #[error("database: {0}")]
     Store(#[from] fse_queue::QueueError),
@@ -87,9 +95,38 @@ pub fn load_trust(dir: &std::path::Path) -> Result<TrustStore, StartError> {
     Ok(store)
 }
 
+/// Applies a new log level (or directives) to the running logger.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the service needs besides its configuration.
+pub struct Options {
+    /// Where the configuration came from: read again on SIGHUP.
+    pub sources: Sources,
+    /// Applies a new `log_level` to the running logger.
+    pub set_log_level: SetLogLevel,
+    /// The listening socket systemd passed (socket activation), if any: see
+    /// [`crate::systemd::activated_listener`].
+    pub activated: Option<std::os::unix::net::UnixListener>,
+}
+
+/// How long the tasks may take to finish what they are doing once asked to stop. With the
+/// broker's goodbye (2 × 2 s at most), the card thread ([`CARD_THREAD_WAIT`]) and the
+/// runtime's own stop (2 s), a stop stays under the unit's `TimeoutStopSec=30s`.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// How long the card thread may take to stop once the tasks are done.
+pub const CARD_THREAD_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the status line and, without a watchdog, the store's health are looked at.
+pub const STATUS_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs fsed until SIGTERM or SIGINT.
-pub async fn run(cfg: Config) -> Result<(), StartError> {
+pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     cfg.validate()?;
+    // Installed first: a SIGHUP or SIGTERM during start-up must not kill the process outright.
+    let mut signals = Signals::new().map_err(io("signal handlers"))?;
+    let notifier = Notifier::from_env();
+    notifier.status("starting");
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(io(format!("state directory {}", cfg.state_dir.display())))?;
     let store = Store::open(&cfg.state_path(&cfg.database))?;
@@ -128,39 +165,44 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 return_queue: cfg.transport.return_queue.clone(),
                 publish_timeout: std::time::Duration::from_secs(cfg.transport.publish_timeout_secs),
             };
-            let transport = AmqpTransport::connect(&amqp)
-                .await
-                .map_err(|e| StartError::Broker(e.to_string()))?;
+            if amqp.url.parse::<lapin::uri::AMQPUri>().is_err() {
+                return Err(StartError::Broker(format!(
+                    "transport.amqp_url: invalid broker URL {}",
+                    crate::transport::amqp::redact(&amqp.url)
+                )));
+            }
+            // A broker out of reach at start (the network not up yet, the broker restarting)
+            // does not keep fsed from making sheets: they queue, and the batcher and the return
+            // consumer connect when it answers.
+            let transport = match AmqpTransport::connect(&amqp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker out of reach at start: sheets queue until it answers");
+                    AmqpTransport::new(&amqp)
+                }
+            };
             Transport::Amqp(Box::new(transport))
         }
     });
 
-    if let Some(dir) = cfg.socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("socket directory {}", dir.display())))?;
-    }
-    let _ = std::fs::remove_file(&cfg.socket);
-    let listener =
-        UnixListener::bind(&cfg.socket).map_err(io(format!("socket {}", cfg.socket.display())))?;
+    let (listener, bound) = listen(&cfg, options.activated.take())?;
 
     let (trigger, shutdown) = shutdown::channel();
     let events = crate::events::Bus::default();
     let wake = Arc::new(Notify::new());
     let close_now = Arc::new(AtomicBool::new(false));
+    let live = Live::new(cfg.live());
     let batcher = Batcher {
         store: store.clone(),
         cards: cards.clone(),
         transport: Arc::clone(&transport),
-        max_sheets: cfg.lots.max_sheets,
-        max_age: cfg.lot_max_age(),
+        live: live.clone(),
         wake: Arc::clone(&wake),
         close_now: Arc::clone(&close_now),
         events: events.clone(),
-        deadline_alarm_days: cfg.lots.deadline_alarm_days,
         alarmed: Default::default(),
-        close_at: cfg.lots.close_time(),
         closed_on: Default::default(),
         unroutable: Default::default(),
-        window: cfg.transport.window,
         backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
     };
     let mut tasks = tokio::task::JoinSet::new();
@@ -201,11 +243,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     }
     let ctx = crate::api::Context {
         cards: cards.clone(),
-        store,
-        batcher_wake: wake,
+        store: store.clone(),
+        batcher_wake: Arc::clone(&wake),
         close_now,
         events,
-        deadline_alarm_days: cfg.lots.deadline_alarm_days,
+        live: live.clone(),
         doctor: Arc::new(crate::doctor::Setup {
             backend: cfg.cards.backend,
             virtual_slots: cfg
@@ -219,42 +261,210 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }),
     };
     tasks.spawn(crate::retention::run(
-        ctx.store.clone(),
+        store.clone(),
         cfg.state_path(&cfg.retention.archive_dir),
         cfg.retention.days,
         shutdown.clone(),
     ));
     tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
-    tracing::info!(socket = %cfg.socket.display(), "fsed ready");
-    println!("fsed ready on {}", cfg.socket.display());
+    let socket_shown = bound.as_ref().map_or_else(
+        || "the socket passed by systemd".to_string(),
+        |p| p.display().to_string(),
+    );
+    let status = ready_status(&store).await;
+    tracing::info!(socket = %socket_shown, activated = bound.is_none(), status = %status, "fsed ready");
+    notifier.ready(&status);
+    println!("fsed ready on {socket_shown}");
 
-    wait_for_signal().await;
-    tracing::info!("stopping");
+    let watchdog = crate::systemd::watchdog_timeout();
+    if let Some(timeout) = watchdog {
+        tracing::info!(timeout = ?timeout, "watchdog enabled");
+    }
+    let mut running = cfg;
+    let reload = Reload {
+        options: &options,
+        live: &live,
+        wake: &wake,
+        notifier: &notifier,
+        store: &store,
+    };
+    // The keep-alive goes at half the watchdog's timeout, and only after the committer answered.
+    let every = watchdog.map_or(STATUS_EVERY, |t| (t / 2).max(Duration::from_millis(100)));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = status;
+    let mut last_status_at = tokio::time::Instant::now();
+    let signal = loop {
+        tokio::select! {
+            _ = signals.term.recv() => break "SIGTERM",
+            _ = signals.int.recv() => break "SIGINT",
+            _ = signals.hup.recv() => reload.apply(&mut running).await,
+            _ = tick.tick() => {
+                let check = tokio::time::timeout(every, store.ping()).await;
+                match check {
+                    Ok(Ok(())) => {
+                        if watchdog.is_some() {
+                            notifier.watchdog();
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "health check: the store's committer is gone; no watchdog keep-alive"),
+                    Err(_) => tracing::error!(waited = ?every, "health check: the store's committer did not answer; no watchdog keep-alive"),
+                }
+                if last_status_at.elapsed() >= STATUS_EVERY {
+                    last_status_at = tokio::time::Instant::now();
+                    let status = ready_status(&store).await;
+                    if status != last_status {
+                        notifier.status(&status);
+                        last_status = status;
+                    }
+                }
+            }
+        }
+    };
+
+    tracing::info!(
+        signal,
+        "stopping: no new connections or requests; finishing those in flight"
+    );
+    notifier.stopping("stopping: finishing requests in flight");
     trigger.fire();
-    while tasks.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            grace = ?STOP_GRACE,
+            "tasks still busy after the grace period; stopping them"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    if let Transport::Amqp(amqp) = transport.as_ref() {
+        amqp.close().await;
+    }
     cards.stop();
     card_events.abort();
     card_wake.abort();
-    let _ = tokio::task::spawn_blocking(move || card_thread.join()).await;
-    let _ = std::fs::remove_file(&cfg.socket);
+    // A card thread stuck in a reader call must not hold the stop past the unit's timeout.
+    let joined = tokio::time::timeout(
+        CARD_THREAD_WAIT,
+        tokio::task::spawn_blocking(move || card_thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!(waited = ?CARD_THREAD_WAIT, "the card thread did not stop; leaving it");
+    }
+    // The socket file goes only if this process made it: systemd owns an activated one.
+    if let Some(path) = &bound {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(socket = %path.display(), error = %e, "cannot remove the socket");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// The API listener: the one systemd passed, or the configured path bound now (a stale socket
+/// file left by a crash is replaced). The path is returned when this process bound it.
+fn listen(
+    cfg: &Config,
+    activated: Option<std::os::unix::net::UnixListener>,
+) -> Result<(UnixListener, Option<PathBuf>), StartError> {
+    if let Some(std) = activated {
+        let listener = UnixListener::from_std(std).map_err(io("socket passed by systemd"))?;
+        return Ok((listener, None));
+    }
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("socket directory {}", dir.display())))?;
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    let listener =
+        UnixListener::bind(&cfg.socket).map_err(io(format!("socket {}", cfg.socket.display())))?;
+    Ok((listener, Some(cfg.socket.clone())))
+}
+
+/// The status line while running: how many sheets wait to be sent.
+async fn ready_status(store: &Store) -> String {
+    match store.read(|q| q.stats()).await {
+        Ok(stats) => {
+            let queued: u64 = ["accepted", "in_lot", "signed"]
+                .iter()
+                .filter_map(|s| stats.sheets.get(*s))
+                .sum();
+            format!("ready: {queued} sheets queued")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count the sheets queued");
+            "ready".into()
+        }
+    }
+}
+
+/// SIGHUP: the configuration read again and its live keys applied.
+struct Reload<'a> {
+    options: &'a Options,
+    live: &'a Live,
+    wake: &'a Notify,
+    notifier: &'a Notifier,
+    store: &'a Store,
+}
+
+impl Reload<'_> {
+    /// Reads the sources again; applies what can change live, logs what needs a restart. A bad
+    /// configuration is logged, problem by problem, and the running one stays.
+    async fn apply(&self, running: &mut Config) {
+        self.notifier.reloading("reloading the configuration");
+        match self.options.sources.load() {
+            Err(errors) => {
+                for problem in &errors.0 {
+                    tracing::error!(key = problem.key().unwrap_or("-"), problem = %problem, "configuration not reloaded; the running one stays");
+                }
+            }
+            Ok(new) => {
+                let changes = running.changes(&new);
+                if changes.is_empty() {
+                    tracing::info!("configuration reloaded: nothing changed");
+                }
+                let mut applied = running.with_live_from(&new);
+                if applied.log_level != running.log_level {
+                    if let Err(e) = (self.options.set_log_level)(&applied.log_level) {
+                        tracing::error!(key = "log_level", error = %e, "log level not applied");
+                        applied.log_level = running.log_level.clone();
+                    }
+                }
+                self.live.set(applied.live());
+                for c in &changes {
+                    if c.live {
+                        tracing::info!(key = c.key, change = %c, "configuration applied");
+                    } else {
+                        tracing::warn!(key = c.key, change = %c, "configuration change needs a restart");
+                    }
+                }
+                *running = applied;
+                // Lots may close at once under the new size or age.
+                self.wake.notify_one();
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        self.notifier.ready(&ready_status(self.store).await);
+    }
+}
+
+/// The signals fsed handles: SIGTERM and SIGINT stop it, SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
 }

@@ -35,6 +35,8 @@ enum Op {
     Insert(Box<NewSheet>, InsertReply),
     /// Reserve a block of sheet numbers for a practitioner.
     Reserve(String, u64, ReserveReply),
+    /// Answer once the group it came with is committed (a health check).
+    Ping(oneshot::Sender<()>),
 }
 
 /// Shared handle to the queue.
@@ -124,6 +126,18 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Answers once the committer thread has taken this request and committed whatever came
+    /// with it: the committer is alive and its commits complete (the watchdog's health check).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops
+            .send(Op::Ping(reply))
+            .map_err(|_| StoreError::Task("the committer thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the committer thread dropped a ping".into()))
+    }
+
     /// The next sheet number of a practitioner: from the block reserved in memory, or from a
     /// new block of [`NUMBER_BLOCK`] reserved by the committer, in the commit of the sheets
     /// being stored at that moment (no commit of its own).
@@ -198,6 +212,7 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
 
         let (mut reservations, mut reserve_replies) = (Vec::new(), Vec::new());
         let (mut news, mut insert_replies) = (Vec::new(), Vec::new());
+        let mut pings = Vec::new();
         for op in batch {
             match op {
                 Op::Insert(new, reply) => {
@@ -208,7 +223,14 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
                     reservations.push((pid, count));
                     reserve_replies.push(reply);
                 }
+                Op::Ping(reply) => pings.push(reply),
             }
+        }
+        if news.is_empty() && reservations.is_empty() {
+            for reply in pings {
+                let _ = reply.send(());
+            }
+            continue;
         }
         match lock(queue).commit_group(&reservations, &news) {
             Ok((numbers, inserted)) => {
@@ -229,6 +251,9 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
                     let _ = reply.send(Err(failed()));
                 }
             }
+        }
+        for reply in pings {
+            let _ = reply.send(());
         }
     }
 }

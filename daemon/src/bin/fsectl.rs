@@ -464,6 +464,8 @@ fn unsent(stats: &Value) -> u64 {
 }
 
 fn transmit(c: &mut Client, json_out: bool, wait: bool, timeout: u64) -> Result<(), CallError> {
+    // Everything queued goes: open lots close, then lots are sent.
+    c.call("lots.close", json!({}))?;
     let r = c.call("transmit.now", json!({}))?;
     if !wait {
         if json_out {
@@ -487,6 +489,7 @@ fn transmit(c: &mut Client, json_out: bool, wait: bool, timeout: u64) -> Result<
     );
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut total = start;
+    let (mut last, mut moved) = (start, Instant::now());
     let left = loop {
         let left = unsent(&c.call("queue.stats", json!({}))?);
         // Sheets made meanwhile join the backlog being sent.
@@ -498,11 +501,15 @@ fn transmit(c: &mut Client, json_out: bool, wait: bool, timeout: u64) -> Result<
         if left == 0 || Instant::now() >= deadline {
             break left;
         }
-        std::thread::sleep(Duration::from_millis(200));
-        if start > 0 {
-            // Nudge the batcher again: lots close by age otherwise.
-            let _ = c.call("transmit.now", json!({}));
+        if left != last {
+            (last, moved) = (left, Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(2) {
+            // Stalled: sheets made since the start sit in an open lot; close it and nudge.
+            c.call("lots.close", json!({}))?;
+            c.call("transmit.now", json!({}))?;
+            moved = Instant::now();
         }
+        std::thread::sleep(Duration::from_millis(200));
     };
     bar.finish_and_clear();
     if json_out {
@@ -812,11 +819,15 @@ fn run(cli: Cli) -> Result<(), CallError> {
                 if j {
                     println!("{}", v["params"]);
                 } else {
+                    let mut rest = v["params"].clone();
+                    if let Some(o) = rest.as_object_mut() {
+                        o.remove("at");
+                        o.remove("event");
+                    }
                     println!(
-                        "{}  {}  {}",
+                        "{}  {:<18} {rest}",
                         cell(&v["params"]["at"]),
-                        cell(&v["params"]["kind"]),
-                        v["params"]["data"]
+                        cell(&v["params"]["event"])
                     );
                 }
                 let _ = std::io::stdout().flush();

@@ -1,12 +1,17 @@
 //! `fsed`: the daemon. `fsed` runs the service; `fsed check-config` checks
-//! the configuration and exits.
+//! the configuration (every problem, each with its key) and exits. Flags win
+//! over `FSED_` environment variables, which win over the file, which wins
+//! over the defaults (see `daemon/CONFIG.md`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fsed::config::{CardBackend, Config, TransportKind};
+use fsed::config::{CardBackend, Config, ConfigError, ConfigErrors, Sources, TransportKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc: fse.create allocates many small, short-lived strings and buffers on several
 /// threads, where it costs less CPU per sheet than the system allocator.
@@ -53,13 +58,17 @@ struct Cli {
     /// Lot age limit in seconds.
     #[arg(long)]
     lot_max_age_secs: Option<u64>,
+    /// What is logged: a level or directives (`info,fsed::batcher=debug`).
+    #[arg(long)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check the configuration and exit.
+    /// Check the configuration (file, environment, flags) and the trust directory, print
+    /// every problem with its key, and exit (0: usable, 2: not).
     CheckConfig,
 }
 
@@ -79,66 +88,182 @@ fn parse_transport(s: &str) -> Result<TransportKind, String> {
     }
 }
 
-fn configure(cli: &Cli) -> Result<Config, fsed::config::ConfigError> {
+/// The configuration's sources: the file, the `FSED_` environment, and the flags given.
+fn sources(cli: &Cli) -> Sources {
+    use toml::Value;
     let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
-    let mut cfg = Config::load(&cli.config, explicit)?;
+    let mut s = Sources::new(cli.config.clone(), explicit);
+    let path = |p: &PathBuf| Value::String(p.display().to_string());
+    let text = |t: &str| Value::String(t.to_string());
+    let number = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
     if let Some(d) = &cli.state_dir {
-        cfg.state_dir = d.clone();
+        s.flag("state_dir", "--state-dir", path(d));
     }
-    if let Some(s) = &cli.socket {
-        cfg.socket = s.clone();
+    if let Some(p) = &cli.socket {
+        s.flag("socket", "--socket", path(p));
     }
     if let Some(d) = &cli.trust_dir {
-        cfg.trust_dir = Some(d.clone());
+        s.flag("trust_dir", "--trust-dir", path(d));
     }
     if let Some(b) = cli.cards {
-        cfg.cards.backend = b;
+        let name = match b {
+            CardBackend::Pcsc => "pcsc",
+            CardBackend::Virtual => "virtual",
+        };
+        s.flag("cards.backend", "--cards", text(name));
     }
     if !cli.virtual_slots.is_empty() {
-        cfg.cards.virtual_slots = cli.virtual_slots.clone();
+        let slots = cli
+            .virtual_slots
+            .iter()
+            .map(|a| Value::String(a.to_string()))
+            .collect();
+        s.flag("cards.virtual_slots", "--virtual-slot", Value::Array(slots));
     }
     if let Some(t) = cli.transport {
-        cfg.transport.kind = t;
+        let name = match t {
+            TransportKind::Spool => "spool",
+            TransportKind::Amqp => "amqp",
+        };
+        s.flag("transport.kind", "--transport", text(name));
     }
     if let Some(p) = &cli.spool_outbox {
-        cfg.transport.spool_outbox = p.clone();
+        s.flag("transport.spool_outbox", "--spool-outbox", path(p));
     }
     if let Some(p) = &cli.spool_inbox {
-        cfg.transport.spool_inbox = p.clone();
+        s.flag("transport.spool_inbox", "--spool-inbox", path(p));
     }
     if let Some(q) = &cli.return_queue {
-        cfg.transport.return_queue = q.clone();
+        s.flag("transport.return_queue", "--return-queue", text(q));
     }
     if let Some(n) = cli.lot_max_sheets {
-        cfg.lots.max_sheets = n;
+        s.flag("lots.max_sheets", "--lot-max-sheets", number(n as u64));
     }
     if let Some(n) = cli.lot_max_age_secs {
-        cfg.lots.max_age_secs = n;
+        s.flag("lots.max_age_secs", "--lot-max-age-secs", number(n));
     }
-    cfg.validate()?;
-    Ok(cfg)
+    if let Some(l) = &cli.log_level {
+        s.flag("log_level", "--log-level", text(l));
+    }
+    s
+}
+
+/// Starts the logger at `level`; returns how to change the level later. Lines go to standard
+/// error: coloured only on a terminal, and under journald (`$JOURNAL_STREAM`) plain, without
+/// a time stamp (the journal has its own) and with a `<N>` priority prefix per level.
+fn start_logging(level: &str) -> fsed::service::SetLogLevel {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = !journal && std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
+    if journal {
+        let format = JournalPriority(tracing_subscriber::fmt::format().without_time());
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr)
+                    .event_format(format),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    }
+    Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error … `<7>` debug), which journald
+/// reads from a service's standard error.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// Every problem of `cfg` that only shows when its files are read: the trust directory.
+fn check_files(cfg: &Config) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    if let Some(dir) = &cfg.trust_dir {
+        if let Err(e) = fsed::service::load_trust(dir) {
+            out.push(ConfigError::Invalid {
+                key: "trust_dir",
+                reason: e.to_string(),
+            });
+        }
+    }
+    out
+}
+
+fn report(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("fsed: {e}");
+    }
+    let n = errors.0.len();
+    eprintln!(
+        "fsed: {n} configuration problem{}",
+        if n == 1 { "" } else { "s" }
+    );
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FSED_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = match configure(&cli) {
+    let sources = sources(&cli);
+    let cfg = match sources.load() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("fsed: {e}");
+        Err(errors) => {
+            report(&errors);
             return ExitCode::from(2);
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
+        let problems = check_files(&cfg);
+        if !problems.is_empty() {
+            report(&ConfigErrors(problems));
+            return ExitCode::from(2);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
+    let set_log_level = start_logging(&cfg.log_level);
+    // Before any other thread starts: it clears the activation variables.
+    let activated = match fsed::systemd::activated_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use the socket passed by systemd");
+            eprintln!("fsed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,9 +274,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(fsed::service::run(cfg)) {
+    let options = fsed::service::Options {
+        sources,
+        set_log_level,
+        activated,
+    };
+    let result = rt.block_on(fsed::service::run(cfg, options));
+    // Blocking work still running (a card exchange, a read) gets a moment, not forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %e, "fsed cannot run");
             eprintln!("fsed: {e}");
             ExitCode::FAILURE
         }

@@ -178,11 +178,16 @@ impl ReturnMessage {
 /// The return queue's consumer, on its own connection (closed when dropped:
 /// the returns not acked go back to the queue).
 pub struct ReturnStream {
-    _conn: Connection,
+    conn: Connection,
     consumer: lapin::Consumer,
 }
 
 impl ReturnStream {
+    /// Closes the consumer's connection cleanly (returns not acked go back to the queue).
+    pub async fn close(self) {
+        close_link(&self.conn, None).await;
+    }
+
     /// The next return; `Some(Err(Closed))` or `None` once the link is lost:
     /// then drop the stream and call [`AmqpTransport::returns`] again.
     pub async fn next(&mut self) -> Option<Result<ReturnMessage, TransportError>> {
@@ -522,12 +527,38 @@ impl AmqpTransport {
             )
             .await
             .map_err(setup("basic_consume"))?;
-        Ok(ReturnStream {
-            _conn: conn,
-            consumer,
-        })
+        Ok(ReturnStream { conn, consumer })
+    }
+
+    /// Closes the publishing channel and connection (AMQP close, reply 200) so the broker
+    /// sees a clean goodbye; a later send would connect again.
+    pub async fn close(&self) {
+        if let Some((conn, channel)) = self.link.lock().await.take() {
+            close_link(&conn, Some(&channel)).await;
+        }
     }
 }
+
+/// Closes a channel (if any) then its connection, at most [`CLOSE_WAIT`] each; failures are
+/// logged (the link may already be gone).
+async fn close_link(conn: &Connection, channel: Option<&Channel>) {
+    let text = || "fsed stopping".into();
+    if let Some(channel) = channel {
+        match tokio::time::timeout(CLOSE_WAIT, channel.close(200, text())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "closing the AMQP channel"),
+            Err(_) => tracing::debug!("closing the AMQP channel timed out"),
+        }
+    }
+    match tokio::time::timeout(CLOSE_WAIT, conn.close(200, text())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing the AMQP connection"),
+        Err(_) => tracing::debug!("closing the AMQP connection timed out"),
+    }
+}
+
+/// The longest wait for the broker to answer a close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
