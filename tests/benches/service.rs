@@ -1,0 +1,165 @@
+//! The service as practice software sees it, on the real parts (fsed with its embedded
+//! virtual reader ⇄ `fse-sim cards` with card latency off, SQLite, the spool transport):
+//! 1. `fse.create` latency p50/p99 with 1 client, then with 64 (`fse-sim practice`);
+//! 2. the idle daemon: resident memory (VmRSS, VmHWM) and CPU over 30 s with nothing to do,
+//!    after those sheets were made.
+//!
+//! Needs the release binaries (`cargo build --release --workspace --bins`). Run:
+//! `cargo bench -p fsed_tests --bench service`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, Kill};
+
+/// Runs `fse-sim practice` and returns its JSON summary.
+fn practice(socket: &std::path::Path, practices: &str, sheets: &str) -> serde_json::Value {
+    let out = Command::new(bin("fse-sim"))
+        .args([
+            "practice",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--pin",
+            "1234",
+            "--quiet",
+            "--practices",
+            practices,
+            "--sheets",
+            sheets,
+            "--degraded-percent",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust");
+    assert!(Command::new(bin("fse-sim"))
+        .args(["pki", "--out", trust.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let socket = dir.path().join("fsed.sock");
+    let port = 46983u16;
+    let fsed = Kill(
+        Command::new(bin("fsed"))
+            .args([
+                "--config",
+                "/dev/null",
+                "--state-dir",
+                dir.path().to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+                "--cards",
+                "virtual",
+                "--virtual-slot",
+                &format!("127.0.0.1:{port}"),
+                "--virtual-slot",
+                &format!("127.0.0.1:{}", port + 1),
+                "--trust-dir",
+                trust.to_str().unwrap(),
+                "--transport",
+                "spool",
+                "--lot-max-sheets",
+                "100",
+                "--lot-max-age-secs",
+                "1",
+            ])
+            .env("FSED_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _cards = Kill(
+        Command::new(bin("fse-sim"))
+            .args([
+                "cards",
+                "--control",
+                dir.path().join("control.sock").to_str().unwrap(),
+                "--latency-ms",
+                "0",
+                "--signature-latency-ms",
+                "0",
+                "--cps-port",
+                &port.to_string(),
+                "--vitale-port",
+                &(port + 1).to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !socket.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // cards read
+    let pid = fsed.0.id();
+    let (rss_start, _) = memory(pid);
+
+    for (clients, sheets) in [("1", "5000"), ("64", "30000")] {
+        let s = practice(&socket, clients, sheets);
+        let l = &s["latency_ms"];
+        println!(
+            "fse.create, {clients:>2} client(s), {sheets} sheets: {:.0} sheets/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+            s["sheets_per_second"].as_f64().unwrap(),
+            l["p50"].as_f64().unwrap(),
+            l["p90"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+            l["max"].as_f64().unwrap(),
+        );
+        assert_eq!(s["created"], s["requested"], "{s}");
+    }
+
+    // Idle: the lots of the last sheets are written, then nothing happens for 30 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let (ticks, at) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(30));
+    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0; // USER_HZ is 100 on Linux
+    let (rss, hwm) = memory(pid);
+    println!(
+        "idle daemon: CPU {:.3} % of one core over {:.0} s; RSS {} KiB (at start {} KiB, peak {} KiB)",
+        used / at.elapsed().as_secs_f64() * 100.0,
+        at.elapsed().as_secs_f64(),
+        rss,
+        rss_start,
+        hwm
+    );
+}
