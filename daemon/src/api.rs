@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fse_formats::api::{
-    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Request, Response,
-    VerifyPinParams,
+    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Response, VerifyPinParams,
 };
 use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
@@ -25,6 +24,33 @@ use crate::cards::Cards;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+
+/// Every method the dispatcher serves; any other name answers `METHOD_NOT_FOUND`.
+/// `daemon/api.openrpc.json` describes each of them (a test keeps the two lists equal), and
+/// `system.version` lists them.
+pub const METHODS: &[&str] = &[
+    "system.version",
+    "cards.list",
+    "cards.verify_pin",
+    "cards.pin_status",
+    "cards.change_pin",
+    "cards.unblock_pin",
+    "vitale.read",
+    "fse.create",
+    "fse.get",
+    "fse.list",
+    "fse.cancel",
+    "fse.resubmit",
+    "fse.proof",
+    "lots.list",
+    "lots.get",
+    "lots.close",
+    "transmit.now",
+    "returns.list",
+    "queue.stats",
+    "queue.alarms",
+    "events.subscribe",
+];
 
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -151,14 +177,17 @@ async fn serve_lines(
                     Value::Null,
                     ErrorObject::new(
                         api::INVALID_REQUEST,
-                        format!("request line longer than {MAX_LINE} bytes"),
+                        format!("request line longer than {MAX_LINE} bytes: skipped"),
                         None,
-                    ),
+                    )
+                    .with("limit", json!(MAX_LINE)),
                 ))
             }
             Ok(_) => handle_line(ctx, conn, &mut line).await,
         };
-        line.zeroize();
+        // The filled part only: the bytes past it were wiped with the line that left them.
+        line.as_mut_slice().zeroize();
+        line.clear();
         if let Some(reply) = reply {
             if out.send(encode_line(&reply)).await.is_err() {
                 return;
@@ -167,21 +196,29 @@ async fn serve_lines(
     }
 }
 
-/// Answers one line; `None` for a notification (no id).
+/// Answers one line; `None` for a notification (a request without an `id` member) and for
+/// an empty line.
 pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Option<Response> {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t.trim(),
-        Err(_) => {
+        Err(e) => {
             return Some(Response::err(
                 Value::Null,
-                ErrorObject::new(api::PARSE_ERROR, "request is not UTF-8", None),
+                ErrorObject::new(
+                    api::PARSE_ERROR,
+                    format!(
+                        "request is not UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                    None,
+                ),
             ))
         }
     };
     if text.is_empty() {
         return None;
     }
-    let value: Value = match serde_json::from_str(text) {
+    let mut value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             return Some(Response::err(
@@ -190,44 +227,106 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
             ))
         }
     };
-    let id = value.get("id").cloned();
-    let mut req: Request = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => {
-            let err = ErrorObject::new(
-                api::INVALID_REQUEST,
-                format!("not a JSON-RPC request: {e}"),
-                serde_field(&e.to_string()).as_deref(),
-            );
-            return Some(Response::err(id.unwrap_or(Value::Null), err));
-        }
-    };
-    if req.jsonrpc != "2.0" {
+    let Value::Object(obj) = &mut value else {
+        scrub(&mut value);
         return Some(Response::err(
-            id.unwrap_or(Value::Null),
+            Value::Null,
             ErrorObject::new(
                 api::INVALID_REQUEST,
-                "jsonrpc must be \"2.0\"",
-                Some("jsonrpc"),
+                "a request is one JSON object per line (batches are not supported)",
+                None,
             ),
         ));
+    };
+    let envelope = envelope(obj);
+    // What is left of the object (and all of it when refused) may hold a PIN.
+    scrub(&mut value);
+    let Envelope { id, method, params } = match envelope {
+        Ok(e) => e,
+        Err(refused) => return Some(*refused),
+    };
+    if !METHODS.contains(&method.as_str()) {
+        let mut refused = params;
+        if let Some(p) = refused.as_mut() {
+            scrub(p);
+        }
+        return id.map(|id| {
+            Response::err(
+                id,
+                ErrorObject::new(
+                    api::METHOD_NOT_FOUND,
+                    format!("unknown method {method:?}"),
+                    Some("method"),
+                ),
+            )
+        });
     }
     // The span follows the request's future across threads (`instrument`); an entered guard
     // held over an `.await` would corrupt the subscriber's span registry.
-    let span = tracing::info_span!("request", method = %req.method);
-    let result = if req.method == "events.subscribe" {
-        span.in_scope(|| subscribe(ctx, conn, req.params.take()))
+    let span = tracing::info_span!("request", method = %method);
+    let result = if method == "events.subscribe" {
+        span.in_scope(|| subscribe(ctx, conn, params))
     } else {
         use tracing::Instrument;
-        dispatch(ctx, &req.method, req.params.take())
-            .instrument(span)
-            .await
+        dispatch(ctx, &method, params).instrument(span).await
     };
-    let id = req.id?;
+    let id = id?;
     Some(match result {
         Ok(v) => Response::ok(id, v),
         Err(ApiError(e)) => Response::err(id, e),
     })
+}
+
+/// A request's envelope, checked.
+struct Envelope {
+    /// The id to answer with; `None` for a notification (no `id` member).
+    id: Option<Value>,
+    /// The method named.
+    method: String,
+    /// The parameters (an object, an array, or none).
+    params: Option<Value>,
+}
+
+/// Takes the envelope out of a request object: `jsonrpc` must be `"2.0"`, `id` (optional) a
+/// string, a number or null, `method` a string, `params` (optional) an object or an array. A
+/// refusal is the `INVALID_REQUEST` reply, with the request's id when it could be read.
+fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Response>> {
+    let refuse = |id: Value, message: &str, field: &str| {
+        Box::new(Response::err(
+            id,
+            ErrorObject::new(api::INVALID_REQUEST, message, Some(field)),
+        ))
+    };
+    let id = obj.remove("id");
+    let reply_id = match &id {
+        None => Value::Null,
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => v.clone(),
+        Some(_) => {
+            return Err(refuse(
+                Value::Null,
+                "id must be a string, a number or null",
+                "id",
+            ))
+        }
+    };
+    match obj.get("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => {}
+        _ => return Err(refuse(reply_id, "jsonrpc must be \"2.0\"", "jsonrpc")),
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(_) => return Err(refuse(reply_id, "method must be a string", "method")),
+        None => return Err(refuse(reply_id, "method is missing", "method")),
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => None,
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p),
+        Some(mut other) => {
+            scrub(&mut other);
+            return Err(refuse(reply_id, "params must be an object", "params"));
+        }
+    };
+    Ok(Envelope { id, method, params })
 }
 
 /// The field named in a serde error message (`missing field `act``).
@@ -237,12 +336,57 @@ fn serde_field(msg: &str) -> Option<String> {
     Some(msg[start..start + len].to_string())
 }
 
-fn params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
-    serde_json::from_value(p.unwrap_or(Value::Object(Default::default()))).map_err(|e| {
-        let msg = e.to_string();
-        let field = serde_field(&msg).unwrap_or_else(|| "params".into());
-        ApiError::invalid(&field, format!("invalid params: {msg}"))
+/// Parameters decoded into `T` from `p` (absent or null: `{}`). Parameters go by name: an
+/// array is refused. A refusal names the field by its path (`act.code`, `acts[1].date`); for
+/// `secret` parameters the value at fault is not echoed.
+fn decode<T: DeserializeOwned>(p: &Value, secret: bool) -> Result<T, ApiError> {
+    let empty = Value::Object(Default::default());
+    let p = match p {
+        Value::Null => &empty,
+        Value::Array(_) => {
+            return Err(ApiError::invalid(
+                "params",
+                "invalid params: parameters go by name, in an object",
+            ))
+        }
+        other => other,
+    };
+    serde_path_to_error::deserialize(p).map_err(|e| {
+        let reason = e.inner().to_string();
+        let path = e.path().to_string();
+        // An unknown or missing member is named in the message; the path is its parent.
+        let named = if reason.starts_with("unknown field") || reason.starts_with("missing field") {
+            serde_field(&reason)
+        } else {
+            None
+        };
+        let field = match (path.as_str(), &named) {
+            (".", Some(n)) => n.clone(),
+            (".", None) => "params".to_string(),
+            (parent, Some(n)) if parent != n && !parent.ends_with(&format!(".{n}")) => {
+                format!("{parent}.{n}")
+            }
+            (at, _) => at.to_string(),
+        };
+        let reason = if secret && named.is_none() {
+            "wrong type or value (not shown: it may be secret)".to_string()
+        } else {
+            reason
+        };
+        ApiError::invalid(&field, format!("invalid params: {field}: {reason}"))
     })
+}
+
+fn params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
+    decode(&p.unwrap_or(Value::Null), false)
+}
+
+/// For a method without parameters: absent, null or `{}`; any member is refused by name.
+fn no_params(p: Option<Value>) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct None_ {}
+    params::<None_>(p).map(|_| ())
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
@@ -262,14 +406,21 @@ fn scrub(v: &mut Value) {
 async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
     match method {
         "system.version" => {
-            Ok(json!({ "name": "fsed", "version": env!("CARGO_PKG_VERSION"), "api": 1 }))
+            no_params(p)?;
+            Ok(json!({
+                "name": "fsed", "version": env!("CARGO_PKG_VERSION"), "api": 1, "methods": METHODS,
+            }))
         }
-        "cards.list" => to_value(ctx.cards.list().await?),
+        "cards.list" => {
+            no_params(p)?;
+            to_value(ctx.cards.list().await?)
+        }
         "cards.verify_pin" => verify_pin(ctx, p).await,
         "cards.pin_status" => pin_status(ctx, p).await,
         "cards.change_pin" => change_pin(ctx, p).await,
         "cards.unblock_pin" => unblock_pin(ctx, p).await,
         "vitale.read" => {
+            no_params(p)?;
             let (data, certificate) = ctx
                 .cards
                 .run(|reg| {
@@ -340,6 +491,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             )
         }
         "lots.list" => {
+            no_params(p)?;
             let rows = ctx.store.call(|q| q.list_lots(1000)).await?;
             to_value(
                 rows.iter()
@@ -477,18 +629,24 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             Ok(json!({ "requested": true }))
         }
         "transmit.now" => {
+            no_params(p)?;
             ctx.batcher_wake.notify_one();
             Ok(json!({ "requested": true }))
         }
         "queue.alarms" => {
+            no_params(p)?;
             let cutoff = crate::batcher::alarm_cutoff(ctx.deadline_alarm_days);
             to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
         }
         "returns.list" => returns_list(ctx, p).await,
-        "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
+        "queue.stats" => {
+            no_params(p)?;
+            to_value(ctx.store.call(|q| q.stats()).await?)
+        }
+        // `handle_line` lets only the names of `METHODS` through; a test calls each of them.
         other => Err(ApiError::new(
-            api::METHOD_NOT_FOUND,
-            format!("unknown method {other}"),
+            api::INTERNAL_ERROR,
+            format!("method {other} is listed but not served"),
             Some("method"),
         )),
     }
@@ -497,15 +655,9 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
 /// Parses parameters that hold secrets, then wipes every string of the raw parameters.
 fn secret_params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
     let mut raw = p.unwrap_or(Value::Null);
-    let parsed = serde_json::from_value(raw.clone());
+    let parsed = decode(&raw, true);
     scrub(&mut raw);
-    parsed.map_err(|e: serde_json::Error| {
-        let msg = e.to_string();
-        ApiError::invalid(
-            &serde_field(&msg).unwrap_or_else(|| "params".into()),
-            format!("invalid params: {msg}"),
-        )
-    })
+    parsed
 }
 
 /// A PIN from a parameter, the string wiped.
@@ -517,7 +669,7 @@ fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
 
 /// `events.subscribe`: from now on this connection also receives `event` notifications.
 fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, ApiError> {
-    let _: serde_json::Map<String, Value> = params(p)?;
+    no_params(p)?;
     let Some(out) = conn.out.clone() else {
         return Err(ApiError::new(
             api::INVALID_REQUEST,
@@ -811,6 +963,161 @@ mod tests {
                 .is_none(),
             "notifications get no reply"
         );
+    }
+
+    #[tokio::test]
+    async fn the_envelope_is_checked_and_the_id_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let refused = |r: &Value, code: i64, field: Option<&str>| {
+            assert_eq!(r["error"]["code"], json!(code), "{r}");
+            assert_eq!(r["error"]["data"]["field"].as_str(), field, "{r}");
+        };
+        // A null id is an id: the request is answered, with it.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":null,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(
+            (r["id"].clone(), r["result"]["api"].clone()),
+            (Value::Null, json!(1))
+        );
+        assert!(r.as_object().unwrap().contains_key("id"), "{r}");
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":"a-1","method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["id"], json!("a-1"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":{"n":1},"method":"system.version"}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, Some("id"));
+        assert_eq!(r["id"], Value::Null);
+        let r = ask(
+            &ctx,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"system.version"}]"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, None);
+        let r = ask(&ctx, r#"["2.0",1,"system.version"]"#).await;
+        refused(&r, api::INVALID_REQUEST, None);
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":2,"method":7}"#).await;
+        refused(&r, api::INVALID_REQUEST, Some("method"));
+        assert_eq!(r["id"], json!(2));
+        let r = ask(&ctx, r#"{"id":3,"method":"system.version"}"#).await;
+        refused(&r, api::INVALID_REQUEST, Some("jsonrpc"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":4,"method":"fse.get","params":"x"}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, Some("params"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":5,"method":"fse.get","params":[5]}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_PARAMS, Some("params"));
+        let r = ask(&ctx, "\u{feff}{}").await;
+        assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{r}");
+        let mut bad = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}".to_vec();
+        let r = handle_line(&ctx, &mut Conn::default(), &mut bad)
+            .await
+            .unwrap();
+        assert_eq!(r.error.unwrap().code, api::PARSE_ERROR);
+        // Blank lines and notifications, even of unknown methods, get no reply.
+        for line in ["", "  \t", r#"{"jsonrpc":"2.0","method":"no.such"}"#] {
+            let mut bytes = line.as_bytes().to_vec();
+            assert!(
+                handle_line(&ctx, &mut Conn::default(), &mut bytes)
+                    .await
+                    .is_none(),
+                "{line}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_params_name_the_field_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let field = |r: &Value| {
+            assert_eq!(r["error"]["code"], json!(api::INVALID_PARAMS), "{r}");
+            r["error"]["data"]["field"].as_str().unwrap().to_string()
+        };
+        for (params, expected) in [
+            (r#"{"act":{"code":5}}"#, "act.code"),
+            (
+                r#"{"acts":[{"code":"G"},{"code":"G","date":5}]}"#,
+                "acts[1].date",
+            ),
+            (r#"{"act":{"code":"G","colour":1}}"#, "act.colour"),
+            (r#"{"act":{"code":"G"},"extra":1}"#, "extra"),
+            (r#"{"act":{"coefficient":100}}"#, "act.code"),
+            (r#"{"act":{"code":"G"},"care_path":"nowhere"}"#, "care_path"),
+            (r#"{"act":{"code":"G"},"beneficiary":-1}"#, "beneficiary"),
+        ] {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{params}}}"#);
+            assert_eq!(field(&ask(&ctx, &line).await), expected, "{params}");
+        }
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"queue.stats","params":{"x":1}}"#,
+        )
+        .await;
+        assert_eq!(field(&r), "x");
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"queue.stats","params":{}}"#,
+        )
+        .await;
+        assert!(r["result"]["sheets"].is_object(), "{r}");
+        // A PIN of the wrong type is not echoed.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"cards.verify_pin","params":{"pin":9876}}"#,
+        )
+        .await;
+        assert_eq!(field(&r), "pin");
+        assert!(!r.to_string().contains("9876"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn every_listed_method_is_served_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        for method in METHODS {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{}}}}"#);
+            let r = ask(&ctx, &line).await;
+            let code = r["error"]["code"].as_i64();
+            assert_ne!(code, Some(api::METHOD_NOT_FOUND), "{method}: {r}");
+            assert_ne!(code, Some(api::INTERNAL_ERROR), "{method}: {r}");
+        }
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["result"]["methods"], json!(METHODS));
+        for unlisted in [
+            "rpc.discover",
+            "fse.delete",
+            "system.version ",
+            "Cards.list",
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{unlisted}"}}"#);
+            let r = ask(&ctx, &line).await;
+            assert_eq!(
+                r["error"]["code"],
+                json!(api::METHOD_NOT_FOUND),
+                "{unlisted}"
+            );
+        }
     }
 
     #[tokio::test]
