@@ -19,8 +19,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use zeroize::Zeroize;
 
+use crate::access::Access;
 use crate::billing;
 use crate::cards::Cards;
+use crate::config::ApiSection;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -54,8 +56,8 @@ pub const METHODS: &[&str] = &[
 
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Most connections served at once.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Bytes of waiting replies gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -98,38 +100,172 @@ fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
     out
 }
 
-/// Serves connections until shutdown.
-pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// The server's limits and who may connect, resolved at start from `[api]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most connections served at once (`api.max_connections`).
+    pub max_connections: usize,
+    /// Replies and events queued per connection for a client that does not read them
+    /// (`api.max_queued_replies`).
+    pub max_queued_replies: usize,
+    /// Who may connect.
+    pub access: Access,
+}
+
+impl Settings {
+    /// Resolves `[api]` against the system's users and groups and the uid fsed runs as.
+    pub fn from_config(section: &ApiSection) -> Settings {
+        Settings {
+            max_connections: section.max_connections,
+            max_queued_replies: section.max_queued_replies,
+            access: Access::from_config(
+                section,
+                &crate::access::Accounts::read_system(),
+                crate::access::own_uid(),
+            ),
+        }
+    }
+}
+
+/// Serves connections until shutdown, with the default `[api]` settings.
+pub async fn serve(listener: UnixListener, ctx: Context, shutdown: Shutdown) {
+    serve_with(
+        listener,
+        ctx,
+        Settings::from_config(&ApiSection::default()),
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves connections until shutdown. A connection from a process whose user and groups
+/// `settings.access` does not allow, or one past `settings.max_connections`, gets one error
+/// line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`) and is closed.
+pub async fn serve_with(
+    listener: UnixListener,
+    ctx: Context,
+    settings: Settings,
+    mut shutdown: Shutdown,
+) {
+    tracing::info!(
+        users = ?settings.access.users,
+        groups = ?settings.access.groups,
+        max_connections = settings.max_connections,
+        "API access"
+    );
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => return,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                    return;
-                };
-                let ctx = ctx.clone();
-                let sd = shutdown.clone();
-                tokio::spawn(async move {
-                    serve_connection(stream, ctx, sd).await;
-                    drop(permit);
-                });
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, say: wait a little rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        };
+        if let Err(refusal) = check_peer(&stream, &settings.access) {
+            refuse(stream, refusal);
+            continue;
         }
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(
+                limit = settings.max_connections,
+                "API connection refused: too many connections"
+            );
+            let n = settings.max_connections;
+            refuse(
+                stream,
+                ErrorObject::new(
+                    api::TOO_MANY_CONNECTIONS,
+                    format!("fsed already serves {n} connections (api.max_connections): close one or try again later"),
+                    None,
+                )
+                .with("limit", json!(n)),
+            );
+            continue;
+        };
+        let ctx = ctx.clone();
+        let sd = shutdown.clone();
+        let queued = settings.max_queued_replies;
+        tokio::spawn(async move {
+            serve_connection(stream, ctx, queued, sd).await;
+            drop(permit);
+        });
     }
 }
 
-async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdown) {
+/// Checks the connecting process's credentials (`SO_PEERCRED`) against `access`; a refusal is
+/// logged with its uid, gid and pid.
+fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "API connection refused: no peer credentials");
+            return Err(ErrorObject::new(
+                api::PEER_NOT_ALLOWED,
+                format!("the connecting process's credentials cannot be read: {e}"),
+                None,
+            ));
+        }
+    };
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+    let supplementary = || {
+        pid.map(|p| crate::access::process_groups(p, uid))
+            .unwrap_or_default()
+    };
+    if access.allows(uid, gid, supplementary) {
+        return Ok(());
+    }
+    tracing::warn!(
+        uid,
+        gid,
+        pid = pid.unwrap_or(0),
+        "API connection refused: user not in api.allowed_users, no group in api.allowed_groups"
+    );
+    Err(ErrorObject::new(
+        api::PEER_NOT_ALLOWED,
+        format!("user {uid} (group {gid}) may not use this API: see api.allowed_users and api.allowed_groups"),
+        None,
+    )
+    .with("uid", json!(uid))
+    .with("gid", json!(gid)))
+}
+
+/// Writes one error line to a connection refused, without waiting, and closes it.
+fn refuse(stream: UnixStream, error: ErrorObject) {
+    let line = encode_line(&Response::err(Value::Null, error));
+    // The send buffer of a connection just accepted is empty: the short line fits at once.
+    // A socket that cannot take it is closed all the same.
+    if let Ok(mut s) = stream.into_std() {
+        let _ = std::io::Write::write_all(&mut s, &line);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut shutdown: Shutdown) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    // At most `queued` replies and events wait for a client that does not read; then this
+    // connection's requests wait in its socket (one request is served at a time, in order).
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queued);
     let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(line) = out_rx.recv().await {
-            if write.write_all(&line).await.is_err() {
+            // The lines already waiting go in the same write.
+            batch.clear();
+            batch.extend_from_slice(&line);
+            while batch.len() < WRITE_BATCH {
+                match out_rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if write.write_all(&batch).await.is_err() {
                 return;
             }
         }
@@ -1118,6 +1254,120 @@ mod tests {
                 "{unlisted}"
             );
         }
+    }
+
+    /// Serves `settings` on a socket in `dir`; returns its path and what stops it.
+    fn serving(
+        dir: &tempfile::TempDir,
+        name: &str,
+        settings: Settings,
+    ) -> (
+        std::path::PathBuf,
+        crate::shutdown::Trigger,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let ctx = context(dir);
+        let path = dir.path().join(name);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve_with(listener, ctx, settings, shutdown));
+        (path, trigger, server)
+    }
+
+    /// Everything the server writes to a connection that sends nothing, until it closes it.
+    async fn refusal(path: &std::path::Path) -> Vec<Value> {
+        let mut stream = UnixStream::connect(path).await.unwrap();
+        let mut all = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_string(&mut all),
+        )
+        .await
+        .expect("the refused connection is closed")
+        .unwrap();
+        all.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Asks `system.version`; a refused connection may fail the write, never the reply line.
+    async fn version(stream: &mut BufReader<UnixStream>) -> Value {
+        let _ = stream
+            .get_mut()
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"system.version\"}\n")
+            .await;
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_outside_the_allowlist_gets_one_error_line_and_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::access::own_uid().unwrap();
+        let only = |users: &[u32]| Settings {
+            max_connections: 4,
+            max_queued_replies: 4,
+            access: Access {
+                users: users.iter().copied().collect(),
+                groups: Default::default(),
+            },
+        };
+        let (path, trigger, server) = serving(&dir, "closed.sock", only(&[me.wrapping_add(1)]));
+        let lines = refusal(&path).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::PEER_NOT_ALLOWED), "{e}");
+        assert_eq!(e["data"]["name"], json!("PEER_NOT_ALLOWED"), "{e}");
+        assert_eq!(e["data"]["uid"], json!(me), "{e}");
+        assert_eq!(lines[0]["id"], Value::Null);
+        trigger.fire();
+        server.await.unwrap();
+        // The same user listed is served.
+        let (path, trigger, server) = serving(&dir, "open.sock", only(&[me]));
+        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut s).await["result"]["name"], json!("fsed"));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_limit_gets_one_error_line_and_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::access::own_uid().unwrap();
+        let settings = Settings {
+            max_connections: 2,
+            max_queued_replies: 4,
+            access: Access {
+                users: [me].into(),
+                groups: Default::default(),
+            },
+        };
+        let (path, trigger, server) = serving(&dir, "s.sock", settings);
+        let mut first = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let mut second = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut first).await["id"], json!(7));
+        assert_eq!(version(&mut second).await["id"], json!(7));
+        let lines = refusal(&path).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::TOO_MANY_CONNECTIONS), "{e}");
+        assert_eq!(e["data"]["limit"], json!(2), "{e}");
+        // The served connections go on; once one closes, a new one is served.
+        assert_eq!(version(&mut second).await["result"]["api"], json!(1));
+        drop(first);
+        let mut served = false;
+        for _ in 0..100 {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            if version(&mut s).await.get("result").is_some() {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(served, "a slot freed is taken again");
+        trigger.fire();
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -153,6 +153,72 @@ impl Default for RetentionSection {
     }
 }
 
+/// `[api]`: the local API's limits and who may connect. Users and groups are names (looked up
+/// in `/etc/passwd` and `/etc/group`) or numeric ids. A connection is served when its process
+/// runs as an allowed user, or with an allowed group as its primary or a supplementary group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Most connections served at once; one more gets a `TOO_MANY_CONNECTIONS` error line and
+    /// is closed (1 to 65536).
+    pub max_connections: usize,
+    /// Replies and events queued for a client that does not read them (1 to 65536); while the
+    /// queue is full, fsed reads no further request from that connection.
+    pub max_queued_replies: usize,
+    /// Users allowed to connect. Unset: root and the user fsed runs as.
+    pub allowed_users: Option<Vec<String>>,
+    /// Groups allowed to connect. Unset: `fsed`, when that group exists.
+    pub allowed_groups: Option<Vec<String>>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            max_connections: 256,
+            max_queued_replies: 256,
+            allowed_users: None,
+            allowed_groups: None,
+        }
+    }
+}
+
+impl ApiSection {
+    /// Checks the limits, and that every user and group named exists.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("api.max_connections", self.max_connections),
+            ("api.max_queued_replies", self.max_queued_replies),
+        ] {
+            if !(1..=65536).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "1 to 65536".into(),
+                });
+            }
+        }
+        let accounts = crate::access::Accounts::read_system();
+        for (key, names, kind) in [
+            ("api.allowed_users", &self.allowed_users, "user"),
+            ("api.allowed_groups", &self.allowed_groups, "group"),
+        ] {
+            for name in names.iter().flatten() {
+                let found = if kind == "user" {
+                    accounts.uid(name)
+                } else {
+                    accounts.gid(name)
+                };
+                if found.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("no {kind} {name:?} (a name or a numeric id)"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -176,6 +242,8 @@ pub struct Config {
     /// Retention and archive.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// The local API: limits and who may connect.
+    pub api: ApiSection,
 }
 
 impl Default for Config {
@@ -195,6 +263,7 @@ impl Default for Config {
             transport: TransportSection::default(),
             lots: LotsSection::default(),
             retention: RetentionSection::default(),
+            api: ApiSection::default(),
         }
     }
 }
@@ -253,6 +322,7 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.api.validate()?;
         if self.lots.max_sheets == 0 || self.lots.max_sheets > 100_000 {
             return Err(ConfigError::Invalid {
                 key: "lots.max_sheets",
