@@ -213,7 +213,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         cfg.retention.days,
         shutdown.clone(),
     ));
-    tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
+    let api = crate::api::Settings::from_config(&cfg.api);
+    tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
     tracing::info!(socket = %cfg.socket.display(), "fsed ready");
     println!("fsed ready on {}", cfg.socket.display());
 
