@@ -820,7 +820,12 @@ fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, 
                 let params = match rx.recv().await {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        json!({ "event": "lagged", "missed": n })
+                        json!({
+                            "event": "lagged",
+                            "at": chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            "missed": n,
+                        })
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
@@ -1221,6 +1226,32 @@ mod tests {
         .await;
         assert_eq!(field(&r), "pin");
         assert!(!r.to_string().contains("9876"), "{r}");
+    }
+
+    #[test]
+    fn the_schema_describes_exactly_the_methods_served() {
+        let doc: Value = serde_json::from_str(include_str!("../api.openrpc.json")).unwrap();
+        let described: Vec<&str> = doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            described, METHODS,
+            "daemon/api.openrpc.json and api::METHODS"
+        );
+        let codes: std::collections::BTreeSet<i64> = doc["components"]["errors"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, e)| {
+                assert_eq!(api::code_name(e["code"].as_i64().unwrap()), name);
+                e["code"].as_i64().unwrap()
+            })
+            .collect();
+        let stable: std::collections::BTreeSet<i64> = api::ERROR_CODES.iter().copied().collect();
+        assert_eq!(codes, stable, "the schema's error codes");
     }
 
     #[tokio::test]
