@@ -391,7 +391,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
                 id,
                 ErrorObject::new(
                     api::METHOD_NOT_FOUND,
-                    format!("unknown method {method:?}"),
+                    format!("unknown method {:?}", shown(&method)),
                     Some("method"),
                 ),
             )
@@ -465,13 +465,6 @@ fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Re
     Ok(Envelope { id, method, params })
 }
 
-/// The field named in a serde error message (`missing field `act``).
-fn serde_field(msg: &str) -> Option<String> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(msg[start..start + len].to_string())
-}
-
 /// Parameters decoded into `T` from `p` (absent or null: `{}`). Parameters go by name: an
 /// array is refused. A refusal names the field by its path (`act.code`, `acts[1].date`); for
 /// `secret` parameters the value at fault is not echoed.
@@ -490,15 +483,16 @@ fn decode<T: DeserializeOwned>(p: &Value, secret: bool) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(p).map_err(|e| {
         let reason = e.inner().to_string();
         let path = e.path().to_string();
-        // An unknown or missing member is named in the message; the path is its parent.
-        let named = if reason.starts_with("unknown field") || reason.starts_with("missing field") {
-            serde_field(&reason)
-        } else {
-            None
-        };
-        let field = match (path.as_str(), &named) {
-            (".", Some(n)) => n.clone(),
-            (".", None) => "params".to_string(),
+        // An unknown or missing member is named in the message; the path is its parent's, or
+        // its own for an unknown member. A member named "" leaves its parent as the field.
+        let named = member_named(&reason);
+        let field = match (path.as_str(), named) {
+            (at, Some("")) => match at.strip_suffix('.') {
+                Some(parent) if !parent.is_empty() => parent.to_string(),
+                _ => "params".to_string(),
+            },
+            (".", Some(n)) => n.to_string(),
+            ("." | "", None) => "params".to_string(),
             (parent, Some(n)) if parent != n && !parent.ends_with(&format!(".{n}")) => {
                 format!("{parent}.{n}")
             }
@@ -507,10 +501,36 @@ fn decode<T: DeserializeOwned>(p: &Value, secret: bool) -> Result<T, ApiError> {
         let reason = if secret && named.is_none() {
             "wrong type or value (not shown: it may be secret)".to_string()
         } else {
-            reason
+            shown(&reason)
         };
+        let field = shown(&field);
         ApiError::invalid(&field, format!("invalid params: {field}: {reason}"))
     })
+}
+
+/// Longest part of a client's value a message echoes, in characters.
+const SHOWN: usize = 200;
+
+/// `text`, cut to [`SHOWN`] characters: a message names what is wrong without echoing a whole
+/// 64 KiB line.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// The member a serde message names: `unknown field `x`, expected …` or `missing field `x``
+/// (the name may itself hold backquotes).
+fn member_named(reason: &str) -> Option<&str> {
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        let end = rest
+            .rfind("`, expected")
+            .or_else(|| rest.rfind("`, there are no fields"))?;
+        Some(&rest[..end])
+    } else {
+        reason.strip_prefix("missing field `")?.strip_suffix('`')
+    }
 }
 
 fn params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
@@ -610,10 +630,9 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 after_id,
             } = params(p)?;
             let state = match state {
-                Some(s) => Some(
-                    s.parse::<SheetState>()
-                        .map_err(|_| ApiError::invalid("state", format!("unknown state {s}")))?,
-                ),
+                Some(s) => Some(s.parse::<SheetState>().map_err(|_| {
+                    ApiError::invalid("state", format!("unknown state {:?}", shown(&s)))
+                })?),
                 None => None,
             };
             let rows = ctx
@@ -655,7 +674,11 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 })
                 .await?;
             let l = lot.ok_or_else(|| {
-                ApiError::new(api::NOT_FOUND, format!("no lot {lot_id}"), Some("lot_id"))
+                ApiError::new(
+                    api::NOT_FOUND,
+                    format!("no lot {:?}", shown(&lot_id)),
+                    Some("lot_id"),
+                )
             })?;
             Ok(json!({
                 "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id,
@@ -1201,6 +1224,9 @@ mod tests {
             (r#"{"act":{"coefficient":100}}"#, "act.code"),
             (r#"{"act":{"code":"G"},"care_path":"nowhere"}"#, "care_path"),
             (r#"{"act":{"code":"G"},"beneficiary":-1}"#, "beneficiary"),
+            (r#"{"act":{"code":"G"},"":1}"#, "params"),
+            (r#"{"act":{"code":"G","":1}}"#, "act"),
+            (r#"{"act":{"code":"G"},"a`b, expected":1}"#, "a`b, expected"),
         ] {
             let line =
                 format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{params}}}"#);
@@ -1218,6 +1244,19 @@ mod tests {
         )
         .await;
         assert!(r["result"]["sheets"].is_object(), "{r}");
+        // Messages echo a bounded part of what they refuse.
+        let long = "é".repeat(10_000);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"fse.list","params":{{"state":"{long}"}}}}"#
+        );
+        let r = ask(&ctx, &line).await;
+        assert_eq!(field(&r), "state");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.chars().count() < 300, "{message}");
+        let line =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.get","params":{{"id":"{long}"}}}}"#);
+        let message = ask(&ctx, &line).await["error"]["message"].to_string();
+        assert!(message.chars().count() < 300, "{message}");
         // A PIN of the wrong type is not echoed.
         let r = ask(
             &ctx,
