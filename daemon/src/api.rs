@@ -699,7 +699,10 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             }
             let P { id, reason } = params(p)?;
             if reason.trim().is_empty() || reason.len() > 500 {
-                return Err(ApiError::invalid("reason", "1 to 500 characters"));
+                return Err(ApiError::invalid(
+                    "reason",
+                    "reason: 1 to 500 characters, not only spaces",
+                ));
             }
             let result = ctx
                 .store
@@ -823,7 +826,7 @@ fn secret_params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
 fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
     let pin = Pin::new(&s);
     s.zeroize();
-    pin.ok_or_else(|| ApiError::invalid(field, "the PIN is 4 digits"))
+    pin.ok_or_else(|| ApiError::invalid(field, format!("{field}: the PIN is 4 digits")))
 }
 
 /// `events.subscribe`: from now on this connection also receives `event` notifications.
@@ -918,7 +921,8 @@ async fn unblock_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError>
     } = secret_params(p)?;
     let checked = Puk::new(&puk);
     puk.zeroize();
-    let puk = checked.ok_or_else(|| ApiError::invalid("puk", "the unblocking code is 8 digits"))?;
+    let puk =
+        checked.ok_or_else(|| ApiError::invalid("puk", "puk: the unblocking code is 8 digits"))?;
     let new = take_pin(new_pin, "new_pin")?;
     ctx.cards
         .run(move |reg| reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new))
@@ -975,7 +979,7 @@ async fn returns_list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError
     let P { lot_id, limit } = params(p)?;
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+        return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
     }
     let (arls, payments) = ctx
         .store
