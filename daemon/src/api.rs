@@ -252,7 +252,8 @@ async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut s
     let mut reader = BufReader::new(read);
     // At most `queued` replies and events wait for a client that does not read; then this
     // connection's requests wait in its socket (one request is served at a time, in order).
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queued);
+    // (`ApiSection::validate` keeps `queued` at 1 or more; a channel of 0 would panic.)
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queued.max(1));
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         while let Some(line) = out_rx.recv().await {
