@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fse_formats::api::{
-    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Request, Response,
-    VerifyPinParams,
+    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Response, VerifyPinParams,
 };
 use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
@@ -20,16 +19,46 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use zeroize::Zeroize;
 
+use crate::access::Access;
 use crate::billing;
 use crate::cards::Cards;
+use crate::config::ApiSection;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
+/// Every method the dispatcher serves; any other name answers `METHOD_NOT_FOUND`.
+/// `daemon/api.openrpc.json` describes each of them (a test keeps the two lists equal), and
+/// `system.version` lists them.
+pub const METHODS: &[&str] = &[
+    "system.version",
+    "cards.list",
+    "cards.verify_pin",
+    "cards.pin_status",
+    "cards.change_pin",
+    "cards.unblock_pin",
+    "vitale.read",
+    "fse.create",
+    "fse.get",
+    "fse.list",
+    "fse.cancel",
+    "fse.resubmit",
+    "fse.proof",
+    "lots.list",
+    "lots.get",
+    "lots.close",
+    "transmit.now",
+    "returns.list",
+    "queue.stats",
+    "queue.alarms",
+    "events.subscribe",
+    "system.doctor",
+];
+
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Most connections served at once.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Bytes of waiting replies gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -74,42 +103,179 @@ fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
     out
 }
 
+/// The server's limits and who may connect, resolved at start from `[api]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most connections served at once (`api.max_connections`).
+    pub max_connections: usize,
+    /// Replies and events queued per connection for a client that does not read them
+    /// (`api.max_queued_replies`).
+    pub max_queued_replies: usize,
+    /// Who may connect.
+    pub access: Access,
+}
+
+impl Settings {
+    /// Resolves `[api]` against the system's users and groups and the uid fsed runs as.
+    pub fn from_config(section: &ApiSection) -> Settings {
+        Settings {
+            max_connections: section.max_connections,
+            max_queued_replies: section.max_queued_replies,
+            access: Access::from_config(
+                section,
+                &crate::access::Accounts::read_system(),
+                crate::access::own_uid(),
+            ),
+        }
+    }
+}
+
+/// Serves connections until shutdown, with the default `[api]` settings.
+pub async fn serve(listener: UnixListener, ctx: Context, shutdown: Shutdown) {
+    serve_with(
+        listener,
+        ctx,
+        Settings::from_config(&ApiSection::default()),
+        shutdown,
+    )
+    .await;
+}
+
 /// Serves connections until shutdown, then returns once every connection has finished the
-/// request it was serving (no new request is read after shutdown).
-pub async fn serve(listener: UnixListener, ctx: Context, mut shutdown: Shutdown) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// request it was serving (no new request is read after shutdown). A connection from a process whose user and groups
+/// `settings.access` does not allow, or one past `settings.max_connections`, gets one error
+/// line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`) and is closed.
+pub async fn serve_with(
+    listener: UnixListener,
+    ctx: Context,
+    settings: Settings,
+    mut shutdown: Shutdown,
+) {
+    tracing::info!(
+        users = ?settings.access.users,
+        groups = ?settings.access.groups,
+        max_connections = settings.max_connections,
+        "API access"
+    );
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => break,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                    return;
-                };
-                let ctx = ctx.clone();
-                let sd = shutdown.clone();
-                tokio::spawn(async move {
-                    serve_connection(stream, ctx, sd).await;
-                    drop(permit);
-                });
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, say: wait a little rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        };
+        if let Err(refusal) = check_peer(&stream, &settings.access) {
+            refuse(stream, refusal);
+            continue;
         }
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(
+                limit = settings.max_connections,
+                "API connection refused: too many connections"
+            );
+            let n = settings.max_connections;
+            refuse(
+                stream,
+                ErrorObject::new(
+                    api::TOO_MANY_CONNECTIONS,
+                    format!("fsed already serves {n} connections (api.max_connections): close one or try again later"),
+                    None,
+                )
+                .with("limit", json!(n)),
+            );
+            continue;
+        };
+        let ctx = ctx.clone();
+        let sd = shutdown.clone();
+        let queued = settings.max_queued_replies;
+        tokio::spawn(async move {
+            serve_connection(stream, ctx, queued, sd).await;
+            drop(permit);
+        });
     }
     drop(listener);
     // Every connection holds a permit until it is done.
-    let _ = limit.acquire_many(MAX_CONNECTIONS as u32).await;
+    let _ = limit
+        .acquire_many(u32::try_from(settings.max_connections).unwrap_or(u32::MAX))
+        .await;
 }
 
-async fn serve_connection(stream: UnixStream, ctx: Context, mut shutdown: Shutdown) {
+/// Checks the connecting process's credentials (`SO_PEERCRED`) against `access`; a refusal is
+/// logged with its uid, gid and pid.
+fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "API connection refused: no peer credentials");
+            return Err(ErrorObject::new(
+                api::PEER_NOT_ALLOWED,
+                format!("the connecting process's credentials cannot be read: {e}"),
+                None,
+            ));
+        }
+    };
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+    let supplementary = || {
+        pid.map(|p| crate::access::process_groups(p, uid))
+            .unwrap_or_default()
+    };
+    if access.allows(uid, gid, supplementary) {
+        return Ok(());
+    }
+    tracing::warn!(
+        uid,
+        gid,
+        pid = pid.unwrap_or(0),
+        "API connection refused: user not in api.allowed_users, no group in api.allowed_groups"
+    );
+    Err(ErrorObject::new(
+        api::PEER_NOT_ALLOWED,
+        format!("user {uid} (group {gid}) may not use this API: see api.allowed_users and api.allowed_groups"),
+        None,
+    )
+    .with("uid", json!(uid))
+    .with("gid", json!(gid)))
+}
+
+/// Writes one error line to a connection refused, without waiting, and closes it.
+fn refuse(stream: UnixStream, error: ErrorObject) {
+    let line = encode_line(&Response::err(Value::Null, error));
+    // The send buffer of a connection just accepted is empty: the short line fits at once.
+    // A socket that cannot take it is closed all the same.
+    if let Ok(mut s) = stream.into_std() {
+        let _ = std::io::Write::write_all(&mut s, &line);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut shutdown: Shutdown) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    // At most `queued` replies and events wait for a client that does not read; then this
+    // connection's requests wait in its socket (one request is served at a time, in order).
+    // (`ApiSection::validate` keeps `queued` at 1 or more; a channel of 0 would panic.)
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queued.max(1));
     let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(line) = out_rx.recv().await {
-            if write.write_all(&line).await.is_err() {
+            // The lines already waiting go in the same write.
+            batch.clear();
+            batch.extend_from_slice(&line);
+            while batch.len() < WRITE_BATCH {
+                match out_rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if write.write_all(&batch).await.is_err() {
                 return;
             }
         }
@@ -158,14 +324,17 @@ async fn serve_lines(
                     Value::Null,
                     ErrorObject::new(
                         api::INVALID_REQUEST,
-                        format!("request line longer than {MAX_LINE} bytes"),
+                        format!("request line longer than {MAX_LINE} bytes: skipped"),
                         None,
-                    ),
+                    )
+                    .with("limit", json!(MAX_LINE)),
                 ))
             }
             Ok(_) => handle_line(ctx, conn, &mut line).await,
         };
-        line.zeroize();
+        // The filled part only: the bytes past it were wiped with the line that left them.
+        line.as_mut_slice().zeroize();
+        line.clear();
         if let Some(reply) = reply {
             if out.send(encode_line(&reply)).await.is_err() {
                 return;
@@ -174,21 +343,29 @@ async fn serve_lines(
     }
 }
 
-/// Answers one line; `None` for a notification (no id).
+/// Answers one line; `None` for a notification (a request without an `id` member) and for
+/// an empty line.
 pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Option<Response> {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t.trim(),
-        Err(_) => {
+        Err(e) => {
             return Some(Response::err(
                 Value::Null,
-                ErrorObject::new(api::PARSE_ERROR, "request is not UTF-8", None),
+                ErrorObject::new(
+                    api::PARSE_ERROR,
+                    format!(
+                        "request is not UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                    None,
+                ),
             ))
         }
     };
     if text.is_empty() {
         return None;
     }
-    let value: Value = match serde_json::from_str(text) {
+    let mut value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             return Some(Response::err(
@@ -197,59 +374,186 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
             ))
         }
     };
-    let id = value.get("id").cloned();
-    let mut req: Request = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => {
-            let err = ErrorObject::new(
-                api::INVALID_REQUEST,
-                format!("not a JSON-RPC request: {e}"),
-                serde_field(&e.to_string()).as_deref(),
-            );
-            return Some(Response::err(id.unwrap_or(Value::Null), err));
-        }
-    };
-    if req.jsonrpc != "2.0" {
+    let Value::Object(obj) = &mut value else {
+        scrub(&mut value);
         return Some(Response::err(
-            id.unwrap_or(Value::Null),
+            Value::Null,
             ErrorObject::new(
                 api::INVALID_REQUEST,
-                "jsonrpc must be \"2.0\"",
-                Some("jsonrpc"),
+                "a request is one JSON object per line (batches are not supported)",
+                None,
             ),
         ));
+    };
+    let envelope = envelope(obj);
+    // What is left of the object (and all of it when refused) may hold a PIN.
+    scrub(&mut value);
+    let Envelope { id, method, params } = match envelope {
+        Ok(e) => e,
+        Err(refused) => return Some(*refused),
+    };
+    if !METHODS.contains(&method.as_str()) {
+        let mut refused = params;
+        if let Some(p) = refused.as_mut() {
+            scrub(p);
+        }
+        return id.map(|id| {
+            Response::err(
+                id,
+                ErrorObject::new(
+                    api::METHOD_NOT_FOUND,
+                    format!("unknown method {:?}", shown(&method)),
+                    Some("method"),
+                ),
+            )
+        });
     }
     // The span follows the request's future across threads (`instrument`); an entered guard
     // held over an `.await` would corrupt the subscriber's span registry.
-    let span = tracing::info_span!("request", method = %req.method);
-    let result = if req.method == "events.subscribe" {
-        span.in_scope(|| subscribe(ctx, conn, req.params.take()))
+    let span = tracing::info_span!("request", method = %method);
+    let result = if method == "events.subscribe" {
+        span.in_scope(|| subscribe(ctx, conn, params))
     } else {
         use tracing::Instrument;
-        dispatch(ctx, &req.method, req.params.take())
-            .instrument(span)
-            .await
+        dispatch(ctx, &method, params).instrument(span).await
     };
-    let id = req.id?;
+    let id = id?;
     Some(match result {
         Ok(v) => Response::ok(id, v),
         Err(ApiError(e)) => Response::err(id, e),
     })
 }
 
-/// The field named in a serde error message (`missing field `act``).
-fn serde_field(msg: &str) -> Option<String> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(msg[start..start + len].to_string())
+/// A request's envelope, checked.
+struct Envelope {
+    /// The id to answer with; `None` for a notification (no `id` member).
+    id: Option<Value>,
+    /// The method named.
+    method: String,
+    /// The parameters (an object, an array, or none).
+    params: Option<Value>,
+}
+
+/// Takes the envelope out of a request object: `jsonrpc` must be `"2.0"`, `id` (optional) a
+/// string, a number or null, `method` a string, `params` (optional) an object or an array. A
+/// refusal is the `INVALID_REQUEST` reply, with the request's id when it could be read.
+fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Response>> {
+    let refuse = |id: Value, message: &str, field: &str| {
+        Box::new(Response::err(
+            id,
+            ErrorObject::new(api::INVALID_REQUEST, message, Some(field)),
+        ))
+    };
+    let id = obj.remove("id");
+    let reply_id = match &id {
+        None => Value::Null,
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => v.clone(),
+        Some(_) => {
+            return Err(refuse(
+                Value::Null,
+                "id must be a string, a number or null",
+                "id",
+            ))
+        }
+    };
+    match obj.get("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => {}
+        _ => return Err(refuse(reply_id, "jsonrpc must be \"2.0\"", "jsonrpc")),
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(_) => return Err(refuse(reply_id, "method must be a string", "method")),
+        None => return Err(refuse(reply_id, "method is missing", "method")),
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => None,
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p),
+        Some(mut other) => {
+            scrub(&mut other);
+            return Err(refuse(reply_id, "params must be an object", "params"));
+        }
+    };
+    Ok(Envelope { id, method, params })
+}
+
+/// Parameters decoded into `T` from `p` (absent or null: `{}`). Parameters go by name: an
+/// array is refused. A refusal names the field by its path (`act.code`, `acts[1].date`); for
+/// `secret` parameters the value at fault is not echoed.
+fn decode<T: DeserializeOwned>(p: &Value, secret: bool) -> Result<T, ApiError> {
+    let empty = Value::Object(Default::default());
+    let p = match p {
+        Value::Null => &empty,
+        Value::Array(_) => {
+            return Err(ApiError::invalid(
+                "params",
+                "invalid params: parameters go by name, in an object",
+            ))
+        }
+        other => other,
+    };
+    serde_path_to_error::deserialize(p).map_err(|e| {
+        let reason = e.inner().to_string();
+        let path = e.path().to_string();
+        // An unknown or missing member is named in the message; the path is its parent's, or
+        // its own for an unknown member. A member named "" leaves its parent as the field.
+        let named = member_named(&reason);
+        let field = match (path.as_str(), named) {
+            (at, Some("")) => match at.strip_suffix('.') {
+                Some(parent) if !parent.is_empty() => parent.to_string(),
+                _ => "params".to_string(),
+            },
+            (".", Some(n)) => n.to_string(),
+            ("." | "", None) => "params".to_string(),
+            (parent, Some(n)) if parent != n && !parent.ends_with(&format!(".{n}")) => {
+                format!("{parent}.{n}")
+            }
+            (at, _) => at.to_string(),
+        };
+        let reason = if secret && named.is_none() {
+            "wrong type or value (not shown: it may be secret)".to_string()
+        } else {
+            shown(&reason)
+        };
+        let field = shown(&field);
+        ApiError::invalid(&field, format!("invalid params: {field}: {reason}"))
+    })
+}
+
+/// Longest part of a client's value a message echoes, in characters.
+const SHOWN: usize = 200;
+
+/// `text`, cut to [`SHOWN`] characters: a message names what is wrong without echoing a whole
+/// 64 KiB line.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// The member a serde message names: `unknown field `x`, expected …` or `missing field `x``
+/// (the name may itself hold backquotes).
+fn member_named(reason: &str) -> Option<&str> {
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        let end = rest
+            .rfind("`, expected")
+            .or_else(|| rest.rfind("`, there are no fields"))?;
+        Some(&rest[..end])
+    } else {
+        reason.strip_prefix("missing field `")?.strip_suffix('`')
+    }
 }
 
 fn params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
-    serde_json::from_value(p.unwrap_or(Value::Object(Default::default()))).map_err(|e| {
-        let msg = e.to_string();
-        let field = serde_field(&msg).unwrap_or_else(|| "params".into());
-        ApiError::invalid(&field, format!("invalid params: {msg}"))
-    })
+    decode(&p.unwrap_or(Value::Null), false)
+}
+
+/// For a method without parameters: absent, null or `{}`; any member is refused by name.
+fn no_params(p: Option<Value>) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct None_ {}
+    params::<None_>(p).map(|_| ())
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
@@ -269,14 +573,21 @@ fn scrub(v: &mut Value) {
 async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
     match method {
         "system.version" => {
-            Ok(json!({ "name": "fsed", "version": env!("CARGO_PKG_VERSION"), "api": 1 }))
+            no_params(p)?;
+            Ok(json!({
+                "name": "fsed", "version": env!("CARGO_PKG_VERSION"), "api": 1, "methods": METHODS,
+            }))
         }
-        "cards.list" => to_value(ctx.cards.list().await?),
+        "cards.list" => {
+            no_params(p)?;
+            to_value(ctx.cards.list().await?)
+        }
         "cards.verify_pin" => verify_pin(ctx, p).await,
         "cards.pin_status" => pin_status(ctx, p).await,
         "cards.change_pin" => change_pin(ctx, p).await,
         "cards.unblock_pin" => unblock_pin(ctx, p).await,
         "vitale.read" => {
+            no_params(p)?;
             let (data, certificate) = ctx
                 .cards
                 .run(|reg| {
@@ -330,10 +641,9 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 after_id,
             } = params(p)?;
             let state = match state {
-                Some(s) => Some(
-                    s.parse::<SheetState>()
-                        .map_err(|_| ApiError::invalid("state", format!("unknown state {s}")))?,
-                ),
+                Some(s) => Some(s.parse::<SheetState>().map_err(|_| {
+                    ApiError::invalid("state", format!("unknown state {:?}", shown(&s)))
+                })?),
                 None => None,
             };
             let rows = ctx
@@ -347,6 +657,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             )
         }
         "lots.list" => {
+            no_params(p)?;
             let rows = ctx.store.call(|q| q.list_lots(1000)).await?;
             to_value(
                 rows.iter()
@@ -374,7 +685,11 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 })
                 .await?;
             let l = lot.ok_or_else(|| {
-                ApiError::new(api::NOT_FOUND, format!("no lot {lot_id}"), Some("lot_id"))
+                ApiError::new(
+                    api::NOT_FOUND,
+                    format!("no lot {:?}", shown(&lot_id)),
+                    Some("lot_id"),
+                )
             })?;
             Ok(json!({
                 "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id,
@@ -395,7 +710,10 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             }
             let P { id, reason } = params(p)?;
             if reason.trim().is_empty() || reason.len() > 500 {
-                return Err(ApiError::invalid("reason", "1 to 500 characters"));
+                return Err(ApiError::invalid(
+                    "reason",
+                    "reason: 1 to 500 characters, not only spaces",
+                ));
             }
             let result = ctx
                 .store
@@ -484,19 +802,28 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
             Ok(json!({ "requested": true }))
         }
         "transmit.now" => {
+            no_params(p)?;
             ctx.batcher_wake.notify_one();
             Ok(json!({ "requested": true }))
         }
         "queue.alarms" => {
+            no_params(p)?;
             let cutoff = crate::batcher::alarm_cutoff(ctx.live.get().deadline_alarm_days);
             to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
         }
         "returns.list" => returns_list(ctx, p).await,
-        "queue.stats" => to_value(ctx.store.call(|q| q.stats()).await?),
-        "system.doctor" => to_value(crate::doctor::run(ctx, &ctx.doctor).await),
+        "queue.stats" => {
+            no_params(p)?;
+            to_value(ctx.store.call(|q| q.stats()).await?)
+        }
+        "system.doctor" => {
+            no_params(p)?;
+            to_value(crate::doctor::run(ctx, &ctx.doctor).await)
+        }
+        // `handle_line` lets only the names of `METHODS` through; a test calls each of them.
         other => Err(ApiError::new(
-            api::METHOD_NOT_FOUND,
-            format!("unknown method {other}"),
+            api::INTERNAL_ERROR,
+            format!("method {other} is listed but not served"),
             Some("method"),
         )),
     }
@@ -505,27 +832,21 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
 /// Parses parameters that hold secrets, then wipes every string of the raw parameters.
 fn secret_params<T: DeserializeOwned>(p: Option<Value>) -> Result<T, ApiError> {
     let mut raw = p.unwrap_or(Value::Null);
-    let parsed = serde_json::from_value(raw.clone());
+    let parsed = decode(&raw, true);
     scrub(&mut raw);
-    parsed.map_err(|e: serde_json::Error| {
-        let msg = e.to_string();
-        ApiError::invalid(
-            &serde_field(&msg).unwrap_or_else(|| "params".into()),
-            format!("invalid params: {msg}"),
-        )
-    })
+    parsed
 }
 
 /// A PIN from a parameter, the string wiped.
 fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
     let pin = Pin::new(&s);
     s.zeroize();
-    pin.ok_or_else(|| ApiError::invalid(field, "the PIN is 4 digits"))
+    pin.ok_or_else(|| ApiError::invalid(field, format!("{field}: the PIN is 4 digits")))
 }
 
 /// `events.subscribe`: from now on this connection also receives `event` notifications.
 fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, ApiError> {
-    let _: serde_json::Map<String, Value> = params(p)?;
+    no_params(p)?;
     let Some(out) = conn.out.clone() else {
         return Err(ApiError::new(
             api::INVALID_REQUEST,
@@ -540,7 +861,12 @@ fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, 
                 let params = match rx.recv().await {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        json!({ "event": "lagged", "missed": n })
+                        json!({
+                            "event": "lagged",
+                            "at": chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            "missed": n,
+                        })
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
@@ -610,7 +936,8 @@ async fn unblock_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError>
     } = secret_params(p)?;
     let checked = Puk::new(&puk);
     puk.zeroize();
-    let puk = checked.ok_or_else(|| ApiError::invalid("puk", "the unblocking code is 8 digits"))?;
+    let puk =
+        checked.ok_or_else(|| ApiError::invalid("puk", "puk: the unblocking code is 8 digits"))?;
     let new = take_pin(new_pin, "new_pin")?;
     ctx.cards
         .run(move |reg| reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new))
@@ -667,7 +994,7 @@ async fn returns_list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError
     let P { lot_id, limit } = params(p)?;
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+        return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
     }
     let (arls, payments) = ctx
         .store
@@ -869,6 +1196,317 @@ mod tests {
                 .is_none(),
             "notifications get no reply"
         );
+    }
+
+    #[tokio::test]
+    async fn the_envelope_is_checked_and_the_id_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let refused = |r: &Value, code: i64, field: Option<&str>| {
+            assert_eq!(r["error"]["code"], json!(code), "{r}");
+            assert_eq!(r["error"]["data"]["field"].as_str(), field, "{r}");
+        };
+        // A null id is an id: the request is answered, with it.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":null,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(
+            (r["id"].clone(), r["result"]["api"].clone()),
+            (Value::Null, json!(1))
+        );
+        assert!(r.as_object().unwrap().contains_key("id"), "{r}");
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":"a-1","method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["id"], json!("a-1"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":{"n":1},"method":"system.version"}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, Some("id"));
+        assert_eq!(r["id"], Value::Null);
+        let r = ask(
+            &ctx,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"system.version"}]"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, None);
+        let r = ask(&ctx, r#"["2.0",1,"system.version"]"#).await;
+        refused(&r, api::INVALID_REQUEST, None);
+        let r = ask(&ctx, r#"{"jsonrpc":"2.0","id":2,"method":7}"#).await;
+        refused(&r, api::INVALID_REQUEST, Some("method"));
+        assert_eq!(r["id"], json!(2));
+        let r = ask(&ctx, r#"{"id":3,"method":"system.version"}"#).await;
+        refused(&r, api::INVALID_REQUEST, Some("jsonrpc"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":4,"method":"fse.get","params":"x"}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_REQUEST, Some("params"));
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":5,"method":"fse.get","params":[5]}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_PARAMS, Some("params"));
+        let r = ask(&ctx, "\u{feff}{}").await;
+        assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{r}");
+        let mut bad = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}".to_vec();
+        let r = handle_line(&ctx, &mut Conn::default(), &mut bad)
+            .await
+            .unwrap();
+        assert_eq!(r.error.unwrap().code, api::PARSE_ERROR);
+        // Blank lines and notifications, even of unknown methods, get no reply.
+        for line in ["", "  \t", r#"{"jsonrpc":"2.0","method":"no.such"}"#] {
+            let mut bytes = line.as_bytes().to_vec();
+            assert!(
+                handle_line(&ctx, &mut Conn::default(), &mut bytes)
+                    .await
+                    .is_none(),
+                "{line}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_params_name_the_field_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let field = |r: &Value| {
+            assert_eq!(r["error"]["code"], json!(api::INVALID_PARAMS), "{r}");
+            r["error"]["data"]["field"].as_str().unwrap().to_string()
+        };
+        for (params, expected) in [
+            (r#"{"act":{"code":5}}"#, "act.code"),
+            (
+                r#"{"acts":[{"code":"G"},{"code":"G","date":5}]}"#,
+                "acts[1].date",
+            ),
+            (r#"{"act":{"code":"G","colour":1}}"#, "act.colour"),
+            (r#"{"act":{"code":"G"},"extra":1}"#, "extra"),
+            (r#"{"act":{"coefficient":100}}"#, "act.code"),
+            (r#"{"act":{"code":"G"},"care_path":"nowhere"}"#, "care_path"),
+            (r#"{"act":{"code":"G"},"beneficiary":-1}"#, "beneficiary"),
+            (r#"{"act":{"code":"G"},"":1}"#, "params"),
+            (r#"{"act":{"code":"G","":1}}"#, "act"),
+            (r#"{"act":{"code":"G"},"a`b, expected":1}"#, "a`b, expected"),
+        ] {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{params}}}"#);
+            assert_eq!(field(&ask(&ctx, &line).await), expected, "{params}");
+        }
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"queue.stats","params":{"x":1}}"#,
+        )
+        .await;
+        assert_eq!(field(&r), "x");
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"queue.stats","params":{}}"#,
+        )
+        .await;
+        assert!(r["result"]["sheets"].is_object(), "{r}");
+        // Messages echo a bounded part of what they refuse.
+        let long = "é".repeat(10_000);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"fse.list","params":{{"state":"{long}"}}}}"#
+        );
+        let r = ask(&ctx, &line).await;
+        assert_eq!(field(&r), "state");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.chars().count() < 300, "{message}");
+        let line =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.get","params":{{"id":"{long}"}}}}"#);
+        let message = ask(&ctx, &line).await["error"]["message"].to_string();
+        assert!(message.chars().count() < 300, "{message}");
+        // A PIN of the wrong type is not echoed.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"cards.verify_pin","params":{"pin":9876}}"#,
+        )
+        .await;
+        assert_eq!(field(&r), "pin");
+        assert!(!r.to_string().contains("9876"), "{r}");
+    }
+
+    #[test]
+    fn the_schema_describes_exactly_the_methods_served() {
+        let doc: Value = serde_json::from_str(include_str!("../api.openrpc.json")).unwrap();
+        let described: Vec<&str> = doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            described, METHODS,
+            "daemon/api.openrpc.json and api::METHODS"
+        );
+        let codes: std::collections::BTreeSet<i64> = doc["components"]["errors"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, e)| {
+                assert_eq!(api::code_name(e["code"].as_i64().unwrap()), name);
+                e["code"].as_i64().unwrap()
+            })
+            .collect();
+        let stable: std::collections::BTreeSet<i64> = api::ERROR_CODES.iter().copied().collect();
+        assert_eq!(codes, stable, "the schema's error codes");
+    }
+
+    #[tokio::test]
+    async fn every_listed_method_is_served_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        for method in METHODS {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{}}}}"#);
+            let r = ask(&ctx, &line).await;
+            let code = r["error"]["code"].as_i64();
+            assert_ne!(code, Some(api::METHOD_NOT_FOUND), "{method}: {r}");
+            assert_ne!(code, Some(api::INTERNAL_ERROR), "{method}: {r}");
+        }
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["result"]["methods"], json!(METHODS));
+        for unlisted in [
+            "rpc.discover",
+            "fse.delete",
+            "system.version ",
+            "Cards.list",
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{unlisted}"}}"#);
+            let r = ask(&ctx, &line).await;
+            assert_eq!(
+                r["error"]["code"],
+                json!(api::METHOD_NOT_FOUND),
+                "{unlisted}"
+            );
+        }
+    }
+
+    /// Serves `settings` on a socket in `dir`; returns its path and what stops it.
+    fn serving(
+        dir: &tempfile::TempDir,
+        name: &str,
+        settings: Settings,
+    ) -> (
+        std::path::PathBuf,
+        crate::shutdown::Trigger,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let ctx = context(dir);
+        let path = dir.path().join(name);
+        let listener = UnixListener::bind(&path).unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve_with(listener, ctx, settings, shutdown));
+        (path, trigger, server)
+    }
+
+    /// Everything the server writes to a connection that sends nothing, until it closes it.
+    async fn refusal(path: &std::path::Path) -> Vec<Value> {
+        let mut stream = UnixStream::connect(path).await.unwrap();
+        let mut all = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_string(&mut all),
+        )
+        .await
+        .expect("the refused connection is closed")
+        .unwrap();
+        all.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Asks `system.version`; a refused connection may fail the write, never the reply line.
+    async fn version(stream: &mut BufReader<UnixStream>) -> Value {
+        let _ = stream
+            .get_mut()
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"system.version\"}\n")
+            .await;
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_outside_the_allowlist_gets_one_error_line_and_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::access::own_uid().unwrap();
+        let only = |users: &[u32]| Settings {
+            max_connections: 4,
+            max_queued_replies: 4,
+            access: Access {
+                users: users.iter().copied().collect(),
+                groups: Default::default(),
+            },
+        };
+        let (path, trigger, server) = serving(&dir, "closed.sock", only(&[me.wrapping_add(1)]));
+        let lines = refusal(&path).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::PEER_NOT_ALLOWED), "{e}");
+        assert_eq!(e["data"]["name"], json!("PEER_NOT_ALLOWED"), "{e}");
+        assert_eq!(e["data"]["uid"], json!(me), "{e}");
+        assert_eq!(lines[0]["id"], Value::Null);
+        trigger.fire();
+        server.await.unwrap();
+        // The same user listed is served.
+        let (path, trigger, server) = serving(&dir, "open.sock", only(&[me]));
+        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut s).await["result"]["name"], json!("fsed"));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_the_limit_gets_one_error_line_and_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::access::own_uid().unwrap();
+        let settings = Settings {
+            max_connections: 2,
+            max_queued_replies: 4,
+            access: Access {
+                users: [me].into(),
+                groups: Default::default(),
+            },
+        };
+        let (path, trigger, server) = serving(&dir, "s.sock", settings);
+        let mut first = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let mut second = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut first).await["id"], json!(7));
+        assert_eq!(version(&mut second).await["id"], json!(7));
+        let lines = refusal(&path).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::TOO_MANY_CONNECTIONS), "{e}");
+        assert_eq!(e["data"]["limit"], json!(2), "{e}");
+        // The served connections go on; once one closes, a new one is served.
+        assert_eq!(version(&mut second).await["result"]["api"], json!(1));
+        drop(first);
+        let mut served = false;
+        for _ in 0..100 {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            if version(&mut s).await.get("result").is_some() {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(served, "a slot freed is taken again");
+        trigger.fire();
+        server.await.unwrap();
     }
 
     #[tokio::test]

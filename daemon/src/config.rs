@@ -161,6 +161,72 @@ impl Default for RetentionSection {
     }
 }
 
+/// `[api]`: the local API's limits and who may connect. Users and groups are names (looked up
+/// in `/etc/passwd` and `/etc/group`) or numeric ids. A connection is served when its process
+/// runs as an allowed user, or with an allowed group as its primary or a supplementary group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Most connections served at once; one more gets a `TOO_MANY_CONNECTIONS` error line and
+    /// is closed (1 to 65536).
+    pub max_connections: usize,
+    /// Replies and events queued for a client that does not read them (1 to 65536); while the
+    /// queue is full, fsed reads no further request from that connection.
+    pub max_queued_replies: usize,
+    /// Users allowed to connect. Unset: root and the user fsed runs as.
+    pub allowed_users: Option<Vec<String>>,
+    /// Groups allowed to connect. Unset: `fsed`, when that group exists.
+    pub allowed_groups: Option<Vec<String>>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            max_connections: 256,
+            max_queued_replies: 256,
+            allowed_users: None,
+            allowed_groups: None,
+        }
+    }
+}
+
+impl ApiSection {
+    /// Checks the limits, and that every user and group named exists.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("api.max_connections", self.max_connections),
+            ("api.max_queued_replies", self.max_queued_replies),
+        ] {
+            if !(1..=65536).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "1 to 65536".into(),
+                });
+            }
+        }
+        let accounts = crate::access::Accounts::read_system();
+        for (key, names, kind) in [
+            ("api.allowed_users", &self.allowed_users, "user"),
+            ("api.allowed_groups", &self.allowed_groups, "group"),
+        ] {
+            for name in names.iter().flatten() {
+                let found = if kind == "user" {
+                    accounts.uid(name)
+                } else {
+                    accounts.gid(name)
+                };
+                if found.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("no {kind} {name:?} (a name or a numeric id)"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -187,6 +253,8 @@ pub struct Config {
     /// Retention and archive.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// The local API: limits and who may connect.
+    pub api: ApiSection,
 }
 
 impl Default for Config {
@@ -207,6 +275,7 @@ impl Default for Config {
             transport: TransportSection::default(),
             lots: LotsSection::default(),
             retention: RetentionSection::default(),
+            api: ApiSection::default(),
         }
     }
 }
@@ -329,6 +398,10 @@ pub const KEYS: &[Key] = &[
     key("lots.close_at", Kind::Text, true),
     key("retention.days", Kind::Number, false),
     key("retention.archive_dir", Kind::Text, false),
+    key("api.max_connections", Kind::Number, false),
+    key("api.max_queued_replies", Kind::Number, false),
+    key("api.allowed_users", Kind::List, false),
+    key("api.allowed_groups", Kind::List, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {
@@ -565,6 +638,9 @@ impl Config {
     /// Every value that parses but cannot work, each with its key.
     pub fn problems(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
+        if let Err(e) = self.api.validate() {
+            out.push(e);
+        }
         let mut bad = |key: &'static str, reason: String| {
             out.push(ConfigError::Invalid { key, reason });
         };
@@ -990,6 +1066,8 @@ mod tests {
             ..Config::default()
         };
         cfg.lots.close_at = Some("18:00".into());
+        cfg.api.allowed_users = Some(vec!["root".into()]);
+        cfg.api.allowed_groups = Some(vec!["root".into()]);
         let flat = cfg.flat();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
         assert_eq!(

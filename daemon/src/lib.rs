@@ -3,14 +3,16 @@
 //! transmits them to the insurers, then records their acknowledgements.
 //!
 //! Module map: [`config`] (settings), [`cards`] (the one card thread),
-//! [`api`] (JSON-RPC on the Unix socket), [`billing`] (one sheet from the
-//! cards and the rules), [`store`] (the queue behind an async handle),
+//! [`api`] (JSON-RPC on the Unix socket), [`access`] (who may connect to
+//! it), [`billing`] (one sheet from the cards and the rules), [`store`] (the
+//! queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`doctor`]
 //! (self-diagnosis), [`service`] (wiring, reload and shutdown), [`systemd`]
 //! (notifications, watchdog, socket activation), [`shutdown`] (the stop
 //! signal every task listens to).
 
+pub mod access;
 pub mod api;
 pub mod batcher;
 pub mod billing;

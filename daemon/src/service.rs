@@ -266,7 +266,8 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         cfg.retention.days,
         shutdown.clone(),
     ));
-    tasks.spawn(crate::api::serve(listener, ctx, shutdown.clone()));
+    let api = crate::api::Settings::from_config(&cfg.api);
+    tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
     let socket_shown = bound.as_ref().map_or_else(
         || "the socket passed by systemd".to_string(),
         |p| p.display().to_string(),

@@ -33,6 +33,32 @@ pub const RULE_VIOLATION: i64 = 1010;
 pub const NOT_FOUND: i64 = 1020;
 /// The durable store failed: nothing was accepted.
 pub const STORAGE_ERROR: i64 = 1030;
+/// The server already serves its most connections (`api.max_connections`): the connection
+/// gets this one error line and is closed.
+pub const TOO_MANY_CONNECTIONS: i64 = 1040;
+/// The connecting process's user is not allowed (`api.allowed_users`, `api.allowed_groups`):
+/// the connection gets this one error line and is closed.
+pub const PEER_NOT_ALLOWED: i64 = 1041;
+
+/// Every stable error code, in the order `daemon/API.md` lists them.
+pub const ERROR_CODES: &[i64] = &[
+    PARSE_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    INVALID_PARAMS,
+    INTERNAL_ERROR,
+    CARD_ABSENT,
+    WRONG_PIN,
+    PIN_BLOCKED,
+    PIN_REQUIRED,
+    CARD_ERROR,
+    CARD_NOT_ALLOWED,
+    RULE_VIOLATION,
+    NOT_FOUND,
+    STORAGE_ERROR,
+    TOO_MANY_CONNECTIONS,
+    PEER_NOT_ALLOWED,
+];
 
 /// A request as received.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +128,8 @@ pub fn code_name(code: i64) -> &'static str {
         RULE_VIOLATION => "RULE_VIOLATION",
         NOT_FOUND => "NOT_FOUND",
         STORAGE_ERROR => "STORAGE_ERROR",
+        TOO_MANY_CONNECTIONS => "TOO_MANY_CONNECTIONS",
+        PEER_NOT_ALLOWED => "PEER_NOT_ALLOWED",
         _ => "ERROR",
     }
 }
@@ -333,4 +361,18 @@ pub struct LotsCloseParams {
 pub struct FseGetParams {
     /// Store id.
     pub id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stable_code_has_its_own_name() {
+        let names: std::collections::BTreeSet<&str> =
+            ERROR_CODES.iter().map(|&c| code_name(c)).collect();
+        assert_eq!(names.len(), ERROR_CODES.len(), "{names:?}");
+        assert!(!names.contains("ERROR"), "{names:?}");
+        assert_eq!(code_name(0), "ERROR");
+    }
 }

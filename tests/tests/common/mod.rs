@@ -150,6 +150,39 @@ pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
     (fsed, rpc)
 }
 
+/// Starts `fsed` with its embedded virtual reader listening on 127.0.0.1 at `slots` (no
+/// pcscd), the spool transport and the test PKI, its state in `dir`, `config` (TOML) as its
+/// configuration file and these extra flags; returns it, ready, and a client.
+pub fn start_fsed_virtual(dir: &Path, slots: &[u16], config: &str, extra: &[&str]) -> (Proc, Rpc) {
+    let socket = dir.join("fsed.sock");
+    let trust = write_test_pki(&dir.join("trust"));
+    let config_file = dir.join("fsed.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let slots: Vec<String> = slots.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec![
+        "--config",
+        config_file.to_str().unwrap(),
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--cards",
+        "virtual",
+        "--trust-dir",
+        trust.to_str().unwrap(),
+        "--transport",
+        "spool",
+    ];
+    for slot in &slots {
+        args.extend_from_slice(&["--virtual-slot", slot]);
+    }
+    args.extend_from_slice(extra);
+    let mut fsed = Proc::start("fsed", &args);
+    fsed.wait_line("fsed ready", Duration::from_secs(30));
+    let rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    (fsed, rpc)
+}
+
 /// The broker the tests use (started by `tests/run`).
 pub const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 
@@ -227,6 +260,32 @@ impl Rpc {
         self.reader.read_line(&mut reply).unwrap();
         serde_json::from_str(&reply)
             .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
+    }
+
+    /// Sends bytes as they are (no newline added).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// The next line within `timeout`, parsed; `None` when none came or the server closed.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<Value> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match read {
+            Ok(n) if n > 0 => Some(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line:?}")),
+            ),
+            _ => None,
+        }
     }
 
     /// Calls a method; returns the whole reply object.
@@ -386,6 +445,17 @@ pub fn queue_messages(name: &str) -> Option<u64> {
 /// Starts `fse-sim cards` on the vpcd slots at full speed (no simulated card latency), with
 /// its control socket in `dir` and `extra` flags; returns it, ready, and its control socket.
 pub fn start_fast_cards(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    fast_cards(dir, &[], extra)
+}
+
+/// [`start_fast_cards`] on fsed's embedded virtual reader: the CPS slot on 127.0.0.1 port
+/// `cps_port`, the Vitale slot on the next port.
+pub fn start_fast_cards_on(dir: &Path, cps_port: u16, extra: &[&str]) -> (Proc, PathBuf) {
+    let (cps, vitale) = (cps_port.to_string(), (cps_port + 1).to_string());
+    fast_cards(dir, &["--cps-port", &cps, "--vitale-port", &vitale], extra)
+}
+
+fn fast_cards(dir: &Path, ports: &[&str], extra: &[&str]) -> (Proc, PathBuf) {
     let control = dir.join("control.sock");
     let mut args = vec![
         "cards",
@@ -396,6 +466,7 @@ pub fn start_fast_cards(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
         "--signature-latency-ms",
         "0",
     ];
+    args.extend_from_slice(ports);
     args.extend_from_slice(extra);
     let mut sim = Proc::start("fse-sim", &args);
     sim.wait_line("cards ready", Duration::from_secs(20));

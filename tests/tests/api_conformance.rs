@@ -1,0 +1,815 @@
+//! fsed's socket API against its description, `daemon/api.openrpc.json`.
+//! fsed runs with its embedded virtual reader (`fse-sim cards` in two
+//! slots, a card of the test's own in a third), the spool transport and the
+//! insurer simulator. Every method of the description is called with valid
+//! parameters, which the description must accept, and its result is checked
+//! against the method's result schema (JSON Schema, `jsonschema`); the
+//! events received are checked against the notification's schema. Then
+//! every stable error code is produced — by bad lines, bad parameters,
+//! cards (PIN, absent, faulty, not allowed), state rules, the database
+//! locked or holding a sheet it cannot read, one connection too many, a
+//! user not allowed — and each error object is checked against the error
+//! schema and against the errors its method declares. The test fails when a
+//! described method is never called, a stable code never produced, or the
+//! daemon serves a method the description lacks. The examples of
+//! `daemon/API.md` are checked against the description too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_for, Rpc};
+use fse_simulator::card::VirtualCard;
+use serde_json::{json, Value};
+
+/// Ports of this test's virtual reader slots (CPS, Vitale, the test's own card) and of the
+/// second fsed's (no card), inside the range the tests of this workspace may use.
+const SLOTS: [u16; 3] = [48100, 48101, 48102];
+const CLOSED_SLOTS: [u16; 2] = [48110, 48111];
+/// `api.max_connections` of the fsed under test.
+const MAX_CONNECTIONS: usize = 8;
+const MAX_LINE: usize = 64 * 1024;
+
+/// The description, and what the test saw of it.
+struct Conformance {
+    doc: Value,
+    /// Methods called with a result that conforms.
+    called: BTreeSet<String>,
+    /// Error codes produced, with a conforming error object.
+    codes: BTreeSet<i64>,
+}
+
+impl Conformance {
+    fn load() -> Conformance {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../daemon/api.openrpc.json");
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(
+            doc["openrpc"].as_str().unwrap().starts_with("1.2."),
+            "OpenRPC 1.2"
+        );
+        Conformance {
+            doc,
+            called: BTreeSet::new(),
+            codes: BTreeSet::new(),
+        }
+    }
+
+    /// A validator of `schema`, whose `#/components/…` references point into the description.
+    fn validator(&self, schema: &Value) -> jsonschema::Validator {
+        let root = json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "components": self.doc["components"],
+            "allOf": [schema],
+        });
+        jsonschema::draft7::new(&root).unwrap_or_else(|e| panic!("schema {schema}: {e}"))
+    }
+
+    /// Whether `instance` conforms to `schema`; the reasons when it does not.
+    fn conforms(&self, schema: &Value, instance: &Value) -> Result<(), String> {
+        let v = self.validator(schema);
+        let errors: Vec<String> = v
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n  "))
+        }
+    }
+
+    fn check(&self, what: &str, schema: &Value, instance: &Value) {
+        if let Err(why) = self.conforms(schema, instance) {
+            panic!("{what} does not conform:\n  {why}\ninstance: {instance}");
+        }
+    }
+
+    fn method(&self, name: &str) -> &Value {
+        self.doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == json!(name))
+            .unwrap_or_else(|| panic!("{name} is not described"))
+    }
+
+    fn methods(&self) -> BTreeSet<String> {
+        self.doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The stable codes the description lists.
+    fn stable_codes(&self) -> BTreeSet<i64> {
+        self.doc["components"]["errors"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|e| e["code"].as_i64().unwrap())
+            .collect()
+    }
+
+    /// A method's parameters as one object schema (by name).
+    fn params_schema(&self, method: &str) -> Value {
+        let mut properties = serde_json::Map::new();
+        let mut required = Vec::new();
+        for p in self.method(method)["params"].as_array().unwrap() {
+            let name = p["name"].as_str().unwrap();
+            properties.insert(name.to_string(), p["schema"].clone());
+            if p["required"] == json!(true) {
+                required.push(name);
+            }
+        }
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    }
+
+    /// The codes a method declares it may answer.
+    fn method_codes(&self, method: &str) -> BTreeSet<i64> {
+        self.method(method)["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("#/components/errors/")
+                    .unwrap();
+                self.doc["components"]["errors"][name]["code"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Calls `method` with valid `params` (the description must accept them) and checks the
+    /// result against its schema.
+    fn ok(&mut self, rpc: &mut Rpc, method: &str, params: Value) -> Value {
+        self.check(
+            &format!("{method} params"),
+            &self.params_schema(method),
+            &params,
+        );
+        let reply = rpc.call(method, params);
+        assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+        let result = reply["result"].clone();
+        self.check(
+            &format!("{method} result"),
+            &self.method(method)["result"]["schema"],
+            &result,
+        );
+        self.called.insert(method.to_string());
+        result
+    }
+
+    /// Checks an error reply line: the whole line, then its code and field.
+    fn error_line(&mut self, reply: &Value, code: i64, field: Option<&str>) -> Value {
+        self.check(
+            "error reply",
+            &json!({"$ref": "#/components/schemas/ErrorResponse"}),
+            reply,
+        );
+        let e = reply["error"].clone();
+        assert_eq!(e["code"], json!(code), "{reply}");
+        assert_eq!(e["data"]["field"].as_str(), field, "{reply}");
+        self.codes.insert(code);
+        e
+    }
+
+    /// Calls `method` and expects the error `code` naming `field`, an error its method
+    /// declares; returns the error object.
+    fn refused(
+        &mut self,
+        rpc: &mut Rpc,
+        method: &str,
+        params: Value,
+        code: i64,
+        field: Option<&str>,
+    ) -> Value {
+        let reply = rpc.call(method, params.clone());
+        let e = self.error_line(&reply, code, field);
+        assert!(
+            self.method_codes(method).contains(&code),
+            "{method} answered {code}, which its description does not list"
+        );
+        // A parameter fsed refuses as invalid, the description refuses too.
+        if code == -32602 {
+            assert!(
+                self.conforms(&self.params_schema(method), &params).is_err(),
+                "{method}: the description accepts {params}, which fsed refuses: {e}"
+            );
+        }
+        e
+    }
+}
+
+/// A card that answers like `inner` until `broken`, then `6F00` (no precise diagnosis) to
+/// every command: a card failing in the reader.
+struct Faulty {
+    inner: Box<dyn VirtualCard>,
+    broken: Arc<AtomicBool>,
+}
+
+impl VirtualCard for Faulty {
+    fn atr(&self) -> Vec<u8> {
+        self.inner.atr()
+    }
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if self.broken.load(Ordering::SeqCst) {
+            vec![0x6F, 0x00]
+        } else {
+            self.inner.process(apdu)
+        }
+    }
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// The oldest date of care whose sheet (patient paying) is still on time today: its sending
+/// deadline is today or the next working days, within the alarm window.
+fn date_near_its_deadline() -> String {
+    use fse_formats::calendar::{sending_deadline, Payment, Region};
+    let today = chrono::Utc::now().date_naive();
+    (1..20)
+        .rev()
+        .map(|back| today - chrono::Duration::days(back))
+        .find(|d| {
+            sending_deadline(*d, Payment::PatientPaid, Region::Metropole)
+                .is_some_and(|deadline| deadline >= today)
+        })
+        .unwrap()
+        .format("%Y%m%d")
+        .to_string()
+}
+
+#[test]
+fn every_method_and_every_error_code_conforms_to_the_description() {
+    let mut c = Conformance::load();
+    let dir = tempfile::tempdir().unwrap();
+    let (_cards, _control) = common::start_fast_cards_on(dir.path(), SLOTS[0], &[]);
+    let (_fsed, mut rpc) = common::start_fsed_virtual(
+        dir.path(),
+        &SLOTS,
+        &format!("[api]\nmax_connections = {MAX_CONNECTIONS}\n"),
+        &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
+    );
+    let spool = dir.path().join("spool");
+    let _insurer = common::Proc::start(
+        "fse-sim",
+        &[
+            "insurer",
+            "--spool-outbox",
+            spool.join("outbox").to_str().unwrap(),
+            "--spool-inbox",
+            spool.join("inbox").to_str().unwrap(),
+            "--trust-dir",
+            dir.path().join("trust").to_str().unwrap(),
+            "--reject-lots",
+            "1",
+            "--payments",
+        ],
+    );
+    let socket = dir.path().join("fsed.sock");
+    let mut events = Rpc::connect(&socket, Duration::from_secs(5));
+    c.ok(&mut events, "events.subscribe", json!({}));
+
+    // The methods served are the methods described.
+    let version = c.ok(&mut rpc, "system.version", json!({}));
+    let served: BTreeSet<String> = version["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        served,
+        c.methods(),
+        "methods served (left) and described (right)"
+    );
+    for method in &served {
+        let r = rpc.call(method, json!({"no_such_parameter": 1}));
+        assert_eq!(r["error"]["code"], json!(-32602), "{method} is served: {r}");
+    }
+
+    common::wait_cards(&mut rpc, 2);
+    let cards = c.ok(&mut rpc, "cards.list", json!({}));
+    assert_eq!(cards.as_array().unwrap().len(), 2, "{cards}");
+    let status = c.ok(&mut rpc, "cards.pin_status", json!({}));
+    assert_eq!(status["tries_left"], json!(3), "{status}");
+
+    // The PIN: required, wrong, verified, changed, blocked, unblocked.
+    let g = json!({"code": "G"});
+    c.refused(&mut rpc, "fse.create", json!({"act": g}), 1004, Some("pin"));
+    let e = c.refused(
+        &mut rpc,
+        "cards.verify_pin",
+        json!({"pin": "0000"}),
+        1002,
+        Some("pin"),
+    );
+    assert_eq!(e["data"]["tries_left"], json!(2), "{e}");
+    let v = c.ok(&mut rpc, "cards.verify_pin", json!({"pin": "1234"}));
+    assert_eq!(v["cps_serial"], json!("CPS-0001"));
+    c.ok(
+        &mut rpc,
+        "cards.change_pin",
+        json!({"old_pin": "1234", "new_pin": "2468"}),
+    );
+    c.ok(
+        &mut rpc,
+        "cards.change_pin",
+        json!({"old_pin": "2468", "new_pin": "1234"}),
+    );
+    let mut blocked = false;
+    for _ in 0..4 {
+        let r = rpc.call("cards.verify_pin", json!({"pin": "0000"}));
+        match r["error"]["code"].as_i64() {
+            Some(1002) => {
+                c.error_line(&r, 1002, Some("pin"));
+            }
+            Some(1003) => {
+                c.error_line(&r, 1003, Some("pin"));
+                blocked = true;
+                break;
+            }
+            _ => panic!("a wrong PIN: {r}"),
+        }
+    }
+    assert!(blocked, "three wrong PINs block it");
+    let status = c.ok(&mut rpc, "cards.pin_status", json!({}));
+    assert_eq!(status["blocked"], json!(true), "{status}");
+    let e = c.refused(
+        &mut rpc,
+        "cards.unblock_pin",
+        json!({"puk": "00000000", "new_pin": "1234"}),
+        1002,
+        Some("puk"),
+    );
+    assert_eq!(e["data"]["tries_left"], json!(9), "{e}");
+    c.ok(
+        &mut rpc,
+        "cards.unblock_pin",
+        json!({"puk": "12345678", "new_pin": "1234"}),
+    );
+    c.ok(&mut rpc, "cards.verify_pin", json!({"pin": "1234"}));
+    c.ok(&mut rpc, "vitale.read", json!({}));
+    c.refused(
+        &mut rpc,
+        "cards.pin_status",
+        json!({"cps_serial": "CPS-9999"}),
+        1001,
+        Some("cps"),
+    );
+
+    // Invalid parameters, each named.
+    for (method, params, field) in [
+        ("cards.verify_pin", json!({"pin": "12"}), "pin"),
+        ("cards.change_pin", json!({"old_pin": "1234"}), "new_pin"),
+        ("fse.create", json!({"act": {"code": 5}}), "act.code"),
+        (
+            "fse.create",
+            json!({"acts": [g, {"code": "G", "quantity": -1}]}),
+            "acts[1].quantity",
+        ),
+        ("fse.get", json!({}), "id"),
+        ("fse.list", json!({"state": "lost"}), "state"),
+        ("fse.cancel", json!({"id": 1, "reason": ""}), "reason"),
+        ("lots.get", json!({"lot_id": 5}), "lot_id"),
+        ("returns.list", json!({"limit": 0}), "limit"),
+        ("queue.stats", json!({"x": 1}), "x"),
+        ("fse.get", json!([1]), "params"),
+    ] {
+        c.refused(&mut rpc, method, params, -32602, Some(field));
+    }
+
+    // Sheets: created once per idempotency key, listed a page at a time, refused by a rule.
+    let a = c.ok(
+        &mut rpc,
+        "fse.create",
+        json!({"act": g, "idempotency_key": "conformance-a"}),
+    );
+    let again = c.ok(
+        &mut rpc,
+        "fse.create",
+        json!({"act": g, "idempotency_key": "conformance-a"}),
+    );
+    assert_eq!(again["id"], a["id"], "the same key, the same sheet");
+    let a = a["id"].as_i64().unwrap();
+    let b = c.ok(
+        &mut rpc,
+        "fse.create",
+        json!({"act": g, "tiers_payant": {"amo": true}}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let e = c.refused(
+        &mut rpc,
+        "fse.create",
+        json!({"act": {"code": "XYZ"}}),
+        1010,
+        Some("acts[0].code"),
+    );
+    assert_eq!(e["data"]["rule"], json!("UNKNOWN_ACT"), "{e}");
+    let got = c.ok(&mut rpc, "fse.get", json!({"id": a}));
+    assert_eq!(
+        (got["state"].as_str(), &got["lot_id"]),
+        (Some("accepted"), &Value::Null)
+    );
+    let page = c.ok(
+        &mut rpc,
+        "fse.list",
+        json!({"state": "accepted", "limit": 1}),
+    );
+    assert_eq!(page[0]["id"], json!(a), "{page}");
+    let next = c.ok(
+        &mut rpc,
+        "fse.list",
+        json!({"state": "accepted", "limit": 1, "after_id": a}),
+    );
+    assert_eq!(next[0]["id"], json!(b), "{next}");
+    c.refused(
+        &mut rpc,
+        "fse.get",
+        json!({"id": 999_999}),
+        1020,
+        Some("id"),
+    );
+    c.refused(
+        &mut rpc,
+        "lots.get",
+        json!({"lot_id": "810000000009-99999999"}),
+        1020,
+        Some("lot_id"),
+    );
+    c.refused(&mut rpc, "fse.proof", json!({"id": a}), 1020, Some("id"));
+    let e = c.refused(&mut rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
+    assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
+
+    // The database locked by another process: the cancellation fails, nothing changes.
+    let cancelled = c.ok(&mut rpc, "fse.create", json!({"act": g}))["id"]
+        .as_i64()
+        .unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("fsed.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(20)).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    c.refused(
+        &mut rpc,
+        "fse.cancel",
+        json!({"id": cancelled, "reason": "patient left"}),
+        1030,
+        None,
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    let row = c.ok(
+        &mut rpc,
+        "fse.cancel",
+        json!({"id": cancelled, "reason": "patient left"}),
+    );
+    assert_eq!(row["reason"], json!("patient left"));
+
+    // Lots: the first one rejected, its sheet sent again, then acknowledged and paid.
+    c.ok(&mut rpc, "lots.close", json!({}));
+    wait_for("the first lot's rejection", Duration::from_secs(30), || {
+        let s = rpc.ok("fse.get", json!({"id": a}));
+        (s["state"] == json!("rejected")).then_some(())
+    });
+    let e = c.refused(
+        &mut rpc,
+        "fse.cancel",
+        json!({"id": a, "reason": "too late"}),
+        1010,
+        Some("id"),
+    );
+    assert_eq!(e["data"]["rule"], json!("NOT_CANCELLABLE"), "{e}");
+    let again = c.ok(&mut rpc, "fse.resubmit", json!({"id": a}));
+    assert_eq!(again["state"], json!("accepted"));
+    c.ok(
+        &mut rpc,
+        "lots.close",
+        json!({"practitioner_id": "810000000009"}),
+    );
+    c.ok(&mut rpc, "transmit.now", json!({}));
+    wait_for("the second lot's payment", Duration::from_secs(30), || {
+        let s = rpc.ok("fse.get", json!({"id": a}));
+        (s["state"] == json!("paid")).then_some(())
+    });
+    let stored = c.ok(&mut rpc, "fse.get", json!({"id": a}));
+    let lot_id = stored["lot_id"].as_str().unwrap().to_string();
+    let lots = c.ok(&mut rpc, "lots.list", json!({}));
+    assert_eq!(lots.as_array().unwrap().len(), 2, "{lots}");
+    let lot = c.ok(&mut rpc, "lots.get", json!({"lot_id": lot_id}));
+    assert_eq!(lot["sheet_ids"], json!([a]), "{lot}");
+    let proof = c.ok(&mut rpc, "fse.proof", json!({"id": a}));
+    assert!(proof["signer_certificate"].is_string(), "{proof}");
+    let returns = c.ok(&mut rpc, "returns.list", json!({}));
+    assert_eq!(returns["arls"].as_array().unwrap().len(), 2, "{returns}");
+    assert_eq!(
+        returns["payments"][0]["outcome"],
+        json!("paid"),
+        "{returns}"
+    );
+    let of_lot = c.ok(
+        &mut rpc,
+        "returns.list",
+        json!({"lot_id": lot_id, "limit": 10}),
+    );
+    assert_eq!(of_lot["arls"][0]["status"], json!("positive"), "{of_lot}");
+    let doctor = c.ok(&mut rpc, "system.doctor", json!({}));
+    let verdicts: BTreeSet<&str> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for check in [
+        "readers", "cards", "clock", "database", "disk", "broker", "backlog",
+    ] {
+        assert!(verdicts.contains(check), "{check} missing: {doctor}");
+    }
+    let stats = c.ok(&mut rpc, "queue.stats", json!({}));
+    assert_eq!(
+        (&stats["sheets"]["paid"], &stats["sheets"]["rejected"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+
+    // A sheet the database holds but fsed cannot read.
+    db.execute(
+        "UPDATE sheets SET json = '{\"cut short\":' WHERE id = ?1",
+        [b],
+    )
+    .unwrap();
+    c.refused(&mut rpc, "fse.get", json!({"id": b}), -32603, None);
+
+    // A third card, the test's own: a specialist's CPS whose second situation may not sign,
+    // which then fails in its reader.
+    let broken = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let specialist = match fse_simulator::profiles::Profile::load("cps-medecin-specialiste") {
+        Ok(profile) => profile.card().unwrap().0,
+        Err(e) => panic!("profile: {e}"),
+    };
+    let card: fse_simulator::vpcd::SharedCard = Arc::new(Mutex::new(Box::new(Faulty {
+        inner: specialist,
+        broken: Arc::clone(&broken),
+    })));
+    runtime.spawn(fse_simulator::vpcd::serve(
+        format!("127.0.0.1:{}", SLOTS[2]),
+        card,
+        fse_simulator::vpcd::Latency::NONE,
+        stopped,
+    ));
+    common::wait_cards(&mut rpc, 3);
+    c.ok(
+        &mut rpc,
+        "cards.verify_pin",
+        json!({"pin": "1234", "cps_serial": "CPS-0020"}),
+    );
+    let e = c.refused(
+        &mut rpc,
+        "fse.create",
+        json!({"act": {"code": "CS"}, "situation": 1, "cps_serial": "CPS-0020"}),
+        1006,
+        Some("situation"),
+    );
+    assert_eq!(e["data"]["rule"], json!("SITUATION_MAY_NOT_SIGN"), "{e}");
+    broken.store(true, Ordering::SeqCst);
+    c.refused(
+        &mut rpc,
+        "cards.pin_status",
+        json!({"cps_serial": "CPS-0020"}),
+        1005,
+        Some("cps"),
+    );
+    // A sheet near its deadline, which its broken CPS cannot sign: it stays in the alarms.
+    let late = c.ok(
+        &mut rpc,
+        "fse.create",
+        json!({"act": {"code": "CS", "date": date_near_its_deadline()}, "cps_serial": "CPS-0020", "tiers_payant": {"amo": false}}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let alarms = c.ok(&mut rpc, "queue.alarms", json!({}));
+    assert!(
+        alarms
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == json!(late)),
+        "{alarms}"
+    );
+
+    // Lines that are not requests; one too long, after which the connection goes on.
+    let r = rpc.raw("{oops");
+    c.error_line(&r, -32700, None);
+    rpc.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}\n");
+    let r = rpc.next_line(Duration::from_secs(10)).unwrap();
+    c.error_line(&r, -32700, None);
+    let r = rpc.raw(r#"{"jsonrpc":"1.0","id":"v1","method":"system.version"}"#);
+    c.error_line(&r, -32600, Some("jsonrpc"));
+    assert_eq!(r["id"], json!("v1"));
+    let r = rpc.raw(r#"[{"jsonrpc":"2.0","id":2,"method":"system.version"}]"#);
+    c.error_line(&r, -32600, None);
+    let r = rpc.raw(&"x".repeat(MAX_LINE + 1));
+    let e = c.error_line(&r, -32600, None);
+    assert_eq!(e["data"]["limit"], json!(MAX_LINE), "{e}");
+    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"m","method":"fse.delete"}"#);
+    c.error_line(&r, -32601, Some("method"));
+    assert_eq!(rpc.ok("system.version", json!({}))["api"], json!(1));
+
+    // One connection more than api.max_connections: one error line, then closed.
+    let mut open = Vec::new();
+    let refusal = loop {
+        assert!(open.len() <= MAX_CONNECTIONS, "no connection refused");
+        let mut extra = Rpc::connect(&socket, Duration::from_secs(5));
+        extra.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"system.version\"}\n");
+        let line = extra.next_line(Duration::from_secs(10)).unwrap();
+        if line.get("error").is_some() {
+            assert!(extra.next_line(Duration::from_secs(5)).is_none(), "closed");
+            break line;
+        }
+        open.push(extra);
+    };
+    let e = c.error_line(&refusal, 1040, None);
+    assert_eq!(e["data"]["limit"], json!(MAX_CONNECTIONS));
+    assert_eq!(
+        open.len(),
+        MAX_CONNECTIONS - 2,
+        "the main and the events connections"
+    );
+    drop(open);
+
+    // A user not allowed: a second fsed that lets only another user in.
+    let closed = tempfile::tempdir().unwrap();
+    let me = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    let other = if me == "4242" { "4243" } else { "4242" };
+    let (_closed_fsed, mut outsider) = common::start_fsed_virtual(
+        closed.path(),
+        &CLOSED_SLOTS,
+        &format!("[api]\nallowed_users = [\"{other}\"]\nallowed_groups = []\n"),
+        &[],
+    );
+    let r = outsider.next_line(Duration::from_secs(10)).unwrap();
+    let e = c.error_line(&r, 1041, None);
+    assert_eq!(e["data"]["uid"].to_string(), me, "{e}");
+    assert!(
+        outsider.next_line(Duration::from_secs(5)).is_none(),
+        "closed"
+    );
+
+    // The events of the run, each as described.
+    let mut seen = BTreeMap::<String, usize>::new();
+    let wanted = [
+        "card.inserted",
+        "sheet.accepted",
+        "sheet.cancelled",
+        "sheet.resubmitted",
+        "sheet.deadline",
+        "lot.closed",
+        "lot.signed",
+        "lot.sent",
+        "arl.received",
+        "sheet.paid",
+    ];
+    let notification = json!({"$ref": "#/components/schemas/Notification"});
+    while let Some(line) = events.next_line(Duration::from_secs(3)) {
+        c.check("event notification", &notification, &line);
+        *seen
+            .entry(line["params"]["event"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        if wanted.iter().all(|w| seen.contains_key(*w)) {
+            break;
+        }
+    }
+    let missing: Vec<&&str> = wanted.iter().filter(|w| !seen.contains_key(**w)).collect();
+    assert!(
+        missing.is_empty(),
+        "events never seen: {missing:?} (seen {seen:?})"
+    );
+
+    let never_called: Vec<String> = c.methods().difference(&c.called).cloned().collect();
+    assert!(
+        never_called.is_empty(),
+        "methods never called: {never_called:?}"
+    );
+    let never_produced: Vec<i64> = c.stable_codes().difference(&c.codes).copied().collect();
+    assert!(
+        never_produced.is_empty(),
+        "error codes never produced: {never_produced:?}"
+    );
+    let _ = stop.send(true);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// The JSON lines of the ```json blocks of a Markdown text.
+fn json_lines(markdown: &str) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in markdown.lines() {
+        match (inside, line.trim()) {
+            (false, "```json") => inside = true,
+            (true, "```") => inside = false,
+            (true, l) if !l.is_empty() => {
+                lines.push(serde_json::from_str(l).unwrap_or_else(|e| panic!("API.md: {e}: {l}")))
+            }
+            _ => {}
+        }
+    }
+    lines
+}
+
+#[test]
+fn every_example_of_the_api_document_conforms_to_the_description() {
+    let c = Conformance::load();
+    let md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../daemon/API.md")).unwrap();
+    assert!(
+        md.contains("daemon/api.openrpc.json"),
+        "API.md names its schema"
+    );
+    // One reply of each stable code in the errors section.
+    let errors = &md[md.find("\n## Errors").unwrap()..md.find("\n## Methods").unwrap()];
+    let response = json!({"$ref": "#/components/schemas/ErrorResponse"});
+    let mut codes = BTreeSet::new();
+    for reply in json_lines(errors) {
+        c.check("API.md error example", &response, &reply);
+        codes.insert(reply["error"]["code"].as_i64().unwrap());
+    }
+    assert_eq!(
+        codes,
+        c.stable_codes(),
+        "codes shown (left) and described (right)"
+    );
+    // Each method's section: a request the description accepts, and its replies.
+    let methods = &md[md.find("\n## Methods").unwrap()..];
+    let mut documented = BTreeSet::new();
+    for section in methods.split("\n### ").skip(1) {
+        let (name, body) = section.split_once('\n').unwrap();
+        let name = name.trim();
+        documented.insert(name.to_string());
+        let lines = json_lines(body);
+        let mut asked = BTreeSet::new();
+        for request in lines
+            .iter()
+            .filter(|l| l.get("id").is_some() && l.get("method").is_some())
+        {
+            assert_eq!(request["method"], json!(name), "{name}: {request}");
+            let params = request.get("params").cloned().unwrap_or(json!({}));
+            c.check(
+                &format!("API.md {name} params"),
+                &c.params_schema(name),
+                &params,
+            );
+            asked.insert(request["id"].to_string());
+        }
+        assert!(!asked.is_empty(), "API.md {name}: no request example");
+        let mut results = 0;
+        for reply in lines.iter().filter(|l| l.get("method").is_none()) {
+            assert!(
+                asked.contains(&reply["id"].to_string()),
+                "{name}: a reply to no request: {reply}"
+            );
+            if let Some(result) = reply.get("result") {
+                c.check(
+                    &format!("API.md {name} result"),
+                    &c.method(name)["result"]["schema"],
+                    result,
+                );
+                results += 1;
+            } else {
+                c.check(&format!("API.md {name} error"), &response, reply);
+                let code = reply["error"]["code"].as_i64().unwrap();
+                assert!(c.method_codes(name).contains(&code), "{name}: {reply}");
+            }
+        }
+        assert!(results > 0, "API.md {name}: no result example");
+        let notification = json!({"$ref": "#/components/schemas/Notification"});
+        for event in lines.iter().filter(|l| l["method"] == json!("event")) {
+            c.check("API.md event", &notification, event);
+        }
+    }
+    assert_eq!(
+        documented,
+        c.methods(),
+        "sections of API.md (left) and methods described (right)"
+    );
+}
