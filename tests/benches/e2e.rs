@@ -17,28 +17,19 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{bin, Kill};
 
 const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 
-/// Starts fsed with its virtual reader on `port` and `port + 1`, the cards, and an insurer
-/// (with `insurer_args`) in `dir`; returns them and fsed's socket.
+/// Starts an insurer (with `insurer_args`), then fsed with its virtual reader on `port` and
+/// `port + 1` over AMQP, and the cards, in `dir`; returns them and fsed's socket.
 fn start(
     dir: &std::path::Path,
     port: u16,
     binding: &str,
     insurer_args: &[&str],
 ) -> (Vec<Kill>, std::path::PathBuf) {
-    let trust = dir.join("trust");
-    assert!(Command::new(bin("fse-sim"))
-        .args(["pki", "--out", trust.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
-    let socket = dir.join("fsed.sock");
     let mut insurer = vec!["insurer", "--amqp", AMQP, "--binding", binding];
     insurer.extend_from_slice(insurer_args);
     let insurer = Kill(
@@ -48,67 +39,16 @@ fn start(
             .spawn()
             .unwrap(),
     );
-    let (cps, vitale) = (
-        format!("127.0.0.1:{port}"),
-        format!("127.0.0.1:{}", port + 1),
+    let (fsed, cards, socket) = common::start_virtual(
+        dir,
+        port,
+        &[
+            "--transport",
+            "amqp",
+            "--return-queue",
+            &format!("fsed.returns.bench.{binding}"),
+        ],
     );
-    let fsed = Kill(
-        Command::new(bin("fsed"))
-            .args([
-                "--config",
-                "/dev/null",
-                "--state-dir",
-                dir.to_str().unwrap(),
-                "--socket",
-                socket.to_str().unwrap(),
-                "--cards",
-                "virtual",
-                "--virtual-slot",
-                &cps,
-                "--virtual-slot",
-                &vitale,
-                "--trust-dir",
-                trust.to_str().unwrap(),
-                "--transport",
-                "amqp",
-                "--return-queue",
-                &format!("fsed.returns.bench.{binding}"),
-                "--lot-max-sheets",
-                "100",
-                "--lot-max-age-secs",
-                "1",
-            ])
-            .env("FSED_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let cards = Kill(
-        Command::new(bin("fse-sim"))
-            .args([
-                "cards",
-                "--control",
-                dir.join("control.sock").to_str().unwrap(),
-                "--latency-ms",
-                "0",
-                "--signature-latency-ms",
-                "0",
-                "--cps-port",
-                &port.to_string(),
-                "--vitale-port",
-                &(port + 1).to_string(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(3)); // cards read, insurer bound
     (vec![cards, fsed, insurer], socket)
 }
 

@@ -14,10 +14,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Kill};
+use common::bin;
 
 /// Runs `fse-sim practice` and returns its JSON summary.
 fn practice(socket: &std::path::Path, practices: &str, sheets: &str) -> serde_json::Value {
@@ -123,68 +123,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let trust = dir.path().join("trust");
-    assert!(Command::new(bin("fse-sim"))
-        .args(["pki", "--out", trust.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
-    let socket = dir.path().join("fsed.sock");
-    let port = 46983u16;
-    let fsed = Kill(
-        Command::new(bin("fsed"))
-            .args([
-                "--config",
-                "/dev/null",
-                "--state-dir",
-                dir.path().to_str().unwrap(),
-                "--socket",
-                socket.to_str().unwrap(),
-                "--cards",
-                "virtual",
-                "--virtual-slot",
-                &format!("127.0.0.1:{port}"),
-                "--virtual-slot",
-                &format!("127.0.0.1:{}", port + 1),
-                "--trust-dir",
-                trust.to_str().unwrap(),
-                "--transport",
-                "spool",
-                "--lot-max-sheets",
-                "100",
-                "--lot-max-age-secs",
-                "1",
-            ])
-            .env("FSED_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _cards = Kill(
-        Command::new(bin("fse-sim"))
-            .args([
-                "cards",
-                "--control",
-                dir.path().join("control.sock").to_str().unwrap(),
-                "--latency-ms",
-                "0",
-                "--signature-latency-ms",
-                "0",
-                "--cps-port",
-                &port.to_string(),
-                "--vitale-port",
-                &(port + 1).to_string(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while !socket.exists() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_secs(2)); // cards read
+    let (fsed, _cards, socket) =
+        common::start_virtual(dir.path(), 46983, &["--transport", "spool"]);
     let pid = fsed.0.id();
     let (rss_start, _) = memory(pid);
 

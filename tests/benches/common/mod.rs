@@ -62,3 +62,80 @@ pub fn connect(reader: &str) -> Pcsc {
         }
     }
 }
+
+/// fsed on its embedded virtual reader (slots on `port` and `port + 1`) with `fse-sim cards`
+/// at full speed (no card latency), the test PKI as its trust directory, lots of 100 sheets or
+/// 1 s, quiet logs, and `fsed_args` after those; both started in `dir`. Returns fsed, the
+/// cards and fsed's socket, once the socket is there and the cards had time to be read.
+pub fn start_virtual(
+    dir: &std::path::Path,
+    port: u16,
+    fsed_args: &[&str],
+) -> (Kill, Kill, PathBuf) {
+    use std::process::{Command, Stdio};
+    let trust = dir.join("trust");
+    assert!(Command::new(bin("fse-sim"))
+        .args(["pki", "--out", trust.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let socket = dir.join("fsed.sock");
+    let (cps, vitale) = (
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{}", port + 1),
+    );
+    let fsed = Kill(
+        Command::new(bin("fsed"))
+            .args([
+                "--config",
+                "/dev/null",
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+                "--cards",
+                "virtual",
+                "--virtual-slot",
+                &cps,
+                "--virtual-slot",
+                &vitale,
+                "--trust-dir",
+                trust.to_str().unwrap(),
+                "--lot-max-sheets",
+                "100",
+                "--lot-max-age-secs",
+                "1",
+            ])
+            .args(fsed_args)
+            .env("FSED_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cards = Kill(
+        Command::new(bin("fse-sim"))
+            .args([
+                "cards",
+                "--control",
+                dir.join("control.sock").to_str().unwrap(),
+                "--latency-ms",
+                "0",
+                "--signature-latency-ms",
+                "0",
+                "--cps-port",
+                &port.to_string(),
+                "--vitale-port",
+                &(port + 1).to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3)); // the cards read
+    (fsed, cards, socket)
+}
