@@ -52,38 +52,6 @@ fn start(
     (vec![cards, fsed, insurer], socket)
 }
 
-/// Runs `fse-sim practice` and returns its JSON summary.
-fn practice(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin("fse-sim"))
-        .arg("practice")
-        .args([
-            "--socket",
-            socket.to_str().unwrap(),
-            "--pin",
-            "1234",
-            "--quiet",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!(
-        "{}",
-        stdout
-            .lines()
-            .filter(|l| !l.starts_with('{'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    println!();
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-}
-
 fn delete_queue(name: &str) {
     let _ = Command::new("rabbitmqctl")
         .args(["delete_queue", name])
@@ -102,7 +70,7 @@ fn main() {
         organism,
         &["--slow-consumer-ms", "3600000"],
     );
-    let s = practice(
+    let s = common::practice(
         &socket,
         &[
             "--practices",
@@ -124,7 +92,7 @@ fn main() {
     println!("\n== create → ARL at a moderate load: 16 practices, 500 sheets/s");
     let dir = tempfile::tempdir().unwrap();
     let (procs, socket) = start(dir.path(), 46973, organism, &[]);
-    let s = practice(
+    let s = common::practice(
         &socket,
         &[
             "--practices",

@@ -14,38 +14,7 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-use common::bin;
-
-/// Runs `fse-sim practice` and returns its JSON summary.
-fn practice(socket: &std::path::Path, practices: &str, sheets: &str) -> serde_json::Value {
-    let out = Command::new(bin("fse-sim"))
-        .args([
-            "practice",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--pin",
-            "1234",
-            "--quiet",
-            "--practices",
-            practices,
-            "--sheets",
-            sheets,
-            "--degraded-percent",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-}
 
 /// p50 and p99 of `samples`, in milliseconds.
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -134,7 +103,17 @@ fn main() {
     println!("floor: system.version round trip, 1 client: p50 {v50:.3} ms, p99 {v99:.3} ms");
 
     for (clients, sheets) in [("1", "5000"), ("64", "30000")] {
-        let s = practice(&socket, clients, sheets);
+        let s = common::practice(
+            &socket,
+            &[
+                "--practices",
+                clients,
+                "--sheets",
+                sheets,
+                "--degraded-percent",
+                "0",
+            ],
+        );
         let l = &s["latency_ms"];
         println!(
             "fse.create, {clients:>2} client(s), {sheets} sheets: {:.0} sheets/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",

@@ -139,3 +139,36 @@ pub fn start_virtual(
     std::thread::sleep(Duration::from_secs(3)); // the cards read
     (fsed, cards, socket)
 }
+
+/// Runs `fse-sim practice` on fsed's `socket` (PIN 1234, quiet) with `args`, prints its
+/// human summary and returns its JSON summary.
+pub fn practice(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(bin("fse-sim"))
+        .arg("practice")
+        .args([
+            "--socket",
+            socket.to_str().unwrap(),
+            "--pin",
+            "1234",
+            "--quiet",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!(
+        "{}",
+        stdout
+            .lines()
+            .filter(|l| !l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
