@@ -71,6 +71,8 @@ pub struct Context {
     pub batcher_wake: Arc<Notify>,
     /// Asks the batcher to close open lots now.
     pub close_now: Arc<AtomicBool>,
+    /// Asks the batcher to send now, even during a failed send's backoff.
+    pub send_now: Arc<AtomicBool>,
     /// Events for `events.subscribe`.
     pub events: crate::events::Bus,
     /// Settings a reload may change (`lots.deadline_alarm_days` here).
@@ -803,6 +805,7 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
         }
         "transmit.now" => {
             no_params(p)?;
+            ctx.send_now.store(true, Ordering::SeqCst);
             ctx.batcher_wake.notify_one();
             Ok(json!({ "requested": true }))
         }
@@ -1067,6 +1070,7 @@ mod tests {
             store: Store::open(&dir.path().join("t.db")).unwrap(),
             batcher_wake: Arc::new(Notify::new()),
             close_now: Arc::new(AtomicBool::new(false)),
+            send_now: Arc::new(AtomicBool::new(false)),
             events: crate::events::Bus::default(),
             live: Default::default(),
             doctor: Arc::new(crate::doctor::Setup {

@@ -32,6 +32,9 @@ pub struct Batcher {
     pub wake: Arc<Notify>,
     /// Set by `lots.close`: close whatever is open at the next turn.
     pub close_now: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by `transmit.now`: the next turn sends even while a failed send's backoff runs (a
+    /// person asked; the backoff is for the batcher's own retries).
+    pub send_now: Arc<std::sync::atomic::AtomicBool>,
     /// Where lot events go.
     pub events: crate::events::Bus,
     /// Sheets whose deadline alarm this process already published.
@@ -138,9 +141,16 @@ impl Batcher {
     pub async fn turn(&self) -> Result<Option<Duration>, String> {
         let age = self.close().await?;
         self.sign().await?;
-        // After a failed send, sends wait for the backoff whatever wakes the batcher.
+        // After a failed send, sends wait for the backoff whatever wakes the batcher, unless
+        // `transmit.now` asked (the pause still doubles if this send fails too).
         let hold = {
-            let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            if self
+                .send_now
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                b.1 = None;
+            }
             b.1.and_then(|at| at.checked_duration_since(std::time::Instant::now()))
         };
         let retry = match hold {

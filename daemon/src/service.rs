@@ -191,6 +191,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     let events = crate::events::Bus::default();
     let wake = Arc::new(Notify::new());
     let close_now = Arc::new(AtomicBool::new(false));
+    let send_now = Arc::new(AtomicBool::new(false));
     let live = Live::new(cfg.live());
     let batcher = Batcher {
         store: store.clone(),
@@ -199,6 +200,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         live: live.clone(),
         wake: Arc::clone(&wake),
         close_now: Arc::clone(&close_now),
+        send_now: Arc::clone(&send_now),
         events: events.clone(),
         alarmed: Default::default(),
         closed_on: Default::default(),
@@ -246,6 +248,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         store: store.clone(),
         batcher_wake: Arc::clone(&wake),
         close_now,
+        send_now,
         events,
         live: live.clone(),
         doctor: Arc::new(crate::doctor::Setup {
