@@ -2,8 +2,10 @@
 //! Merkle root) and applied to the queue in one transaction; so is each
 //! payment return (sheets paid or refused). Only then is its file removed or
 //! its broker message acked. Applying the same return twice changes nothing.
-//! A payment return that comes before its lot's ARL is left where it is (file
-//! kept, message not acked) and offered again.
+//! A payment return that comes before its lot's ARL is left where it is: its
+//! file is kept, its message is held unacked while the returns behind it go
+//! on, and it is applied once an ARL arrives. A message held for
+//! [`HOLD_MAX`] without its ARL goes to the dead-letter queue, for a person.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,6 +214,60 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
     }
 }
 
+/// Longest time a payment return waits, held, for its lot's ARL before it is dead-lettered (the
+/// ARL was lost, or dead-lettered itself): a person looks at both.
+pub const HOLD_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// How often held payment returns are looked at for [`HOLD_MAX`].
+const HOLD_CHECK: Duration = Duration::from_secs(5);
+
+/// Payment returns that came before their ARL: unacked, tried again after each ARL applied.
+struct Held(Vec<(crate::transport::amqp::ReturnMessage, tokio::time::Instant)>);
+
+impl Held {
+    /// Tries each held return again: applied ones are acked, refused ones dead-lettered.
+    async fn retry(&mut self, store: &Store, events: &Bus) {
+        let mut still = Vec::new();
+        for (msg, since) in self.0.drain(..) {
+            match apply_return(store, Kind::Payment, msg.body.clone()).await {
+                Ok(Applied::NotYet) | Err(_) => still.push((msg, since)),
+                Ok(outcome @ Applied::Refused(_)) => {
+                    log_outcome(&outcome, "amqp", events);
+                    if let Err(e) = msg.dead_letter().await {
+                        tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
+                    }
+                }
+                Ok(outcome) => {
+                    log_outcome(&outcome, "amqp", events);
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "ack of an applied return failed; it will come again and be a duplicate");
+                    }
+                }
+            }
+        }
+        self.0 = still;
+    }
+
+    /// Dead-letters the returns held longer than [`HOLD_MAX`].
+    async fn expire(&mut self) {
+        let (old, young): (Vec<_>, Vec<_>) = self
+            .0
+            .drain(..)
+            .partition(|(_, since)| since.elapsed() >= HOLD_MAX);
+        self.0 = young;
+        for (msg, _) in old {
+            tracing::warn!(
+                lot = msg.message_id.as_deref().unwrap_or("?"),
+                held = ?HOLD_MAX,
+                "payment return whose ARL never came: moved to the dead-letter queue"
+            );
+            if let Err(e) = msg.dead_letter().await {
+                tracing::warn!(error = %e, "a held return could not be dead-lettered; it will come again");
+            }
+        }
+    }
+}
+
 /// First wait before the return consumer connects again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 /// Longest wait between two connection attempts of the return consumer.
@@ -246,6 +302,10 @@ pub async fn run_amqp(
                 }
             }
         };
+        // Held returns stay unacked: a reconnection gives them back to the broker, which
+        // offers them again.
+        let mut held = Held(Vec::new());
+        let mut check = tokio::time::interval(HOLD_CHECK);
         loop {
             let next = tokio::select! {
                 _ = shutdown.wait() => {
@@ -253,17 +313,29 @@ pub async fn run_amqp(
                     return;
                 }
                 n = stream.next() => n,
+                _ = check.tick() => {
+                    held.expire().await;
+                    continue;
+                }
             };
             let Some(Ok(msg)) = next else { break };
             let kind = Kind::of_type(msg.message_type.as_deref());
             match apply_return(&store, kind, msg.body.clone()).await {
                 Ok(Applied::NotYet) => {
-                    // Not acked: the broker offers it again after the reconnection below,
-                    // once the ARL ahead of it has been applied.
+                    // Held, not acked; the returns behind it go on, and each ARL applied
+                    // tries it again.
                     tracing::info!(
-                        "payment return before its ARL; asking the broker to redeliver it"
+                        lot = msg.message_id.as_deref().unwrap_or("?"),
+                        "payment return before its ARL; held until the ARL comes"
                     );
-                    break;
+                    held.0.push((msg, tokio::time::Instant::now()));
+                }
+                Ok(outcome @ Applied::Recorded { .. }) => {
+                    log_outcome(&outcome, "amqp", &events);
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "ack of an applied ARL failed; it will come again and be a duplicate");
+                    }
+                    held.retry(&store, &events).await;
                 }
                 Ok(outcome @ Applied::Refused(_)) => {
                     log_outcome(&outcome, "amqp", &events);

@@ -4,7 +4,9 @@
 //! fsed applies each return once — every sheet ends paid or refused, with
 //! one event each, the refusals with their reason — and shows them through
 //! `returns.list`; the malformed replies wait in its dead-letter queue. The
-//! insurer's report (JSON and HTML) counts what it got.
+//! insurer's report (JSON and HTML) counts what it got. A payment return
+//! that comes ahead of its lot's ARL is held, and applied once the ARL
+//! behind it is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +19,38 @@ use common::{bin, wait_for};
 use serde_json::{json, Value};
 
 const SHEETS: u64 = 60;
+
+/// Publishes a payment return into fsed's return queue, as an insurer would.
+fn publish_return(queue: &str, lot_id: &str, der: &[u8]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(common::AMQP, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            der,
+            lapin::BasicProperties::default()
+                .with_type(fse_formats::wire::TYPE_PAYMENT.into())
+                .with_message_id(lot_id.into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let _ = conn.close(200, "done".into()).await;
+    });
+}
 
 #[test]
 fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
@@ -117,6 +151,43 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     assert_eq!(arls.len(), lots.as_array().unwrap().len(), "{returns}");
     let bad = rpc.call("returns.list", json!({"limit": 0}));
     assert_eq!(bad["error"]["data"]["field"], "limit", "{bad}");
+
+    // A payment return ahead of its lot's ARL in the return queue is held while the returns
+    // behind it go on (that very ARL), then applied. The insurer stops; a new lot waits in
+    // its queue; its payment return is published first, then an insurer answers the lot.
+    insurer.terminate();
+    let made = [rpc.ok("fse.create", json!({"act": {"code": "G"}}))];
+    rpc.ok("lots.close", json!({}));
+    let lot_id = wait_for("the new lot sent", Duration::from_secs(30), || {
+        let lots = rpc.ok("lots.list", json!({}));
+        lots.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["state"] == "sent")
+            .map(|l| l["id"].as_str().unwrap().to_string())
+    });
+    let early = fse_formats::ack::PaymentReturn {
+        lot_id: lot_id.clone(),
+        insurer: destination.clone(),
+        issued_at: chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string(),
+        payments: made
+            .iter()
+            .map(|m| fse_formats::ack::Payment {
+                sheet_number: m["number"].as_u64().unwrap(),
+                outcome: fse_formats::ack::PaymentOutcome::Paid {
+                    amount_cents: m["sheet"]["amounts"]["amo_cents"].as_u64().unwrap(),
+                },
+            })
+            .collect(),
+    };
+    publish_return(&return_queue, &lot_id, &early.to_der().unwrap());
+    let _answering = common::start_insurer(&["--binding", &destination]);
+    for m in &made {
+        wait_for("the early payment applied", Duration::from_secs(30), || {
+            let sheet = rpc.ok("fse.get", json!({"id": m["id"]}));
+            (sheet["state"] == "paid").then_some(())
+        });
+    }
     assert!(fsed.terminate().success());
 
     let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
@@ -125,9 +196,12 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
         .iter()
         .filter(|e| e.kind == "sheet.paid" || e.kind == "sheet.refused")
         .count() as u64;
-    assert_eq!(paid_events, SHEETS, "one event per sheet, copies ignored");
+    assert_eq!(
+        paid_events,
+        SHEETS + 1,
+        "one event per sheet, copies ignored"
+    );
 
-    insurer.terminate();
     let summary: Value =
         serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
     assert_eq!(summary["summary"]["sheets"], SHEETS, "{summary}");
