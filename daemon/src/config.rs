@@ -703,13 +703,20 @@ impl Config {
         if self.transport.return_queue.is_empty() || self.transport.return_queue.len() > 255 {
             bad("transport.return_queue", "1 to 255 bytes".into());
         }
-        if self.transport.kind == TransportKind::Amqp
-            && !self.transport.amqp_url.starts_with("amqp")
-        {
-            bad(
-                "transport.amqp_url",
-                "must start with amqp:// or amqps://".into(),
-            );
+        if self.transport.kind == TransportKind::Amqp {
+            let url = &self.transport.amqp_url;
+            if !url.starts_with("amqp") {
+                bad(
+                    "transport.amqp_url",
+                    "must start with amqp:// or amqps://".into(),
+                );
+            } else if url.parse::<lapin::uri::AMQPUri>().is_err() {
+                // The parser's own message quotes the URL, password included: not shown.
+                bad(
+                    "transport.amqp_url",
+                    "not a broker URL (amqp[s]://user:password@host:port/vhost)".into(),
+                );
+            }
         }
         out
     }
@@ -967,6 +974,17 @@ mod tests {
             );
         }
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
+    fn a_broker_url_that_does_not_parse_is_named_without_its_password() {
+        let (_d, s) = sources(
+            "[transport]\nkind = \"amqp\"\namqp_url = \"amqp://u:secret@host:notaport/%2f\"\n",
+            &[],
+        );
+        let text = s.load().unwrap_err().to_string();
+        assert!(text.starts_with("transport.amqp_url:"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 
     #[test]

@@ -165,12 +165,6 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
                 return_queue: cfg.transport.return_queue.clone(),
                 publish_timeout: std::time::Duration::from_secs(cfg.transport.publish_timeout_secs),
             };
-            if amqp.url.parse::<lapin::uri::AMQPUri>().is_err() {
-                return Err(StartError::Broker(format!(
-                    "transport.amqp_url: invalid broker URL {}",
-                    crate::transport::amqp::redact(&amqp.url)
-                )));
-            }
             // A broker out of reach at start (the network not up yet, the broker restarting)
             // does not keep fsed from making sheets: they queue, and the batcher and the return
             // consumer connect when it answers.
