@@ -93,10 +93,16 @@ pub async fn run(ctx: &Context, setup: &Setup) -> Report {
     let mut checks = Vec::new();
     checks.extend(readers(setup).await);
     checks.extend(cards(ctx).await);
-    checks.push(clock(ctx).await);
+    // One read serves the clock (the last event's time) and the backlog.
+    let queue = ctx
+        .store
+        .read(|q| q.backlog())
+        .await
+        .map_err(|e| e.to_string());
+    checks.push(clock(&queue));
     checks.extend(database(ctx, setup).await);
     checks.push(broker(setup).await);
-    checks.push(backlog(ctx).await);
+    checks.push(backlog(ctx, queue));
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -306,7 +312,7 @@ async fn cards(ctx: &Context) -> Vec<Check> {
 }
 
 /// The clock: a plausible year, and not behind the last event fsed recorded.
-async fn clock(ctx: &Context) -> Check {
+fn clock(queue: &Result<fse_queue::Backlog, String>) -> Check {
     let now = Utc::now();
     let shown = now.format("%Y-%m-%d %H:%M:%S UTC");
     let fix = "set the clock right and keep it synchronised: `timedatectl set-ntp true`";
@@ -318,7 +324,7 @@ async fn clock(ctx: &Context) -> Check {
         )
         .fix(fix);
     }
-    match ctx.store.read(|q| q.backlog()).await {
+    match queue {
         Ok(b) => match b
             .last_event_at
             .as_deref()
@@ -397,10 +403,10 @@ async fn broker(setup: &Setup) -> Check {
 }
 
 /// The backlog and the oldest unsent sheet against its deadline.
-async fn backlog(ctx: &Context) -> Check {
+fn backlog(ctx: &Context, queue: Result<fse_queue::Backlog, String>) -> Check {
     let cutoff = crate::batcher::alarm_cutoff(ctx.live.get().deadline_alarm_days);
     let today = Utc::now().format("%Y%m%d").to_string();
-    match ctx.store.read(|q| q.backlog()).await {
+    match queue {
         Err(e) => check(
             "backlog",
             Status::Failure,

@@ -231,18 +231,7 @@ impl Held {
         for (msg, since) in self.0.drain(..) {
             match apply_return(store, Kind::Payment, msg.body.clone()).await {
                 Ok(Applied::NotYet) | Err(_) => still.push((msg, since)),
-                Ok(outcome @ Applied::Refused(_)) => {
-                    log_outcome(&outcome, "amqp", events);
-                    if let Err(e) = msg.dead_letter().await {
-                        tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
-                    }
-                }
-                Ok(outcome) => {
-                    log_outcome(&outcome, "amqp", events);
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "ack of an applied return failed; it will come again and be a duplicate");
-                    }
-                }
+                Ok(outcome) => settle(msg, &outcome, events).await,
             }
         }
         self.0 = still;
@@ -265,6 +254,20 @@ impl Held {
                 tracing::warn!(error = %e, "a held return could not be dead-lettered; it will come again");
             }
         }
+    }
+}
+
+/// Logs what became of a return and settles its message with the broker: acked once applied
+/// (or a duplicate), dead-lettered when refused (kept for a person to look at, out of the way
+/// of the others).
+async fn settle(msg: crate::transport::amqp::ReturnMessage, outcome: &Applied, events: &Bus) {
+    log_outcome(outcome, "amqp", events);
+    if let Applied::Refused(_) = outcome {
+        if let Err(e) = msg.dead_letter().await {
+            tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
+        }
+    } else if let Err(e) = msg.ack().await {
+        tracing::warn!(error = %e, "ack of an applied return failed; it will come again and be a duplicate");
     }
 }
 
@@ -330,24 +333,11 @@ pub async fn run_amqp(
                     );
                     held.0.push((msg, tokio::time::Instant::now()));
                 }
-                Ok(outcome @ Applied::Recorded { .. }) => {
-                    log_outcome(&outcome, "amqp", &events);
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "ack of an applied ARL failed; it will come again and be a duplicate");
-                    }
-                    held.retry(&store, &events).await;
-                }
-                Ok(outcome @ Applied::Refused(_)) => {
-                    log_outcome(&outcome, "amqp", &events);
-                    // Kept for a person to look at, out of the way of the others.
-                    if let Err(e) = msg.dead_letter().await {
-                        tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
-                    }
-                }
                 Ok(outcome) => {
-                    log_outcome(&outcome, "amqp", &events);
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "ack of an applied ARL failed; it will come again and be a duplicate");
+                    let arl = matches!(outcome, Applied::Recorded { .. });
+                    settle(msg, &outcome, &events).await;
+                    if arl {
+                        held.retry(&store, &events).await;
                     }
                 }
                 Err(e) => {

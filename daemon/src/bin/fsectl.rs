@@ -244,14 +244,15 @@ impl Client {
             })
     }
 
+    /// Sends one request. Its parameters may hold a PIN or a PUK: every string of the request
+    /// and the line written are wiped once sent.
     fn send(&mut self, method: &str, params: Value) -> Result<u64, CallError> {
         self.next += 1;
-        let mut line = Zeroizing::new(
-            serde_json::to_vec(
-                &json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}),
-            )
-            .map_err(|e| CallError::Unreachable(e.to_string()))?,
-        );
+        let mut request =
+            json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
+        let encoded = serde_json::to_vec(&request);
+        scrub(&mut request);
+        let mut line = Zeroizing::new(encoded.map_err(|e| CallError::Unreachable(e.to_string()))?);
         line.push(b'\n');
         self.stream
             .get_mut()
@@ -346,18 +347,14 @@ fn secret_line(prompt: &str) -> Result<Zeroizing<String>, CallError> {
     Ok(trimmed)
 }
 
-/// Calls a method whose parameters hold secrets, then wipes them.
-fn secret_call(c: &mut Client, method: &str, mut params: Value) -> Result<Value, CallError> {
-    let r = c.call(method, params.clone());
-    fn scrub(v: &mut Value) {
-        match v {
-            Value::String(s) => s.zeroize(),
-            Value::Object(o) => o.values_mut().for_each(scrub),
-            _ => {}
-        }
+/// Overwrites every string of a JSON value.
+fn scrub(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(scrub),
+        Value::Object(o) => o.values_mut().for_each(scrub),
+        _ => {}
     }
-    scrub(&mut params);
-    r
 }
 
 fn with_serial(mut params: Value, cps_serial: Option<String>) -> Value {
@@ -597,8 +594,7 @@ fn run(cli: Cli) -> Result<(), CallError> {
         Cmd::Cards(CardsCmd::List) => show(c.call("cards.list", json!({}))?, &print_cards),
         Cmd::Cards(CardsCmd::VerifyPin { cps_serial }) => {
             let pin = secret_line("PIN")?;
-            let r = secret_call(
-                &mut c,
+            let r = c.call(
                 "cards.verify_pin",
                 with_serial(json!({"pin": pin.as_str()}), cps_serial),
             )?;
@@ -619,8 +615,7 @@ fn run(cli: Cli) -> Result<(), CallError> {
         Cmd::Cards(CardsCmd::ChangePin { cps_serial }) => {
             let old = secret_line("current PIN")?;
             let new = secret_line("new PIN")?;
-            let r = secret_call(
-                &mut c,
+            let r = c.call(
                 "cards.change_pin",
                 with_serial(
                     json!({"old_pin": old.as_str(), "new_pin": new.as_str()}),
@@ -632,8 +627,7 @@ fn run(cli: Cli) -> Result<(), CallError> {
         Cmd::Cards(CardsCmd::UnblockPin { cps_serial }) => {
             let puk = secret_line("PUK")?;
             let new = secret_line("new PIN")?;
-            let r = secret_call(
-                &mut c,
+            let r = c.call(
                 "cards.unblock_pin",
                 with_serial(
                     json!({"puk": puk.as_str(), "new_pin": new.as_str()}),
