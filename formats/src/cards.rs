@@ -775,6 +775,16 @@ pub fn vitale_authenticate<C: CardChannel + ?Sized>(
     challenge: &[u8; 32],
 ) -> Result<[u8; 64], CardError> {
     select_aid(ch, AID_VITALE)?;
+    vitale_authenticate_selected(ch, challenge)
+}
+
+/// INTERNAL AUTHENTICATE alone, for a caller that knows the Vitale application is still
+/// selected since its last exchange with this card (one APDU instead of two). A card
+/// reset or another selection in between makes the card refuse it with a status word.
+pub fn vitale_authenticate_selected<C: CardChannel + ?Sized>(
+    ch: &mut C,
+    challenge: &[u8; 32],
+) -> Result<[u8; 64], CardError> {
     let cmd = Command::new(0x00, INS_INTERNAL_AUTHENTICATE, 0x00, 0x00)
         .with_data(challenge.as_slice())
         .with_le(256);

@@ -3,11 +3,11 @@
 //! answers its control frames and APDUs with a virtual card. Reconnects
 //! with backoff when the reader is absent or the link drops.
 
+use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fse_formats::vpcd::{self, Control, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -49,6 +49,10 @@ impl Latency {
 pub type SharedCard = Arc<Mutex<Box<dyn VirtualCard>>>;
 
 /// Shows `card` on the reader at `addr` until `stop` turns true.
+///
+/// The link itself is served by a blocking thread (a read, the card, a write per APDU:
+/// fewer system calls and wake-ups than a task woken through the runtime's poller);
+/// `stop` shuts the socket down under it.
 pub async fn serve(
     addr: String,
     card: SharedCard,
@@ -65,13 +69,29 @@ pub async fn serve(
                 backoff = Duration::from_millis(100);
                 tracing::info!(reader = %addr, "card connected to reader");
                 let _ = stream.set_nodelay(true);
-                tokio::select! {
-                    r = session(stream, &card, latency) => {
-                        if let Err(e) = r {
-                            tracing::info!(reader = %addr, error = %e, "reader link closed");
+                let linked = stream
+                    .into_std()
+                    .and_then(|s| s.set_nonblocking(false).map(|()| s))
+                    .and_then(|s| s.try_clone().map(|closer| (s, closer)));
+                match linked {
+                    Ok((stream, closer)) => {
+                        let shared = Arc::clone(&card);
+                        let mut link =
+                            tokio::task::spawn_blocking(move || session(stream, &shared, latency));
+                        tokio::select! {
+                            r = &mut link => {
+                                if let Ok(Err(e)) = r {
+                                    tracing::info!(reader = %addr, error = %e, "reader link closed");
+                                }
+                            }
+                            _ = stop.changed() => {
+                                let _ = closer.shutdown(std::net::Shutdown::Both);
+                                let _ = link.await;
+                                return;
+                            }
                         }
                     }
-                    _ = stop.changed() => return,
+                    Err(e) => tracing::info!(reader = %addr, error = %e, "reader link unusable"),
                 }
                 lock(&card).reset();
             }
@@ -90,20 +110,44 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
     card.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn session(
-    mut stream: TcpStream,
+/// Takes the next complete frame's payload out of `buf`, reading more from `stream` as
+/// needed.
+fn next_frame(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let [hi, lo, rest @ ..] = buf.as_slice() {
+            let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+            if let Some(payload) = rest.get(..n) {
+                let payload = payload.to_vec();
+                buf.drain(..2 + n);
+                return Ok(payload);
+            }
+        }
+        // vpcd writes the length and the APDU separately; acknowledging at once spares the
+        // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).
+        let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the reader closed the link",
+                ))
+            }
+            Ok(got) => buf.extend_from_slice(&chunk[..got]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn session(
+    mut stream: std::net::TcpStream,
     card: &SharedCard,
     latency: Latency,
 ) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        // vpcd writes the length and the APDU separately; acknowledging at once spares the
-        // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).
-        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(true);
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).await?;
-        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(true);
-        let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream.read_exact(&mut payload).await?;
+        let payload = next_frame(&mut stream, &mut buf)?;
         let reply = match Frame::classify(&payload) {
             Frame::Control(Control::GetAtr) => Some(lock(card).atr()),
             Frame::Control(Control::PowerOff | Control::Reset) => {
@@ -114,7 +158,7 @@ async fn session(
             Frame::Apdu(apdu) => {
                 let delay = latency.for_apdu(&apdu);
                 if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+                    std::thread::sleep(delay);
                 }
                 Some(lock(card).process(&apdu))
             }
@@ -122,7 +166,7 @@ async fn session(
         if let Some(bytes) = reply {
             let frame = vpcd::encode(&bytes)
                 .ok_or_else(|| std::io::Error::other("response over 64 KiB"))?;
-            stream.write_all(&frame).await?;
+            stream.write_all(&frame)?;
         }
     }
 }
@@ -131,6 +175,7 @@ async fn session(
 mod tests {
     use super::*;
     use crate::profiles;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn frame(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
         s.write_all(&vpcd::encode(payload).unwrap()).await.unwrap();

@@ -43,6 +43,8 @@ pub struct Slot {
     pub certificate: Option<CertCheck>,
     /// The link to the card.
     pub channel: Box<dyn CardChannel + Send>,
+    /// The Vitale application is selected since this slot's last exchange (see `authenticate`).
+    vitale_selected: bool,
 }
 
 impl Slot {
@@ -63,6 +65,7 @@ impl Slot {
             unreadable: None,
             certificate: None,
             channel: Box::new(NoCard),
+            vitale_selected: false,
         };
         match cards::identify(&mut channel) {
             Ok(CardKind::Cps) => match cards::read_cps(&mut channel) {
@@ -87,6 +90,8 @@ impl Slot {
     }
 
     fn track<T>(&mut self, r: Result<T, CardError>) -> Result<T, CardError> {
+        // Any other exchange may have selected something else on this card.
+        self.vitale_selected = false;
         if self.channel.take_reset() {
             // The card was reset mid-session (another application, a re-insertion): its PIN state is gone.
             self.pin_verified = false;
@@ -137,10 +142,29 @@ impl Slot {
         self.track(r)
     }
 
-    /// Has the Vitale card sign a proof-of-presence challenge.
+    /// Has the Vitale card sign a proof-of-presence challenge. After a first success the
+    /// Vitale application stays selected until another command goes to this card (or it is
+    /// reset), so the next challenges go alone; any failure of that short path falls back
+    /// to SELECT + INTERNAL AUTHENTICATE.
     pub fn authenticate(&mut self, challenge: &[u8; 32]) -> Result<[u8; 64], CardError> {
+        if self.vitale_selected {
+            self.vitale_selected = false;
+            match cards::vitale_authenticate_selected(&mut self.channel, challenge) {
+                Ok(sig) if !self.channel.take_reset() => {
+                    self.vitale_selected = true;
+                    return Ok(sig);
+                }
+                Err(e @ CardError::Channel(ChannelError::CardRemoved)) => {
+                    return self.track(Err(e));
+                }
+                // Refused (selection lost) or answered across a reset: the full exchange.
+                _ => {}
+            }
+        }
         let r = cards::vitale_authenticate(&mut self.channel, challenge);
-        self.track(r)
+        let r = self.track(r);
+        self.vitale_selected = r.is_ok();
+        r
     }
 
     /// A summary for the API.
@@ -611,4 +635,72 @@ pub(crate) fn handle(msg: Msg, reg: &mut Registry, events: &broadcast::Sender<Ca
         Msg::Stop => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use fse_simulator::card::VirtualCard;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// An in-process card behind a channel that counts the APDUs it carries.
+    struct Counted {
+        card: Arc<Mutex<fse_simulator::card::VirtualVitale>>,
+        apdus: Arc<AtomicUsize>,
+    }
+
+    impl CardChannel for Counted {
+        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+            self.apdus.fetch_add(1, Ordering::SeqCst);
+            Ok(self.card.lock().unwrap().process(command))
+        }
+    }
+
+    #[test]
+    fn vitale_challenges_after_the_first_skip_the_select_and_recover_a_lost_selection() {
+        let card = Arc::new(Mutex::new(fse_simulator::profiles::default_vitale()));
+        let apdus = Arc::new(AtomicUsize::new(0));
+        let atr = card.lock().unwrap().atr();
+        let mut slot = Slot::open(
+            "test reader".into(),
+            atr,
+            Box::new(Counted {
+                card: Arc::clone(&card),
+                apdus: Arc::clone(&apdus),
+            }),
+        );
+        let key = slot.vitale.as_ref().expect("a Vitale card").public_key;
+        let sent = || apdus.load(Ordering::SeqCst);
+
+        let (c1, c2, c3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let before = sent();
+        let s1 = slot.authenticate(&c1).unwrap();
+        assert_eq!(sent() - before, 2, "SELECT + INTERNAL AUTHENTICATE");
+        let before = sent();
+        let s2 = slot.authenticate(&c2).unwrap();
+        assert_eq!(sent() - before, 1, "INTERNAL AUTHENTICATE alone");
+        assert!(cards::verify_signature(&key, &c1, &s1));
+        assert!(cards::verify_signature(&key, &c2, &s2));
+
+        // The card loses its selection behind fsed's back: the short path is refused, the
+        // full exchange follows, and the answer is still right.
+        card.lock().unwrap().reset();
+        let before = sent();
+        let s3 = slot.authenticate(&c3).unwrap();
+        assert_eq!(
+            sent() - before,
+            3,
+            "refused, then SELECT + INTERNAL AUTHENTICATE"
+        );
+        assert!(cards::verify_signature(&key, &c3, &s3));
+
+        // Any other command to the card ends the short path.
+        let _ = slot.pin_tries_left();
+        let before = sent();
+        slot.authenticate(&c1).unwrap();
+        assert_eq!(sent() - before, 2);
+    }
 }

@@ -25,6 +25,8 @@ pub struct VirtualReaderConfig {
 /// A simulated card connected over the vpcd protocol.
 struct VpcdChannel {
     stream: TcpStream,
+    /// Bytes read past the last frame.
+    buf: Vec<u8>,
 }
 
 impl VpcdChannel {
@@ -36,16 +38,26 @@ impl VpcdChannel {
             .map_err(|_| ChannelError::CardRemoved)
     }
 
+    /// The next frame's payload: one `read` usually brings the length and the payload
+    /// together (two reads of an unbuffered stream cost a system call more per APDU).
     fn receive(&mut self) -> Result<Vec<u8>, ChannelError> {
-        let mut len = [0u8; 2];
-        self.stream
-            .read_exact(&mut len)
-            .map_err(|_| ChannelError::CardRemoved)?;
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        self.stream
-            .read_exact(&mut buf)
-            .map_err(|_| ChannelError::CardRemoved)?;
-        Ok(buf)
+        loop {
+            if let [hi, lo, rest @ ..] = self.buf.as_slice() {
+                let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+                if let Some(payload) = rest.get(..n) {
+                    let payload = payload.to_vec();
+                    self.buf.drain(..2 + n);
+                    return Ok(payload);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ChannelError::CardRemoved),
+                Ok(got) => self.buf.extend_from_slice(&chunk[..got]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(ChannelError::CardRemoved),
+            }
+        }
     }
 
     fn power_on(&mut self) -> Result<Vec<u8>, ChannelError> {
@@ -100,7 +112,10 @@ fn accept_loop(listener: TcpListener, reader: String, tx: mpsc::Sender<Msg>) {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut channel = VpcdChannel { stream };
+        let mut channel = VpcdChannel {
+            stream,
+            buf: Vec::new(),
+        };
         match channel.power_on() {
             Ok(atr) => {
                 let msg = Msg::VirtualInserted {
