@@ -112,7 +112,7 @@ pub async fn create(
     let from = format!("{}0101", today.year() - 1);
     let until = today.format("%Y%m%d").to_string();
     let (existing, history) = store
-        .read(move |q| {
+        .read_now(move |q| {
             if let Some(row) = match key {
                 Some(key) => q.find_by_idempotency_key(&key)?,
                 None => None,

@@ -44,6 +44,7 @@ enum Op {
 pub struct Store {
     inner: Arc<Mutex<Queue>>,
     reader: Arc<Mutex<Queue>>,
+    quick_reader: Arc<Mutex<Queue>>,
     ops: mpsc::Sender<Op>,
     numbers: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     reserving: Arc<tokio::sync::Mutex<()>>,
@@ -69,9 +70,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Store {
     /// Opens (and checks) the database and starts the committer thread.
     pub fn open(path: &Path) -> Result<Store, QueueError> {
-        let inner = Arc::new(Mutex::new(Queue::open(path)?));
-        // Opened second: the first has migrated the file.
-        let reader = Arc::new(Mutex::new(Queue::open(path)?));
+        let queue = Queue::open(path)?;
+        // The file is checked and migrated: the reading connections need neither again.
+        let reader = Arc::new(Mutex::new(queue.another_connection()?));
+        let quick_reader = Arc::new(Mutex::new(queue.another_connection()?));
+        let inner = Arc::new(Mutex::new(queue));
         let (tx, rx) = mpsc::channel::<Op>();
         let queue = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -81,6 +84,7 @@ impl Store {
         Ok(Store {
             inner,
             reader,
+            quick_reader,
             ops: tx,
             numbers: Arc::new(Mutex::new(HashMap::new())),
             reserving: Arc::new(tokio::sync::Mutex::new(())),
@@ -112,6 +116,30 @@ impl Store {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(StoreError::from)
+    }
+
+    /// Runs the short read-only `f` (a few index lookups) at once on the caller's thread, on
+    /// a reading connection of its own, sparing the hand-off to the blocking pool and back;
+    /// when another caller holds that connection, `f` goes the way of [`Store::read`]
+    /// instead, so a runtime thread never waits for a lock here.
+    pub async fn read_now<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
+    {
+        let f = {
+            let reader = match self.quick_reader.try_lock() {
+                Ok(reader) => Some(reader),
+                // Poisoned: see `lock`.
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            match reader {
+                Some(reader) => return f(&reader).map_err(StoreError::from),
+                None => f,
+            }
+        };
+        self.read(f).await
     }
 
     /// Stores a sheet, durably, sharing the commit with the other inserts waiting.
@@ -255,5 +283,39 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
         for reply in pings {
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The test holds the quick reader's lock across `read_now` on purpose: that is the busy case.
+    #[allow(clippy::await_holding_lock)]
+    async fn read_now_answers_at_once_and_goes_through_the_pool_while_its_connection_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let count = |q: &Queue| Ok(q.stats()?.sheets.values().sum::<u64>());
+        assert_eq!(store.read_now(count).await.unwrap(), 0);
+        let number = store.next_sheet_number("10000000001").await.unwrap();
+        let new = NewSheet {
+            practitioner_id: "10000000001".into(),
+            number,
+            destination: "017510001".into(),
+            der: vec![0x30, 0x00],
+            json: "{}".into(),
+            created_at: "20261130100000Z".into(),
+            ..Default::default()
+        };
+        store.insert_sheet(new).await.unwrap();
+        // Committed before answered: the quick reader sees it.
+        assert_eq!(store.read_now(count).await.unwrap(), 1);
+        // Its connection held elsewhere: the same answer by the blocking pool.
+        let held = store.quick_reader.lock().unwrap();
+        assert_eq!(store.read_now(count).await.unwrap(), 1);
+        drop(held);
     }
 }

@@ -352,6 +352,15 @@ fn move_sheets(
     Ok(n)
 }
 
+/// What every connection to the queue runs with: `synchronous=FULL`, foreign keys, and 32 MiB
+/// of page cache (a day's sheets and their indexes stay in memory, so a commit writes its
+/// pages without reading any back).
+fn connection_settings(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "cache_size", -32_768)
+}
+
 /// Maps an error met while reading an existing file at open.
 fn read_error(path: &Path, e: rusqlite::Error) -> QueueError {
     match e.sqlite_error_code() {
@@ -450,14 +459,7 @@ impl Queue {
                 detail: format!("cannot use WAL here (journal mode stays {mode})"),
             });
         }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_error)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(open_error)?;
-        // 32 MiB of page cache: a day's sheets and their indexes stay in memory, so a commit
-        // writes its pages without reading any back.
-        conn.pragma_update(None, "cache_size", -32_768)
-            .map_err(open_error)?;
+        connection_settings(&conn).map_err(open_error)?;
         let synchronous: i64 = conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .map_err(open_error)?;
@@ -475,6 +477,20 @@ impl Queue {
         let mut q = Queue { conn };
         schema::migrate(&mut q.conn)?;
         Ok(q)
+    }
+
+    /// Another connection to this queue's file, which [`Queue::open`] has already checked and
+    /// migrated: for reads beside this connection (WAL readers see every commit and never
+    /// wait for a writer), without checking the file again.
+    pub fn another_connection(&self) -> Result<Queue, QueueError> {
+        let path =
+            self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
+                QueueError::Data("an in-memory queue has no other connection".into())
+            })?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        connection_settings(&conn)?;
+        Ok(Queue { conn })
     }
 
     fn write(&mut self) -> Result<Transaction<'_>, QueueError> {

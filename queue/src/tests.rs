@@ -127,6 +127,27 @@ fn wal_and_synchronous_full_are_set() {
 }
 
 #[test]
+fn another_connection_has_the_same_settings_and_sees_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let other = q.another_connection().unwrap();
+    for (name, value) in [
+        ("journal_mode", "wal"),
+        ("synchronous", "2"),
+        ("foreign_keys", "1"),
+    ] {
+        assert_eq!(other.pragma(name).unwrap(), value, "{name}");
+    }
+    assert_eq!(other.pragma("busy_timeout").unwrap(), "10000");
+    let row = add(&mut q, "10000000001", "017510001");
+    assert_eq!(other.get_sheet(row.id).unwrap().unwrap().number, row.number);
+    let memory = Queue {
+        conn: Connection::open_in_memory().unwrap(),
+    };
+    assert!(memory.another_connection().is_err());
+}
+
+#[test]
 fn full_lifecycle_accepted_to_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
