@@ -105,6 +105,9 @@ enum Counter {
     Lot,
 }
 
+/// Where [`SHEET_COLS`] are read: a sheet and its body (no column name is in both tables).
+const SHEETS_WITH_BODIES: &str = "sheets JOIN sheet_bodies ON sheet_id = id";
+
 const SHEET_COLS: &str =
     "id, practitioner_id, number, destination, state, lot_id, der, json, reason, created_at, updated_at";
 const LOT_COLS: &str = "id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at";
@@ -234,7 +237,7 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     if let Some(key) = &new.idempotency_key {
         let existing = tx
             .prepare_cached(&format!(
-                "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
+                "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
             ))?
             .query_row([key], sheet_row)
             .optional()?;
@@ -245,19 +248,16 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let at = stamp(tx)?;
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, dre, deadline)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, created_at, updated_at, deadline)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7)",
         )?
         .execute(params![
             new.practitioner_id,
             number,
             new.destination,
             new.idempotency_key,
-            new.der,
-            new.json,
             new.created_at,
             at,
-            new.dre,
             new.deadline
         ]);
     match inserted {
@@ -273,6 +273,10 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         Err(e) => return Err(e.into()),
     }
     let id = tx.last_insert_rowid();
+    tx.prepare_cached(
+        "INSERT INTO sheet_bodies (sheet_id, der, json, dre) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, new.der, new.json, new.dre])?;
     for (date, cents) in &new.participation {
         if *cents > 0 {
             tx.prepare_cached(
@@ -537,7 +541,7 @@ impl Queue {
     /// Looks up a sheet by idempotency key.
     pub fn find_by_idempotency_key(&self, key: &str) -> Result<Option<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SHEET_COLS} FROM sheets WHERE idempotency_key = ?1"
+            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
         ))?;
         Ok(stmt.query_row([key], sheet_row).optional()?)
     }
@@ -718,7 +722,7 @@ impl Queue {
         let (kind, detail) = apply(&tx, &at, (reason, lot_id))?;
         event(&tx, &at, kind, &id.to_string(), detail)?;
         let row = tx.query_row(
-            &format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"),
+            &format!("SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"),
             [id],
             sheet_row,
         )?;
@@ -771,6 +775,10 @@ impl Queue {
         )?;
         tx.execute(
             "DELETE FROM participation WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
+            [lot_id],
+        )?;
+        tx.execute(
+            "DELETE FROM sheet_bodies WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
             [lot_id],
         )?;
         let sheets = tx.execute("DELETE FROM sheets WHERE lot_id = ?1", [lot_id])?;
@@ -836,18 +844,20 @@ impl Queue {
     pub fn sheet_dre(&self, id: i64) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .conn
-            .query_row("SELECT dre FROM sheets WHERE id = ?1", [id], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
+            .query_row(
+                "SELECT dre FROM sheet_bodies WHERE sheet_id = ?1",
+                [id],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
             .optional()?
             .flatten())
     }
 
     /// One sheet by store id.
     pub fn get_sheet(&self, id: i64) -> Result<Option<SheetRow>, QueueError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {SHEET_COLS} FROM sheets WHERE id = ?1"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"
+        ))?;
         Ok(stmt.query_row([id], sheet_row).optional()?)
     }
 
@@ -860,7 +870,7 @@ impl Queue {
         after_id: i64,
     ) -> Result<Vec<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SHEET_COLS} FROM sheets WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
+            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
         ))?;
         let rows = stmt.query_map(
             params![after_id, state.map(SheetState::as_str), limit_i64(limit)],
@@ -1018,7 +1028,7 @@ impl Queue {
     /// The sheets of a lot in insertion order (empty for an unknown lot).
     pub fn lot_sheets(&self, lot_id: &str) -> Result<Vec<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SHEET_COLS} FROM sheets WHERE lot_id = ?1 ORDER BY id"
+            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
         let rows = stmt.query_map([lot_id], sheet_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

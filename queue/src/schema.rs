@@ -169,6 +169,21 @@ CREATE TABLE dre_lots (
 );
 CREATE INDEX dre_lots_state ON dre_lots (state);
 "#,
+    // 10: a sheet's body (DER, JSON, DRE) in a table of its own: a sheet changes state four
+    // or five times and each change rewrote the whole row, bodies included; now it rewrites a
+    // row of some hundred bytes, and the bodies are written once.
+    r#"
+CREATE TABLE sheet_bodies (
+    sheet_id INTEGER PRIMARY KEY REFERENCES sheets (id),
+    der      BLOB NOT NULL,
+    json     TEXT NOT NULL,
+    dre      BLOB
+);
+INSERT INTO sheet_bodies (sheet_id, der, json, dre) SELECT id, der, json, dre FROM sheets;
+ALTER TABLE sheets DROP COLUMN der;
+ALTER TABLE sheets DROP COLUMN json;
+ALTER TABLE sheets DROP COLUMN dre;
+"#,
 ];
 
 /// The schema version this build writes.

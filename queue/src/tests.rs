@@ -1237,6 +1237,8 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
     );
     let s = q.find_by_idempotency_key("k").unwrap().unwrap();
     assert_eq!((s.id, s.number, s.state), (7, 1, SheetState::Accepted));
+    // Its body moved to its own table (migration 10).
+    assert_eq!((s.der.as_slice(), s.json.as_str()), (&[0x30u8][..], "{}"));
     assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 1);
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
