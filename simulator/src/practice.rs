@@ -109,8 +109,37 @@ pub enum PracticeError {
     Io(#[from] std::io::Error),
 }
 
+/// A request line.
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    params: &'a Value,
+}
+
+/// A line from fsed: an answer (with the id of its request) or a notification (no id), with
+/// only the fields read here.
+#[derive(serde::Deserialize)]
+struct Reply<T> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default = "Option::default")]
+    result: Option<T>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// What the load loop reads of an `fse.create` answer.
+#[derive(serde::Deserialize)]
+struct Created {
+    id: i64,
+}
+
 /// A blocking JSON-RPC client on fsed's socket.
 struct Client {
+    /// The line being read (its buffer kept from one answer to the next).
+    line: String,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
@@ -126,6 +155,7 @@ impl Client {
         let s = UnixStream::connect(path).map_err(fail)?;
         let writer = s.try_clone().map_err(fail)?;
         Ok(Client {
+            line: String::new(),
             reader: BufReader::new(s),
             writer,
             next_id: 0,
@@ -135,34 +165,60 @@ impl Client {
 
     /// One call: `Ok(result)` or `Err(error object)`; notifications in between are skipped.
     fn call(&mut self, method: &str, params: Value) -> std::io::Result<Result<Value, Value>> {
+        self.call_as(method, &params)
+    }
+
+    /// [`Client::call`] with the result read as `T` only: what the load loop needs of an
+    /// answer, without building the rest of it (a sheet's JSON) as values.
+    fn call_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &Value,
+    ) -> std::io::Result<Result<T, Value>> {
         self.next_id += 1;
         let id = self.next_id;
-        let mut line = serde_json::to_vec(
-            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
-        )?;
+        let mut line = serde_json::to_vec(&Request {
+            jsonrpc: "2.0",
+            id,
+            method,
+            params,
+        })?;
         line.push(b'\n');
         self.writer.write_all(&line)?;
         loop {
-            let v = self.read()?;
-            if v.get("id").and_then(Value::as_u64) != Some(id) {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "fsed closed the connection",
+                ));
+            }
+            let reply: Reply<T> = serde_json::from_str(&self.line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if reply.id != Some(id) {
                 continue;
             }
-            return Ok(match v.get("error") {
-                Some(e) => Err(e.clone()),
-                None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
-            });
+            return match (reply.result, reply.error) {
+                (_, Some(e)) => Ok(Err(e)),
+                (Some(r), None) => Ok(Ok(r)),
+                // A `null` result (or none): fine for whoever takes any value.
+                (None, None) => T::deserialize(Value::Null)
+                    .map(Ok)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            };
         }
     }
 
+    /// The next line, whole.
     fn read(&mut self) -> std::io::Result<Value> {
-        let mut buf = String::new();
-        if self.reader.read_line(&mut buf)? == 0 {
+        self.line.clear();
+        if self.reader.read_line(&mut self.line)? == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "fsed closed the connection",
             ));
         }
-        serde_json::from_str(&buf)
+        serde_json::from_str(&self.line)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
@@ -477,13 +533,13 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
                 );
                 let t = Instant::now();
                 let answer = match client.as_mut() {
-                    Some(c) => c.call("fse.create", req),
+                    Some(c) => c.call_as::<Created>("fse.create", &req),
                     None => Err(std::io::Error::other("not connected")),
                 };
                 match answer {
-                    Ok(Ok(v)) => {
+                    Ok(Ok(created)) => {
                         lat.push(t.elapsed().as_micros() as u64);
-                        ids.push((v["id"].as_i64().unwrap_or(-1), t));
+                        ids.push((created.id, t));
                     }
                     Ok(Err(e)) => {
                         let code = e["data"]["rule"]
