@@ -286,19 +286,19 @@ impl Batcher {
 
     async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
         let id = lot.id.clone();
-        let sheets = self
+        let bodies = self
             .store
-            .read(move |q| q.lot_sheets(&id))
+            .read(move |q| q.lot_bodies(&id))
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
-        let entries: Vec<LotEntry> = sheets
+        let (entries, dres): (Vec<LotEntry>, Vec<Option<Vec<u8>>>) = bodies
             .into_iter()
-            .map(|s| {
+            .map(|(der, dre)| {
                 let mut salt = [0u8; SALT_LEN];
                 rand::rngs::OsRng.fill_bytes(&mut salt);
-                LotEntry { salt, sheet: s.der }
+                (LotEntry { salt, sheet: der }, dre)
             })
-            .collect();
+            .unzip();
         let root = merkle::root(&lot::leaves(&entries));
         let practitioner = lot.practitioner_id.clone();
         let mut header = LotHeader {
@@ -364,8 +364,9 @@ impl Batcher {
         let der = signed
             .to_der()
             .map_err(|e| SignError::Other(e.to_string()))?;
-        // The DREs of this lot, one DRE lot per AMC paid directly, under the same signature.
-        let dre_lots = fse_formats::dre_lot::DreLot::from_signed(&signed)
+        // The DREs of this lot (made with their sheets), one DRE lot per AMC paid directly,
+        // under the same signature.
+        let dre_lots = fse_formats::dre_lot::DreLot::from_signed_with_dres(&signed, &dres)
             .and_then(|lots| {
                 lots.into_iter()
                     .map(|d| Ok((d.amc.clone(), d.to_der()?, d.entries.len() as u64)))

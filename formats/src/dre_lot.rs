@@ -73,15 +73,50 @@ impl DreLot {
     /// The DRE lots of a signed lot, one per AMC paid directly (none when no sheet has a DRE),
     /// in the order of the AMC numbers.
     pub fn from_signed(lot: &SignedLot) -> Result<Vec<DreLot>, LotError> {
-        let header = lot.header.to_der()?;
-        let all = leaves(&lot.entries);
-        let mut by_amc: std::collections::BTreeMap<String, Vec<DreLotEntry>> = Default::default();
+        let mut dres = Vec::with_capacity(lot.entries.len());
         for (i, entry) in lot.entries.iter().enumerate() {
             let sheet = CareSheet::from_der(&entry.sheet).map_err(|e| LotError::Sheet {
                 index: i,
                 reason: e.to_string(),
             })?;
-            let Some(dre) = Dre::from_sheet(&sheet)? else {
+            dres.push(Dre::from_sheet(&sheet)?);
+        }
+        Self::grouped(lot, dres)
+    }
+
+    /// [`DreLot::from_signed`] with each entry's DRE already made — by [`Dre::from_sheet`]
+    /// when its sheet was, and kept beside it: `dres[i]` is the DER of entry `i`'s DRE, or
+    /// `None`. Only those DREs are decoded (for their AMC), not every sheet of the lot.
+    pub fn from_signed_with_dres(
+        lot: &SignedLot,
+        dres: &[Option<Vec<u8>>],
+    ) -> Result<Vec<DreLot>, LotError> {
+        if dres.len() != lot.entries.len() {
+            return Err(LotError::Count {
+                announced: lot.entries.len() as u64,
+                held: dres.len() as u64,
+            });
+        }
+        let mut decoded = Vec::with_capacity(dres.len());
+        for (i, dre) in dres.iter().enumerate() {
+            decoded.push(match dre {
+                Some(der) => Some(Dre::from_der(der).map_err(|e| LotError::Sheet {
+                    index: i,
+                    reason: format!("its DRE: {e}"),
+                })?),
+                None => None,
+            });
+        }
+        Self::grouped(lot, decoded)
+    }
+
+    /// One DRE lot per AMC from each entry's DRE (`dres[i]` for entry `i`).
+    fn grouped(lot: &SignedLot, dres: Vec<Option<Dre>>) -> Result<Vec<DreLot>, LotError> {
+        let header = lot.header.to_der()?;
+        let all = leaves(&lot.entries);
+        let mut by_amc: std::collections::BTreeMap<String, Vec<DreLotEntry>> = Default::default();
+        for (i, (entry, dre)) in lot.entries.iter().zip(dres).enumerate() {
+            let Some(dre) = dre else {
                 continue;
             };
             let path = merkle::inclusion_proof(&all, i).ok_or(LotError::Sheet {

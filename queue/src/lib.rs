@@ -234,22 +234,14 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
-    if let Some(key) = &new.idempotency_key {
-        let existing = tx
-            .prepare_cached(&format!(
-                "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
-            ))?
-            .query_row([key], sheet_row)
-            .optional()?;
-        if let Some(row) = existing {
-            return Ok(Inserted::Existing(row));
-        }
-    }
     let at = stamp(tx)?;
+    // A key already used inserts nothing (and the sheet made with it is the answer); any
+    // other conflict is an error.
     let inserted = tx
         .prepare_cached(
             "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, created_at, updated_at, deadline)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7)
+             ON CONFLICT (idempotency_key) DO NOTHING",
         )?
         .execute(params![
             new.practitioner_id,
@@ -261,6 +253,17 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
             new.deadline
         ]);
     match inserted {
+        Ok(0) => {
+            let key = new.idempotency_key.as_deref().ok_or_else(|| {
+                QueueError::Data("a sheet without idempotency key inserted nothing".into())
+            })?;
+            let existing = tx
+                .prepare_cached(&format!(
+                    "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
+                ))?
+                .query_row([key], sheet_row)?;
+            return Ok(Inserted::Existing(existing));
+        }
         Ok(_) => {}
         Err(rusqlite::Error::SqliteFailure(f, _))
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
@@ -1031,6 +1034,17 @@ impl Queue {
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
         let rows = stmt.query_map([lot_id], sheet_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What a lot is built from: each sheet's DER and its DRE (if it has one), in insertion
+    /// order (empty for an unknown lot).
+    #[allow(clippy::type_complexity)]
+    pub fn lot_bodies(&self, lot_id: &str) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT der, dre FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([lot_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -1634,6 +1634,25 @@ mod tests {
         assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
         let dre_lots = DreLot::from_signed(&lot).unwrap();
         assert_eq!(dre_lots.len(), 1, "one AMC");
+        // Built from the DREs made with the sheets (what fsed stores), the same DRE lots.
+        let made: Vec<Option<Vec<u8>>> = lot
+            .entries
+            .iter()
+            .map(|e| {
+                let sheet = fse_formats::fse::CareSheet::from_der(&e.sheet).unwrap();
+                fse_formats::dre::Dre::from_sheet(&sheet)
+                    .unwrap()
+                    .map(|d| d.to_der().unwrap())
+            })
+            .collect();
+        assert_eq!(made.iter().flatten().count(), 2);
+        let with_dres = DreLot::from_signed_with_dres(&lot, &made).unwrap();
+        assert_eq!(with_dres.len(), 1);
+        assert_eq!(
+            with_dres[0].to_der().unwrap(),
+            dre_lots[0].to_der().unwrap()
+        );
+        assert!(DreLot::from_signed_with_dres(&lot, &made[1..]).is_err());
         let d = &dre_lots[0];
         assert_eq!(
             (d.amc.as_str(), d.entries.len()),
