@@ -76,8 +76,12 @@ pub async fn serve(
                 match linked {
                     Ok((stream, closer)) => {
                         let shared = Arc::clone(&card);
-                        let mut link =
-                            tokio::task::spawn_blocking(move || session(stream, &shared, latency));
+                        // Dropped when the card leaves: a card pulled out in the middle of a
+                        // slow command never finishes it.
+                        let (pulled, pulled_rx) = std::sync::mpsc::channel::<()>();
+                        let mut link = tokio::task::spawn_blocking(move || {
+                            session(stream, &shared, latency, &pulled_rx)
+                        });
                         tokio::select! {
                             r = &mut link => {
                                 if let Ok(Err(e)) = r {
@@ -85,6 +89,7 @@ pub async fn serve(
                                 }
                             }
                             _ = stop.changed() => {
+                                drop(pulled);
                                 let _ = closer.shutdown(std::net::Shutdown::Both);
                                 let _ = link.await;
                                 return;
@@ -144,7 +149,9 @@ fn session(
     mut stream: std::net::TcpStream,
     card: &SharedCard,
     latency: Latency,
+    pulled: &std::sync::mpsc::Receiver<()>,
 ) -> std::io::Result<()> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut buf = Vec::with_capacity(4096);
     loop {
         let payload = next_frame(&mut stream, &mut buf)?;
@@ -157,8 +164,16 @@ fn session(
             Frame::Control(Control::PowerOn) | Frame::UnknownControl(_) => None,
             Frame::Apdu(apdu) => {
                 let delay = latency.for_apdu(&apdu);
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
+                let still_in = if delay.is_zero() {
+                    matches!(pulled.try_recv(), Err(TryRecvError::Empty))
+                } else {
+                    matches!(pulled.recv_timeout(delay), Err(RecvTimeoutError::Timeout))
+                };
+                if !still_in {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the card was pulled out",
+                    ));
                 }
                 Some(lock(card).process(&apdu))
             }
