@@ -86,6 +86,36 @@ pub struct Context {
 pub struct Conn {
     out: Option<mpsc::Sender<Vec<u8>>>,
     subscription: Option<tokio::task::JoinHandle<()>>,
+    /// The events this connection asked for (`None`: all); `lagged` always comes.
+    selection: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+}
+
+/// The names `events.subscribe` may select: every event of `Event` in `api.openrpc.json`
+/// but `lagged`, which a subscriber always gets.
+pub const EVENT_NAMES: &[&str] = &[
+    "card.inserted",
+    "card.removed",
+    "sheet.accepted",
+    "sheet.cancelled",
+    "sheet.resubmitted",
+    "sheet.deadline",
+    "sheet.paid",
+    "sheet.refused",
+    "lot.closed",
+    "lot.signed",
+    "lot.sign_failed",
+    "lot.sent",
+    "lot.unroutable",
+    "arl.received",
+    "dre_lot.sent",
+    "dre_lot.unroutable",
+];
+
+fn lock_selection(
+    m: &std::sync::Mutex<Option<Vec<String>>>,
+) -> std::sync::MutexGuard<'_, Option<Vec<String>>> {
+    // Poisoned only by a panic elsewhere; the selection is a plain value, still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Conn {
@@ -285,6 +315,7 @@ async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut s
     let mut conn = Conn {
         out: Some(out_tx.clone()),
         subscription: None,
+        selection: Arc::default(),
     };
     serve_lines(&mut reader, &ctx, &mut conn, &out_tx, &mut shutdown).await;
     drop(conn);
@@ -849,7 +880,25 @@ fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
 
 /// `events.subscribe`: from now on this connection also receives `event` notifications.
 fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, ApiError> {
-    no_params(p)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        events: Option<Vec<String>>,
+    }
+    let P { events } = params(p)?;
+    for (i, name) in events.iter().flatten().enumerate() {
+        if !EVENT_NAMES.contains(&name.as_str()) {
+            return Err(ApiError::invalid(
+                &format!("events[{i}]"),
+                format!(
+                    "unknown event {:?} (one of {})",
+                    shown(name),
+                    EVENT_NAMES.join(", ")
+                ),
+            ));
+        }
+    }
     let Some(out) = conn.out.clone() else {
         return Err(ApiError::new(
             api::INVALID_REQUEST,
@@ -857,12 +906,25 @@ fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, 
             None,
         ));
     };
+    // A second call changes the selection of the running subscription.
+    *lock_selection(&conn.selection) = events;
     if conn.subscription.is_none() {
         let mut rx = ctx.events.subscribe();
+        let selection = Arc::clone(&conn.selection);
         conn.subscription = Some(tokio::spawn(async move {
             loop {
                 let params = match rx.recv().await {
-                    Ok(ev) => ev,
+                    Ok(ev) => {
+                        let name = ev["event"].as_str().unwrap_or_default();
+                        let wanted = match &*lock_selection(&selection) {
+                            Some(only) => only.iter().any(|e| e == name),
+                            None => true,
+                        };
+                        if !wanted {
+                            continue;
+                        }
+                        ev
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         json!({
                             "event": "lagged",
@@ -1341,6 +1403,32 @@ mod tests {
     }
 
     #[test]
+    fn the_events_one_may_select_are_those_of_the_schema() {
+        let doc: Value = serde_json::from_str(include_str!("../api.openrpc.json")).unwrap();
+        let described: Vec<&str> = doc["components"]["schemas"]["Event"]["properties"]["event"]
+            ["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .filter(|e| *e != "lagged")
+            .collect();
+        assert_eq!(described, EVENT_NAMES);
+        let selectable: Vec<&str> = doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "events.subscribe")
+            .unwrap()["params"][0]["schema"]["items"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(selectable, EVENT_NAMES);
+    }
+
+    #[test]
     fn the_schema_describes_exactly_the_methods_served() {
         let doc: Value = serde_json::from_str(include_str!("../api.openrpc.json")).unwrap();
         let described: Vec<&str> = doc["methods"]
@@ -1555,6 +1643,60 @@ mod tests {
                 ev["params"]["lot_id"].as_str()
             ),
             (Some("event"), Some("lot.signed"), Some("L1"))
+        );
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_only_the_events_it_selected_and_may_change_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let bus = ctx.events.clone();
+        let server = tokio::spawn(serve(listener, ctx, shutdown));
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let mut next = async || -> Value {
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap()
+        };
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\",\"params\":{\"events\":[\"lot.sent\",\"lot.sent.typo\"]}}\n")
+            .await
+            .unwrap();
+        let refused = next().await;
+        assert_eq!(
+            refused["error"]["code"],
+            json!(api::INVALID_PARAMS),
+            "{refused}"
+        );
+        assert_eq!(
+            refused["error"]["data"]["field"],
+            json!("events[1]"),
+            "{refused}"
+        );
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"events.subscribe\",\"params\":{\"events\":[\"lot.sent\"]}}\n")
+            .await
+            .unwrap();
+        assert_eq!(next().await["result"]["subscribed"], json!(true));
+        bus.publish("sheet.accepted", json!({"id": 1}));
+        bus.publish("lot.sent", json!({"lot_id": "L1"}));
+        let ev = next().await;
+        assert_eq!(ev["params"]["event"], json!("lot.sent"), "{ev}");
+        // A second call changes the selection.
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"events.subscribe\",\"params\":{\"events\":[\"sheet.accepted\"]}}\n")
+            .await
+            .unwrap();
+        assert_eq!(next().await["id"], json!(3));
+        bus.publish("lot.sent", json!({"lot_id": "L2"}));
+        bus.publish("sheet.accepted", json!({"id": 2}));
+        let ev = next().await;
+        assert_eq!(
+            (ev["params"]["event"].as_str(), ev["params"]["id"].as_i64()),
+            (Some("sheet.accepted"), Some(2)),
+            "{ev}"
         );
         trigger.fire();
         server.await.unwrap();

@@ -439,7 +439,11 @@ fn follow_events(
     stop: Arc<AtomicBool>,
 ) -> Result<(), PracticeError> {
     let mut c = Client::connect(path)?;
-    c.setup("events.subscribe", json!({}))?;
+    // Only what is counted here: fsed then sends no line per sheet.
+    c.setup(
+        "events.subscribe",
+        json!({"events": ["lot.sent", "arl.received"]}),
+    )?;
     let _ = c
         .reader
         .get_ref()

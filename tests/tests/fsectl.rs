@@ -151,7 +151,14 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
     let events = Command::new(common::bin("fsectl"))
         .arg("--socket")
         .arg(&socket)
-        .args(["--json", "events", "--count", "1"])
+        .args([
+            "--json",
+            "events",
+            "--count",
+            "1",
+            "--only",
+            "sheet.accepted",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -76,6 +76,9 @@ enum Cmd {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<usize>,
+        /// Only this event (repeat for several; `lagged` always comes).
+        #[arg(long = "only", value_name = "EVENT")]
+        only: Vec<String>,
     },
     /// Prints a shell completion script.
     Completions {
@@ -801,8 +804,13 @@ fn run(cli: Cli) -> Result<(), CallError> {
                 .collect();
             table(&["sheet", "number", "state", "deadline"], &rows);
         }),
-        Cmd::Events { count } => {
-            c.call("events.subscribe", json!({}))?;
+        Cmd::Events { count, only } => {
+            let params = if only.is_empty() {
+                json!({})
+            } else {
+                json!({ "events": only })
+            };
+            c.call("events.subscribe", params)?;
             let mut seen = 0;
             while count.is_none_or(|n| seen < n) {
                 let v = c.read()?;
