@@ -1601,18 +1601,32 @@ mod tests {
         server.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn the_connection_survives_bad_and_oversized_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = context(&dir);
+    /// fsed's API served in `dir`, and one connection to it: the event bus, the stop, the
+    /// server task, the connection's lines and its writing half.
+    async fn one_connection(
+        dir: &tempfile::TempDir,
+    ) -> (
+        crate::events::Bus,
+        crate::shutdown::Trigger,
+        tokio::task::JoinHandle<()>,
+        tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+        tokio::net::unix::OwnedWriteHalf,
+    ) {
+        let ctx = context(dir);
         let path = dir.path().join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
         let bus = ctx.events.clone();
         let server = tokio::spawn(serve(listener, ctx, shutdown));
         let stream = UnixStream::connect(&path).await.unwrap();
-        let (r, mut w) = stream.into_split();
-        let mut lines = BufReader::new(r).lines();
+        let (r, w) = stream.into_split();
+        (bus, trigger, server, BufReader::new(r).lines(), w)
+    }
+
+    #[tokio::test]
+    async fn the_connection_survives_bad_and_oversized_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, trigger, server, mut lines, mut w) = one_connection(&dir).await;
         let mut big = vec![b'x'; MAX_LINE + 10];
         big.push(b'\n');
         w.write_all(&big).await.unwrap();
@@ -1651,15 +1665,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_gets_only_the_events_it_selected_and_may_change_them() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = context(&dir);
-        let path = dir.path().join("s.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let (trigger, shutdown) = crate::shutdown::channel();
-        let bus = ctx.events.clone();
-        let server = tokio::spawn(serve(listener, ctx, shutdown));
-        let stream = UnixStream::connect(&path).await.unwrap();
-        let (r, mut w) = stream.into_split();
-        let mut lines = BufReader::new(r).lines();
+        let (bus, trigger, server, mut lines, mut w) = one_connection(&dir).await;
         let mut next = async || -> Value {
             serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap()
         };
