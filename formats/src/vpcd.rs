@@ -80,9 +80,38 @@ pub fn encode(payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Takes the first complete message out of `buf` (bytes read from the link so far) and
+/// returns its payload; `None` while the message is still incomplete. A read may bring a
+/// length and its payload together, or split them anywhere.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let [hi, lo, rest @ ..] = buf.as_slice() else {
+        return None;
+    };
+    let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+    let payload = rest.get(..n)?.to_vec();
+    buf.drain(..2 + n);
+    Some(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_taken_whole_however_the_bytes_arrive() {
+        let mut wire = encode(&[0x00, 0xA4]).unwrap();
+        wire.extend(encode(&[4]).unwrap());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for b in wire {
+            buf.push(b);
+            if let Some(f) = take_frame(&mut buf) {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, vec![vec![0x00, 0xA4], vec![4]]);
+        assert!(buf.is_empty());
+    }
 
     #[test]
     fn frames() {

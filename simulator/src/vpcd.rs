@@ -120,13 +120,8 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
 fn next_frame(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let [hi, lo, rest @ ..] = buf.as_slice() {
-            let n = usize::from(u16::from_be_bytes([*hi, *lo]));
-            if let Some(payload) = rest.get(..n) {
-                let payload = payload.to_vec();
-                buf.drain(..2 + n);
-                return Ok(payload);
-            }
+        if let Some(payload) = vpcd::take_frame(buf) {
+            return Ok(payload);
         }
         // vpcd writes the length and the APDU separately; acknowledging at once spares the
         // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).

@@ -42,13 +42,8 @@ impl VpcdChannel {
     /// together (two reads of an unbuffered stream cost a system call more per APDU).
     fn receive(&mut self) -> Result<Vec<u8>, ChannelError> {
         loop {
-            if let [hi, lo, rest @ ..] = self.buf.as_slice() {
-                let n = usize::from(u16::from_be_bytes([*hi, *lo]));
-                if let Some(payload) = rest.get(..n) {
-                    let payload = payload.to_vec();
-                    self.buf.drain(..2 + n);
-                    return Ok(payload);
-                }
+            if let Some(payload) = vpcd::take_frame(&mut self.buf) {
+                return Ok(payload);
             }
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
