@@ -593,8 +593,9 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
 }
 
-/// Overwrites every string of a JSON value (the PIN must not linger in memory).
-fn scrub(v: &mut Value) {
+/// Overwrites every string of a JSON value (the PIN must not linger in memory): fsed's
+/// requests, and fsectl's before they go.
+pub fn scrub(v: &mut Value) {
     match v {
         Value::String(s) => s.zeroize(),
         Value::Array(a) => a.iter_mut().for_each(scrub),

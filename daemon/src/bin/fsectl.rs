@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// fsectl — drive and inspect fsed.
 #[derive(Parser)]
@@ -254,7 +254,7 @@ impl Client {
         let mut request =
             json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
         let encoded = serde_json::to_vec(&request);
-        scrub(&mut request);
+        fsed::api::scrub(&mut request);
         let mut line = Zeroizing::new(encoded.map_err(|e| CallError::Unreachable(e.to_string()))?);
         line.push(b'\n');
         self.stream
@@ -348,16 +348,6 @@ fn secret_line(prompt: &str) -> Result<Zeroizing<String>, CallError> {
         return Err(CallError::Exit(format!("no {prompt} on standard input"), 2));
     }
     Ok(trimmed)
-}
-
-/// Overwrites every string of a JSON value.
-fn scrub(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Array(a) => a.iter_mut().for_each(scrub),
-        Value::Object(o) => o.values_mut().for_each(scrub),
-        _ => {}
-    }
 }
 
 fn with_serial(mut params: Value, cps_serial: Option<String>) -> Value {
