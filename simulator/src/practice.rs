@@ -186,15 +186,7 @@ impl Client {
         line.push(b'\n');
         self.writer.write_all(&line)?;
         loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "fsed closed the connection",
-                ));
-            }
-            let reply: Reply<T> = serde_json::from_str(&self.line)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let reply: Reply<T> = self.read_as()?;
             if reply.id != Some(id) {
                 continue;
             }
@@ -211,6 +203,11 @@ impl Client {
 
     /// The next line, whole.
     fn read(&mut self) -> std::io::Result<Value> {
+        self.read_as()
+    }
+
+    /// The next line, read as `T`.
+    fn read_as<T: serde::de::DeserializeOwned>(&mut self) -> std::io::Result<T> {
         self.line.clear();
         if self.reader.read_line(&mut self.line)? == 0 {
             return Err(std::io::Error::new(
