@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fse_formats::api::{
-    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, Response, VerifyPinParams,
+    self, ErrorObject, FseCreateParams, FseGetParams, LotsCloseParams, VerifyPinParams,
 };
 use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
 use fse_queue::SheetState;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -87,7 +88,7 @@ pub struct Conn {
     out: Option<mpsc::Sender<Vec<u8>>>,
     subscription: Option<tokio::task::JoinHandle<()>>,
     /// The events this connection asked for (`None`: all); `lagged` always comes.
-    selection: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    selection: crate::events::Selection,
 }
 
 /// The names `events.subscribe` may select: every event of `Event` in `api.openrpc.json`
@@ -111,17 +112,46 @@ pub const EVENT_NAMES: &[&str] = &[
     "dre_lot.unroutable",
 ];
 
-fn lock_selection(
-    m: &std::sync::Mutex<Option<Vec<String>>>,
-) -> std::sync::MutexGuard<'_, Option<Vec<String>>> {
-    // Poisoned only by a panic elsewhere; the selection is a plain value, still whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(task) = self.subscription.take() {
             task.abort();
+        }
+    }
+}
+
+/// One reply line: `fse_formats::api::Response` as written, its result already JSON text.
+#[derive(Debug, serde::Serialize)]
+pub struct Reply {
+    jsonrpc: &'static str,
+    /// The request's id (null when it could not be read).
+    pub id: Value,
+    /// Success value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// Failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorObject>,
+}
+
+impl Reply {
+    /// A success.
+    pub fn ok(id: Value, result: Box<RawValue>) -> Self {
+        Reply {
+            jsonrpc: "2.0",
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn err(id: Value, error: ErrorObject) -> Self {
+        Reply {
+            jsonrpc: "2.0",
+            id,
+            result: None,
+            error: Some(error),
         }
     }
 }
@@ -140,7 +170,7 @@ fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
 pub struct Settings {
     /// Most connections served at once (`api.max_connections`).
     pub max_connections: usize,
-    /// Replies and events queued per connection for a client that does not read them
+    /// Event notifications queued per connection for a client that does not read them
     /// (`api.max_queued_replies`).
     pub max_queued_replies: usize,
     /// Who may connect.
@@ -279,7 +309,7 @@ fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
 
 /// Writes one error line to a connection refused, without waiting, and closes it.
 fn refuse(stream: UnixStream, error: ErrorObject) {
-    let line = encode_line(&Response::err(Value::Null, error));
+    let line = encode_line(&Reply::err(Value::Null, error));
     // The send buffer of a connection just accepted is empty: the short line fits at once.
     // A socket that cannot take it is closed all the same.
     if let Ok(mut s) = stream.into_std() {
@@ -289,12 +319,16 @@ fn refuse(stream: UnixStream, error: ErrorObject) {
 }
 
 async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut shutdown: Shutdown) {
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    // At most `queued` replies and events wait for a client that does not read; then this
-    // connection's requests wait in its socket (one request is served at a time, in order).
+    // Replies are written by the request's own task (one request is served at a time, in
+    // order: while a reply waits for the client to read, this connection's requests wait in
+    // its socket). Events go through a writer task: at most `queued` of them wait for a
+    // client that does not read. Both write whole lines under the lock.
     // (`ApiSection::validate` keeps `queued` at 1 or more; a channel of 0 would panic.)
+    let write = Arc::new(tokio::sync::Mutex::new(write));
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queued.max(1));
+    let events_write = Arc::clone(&write);
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         while let Some(line) = out_rx.recv().await {
@@ -307,19 +341,18 @@ async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut s
                     Err(_) => break,
                 }
             }
-            if write.write_all(&batch).await.is_err() {
+            if events_write.lock().await.write_all(&batch).await.is_err() {
                 return;
             }
         }
     });
     let mut conn = Conn {
-        out: Some(out_tx.clone()),
+        out: Some(out_tx),
         subscription: None,
-        selection: Arc::default(),
+        selection: Default::default(),
     };
-    serve_lines(&mut reader, &ctx, &mut conn, &out_tx, &mut shutdown).await;
+    serve_lines(&mut reader, &ctx, &mut conn, &write, &mut shutdown).await;
     drop(conn);
-    drop(out_tx);
     let _ = writer.await;
 }
 
@@ -327,7 +360,7 @@ async fn serve_lines(
     reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
     ctx: &Context,
     conn: &mut Conn,
-    out: &mpsc::Sender<Vec<u8>>,
+    out: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
     shutdown: &mut Shutdown,
 ) {
     let mut line = Vec::new();
@@ -353,7 +386,7 @@ async fn serve_lines(
                         Ok(_) => {}
                     }
                 }
-                Some(Response::err(
+                Some(Reply::err(
                     Value::Null,
                     ErrorObject::new(
                         api::INVALID_REQUEST,
@@ -369,7 +402,13 @@ async fn serve_lines(
         line.as_mut_slice().zeroize();
         line.clear();
         if let Some(reply) = reply {
-            if out.send(encode_line(&reply)).await.is_err() {
+            if out
+                .lock()
+                .await
+                .write_all(&encode_line(&reply))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -378,11 +417,11 @@ async fn serve_lines(
 
 /// Answers one line; `None` for a notification (a request without an `id` member) and for
 /// an empty line.
-pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Option<Response> {
+pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Option<Reply> {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t.trim(),
         Err(e) => {
-            return Some(Response::err(
+            return Some(Reply::err(
                 Value::Null,
                 ErrorObject::new(
                     api::PARSE_ERROR,
@@ -401,7 +440,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     let mut value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return Some(Response::err(
+            return Some(Reply::err(
                 Value::Null,
                 ErrorObject::new(api::PARSE_ERROR, format!("invalid JSON: {e}"), None),
             ))
@@ -409,7 +448,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     };
     let Value::Object(obj) = &mut value else {
         scrub(&mut value);
-        return Some(Response::err(
+        return Some(Reply::err(
             Value::Null,
             ErrorObject::new(
                 api::INVALID_REQUEST,
@@ -431,7 +470,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
             scrub(p);
         }
         return id.map(|id| {
-            Response::err(
+            Reply::err(
                 id,
                 ErrorObject::new(
                     api::METHOD_NOT_FOUND,
@@ -446,14 +485,15 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     let span = tracing::info_span!("request", method = %method);
     let result = if method == "events.subscribe" {
         span.in_scope(|| subscribe(ctx, conn, params))
+            .and_then(|v| to_raw(&v))
     } else {
         use tracing::Instrument;
         dispatch(ctx, &method, params).instrument(span).await
     };
     let id = id?;
     Some(match result {
-        Ok(v) => Response::ok(id, v),
-        Err(ApiError(e)) => Response::err(id, e),
+        Ok(v) => Reply::ok(id, v),
+        Err(ApiError(e)) => Reply::err(id, e),
     })
 }
 
@@ -470,9 +510,9 @@ struct Envelope {
 /// Takes the envelope out of a request object: `jsonrpc` must be `"2.0"`, `id` (optional) a
 /// string, a number or null, `method` a string, `params` (optional) an object or an array. A
 /// refusal is the `INVALID_REQUEST` reply, with the request's id when it could be read.
-fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Response>> {
+fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Reply>> {
     let refuse = |id: Value, message: &str, field: &str| {
-        Box::new(Response::err(
+        Box::new(Reply::err(
             id,
             ErrorObject::new(api::INVALID_REQUEST, message, Some(field)),
         ))
@@ -604,7 +644,32 @@ pub fn scrub(v: &mut Value) {
     }
 }
 
-async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
+/// Answers a method with its result as JSON text. `fse.create`, the hot path, serializes its
+/// answer once, straight to text; the others go through a `Value`.
+async fn dispatch(
+    ctx: &Context,
+    method: &str,
+    p: Option<Value>,
+) -> Result<Box<RawValue>, ApiError> {
+    if method == "fse.create" {
+        let params: FseCreateParams = params(p)?;
+        let created = billing::create(&ctx.cards, &ctx.store, params).await?;
+        ctx.events.publish(
+            "sheet.accepted",
+            json!({ "id": created.id, "number": created.number }),
+        );
+        ctx.batcher_wake.notify_one();
+        return to_raw(&created);
+    }
+    to_raw(&dispatch_value(ctx, method, p).await?)
+}
+
+fn to_raw<T: serde::Serialize>(v: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(v)
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
+}
+
+async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
     match method {
         "system.version" => {
             no_params(p)?;
@@ -636,16 +701,6 @@ async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value
                 obj.insert("certificate".into(), to_value(c)?);
             }
             Ok(v)
-        }
-        "fse.create" => {
-            let params: FseCreateParams = params(p)?;
-            let created = billing::create(&ctx.cards, &ctx.store, params).await?;
-            ctx.events.publish(
-                "sheet.accepted",
-                json!({ "id": created.id, "number": created.number }),
-            );
-            ctx.batcher_wake.notify_one();
-            to_value(created)
         }
         "fse.get" => {
             let FseGetParams { id } = params(p)?;
@@ -908,33 +963,18 @@ fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, 
         ));
     };
     // A second call changes the selection of the running subscription.
-    *lock_selection(&conn.selection) = events;
+    conn.selection.set(events);
     if conn.subscription.is_none() {
-        let mut rx = ctx.events.subscribe();
-        let selection = Arc::clone(&conn.selection);
+        let mut sub = ctx.events.subscribe(conn.selection.clone());
         conn.subscription = Some(tokio::spawn(async move {
-            loop {
-                let params = match rx.recv().await {
-                    Ok(ev) => {
-                        let name = ev["event"].as_str().unwrap_or_default();
-                        let wanted = match &*lock_selection(&selection) {
-                            Some(only) => only.iter().any(|e| e == name),
-                            None => true,
-                        };
-                        if !wanted {
-                            continue;
-                        }
-                        ev
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        json!({
-                            "event": "lagged",
-                            "at": chrono::Utc::now()
-                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                            "missed": n,
-                        })
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            while let Some(received) = sub.recv().await {
+                let params = match received {
+                    crate::events::Received::Event(ev) => ev,
+                    crate::events::Received::Lagged(n) => json!({
+                        "event": "lagged",
+                        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "missed": n,
+                    }),
                 };
                 let note = json!({ "jsonrpc": "2.0", "method": "event", "params": params });
                 if out.send(encode_line(&note)).await.is_err() {

@@ -170,8 +170,8 @@ pub struct ApiSection {
     /// Most connections served at once; one more gets a `TOO_MANY_CONNECTIONS` error line and
     /// is closed (1 to 65536).
     pub max_connections: usize,
-    /// Replies and events queued for a client that does not read them (1 to 65536); while the
-    /// queue is full, fsed reads no further request from that connection.
+    /// Event notifications queued for a client that does not read them (1 to 65536). A reply
+    /// is written by its request, which waits until the client reads it.
     pub max_queued_replies: usize,
     /// Users allowed to connect. Unset: root and the user fsed runs as.
     pub allowed_users: Option<Vec<String>>,

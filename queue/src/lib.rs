@@ -163,9 +163,35 @@ fn limit_i64(limit: usize) -> i64 {
 }
 
 /// The transaction's timestamp: every row it touches and its event share it.
-fn stamp(tx: &Connection) -> rusqlite::Result<String> {
-    tx.prepare_cached("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')")?
-        .query_row([], |r| r.get(0))
+/// The practitioners and destinations with open sheets (`?1`: one practitioner, or all).
+const OPEN_GROUPS: &str = "SELECT DISTINCT practitioner_id, destination FROM sheets
+     WHERE state = 'accepted' AND lot_id IS NULL AND (?1 IS NULL OR practitioner_id = ?1)
+     ORDER BY practitioner_id, destination";
+
+/// The open sheets of practitioner `?1` for destination `?2`, oldest first. They are found
+/// through `sheets_accepted`: the `+` keeps the planner, which has no statistics, off the
+/// index by practitioner, which holds every sheet ever made.
+const OPEN_SHEETS_OF_GROUP: &str = "SELECT id, number FROM sheets
+     WHERE state = 'accepted' AND lot_id IS NULL AND +practitioner_id = ?1 AND destination = ?2
+     ORDER BY id";
+
+/// Moves the open sheets of practitioner `?3` for destination `?4` with ids `?5` to `?6`
+/// into lot `?1` at `?2`.
+const MOVE_INTO_LOT: &str = "UPDATE sheets SET state = 'in_lot', lot_id = ?1, updated_at = ?2
+     WHERE state = 'accepted' AND lot_id IS NULL AND +practitioner_id = ?3
+       AND destination = ?4 AND id BETWEEN ?5 AND ?6";
+
+/// Moves the sheets of lot `?1` in state `?2` to state `?3` at `?4` (found through
+/// `sheets_lot`).
+const MOVE_SHEETS: &str =
+    "UPDATE sheets SET state = ?3, updated_at = ?4 WHERE lot_id = ?1 AND state = ?2";
+
+/// Now, as every row's time stamp: UTC to the millisecond, `2026-11-30T09:42:10.123Z` (the
+/// text SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ','now')` gives, made without a query).
+fn stamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 fn event(
@@ -212,7 +238,7 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
     if count == 0 {
         return Err(QueueError::Data("reserve at least one sheet number".into()));
     }
-    let at = stamp(tx)?;
+    let at = stamp();
     let first = take_counter(tx, practitioner_id, Counter::Sheet)?;
     tx.prepare_cached(
         "UPDATE counters SET next_sheet = next_sheet + ?2 WHERE practitioner_id = ?1",
@@ -234,7 +260,7 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
-    let at = stamp(tx)?;
+    let at = stamp();
     // A key already used inserts nothing (and the sheet made with it is the answer); any
     // other conflict is an error.
     let inserted = tx
@@ -347,10 +373,9 @@ fn move_sheets(
     expected: u64,
     at: &str,
 ) -> Result<u64, QueueError> {
-    let n = tx.execute(
-        "UPDATE sheets SET state = ?3, updated_at = ?4 WHERE lot_id = ?1 AND state = ?2",
-        params![lot_id, from.as_str(), to.as_str(), at],
-    )? as u64;
+    let n =
+        tx.prepare_cached(MOVE_SHEETS)?
+            .execute(params![lot_id, from.as_str(), to.as_str(), at])? as u64;
     if n != expected {
         return Err(QueueError::Data(format!(
             "lot {lot_id}: {n} sheets in state {from}, the lot holds {expected}"
@@ -528,7 +553,7 @@ impl Queue {
     /// can be explained.
     pub fn allocate_sheet_number(&mut self, practitioner_id: &str) -> Result<u64, QueueError> {
         let tx = self.write()?;
-        let at = stamp(&tx)?;
+        let at = stamp();
         let n = take_counter(&tx, practitioner_id, Counter::Sheet)?;
         event(
             &tx,
@@ -721,7 +746,7 @@ impl Queue {
                 to: to.as_str().into(),
             });
         }
-        let at = stamp(&tx)?;
+        let at = stamp();
         let (kind, detail) = apply(&tx, &at, (reason, lot_id))?;
         event(&tx, &at, kind, &id.to_string(), detail)?;
         let row = tx.query_row(
@@ -769,7 +794,7 @@ impl Queue {
             });
         }
         tx.execute("DELETE FROM dre_lots WHERE lot_id = ?1", [lot_id])?;
-        let at = stamp(&tx)?;
+        let at = stamp();
         tx.execute(
             "INSERT INTO participation_kept (beneficiary, care_date, cents)
              SELECT beneficiary, care_date, cents FROM participation
@@ -917,24 +942,16 @@ impl Queue {
     ) -> Result<Vec<LotRow>, QueueError> {
         let max_sheets = max_sheets.max(1);
         let tx = self.write()?;
-        let at = stamp(&tx)?;
+        let at = stamp();
         let groups: Vec<(String, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT DISTINCT practitioner_id, destination FROM sheets
-                 WHERE state = 'accepted' AND lot_id IS NULL AND (?1 IS NULL OR practitioner_id = ?1)
-                 ORDER BY practitioner_id, destination",
-            )?;
+            let mut stmt = tx.prepare_cached(OPEN_GROUPS)?;
             let rows = stmt.query_map(params![practitioner_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let mut lots = Vec::new();
         for (pid, dest) in groups {
             let sheets: Vec<(i64, i64)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, number FROM sheets
-                     WHERE state = 'accepted' AND lot_id IS NULL AND practitioner_id = ?1 AND destination = ?2
-                     ORDER BY id",
-                )?;
+                let mut stmt = tx.prepare_cached(OPEN_SHEETS_OF_GROUP)?;
                 let rows = stmt.query_map(params![pid, dest], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
@@ -942,6 +959,12 @@ impl Queue {
                 if full_only && chunk.len() < max_sheets {
                     break;
                 }
+                // The chunk is every open sheet of the group from its first id to its last (this
+                // transaction read them): one statement moves them all. (`chunks` yields no
+                // empty slice.)
+                let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) else {
+                    continue;
+                };
                 let number = take_counter(&tx, &pid, Counter::Lot)?;
                 let lot_id = format!("{pid}-{number:08}");
                 tx.execute(
@@ -949,17 +972,14 @@ impl Queue {
                      VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
                     params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
                 )?;
-                {
-                    let mut upd = tx.prepare_cached(
-                        "UPDATE sheets SET state = 'in_lot', lot_id = ?1, updated_at = ?3 WHERE id = ?2 AND state = 'accepted'",
-                    )?;
-                    for (id, _) in chunk {
-                        if upd.execute(params![lot_id, id, at])? != 1 {
-                            return Err(QueueError::Data(format!(
-                                "sheet {id} left the accepted state while closing"
-                            )));
-                        }
-                    }
+                let moved = tx
+                    .prepare_cached(MOVE_INTO_LOT)?
+                    .execute(params![lot_id, at, pid, dest, *first, *last])?;
+                if moved != chunk.len() {
+                    return Err(QueueError::Data(format!(
+                        "lot {lot_id}: {moved} sheets moved in, {} expected",
+                        chunk.len()
+                    )));
                 }
                 let numbers: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
                 event(
@@ -1062,7 +1082,7 @@ impl Queue {
     /// event. Marking it again changes nothing.
     pub fn mark_dre_lot_sent(&mut self, lot_id: &str, amc: &str) -> Result<(), QueueError> {
         let tx = self.write()?;
-        let at = stamp(&tx)?;
+        let at = stamp();
         let changed = tx.execute(
             "UPDATE dre_lots SET state = 'sent', updated_at = ?3 WHERE lot_id = ?1 AND amc = ?2 AND state = 'signed'",
             params![lot_id, amc, at],
@@ -1148,7 +1168,7 @@ impl Queue {
                 to: LotState::Signed.as_str().into(),
             });
         }
-        let at = stamp(&tx)?;
+        let at = stamp();
         tx.execute(
             "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
             params![lot_id, signed_der, at, cms],
@@ -1207,7 +1227,7 @@ impl Queue {
             }
             LotState::Sent | LotState::Acknowledged | LotState::Rejected => return Ok(false),
         }
-        let at = stamp(&tx)?;
+        let at = stamp();
         tx.execute(
             "UPDATE lots SET state = 'sent', updated_at = ?2 WHERE id = ?1",
             params![lot_id, at],
@@ -1305,7 +1325,7 @@ impl Queue {
             whole_lot.push("NEGATIVE: negative ARL without a reason".into());
         }
 
-        let at = stamp(&tx)?;
+        let at = stamp();
         let rejections =
             serde_json::to_string(&arl.rejections).map_err(|e| QueueError::Data(e.to_string()))?;
         tx.execute(
@@ -1378,7 +1398,7 @@ impl Queue {
     pub fn record_payments(&mut self, ret: &PaymentReturn) -> Result<PaymentsApplied, QueueError> {
         let tx = self.write()?;
         let mut out = PaymentsApplied::default();
-        let at = stamp(&tx)?;
+        let at = stamp();
         {
             let mut find = tx.prepare_cached(
                 "SELECT s.id, s.state, p.sheet_id IS NOT NULL FROM sheets s \

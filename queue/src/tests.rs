@@ -1485,3 +1485,70 @@ fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
         (1, Some("20270301"))
     );
 }
+
+/// The statements the batcher runs for every lot find their rows through an index, and a sheet's
+/// state changes after its lot closes touch no index: the open sheets are the only ones indexed
+/// by state, and a sheet without a lot has no `sheets_lot` entry.
+#[test]
+fn the_lot_statements_use_the_partial_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let plan = |q: &Queue, sql: &str| -> String {
+        let mut stmt = q
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        // Unbound parameters are NULL: the plan is the same.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            steps.push(r.get::<_, String>(3).unwrap());
+        }
+        steps.join("; ")
+    };
+    for (sql, index) in [
+        (OPEN_GROUPS, "sheets_accepted"),
+        (OPEN_SHEETS_OF_GROUP, "sheets_accepted"),
+        (MOVE_INTO_LOT, "sheets_accepted"),
+        (MOVE_SHEETS, "sheets_lot"),
+    ] {
+        let p = plan(&q, sql);
+        assert!(p.contains(index), "{sql}: {p}");
+    }
+    let entries = |q: &Queue, index: &str| -> i64 {
+        q.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM sheets INDEXED BY {index} WHERE {}",
+                    match index {
+                        "sheets_accepted" => "state = 'accepted'",
+                        _ => "lot_id IS NOT NULL",
+                    }
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    for _ in 0..3 {
+        add(&mut q, "8A", "017510001");
+    }
+    assert_eq!(
+        (entries(&q, "sheets_accepted"), entries(&q, "sheets_lot")),
+        (3, 0)
+    );
+    let lots = q.close_lots(None, 2, "20261122100000Z").unwrap();
+    assert_eq!(
+        lots.iter().map(|l| l.sheet_count).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        (entries(&q, "sheets_accepted"), entries(&q, "sheets_lot")),
+        (0, 3)
+    );
+    let integrity: String = q
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+}
