@@ -257,6 +257,11 @@ fn full_lifecycle_accepted_to_acknowledged() {
         ]
     );
     let events = q.events_since(0, 100).unwrap();
+    // The sheet's event: its detail, member for member, as a JSON object sorts them.
+    assert_eq!(
+        events[1].detail,
+        r#"{"destination":"017510001","idempotency_key":null,"number":1,"practitioner_id":"8A"}"#
+    );
     let arl_event = events.last().unwrap();
     assert_eq!(arl_event.subject, "8A-00000001");
     let detail: serde_json::Value = serde_json::from_str(&arl_event.detail).unwrap();
@@ -1488,7 +1493,8 @@ fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
 
 /// The statements the batcher runs for every lot find their rows through an index, and a sheet's
 /// state changes after its lot closes touch no index: the open sheets are the only ones indexed
-/// by state, and a sheet without a lot has no `sheets_lot` entry.
+/// by state, and a sheet without a lot has no `sheets_lot` entry. A sheet's insert builds no
+/// temporary table.
 #[test]
 fn the_lot_statements_use_the_partial_indexes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1514,6 +1520,15 @@ fn the_lot_statements_use_the_partial_indexes() {
     ] {
         let p = plan(&q, sql);
         assert!(p.contains(index), "{sql}: {p}");
+    }
+    // A sheet's insert builds no temporary table (as `state IN (…)` did). (The updates of a
+    // whole lot collect their rows in one first.)
+    {
+        let mut stmt = q.conn.prepare(&format!("EXPLAIN {INSERT_SHEET}")).unwrap();
+        let mut rows = stmt.raw_query();
+        while let Some(r) = rows.next().unwrap() {
+            assert_ne!(r.get::<_, String>(1).unwrap(), "OpenEphemeral");
+        }
     }
     let entries = |q: &Queue, index: &str| -> i64 {
         q.conn
@@ -1551,4 +1566,38 @@ fn the_lot_statements_use_the_partial_indexes() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(integrity, "ok");
+}
+
+#[test]
+fn row_stamps_read_as_sqlite_writes_them() {
+    use chrono::TimeZone;
+    for (secs, nanos, want) in [
+        (0, 0, "1970-01-01T00:00:00.000Z"),
+        (1_796_031_730, 123_456_789, "2026-11-30T09:42:10.123Z"),
+        (253_402_300_799, 999_999_999, "9999-12-31T23:59:59.999Z"),
+    ] {
+        let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+        assert_eq!(stamp_of(at), want);
+        assert_eq!(
+            stamp_of(at),
+            at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        );
+    }
+    // The shape of SQLite's own clock, and the same time within a few seconds.
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let sqlite: String = q
+        .conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let ours = stamp();
+    let parse =
+        |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.3fZ").unwrap();
+    assert_eq!(ours.len(), sqlite.len());
+    assert!(
+        (parse(&ours) - parse(&sqlite)).num_seconds().abs() < 5,
+        "{ours} {sqlite}"
+    );
 }
