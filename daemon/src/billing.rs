@@ -14,7 +14,7 @@ use fse_formats::pki::CertCheck;
 use fse_formats::rules;
 use fse_queue::{Inserted, NewSheet, SheetRow};
 
-use crate::cards::Cards;
+use crate::cards::{Cards, Snapshot};
 use crate::error::ApiError;
 use crate::store::Store;
 
@@ -30,14 +30,76 @@ pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
     })
 }
 
+/// `fse.create`'s answer: `FseCreated` with the sheet already JSON text, the very text stored
+/// (serialized once for both).
+#[derive(Debug, serde::Serialize)]
+pub struct Created {
+    /// Queue id.
+    pub id: i64,
+    /// Sheet number.
+    pub number: u64,
+    /// State.
+    pub state: String,
+    /// The sheet, as `FseCreated::sheet`.
+    pub sheet: Box<serde_json::value::RawValue>,
+}
+
+impl Created {
+    fn of(row: SheetRow) -> Result<Created, ApiError> {
+        let sheet = serde_json::value::RawValue::from_string(row.json)
+            .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
+        Ok(Created {
+            id: row.id,
+            number: row.number,
+            state: row.state.as_str().to_string(),
+            sheet,
+        })
+    }
+}
+
+/// What `fse.create` reads of the cards: the CPS (with a verified PIN) and its certificate
+/// check, and, unless `degraded`, the Vitale card and its check when one is present.
+type CardsRead<'a> = (
+    &'a CpsData,
+    Option<&'a CertCheck>,
+    Option<&'a VitaleData>,
+    Option<&'a CertCheck>,
+);
+
+fn read_cards<'a>(
+    cards: &'a Snapshot,
+    serial: Option<&str>,
+    degraded: bool,
+) -> Result<CardsRead<'a>, ApiError> {
+    let slot = cards.cps(serial).map_err(|e| ApiError::card("cps", e))?;
+    if !slot.pin_verified {
+        return Err(ApiError::card("cps", CardError::PinRequired));
+    }
+    let cps = slot
+        .cps
+        .as_ref()
+        .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
+    let cps_cert = slot.certificate.as_ref();
+    if degraded {
+        // Degraded mode: the patient's card is absent, or not to be used.
+        return Ok((cps, cps_cert, None, None));
+    }
+    // No Vitale card: `build` refuses a secured sheet with VITALE_ABSENT.
+    Ok(match cards.vitale() {
+        Ok(vslot) => (
+            cps,
+            cps_cert,
+            vslot.vitale.as_ref(),
+            vslot.certificate.as_ref(),
+        ),
+        Err(_) => (cps, cps_cert, None, None),
+    })
+}
+
 /// `fse.create`: checks the request, reads the cards, builds and prices the sheet
 /// (`fse_formats::build`), numbers it, has the Vitale card sign the proof of presence (secured
 /// mode), derives its DRE and commits it with its participation history before answering.
-pub async fn create(
-    cards: &Cards,
-    store: &Store,
-    p: FseCreateParams,
-) -> Result<FseCreated, ApiError> {
+pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
         if key.is_empty() || key.len() > 128 {
             return Err(ApiError::invalid(
@@ -51,50 +113,18 @@ pub async fn create(
     let today = now.date_naive();
     let degraded = p.degraded.is_some();
 
-    let serial = p.cps_serial.clone();
-    type Read = (
-        CpsData,
-        Option<CertCheck>,
-        Option<VitaleData>,
-        Option<CertCheck>,
-    );
     // The card thread publishes what the cards hold after every change: no trip to it here.
-    let read = || -> Result<Read, ApiError> {
-        let cards = cards.snapshot();
-        let slot = cards
-            .cps(serial.as_deref())
-            .map_err(|e| ApiError::card("cps", e))?;
-        if !slot.pin_verified {
-            return Err(ApiError::card("cps", CardError::PinRequired));
-        }
-        let cps = slot
-            .cps
-            .clone()
-            .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
-        let cps_cert = slot.certificate.clone();
-        if degraded {
-            // Degraded mode: the patient's card is absent, or not to be used.
-            return Ok((cps, cps_cert, None, None));
-        }
-        // No Vitale card: `build` refuses a secured sheet with VITALE_ABSENT.
-        Ok(match cards.vitale() {
-            Ok(vslot) => (
-                cps,
-                cps_cert,
-                vslot.vitale.clone(),
-                vslot.certificate.clone(),
-            ),
-            Err(_) => (cps, cps_cert, None, None),
-        })
-    };
-    let (cps, cps_cert, vitale, vitale_cert) = match read() {
+    // The request borrows from that snapshot; nothing is copied.
+    let snapshot = cards.snapshot();
+    let read = read_cards(&snapshot, p.cps_serial.as_deref(), degraded);
+    let (cps, cps_cert, vitale, vitale_cert) = match read {
         Ok(read) => read,
         Err(card_error) => {
             // A retry of a sheet already made answers that sheet, whatever the cards are now
             // (the practitioner may have withdrawn them since).
             if let Some(key) = p.idempotency_key.clone() {
                 if let Some(row) = store.read(move |q| q.find_by_idempotency_key(&key)).await? {
-                    return created(&row);
+                    return Created::of(row);
                 }
             }
             return Err(card_error);
@@ -106,7 +136,7 @@ pub async fn create(
     // is past its sending deadline). A beneficiary fsed cannot pick is refused by `build`, in
     // its order of checks.
     let key = p.idempotency_key.clone();
-    let beneficiary = build::beneficiary(&p, vitale.as_ref())
+    let beneficiary = build::beneficiary(&p, vitale)
         .ok()
         .map(|(who, _)| build::history_key(&who));
     let from = format!("{}0101", today.year() - 1);
@@ -127,7 +157,7 @@ pub async fn create(
         })
         .await?;
     if let Some(row) = existing {
-        return created(&row);
+        return Created::of(row);
     }
     let history: Vec<(NaiveDate, u64)> = history
         .into_iter()
@@ -135,10 +165,10 @@ pub async fn create(
         .collect();
 
     let read = build::CardsRead {
-        cps: &cps,
-        cps_certificate: cps_cert.as_ref(),
-        vitale: vitale.as_ref(),
-        vitale_certificate: vitale_cert.as_ref(),
+        cps,
+        cps_certificate: cps_cert,
+        vitale,
+        vitale_certificate: vitale_cert,
     };
     let created_at = now.format("%Y%m%d%H%M%SZ").to_string();
     let mut sheet = build::build(
@@ -153,7 +183,7 @@ pub async fn create(
     let practitioner_id = sheet.practitioner.national_id.clone();
     let pid = practitioner_id.clone();
     sheet.number = store.next_sheet_number(&pid).await?;
-    if let (Mode::Secured, Some(vitale)) = (sheet.mode, vitale.as_ref()) {
+    if let (Mode::Secured, Some(vitale)) = (sheet.mode, vitale) {
         let challenge = sheet
             .presence_challenge()
             .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;
@@ -201,15 +231,9 @@ pub async fn create(
     match store.insert_sheet(new).await? {
         Inserted::New(row) => {
             tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
-            // The stored JSON is this very sheet: answer from memory, not by parsing it back.
-            Ok(FseCreated {
-                id: row.id,
-                number: row.number,
-                state: row.state.as_str().to_string(),
-                sheet,
-            })
+            Created::of(row)
         }
         // Another request with the same key committed first.
-        Inserted::Existing(row) => created(&row),
+        Inserted::Existing(row) => Created::of(row),
     }
 }

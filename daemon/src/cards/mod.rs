@@ -358,6 +358,22 @@ pub struct Registry {
 impl Registry {
     /// Publishes the state of the cards for [`Cards::snapshot`].
     pub fn publish(&self) {
+        // Most jobs (a proof of presence, a signature) change nothing shown: comparing costs no
+        // allocation, copying the cards' contents does.
+        {
+            let current = self.published.read().unwrap_or_else(|p| p.into_inner());
+            let mut shown = self.slots.iter().filter(|s| !s.removed);
+            if current.slots.len() == shown.clone().count()
+                && current.slots.iter().zip(&mut shown).all(|(v, s)| {
+                    v.pin_verified == s.pin_verified
+                        && v.cps == s.cps
+                        && v.vitale == s.vitale
+                        && v.certificate == s.certificate
+                })
+            {
+                return;
+            }
+        }
         let snapshot = Arc::new(Snapshot {
             slots: self
                 .slots
@@ -702,5 +718,45 @@ mod tests {
         let before = sent();
         slot.authenticate(&c1).unwrap();
         assert_eq!(sent() - before, 2);
+    }
+
+    #[test]
+    fn a_job_that_changes_nothing_shown_keeps_the_snapshot() {
+        let published: Published = Default::default();
+        let card = fse_simulator::profiles::default_vitale();
+        let atr = card.atr();
+        let card = Arc::new(Mutex::new(card));
+        let slot = Slot::open(
+            "test reader".into(),
+            atr,
+            Box::new(Counted {
+                card,
+                apdus: Arc::default(),
+            }),
+        );
+        let mut reg = Registry {
+            slots: vec![slot],
+            trust: None,
+            published: Arc::clone(&published),
+        };
+        let snapshot = || Arc::clone(&published.read().unwrap());
+        reg.publish();
+        let first = snapshot();
+        assert_eq!(first.slots.len(), 1);
+        reg.slots[0].authenticate(&[7u8; 32]).unwrap();
+        reg.publish();
+        assert!(
+            Arc::ptr_eq(&first, &snapshot()),
+            "a proof of presence shows nothing new"
+        );
+        reg.slots[0].pin_verified = true;
+        reg.publish();
+        assert!(snapshot().slots[0].pin_verified, "a change is published");
+        reg.slots[0].removed = true;
+        reg.publish();
+        assert!(
+            snapshot().slots.is_empty(),
+            "a card gone is no longer shown"
+        );
     }
 }
