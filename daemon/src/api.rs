@@ -13,7 +13,6 @@ use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
 use fse_queue::SheetState;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -120,25 +119,44 @@ impl Drop for Conn {
     }
 }
 
-/// One reply line: `fse_formats::api::Response` as written, its result already JSON text.
-#[derive(Debug, serde::Serialize)]
+/// JSON text, valid by construction: serialized by fsed itself.
+#[derive(Debug)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// `v` serialized.
+    pub fn of(v: &impl serde::Serialize) -> Result<JsonText, ApiError> {
+        serde_json::to_string(v)
+            .map(JsonText)
+            .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
+    }
+
+    /// Text fsed has just made from values it serialized (see `billing::Created`).
+    pub(crate) fn trusted(text: String) -> JsonText {
+        JsonText(text)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One reply: `fse_formats::api::Response` as written, its result already JSON text.
+#[derive(Debug)]
 pub struct Reply {
-    jsonrpc: &'static str,
     /// The request's id (null when it could not be read).
     pub id: Value,
     /// Success value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Box<RawValue>>,
+    pub result: Option<JsonText>,
     /// Failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
 }
 
 impl Reply {
     /// A success.
-    pub fn ok(id: Value, result: Box<RawValue>) -> Self {
+    pub fn ok(id: Value, result: JsonText) -> Self {
         Reply {
-            jsonrpc: "2.0",
             id,
             result: Some(result),
             error: None,
@@ -148,19 +166,49 @@ impl Reply {
     /// A failure.
     pub fn err(id: Value, error: ErrorObject) -> Self {
         Reply {
-            jsonrpc: "2.0",
             id,
             result: None,
             error: Some(error),
         }
     }
+
+    /// The reply's line, newline included: the result's text goes in as it is.
+    pub fn to_line(&self) -> Vec<u8> {
+        let result = self.result.as_ref().map_or(0, |r| r.0.len());
+        let mut out = Vec::with_capacity(64 + result);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        let written = serde_json::to_writer(&mut out, &self.id).and_then(|()| {
+            match (&self.result, &self.error) {
+                (Some(r), _) => {
+                    out.extend_from_slice(br#","result":"#);
+                    out.extend_from_slice(r.0.as_bytes());
+                    Ok(())
+                }
+                (None, Some(e)) => {
+                    out.extend_from_slice(br#","error":"#);
+                    serde_json::to_writer(&mut out, e)
+                }
+                (None, None) => {
+                    out.extend_from_slice(br#","result":null"#);
+                    Ok(())
+                }
+            }
+        });
+        if written.is_err() {
+            out.clear();
+            out.extend_from_slice(UNENCODABLE);
+        }
+        out.extend_from_slice(b"}\n");
+        out
+    }
 }
 
+/// What goes out when a reply cannot be encoded.
+const UNENCODABLE: &[u8] =
+    br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unencodable reply"}}"#;
+
 fn encode_line(v: &impl serde::Serialize) -> Vec<u8> {
-    let mut out = serde_json::to_vec(v).unwrap_or_else(|_| {
-        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unencodable reply"}}"#
-            .to_vec()
-    });
+    let mut out = serde_json::to_vec(v).unwrap_or_else(|_| UNENCODABLE.to_vec());
     out.push(b'\n');
     out
 }
@@ -309,7 +357,7 @@ fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
 
 /// Writes one error line to a connection refused, without waiting, and closes it.
 fn refuse(stream: UnixStream, error: ErrorObject) {
-    let line = encode_line(&Reply::err(Value::Null, error));
+    let line = Reply::err(Value::Null, error).to_line();
     // The send buffer of a connection just accepted is empty: the short line fits at once.
     // A socket that cannot take it is closed all the same.
     if let Ok(mut s) = stream.into_std() {
@@ -402,13 +450,7 @@ async fn serve_lines(
         line.as_mut_slice().zeroize();
         line.clear();
         if let Some(reply) = reply {
-            if out
-                .lock()
-                .await
-                .write_all(&encode_line(&reply))
-                .await
-                .is_err()
-            {
+            if out.lock().await.write_all(&reply.to_line()).await.is_err() {
                 return;
             }
         }
@@ -485,7 +527,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     let span = tracing::info_span!("request", method = %method);
     let result = if method == "events.subscribe" {
         span.in_scope(|| subscribe(ctx, conn, params))
-            .and_then(|v| to_raw(&v))
+            .and_then(|v| JsonText::of(&v))
     } else {
         use tracing::Instrument;
         dispatch(ctx, &method, params).instrument(span).await
@@ -644,13 +686,9 @@ pub fn scrub(v: &mut Value) {
     }
 }
 
-/// Answers a method with its result as JSON text. `fse.create`, the hot path, serializes its
-/// answer once, straight to text; the others go through a `Value`.
-async fn dispatch(
-    ctx: &Context,
-    method: &str,
-    p: Option<Value>,
-) -> Result<Box<RawValue>, ApiError> {
+/// Answers a method with its result as JSON text. `fse.create`, the hot path, writes its
+/// answer around the sheet's stored JSON text; the others go through a `Value`.
+async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<JsonText, ApiError> {
     if method == "fse.create" {
         let params: FseCreateParams = params(p)?;
         let created = billing::create(&ctx.cards, &ctx.store, params).await?;
@@ -659,14 +697,9 @@ async fn dispatch(
             json!({ "id": created.id, "number": created.number }),
         );
         ctx.batcher_wake.notify_one();
-        return to_raw(&created);
+        return Ok(created.into_json());
     }
-    to_raw(&dispatch_value(ctx, method, p).await?)
-}
-
-fn to_raw<T: serde::Serialize>(v: &T) -> Result<Box<RawValue>, ApiError> {
-    serde_json::value::to_raw_value(v)
-        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
+    JsonText::of(&dispatch_value(ctx, method, p).await?)
 }
 
 async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
@@ -1193,12 +1226,12 @@ mod tests {
 
     async fn ask(ctx: &Context, line: &str) -> Value {
         let mut bytes = line.as_bytes().to_vec();
-        serde_json::to_value(
-            handle_line(ctx, &mut Conn::default(), &mut bytes)
-                .await
-                .unwrap(),
-        )
-        .unwrap()
+        let reply = handle_line(ctx, &mut Conn::default(), &mut bytes)
+            .await
+            .unwrap();
+        let line = reply.to_line();
+        assert_eq!(line.last(), Some(&b'\n'), "one line");
+        serde_json::from_slice(&line).unwrap()
     }
 
     #[tokio::test]

@@ -12,8 +12,9 @@ use fse_formats::dre::Dre;
 use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
-use fse_queue::{Inserted, NewSheet, SheetRow};
+use fse_queue::{Inserted, NewSheet, SheetRow, SheetState};
 
+use crate::api::JsonText;
 use crate::cards::{Cards, Snapshot};
 use crate::error::ApiError;
 use crate::store::Store;
@@ -30,30 +31,47 @@ pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
     })
 }
 
-/// `fse.create`'s answer: `FseCreated` with the sheet already JSON text, the very text stored
-/// (serialized once for both).
-#[derive(Debug, serde::Serialize)]
+/// `fse.create`'s answer: `FseCreated` with the sheet as the JSON text stored (serialized once
+/// for both).
+#[derive(Debug)]
 pub struct Created {
     /// Queue id.
     pub id: i64,
     /// Sheet number.
     pub number: u64,
-    /// State.
-    pub state: String,
-    /// The sheet, as `FseCreated::sheet`.
-    pub sheet: Box<serde_json::value::RawValue>,
+    state: SheetState,
+    /// The sheet's JSON text, valid (fsed serialized it, or checked it when read back).
+    sheet: String,
 }
 
 impl Created {
+    /// A row read back from the file: its JSON is checked before it goes out.
     fn of(row: SheetRow) -> Result<Created, ApiError> {
-        let sheet = serde_json::value::RawValue::from_string(row.json)
+        serde_json::from_str::<&serde_json::value::RawValue>(&row.json)
             .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
-        Ok(Created {
+        Ok(Created::made(row))
+    }
+
+    /// The row this very call inserted, its JSON serialized here.
+    fn made(row: SheetRow) -> Created {
+        Created {
             id: row.id,
             number: row.number,
-            state: row.state.as_str().to_string(),
-            sheet,
-        })
+            state: row.state,
+            sheet: row.json,
+        }
+    }
+
+    /// The `FseCreated` object, written around the sheet's text.
+    pub fn into_json(self) -> JsonText {
+        // The state is one of fixed ASCII words, the numbers are numbers: nothing to escape.
+        JsonText::trusted(format!(
+            r#"{{"id":{},"number":{},"state":"{}","sheet":{}}}"#,
+            self.id,
+            self.number,
+            self.state.as_str(),
+            self.sheet
+        ))
     }
 }
 
@@ -231,7 +249,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     match store.insert_sheet(new).await? {
         Inserted::New(row) => {
             tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
-            Created::of(row)
+            Ok(Created::made(row))
         }
         // Another request with the same key committed first.
         Inserted::Existing(row) => Created::of(row),
