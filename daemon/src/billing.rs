@@ -12,12 +12,12 @@ use fse_formats::dre::Dre;
 use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
-use fse_queue::{Inserted, NewSheet, SheetRow, SheetState};
+use fse_queue::{Inserted, NewSheet, ParticipationCaps, QueueError, SheetRow, SheetState};
 
 use crate::api::JsonText;
 use crate::cards::{Cards, Snapshot};
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The API view of a stored sheet.
 pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
@@ -149,39 +149,6 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
         }
     };
 
-    // In one read: the sheet already made with this idempotency key, if any, and the
-    // participation already withheld for this beneficiary this year and the last (older care
-    // is past its sending deadline). A beneficiary fsed cannot pick is refused by `build`, in
-    // its order of checks.
-    let key = p.idempotency_key.clone();
-    let beneficiary = build::beneficiary(&p, vitale)
-        .ok()
-        .map(|(who, _)| build::history_key(&who));
-    let from = format!("{}0101", today.year() - 1);
-    let until = today.format("%Y%m%d").to_string();
-    let (existing, history) = store
-        .read_now(move |q| {
-            if let Some(row) = match key {
-                Some(key) => q.find_by_idempotency_key(&key)?,
-                None => None,
-            } {
-                return Ok((Some(row), Vec::new()));
-            }
-            let history = match beneficiary {
-                Some(b) => q.participation_history(&b, &from, &until)?,
-                None => Vec::new(),
-            };
-            Ok((None, history))
-        })
-        .await?;
-    if let Some(row) = existing {
-        return Created::of(row);
-    }
-    let history: Vec<(NaiveDate, u64)> = history
-        .into_iter()
-        .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
-        .collect();
-
     let read = build::CardsRead {
         cps,
         cps_certificate: cps_cert,
@@ -189,18 +156,98 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
         vitale_certificate: vitale_cert,
     };
     let created_at = now.format("%Y%m%d%H%M%SZ").to_string();
-    let mut sheet = build::build(
-        &p,
-        &read,
-        today,
-        &created_at,
-        rules::Tables::builtin(),
-        &|date| build::history_on(&history, date),
-    )?;
+    let tables = rules::Tables::builtin();
+    let caps = ParticipationCaps {
+        per_day_cents: tables.participation.per_day_cents,
+        per_year_cents: tables.participation.per_year_cents,
+    };
+    // The sheet's number, taken on the first try and kept through the others.
+    let mut number = None;
+    // A sheet is priced on the history read before it; a sheet of the same beneficiary
+    // committed in between may take the caps' room: the insert then refuses it (`OverCap`,
+    // nothing written) and it is priced again, never withholding more than the caps.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // In one read: the sheet already made with this idempotency key, if any, and the
+        // participation already withheld for this beneficiary this year and the last (older
+        // care is past its sending deadline). A beneficiary fsed cannot pick is refused by
+        // `build`, in its order of checks.
+        let key = p.idempotency_key.clone();
+        let beneficiary = build::beneficiary(&p, vitale)
+            .ok()
+            .map(|(who, _)| build::history_key(&who));
+        let from = format!("{}0101", today.year() - 1);
+        let until = today.format("%Y%m%d").to_string();
+        let (existing, history) = store
+            .read_now(move |q| {
+                if let Some(row) = match key {
+                    Some(key) => q.find_by_idempotency_key(&key)?,
+                    None => None,
+                } {
+                    return Ok((Some(row), Vec::new()));
+                }
+                let history = match beneficiary {
+                    Some(b) => q.participation_history(&b, &from, &until)?,
+                    None => Vec::new(),
+                };
+                Ok((None, history))
+            })
+            .await?;
+        if let Some(row) = existing {
+            return Created::of(row);
+        }
+        let history: Vec<(NaiveDate, u64)> = history
+            .into_iter()
+            .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
+            .collect();
 
+        let mut sheet = build::build(&p, &read, today, &created_at, tables, &|date| {
+            build::history_on(&history, date)
+        })?;
+        let new = sign_and_encode(cards, store, &p, &mut sheet, vitale, &mut number).await?;
+        let new = NewSheet {
+            participation_caps: Some(caps),
+            ..new
+        };
+        match store.insert_sheet(new).await {
+            Ok(Inserted::New(row)) => {
+                tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
+                return Ok(Created::made(row));
+            }
+            // Another request with the same key committed first.
+            Ok(Inserted::Existing(row)) => return Created::of(row),
+            Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
+                tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary
+/// keep taking the caps' room first.
+const MAX_PRICINGS: u32 = 8;
+
+/// Numbers the sheet (once), has the Vitale card sign its proof of presence (secured mode), and
+/// encodes what the queue stores (the caller adds the caps it priced under).
+async fn sign_and_encode(
+    cards: &Cards,
+    store: &Store,
+    p: &FseCreateParams,
+    sheet: &mut CareSheet,
+    vitale: Option<&VitaleData>,
+    number: &mut Option<u64>,
+) -> Result<NewSheet, ApiError> {
     let practitioner_id = sheet.practitioner.national_id.clone();
-    let pid = practitioner_id.clone();
-    sheet.number = store.next_sheet_number(&pid).await?;
+    sheet.number = match *number {
+        Some(n) => n,
+        None => {
+            let n = store.next_sheet_number(&practitioner_id).await?;
+            *number = Some(n);
+            n
+        }
+    };
     if let (Mode::Secured, Some(vitale)) = (sheet.mode, vitale) {
         let challenge = sheet
             .presence_challenge()
@@ -226,11 +273,11 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     let internal =
         |e: &dyn std::fmt::Display| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None);
     let der = sheet.to_der().map_err(|e| internal(&e))?;
-    let dre = Dre::from_sheet(&sheet)
+    let dre = Dre::from_sheet(sheet)
         .and_then(|d| d.map(|d| d.to_der()).transpose())
         .map_err(|e| internal(&e))?;
     let json = serde_json::to_string(&sheet).map_err(|e| internal(&e))?;
-    let new = NewSheet {
+    Ok(NewSheet {
         practitioner_id,
         number: sheet.number,
         destination: sheet.beneficiary.organism.clone(),
@@ -241,17 +288,10 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
         dre,
         beneficiary_key: build::history_key(&sheet.beneficiary),
         deadline: Some(sheet.deadline.clone()),
-        participation: build::participation_by_date(&sheet)
+        participation: build::participation_by_date(sheet)
             .into_iter()
             .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))
             .collect(),
-    };
-    match store.insert_sheet(new).await? {
-        Inserted::New(row) => {
-            tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
-            Ok(Created::made(row))
-        }
-        // Another request with the same key committed first.
-        Inserted::Existing(row) => Created::of(row),
-    }
+        participation_caps: None,
+    })
 }

@@ -26,7 +26,8 @@ use serde_json::json;
 pub use schema::APPLICATION_ID;
 pub use types::{
     AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, Inserted, LotRow, LotState,
-    NewSheet, PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats, UnknownState,
+    NewSheet, ParticipationCaps, PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats,
+    UnknownState,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -91,6 +92,11 @@ pub enum QueueError {
     /// A value given or stored is not what the schema promises.
     #[error("invalid data: {0}")]
     Data(String),
+    /// The participation a new sheet withholds no longer fits the caps: another sheet of the
+    /// same beneficiary was committed after its history was read. Nothing was inserted; the
+    /// sheet is to be priced again on the history as it is now.
+    #[error("participation cap: {0}")]
+    OverCap(String),
 }
 
 /// The store: one connection to the SQLite file.
@@ -302,8 +308,83 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
 }
 
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
+/// The participation withheld from `beneficiary` on care dates `from` to `until`
+/// (`YYYYMMDD`, inclusive), kept sheets included.
+fn participation_sum(
+    tx: &Connection,
+    beneficiary: &str,
+    from: &str,
+    until: &str,
+) -> Result<u64, QueueError> {
+    let mut total = 0u64;
+    for sql in [
+        "SELECT coalesce(sum(cents), 0) FROM participation
+         WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
+        "SELECT coalesce(sum(cents), 0) FROM participation_kept
+         WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
+    ] {
+        let cents: i64 = tx
+            .prepare_cached(sql)?
+            .query_row(params![beneficiary, from, until], |r| r.get(0))?;
+        let cents = u64::try_from(cents)
+            .map_err(|_| QueueError::Data(format!("negative participation for {from}..{until}")))?;
+        total = total.saturating_add(cents);
+    }
+    Ok(total)
+}
+
+/// Refuses (`OverCap`) a sheet whose participation, added to what the file already holds for
+/// its beneficiary, would pass the day or year cap it was priced under.
+fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
+    let Some(caps) = new.participation_caps else {
+        return Ok(());
+    };
+    let withheld = |f: &dyn Fn(&str) -> bool| -> u64 {
+        new.participation
+            .iter()
+            .filter(|(d, _)| f(d))
+            .map(|(_, c)| *c)
+            .fold(0u64, u64::saturating_add)
+    };
+    for (date, cents) in &new.participation {
+        if *cents == 0 {
+            continue;
+        }
+        let day = withheld(&|d| d == date).saturating_add(participation_sum(
+            tx,
+            &new.beneficiary_key,
+            date,
+            date,
+        )?);
+        if day > caps.per_day_cents {
+            return Err(QueueError::OverCap(format!(
+                "{} cents on {date} for this beneficiary, over the day's cap of {}",
+                day, caps.per_day_cents
+            )));
+        }
+        let year = date.get(..4).unwrap_or_default();
+        let (first, last) = (format!("{year}0101"), format!("{year}1231"));
+        let in_year = withheld(&|d| d.get(..4) == Some(year)).saturating_add(participation_sum(
+            tx,
+            &new.beneficiary_key,
+            &first,
+            &last,
+        )?);
+        if in_year > caps.per_year_cents {
+            return Err(QueueError::OverCap(format!(
+                "{} cents in {year} for this beneficiary, over the year's cap of {}",
+                in_year, caps.per_year_cents
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
+    // Before anything is written: the caps hold against every sheet committed, and every sheet
+    // before this one in its group.
+    check_caps(tx, new)?;
     let at = stamp();
     // A key already used inserts nothing (and the sheet made with it is the answer); any
     // other conflict is an error.

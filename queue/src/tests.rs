@@ -1601,3 +1601,69 @@ fn row_stamps_read_as_sqlite_writes_them() {
         "{ours} {sqlite}"
     );
 }
+
+/// A sheet priced on a history another sheet has since outrun is refused, whole, rather than
+/// let its beneficiary's withholding pass the day's or the year's cap; within one group commit,
+/// the sheets before it count too.
+#[test]
+fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let caps = Some(ParticipationCaps {
+        per_day_cents: 400,
+        per_year_cents: 600,
+    });
+    let pid = "810000000009";
+    let sheet = |q: &mut Queue, entries: &[(&str, u64)]| {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        let mut s = new_sheet(pid, number, "017510001", None);
+        s.beneficiary_key = "B".into();
+        s.participation = entries.iter().map(|(d, c)| (d.to_string(), *c)).collect();
+        s.participation_caps = caps;
+        s
+    };
+    let first = sheet(&mut q, &[("20261116", 200), ("20261117", 200)]);
+    assert!(matches!(q.insert_sheet(&first), Ok(Inserted::New(_))));
+    // 200 more on the 16th fits the day (400) and the year (600).
+    let second = sheet(&mut q, &[("20261116", 200)]);
+    assert!(matches!(q.insert_sheet(&second), Ok(Inserted::New(_))));
+    // The day is full; then the year.
+    let over_day = sheet(&mut q, &[("20261116", 100)]);
+    let over_year = sheet(&mut q, &[("20261201", 200)]);
+    let events = q.events_since(0, 100).unwrap().len();
+    match q.insert_sheet(&over_day) {
+        Err(QueueError::OverCap(why)) => assert!(why.contains("20261116"), "{why}"),
+        other => panic!("expected OverCap, got {other:?}"),
+    }
+    match q.insert_sheet(&over_year) {
+        Err(QueueError::OverCap(why)) => assert!(why.contains("2026"), "{why}"),
+        other => panic!("expected OverCap, got {other:?}"),
+    }
+    // Nothing of them was written; another beneficiary, another year, or no caps: accepted.
+    assert_eq!(q.events_since(0, 100).unwrap().len(), events);
+    assert_eq!(
+        q.participation_history("B", "20260101", "20261231")
+            .unwrap(),
+        [("20261116".to_string(), 400), ("20261117".to_string(), 200)]
+    );
+    let mut other = sheet(&mut q, &[("20261116", 200)]);
+    other.beneficiary_key = "C".into();
+    assert!(matches!(q.insert_sheet(&other), Ok(Inserted::New(_))));
+    let next_year = sheet(&mut q, &[("20270104", 200)]);
+    assert!(matches!(q.insert_sheet(&next_year), Ok(Inserted::New(_))));
+    let mut uncapped = sheet(&mut q, &[("20261116", 200)]);
+    uncapped.participation_caps = None;
+    assert!(matches!(q.insert_sheet(&uncapped), Ok(Inserted::New(_))));
+
+    // In one group: the second of two sheets that fit alone but not together is refused, the
+    // first committed.
+    let a = sheet(&mut q, &[("20270105", 300)]);
+    let b = sheet(&mut q, &[("20270105", 200)]);
+    let (_, out) = q.commit_group(&[], &[a, b]).unwrap();
+    assert!(matches!(&out[0], Ok(Inserted::New(_))), "{:?}", out[0]);
+    assert!(
+        matches!(&out[1], Err(QueueError::OverCap(_))),
+        "{:?}",
+        out[1]
+    );
+}

@@ -111,6 +111,18 @@ pub struct NewSheet {
     pub participation: Vec<(String, u64)>,
     /// Last day to send the sheet (`YYYYMMDD`), when it has one.
     pub deadline: Option<String>,
+    /// The participation caps the sheet was priced under: the insert is refused
+    /// (`QueueError::OverCap`) rather than let the beneficiary's withholding pass them.
+    pub participation_caps: Option<ParticipationCaps>,
+}
+
+/// The caps of the participation forfaitaire per beneficiary (`rules::Participation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipationCaps {
+    /// Per day of care.
+    pub per_day_cents: u64,
+    /// Per calendar year.
+    pub per_year_cents: u64,
 }
 
 /// A stored sheet.

@@ -3,7 +3,7 @@
 //! each answer carries its JSON-RPC code, its stable rule code
 //! (`data.rule`) and the field at fault (`data.field`). Then the
 //! participation forfaitaire's daily cap, kept in the queue, holds across
-//! sheets and across a restart of fsed. The vpcd slots are shared: one test
+//! sheets, across a restart of fsed and across requests made at once. The vpcd slots are shared: one test
 //! function does it all, in order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -451,6 +451,28 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     assert_eq!(pf(&mut rpc), 0);
+
+    // Many requests at once for the same beneficiary and day: each is priced on the history it
+    // read, and the insert refuses those another sheet outran, which are priced again; the
+    // day's cap still holds.
+    let socket = dir.path().join("fsed.sock");
+    let yesterday = day(-1);
+    let pfs: Vec<u64> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = Rpc::connect(&socket, Duration::from_secs(10));
+                    let r = c.ok(
+                        "fse.create",
+                        json!({"act": {"code": "G", "date": yesterday}}),
+                    );
+                    r["sheet"]["amounts"]["pf_cents"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(pfs.iter().sum::<u64>(), 400, "{pfs:?}");
 
     let seen = SEEN.lock().unwrap();
     let missed: Vec<&&str> = fse_formats::build::ALL_RULES
