@@ -382,10 +382,15 @@ pub fn serials(rpc: &mut Rpc) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Writes a Vitale card profile of a caisse centre drawn at random (no insurer queue is bound
-/// to it yet, on any run); returns the profile file and the card's destination organism.
+/// Writes a Vitale card profile of a caisse centre drawn at random; returns the profile file and
+/// the card's destination organism. No insurer queue is bound to it: a queue an earlier run left
+/// for the same centre is deleted (the broker outlives test runs, and 9,000 centres fill up).
 pub fn vitale_of_new_centre(dir: &Path) -> (PathBuf, String) {
     let centre: u32 = rand::Rng::gen_range(&mut rand::thread_rng(), 1000..10_000);
+    delete_queues(&[&fse_formats::wire::insurer_queue(
+        "amo",
+        &format!("01931{centre}"),
+    )]);
     let profile = dir.join("vitale.toml");
     std::fs::write(
         &profile,
@@ -405,6 +410,7 @@ pub fn vitale_of_new_centre_with_amc(dir: &Path) -> (PathBuf, String, String) {
     let (profile, destination) = vitale_of_new_centre(dir);
     let amc = format!("7{}", &destination[5..]);
     let amc = format!("{amc:0<8}");
+    delete_queues(&[&fse_formats::wire::insurer_queue("amc", &amc)]);
     let mut text = std::fs::read_to_string(&profile).unwrap();
     text.push_str(&format!(
         "\n[amc]\nnumber = \"{amc}\"\nname = \"Mutuelle ROUTE\"\ndirect = true\ntiers_payant = true\nfrom = \"20250101\"\nuntil = \"20301231\"\n"
