@@ -385,14 +385,8 @@ fn listen(
 
 /// The status line while running: how many sheets wait to be sent.
 async fn ready_status(store: &Store) -> String {
-    match store.read(|q| q.stats()).await {
-        Ok(stats) => {
-            let queued: u64 = ["accepted", "in_lot", "signed"]
-                .iter()
-                .filter_map(|s| stats.sheets.get(*s))
-                .sum();
-            format!("ready: {queued} sheets queued")
-        }
+    match store.read(|q| q.backlog()).await {
+        Ok(backlog) => format!("ready: {} sheets queued", backlog.unsent),
         Err(e) => {
             tracing::warn!(error = %e, "cannot count the sheets queued");
             "ready".into()

@@ -1489,6 +1489,26 @@ fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
         (b.unsent, b.nearest_deadline.as_deref()),
         (1, Some("20270301"))
     );
+    // A sheet in a lot closed or signed still waits; once the lot is sent it no longer does.
+    let lots = q.close_lots(None, 100, "20261122100000Z").unwrap();
+    let unsent = |q: &Queue| q.backlog().unwrap().unsent;
+    assert_eq!(unsent(&q), 1);
+    q.mark_lot_signed(&lots[0].id, b"signed lot").unwrap();
+    assert_eq!(unsent(&q), 1);
+    let mut s = new_sheet("PS1", 3, "017510001", None);
+    s.created_at = "20261122080000Z".into();
+    q.insert_sheet(&s).unwrap();
+    let b = q.backlog().unwrap();
+    assert_eq!(
+        (b.unsent, b.oldest_created_at.as_deref()),
+        (2, Some("20261120080000Z"))
+    );
+    assert!(q.mark_lot_sent(&lots[0].id).unwrap());
+    let b = q.backlog().unwrap();
+    assert_eq!(
+        (b.unsent, b.oldest_created_at.as_deref()),
+        (1, Some("20261122080000Z"))
+    );
 }
 
 /// The statements the batcher runs for every lot find their rows through an index, and a sheet's
@@ -1517,9 +1537,17 @@ fn the_lot_statements_use_the_partial_indexes() {
         (OPEN_SHEETS_OF_GROUP, "sheets_accepted"),
         (MOVE_INTO_LOT, "sheets_accepted"),
         (MOVE_SHEETS, "sheets_lot"),
+        (BACKLOG, "sheets_accepted"),
+        (BACKLOG, "sheets_lot"),
     ] {
         let p = plan(&q, sql);
         assert!(p.contains(index), "{sql}: {p}");
+        // No pass over the whole table.
+        assert!(
+            !p.split("; ")
+                .any(|step| step == "SCAN sheets" || step == "SCAN s"),
+            "{sql}: {p}"
+        );
     }
     // A sheet's insert builds no temporary table (as `state IN (…)` did). (The updates of a
     // whole lot collect their rows in one first.)
