@@ -168,7 +168,6 @@ fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The transaction's timestamp: every row it touches and its event share it.
 /// The practitioners and destinations with open sheets (`?1`: one practitioner, or all).
 const OPEN_GROUPS: &str = "SELECT DISTINCT practitioner_id, destination FROM sheets
      WHERE state = 'accepted' AND lot_id IS NULL AND (?1 IS NULL OR practitioner_id = ?1)
@@ -206,7 +205,8 @@ const BACKLOG: &str = "SELECT COUNT(*), MIN(created_at), MIN(deadline) FROM (
      SELECT s.created_at, s.deadline FROM lots l JOIN sheets s ON s.lot_id = l.id
       WHERE l.state IN ('closed', 'signed') AND s.state IN ('in_lot', 'signed'))";
 
-/// Now, as every row's time stamp: UTC to the millisecond, `2026-11-30T09:42:10.123Z` (the
+/// The transaction's timestamp: every row it touches and its event share it. Now, as every
+/// row's time stamp: UTC to the millisecond, `2026-11-30T09:42:10.123Z` (the
 /// text SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ','now')` gives, made without a query).
 fn stamp() -> String {
     stamp_of(chrono::Utc::now())
@@ -316,30 +316,34 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
     Ok(first)
 }
 
-/// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
-/// The participation withheld from `beneficiary` on care dates `from` to `until`
-/// (`YYYYMMDD`, inclusive), kept sheets included.
-fn participation_sum(
-    tx: &Connection,
+/// The participation forfaitaire withheld from `beneficiary` on care dates `from` to `until`
+/// (`YYYYMMDD`, inclusive), kept sheets included, summed per date, in date order. Two plain
+/// range reads through the (beneficiary, care_date) indexes, summed here: a UNION with GROUP
+/// BY costs SQLite a sorter per call, and this runs for every sheet.
+fn participation_in(
+    conn: &Connection,
     beneficiary: &str,
     from: &str,
     until: &str,
-) -> Result<u64, QueueError> {
-    let mut total = 0u64;
+) -> Result<Vec<(String, u64)>, QueueError> {
+    let mut by_date: BTreeMap<String, u64> = BTreeMap::new();
     for sql in [
-        "SELECT coalesce(sum(cents), 0) FROM participation
+        "SELECT care_date, cents FROM participation
          WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
-        "SELECT coalesce(sum(cents), 0) FROM participation_kept
+        "SELECT care_date, cents FROM participation_kept
          WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
     ] {
-        let cents: i64 = tx
-            .prepare_cached(sql)?
-            .query_row(params![beneficiary, from, until], |r| r.get(0))?;
-        let cents = u64::try_from(cents)
-            .map_err(|_| QueueError::Data(format!("negative participation for {from}..{until}")))?;
-        total = total.saturating_add(cents);
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![beneficiary, from, until])?;
+        while let Some(row) = rows.next()? {
+            let (date, cents): (String, i64) = (row.get(0)?, row.get(1)?);
+            let cents = u64::try_from(cents)
+                .map_err(|_| QueueError::Data(format!("negative participation on {date}")))?;
+            let sum = by_date.entry(date).or_default();
+            *sum = sum.saturating_add(cents);
+        }
     }
-    Ok(total)
+    Ok(by_date.into_iter().collect())
 }
 
 /// Refuses (`OverCap`) a sheet whose participation, added to what the file already holds for
@@ -348,37 +352,37 @@ fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
     let Some(caps) = new.participation_caps else {
         return Ok(());
     };
-    let withheld = |f: &dyn Fn(&str) -> bool| -> u64 {
-        new.participation
+    let withheld = |entries: &[(String, u64)], f: &dyn Fn(&str) -> bool| -> u64 {
+        entries
             .iter()
             .filter(|(d, _)| f(d))
             .map(|(_, c)| *c)
             .fold(0u64, u64::saturating_add)
     };
+    // The history of each year the sheet withholds in, read once.
+    let mut years: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
     for (date, cents) in &new.participation {
         if *cents == 0 {
             continue;
         }
-        let day = withheld(&|d| d == date).saturating_add(participation_sum(
-            tx,
-            &new.beneficiary_key,
-            date,
-            date,
-        )?);
+        let year = date.get(..4).unwrap_or_default();
+        let history = match years.entry(year) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let (first, last) = (format!("{year}0101"), format!("{year}1231"));
+                e.insert(participation_in(tx, &new.beneficiary_key, &first, &last)?)
+            }
+        };
+        let day = withheld(&new.participation, &|d| d == date)
+            .saturating_add(withheld(history.as_slice(), &|d| d == date));
         if day > caps.per_day_cents {
             return Err(QueueError::OverCap(format!(
                 "{} cents on {date} for this beneficiary, over the day's cap of {}",
                 day, caps.per_day_cents
             )));
         }
-        let year = date.get(..4).unwrap_or_default();
-        let (first, last) = (format!("{year}0101"), format!("{year}1231"));
-        let in_year = withheld(&|d| d.get(..4) == Some(year)).saturating_add(participation_sum(
-            tx,
-            &new.beneficiary_key,
-            &first,
-            &last,
-        )?);
+        let in_year = withheld(&new.participation, &|d| d.get(..4) == Some(year))
+            .saturating_add(withheld(history.as_slice(), &|_| true));
         if in_year > caps.per_year_cents {
             return Err(QueueError::OverCap(format!(
                 "{} cents in {year} for this beneficiary, over the year's cap of {}",
@@ -389,6 +393,7 @@ fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
     // Before anything is written: the caps hold against every sheet committed, and every sheet
@@ -979,26 +984,7 @@ impl Queue {
         from: &str,
         until: &str,
     ) -> Result<Vec<(String, u64)>, QueueError> {
-        // Two plain range reads through the (beneficiary, care_date) indexes, summed here: a
-        // UNION with GROUP BY costs SQLite a sorter per call, and this runs for every sheet.
-        let mut by_date: std::collections::BTreeMap<String, u64> = Default::default();
-        for sql in [
-            "SELECT care_date, cents FROM participation
-             WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
-            "SELECT care_date, cents FROM participation_kept
-             WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
-        ] {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![beneficiary, from, until])?;
-            while let Some(row) = rows.next()? {
-                let (date, cents): (String, i64) = (row.get(0)?, row.get(1)?);
-                let cents = u64::try_from(cents)
-                    .map_err(|_| QueueError::Data(format!("negative participation on {date}")))?;
-                let sum = by_date.entry(date).or_default();
-                *sum = sum.saturating_add(cents);
-            }
-        }
-        Ok(by_date.into_iter().collect())
+        participation_in(&self.conn, beneficiary, from, until)
     }
 
     /// The DRE stored with sheet `id`, if it has one.
