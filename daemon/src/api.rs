@@ -135,11 +135,6 @@ impl JsonText {
     pub(crate) fn trusted(text: String) -> JsonText {
         JsonText(text)
     }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// One reply: `fse_formats::api::Response` as written, its result already JSON text.
@@ -197,6 +192,8 @@ impl Reply {
         if written.is_err() {
             out.clear();
             out.extend_from_slice(UNENCODABLE);
+            out.push(b'\n');
+            return out;
         }
         out.extend_from_slice(b"}\n");
         out
@@ -1003,11 +1000,9 @@ fn subscribe(ctx: &Context, conn: &mut Conn, p: Option<Value>) -> Result<Value, 
             while let Some(received) = sub.recv().await {
                 let params = match received {
                     crate::events::Received::Event(ev) => ev,
-                    crate::events::Received::Lagged(n) => json!({
-                        "event": "lagged",
-                        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                        "missed": n,
-                    }),
+                    crate::events::Received::Lagged(n) => {
+                        crate::events::event("lagged", json!({ "missed": n }))
+                    }
                 };
                 let note = json!({ "jsonrpc": "2.0", "method": "event", "params": params });
                 if out.send(encode_line(&note)).await.is_err() {

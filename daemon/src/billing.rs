@@ -161,6 +161,13 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
         per_day_cents: tables.participation.per_day_cents,
         per_year_cents: tables.participation.per_year_cents,
     };
+    // The history read covers this year and the last (older care is past its sending
+    // deadline), for the beneficiary the request names, when fsed can pick one.
+    let beneficiary = build::beneficiary(&p, vitale)
+        .ok()
+        .map(|(who, _)| build::history_key(&who));
+    let from = format!("{}0101", today.year() - 1);
+    let until = today.format("%Y%m%d").to_string();
     // The sheet's number, taken on the first try and kept through the others.
     let mut number = None;
     // A sheet is priced on the history read before it; a sheet of the same beneficiary
@@ -170,15 +177,10 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     loop {
         attempt += 1;
         // In one read: the sheet already made with this idempotency key, if any, and the
-        // participation already withheld for this beneficiary this year and the last (older
-        // care is past its sending deadline). A beneficiary fsed cannot pick is refused by
-        // `build`, in its order of checks.
-        let key = p.idempotency_key.clone();
-        let beneficiary = build::beneficiary(&p, vitale)
-            .ok()
-            .map(|(who, _)| build::history_key(&who));
-        let from = format!("{}0101", today.year() - 1);
-        let until = today.format("%Y%m%d").to_string();
+        // participation already withheld for this beneficiary. A beneficiary fsed cannot pick
+        // is refused by `build`, in its order of checks.
+        let (key, beneficiary) = (p.idempotency_key.clone(), beneficiary.clone());
+        let (from, until) = (from.clone(), until.clone());
         let (existing, history) = store
             .read_now(move |q| {
                 if let Some(row) = match key {
@@ -205,11 +207,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
         let mut sheet = build::build(&p, &read, today, &created_at, tables, &|date| {
             build::history_on(&history, date)
         })?;
-        let new = sign_and_encode(cards, store, &p, &mut sheet, vitale, &mut number).await?;
-        let new = NewSheet {
-            participation_caps: Some(caps),
-            ..new
-        };
+        let new = sign_and_encode(cards, store, &p, &mut sheet, vitale, &mut number, caps).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
                 tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
@@ -230,7 +228,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
 const MAX_PRICINGS: u32 = 8;
 
 /// Numbers the sheet (once), has the Vitale card sign its proof of presence (secured mode), and
-/// encodes what the queue stores (the caller adds the caps it priced under).
+/// encodes what the queue stores, with the caps it was priced under.
 async fn sign_and_encode(
     cards: &Cards,
     store: &Store,
@@ -238,6 +236,7 @@ async fn sign_and_encode(
     sheet: &mut CareSheet,
     vitale: Option<&VitaleData>,
     number: &mut Option<u64>,
+    caps: ParticipationCaps,
 ) -> Result<NewSheet, ApiError> {
     let practitioner_id = sheet.practitioner.national_id.clone();
     sheet.number = match *number {
@@ -292,6 +291,6 @@ async fn sign_and_encode(
             .into_iter()
             .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))
             .collect(),
-        participation_caps: None,
+        participation_caps: Some(caps),
     })
 }

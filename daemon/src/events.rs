@@ -55,6 +55,15 @@ struct Subscribers {
     list: Vec<Subscriber>,
 }
 
+/// `{"event": name, "at": now, ...fields}`: an event as subscribers get it.
+pub fn event(name: &str, fields: Value) -> Value {
+    let mut ev = json!({ "event": name, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
+    if let (Some(obj), Value::Object(extra)) = (ev.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    ev
+}
+
 /// The publishing side, cheap to clone.
 #[derive(Clone, Default)]
 pub struct Bus(Arc<Mutex<Subscribers>>);
@@ -109,10 +118,7 @@ impl Bus {
         let Some(first) = wanting.next() else {
             return;
         };
-        let mut ev = json!({ "event": name, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
-        if let (Some(obj), Value::Object(extra)) = (ev.as_object_mut(), fields) {
-            obj.extend(extra);
-        }
+        let ev = event(name, fields);
         for s in std::iter::once(first).chain(wanting) {
             if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(ev.clone()) {
                 s.missed.fetch_add(1, Ordering::Relaxed);
