@@ -117,6 +117,12 @@ fn read_cards<'a>(
 /// `fse.create`: checks the request, reads the cards, builds and prices the sheet
 /// (`fse_formats::build`), numbers it, has the Vitale card sign the proof of presence (secured
 /// mode), derives its DRE and commits it with its participation history before answering.
+///
+/// A retry (an idempotency key already used) answers the sheet made first. It is found where it
+/// costs nothing on the way of a new sheet: by the insert, which stores nothing for a key
+/// already used, and after any refusal, since the cards or the day may have changed since the
+/// first call. A retry that gets as far as the insert has used a sheet number (a gap, as a
+/// restart leaves) and a proof of presence.
 pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
         if key.is_empty() || key.len() > 128 {
@@ -126,7 +132,23 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
             ));
         }
     }
-    build::requested_acts(&p)?;
+    match make(cards, store, &p).await {
+        Ok(created) => Ok(created),
+        Err(refusal) => {
+            let Some(key) = p.idempotency_key.clone() else {
+                return Err(refusal);
+            };
+            match store.read(move |q| q.find_by_idempotency_key(&key)).await? {
+                Some(row) => Created::of(row),
+                None => Err(refusal),
+            }
+        }
+    }
+}
+
+/// A new sheet for `p` (or the one made first with its key, met at the insert).
+async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Created, ApiError> {
+    build::requested_acts(p)?;
     let now = Utc::now();
     let today = now.date_naive();
     let degraded = p.degraded.is_some();
@@ -134,21 +156,8 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     // The card thread publishes what the cards hold after every change: no trip to it here.
     // The request borrows from that snapshot; nothing is copied.
     let snapshot = cards.snapshot();
-    let read = read_cards(&snapshot, p.cps_serial.as_deref(), degraded);
-    let (cps, cps_cert, vitale, vitale_cert) = match read {
-        Ok(read) => read,
-        Err(card_error) => {
-            // A retry of a sheet already made answers that sheet, whatever the cards are now
-            // (the practitioner may have withdrawn them since).
-            if let Some(key) = p.idempotency_key.clone() {
-                if let Some(row) = store.read(move |q| q.find_by_idempotency_key(&key)).await? {
-                    return Created::of(row);
-                }
-            }
-            return Err(card_error);
-        }
-    };
-
+    let (cps, cps_cert, vitale, vitale_cert) =
+        read_cards(&snapshot, p.cps_serial.as_deref(), degraded)?;
     let read = build::CardsRead {
         cps,
         cps_certificate: cps_cert,
@@ -163,7 +172,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     };
     // The history read covers this year and the last (older care is past its sending
     // deadline), for the beneficiary the request names, when fsed can pick one.
-    let beneficiary = build::beneficiary(&p, vitale)
+    let beneficiary = build::beneficiary(p, vitale)
         .ok()
         .map(|(who, _)| build::history_key(&who));
     let from = format!("{}0101", today.year() - 1);
@@ -176,44 +185,32 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // In one read: the sheet already made with this idempotency key, if any, and the
-        // participation already withheld for this beneficiary. A beneficiary fsed cannot pick
-        // is refused by `build`, in its order of checks.
-        let (key, beneficiary) = (p.idempotency_key.clone(), beneficiary.clone());
-        let (from, until) = (from.clone(), until.clone());
-        let (existing, history) = store
-            .read_now(move |q| {
-                if let Some(row) = match key {
-                    Some(key) => q.find_by_idempotency_key(&key)?,
-                    None => None,
-                } {
-                    return Ok((Some(row), Vec::new()));
-                }
-                let history = match beneficiary {
-                    Some(b) => q.participation_history(&b, &from, &until)?,
-                    None => Vec::new(),
-                };
-                Ok((None, history))
-            })
-            .await?;
-        if let Some(row) = existing {
-            return Created::of(row);
-        }
+        // The participation already withheld for this beneficiary. A beneficiary fsed cannot
+        // pick is refused by `build`, in its order of checks.
+        let history = match beneficiary.clone() {
+            Some(b) => {
+                let (from, until) = (from.clone(), until.clone());
+                store
+                    .read_now(move |q| q.participation_history(&b, &from, &until))
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let history: Vec<(NaiveDate, u64)> = history
             .into_iter()
             .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
             .collect();
 
-        let mut sheet = build::build(&p, &read, today, &created_at, tables, &|date| {
+        let mut sheet = build::build(p, &read, today, &created_at, tables, &|date| {
             build::history_on(&history, date)
         })?;
-        let new = sign_and_encode(cards, store, &p, &mut sheet, vitale, &mut number, caps).await?;
+        let new = sign_and_encode(cards, store, p, &mut sheet, vitale, &mut number, caps).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
                 tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
                 return Ok(Created::made(row));
             }
-            // Another request with the same key committed first.
+            // A retry, or another request with the same key committed first.
             Ok(Inserted::Existing(row)) => return Created::of(row),
             Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
                 tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");

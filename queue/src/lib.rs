@@ -396,9 +396,6 @@ fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
-    // Before anything is written: the caps hold against every sheet committed, and every sheet
-    // before this one in its group.
-    check_caps(tx, new)?;
     let at = stamp();
     // A key already used inserts nothing (and the sheet made with it is the answer); any
     // other conflict is an error.
@@ -434,6 +431,11 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         }
         Err(e) => return Err(e.into()),
     }
+    // A new sheet (a retry of one already made has its answer above, whatever the caps say
+    // now): before its participation is written, the caps hold against every sheet committed
+    // and every sheet before this one in its group. On a refusal the caller rolls the row
+    // back with the transaction.
+    check_caps(tx, new)?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached(
         "INSERT INTO sheet_bodies (sheet_id, der, json, dre) VALUES (?1, ?2, ?3, ?4)",

@@ -1695,3 +1695,51 @@ fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
         out[1]
     );
 }
+
+/// A retry of a sheet already stored answers that sheet, even when the sheet itself filled its
+/// beneficiary's caps: the caps are checked for new sheets only, alone or in a group commit.
+#[test]
+fn a_retry_of_a_sheet_that_filled_the_caps_answers_that_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let pid = "810000000009";
+    let sheet = |q: &mut Queue, key: &str| {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        let mut s = new_sheet(pid, number, "017510001", Some(key));
+        s.beneficiary_key = "B".into();
+        s.participation = vec![("20261116".to_string(), 400)];
+        s.participation_caps = Some(ParticipationCaps {
+            per_day_cents: 400,
+            per_year_cents: 5000,
+        });
+        s
+    };
+    let original = sheet(&mut q, "k1");
+    let first = match q.insert_sheet(&original).unwrap() {
+        Inserted::New(row) => row,
+        other => panic!("expected a new sheet, got {other:?}"),
+    };
+    // Priced again with a number of its own, as a retry reaching the insert is.
+    let retry = sheet(&mut q, "k1");
+    match q.insert_sheet(&retry).unwrap() {
+        Inserted::Existing(row) => assert_eq!((row.id, row.number), (first.id, first.number)),
+        other => panic!("expected the first sheet, got {other:?}"),
+    }
+    let group = [sheet(&mut q, "k1"), sheet(&mut q, "k2")];
+    let (_, out) = q.commit_group(&[], &group).unwrap();
+    assert!(
+        matches!(&out[0], Ok(Inserted::Existing(row)) if row.id == first.id),
+        "{:?}",
+        out[0]
+    );
+    assert!(
+        matches!(&out[1], Err(QueueError::OverCap(_))),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(
+        q.participation_history("B", "20260101", "20261231")
+            .unwrap(),
+        [("20261116".to_string(), 400)]
+    );
+}
