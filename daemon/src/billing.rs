@@ -3,7 +3,7 @@
 //! Vitale card sign the proof of presence, and commits it to the queue
 //! before answering.
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Timelike, Utc};
 use fse_formats::api::{self, FseCreateParams, FseCreated};
 use fse_formats::build::{self, parse_date};
 use fse_formats::cards::{CpsData, VitaleData};
@@ -164,7 +164,14 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
         vitale,
         vitale_certificate: vitale_cert,
     };
-    let created_at = now.format("%Y%m%d%H%M%SZ").to_string();
+    // `YYYYMMDDHHMMSSZ`, written directly (chrono's `format` parses its pattern at each call).
+    let created_at = format!(
+        "{}{:02}{:02}{:02}Z",
+        build::ymd(today),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
     let tables = rules::Tables::builtin();
     let caps = ParticipationCaps {
         per_day_cents: tables.participation.per_day_cents,
@@ -176,7 +183,7 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
         .ok()
         .map(|(who, _)| build::history_key(&who));
     let from = format!("{}0101", today.year() - 1);
-    let until = today.format("%Y%m%d").to_string();
+    let until = build::ymd(today);
     // The sheet's number, taken on the first try and kept through the others.
     let mut number = None;
     // A sheet is priced on the history read before it; a sheet of the same beneficiary
@@ -286,7 +293,7 @@ async fn sign_and_encode(
         deadline: Some(sheet.deadline.clone()),
         participation: build::participation_by_date(sheet)
             .into_iter()
-            .map(|(d, c)| (d.format("%Y%m%d").to_string(), c))
+            .map(|(d, c)| (build::ymd(d), c))
             .collect(),
         participation_caps: Some(caps),
     })

@@ -986,7 +986,16 @@ impl Queue {
         from: &str,
         until: &str,
     ) -> Result<Vec<(String, u64)>, QueueError> {
-        participation_in(&self.conn, beneficiary, from, until)
+        // Both range reads in one read transaction: one snapshot, and one start of a
+        // transaction (WAL read lock, and the page cache dropped when the file changed).
+        // Within a transaction already, that one is the snapshot.
+        if !self.conn.is_autocommit() {
+            return participation_in(&self.conn, beneficiary, from, until);
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        let history = participation_in(&tx, beneficiary, from, until)?;
+        tx.commit()?;
+        Ok(history)
     }
 
     /// The DRE stored with sheet `id`, if it has one.
