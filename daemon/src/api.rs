@@ -1192,7 +1192,9 @@ mod tests {
     fn context(dir: &tempfile::TempDir) -> Context {
         let slot = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let (cards, _thread) = Cards::start(
-            Backend::Virtual(VirtualReaderConfig { slots: vec![slot] }),
+            Backend::Virtual(VirtualReaderConfig {
+                slots: vec![fse_formats::vpcd::Endpoint::Tcp(slot)],
+            }),
             None,
         )
         .unwrap();

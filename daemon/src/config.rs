@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use fse_formats::vpcd::Endpoint;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -42,8 +44,8 @@ pub enum TransportKind {
 pub struct CardsSection {
     /// `pcsc` or `virtual`.
     pub backend: CardBackend,
-    /// Listening addresses of the virtual reader's slots.
-    pub virtual_slots: Vec<SocketAddr>,
+    /// Where the virtual reader's slots listen: `host:port` (as vpcd) or `unix:/path`.
+    pub virtual_slots: Vec<Endpoint>,
 }
 
 impl Default for CardsSection {
@@ -51,8 +53,14 @@ impl Default for CardsSection {
         CardsSection {
             backend: CardBackend::Pcsc,
             virtual_slots: vec![
-                SocketAddr::from(([127, 0, 0, 1], fse_formats::vpcd::VPCD_PORT)),
-                SocketAddr::from(([127, 0, 0, 1], fse_formats::vpcd::VPCD_PORT + 1)),
+                Endpoint::Tcp(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    fse_formats::vpcd::VPCD_PORT,
+                ))),
+                Endpoint::Tcp(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    fse_formats::vpcd::VPCD_PORT + 1,
+                ))),
             ],
         }
     }

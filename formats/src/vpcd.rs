@@ -1,6 +1,7 @@
 //! The vpcd wire protocol (virtual smart-card reader driver of the vsmartcard
 //! project, Debian package `vsmartcard-vpcd`): how a virtual card and a
-//! reader talk over TCP.
+//! reader talk over TCP (or, between fsed's embedded virtual reader and
+//! simulated cards on one machine, over a Unix socket: [`Endpoint`]).
 //!
 //! Every message is a 2-byte big-endian length followed by that many bytes.
 //! A 1-byte message from the reader is a control frame ([`Control`]);
@@ -11,6 +12,56 @@
 
 /// Port of vpcd slot 0 (the CPS by convention); slot `n` listens on `VPCD_PORT + n`.
 pub const VPCD_PORT: u16 = 35963;
+
+/// Where a reader slot is reached: a TCP address, where pcscd's vpcd driver listens, or a Unix
+/// socket (written `unix:/path`) carrying the same frames, for simulated cards on the machine
+/// of an embedded virtual reader: no TCP stack on either side of every APDU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `host:port`.
+    Tcp(std::net::SocketAddr),
+    /// `unix:/path`.
+    Unix(std::path::PathBuf),
+}
+
+/// The prefix of a Unix socket [`Endpoint`].
+pub const UNIX_PREFIX: &str = "unix:";
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Endpoint, String> {
+        match s.strip_prefix(UNIX_PREFIX) {
+            Some("") => Err(format!("{s}: a Unix socket needs a path (unix:/path)")),
+            Some(path) => Ok(Endpoint::Unix(path.into())),
+            None => s.parse().map(Endpoint::Tcp).map_err(|_| {
+                format!("{s}: an IP address and port (127.0.0.1:35963) or unix:/path")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(path) => write!(f, "{UNIX_PREFIX}{}", path.display()),
+        }
+    }
+}
+
+impl serde::Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// A control frame sent by the reader to the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +146,30 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn endpoints_read_and_write_as_text() {
+        for text in [
+            "127.0.0.1:35963",
+            "[::1]:35964",
+            "unix:/run/fsed/cps.sock",
+            "unix:rel",
+        ] {
+            let e: Endpoint = text.parse().unwrap();
+            assert_eq!(e.to_string(), text);
+        }
+        assert_eq!(
+            "unix:/a".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/a".into())
+        );
+        for bad in ["unix:", "localhost:35963", "127.0.0.1", ""] {
+            let why = bad.parse::<Endpoint>().unwrap_err();
+            assert!(why.starts_with(bad), "{why}");
+        }
+        let json = serde_json::to_string(&Endpoint::Unix("/s".into())).unwrap();
+        assert_eq!(json, "\"unix:/s\"");
+        assert!(serde_json::from_str::<Endpoint>("\"nowhere\"").is_err());
+    }
     use super::*;
 
     #[test]

@@ -24,6 +24,13 @@ pub struct CardsArgs {
     /// Port of the Vitale slot.
     #[arg(long, default_value_t = fse_formats::vpcd::VPCD_PORT + 1)]
     pub vitale_port: u16,
+    /// Unix socket of the CPS slot of fsed's embedded virtual reader (`--virtual-slot
+    /// unix:PATH`), instead of `--host` and `--cps-port`.
+    #[arg(long)]
+    pub cps_socket: Option<std::path::PathBuf>,
+    /// Unix socket of the Vitale slot, instead of `--host` and `--vitale-port`.
+    #[arg(long)]
+    pub vitale_socket: Option<std::path::PathBuf>,
     /// Time a card takes per APDU, in milliseconds (a real card: tens of ms).
     #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
@@ -168,6 +175,14 @@ pub fn start(cps_addr: String, vitale_addr: String, latency: vpcd::Latency) -> R
     }
 }
 
+/// A slot's reader: its Unix socket when given, else `host:port`.
+fn reader(host: &str, port: u16, socket: Option<&std::path::Path>) -> String {
+    match socket {
+        Some(path) => format!("{}{}", fse_formats::vpcd::UNIX_PREFIX, path.display()),
+        None => format!("{host}:{port}"),
+    }
+}
+
 /// Runs `fse-sim cards` until SIGINT or SIGTERM.
 pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
     let latency = vpcd::Latency {
@@ -182,8 +197,8 @@ pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
     }
     let slots = crate::control::Slots::new(
         vec![
-            format!("{}:{}", args.host, args.cps_port),
-            format!("{}:{}", args.host, args.vitale_port),
+            reader(&args.host, args.cps_port, args.cps_socket.as_deref()),
+            reader(&args.host, args.vitale_port, args.vitale_socket.as_deref()),
         ],
         latency,
     );

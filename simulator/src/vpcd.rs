@@ -48,7 +48,8 @@ impl Latency {
 /// A card shared between its link and whoever scripts it.
 pub type SharedCard = Arc<Mutex<Box<dyn VirtualCard>>>;
 
-/// Shows `card` on the reader at `addr` until `stop` turns true.
+/// Shows `card` on the reader at `addr` (`host:port`, or `unix:/path` for fsed's embedded virtual
+/// reader) until `stop` turns true.
 ///
 /// The link itself is served by a blocking thread (a read, the card, a write per APDU:
 /// fewer system calls and wake-ups than a task woken through the runtime's poller);
@@ -64,39 +65,27 @@ pub async fn serve(
         if *stop.borrow() {
             return;
         }
-        match TcpStream::connect(&addr).await {
-            Ok(stream) => {
+        match connect(&addr).await {
+            Ok((stream, closer)) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(reader = %addr, "card connected to reader");
-                let _ = stream.set_nodelay(true);
-                let linked = stream
-                    .into_std()
-                    .and_then(|s| s.set_nonblocking(false).map(|()| s))
-                    .and_then(|s| s.try_clone().map(|closer| (s, closer)));
-                match linked {
-                    Ok((stream, closer)) => {
-                        let shared = Arc::clone(&card);
-                        // Dropped when the card leaves: a card pulled out in the middle of a
-                        // slow command never finishes it.
-                        let (pulled, pulled_rx) = std::sync::mpsc::channel::<()>();
-                        let mut link = tokio::task::spawn_blocking(move || {
-                            session(stream, &shared, latency, &pulled_rx)
-                        });
-                        tokio::select! {
-                            r = &mut link => {
-                                if let Ok(Err(e)) = r {
-                                    tracing::info!(reader = %addr, error = %e, "reader link closed");
-                                }
-                            }
-                            _ = stop.changed() => {
-                                drop(pulled);
-                                let _ = closer.shutdown(std::net::Shutdown::Both);
-                                let _ = link.await;
-                                return;
-                            }
+                let shared = Arc::clone(&card);
+                let (pulled, pulled_rx) = std::sync::mpsc::channel::<()>();
+                let mut link = tokio::task::spawn_blocking(move || {
+                    session(stream, &shared, latency, &pulled_rx)
+                });
+                tokio::select! {
+                    r = &mut link => {
+                        if let Ok(Err(e)) = r {
+                            tracing::info!(reader = %addr, error = %e, "reader link closed");
                         }
                     }
-                    Err(e) => tracing::info!(reader = %addr, error = %e, "reader link unusable"),
+                    _ = stop.changed() => {
+                        drop(pulled);
+                        closer.close();
+                        let _ = link.await;
+                        return;
+                    }
                 }
                 lock(&card).reset();
             }
@@ -110,6 +99,78 @@ pub async fn serve(
     }
 }
 
+/// A card's link to its reader, blocking: TCP (a vpcd driver) or a Unix socket (fsed's embedded
+/// virtual reader on the same machine).
+enum Link {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Link {
+    /// Before each read on TCP: acknowledge at once (a delayed ACK would hold the reader's next
+    /// APDU behind it).
+    fn before_read(&self) {
+        if let Link::Tcp(s) = self {
+            let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+        }
+    }
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.read(buf),
+            Link::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.write(buf),
+            Link::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Closes a link from another thread, waking its blocked read.
+struct Closer(Link);
+
+impl Closer {
+    fn close(self) {
+        let _ = match &self.0 {
+            Link::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Link::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+/// Connects to the reader at `addr` (`host:port` or `unix:/path`): the blocking link and a
+/// handle that closes it.
+async fn connect(addr: &str) -> std::io::Result<(Link, Closer)> {
+    match addr.strip_prefix(fse_formats::vpcd::UNIX_PREFIX) {
+        Some(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?.into_std()?;
+            stream.set_nonblocking(false)?;
+            let closer = stream.try_clone()?;
+            Ok((Link::Unix(stream), Closer(Link::Unix(closer))))
+        }
+        None => {
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(false)?;
+            let closer = stream.try_clone()?;
+            Ok((Link::Tcp(stream), Closer(Link::Tcp(closer))))
+        }
+    }
+}
+
 fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
     // A poisoned card lock only means a panic elsewhere; the card state is still usable.
     card.lock().unwrap_or_else(|p| p.into_inner())
@@ -117,7 +178,7 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Box<dyn VirtualCard>> {
 
 /// Takes the next complete frame's payload out of `buf`, reading more from `stream` as
 /// needed.
-fn next_frame(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+fn next_frame(stream: &mut Link, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(payload) = vpcd::take_frame(buf) {
@@ -125,7 +186,7 @@ fn next_frame(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::R
         }
         // vpcd writes the length and the APDU separately; acknowledging at once spares the
         // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).
-        let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
+        stream.before_read();
         match stream.read(&mut chunk) {
             Ok(0) => {
                 return Err(std::io::Error::new(
@@ -141,7 +202,7 @@ fn next_frame(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::R
 }
 
 fn session(
-    mut stream: std::net::TcpStream,
+    mut stream: Link,
     card: &SharedCard,
     latency: Latency,
     pulled: &std::sync::mpsc::Receiver<()>,

@@ -22,11 +22,10 @@ use common::{bin, Kill};
 
 const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 
-/// Starts an insurer (with `insurer_args`), then fsed with its virtual reader on `port` and
-/// `port + 1` over AMQP, and the cards, in `dir`; returns them and fsed's socket.
+/// Starts an insurer (with `insurer_args`), then fsed with its virtual reader over AMQP, and
+/// the cards, in `dir`; returns them and fsed's socket.
 fn start(
     dir: &std::path::Path,
-    port: u16,
     binding: &str,
     insurer_args: &[&str],
 ) -> (Vec<Kill>, std::path::PathBuf) {
@@ -41,7 +40,6 @@ fn start(
     );
     let (fsed, cards, socket) = common::start_virtual(
         dir,
-        port,
         &[
             "--transport",
             "amqp",
@@ -64,12 +62,7 @@ fn main() {
 
     println!("== 64 clients, create → broker-confirmed (the insurer's consumer idles)");
     let dir = tempfile::tempdir().unwrap();
-    let (procs, socket) = start(
-        dir.path(),
-        46963,
-        organism,
-        &["--slow-consumer-ms", "3600000"],
-    );
+    let (procs, socket) = start(dir.path(), organism, &["--slow-consumer-ms", "3600000"]);
     let s = common::practice(
         &socket,
         &[
@@ -91,7 +84,7 @@ fn main() {
 
     println!("\n== create → ARL at a moderate load: 16 practices, 500 sheets/s");
     let dir = tempfile::tempdir().unwrap();
-    let (procs, socket) = start(dir.path(), 46973, organism, &[]);
+    let (procs, socket) = start(dir.path(), organism, &[]);
     let s = common::practice(
         &socket,
         &[

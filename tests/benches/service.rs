@@ -92,8 +92,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let (fsed, _cards, socket) =
-        common::start_virtual(dir.path(), 46983, &["--transport", "spool"]);
+    let (fsed, _cards, socket) = common::start_virtual(dir.path(), &["--transport", "spool"]);
     let pid = fsed.0.id();
     let (rss_start, _) = memory(pid);
 

@@ -192,6 +192,80 @@ fn socket_activation_serves_the_socket_passed_and_leaves_it_to_its_owner() {
     );
 }
 
+/// Simulated cards on Unix socket slots of the embedded virtual reader (no TCP): read, the PIN
+/// verified, a secured sheet signed by the Vitale card; after a restart fsed binds the same
+/// paths again (the files its first run left are replaced) and the cards come back.
+#[test]
+fn cards_on_unix_socket_slots_serve_fsed_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cps, vitale) = (dir.path().join("cps.vpcd"), dir.path().join("vitale.vpcd"));
+    let slots = [
+        format!("unix:{}", cps.display()),
+        format!("unix:{}", vitale.display()),
+    ];
+    let trust = write_test_pki(&dir.path().join("trust"));
+    let socket = dir.path().join("fsed.sock");
+    let start = || {
+        let mut cmd = Command::new(bin("fsed"));
+        cmd.args(["--config", "/dev/null", "--state-dir"])
+            .arg(dir.path())
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--cards", "virtual", "--transport", "spool", "--trust-dir"])
+            .arg(&trust)
+            .args(["--virtual-slot", &slots[0], "--virtual-slot", &slots[1]]);
+        let mut d = Daemon::spawn(cmd);
+        d.wait_output(&["fsed ready"], Duration::from_secs(30));
+        let rpc = Rpc::connect(&socket, Duration::from_secs(10));
+        (d, rpc)
+    };
+    let (mut d, mut rpc) = start();
+    let _cards = common::start_fast_cards(
+        dir.path(),
+        &[
+            "--cps-socket",
+            cps.to_str().unwrap(),
+            "--vitale-socket",
+            vitale.to_str().unwrap(),
+        ],
+    );
+    for round in ["first", "after the restart"] {
+        cards_ready(&mut rpc);
+        let mut readers: Vec<Value> = rpc
+            .ok("cards.list", json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["reader"].clone())
+            .collect();
+        readers.sort_by_key(ToString::to_string);
+        assert_eq!(
+            readers,
+            [
+                json!("fsed virtual reader 0"),
+                json!("fsed virtual reader 1")
+            ],
+            "{round}"
+        );
+        let made = rpc.ok("fse.create", sheet(&format!("unix-{round}")));
+        assert_eq!(made["state"], json!("accepted"), "{round}");
+        assert_eq!(made["sheet"]["mode"], json!("secured"), "{round}");
+        assert_eq!(
+            made["sheet"]["presence"]["signature"]
+                .as_str()
+                .map(str::len),
+            Some(128),
+            "{round}: the Vitale card signed the proof of presence"
+        );
+        drop(rpc);
+        assert!(d.stop().success(), "{round}: exit status after SIGTERM");
+        assert!(cps.exists() && vitale.exists(), "{round}: slot sockets");
+        (d, rpc) = start();
+    }
+    drop(rpc);
+    assert!(d.stop().success());
+}
+
 #[test]
 fn a_plain_start_binds_answers_and_removes_its_socket() {
     let dir = tempfile::tempdir().unwrap();

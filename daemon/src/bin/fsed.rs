@@ -4,11 +4,11 @@
 //! over the defaults (see `daemon/CONFIG.md`).
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fse_formats::vpcd::Endpoint;
 use fsed::config::{CardBackend, Config, ConfigError, ConfigErrors, Sources, TransportKind};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -37,9 +37,9 @@ struct Cli {
     /// Card backend: `pcsc` or `virtual`.
     #[arg(long, value_parser = parse_backend)]
     cards: Option<CardBackend>,
-    /// Virtual reader slot address (repeat per slot).
+    /// Virtual reader slot: `host:port` (as vpcd) or `unix:/path` (repeat per slot).
     #[arg(long = "virtual-slot")]
-    virtual_slots: Vec<SocketAddr>,
+    virtual_slots: Vec<Endpoint>,
     /// Transport: `spool` or `amqp`.
     #[arg(long, value_parser = parse_transport)]
     transport: Option<TransportKind>,

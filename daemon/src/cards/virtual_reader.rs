@@ -1,16 +1,18 @@
 //! fsed's embedded virtual reader: it listens where pcscd's vpcd driver
-//! would (one TCP port per slot) and speaks the vpcd protocol
-//! (`fse_formats::vpcd`), so simulated cards (`fse-sim cards`) serve fsed
-//! directly on a machine without pcscd. A connection is a card insertion;
-//! a broken connection is a removal.
+//! would (one TCP port per slot), or on a Unix socket per slot, and speaks
+//! the vpcd protocol (`fse_formats::vpcd`), so simulated cards (`fse-sim
+//! cards`) serve fsed directly on a machine without pcscd. A connection is a
+//! card insertion; a broken connection is a removal.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use fse_formats::channel::{CardChannel, ChannelError};
-use fse_formats::vpcd::{self, Control};
+use fse_formats::vpcd::{self, Control, Endpoint};
 use tokio::sync::broadcast;
 
 use super::{CardEvent, CardsError, Msg, Registry};
@@ -18,13 +20,83 @@ use super::{CardEvent, CardsError, Msg, Registry};
 /// Where the virtual reader listens.
 #[derive(Debug, Clone)]
 pub struct VirtualReaderConfig {
-    /// Listening address of each slot; slot names are `fsed virtual reader <n>`.
-    pub slots: Vec<SocketAddr>,
+    /// Where each slot listens; slot names are `fsed virtual reader <n>`.
+    pub slots: Vec<Endpoint>,
+}
+
+/// A card's link: TCP, as to pcscd's vpcd driver, or a Unix socket.
+enum Link {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.read(buf),
+            Link::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.write(buf),
+            Link::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A slot's listening socket.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `at`; a socket file left there (by a previous run) is replaced, any other file
+    /// is an error.
+    fn bind(at: &Endpoint) -> std::io::Result<Listener> {
+        match at {
+            Endpoint::Tcp(addr) => TcpListener::bind(addr).map(Listener::Tcp),
+            Endpoint::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    }
+                }
+                UnixListener::bind(path).map(Listener::Unix)
+            }
+        }
+    }
+
+    /// The next card to connect, its link set up (no Nagle delay on TCP, a read timeout).
+    fn accept(&self) -> std::io::Result<Link> {
+        let timeout = Some(Duration::from_secs(30));
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                s.set_read_timeout(timeout)?;
+                Ok(Link::Tcp(s))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                s.set_read_timeout(timeout)?;
+                Ok(Link::Unix(s))
+            }
+        }
+    }
 }
 
 /// A simulated card connected over the vpcd protocol.
 struct VpcdChannel {
-    stream: TcpStream,
+    stream: Link,
     /// Bytes read past the last frame.
     buf: Vec<u8>,
 }
@@ -78,7 +150,7 @@ pub(super) fn spawn(
     reg: Registry,
 ) -> Result<std::thread::JoinHandle<()>, CardsError> {
     for (n, addr) in cfg.slots.iter().enumerate() {
-        let listener = TcpListener::bind(addr)
+        let listener = Listener::bind(addr)
             .map_err(|e| CardsError::Virtual(format!("slot {n} on {addr}: {e}")))?;
         let tx = tx.clone();
         let reader = format!("fsed virtual reader {n}");
@@ -102,11 +174,17 @@ pub(super) fn spawn(
         .map_err(|e| CardsError::Virtual(e.to_string()))
 }
 
-fn accept_loop(listener: TcpListener, reader: String, tx: mpsc::Sender<Msg>) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+fn accept_loop(listener: Listener, reader: String, tx: mpsc::Sender<Msg>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok(stream) => stream,
+            // A failed accept (the peer gone already, descriptors short): wait for the next.
+            Err(e) => {
+                tracing::debug!(reader = %reader, error = %e, "virtual card link not accepted");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
         let mut channel = VpcdChannel {
             stream,
             buf: Vec::new(),

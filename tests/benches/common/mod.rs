@@ -63,15 +63,12 @@ pub fn connect(reader: &str) -> Pcsc {
     }
 }
 
-/// fsed on its embedded virtual reader (slots on `port` and `port + 1`) with `fse-sim cards`
-/// at full speed (no card latency), the test PKI as its trust directory, lots of 100 sheets or
-/// 1 s, quiet logs, and `fsed_args` after those; both started in `dir`. Returns fsed, the
-/// cards and fsed's socket, once the socket is there and the cards had time to be read.
-pub fn start_virtual(
-    dir: &std::path::Path,
-    port: u16,
-    fsed_args: &[&str],
-) -> (Kill, Kill, PathBuf) {
+/// fsed on its embedded virtual reader (slots on Unix sockets in `dir`: the simulated cards'
+/// link costs no TCP stack, which a real reader's USB link does not either) with `fse-sim
+/// cards` at full speed (no card latency), the test PKI as its trust directory, lots of 100
+/// sheets or 1 s, quiet logs, and `fsed_args` after those; both started in `dir`. Returns fsed,
+/// the cards and fsed's socket, once the socket is there and the cards had time to be read.
+pub fn start_virtual(dir: &std::path::Path, fsed_args: &[&str]) -> (Kill, Kill, PathBuf) {
     use std::process::{Command, Stdio};
     let trust = dir.join("trust");
     assert!(Command::new(bin("fse-sim"))
@@ -81,9 +78,10 @@ pub fn start_virtual(
         .unwrap()
         .success());
     let socket = dir.join("fsed.sock");
+    let (cps_path, vitale_path) = (dir.join("cps.vpcd"), dir.join("vitale.vpcd"));
     let (cps, vitale) = (
-        format!("127.0.0.1:{port}"),
-        format!("127.0.0.1:{}", port + 1),
+        format!("unix:{}", cps_path.display()),
+        format!("unix:{}", vitale_path.display()),
     );
     let fsed = Kill(
         Command::new(bin("fsed"))
@@ -123,10 +121,10 @@ pub fn start_virtual(
                 "0",
                 "--signature-latency-ms",
                 "0",
-                "--cps-port",
-                &port.to_string(),
-                "--vitale-port",
-                &(port + 1).to_string(),
+                "--cps-socket",
+                cps_path.to_str().unwrap(),
+                "--vitale-socket",
+                vitale_path.to_str().unwrap(),
             ])
             .stdout(Stdio::null())
             .spawn()
