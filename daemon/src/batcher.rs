@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot, SALT_LEN};
 use fse_formats::merkle;
-use fse_queue::LotRow;
+use fse_queue::{GroupWrite, GroupWritten, LotRow};
 use rand::RngCore;
 use tokio::sync::Notify;
 
@@ -235,17 +235,20 @@ impl Batcher {
             let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
             // By size alone, only full lots close; the others wait for their age.
             let everything = asked || old || urgent;
-            let lots = self
+            let lots = match self
                 .store
-                .call(move |q| {
-                    if everything {
-                        q.close_lots(None, max, &now)
-                    } else {
-                        q.close_full_lots(max, &now)
-                    }
+                .write(GroupWrite::CloseLots {
+                    practitioner_id: None,
+                    max_sheets: max,
+                    now,
+                    full_only: !everything,
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+            {
+                GroupWritten::Closed(lots) => lots,
+                other => return Err(format!("closing lots answered {other:?}")),
+            };
             for l in &lots {
                 tracing::info!(lot = %l.id, sheets = l.sheet_count, "lot closed");
                 self.events.publish("lot.closed", serde_json::json!({ "lot_id": l.id, "sheets": l.sheet_count, "destination": l.destination }));
@@ -386,9 +389,13 @@ impl Batcher {
             ),
             None => None,
         };
-        let id = lot.id.clone();
         self.store
-            .call(move |q| q.mark_lot_signed_with_dres(&id, &der, cms.as_deref(), &dre_lots))
+            .write(GroupWrite::LotSigned {
+                lot_id: lot.id.clone(),
+                signed_der: der,
+                cms,
+                dre_lots,
+            })
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
@@ -421,20 +428,10 @@ impl Batcher {
                 })
                 .collect();
             let results = self.transport.send_many(&batch).await;
+            let mut sent = Vec::new();
             for (lot, result) in window.iter().zip(results) {
                 match result {
-                    Ok(()) => {
-                        let id = lot.id.clone();
-                        self.store
-                            .call(move |q| q.mark_lot_sent(&id))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
-                        self.events.publish(
-                            "lot.sent",
-                            serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count }),
-                        );
-                    }
+                    Ok(()) => sent.push(*lot),
                     Err(e) => {
                         tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
                         if e.unroutable {
@@ -449,6 +446,21 @@ impl Batcher {
                         broken |= !e.unroutable;
                     }
                 }
+            }
+            // The window's lots confirmed, marked sent in one commit.
+            let marks = sent
+                .iter()
+                .map(|l| GroupWrite::LotSent {
+                    lot_id: l.id.clone(),
+                })
+                .collect();
+            for (lot, marked) in sent.iter().zip(self.store.write_all(marks).await) {
+                marked.map_err(|e| e.to_string())?;
+                tracing::info!(lot = %lot.id, destination = %lot.destination, "lot sent");
+                self.events.publish(
+                    "lot.sent",
+                    serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count }),
+                );
             }
             if broken {
                 break;

@@ -2,7 +2,8 @@
 //! handle: every call runs on tokio's blocking pool, one writer at a time.
 //! Two paths are shaped for many concurrent clients: sheet inserts go to a
 //! committer thread that stores every insert waiting at that moment in one
-//! transaction (group commit: one fsync for the lot of them), and sheet
+//! transaction (group commit: one fsync for the lot of them), together with
+//! the lots' changes of state waiting then ([`Store::write`]), and sheet
 //! numbers are reserved from the database in blocks and handed out from
 //! memory (a block cut short by a restart leaves a gap, never a reuse).
 //! Reads on the path of every sheet ([`Store::read`]) have a connection of
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use fse_queue::{Inserted, NewSheet, Queue, QueueError};
+use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, Queue, QueueError};
 use tokio::sync::oneshot;
 
 /// How many sheet numbers one reservation takes.
@@ -28,6 +29,7 @@ pub const MAX_GROUP: usize = 512;
 
 type InsertReply = oneshot::Sender<Result<Inserted, QueueError>>;
 type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
+type WriteReply = oneshot::Sender<Result<GroupWritten, QueueError>>;
 
 /// A write for the committer thread.
 enum Op {
@@ -35,6 +37,8 @@ enum Op {
     Insert(Box<NewSheet>, InsertReply),
     /// Reserve a block of sheet numbers for a practitioner.
     Reserve(String, u64, ReserveReply),
+    /// A lot's change of state, in the commit of the sheets stored at that moment.
+    Write(Box<GroupWrite>, WriteReply),
     /// Answer once the group it came with is committed (a health check).
     Ping(oneshot::Sender<()>),
 }
@@ -154,6 +158,45 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Writes a lot's change of state in the next group commit, with the sheets being stored
+    /// at that moment: no commit (and no fsync) of its own, and no wait for the writing
+    /// connection while the committer holds it.
+    pub async fn write(&self, write: GroupWrite) -> Result<GroupWritten, StoreError> {
+        self.write_all(vec![write])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Task("a write without an answer".into())))
+    }
+
+    /// [`Store::write`] for several writes, in order, sent together so that they share a
+    /// commit.
+    pub async fn write_all(
+        &self,
+        writes: Vec<GroupWrite>,
+    ) -> Vec<Result<GroupWritten, StoreError>> {
+        let answers: Vec<_> = writes
+            .into_iter()
+            .map(|w| {
+                let (reply, answer) = oneshot::channel();
+                self.ops
+                    .send(Op::Write(Box::new(w), reply))
+                    .map(|()| answer)
+                    .map_err(|_| StoreError::Task("the committer thread stopped".into()))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(match answer {
+                Ok(answer) => answer
+                    .await
+                    .map_err(|_| StoreError::Task("the committer thread dropped a write".into()))
+                    .and_then(|r| r.map_err(StoreError::from)),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
     /// Answers once the committer thread has taken this request and committed whatever came
     /// with it: the committer is alive and its commits complete (the watchdog's health check).
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -240,6 +283,7 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
 
         let (mut reservations, mut reserve_replies) = (Vec::new(), Vec::new());
         let (mut news, mut insert_replies) = (Vec::new(), Vec::new());
+        let (mut writes, mut write_replies) = (Vec::new(), Vec::new());
         let mut pings = Vec::new();
         for op in batch {
             match op {
@@ -251,21 +295,28 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
                     reservations.push((pid, count));
                     reserve_replies.push(reply);
                 }
+                Op::Write(write, reply) => {
+                    writes.push(*write);
+                    write_replies.push(reply);
+                }
                 Op::Ping(reply) => pings.push(reply),
             }
         }
-        if news.is_empty() && reservations.is_empty() {
+        if news.is_empty() && reservations.is_empty() && writes.is_empty() {
             for reply in pings {
                 let _ = reply.send(());
             }
             continue;
         }
-        match lock(queue).commit_group(&reservations, &news) {
-            Ok((numbers, inserted)) => {
+        match lock(queue).commit_group_writes(&reservations, &news, &writes) {
+            Ok(((numbers, inserted), written)) => {
                 for (reply, result) in reserve_replies.into_iter().zip(numbers) {
                     let _ = reply.send(result);
                 }
                 for (reply, result) in insert_replies.into_iter().zip(inserted) {
+                    let _ = reply.send(result);
+                }
+                for (reply, result) in write_replies.into_iter().zip(written) {
                     let _ = reply.send(result);
                 }
             }
@@ -276,6 +327,9 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
                     let _ = reply.send(Err(failed()));
                 }
                 for reply in insert_replies {
+                    let _ = reply.send(Err(failed()));
+                }
+                for reply in write_replies {
                     let _ = reply.send(Err(failed()));
                 }
             }

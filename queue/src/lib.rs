@@ -25,9 +25,9 @@ use serde_json::json;
 
 pub use schema::APPLICATION_ID;
 pub use types::{
-    AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, Inserted, LotRow, LotState,
-    NewSheet, ParticipationCaps, PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats,
-    UnknownState,
+    AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
+    GroupWritesOutcome, GroupWritten, Inserted, LotRow, LotState, NewSheet, ParticipationCaps,
+    PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats, UnknownState,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -487,7 +487,7 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
 }
 
 /// The state and sheet count of a lot, or `NotFound`.
-fn lot_state(tx: &Transaction<'_>, lot_id: &str) -> Result<(LotState, u64), QueueError> {
+fn lot_state(tx: &Connection, lot_id: &str) -> Result<(LotState, u64), QueueError> {
     let found: Option<(String, i64)> = tx
         .query_row(
             "SELECT state, sheet_count FROM lots WHERE id = ?1",
@@ -506,7 +506,7 @@ fn lot_state(tx: &Transaction<'_>, lot_id: &str) -> Result<(LotState, u64), Queu
 
 /// Moves every sheet of a lot from one state to another; the count must be the lot's.
 fn move_sheets(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     lot_id: &str,
     from: SheetState,
     to: SheetState,
@@ -544,6 +544,171 @@ fn read_error(path: &Path, e: rusqlite::Error) -> QueueError {
             path: path.to_path_buf(),
             detail: e.to_string(),
         },
+    }
+}
+
+/// [`Queue::close_lots`] within `tx`.
+fn close_lots_in(
+    tx: &Connection,
+    practitioner_id: Option<&str>,
+    max_sheets: usize,
+    now: &str,
+    full_only: bool,
+) -> Result<Vec<LotRow>, QueueError> {
+    let max_sheets = max_sheets.max(1);
+    let at = stamp();
+    let groups: Vec<(String, String)> = {
+        let mut stmt = tx.prepare_cached(OPEN_GROUPS)?;
+        let rows = stmt.query_map(params![practitioner_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut lots = Vec::new();
+    for (pid, dest) in groups {
+        let sheets: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare_cached(OPEN_SHEETS_OF_GROUP)?;
+            let rows = stmt.query_map(params![pid, dest], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for chunk in sheets.chunks(max_sheets) {
+            if full_only && chunk.len() < max_sheets {
+                break;
+            }
+            // The chunk is every open sheet of the group from its first id to its last (this
+            // transaction read them): one statement moves them all. (`chunks` yields no
+            // empty slice.)
+            let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
+            let number = take_counter(tx, &pid, Counter::Lot)?;
+            let lot_id = format!("{pid}-{number:08}");
+            tx.execute(
+                    "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
+                    params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
+                )?;
+            let moved = tx
+                .prepare_cached(MOVE_INTO_LOT)?
+                .execute(params![lot_id, at, pid, dest, *first, *last])?;
+            if moved != chunk.len() {
+                return Err(QueueError::Data(format!(
+                    "lot {lot_id}: {moved} sheets moved in, {} expected",
+                    chunk.len()
+                )));
+            }
+            let numbers: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+            event(
+                tx,
+                &at,
+                "lot.closed",
+                &lot_id,
+                json!({
+                    "practitioner_id": pid,
+                    "number": number,
+                    "destination": dest,
+                    "sheet_count": chunk.len(),
+                    "sheet_numbers": numbers,
+                }),
+            )?;
+            lots.push(tx.query_row(
+                &format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"),
+                [&lot_id],
+                lot_row,
+            )?);
+        }
+    }
+    Ok(lots)
+}
+
+/// [`Queue::mark_lot_signed_with_dres`] within `tx`.
+fn lot_signed_in(
+    tx: &Connection,
+    lot_id: &str,
+    signed_der: &[u8],
+    cms: Option<&[u8]>,
+    dre_lots: &[(String, Vec<u8>, u64)],
+) -> Result<(), QueueError> {
+    if signed_der.is_empty() {
+        return Err(QueueError::Data(format!("lot {lot_id}: empty signed lot")));
+    }
+    let (state, count) = lot_state(tx, lot_id)?;
+    if state != LotState::Closed {
+        return Err(QueueError::InvalidTransition {
+            subject: format!("lot {lot_id}"),
+            from: state.as_str().into(),
+            to: LotState::Signed.as_str().into(),
+        });
+    }
+    let at = stamp();
+    tx.execute(
+            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
+            params![lot_id, signed_der, at, cms],
+        )?;
+    move_sheets(
+        tx,
+        lot_id,
+        SheetState::InLot,
+        SheetState::Signed,
+        count,
+        &at,
+    )?;
+    for (amc, der, dres) in dre_lots {
+        tx.execute(
+                "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
+                params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
+            )?;
+    }
+    event(
+        tx,
+        &at,
+        "lot.signed",
+        lot_id,
+        json!({ "sheet_count": count, "signed_bytes": signed_der.len(), "dre_lots": dre_lots.len() }),
+    )?;
+    Ok(())
+}
+
+/// [`Queue::mark_lot_sent`] within `tx`.
+fn lot_sent_in(tx: &Connection, lot_id: &str) -> Result<bool, QueueError> {
+    let (state, count) = lot_state(tx, lot_id)?;
+    match state {
+        LotState::Signed => {}
+        LotState::Closed => {
+            return Err(QueueError::InvalidTransition {
+                subject: format!("lot {lot_id}"),
+                from: state.as_str().into(),
+                to: LotState::Sent.as_str().into(),
+            });
+        }
+        LotState::Sent | LotState::Acknowledged | LotState::Rejected => return Ok(false),
+    }
+    let at = stamp();
+    tx.execute(
+        "UPDATE lots SET state = 'sent', updated_at = ?2 WHERE id = ?1",
+        params![lot_id, at],
+    )?;
+    move_sheets(tx, lot_id, SheetState::Signed, SheetState::Sent, count, &at)?;
+    event(tx, &at, "lot.sent", lot_id, json!({ "sheet_count": count }))?;
+    Ok(true)
+}
+
+/// One [`GroupWrite`] within `tx`.
+fn write_in(tx: &Connection, write: &GroupWrite) -> Result<GroupWritten, QueueError> {
+    match write {
+        GroupWrite::CloseLots {
+            practitioner_id,
+            max_sheets,
+            now,
+            full_only,
+        } => close_lots_in(tx, practitioner_id.as_deref(), *max_sheets, now, *full_only)
+            .map(GroupWritten::Closed),
+        GroupWrite::LotSigned {
+            lot_id,
+            signed_der,
+            cms,
+            dre_lots,
+        } => lot_signed_in(tx, lot_id, signed_der, cms.as_deref(), dre_lots)
+            .map(|()| GroupWritten::Signed),
+        GroupWrite::LotSent { lot_id } => lot_sent_in(tx, lot_id).map(GroupWritten::Sent),
     }
 }
 
@@ -746,10 +911,22 @@ impl Queue {
         reservations: &[(String, u64)],
         batch: &[NewSheet],
     ) -> Result<GroupOutcome, QueueError> {
+        Ok(self.commit_group_writes(reservations, batch, &[])?.0)
+    }
+
+    /// [`Queue::commit_group`], with lot changes of state after the inserts in the same
+    /// transaction (one fsync for all), each succeeding or failing alone as well.
+    pub fn commit_group_writes(
+        &mut self,
+        reservations: &[(String, u64)],
+        batch: &[NewSheet],
+        writes: &[GroupWrite],
+    ) -> Result<GroupWritesOutcome, QueueError> {
         {
             let tx = self.write()?;
             let mut numbers = Vec::with_capacity(reservations.len());
             let mut out = Vec::with_capacity(batch.len());
+            let mut written = Vec::with_capacity(writes.len());
             let mut clean = true;
             for (pid, count) in reservations {
                 match reserve_in(&tx, pid, *count) {
@@ -769,9 +946,18 @@ impl Queue {
                     }
                 }
             }
+            for write in writes.iter().take_while(|_| clean) {
+                match write_in(&tx, write) {
+                    Ok(done) => written.push(Ok(done)),
+                    Err(_) => {
+                        clean = false;
+                        break;
+                    }
+                }
+            }
             if clean {
                 tx.commit()?;
-                return Ok((numbers, out));
+                return Ok(((numbers, out), written));
             }
         }
         let mut tx = self.write()?;
@@ -800,8 +986,22 @@ impl Queue {
                 }
             }
         }
+        let mut written = Vec::with_capacity(writes.len());
+        for write in writes {
+            let sp = tx.savepoint()?;
+            match write_in(&sp, write) {
+                Ok(done) => {
+                    sp.commit()?;
+                    written.push(Ok(done));
+                }
+                Err(e) => {
+                    drop(sp); // rolls this write back, keeps the others
+                    written.push(Err(e));
+                }
+            }
+        }
         tx.commit()?;
-        Ok((numbers, out))
+        Ok(((numbers, out), written))
     }
 
     /// Reserves `count` sheet numbers for a practitioner in one transaction and returns the
@@ -1070,68 +1270,8 @@ impl Queue {
         now: &str,
         full_only: bool,
     ) -> Result<Vec<LotRow>, QueueError> {
-        let max_sheets = max_sheets.max(1);
         let tx = self.write()?;
-        let at = stamp();
-        let groups: Vec<(String, String)> = {
-            let mut stmt = tx.prepare_cached(OPEN_GROUPS)?;
-            let rows = stmt.query_map(params![practitioner_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut lots = Vec::new();
-        for (pid, dest) in groups {
-            let sheets: Vec<(i64, i64)> = {
-                let mut stmt = tx.prepare_cached(OPEN_SHEETS_OF_GROUP)?;
-                let rows = stmt.query_map(params![pid, dest], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for chunk in sheets.chunks(max_sheets) {
-                if full_only && chunk.len() < max_sheets {
-                    break;
-                }
-                // The chunk is every open sheet of the group from its first id to its last (this
-                // transaction read them): one statement moves them all. (`chunks` yields no
-                // empty slice.)
-                let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) else {
-                    continue;
-                };
-                let number = take_counter(&tx, &pid, Counter::Lot)?;
-                let lot_id = format!("{pid}-{number:08}");
-                tx.execute(
-                    "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at, seq)
-                     VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
-                    params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
-                )?;
-                let moved = tx
-                    .prepare_cached(MOVE_INTO_LOT)?
-                    .execute(params![lot_id, at, pid, dest, *first, *last])?;
-                if moved != chunk.len() {
-                    return Err(QueueError::Data(format!(
-                        "lot {lot_id}: {moved} sheets moved in, {} expected",
-                        chunk.len()
-                    )));
-                }
-                let numbers: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
-                event(
-                    &tx,
-                    &at,
-                    "lot.closed",
-                    &lot_id,
-                    json!({
-                        "practitioner_id": pid,
-                        "number": number,
-                        "destination": dest,
-                        "sheet_count": chunk.len(),
-                        "sheet_numbers": numbers,
-                    }),
-                )?;
-                lots.push(tx.query_row(
-                    &format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"),
-                    [&lot_id],
-                    lot_row,
-                )?);
-            }
-        }
+        let lots = close_lots_in(&tx, practitioner_id, max_sheets, now, full_only)?;
         tx.commit()?;
         Ok(lots)
     }
@@ -1286,44 +1426,8 @@ impl Queue {
         cms: Option<&[u8]>,
         dre_lots: &[(String, Vec<u8>, u64)],
     ) -> Result<(), QueueError> {
-        if signed_der.is_empty() {
-            return Err(QueueError::Data(format!("lot {lot_id}: empty signed lot")));
-        }
         let tx = self.write()?;
-        let (state, count) = lot_state(&tx, lot_id)?;
-        if state != LotState::Closed {
-            return Err(QueueError::InvalidTransition {
-                subject: format!("lot {lot_id}"),
-                from: state.as_str().into(),
-                to: LotState::Signed.as_str().into(),
-            });
-        }
-        let at = stamp();
-        tx.execute(
-            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
-            params![lot_id, signed_der, at, cms],
-        )?;
-        move_sheets(
-            &tx,
-            lot_id,
-            SheetState::InLot,
-            SheetState::Signed,
-            count,
-            &at,
-        )?;
-        for (amc, der, dres) in dre_lots {
-            tx.execute(
-                "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
-                params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
-            )?;
-        }
-        event(
-            &tx,
-            &at,
-            "lot.signed",
-            lot_id,
-            json!({ "sheet_count": count, "signed_bytes": signed_der.len(), "dre_lots": dre_lots.len() }),
-        )?;
+        lot_signed_in(&tx, lot_id, signed_der, cms, dre_lots)?;
         tx.commit()?;
         Ok(())
     }
@@ -1345,40 +1449,9 @@ impl Queue {
     /// [`QueueError::InvalidTransition`] for a lot not yet signed.
     pub fn mark_lot_sent(&mut self, lot_id: &str) -> Result<bool, QueueError> {
         let tx = self.write()?;
-        let (state, count) = lot_state(&tx, lot_id)?;
-        match state {
-            LotState::Signed => {}
-            LotState::Closed => {
-                return Err(QueueError::InvalidTransition {
-                    subject: format!("lot {lot_id}"),
-                    from: state.as_str().into(),
-                    to: LotState::Sent.as_str().into(),
-                });
-            }
-            LotState::Sent | LotState::Acknowledged | LotState::Rejected => return Ok(false),
-        }
-        let at = stamp();
-        tx.execute(
-            "UPDATE lots SET state = 'sent', updated_at = ?2 WHERE id = ?1",
-            params![lot_id, at],
-        )?;
-        move_sheets(
-            &tx,
-            lot_id,
-            SheetState::Signed,
-            SheetState::Sent,
-            count,
-            &at,
-        )?;
-        event(
-            &tx,
-            &at,
-            "lot.sent",
-            lot_id,
-            json!({ "sheet_count": count }),
-        )?;
+        let changed = lot_sent_in(&tx, lot_id)?;
         tx.commit()?;
-        Ok(true)
+        Ok(changed)
     }
 
     /// Applies an ARL, idempotently, in one transaction: stores it (table

@@ -1743,3 +1743,83 @@ fn a_retry_of_a_sheet_that_filled_the_caps_answers_that_sheet() {
         [("20261116".to_string(), 400)]
     );
 }
+
+/// Lots close, are signed and sent in the commit of the sheets stored with them; a write that
+/// is refused (a lot sent before it is signed) is rolled back alone, nothing else with it.
+#[test]
+fn lot_changes_share_a_group_commit_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let pid = "810000000009";
+    let mut sheets = Vec::new();
+    for _ in 0..3 {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        sheets.push(new_sheet(pid, number, "017510001", None));
+    }
+    let close = GroupWrite::CloseLots {
+        practitioner_id: None,
+        max_sheets: 2,
+        now: "20261130120000Z".into(),
+        full_only: true,
+    };
+    let ((_, inserted), written) = q
+        .commit_group_writes(&[], &sheets, std::slice::from_ref(&close))
+        .unwrap();
+    assert!(inserted.iter().all(|r| matches!(r, Ok(Inserted::New(_)))));
+    let lots = match &written[..] {
+        [Ok(GroupWritten::Closed(lots))] => lots.clone(),
+        other => panic!("{other:?}"),
+    };
+    // Full lots only: two of the three sheets, the third waits.
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0].sheet_count, 2);
+    let lot_id = lots[0].id.clone();
+
+    // In one group: a refused write (sent before signed), then the signature, then the sending.
+    let number = q.allocate_sheet_number(pid).unwrap();
+    let more = [new_sheet(pid, number, "017510001", None)];
+    let writes = [
+        GroupWrite::LotSent {
+            lot_id: lot_id.clone(),
+        },
+        GroupWrite::LotSigned {
+            lot_id: lot_id.clone(),
+            signed_der: b"signed lot".to_vec(),
+            cms: None,
+            dre_lots: Vec::new(),
+        },
+        GroupWrite::LotSent {
+            lot_id: lot_id.clone(),
+        },
+    ];
+    let ((_, inserted), written) = q.commit_group_writes(&[], &more, &writes).unwrap();
+    assert!(matches!(&inserted[0], Ok(Inserted::New(_))), "{inserted:?}");
+    assert!(
+        matches!(&written[0], Err(QueueError::InvalidTransition { .. })),
+        "{:?}",
+        written[0]
+    );
+    assert!(
+        matches!(&written[1], Ok(GroupWritten::Signed)),
+        "{:?}",
+        written[1]
+    );
+    assert!(
+        matches!(&written[2], Ok(GroupWritten::Sent(true))),
+        "{:?}",
+        written[2]
+    );
+    let lot = q.get_lot(&lot_id).unwrap().unwrap();
+    assert_eq!(lot.state, LotState::Sent);
+    assert_eq!(lot.signed_der.as_deref(), Some(&b"signed lot"[..]));
+    let kinds: Vec<String> = q
+        .events_since(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("lot."))
+        .collect();
+    assert_eq!(kinds, ["lot.closed", "lot.signed", "lot.sent"]);
+    assert_eq!(q.stats().unwrap().sheets.get("sent"), Some(&2));
+    assert_eq!(q.stats().unwrap().sheets.get("accepted"), Some(&2));
+}

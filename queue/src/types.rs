@@ -284,6 +284,53 @@ pub type GroupOutcome = (
     Vec<Result<Inserted, crate::QueueError>>,
 );
 
+/// A lot's change of state that may share a group commit with sheet inserts (one fsync for
+/// all): what the batcher writes as lots are closed, signed and sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupWrite {
+    /// [`crate::Queue::close_lots`] (`full_only`: [`crate::Queue::close_full_lots`]).
+    CloseLots {
+        /// Only this practitioner's sheets, or everyone's.
+        practitioner_id: Option<String>,
+        /// The most sheets a lot holds.
+        max_sheets: usize,
+        /// The lots' closing time.
+        now: String,
+        /// Close only full lots.
+        full_only: bool,
+    },
+    /// [`crate::Queue::mark_lot_signed_with_dres`].
+    LotSigned {
+        /// The lot.
+        lot_id: String,
+        /// Its signed DER.
+        signed_der: Vec<u8>,
+        /// Its CMS SignedData.
+        cms: Option<Vec<u8>>,
+        /// Its DRE lots: AMC number, DER, number of DREs.
+        dre_lots: Vec<(String, Vec<u8>, u64)>,
+    },
+    /// [`crate::Queue::mark_lot_sent`].
+    LotSent {
+        /// The lot.
+        lot_id: String,
+    },
+}
+
+/// What a [`GroupWrite`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupWritten {
+    /// The lots closed.
+    Closed(Vec<LotRow>),
+    /// The lot is signed.
+    Signed,
+    /// Whether the lot changed (`false`: it was sent already).
+    Sent(bool),
+}
+
+/// What one group commit with writes did: [`GroupOutcome`] and each write's outcome.
+pub type GroupWritesOutcome = (GroupOutcome, Vec<Result<GroupWritten, crate::QueueError>>);
+
 /// What waits to be sent, for self-diagnosis.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Backlog {
