@@ -107,11 +107,17 @@ enum Link {
 }
 
 impl Link {
-    /// Before each read on TCP: acknowledge at once (a delayed ACK would hold the reader's next
-    /// APDU behind it).
-    fn before_read(&self) {
-        if let Link::Tcp(s) = self {
-            let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+    /// Before each read. On TCP: acknowledge at once (a delayed ACK would hold the reader's
+    /// next APDU behind it). On a Unix socket: wait in `poll` for data alone; a thread
+    /// blocked in `read` is also woken each time the reader takes what this side wrote (the
+    /// kernel signals room to write on the same wait queue), for nothing.
+    fn before_read(&self) -> std::io::Result<()> {
+        match self {
+            Link::Tcp(s) => {
+                let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+                Ok(())
+            }
+            Link::Unix(s) => wait_readable(s),
         }
     }
 }
@@ -135,6 +141,19 @@ impl Write for Link {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Waits until `socket` has data (or is closed, or fails: the read that follows tells).
+fn wait_readable(socket: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(socket, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -186,7 +205,7 @@ fn next_frame(stream: &mut Link, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> 
         }
         // vpcd writes the length and the APDU separately; acknowledging at once spares the
         // sender's Nagle delay against our delayed ACK (about 40 ms per APDU otherwise).
-        stream.before_read();
+        stream.before_read()?;
         match stream.read(&mut chunk) {
             Ok(0) => {
                 return Err(std::io::Error::new(

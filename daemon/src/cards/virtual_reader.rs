@@ -30,6 +30,35 @@ enum Link {
     Unix(UnixStream),
 }
 
+impl Link {
+    /// On a Unix socket, waits in `poll` for data alone: a thread blocked in `read` is also
+    /// woken each time the card takes what this side wrote (the kernel signals room to write
+    /// on the same wait queue), for nothing. The link's read timeout holds.
+    fn wait_readable(&self) -> Result<(), ChannelError> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let Link::Unix(s) = self else {
+            return Ok(());
+        };
+        let timeout = LINK_TIMEOUT
+            .as_secs()
+            .try_into()
+            .ok()
+            .map(|tv_sec| Timespec { tv_sec, tv_nsec: 0 });
+        let mut fds = [PollFd::new(s, PollFlags::IN)];
+        loop {
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => return Err(ChannelError::CardRemoved),
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return Err(ChannelError::CardRemoved),
+            }
+        }
+    }
+}
+
+/// How long a card may take to answer before it is taken as removed.
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Read for Link {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -77,7 +106,7 @@ impl Listener {
 
     /// The next card to connect, its link set up (no Nagle delay on TCP, a read timeout).
     fn accept(&self) -> std::io::Result<Link> {
-        let timeout = Some(Duration::from_secs(30));
+        let timeout = Some(LINK_TIMEOUT);
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
@@ -117,6 +146,7 @@ impl VpcdChannel {
             if let Some(payload) = vpcd::take_frame(&mut self.buf) {
                 return Ok(payload);
             }
+            self.stream.wait_readable()?;
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ChannelError::CardRemoved),
