@@ -8,7 +8,9 @@
 //! memory (a block cut short by a restart leaves a gap, never a reuse).
 //! Reads on the path of every sheet ([`Store::read`]) have a connection of
 //! their own: under WAL they see the last commit without waiting for the
-//! one in progress (and its fsync).
+//! one in progress (and its fsync). A checkpointer thread, on a connection
+//! of its own too, copies the WAL into the database file off the
+//! committer's path.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +28,13 @@ pub const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The most inserts one group commit carries.
 pub const MAX_GROUP: usize = 512;
+
+/// How often the checkpointer thread copies the WAL into the database file.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// WAL pages at which the committer checkpoints by itself, should the checkpointer fall behind
+/// (40 MiB of 4 KiB pages).
+pub const CHECKPOINT_BACKSTOP: u32 = 10_000;
 
 type InsertReply = oneshot::Sender<Result<Inserted, QueueError>>;
 type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
@@ -78,6 +87,11 @@ impl Store {
         // The file is checked and migrated: the reading connections need neither again.
         let reader = Arc::new(Mutex::new(queue.another_connection()?));
         let quick_reader = Arc::new(Mutex::new(queue.another_connection()?));
+        // The WAL is copied into the database file by a thread of its own, off the committer's
+        // path (where SQLite would do it, at the commit that fills 1,000 pages, while the
+        // sheets of that commit wait); the committer still does it past the backstop.
+        let checkpointer = queue.another_connection()?;
+        queue.set_auto_checkpoint(CHECKPOINT_BACKSTOP)?;
         let inner = Arc::new(Mutex::new(queue));
         let (tx, rx) = mpsc::channel::<Op>();
         let queue = Arc::clone(&inner);
@@ -85,6 +99,11 @@ impl Store {
             .name("fsed-commit".into())
             .spawn(move || committer(&queue, &rx))
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
+        let alive = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("fsed-checkpoint".into())
+            .spawn(move || checkpoints(&checkpointer, &alive))
+            .map_err(|e| QueueError::Data(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(Store {
             inner,
             reader,
@@ -248,6 +267,20 @@ impl Store {
     }
 }
 
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it waits for
+/// nobody and nobody waits for it) until the store is gone.
+fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if alive.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = checkpointer.checkpoint_passive() {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again");
+        }
+    }
+}
+
 /// Takes the inserts as they come; each round stores all those waiting in one transaction.
 fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
     // How many clients write at once, as the recent commits saw it (slowly forgotten).
@@ -371,5 +404,56 @@ mod tests {
         let held = store.quick_reader.lock().unwrap();
         assert_eq!(store.read_now(count).await.unwrap(), 1);
         drop(held);
+    }
+
+    /// The checkpointer thread copies the WAL into the database file within a moment of the
+    /// commits, which never checkpoint by themselves below the backstop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_thread_copies_the_wal_off_the_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let store = Store::open(&path).unwrap();
+        let writer = store
+            .call(|q| q.pragma("wal_autocheckpoint"))
+            .await
+            .unwrap();
+        assert_eq!(writer, CHECKPOINT_BACKSTOP.to_string());
+        for _ in 0..20 {
+            let number = store.next_sheet_number("10000000001").await.unwrap();
+            store
+                .insert_sheet(NewSheet {
+                    practitioner_id: "10000000001".into(),
+                    number,
+                    destination: "017510001".into(),
+                    der: vec![0x30, 0x00],
+                    json: "{}".into(),
+                    created_at: "20261130100000Z".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        // Let checkpoints go by, then look from a read-only connection, which may not copy
+        // anything itself: it reports the counts when the WAL is all in the file already, and
+        // fails when there is something left to copy.
+        let start = std::time::Instant::now();
+        let mut copied = false;
+        while start.elapsed() < CHECKPOINT_EVERY * 20 && !copied {
+            std::thread::sleep(CHECKPOINT_EVERY * 2);
+            copied = matches!(wal_counts(&path), Ok((log, done)) if log > 0 && done == log);
+        }
+        assert!(copied, "the WAL was not checkpointed by the thread");
+    }
+
+    /// The WAL's frames and those already in the database file, asked of a read-only
+    /// connection.
+    fn wal_counts(path: &Path) -> rusqlite::Result<(i64, i64)> {
+        let ro = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        ro.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
     }
 }

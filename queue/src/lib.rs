@@ -830,6 +830,28 @@ impl Queue {
         Ok(Queue { conn })
     }
 
+    /// Copies what the WAL holds into the database file as far as it can without waiting for
+    /// a reader or the writer (a PASSIVE checkpoint); returns the frames in the WAL and how many
+    /// of them are in the database file now.
+    pub fn checkpoint_passive(&self) -> Result<(u64, u64), QueueError> {
+        let (log, done): (i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(1)?, r.get(2)?))
+                })?;
+        Ok((
+            u64::try_from(log).unwrap_or(0),
+            u64::try_from(done).unwrap_or(0),
+        ))
+    }
+
+    /// How many WAL pages make a commit on this connection checkpoint by itself (SQLite's
+    /// `wal_autocheckpoint`; 0: never).
+    pub fn set_auto_checkpoint(&self, pages: u32) -> Result<(), QueueError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(())
+    }
+
     fn write(&mut self) -> Result<Transaction<'_>, QueueError> {
         Ok(self
             .conn
