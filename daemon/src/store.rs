@@ -379,6 +379,20 @@ mod tests {
 
     use super::*;
 
+    /// A minimal sheet with the practitioner's next number.
+    async fn sheet(store: &Store) -> NewSheet {
+        let number = store.next_sheet_number("10000000001").await.unwrap();
+        NewSheet {
+            practitioner_id: "10000000001".into(),
+            number,
+            destination: "017510001".into(),
+            der: vec![0x30, 0x00],
+            json: "{}".into(),
+            created_at: "20261130100000Z".into(),
+            ..Default::default()
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     // The test holds the quick reader's lock across `read_now` on purpose: that is the busy case.
     #[allow(clippy::await_holding_lock)]
@@ -387,17 +401,7 @@ mod tests {
         let store = Store::open(&dir.path().join("q.db")).unwrap();
         let count = |q: &Queue| Ok(q.stats()?.sheets.values().sum::<u64>());
         assert_eq!(store.read_now(count).await.unwrap(), 0);
-        let number = store.next_sheet_number("10000000001").await.unwrap();
-        let new = NewSheet {
-            practitioner_id: "10000000001".into(),
-            number,
-            destination: "017510001".into(),
-            der: vec![0x30, 0x00],
-            json: "{}".into(),
-            created_at: "20261130100000Z".into(),
-            ..Default::default()
-        };
-        store.insert_sheet(new).await.unwrap();
+        store.insert_sheet(sheet(&store).await).await.unwrap();
         // Committed before answered: the quick reader sees it.
         assert_eq!(store.read_now(count).await.unwrap(), 1);
         // Its connection held elsewhere: the same answer by the blocking pool.
@@ -419,19 +423,7 @@ mod tests {
             .unwrap();
         assert_eq!(writer, CHECKPOINT_BACKSTOP.to_string());
         for _ in 0..20 {
-            let number = store.next_sheet_number("10000000001").await.unwrap();
-            store
-                .insert_sheet(NewSheet {
-                    practitioner_id: "10000000001".into(),
-                    number,
-                    destination: "017510001".into(),
-                    der: vec![0x30, 0x00],
-                    json: "{}".into(),
-                    created_at: "20261130100000Z".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            store.insert_sheet(sheet(&store).await).await.unwrap();
         }
         // Let checkpoints go by, then look from a read-only connection, which may not copy
         // anything itself: it reports the counts when the WAL is all in the file already, and
