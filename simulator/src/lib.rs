@@ -31,3 +31,26 @@ pub async fn wait_for_signal() {
         }
     }
 }
+
+/// Waits until `socket` has something to read (or is closed).
+///
+/// A thread blocked in `read` on a Unix socket is woken whenever its peer takes what it
+/// wrote (the kernel signals room to write on the same wait queue), and goes back to sleep:
+/// a wake-up for nothing per request. `poll` for `POLLIN` alone is woken by data only. The
+/// socket's read timeout holds as it does for `read`.
+pub fn wait_readable(socket: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let timeout = socket.read_timeout()?.map(|d| Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
+    let mut fds = [PollFd::new(socket, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Err(std::io::ErrorKind::WouldBlock.into()),
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -136,29 +136,6 @@ struct Created {
     id: i64,
 }
 
-/// Waits until `socket` has something to read (or is closed).
-///
-/// A thread blocked in `read` on a Unix socket is woken whenever its peer takes what it
-/// wrote (the kernel signals room to write on the same wait queue), and goes back to sleep:
-/// a wake-up for nothing per request. `poll` for `POLLIN` alone is woken by data only. The
-/// socket's read timeout holds as it does for `read`.
-fn wait_readable(socket: &UnixStream) -> std::io::Result<()> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let timeout = socket.read_timeout()?.map(|d| Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    });
-    let mut fds = [PollFd::new(socket, PollFlags::IN)];
-    loop {
-        match poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => return Err(std::io::ErrorKind::WouldBlock.into()),
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// A blocking JSON-RPC client on fsed's socket.
 struct Client {
     /// The line being read (its buffer kept from one answer to the next).
@@ -233,7 +210,7 @@ impl Client {
     fn read_as<T: serde::de::DeserializeOwned>(&mut self) -> std::io::Result<T> {
         self.line.clear();
         if self.reader.buffer().is_empty() {
-            wait_readable(self.reader.get_ref())?;
+            crate::wait_readable(self.reader.get_ref())?;
         }
         if self.reader.read_line(&mut self.line)? == 0 {
             return Err(std::io::Error::new(

@@ -70,6 +70,8 @@ pub async fn serve(
                 backoff = Duration::from_millis(100);
                 tracing::info!(reader = %addr, "card connected to reader");
                 let shared = Arc::clone(&card);
+                // Dropped when the card leaves: a card pulled out in the middle of a slow
+                // command never finishes it.
                 let (pulled, pulled_rx) = std::sync::mpsc::channel::<()>();
                 let mut link = tokio::task::spawn_blocking(move || {
                     session(stream, &shared, latency, &pulled_rx)
@@ -117,7 +119,7 @@ impl Link {
                 let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
                 Ok(())
             }
-            Link::Unix(s) => wait_readable(s),
+            Link::Unix(s) => crate::wait_readable(s),
         }
     }
 }
@@ -141,19 +143,6 @@ impl Write for Link {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Waits until `socket` has data (or is closed, or fails: the read that follows tells).
-fn wait_readable(socket: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(socket, PollFlags::IN)];
-    loop {
-        match poll(&mut fds, None) {
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
     }
 }
 
