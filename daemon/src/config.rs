@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-
-use fse_formats::vpcd::Endpoint;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use fse_formats::vpcd::Endpoint;
 use serde::{Deserialize, Serialize};
 
 /// Which card readers fsed uses.

@@ -582,10 +582,10 @@ fn close_lots_in(
             let number = take_counter(tx, &pid, Counter::Lot)?;
             let lot_id = format!("{pid}-{number:08}");
             tx.execute(
-                    "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at, seq)
-                     VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
-                    params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
-                )?;
+                "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, closed_at, updated_at, seq)
+                 VALUES (?1, ?2, ?3, ?4, 'closed', ?5, ?6, ?7, (SELECT COALESCE(MAX(seq), 0) + 1 FROM lots))",
+                params![lot_id, pid, to_i64("lot number", number)?, dest, chunk.len() as i64, now, at],
+            )?;
             let moved = tx
                 .prepare_cached(MOVE_INTO_LOT)?
                 .execute(params![lot_id, at, pid, dest, *first, *last])?;
@@ -640,9 +640,9 @@ fn lot_signed_in(
     }
     let at = stamp();
     tx.execute(
-            "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
-            params![lot_id, signed_der, at, cms],
-        )?;
+        "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
+        params![lot_id, signed_der, at, cms],
+    )?;
     move_sheets(
         tx,
         lot_id,
@@ -653,9 +653,9 @@ fn lot_signed_in(
     )?;
     for (amc, der, dres) in dre_lots {
         tx.execute(
-                "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
-                params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
-            )?;
+            "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
+            params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
+        )?;
     }
     event(
         tx,
@@ -689,6 +689,35 @@ fn lot_sent_in(tx: &Connection, lot_id: &str) -> Result<bool, QueueError> {
     move_sheets(tx, lot_id, SheetState::Signed, SheetState::Sent, count, &at)?;
     event(tx, &at, "lot.sent", lot_id, json!({ "sheet_count": count }))?;
     Ok(true)
+}
+
+/// `f` on every item within `tx`: their outcomes, or `None` at the first refusal (the caller
+/// then rolls the transaction back and goes item by item, [`each_alone`]).
+fn all_of<I, T>(
+    tx: &Connection,
+    items: &[I],
+    f: impl Fn(&Connection, &I) -> Result<T, QueueError>,
+) -> Option<Vec<Result<T, QueueError>>> {
+    items.iter().map(|item| f(tx, item).ok().map(Ok)).collect()
+}
+
+/// `f` on each item within a savepoint of its own: each succeeds or is rolled back alone,
+/// keeping the others.
+fn each_alone<I, T>(
+    tx: &mut Transaction<'_>,
+    items: &[I],
+    f: impl Fn(&Connection, &I) -> Result<T, QueueError>,
+) -> Result<Vec<Result<T, QueueError>>, QueueError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let sp = tx.savepoint()?;
+        let outcome = f(&sp, item);
+        if outcome.is_ok() {
+            sp.commit()?;
+        } // else the savepoint, dropped, rolls this item back
+        out.push(outcome);
+    }
+    Ok(out)
 }
 
 /// One [`GroupWrite`] within `tx`.
@@ -831,18 +860,11 @@ impl Queue {
     }
 
     /// Copies what the WAL holds into the database file as far as it can without waiting for
-    /// a reader or the writer (a PASSIVE checkpoint); returns the frames in the WAL and how many
-    /// of them are in the database file now.
-    pub fn checkpoint_passive(&self) -> Result<(u64, u64), QueueError> {
-        let (log, done): (i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(1)?, r.get(2)?))
-                })?;
-        Ok((
-            u64::try_from(log).unwrap_or(0),
-            u64::try_from(done).unwrap_or(0),
-        ))
+    /// a reader or the writer (a PASSIVE checkpoint).
+    pub fn checkpoint_passive(&self) -> Result<(), QueueError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// How many WAL pages make a commit on this connection checkpoint by itself (SQLite's
@@ -944,84 +966,22 @@ impl Queue {
         batch: &[NewSheet],
         writes: &[GroupWrite],
     ) -> Result<GroupWritesOutcome, QueueError> {
+        let reserve = |tx: &Connection, (pid, count): &(String, u64)| reserve_in(tx, pid, *count);
         {
             let tx = self.write()?;
-            let mut numbers = Vec::with_capacity(reservations.len());
-            let mut out = Vec::with_capacity(batch.len());
-            let mut written = Vec::with_capacity(writes.len());
-            let mut clean = true;
-            for (pid, count) in reservations {
-                match reserve_in(&tx, pid, *count) {
-                    Ok(first) => numbers.push(Ok(first)),
-                    Err(_) => {
-                        clean = false;
-                        break;
-                    }
-                }
-            }
-            for new in batch.iter().take_while(|_| clean) {
-                match insert_in(&tx, new) {
-                    Ok(inserted) => out.push(Ok(inserted)),
-                    Err(_) => {
-                        clean = false;
-                        break;
-                    }
-                }
-            }
-            for write in writes.iter().take_while(|_| clean) {
-                match write_in(&tx, write) {
-                    Ok(done) => written.push(Ok(done)),
-                    Err(_) => {
-                        clean = false;
-                        break;
-                    }
-                }
-            }
-            if clean {
+            let done = all_of(&tx, reservations, reserve).and_then(|numbers| {
+                let out = all_of(&tx, batch, insert_in)?;
+                Some(((numbers, out), all_of(&tx, writes, write_in)?))
+            });
+            if let Some(done) = done {
                 tx.commit()?;
-                return Ok(((numbers, out), written));
+                return Ok(done);
             }
         }
         let mut tx = self.write()?;
-        let mut numbers = Vec::with_capacity(reservations.len());
-        for (pid, count) in reservations {
-            let sp = tx.savepoint()?;
-            match reserve_in(&sp, pid, *count) {
-                Ok(first) => {
-                    sp.commit()?;
-                    numbers.push(Ok(first));
-                }
-                Err(e) => numbers.push(Err(e)),
-            }
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        for new in batch {
-            let sp = tx.savepoint()?;
-            match insert_in(&sp, new) {
-                Ok(inserted) => {
-                    sp.commit()?;
-                    out.push(Ok(inserted));
-                }
-                Err(e) => {
-                    drop(sp); // rolls this sheet back, keeps the others
-                    out.push(Err(e));
-                }
-            }
-        }
-        let mut written = Vec::with_capacity(writes.len());
-        for write in writes {
-            let sp = tx.savepoint()?;
-            match write_in(&sp, write) {
-                Ok(done) => {
-                    sp.commit()?;
-                    written.push(Ok(done));
-                }
-                Err(e) => {
-                    drop(sp); // rolls this write back, keeps the others
-                    written.push(Err(e));
-                }
-            }
-        }
+        let numbers = each_alone(&mut tx, reservations, reserve)?;
+        let out = each_alone(&mut tx, batch, insert_in)?;
+        let written = each_alone(&mut tx, writes, write_in)?;
         tx.commit()?;
         Ok(((numbers, out), written))
     }
