@@ -17,6 +17,10 @@
 //! then closes the lots, follows fsed's events until every sheet is
 //! broker-confirmed (or acknowledged by its insurer), and gives the end to
 //! end rate and the create → ARL latency.
+//!
+//! Each request carries a new UUIDv7 as its idempotency key, as `daemon/API.md`
+//! advises practice software: keys that grow with time are added at the end of
+//! fsed's key index, where random keys (UUIDv4) would each rewrite a page of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -315,6 +319,16 @@ fn practices(cards: &Value) -> (Vec<Practice>, Vec<(String, bool)>, Patients) {
     (out, pins, patients)
 }
 
+/// A new idempotency key: a UUIDv7 (RFC 9562), the current millisecond then random bits.
+fn time_ordered_key(rng: &mut impl Rng) -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    uuid::Builder::from_unix_timestamp_millis(ms, &rng.gen())
+        .into_uuid()
+        .to_string()
+}
+
 /// One `fse.create` request of practice `p`, with its idempotency key.
 fn request(
     p: &Practice,
@@ -501,7 +515,6 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
         follow_events(&args.socket, Arc::clone(&seen), Arc::clone(&stop))?;
     }
 
-    let run_id = format!("{:x}", rand::random::<u64>());
     let done = Arc::new(AtomicU64::new(0));
     let n = args.practices.max(1);
     let start = Instant::now();
@@ -511,7 +524,7 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
         let patients = patients.clone();
         let share = args.sheets / n as u64 + u64::from((i as u64) < args.sheets % n as u64);
         let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
-        let (socket, done, run_id) = (args.socket.clone(), Arc::clone(&done), run_id.clone());
+        let (socket, done) = (args.socket.clone(), Arc::clone(&done));
         let (degraded, seed) = (args.degraded_percent, args.seed.wrapping_add(i as u64));
         threads.push(std::thread::spawn(move || {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -528,13 +541,8 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
                         std::thread::sleep(wait);
                     }
                 }
-                let req = request(
-                    &practice,
-                    &patients,
-                    degraded,
-                    &mut rng,
-                    format!("{run_id}-{i}-{k}"),
-                );
+                let key = time_ordered_key(&mut rng);
+                let req = request(&practice, &patients, degraded, &mut rng, key);
                 let t = Instant::now();
                 let answer = match client.as_mut() {
                     Some(c) => c.call_as::<Created>("fse.create", &req),
@@ -736,6 +744,24 @@ mod tests {
         let p = percentiles(&mut v);
         assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
         assert_eq!(percentiles(&mut []).max, 0.0);
+    }
+
+    #[test]
+    fn keys_are_distinct_uuid_v7_in_the_order_they_are_made() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            keys.push(time_ordered_key(&mut rng));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for k in &keys {
+            let u = uuid::Uuid::parse_str(k).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{k}");
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, keys, "made 2 ms apart, they sort as made");
     }
 
     #[test]
