@@ -834,10 +834,14 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
                     "reason: 1 to 500 characters, not only spaces",
                 ));
             }
+            // What the sheet withheld stops counting: the histories in memory go, before (no
+            // read from the file started now is kept) and after the change.
+            ctx.store.forget_histories();
             let result = ctx
                 .store
                 .call(move |q| Ok(q.cancel_sheet(id, reason.trim())))
                 .await?;
+            ctx.store.forget_histories();
             let row = transition(
                 id,
                 result,

@@ -194,13 +194,8 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
         attempt += 1;
         // The participation already withheld for this beneficiary. A beneficiary fsed cannot
         // pick is refused by `build`, in its order of checks.
-        let history = match beneficiary.clone() {
-            Some(b) => {
-                let (from, until) = (from.clone(), until.clone());
-                store
-                    .read_now(move |q| q.participation_history(&b, &from, &until))
-                    .await?
-            }
+        let history = match beneficiary.as_deref() {
+            Some(b) => store.participation_history(b, &from, &until).await?,
             None => Vec::new(),
         };
         let history: Vec<(NaiveDate, u64)> = history
@@ -221,6 +216,10 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
             Ok(Inserted::Existing(row)) => return Created::of(row),
             Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
                 tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");
+                // The history in memory may lack a sheet just committed: read it from the file.
+                if let Some(b) = beneficiary.as_deref() {
+                    store.forget_history(b);
+                }
             }
             Err(e) => return Err(e.into()),
         }

@@ -10,7 +10,9 @@
 //! their own: under WAL they see the last commit without waiting for the
 //! one in progress (and its fsync). A checkpointer thread, on a connection
 //! of its own too, copies the WAL into the database file off the
-//! committer's path.
+//! committer's path. The participation history each sheet is priced on is
+//! kept in memory per beneficiary ([`Store::participation_history`]), filled
+//! from the file and brought up to date by the committer after each commit.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +37,10 @@ pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_mill
 /// WAL pages at which the committer checkpoints by itself, should the checkpointer fall behind
 /// (40 MiB of 4 KiB pages).
 pub const CHECKPOINT_BACKSTOP: u32 = 10_000;
+
+/// The most beneficiaries whose participation history is kept in memory; past that, the
+/// history of a new one is read from the file at each sheet.
+pub const HISTORY_CACHE_MAX: usize = 65_536;
 
 type InsertReply = oneshot::Sender<Result<Inserted, QueueError>>;
 type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
@@ -61,6 +67,21 @@ pub struct Store {
     ops: mpsc::Sender<Op>,
     numbers: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     reserving: Arc<tokio::sync::Mutex<()>>,
+    histories: Arc<Mutex<Histories>>,
+}
+
+/// The participation withheld per beneficiary (key of `fse_formats::build::history_key`) and
+/// date of care, as committed: each entry holds every date from the year before it was read
+/// from the file onwards, and the committer adds what each commit withholds. An entry may only
+/// lack what a commit has just added (a sheet priced on it then passes the caps, checked again
+/// in the commit, or is refused and priced again from the file); it never holds what the file
+/// does not, so a sheet is never priced to withhold less than the caps allow.
+#[derive(Default)]
+struct Histories {
+    /// Bumped by every change to the participation the entries hold: a read from the file that
+    /// started before it is not kept.
+    generation: u64,
+    by_beneficiary: HashMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 /// A store call that could not run.
@@ -95,9 +116,11 @@ impl Store {
         let inner = Arc::new(Mutex::new(queue));
         let (tx, rx) = mpsc::channel::<Op>();
         let queue = Arc::clone(&inner);
+        let histories = Arc::new(Mutex::new(Histories::default()));
+        let committed = Arc::clone(&histories);
         std::thread::Builder::new()
             .name("fsed-commit".into())
-            .spawn(move || committer(&queue, &rx))
+            .spawn(move || committer(&queue, &rx, &committed))
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
         let alive = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -111,7 +134,62 @@ impl Store {
             ops: tx,
             numbers: Arc::new(Mutex::new(HashMap::new())),
             reserving: Arc::new(tokio::sync::Mutex::new(())),
+            histories,
         })
+    }
+
+    /// The participation forfaitaire withheld from `beneficiary` on care dates `from` to
+    /// `until` (`YYYYMMDD`, inclusive), summed per date in date order, as
+    /// [`Queue::participation_history`] reads it: from memory when this beneficiary's history
+    /// is there (see [`Histories`]), else from the file (every date from `from` on, kept for
+    /// the next sheets while nothing changed the participation meanwhile).
+    pub async fn participation_history(
+        &self,
+        beneficiary: &str,
+        from: &str,
+        until: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let in_range = |h: &std::collections::BTreeMap<String, u64>| -> Vec<(String, u64)> {
+            h.range(from.to_string()..=until.to_string())
+                .map(|(d, c)| (d.clone(), *c))
+                .collect()
+        };
+        let generation = {
+            let cache = lock(&self.histories);
+            if let Some(h) = cache.by_beneficiary.get(beneficiary) {
+                return Ok(in_range(h));
+            }
+            cache.generation
+        };
+        let (b, f) = (beneficiary.to_string(), from.to_string());
+        let read = self
+            .read_now(move |q| q.participation_history(&b, &f, "99991231"))
+            .await?;
+        let history: std::collections::BTreeMap<String, u64> = read.into_iter().collect();
+        let answer = in_range(&history);
+        let mut cache = lock(&self.histories);
+        if cache.generation == generation && cache.by_beneficiary.len() < HISTORY_CACHE_MAX {
+            cache
+                .by_beneficiary
+                .insert(beneficiary.to_string(), history);
+        }
+        Ok(answer)
+    }
+
+    /// Drops `beneficiary`'s participation history from memory: the next sheet reads it from
+    /// the file (a sheet priced on it was refused by the caps).
+    pub fn forget_history(&self, beneficiary: &str) {
+        let mut cache = lock(&self.histories);
+        cache.generation += 1;
+        cache.by_beneficiary.remove(beneficiary);
+    }
+
+    /// Drops every participation history from memory (a sheet was cancelled: what it withheld
+    /// no longer counts).
+    pub fn forget_histories(&self) {
+        let mut cache = lock(&self.histories);
+        cache.generation += 1;
+        cache.by_beneficiary.clear();
     }
 
     /// Runs `f` with the queue on the blocking pool.
@@ -267,6 +345,34 @@ impl Store {
     }
 }
 
+/// Adds to the histories in memory the participation the sheets just committed withhold (a
+/// sheet refused, or one already stored under its key, withholds nothing new).
+fn remember_withheld(
+    histories: &Mutex<Histories>,
+    news: &[NewSheet],
+    inserted: &[Result<Inserted, QueueError>],
+) {
+    let mut withheld = news
+        .iter()
+        .zip(inserted)
+        .filter(|(_, r)| matches!(r, Ok(Inserted::New(_))))
+        .filter(|(new, _)| new.participation.iter().any(|(_, c)| *c > 0))
+        .peekable();
+    if withheld.peek().is_none() {
+        return;
+    }
+    let mut cache = lock(histories);
+    cache.generation += 1;
+    for (new, _) in withheld {
+        if let Some(h) = cache.by_beneficiary.get_mut(&new.beneficiary_key) {
+            for (date, cents) in new.participation.iter().filter(|(_, c)| *c > 0) {
+                let sum = h.entry(date.clone()).or_default();
+                *sum = sum.saturating_add(*cents);
+            }
+        }
+    }
+}
+
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it waits for
 /// nobody and nobody waits for it) until the store is gone.
 fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>) {
@@ -282,7 +388,7 @@ fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>) {
 }
 
 /// Takes the inserts as they come; each round stores all those waiting in one transaction.
-fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
+fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>, histories: &Mutex<Histories>) {
     // How many clients write at once, as the recent commits saw it (slowly forgotten).
     let mut peak = 1usize;
     while let Ok(first) = rx.recv() {
@@ -346,6 +452,7 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>) {
                 for (reply, result) in reserve_replies.into_iter().zip(numbers) {
                     let _ = reply.send(result);
                 }
+                remember_withheld(histories, &news, &inserted);
                 for (reply, result) in insert_replies.into_iter().zip(inserted) {
                     let _ = reply.send(result);
                 }
@@ -391,6 +498,73 @@ mod tests {
             created_at: "20261130100000Z".into(),
             ..Default::default()
         }
+    }
+
+    /// A sheet of `beneficiary` withholding `cents` on `date`.
+    async fn withholding(store: &Store, beneficiary: &str, date: &str, cents: u64) -> NewSheet {
+        NewSheet {
+            beneficiary_key: beneficiary.into(),
+            participation: vec![(date.into(), cents)],
+            ..sheet(store).await
+        }
+    }
+
+    /// The history in memory follows the commits and a cancellation, and is what a sheet is
+    /// priced on until forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn participation_histories_in_memory_follow_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let store = Store::open(&path).unwrap();
+        let (b, from, until) = ("1850578006084|19850512|1", "20250101", "20261130");
+        let history = || store.participation_history(b, from, until);
+        assert_eq!(history().await.unwrap(), vec![]);
+        // A commit adds to the history in memory.
+        let first = withholding(&store, b, "20261130", 100).await;
+        store.insert_sheet(first).await.unwrap();
+        let second = withholding(&store, b, "20261129", 200).await;
+        let Inserted::New(second) = store.insert_sheet(second).await.unwrap() else {
+            panic!("a new sheet expected");
+        };
+        let also = withholding(&store, "another", "20261130", 100).await;
+        store.insert_sheet(also).await.unwrap();
+        assert_eq!(
+            history().await.unwrap(),
+            vec![("20261129".to_string(), 200), ("20261130".to_string(), 100)]
+        );
+        assert_eq!(
+            store
+                .participation_history(b, from, "20261129")
+                .await
+                .unwrap(),
+            vec![("20261129".to_string(), 200)],
+            "only the dates asked for"
+        );
+        // Written by another connection, out of the committer's sight: the history in memory
+        // does not show it until forgotten.
+        let mut outside = Queue::open(&path).unwrap();
+        let n = store.next_sheet_number("10000000001").await.unwrap();
+        outside
+            .insert_sheet(&NewSheet {
+                number: n,
+                ..withholding(&store, b, "20261130", 50).await
+            })
+            .unwrap();
+        assert_eq!(history().await.unwrap()[1], ("20261130".to_string(), 100));
+        store.forget_history(b);
+        assert_eq!(history().await.unwrap()[1], ("20261130".to_string(), 150));
+        // A cancelled sheet's participation stops counting.
+        store.forget_histories();
+        let id = second.id;
+        store
+            .call(move |q| q.cancel_sheet(id, "wrong patient"))
+            .await
+            .unwrap();
+        store.forget_histories();
+        assert_eq!(
+            history().await.unwrap(),
+            vec![("20261130".to_string(), 150)]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
