@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, Utc};
 use rand::{Rng, SeedableRng};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// How long the run waits after creation.
@@ -113,37 +114,42 @@ pub enum PracticeError {
     Io(#[from] std::io::Error),
 }
 
-/// A request line.
-#[derive(serde::Serialize)]
-struct Request<'a> {
-    jsonrpc: &'static str,
-    id: u64,
-    method: &'a str,
-    params: &'a Value,
-}
-
 /// A line from fsed: an answer (with the id of its request) or a notification (no id), with
-/// only the fields read here.
+/// only the fields read here; the others are skipped without being built.
 #[derive(serde::Deserialize)]
 struct Reply<T> {
     #[serde(default)]
     id: Option<u64>,
     #[serde(default = "Option::default")]
     result: Option<T>,
+    /// The error object, kept as its text: read further only when there is one.
     #[serde(default)]
-    error: Option<Value>,
+    error: Option<Box<RawValue>>,
 }
 
-/// What the load loop reads of an `fse.create` answer.
+/// What the load loop reads of an `fse.create` answer: the sheet's id. The rest of the result
+/// (its number, state and the sheet, most of the answer) is skipped as it is parsed, not built.
 #[derive(serde::Deserialize)]
 struct Created {
     id: i64,
 }
 
+/// The key an `fse.create` error is counted under: `error.data.rule` when it is a string,
+/// else `error.code` as JSON text (`null` when the error has none). Errors are few: the
+/// object is parsed whole.
+fn error_key(error: &RawValue) -> String {
+    let e: Value = serde_json::from_str(error.get()).unwrap_or(Value::Null);
+    e["data"]["rule"]
+        .as_str()
+        .map_or_else(|| e["code"].to_string(), str::to_string)
+}
+
 /// A blocking JSON-RPC client on fsed's socket.
 struct Client {
     /// The line being read (its buffer kept from one answer to the next).
-    line: String,
+    line: Vec<u8>,
+    /// The line being sent (likewise).
+    out: Vec<u8>,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
@@ -157,38 +163,51 @@ impl Client {
             reason: e.to_string(),
         };
         let s = UnixStream::connect(path).map_err(fail)?;
-        let writer = s.try_clone().map_err(fail)?;
+        Client::on(s, path.display().to_string()).map_err(fail)
+    }
+
+    /// A client on a connected socket (`path` names it in errors).
+    fn on(s: UnixStream, path: String) -> std::io::Result<Client> {
+        let writer = s.try_clone()?;
         Ok(Client {
-            line: String::new(),
+            line: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
             reader: BufReader::new(s),
             writer,
             next_id: 0,
-            path: path.display().to_string(),
+            path,
         })
     }
 
     /// One call: `Ok(result)` or `Err(error object)`; notifications in between are skipped.
     fn call(&mut self, method: &str, params: Value) -> std::io::Result<Result<Value, Value>> {
-        self.call_as(method, &params)
+        let params = serde_json::to_vec(&params)?;
+        Ok(match self.call_as(method, &params)? {
+            Ok(v) => Ok(v),
+            Err(e) => Err(serde_json::from_str(e.get())?),
+        })
     }
 
-    /// [`Client::call`] with the result read as `T` only: what the load loop needs of an
-    /// answer, without building the rest of it (a sheet's JSON) as values.
+    /// [`Client::call`] with `params` given as JSON text and the result read as `T` only:
+    /// what the load loop needs of an answer, without building the rest of it (a sheet's
+    /// JSON) as values. The error object comes as its text.
     fn call_as<T: serde::de::DeserializeOwned>(
         &mut self,
         method: &str,
-        params: &Value,
-    ) -> std::io::Result<Result<T, Value>> {
+        params: &[u8],
+    ) -> std::io::Result<Result<T, Box<RawValue>>> {
         self.next_id += 1;
         let id = self.next_id;
-        let mut line = serde_json::to_vec(&Request {
-            jsonrpc: "2.0",
-            id,
-            method,
-            params,
-        })?;
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
+        // `{"jsonrpc":"2.0","id":…,"method":…,"params":…}`, members in that order.
+        self.out.clear();
+        self.out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+        write!(self.out, "{id}")?;
+        self.out.extend_from_slice(b",\"method\":");
+        serde_json::to_writer(&mut self.out, method)?;
+        self.out.extend_from_slice(b",\"params\":");
+        self.out.extend_from_slice(params);
+        self.out.extend_from_slice(b"}\n");
+        self.writer.write_all(&self.out)?;
         loop {
             let reply: Reply<T> = self.read_as()?;
             if reply.id != Some(id) {
@@ -216,13 +235,13 @@ impl Client {
         if self.reader.buffer().is_empty() {
             crate::wait_readable(self.reader.get_ref())?;
         }
-        if self.reader.read_line(&mut self.line)? == 0 {
+        if self.reader.read_until(b'\n', &mut self.line)? == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "fsed closed the connection",
             ));
         }
-        serde_json::from_str(&self.line)
+        serde_json::from_slice(&self.line)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
@@ -320,65 +339,151 @@ fn practices(cards: &Value) -> (Vec<Practice>, Vec<(String, bool)>, Patients) {
 }
 
 /// A new idempotency key: a UUIDv7 (RFC 9562), the current millisecond then random bits.
-fn time_ordered_key(rng: &mut impl Rng) -> String {
+fn time_ordered_key(rng: &mut impl Rng) -> uuid::Uuid {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    uuid::Builder::from_unix_timestamp_millis(ms, &rng.gen())
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_unix_timestamp_millis(ms, &rng.gen()).into_uuid()
 }
 
-/// One `fse.create` request of practice `p`, with its idempotency key.
-fn request(
-    p: &Practice,
-    pat: &Patients,
+/// `,"name":value`, a member of the params after the first.
+fn member(name: &str, value: &Value) -> String {
+    format!(",{}:{value}", Value::from(name))
+}
+
+/// The `fse.create` requests of one practice. What does not change from one request to the
+/// next (the act and its prescriber, the CPS, the practitioner replaced, each beneficiary's
+/// degraded-mode identity, the tiers payant) is written as JSON once, from the `Value`s the
+/// requests used to be built of; a request only draws its random parts and puts the pieces
+/// together.
+///
+/// The members come in the order `serde_json` writes a `Value`'s (by name): the params are
+/// the bytes of the request as it was built before, with the same draws from the same seed.
+struct Scenario {
+    /// A GP or a remplaçant: degraded mode and tiers payant are drawn.
+    doctor: bool,
+    /// A Vitale card is present (else every sheet is made in degraded mode).
+    card: bool,
+    /// Beneficiaries to draw from (none: the index is 0).
+    beneficiaries: usize,
+    /// Share of doctors' sheets made in degraded mode, in percent.
     degraded_percent: u32,
-    rng: &mut impl Rng,
-    key: String,
-) -> Value {
-    let today = Utc::now().date_naive();
-    let prescribed = today
-        .checked_sub_days(Days::new(3))
-        .unwrap_or(today)
-        .format("%Y%m%d")
-        .to_string();
-    let prescriber = json!({"national_id": "810000000009", "date": prescribed});
-    let beneficiary = if pat.typed.is_empty() {
-        0
-    } else {
-        rng.gen_range(0..pat.typed.len())
-    };
-    let doctor = matches!(p.kind, Kind::Generalist | Kind::Remplacant);
-    let degraded = !pat.card || (doctor && rng.gen_range(0..100) < degraded_percent);
-    let mut r = match p.kind {
-        Kind::Generalist | Kind::Remplacant => {
-            let tp = rng.gen_bool(0.5);
-            json!({"act": {"code": "G"}, "tiers_payant": {"amo": tp, "amc": tp && pat.amc_tiers_payant}})
+    /// `{"act":{…}`: the params up to their first member's end.
+    act: String,
+    /// `,"beneficiary":i` for each beneficiary index.
+    beneficiary: Vec<String>,
+    /// `,"cps_serial":"…"`.
+    cps_serial: String,
+    /// `,"degraded":{…}` for each beneficiary index.
+    degraded: Vec<String>,
+    /// `,"replaced":{…}` for a remplaçant, else empty.
+    replaced: String,
+    /// `,"tiers_payant":{…}` (or empty) outside degraded mode, by the tiers payant coin.
+    tiers_payant: [String; 2],
+    /// `,"tiers_payant":{…}` in degraded mode.
+    degraded_tiers_payant: String,
+}
+
+impl Scenario {
+    /// Practice `p`'s requests on patients `pat`. Its prescriptions are dated three days
+    /// before today, the day this is made.
+    fn new(p: &Practice, pat: &Patients, degraded_percent: u32) -> Scenario {
+        let today = Utc::now().date_naive();
+        let prescribed = today
+            .checked_sub_days(Days::new(3))
+            .unwrap_or(today)
+            .format("%Y%m%d")
+            .to_string();
+        let prescriber = json!({"national_id": "810000000009", "date": prescribed});
+        let act = match p.kind {
+            Kind::Generalist | Kind::Remplacant => json!({"code": "G"}),
+            Kind::Specialist => json!({"code": "CS", "excess_cents": 2000}),
+            Kind::Nurse => json!({"code": "AMI", "prescriber": prescriber}),
+            Kind::Physiotherapist => {
+                json!({"code": "AMK", "coefficient": 750, "prescriber": prescriber})
+            }
+        };
+        let doctor = matches!(p.kind, Kind::Generalist | Kind::Remplacant);
+        let tiers_payant = [false, true].map(|tp| match p.kind {
+            Kind::Generalist | Kind::Remplacant => member(
+                "tiers_payant",
+                &json!({"amo": tp, "amc": tp && pat.amc_tiers_payant}),
+            ),
+            Kind::Specialist => String::new(),
+            Kind::Nurse | Kind::Physiotherapist => member("tiers_payant", &json!({"amo": true})),
+        });
+        let replaced = if p.kind == Kind::Remplacant {
+            member(
+                "replaced",
+                &json!({"national_id": "810000000009", "surname": "MARTIN",
+                        "given_name": "Claire", "billing_number": "75123456"}),
+            )
+        } else {
+            String::new()
+        };
+        let indices = 0..pat.typed.len().max(1);
+        Scenario {
+            doctor,
+            card: pat.card,
+            beneficiaries: pat.typed.len(),
+            degraded_percent,
+            act: format!("{{\"act\":{act}"),
+            beneficiary: indices
+                .clone()
+                .map(|i| member("beneficiary", &json!(i)))
+                .collect(),
+            cps_serial: member("cps_serial", &json!(p.cps_serial)),
+            degraded: indices
+                .map(|i| {
+                    let typed = pat.typed.get(i).cloned().unwrap_or(Value::Null);
+                    member(
+                        "degraded",
+                        &json!({"reason": "carte Vitale oubliée", "beneficiary": typed}),
+                    )
+                })
+                .collect(),
+            replaced,
+            tiers_payant,
+            degraded_tiers_payant: member("tiers_payant", &json!({"amo": true})),
         }
-        Kind::Specialist => json!({"act": {"code": "CS", "excess_cents": 2000}}),
-        Kind::Nurse => {
-            json!({"act": {"code": "AMI", "prescriber": prescriber}, "tiers_payant": {"amo": true}})
+    }
+
+    /// One request's params (JSON text) in `out`, with idempotency key `key`: draws the
+    /// beneficiary, then (for a doctor with a Vitale card) degraded mode, then (for a doctor)
+    /// tiers payant.
+    fn request(&self, rng: &mut impl Rng, key: &uuid::Uuid, out: &mut Vec<u8>) {
+        let beneficiary = if self.beneficiaries == 0 {
+            0
+        } else {
+            rng.gen_range(0..self.beneficiaries)
+        };
+        let degraded = !self.card || (self.doctor && rng.gen_range(0..100) < self.degraded_percent);
+        let tp = self.doctor && rng.gen_bool(0.5);
+        out.clear();
+        out.extend_from_slice(self.act.as_bytes());
+        if !degraded {
+            out.extend_from_slice(self.beneficiary[beneficiary].as_bytes());
         }
-        Kind::Physiotherapist => json!({
-            "act": {"code": "AMK", "coefficient": 750, "prescriber": prescriber},
-            "tiers_payant": {"amo": true}
-        }),
-    };
-    r["cps_serial"] = json!(p.cps_serial);
-    r["idempotency_key"] = json!(key);
-    if p.kind == Kind::Remplacant {
-        r["replaced"] = json!({"national_id": "810000000009", "surname": "MARTIN",
-                               "given_name": "Claire", "billing_number": "75123456"});
+        out.extend_from_slice(self.cps_serial.as_bytes());
+        if degraded {
+            out.extend_from_slice(self.degraded[beneficiary].as_bytes());
+        }
+        out.extend_from_slice(b",\"idempotency_key\":\"");
+        out.extend_from_slice(
+            key.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.push(b'"');
+        out.extend_from_slice(self.replaced.as_bytes());
+        let tiers_payant = if degraded {
+            &self.degraded_tiers_payant
+        } else {
+            &self.tiers_payant[usize::from(tp)]
+        };
+        out.extend_from_slice(tiers_payant.as_bytes());
+        out.push(b'}');
     }
-    if degraded {
-        r["tiers_payant"] = json!({"amo": true});
-        r["degraded"] = json!({"reason": "carte Vitale oubliée",
-                               "beneficiary": pat.typed.get(beneficiary).cloned().unwrap_or(Value::Null)});
-    } else {
-        r["beneficiary"] = json!(beneficiary);
-    }
-    r
 }
 
 /// The result of a run.
@@ -520,18 +625,19 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
     let start = Instant::now();
     let mut threads = Vec::new();
     for i in 0..n {
-        let practice = list[i % list.len()].clone();
-        let patients = patients.clone();
+        let scenario = Scenario::new(&list[i % list.len()], &patients, args.degraded_percent);
         let share = args.sheets / n as u64 + u64::from((i as u64) < args.sheets % n as u64);
         let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
         let (socket, done) = (args.socket.clone(), Arc::clone(&done));
-        let (degraded, seed) = (args.degraded_percent, args.seed.wrapping_add(i as u64));
+        let seed = args.seed.wrapping_add(i as u64);
         threads.push(std::thread::spawn(move || {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut lat = Vec::with_capacity(share as usize);
             let mut ids: Vec<(i64, Instant)> = Vec::with_capacity(share as usize);
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut client = Client::connect(&socket).ok();
+            // The params of the request being sent, their buffer kept from one to the next.
+            let mut params = Vec::with_capacity(1024);
             // Practices start spread over one interval, not all at once.
             let offset = interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / n as f64));
             for k in 0..share {
@@ -542,10 +648,10 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
                     }
                 }
                 let key = time_ordered_key(&mut rng);
-                let req = request(&practice, &patients, degraded, &mut rng, key);
+                scenario.request(&mut rng, &key, &mut params);
                 let t = Instant::now();
                 let answer = match client.as_mut() {
-                    Some(c) => c.call_as::<Created>("fse.create", &req),
+                    Some(c) => c.call_as::<Created>("fse.create", &params),
                     None => Err(std::io::Error::other("not connected")),
                 };
                 match answer {
@@ -554,11 +660,7 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
                         ids.push((created.id, t));
                     }
                     Ok(Err(e)) => {
-                        let code = e["data"]["rule"]
-                            .as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| e["code"].to_string());
-                        *errors.entry(code).or_default() += 1;
+                        *errors.entry(error_key(&e)).or_default() += 1;
                     }
                     Err(_) => {
                         *errors.entry("io".into()).or_default() += 1;
@@ -751,7 +853,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut keys = Vec::new();
         for _ in 0..3 {
-            keys.push(time_ordered_key(&mut rng));
+            keys.push(time_ordered_key(&mut rng).to_string());
             std::thread::sleep(Duration::from_millis(2));
         }
         for k in &keys {
@@ -782,9 +884,229 @@ mod tests {
         assert!(patients.amc_tiers_payant);
         assert_eq!(patients.typed[0]["organism"], "017510001");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let r = request(&list[0], &patients, 0, &mut rng, "k".into());
+        let r = params(&Scenario::new(&list[0], &patients, 0), &mut rng, &KEY);
         assert_eq!(r["act"]["code"], "AMI");
         assert_eq!(r["cps_serial"], "A");
         assert!(r.get("degraded").is_none());
+    }
+
+    const KEY: uuid::Uuid = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+
+    /// One request of `s`, parsed.
+    fn params(s: &Scenario, rng: &mut impl Rng, key: &uuid::Uuid) -> Value {
+        let mut out = Vec::new();
+        s.request(rng, key, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// The request as it was built before [`Scenario`] (the reference it is checked against).
+    fn reference_request(
+        p: &Practice,
+        pat: &Patients,
+        degraded_percent: u32,
+        rng: &mut impl Rng,
+        key: String,
+    ) -> Value {
+        let today = Utc::now().date_naive();
+        let prescribed = today
+            .checked_sub_days(Days::new(3))
+            .unwrap_or(today)
+            .format("%Y%m%d")
+            .to_string();
+        let prescriber = json!({"national_id": "810000000009", "date": prescribed});
+        let beneficiary = if pat.typed.is_empty() {
+            0
+        } else {
+            rng.gen_range(0..pat.typed.len())
+        };
+        let doctor = matches!(p.kind, Kind::Generalist | Kind::Remplacant);
+        let degraded = !pat.card || (doctor && rng.gen_range(0..100) < degraded_percent);
+        let mut r = match p.kind {
+            Kind::Generalist | Kind::Remplacant => {
+                let tp = rng.gen_bool(0.5);
+                json!({"act": {"code": "G"}, "tiers_payant": {"amo": tp, "amc": tp && pat.amc_tiers_payant}})
+            }
+            Kind::Specialist => json!({"act": {"code": "CS", "excess_cents": 2000}}),
+            Kind::Nurse => {
+                json!({"act": {"code": "AMI", "prescriber": prescriber}, "tiers_payant": {"amo": true}})
+            }
+            Kind::Physiotherapist => json!({
+                "act": {"code": "AMK", "coefficient": 750, "prescriber": prescriber},
+                "tiers_payant": {"amo": true}
+            }),
+        };
+        r["cps_serial"] = json!(p.cps_serial);
+        r["idempotency_key"] = json!(key);
+        if p.kind == Kind::Remplacant {
+            r["replaced"] = json!({"national_id": "810000000009", "surname": "MARTIN",
+                                   "given_name": "Claire", "billing_number": "75123456"});
+        }
+        if degraded {
+            r["tiers_payant"] = json!({"amo": true});
+            r["degraded"] = json!({"reason": "carte Vitale oubliée",
+                                   "beneficiary": pat.typed.get(beneficiary).cloned().unwrap_or(Value::Null)});
+        } else {
+            r["beneficiary"] = json!(beneficiary);
+        }
+        r
+    }
+
+    #[test]
+    fn requests_are_those_built_before_for_every_practice_and_mode() {
+        let typed = |n: u32| {
+            json!({"nir": format!("18001759900{n}"), "surname": "DUPONT", "given_name": "Zoé",
+                   "birth_date": "19800101", "rank": n, "organism": "017510001"})
+        };
+        let patients = [
+            // A card whose AMC pays in tiers payant, three beneficiaries.
+            Patients {
+                typed: vec![typed(1), typed(2), typed(3)],
+                amc_tiers_payant: true,
+                card: true,
+            },
+            // A card without the AMC's tiers payant, one beneficiary.
+            Patients {
+                typed: vec![typed(1)],
+                amc_tiers_payant: false,
+                card: true,
+            },
+            // A card with no beneficiary.
+            Patients {
+                typed: vec![],
+                amc_tiers_payant: false,
+                card: true,
+            },
+            // No card: every sheet in degraded mode, no beneficiary known.
+            Patients::default(),
+        ];
+        let kinds = [
+            Kind::Generalist,
+            Kind::Specialist,
+            Kind::Nurse,
+            Kind::Physiotherapist,
+            Kind::Remplacant,
+        ];
+        let (mut degraded, mut secured, mut tp) = (0, 0, 0);
+        for kind in kinds {
+            // A serial that needs escaping, as well as a plain one.
+            for serial in ["8899000001", "A\"\\é"] {
+                let p = Practice {
+                    cps_serial: serial.into(),
+                    kind: kind.clone(),
+                };
+                for pat in &patients {
+                    for percent in [0, 5, 50, 100] {
+                        let s = Scenario::new(&p, pat, percent);
+                        let mut old = rand::rngs::StdRng::seed_from_u64(u64::from(percent) + 11);
+                        let mut new = old.clone();
+                        for i in 0..64u128 {
+                            let key = uuid::Uuid::from_u128(KEY.as_u128() + i);
+                            let want =
+                                reference_request(&p, pat, percent, &mut old, key.to_string());
+                            let mut out = Vec::new();
+                            s.request(&mut new, &key, &mut out);
+                            let got: Value = serde_json::from_slice(&out).unwrap();
+                            assert_eq!(got, want, "{kind:?} {serial} {pat:?} {percent}%");
+                            // Members in the same order: the very bytes sent before.
+                            assert_eq!(String::from_utf8(out).unwrap(), want.to_string());
+                            assert_eq!(
+                                old.clone().gen::<u64>(),
+                                new.clone().gen::<u64>(),
+                                "the same draws"
+                            );
+                            if got.get("degraded").is_some() {
+                                degraded += 1;
+                            } else {
+                                secured += 1;
+                            }
+                            tp += usize::from(got["tiers_payant"]["amc"] == true);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            degraded > 0 && secured > 0 && tp > 0,
+            "{degraded} {secured} {tp}"
+        );
+    }
+
+    #[test]
+    fn errors_are_counted_by_rule_else_by_code() {
+        for (text, key) in [
+            (
+                r#"{"code":1010,"message":"m","data":{"field":"f","rule":"UNKNOWN_ACT"}}"#,
+                "UNKNOWN_ACT",
+            ),
+            (r#"{"code":-32602,"message":"m"}"#, "-32602"),
+            (r#"{"code":1006,"data":{"rule":7}}"#, "1006"),
+            (r#"{"code":"E1","data":"text"}"#, r#""E1""#),
+            (r#"{"message":"no code"}"#, "null"),
+            (r#"["not", "an", "object"]"#, "null"),
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            assert_eq!(error_key(&raw), key, "{text}");
+        }
+    }
+
+    #[test]
+    fn answers_are_read_for_the_id_or_the_error_only() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut c = Client::on(ours, "pair".into()).unwrap();
+        let fsed = std::thread::spawn(move || {
+            let mut r = BufReader::new(theirs.try_clone().unwrap());
+            let mut w = theirs;
+            let sheet =
+                json!({"acts": [{"code": "G", "note": "\"x\" \\ é"}], "pad": "p".repeat(1500)});
+            let mut requests = Vec::new();
+            for n in 0..2 {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                // The line as the former `Request` struct was serialized.
+                assert_eq!(
+                    line,
+                    format!(
+                        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"fse.create\",\"params\":{}}}\n",
+                        n + 1,
+                        r#"{"act":{"code":"G"},"cps_serial":"A"}"#
+                    )
+                );
+                let req: Value = serde_json::from_str(&line).unwrap();
+                let id = req["id"].clone();
+                // A notification and another call's answer come first.
+                writeln!(
+                    w,
+                    r#"{{"jsonrpc":"2.0","method":"event","params":{{"event":"lot.sent"}}}}"#
+                )
+                .unwrap();
+                writeln!(w, r#"{{"jsonrpc":"2.0","id":999,"result":{{"id":1}}}}"#).unwrap();
+                let answer = if n == 0 {
+                    json!({"jsonrpc": "2.0", "id": id,
+                           "result": {"id": 42, "number": 7, "state": "created", "sheet": sheet}})
+                } else {
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": 1010, "message": "m",
+                           "data": {"name": "RULE_VIOLATION", "rule": "UNKNOWN_ACT"}}})
+                };
+                writeln!(w, "{answer}").unwrap();
+                requests.push(req);
+            }
+            requests
+        });
+        let params = br#"{"act":{"code":"G"},"cps_serial":"A"}"#;
+        let created = c.call_as::<Created>("fse.create", params).unwrap();
+        assert_eq!(created.map(|c| c.id).ok(), Some(42));
+        let refused = c.call_as::<Created>("fse.create", params).unwrap();
+        assert_eq!(
+            refused.err().map(|e| error_key(&e)).as_deref(),
+            Some("UNKNOWN_ACT")
+        );
+        let requests = fsed.join().unwrap();
+        for (n, r) in requests.iter().enumerate() {
+            assert_eq!(
+                *r,
+                json!({"jsonrpc": "2.0", "id": n + 1, "method": "fse.create",
+                       "params": {"act": {"code": "G"}, "cps_serial": "A"}})
+            );
+        }
     }
 }
