@@ -87,6 +87,13 @@ impl From<CardsError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(api::STORAGE_ERROR, format!("store: {e}"), None)
+        match e {
+            // A value the file holds that fsed cannot read (a sheet's DER that no longer
+            // decodes): the database works, the data does not.
+            StoreError::Queue(fse_queue::QueueError::Sqlite(
+                rusqlite::Error::FromSqlConversionFailure(_, _, why),
+            )) => ApiError::new(api::INTERNAL_ERROR, why.to_string(), None),
+            e => ApiError::new(api::STORAGE_ERROR, format!("store: {e}"), None),
+        }
     }
 }

@@ -493,8 +493,10 @@ mod tests {
             practitioner_id: "10000000001".into(),
             number,
             destination: "017510001".into(),
-            der: vec![0x30, 0x00],
-            json: "{}".into(),
+            der: fse_formats::fse::CareSheet::sample(number)
+                .to_der()
+                .unwrap(),
+            json: serde_json::to_string(&fse_formats::fse::CareSheet::sample(number)).unwrap(),
             created_at: "20261130100000Z".into(),
             ..Default::default()
         }

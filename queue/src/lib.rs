@@ -115,7 +115,7 @@ enum Counter {
 const SHEETS_WITH_BODIES: &str = "sheets JOIN sheet_bodies ON sheet_id = id";
 
 const SHEET_COLS: &str =
-    "id, practitioner_id, number, destination, state, lot_id, der, json, reason, created_at, updated_at";
+    "id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at";
 const LOT_COLS: &str = "id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at";
 
 fn get_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -138,12 +138,21 @@ fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
         destination: r.get(3)?,
         state: get_state(r, 4)?,
         lot_id: r.get(5)?,
+        json: sheet_json(r.get_ref(6)?.as_blob()?)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?,
         der: r.get(6)?,
-        json: r.get(7)?,
-        reason: r.get(8)?,
-        created_at: r.get(9)?,
-        updated_at: r.get(10)?,
+        reason: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
     })
+}
+
+/// The JSON of the sheet `der` holds (the file keeps the DER only: it decodes to the very
+/// sheet it was encoded from, and a sheet is read far less often than it is written).
+fn sheet_json(der: &[u8]) -> Result<String, String> {
+    let sheet =
+        fse_formats::fse::CareSheet::from_der(der).map_err(|e| format!("stored sheet: {e}"))?;
+    serde_json::to_string(&sheet).map_err(|e| format!("stored sheet: {e}"))
 }
 
 fn lot_row(r: &Row<'_>) -> rusqlite::Result<LotRow> {
@@ -437,10 +446,8 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     // back with the transaction.
     check_caps(tx, new)?;
     let id = tx.last_insert_rowid();
-    tx.prepare_cached(
-        "INSERT INTO sheet_bodies (sheet_id, der, json, dre) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![id, new.der, new.json, new.dre])?;
+    tx.prepare_cached("INSERT INTO sheet_bodies (sheet_id, der, dre) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, new.der, new.dre])?;
     for (date, cents) in &new.participation {
         if *cents > 0 {
             tx.prepare_cached(

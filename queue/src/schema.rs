@@ -221,6 +221,12 @@ CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX sheets_accepted ON sheets (id) WHERE state = 'accepted';
 CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
 "#,
+    // 13: a sheet's JSON is no longer stored: it is rendered from its DER when read (the DER
+    // decodes to the very sheet it was encoded from). It was two thirds of a body's bytes,
+    // written to the WAL, then again to the file.
+    r#"
+ALTER TABLE sheet_bodies DROP COLUMN json;
+"#,
 ];
 
 /// The schema version this build writes.

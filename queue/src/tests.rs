@@ -20,8 +20,10 @@ fn new_sheet(pid: &str, number: u64, dest: &str, key: Option<&str>) -> NewSheet 
         number,
         destination: dest.into(),
         idempotency_key: key.map(str::to_string),
-        der: vec![0x30, 0x01, number as u8],
-        json: format!("{{\"number\":{number}}}"),
+        der: fse_formats::fse::CareSheet::sample(number)
+            .to_der()
+            .unwrap(),
+        json: serde_json::to_string(&fse_formats::fse::CareSheet::sample(number)).unwrap(),
         created_at: "20261122100000Z".into(),
         ..Default::default()
     }
@@ -1215,6 +1217,8 @@ fn a_sheet_is_cancelled_only_before_it_is_in_a_lot() {
 
 #[test]
 fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_rebuild() {
+    let sample = fse_formats::fse::CareSheet::sample(1);
+    let json = serde_json::to_string(&sample).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     {
@@ -1228,12 +1232,14 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
         c.pragma_update(None, "user_version", 6).unwrap();
         c.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
-        c.execute_batch(
+        c.execute(
             "INSERT INTO sheets (id, practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, deadline)
-                 VALUES (7, '8A', 1, 'D', 'k', 'accepted', x'30', '{}', 'c', 'u', '20261119');
-             INSERT INTO participation VALUES ('B', '20261116', 200, 7);",
+                 VALUES (7, '8A', 1, 'D', 'k', 'accepted', ?1, ?2, 'c', 'u', '20261119')",
+            rusqlite::params![sample.to_der().unwrap(), json],
         )
         .unwrap();
+        c.execute_batch("INSERT INTO participation VALUES ('B', '20261116', 200, 7);")
+            .unwrap();
     }
     let mut q = Queue::open(&path).unwrap();
     assert_eq!(
@@ -1242,8 +1248,10 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
     );
     let s = q.find_by_idempotency_key("k").unwrap().unwrap();
     assert_eq!((s.id, s.number, s.state), (7, 1, SheetState::Accepted));
-    // Its body moved to its own table (migration 10).
-    assert_eq!((s.der.as_slice(), s.json.as_str()), (&[0x30u8][..], "{}"));
+    // Its body moved to its own table (migration 10), its JSON is rendered from its DER
+    // (migration 13): the same text.
+    assert_eq!(s.der, sample.to_der().unwrap());
+    assert_eq!(s.json, json);
     assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 1);
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
@@ -1822,4 +1830,35 @@ fn lot_changes_share_a_group_commit_and_fail_alone() {
     assert_eq!(kinds, ["lot.closed", "lot.signed", "lot.sent"]);
     assert_eq!(q.stats().unwrap().sheets.get("sent"), Some(&2));
     assert_eq!(q.stats().unwrap().sheets.get("accepted"), Some(&2));
+}
+
+#[test]
+fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let new = new_sheet("810000000009", 1, "017510001", Some("k"));
+    let Inserted::New(row) = q.insert_sheet(&new).unwrap() else {
+        panic!("a new sheet expected");
+    };
+    let stored: String = q
+        .conn
+        .query_row(
+            "SELECT group_concat(name) FROM pragma_table_info('sheet_bodies')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "sheet_id,der,dre", "no JSON column");
+    let back = q.get_sheet(row.id).unwrap().unwrap();
+    assert_eq!((back.der, back.json), (new.der.clone(), new.json.clone()));
+    let by_key = q.find_by_idempotency_key("k").unwrap().unwrap();
+    assert_eq!(by_key.json, new.json);
+    q.conn
+        .execute(
+            "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
+            [row.id],
+        )
+        .unwrap();
+    let e = q.get_sheet(row.id).unwrap_err().to_string();
+    assert!(e.contains("stored sheet"), "{e}");
 }

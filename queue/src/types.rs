@@ -99,7 +99,8 @@ pub struct NewSheet {
     pub idempotency_key: Option<String>,
     /// DER of the sheet.
     pub der: Vec<u8>,
-    /// JSON rendering of the sheet.
+    /// JSON rendering of the sheet: answered with the new row, not stored (a row read back
+    /// renders its DER).
     pub json: String,
     /// Creation time of the sheet (`YYYYMMDDHHMMSSZ`).
     pub created_at: String,
@@ -142,7 +143,7 @@ pub struct SheetRow {
     pub lot_id: Option<String>,
     /// DER.
     pub der: Vec<u8>,
-    /// JSON rendering.
+    /// JSON rendering of the sheet the DER holds.
     pub json: String,
     /// Why the insurer refused it (`CODE: reason`, several joined by `; `).
     pub reason: Option<String>,

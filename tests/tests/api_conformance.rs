@@ -544,7 +544,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
 
     // A sheet the database holds but fsed cannot read.
     db.execute(
-        "UPDATE sheet_bodies SET json = '{\"cut short\":' WHERE sheet_id = ?1",
+        "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
         [b],
     )
     .unwrap();
