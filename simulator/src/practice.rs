@@ -20,7 +20,7 @@
 //!
 //! Each request carries a new UUIDv7 as its idempotency key, as `daemon/API.md`
 //! advises practice software: keys that grow with time are added at the end of
-//! fsed's key index, where random keys (UUIDv4) would each rewrite a page of it.
+//! fsed's key index, where random keys (UUIDv4, `--keys v4`) each rewrite a page of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -44,6 +44,16 @@ pub enum Wait {
     Sent,
     /// Until every created sheet's lot has its ARL.
     Acknowledged,
+}
+
+/// The idempotency keys the practices send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keys {
+    /// UUIDv7: the millisecond, then random bits; keys grow with time, as `daemon/API.md`
+    /// advises.
+    V7,
+    /// UUIDv4: random, as practice software that does not follow that advice may send.
+    V4,
 }
 
 /// `fse-sim practice` arguments.
@@ -82,6 +92,9 @@ pub struct PracticeArgs {
     /// Seed of the scenario mix (runs with the same seed and cards send the same requests).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Idempotency keys: growing with time (v7) or random (v4).
+    #[arg(long, value_enum, default_value = "v7")]
+    pub keys: Keys,
 }
 
 /// Why the load generator could not run.
@@ -336,6 +349,14 @@ fn practices(cards: &Value) -> (Vec<Practice>, Vec<(String, bool)>, Patients) {
         }
     }
     (out, pins, patients)
+}
+
+/// A new idempotency key of kind `keys`.
+fn new_key(keys: Keys, rng: &mut impl Rng) -> uuid::Uuid {
+    match keys {
+        Keys::V7 => time_ordered_key(rng),
+        Keys::V4 => uuid::Builder::from_random_bytes(rng.gen()).into_uuid(),
+    }
 }
 
 /// A new idempotency key: a UUIDv7 (RFC 9562), the current millisecond then random bits.
@@ -629,7 +650,7 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
         let share = args.sheets / n as u64 + u64::from((i as u64) < args.sheets % n as u64);
         let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / args.rate));
         let (socket, done) = (args.socket.clone(), Arc::clone(&done));
-        let seed = args.seed.wrapping_add(i as u64);
+        let (seed, keys) = (args.seed.wrapping_add(i as u64), args.keys);
         threads.push(std::thread::spawn(move || {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut lat = Vec::with_capacity(share as usize);
@@ -647,7 +668,7 @@ pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
                         std::thread::sleep(wait);
                     }
                 }
-                let key = time_ordered_key(&mut rng);
+                let key = new_key(keys, &mut rng);
                 scenario.request(&mut rng, &key, &mut params);
                 let t = Instant::now();
                 let answer = match client.as_mut() {
@@ -864,6 +885,8 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted, keys, "made 2 ms apart, they sort as made");
+        let random = new_key(Keys::V4, &mut rng);
+        assert_eq!(random.get_version_num(), 4, "{random}");
     }
 
     #[test]
