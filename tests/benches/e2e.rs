@@ -6,7 +6,12 @@
 //!    bound but its consumer idles, so that answering lots takes no CPU from
 //!    the run; the queue is deleted afterwards);
 //! 2. the create → ARL latency at a moderate load (16 practices, 500
-//!    sheets/s, the insurer simulator answering).
+//!    sheets/s, the insurer simulator answering);
+//!
+//! and, in the same run, the physical limit of the first: every secured sheet
+//! has the Vitale card sign its proof of presence, one sheet after the other
+//! (one card): the simulated card's raw rate of INTERNAL AUTHENTICATE in
+//! process (no link), beside raw ed25519-dalek signatures.
 //!
 //! Needs the release binaries (`cargo build --release --workspace --bins`)
 //! and RabbitMQ on 127.0.0.1:5672 (`tests/run` starts it). Run:
@@ -56,9 +61,42 @@ fn delete_queue(name: &str) {
         .output();
 }
 
+/// Signatures per second over about a second: the simulated Vitale card's (INTERNAL
+/// AUTHENTICATE in process), then ed25519-dalek's alone.
+fn raw_signature_rates() -> (f64, f64) {
+    use ed25519_dalek::Signer;
+    let mut card = fse_simulator::profiles::default_vitale();
+    let mut ch = fse_simulator::card::InProcess(&mut card);
+    let challenge = [7u8; 32];
+    fse_formats::cards::vitale_authenticate(&mut ch, &challenge).unwrap();
+    let rate = |f: &mut dyn FnMut()| {
+        let (n, t) = (20_000, std::time::Instant::now());
+        for _ in 0..n {
+            f();
+        }
+        f64::from(n) / t.elapsed().as_secs_f64()
+    };
+    let card = rate(&mut || {
+        std::hint::black_box(
+            fse_formats::cards::vitale_authenticate_selected(&mut ch, &challenge).unwrap(),
+        );
+    });
+    let key = fse_simulator::profiles::test_key("raw");
+    let dalek = rate(&mut || {
+        std::hint::black_box(key.sign(std::hint::black_box(&challenge)));
+    });
+    (card, dalek)
+}
+
 fn main() {
     // Every sheet goes to the organism of the default Vitale card: bind that one.
     let organism = "017510001";
+
+    let (card, dalek) = raw_signature_rates();
+    println!(
+        "== physical limit: the simulated Vitale card signs {card:.0} proofs of presence/s in \
+         process (one card, one after the other); raw ed25519-dalek: {dalek:.0} signatures/s"
+    );
 
     println!("== 64 clients, create → broker-confirmed (the insurer's consumer idles)");
     let dir = tempfile::tempdir().unwrap();
