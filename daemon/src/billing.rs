@@ -31,8 +31,8 @@ pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
     })
 }
 
-/// `fse.create`'s answer: `FseCreated` with the sheet as the JSON text stored (serialized once
-/// for both).
+/// `fse.create`'s answer: `FseCreated` written around the sheet's JSON text (serialized once,
+/// when the sheet is made; a sheet read back brings the text of its decoded DER).
 #[derive(Debug)]
 pub struct Created {
     /// Queue id.
@@ -40,15 +40,13 @@ pub struct Created {
     /// Sheet number.
     pub number: u64,
     state: SheetState,
-    /// The sheet's JSON text, valid (fsed serialized it, or checked it when read back).
+    /// The sheet's JSON text, valid (fsed serialized it).
     sheet: String,
 }
 
 impl Created {
-    /// A row read back from the file: its JSON is checked before it goes out.
+    /// A row read back from the file (its JSON rendered from its DER by the queue).
     fn of(row: SheetRow) -> Result<Created, ApiError> {
-        serde_json::from_str::<&serde_json::value::RawValue>(&row.json)
-            .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
         Ok(Created::made(row))
     }
 
