@@ -45,12 +45,8 @@ pub struct Created {
 }
 
 impl Created {
-    /// A row read back from the file (its JSON rendered from its DER by the queue).
-    fn of(row: SheetRow) -> Result<Created, ApiError> {
-        Ok(Created::made(row))
-    }
-
-    /// The row this very call inserted, its JSON serialized here.
+    /// A stored row: the one this very call inserted (its JSON serialized here), or one read
+    /// back (its JSON rendered from its DER by the queue).
     fn made(row: SheetRow) -> Created {
         Created {
             id: row.id,
@@ -137,7 +133,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
                 return Err(refusal);
             };
             match store.read(move |q| q.find_by_idempotency_key(&key)).await? {
-                Some(row) => Created::of(row),
+                Some(row) => Ok(Created::made(row)),
                 None => Err(refusal),
             }
         }
@@ -211,7 +207,7 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
                 return Ok(Created::made(row));
             }
             // A retry, or another request with the same key committed first.
-            Ok(Inserted::Existing(row)) => return Created::of(row),
+            Ok(Inserted::Existing(row)) => return Ok(Created::made(row)),
             Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
                 tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");
                 // The history in memory may lack a sheet just committed: read it from the file.

@@ -131,6 +131,9 @@ fn get_state<T: FromStr<Err = UnknownState>>(r: &Row<'_>, i: usize) -> rusqlite:
 }
 
 fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
+    let der: Vec<u8> = r.get(6)?;
+    let json = sheet_json(&der)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?;
     Ok(SheetRow {
         id: r.get(0)?,
         practitioner_id: r.get(1)?,
@@ -138,9 +141,8 @@ fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
         destination: r.get(3)?,
         state: get_state(r, 4)?,
         lot_id: r.get(5)?,
-        json: sheet_json(r.get_ref(6)?.as_blob()?)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?,
-        der: r.get(6)?,
+        der,
+        json,
         reason: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
