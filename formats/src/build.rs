@@ -5,10 +5,14 @@
 //! history and the clock, allocates the sheet number and has the Vitale
 //! card sign the proof of presence.
 //!
-//! Checks run in a fixed order — request shape, CPS, situation, remplaçant,
+//! Checks run in a fixed order — request shape (each text field's character set and length,
+//! `text`, after its normalisation: the sheet carries the normalised text), CPS, situation,
+//! remplaçant,
 //! mode and Vitale card, beneficiary, dates and rights, cover, care path,
 //! tiers payant, prescriptions and excess fees, prices, expected amounts —
 //! so that a request with several faults always names the same first one.
+
+use std::borrow::Cow;
 
 use chrono::{Datelike, NaiveDate};
 
@@ -19,6 +23,7 @@ use crate::fse::{
     TiersPayant,
 };
 use crate::pki::{CertCheck, CertStatus};
+use crate::text::{self, TextError};
 use crate::{calendar, ids, rules};
 
 /// What kind of refusal: malformed parameters, a card that may not do this, or a business rule.
@@ -96,8 +101,14 @@ pub const DEGRADED_REASON_MISSING: &str = "DEGRADED_REASON_MISSING";
 pub const DEGRADED_OUTSIDE_TIERS_PAYANT: &str = "DEGRADED_OUTSIDE_TIERS_PAYANT";
 /// Secured mode without a Vitale card.
 pub const VITALE_ABSENT: &str = "VITALE_ABSENT";
+/// The replaced practitioner's billing number: wrong key, the remplaçant's own, or not the one
+/// the remplacement situation bills under.
+pub const REPLACED_BILLING_NUMBER_INVALID: &str = "REPLACED_BILLING_NUMBER_INVALID";
 /// The NIR's key does not match its 13 first characters.
 pub const NIR_KEY_MISMATCH: &str = "NIR_KEY_MISMATCH";
+/// The NIR's structure is wrong: its shape, sex digit, birth month, département, commune or
+/// order number (the message names the part).
+pub const NIR_INVALID: &str = "NIR_INVALID";
 /// A date of care after today.
 pub const ACT_DATE_IN_FUTURE: &str = "ACT_DATE_IN_FUTURE";
 /// A date of care before the beneficiary's birth.
@@ -135,9 +146,11 @@ pub const ALL_RULES: &[&str] = &[
     SITUATION_MAY_NOT_SIGN,
     REPLACED_MISSING,
     REPLACED_UNEXPECTED,
+    REPLACED_BILLING_NUMBER_INVALID,
     DEGRADED_REASON_MISSING,
     DEGRADED_OUTSIDE_TIERS_PAYANT,
     VITALE_ABSENT,
+    NIR_INVALID,
     NIR_KEY_MISMATCH,
     ACT_DATE_IN_FUTURE,
     ACT_DATE_BEFORE_BIRTH,
@@ -210,6 +223,102 @@ pub fn requested_acts(p: &FseCreateParams) -> Result<Vec<&ActRequest>, Refusal> 
     Ok(acts)
 }
 
+/// Step 1's text checks: every text field of the request that reaches a sheet or the queue,
+/// against its character set and length (`text`, listed in `daemon/API.md`), after its
+/// normalisation. Returns the request with its text normalised — borrowed when nothing
+/// changed — which is what the sheet carries.
+///
+/// National identifiers (`replaced.national_id`, `acts[i].prescriber.national_id`), the NIR,
+/// dates, the organism and the AT/MP number keep their own checks and refusal codes, later.
+pub fn normalise_text(p: &FseCreateParams) -> Result<Cow<'_, FseCreateParams>, Refusal> {
+    fn at(field: impl Into<String>) -> impl FnOnce(TextError) -> Refusal {
+        let field = field.into();
+        move |e| Refusal::invalid(field, e.0)
+    }
+    for (i, a) in requested_acts(p)?.iter().enumerate() {
+        text::code(&a.code, text::ACT_CODE_MAX).map_err(at(format!("acts[{i}].code")))?;
+        if a.modifiers.len() > text::MODIFIERS_PER_ACT {
+            return Err(Refusal::invalid(
+                format!("acts[{i}].modifiers"),
+                format!(
+                    "{} modifiers: at most {} on one act",
+                    a.modifiers.len(),
+                    text::MODIFIERS_PER_ACT
+                ),
+            ));
+        }
+        for (j, m) in a.modifiers.iter().enumerate() {
+            let field = format!("acts[{i}].modifiers[{j}]");
+            text::code(m, text::MODIFIER_MAX).map_err(at(field.clone()))?;
+            if a.modifiers[..j].contains(m) {
+                return Err(Refusal::invalid(
+                    field,
+                    format!("modifier {m} is listed twice on the act"),
+                ));
+            }
+        }
+    }
+    if let Some(k) = &p.idempotency_key {
+        text::visible_ascii(k, text::IDEMPOTENCY_KEY_MAX).map_err(at("idempotency_key"))?;
+    }
+    let mut replaced_names = None;
+    if let Some(r) = &p.replaced {
+        let surname = text::name(&r.surname).map_err(at("replaced.surname"))?;
+        let given_name = text::name(&r.given_name).map_err(at("replaced.given_name"))?;
+        text::digits(&r.billing_number, text::BILLING_NUMBER_LEN)
+            .map_err(at("replaced.billing_number"))?;
+        replaced_names = Some((surname, given_name));
+    }
+    let mut reason = None;
+    let mut typed_names = None;
+    if let Some(d) = &p.degraded {
+        // An empty reason passes here: `DEGRADED_REASON_MISSING` names it, in its place.
+        reason = Some(text::free_text(&d.reason, text::REASON_MAX).map_err(at("degraded.reason"))?);
+        if let Some(b) = &d.beneficiary {
+            let surname = text::name(&b.surname).map_err(at("degraded.beneficiary.surname"))?;
+            let given_name =
+                text::name(&b.given_name).map_err(at("degraded.beneficiary.given_name"))?;
+            typed_names = Some((surname, given_name));
+        }
+    }
+    let owned = |c: &Option<Cow<'_, str>>| matches!(c, Some(Cow::Owned(_)));
+    let pair_owned = |c: &Option<(Cow<'_, str>, Cow<'_, str>)>| {
+        c.as_ref()
+            .is_some_and(|(a, b)| matches!(a, Cow::Owned(_)) || matches!(b, Cow::Owned(_)))
+    };
+    if !owned(&reason) && !pair_owned(&replaced_names) && !pair_owned(&typed_names) {
+        return Ok(Cow::Borrowed(p));
+    }
+    let (reason, replaced_names, typed_names) = (
+        reason.map(Cow::into_owned),
+        replaced_names.map(|(a, b)| (a.into_owned(), b.into_owned())),
+        typed_names.map(|(a, b)| (a.into_owned(), b.into_owned())),
+    );
+    let mut q = p.clone();
+    if let (Some(r), Some((surname, given_name))) = (&mut q.replaced, replaced_names) {
+        r.surname = surname;
+        r.given_name = given_name;
+    }
+    if let Some(d) = &mut q.degraded {
+        if let Some(reason) = reason {
+            d.reason = reason;
+        }
+        if let (Some(b), Some((surname, given_name))) = (&mut d.beneficiary, typed_names) {
+            b.surname = surname;
+            b.given_name = given_name;
+        }
+    }
+    Ok(Cow::Owned(q))
+}
+
+/// The refusal of a NIR that [`ids::nir_check`] finds wrong, on `field`.
+fn nir_refusal(field: &str, e: ids::NirError, key_message: &str) -> Refusal {
+    match e {
+        ids::NirError::Key { .. } => Refusal::rule(NIR_KEY_MISMATCH, field, key_message),
+        other => Refusal::rule(NIR_INVALID, field, other.to_string()),
+    }
+}
+
 /// The beneficiary a request is for — chosen on the Vitale card, or typed in degraded mode —
 /// and, in secured mode, the card's record of him.
 pub fn beneficiary<'a>(
@@ -223,23 +332,27 @@ pub fn beneficiary<'a>(
                 "degraded mode needs the beneficiary typed from the paper attestation",
             )
         })?;
-        if !ids::nir_is_valid(&b.nir) {
-            return Err(Refusal::rule(
-                NIR_KEY_MISMATCH,
+        ids::nir_check(&b.nir).map_err(|e| {
+            nir_refusal(
                 "degraded.beneficiary.nir",
+                e,
                 "the NIR's key does not match (15 characters: 13 then the key)",
-            ));
-        }
+            )
+        })?;
         if parse_date(&b.birth_date).is_none() {
             return Err(Refusal::invalid(
                 "degraded.beneficiary.birth_date",
                 "expected YYYYMMDD",
             ));
         }
-        if b.surname.trim().is_empty() || b.given_name.trim().is_empty() {
+        if !(1..=MAX_RANK).contains(&b.rank) {
             return Err(Refusal::invalid(
-                "degraded.beneficiary.surname",
-                "surname and given name are required",
+                "degraded.beneficiary.rank",
+                format!(
+                    "rank {} out of range: 1 to {MAX_RANK} (the birth rank: 1, 2 and more for \
+                     twins and triplets)",
+                    b.rank
+                ),
             ));
         }
         if b.organism.len() != 9 || !b.organism.bytes().all(|c| c.is_ascii_digit()) {
@@ -276,13 +389,13 @@ pub fn beneficiary<'a>(
             ),
         )
     })?;
-    if !ids::nir_is_valid(&b.nir) {
-        return Err(Refusal::rule(
-            NIR_KEY_MISMATCH,
+    ids::nir_check(&b.nir).map_err(|e| {
+        nir_refusal(
             "beneficiary.nir",
+            e,
             "the NIR's key on the card does not match",
-        ));
-    }
+        )
+    })?;
     Ok((
         SheetBeneficiary {
             nir: b.nir.clone(),
@@ -296,6 +409,9 @@ pub fn beneficiary<'a>(
     ))
 }
 
+/// The highest birth rank (`CareSheet.beneficiary.rank`, `INTEGER (1..9)` in `fsed.asn`).
+pub const MAX_RANK: u8 = 9;
+
 /// The key under which the queue keeps a beneficiary's participation history.
 pub fn history_key(b: &SheetBeneficiary) -> String {
     format!("{}:{}:{}", b.nir, b.birth_date, b.rank)
@@ -308,6 +424,55 @@ pub fn national_id_is_valid(id: &str) -> bool {
         Some(b'8') => id.len() == 12 && ids::rpps_is_valid(&id[1..]),
         Some(b'0') => id.len() == 10 && id.bytes().all(|c| c.is_ascii_alphanumeric()),
         _ => false,
+    }
+}
+
+/// A remplaçant bills under the titular's billing number: the sheet is paid on it
+/// (`CareSheet::payee_billing_number`), while the remplaçant's own national id records who did
+/// the care. The CPS's remplacement situation carries the number it bills under; the number
+/// the request gives for the titular must have its Luhn key, must not be one of the
+/// remplaçant's own situations (libéral or salarié), and must be the remplacement situation's.
+/// The card does not say whose number that is: the titular's national id and name go on the
+/// sheet as given, for the insurer to check against its directory.
+fn check_replaced_billing_number(
+    number: &str,
+    cps: &CpsData,
+    situation: usize,
+) -> Result<(), Refusal> {
+    let refuse = |why: String| {
+        Refusal::rule(
+            REPLACED_BILLING_NUMBER_INVALID,
+            "replaced.billing_number",
+            why,
+        )
+    };
+    if !ids::billing_number_is_valid(number) {
+        return Err(refuse(format!(
+            "billing number {number}: its last digit is not the Luhn key of the first seven"
+        )));
+    }
+    if let Some((i, _)) = cps
+        .situations
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.mode != ExerciseMode::Remplacant && s.billing_number == number)
+    {
+        return Err(refuse(format!(
+            "billing number {number} is the remplaçant's own (situation {i}), not the titular's"
+        )));
+    }
+    match cps.situations.get(situation) {
+        Some(s) if s.billing_number == number => Ok(()),
+        Some(s) => Err(refuse(format!(
+            "billing number {number} is not the titular's: the remplacement situation {situation} \
+             on the CPS bills under {}",
+            s.billing_number
+        ))),
+        // The situation was found before this check is reached.
+        None => Err(Refusal::invalid(
+            "situation",
+            format!("the CPS has {} situations", cps.situations.len()),
+        )),
     }
 }
 
@@ -328,7 +493,9 @@ pub fn build(
     tables: &rules::Tables,
     history: &dyn Fn(NaiveDate) -> rules::PfHistory,
 ) -> Result<CareSheet, Refusal> {
-    // 1. The request's shape.
+    // 1. The request's shape: its text, normalised, is what the sheet carries from here on.
+    let normalised = normalise_text(p)?;
+    let p: &FseCreateParams = &normalised;
     let requested = requested_acts(p)?;
     let mut dates = Vec::with_capacity(requested.len());
     for (i, a) in requested.iter().enumerate() {
@@ -399,12 +566,7 @@ pub fn build(
                     "the replaced practitioner's RPPS (8 + 11 digits) or ADELI (0 + 9), not the remplaçant's own",
                 ));
             }
-            if r.surname.trim().is_empty() || r.billing_number.trim().is_empty() {
-                return Err(Refusal::invalid(
-                    "replaced.billing_number",
-                    "surname and billing number of the practitioner replaced are required",
-                ));
-            }
+            check_replaced_billing_number(&r.billing_number, cps, p.situation)?;
         }
         (false, None) => {}
     }
@@ -503,11 +665,14 @@ pub fn build(
                 "the accident or first finding is after the care",
             ));
         }
-        if at.number.trim().is_empty() || at.number.len() > 20 {
+        if let Err(e) = text::code(&at.number, text::AT_MP_NUMBER_MAX) {
             return Err(Refusal::rule(
                 AT_MP_INVALID,
                 "at_mp.number",
-                "the AT/MP number (1 to 20 characters) given by the caisse",
+                match e.0.strip_prefix("is ") {
+                    Some(rest) => format!("the AT/MP number given by the caisse is {rest}"),
+                    None => format!("the AT/MP number given by the caisse: {e}"),
+                },
             ));
         }
         CoverKind::AtMp
@@ -802,4 +967,302 @@ pub fn history_on(entries: &[(NaiveDate, u64)], date: NaiveDate) -> rules::PfHis
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BeneficiaryRequest, DegradedRequest, TiersPayantRequest};
+    use crate::cards::{CpsHolder, Situation};
+    use crate::fse::ReplacedPractitioner;
+
+    fn situation(index: u8, billing_number: &str, mode: ExerciseMode) -> Situation {
+        Situation {
+            index,
+            billing_number: billing_number.into(),
+            place: "Cabinet du Parc, 75011 Paris".into(),
+            sector: 1,
+            may_sign_invoice: true,
+            may_sign_lot: true,
+            mode,
+        }
+    }
+
+    fn cps(situations: Vec<Situation>) -> CpsData {
+        CpsData {
+            holder: CpsHolder {
+                card_type: CardType::Cps,
+                serial: "CPS-0101".into(),
+                national_id: "810000001015".into(),
+                surname: "LEROY".into(),
+                given_name: "Marc".into(),
+                profession: "10".into(),
+                specialty: "01".into(),
+                valid_until: "20291231".into(),
+            },
+            situations,
+            public_key: [0; 32],
+            certificate: None,
+        }
+    }
+
+    /// A GP's degraded sheet for Jean DUPONT, typed from the paper attestation.
+    fn degraded() -> FseCreateParams {
+        FseCreateParams {
+            act: Some(serde_json::from_value(serde_json::json!({"code": "G"})).unwrap()),
+            tiers_payant: Some(TiersPayantRequest {
+                amo: true,
+                amc: false,
+            }),
+            degraded: Some(DegradedRequest {
+                reason: "carte Vitale oubliée".into(),
+                beneficiary: Some(BeneficiaryRequest {
+                    nir: "185057800608491".into(),
+                    surname: "DUPONT".into(),
+                    given_name: "Jean".into(),
+                    birth_date: "19850512".into(),
+                    rank: 1,
+                    organism: "017510001".into(),
+                }),
+            }),
+            ..FseCreateParams::default()
+        }
+    }
+
+    fn run(p: &FseCreateParams, card: &CpsData) -> Result<CareSheet, Refusal> {
+        let cards = CardsRead {
+            cps: card,
+            cps_certificate: None,
+            vitale: None,
+            vitale_certificate: None,
+        };
+        let today = NaiveDate::from_ymd_opt(2026, 11, 16).unwrap();
+        build(
+            p,
+            &cards,
+            today,
+            "20261116093000Z",
+            rules::Tables::builtin(),
+            &|_| rules::PfHistory::default(),
+        )
+    }
+
+    fn liberal() -> CpsData {
+        cps(vec![situation(0, "75123455", ExerciseMode::Liberal)])
+    }
+
+    fn typed(p: &mut FseCreateParams) -> &mut BeneficiaryRequest {
+        p.degraded.as_mut().unwrap().beneficiary.as_mut().unwrap()
+    }
+
+    #[test]
+    fn the_sheet_carries_the_normalised_text() {
+        let mut p = degraded();
+        // NFD "Zoé" (e + U+0301), a typographic apostrophe, spaces around; reason in NFD too.
+        typed(&mut p).given_name = " Zoe\u{301} ".into();
+        typed(&mut p).surname = "D\u{2019}ARC".into();
+        p.degraded.as_mut().unwrap().reason = "carte oublie\u{301}e".into();
+        let sheet = run(&p, &liberal()).unwrap();
+        assert_eq!(sheet.beneficiary.given_name, "Zo\u{e9}");
+        assert_eq!(sheet.beneficiary.surname, "D'ARC");
+        assert_eq!(sheet.degraded_reason.as_deref(), Some("carte oubli\u{e9}e"));
+        // The DER (what is signed and sent) carries them too: é is C3 A9 in UTF-8.
+        let der = sheet.body_to_der().unwrap();
+        assert!(der.windows(4).any(|w| w == b"Zo\xc3\xa9"), "NFC in the DER");
+        assert!(
+            der.windows(5).any(|w| w == b"D'ARC"),
+            "ASCII apostrophe in the DER"
+        );
+        // Already clean text is not copied.
+        assert!(matches!(
+            normalise_text(&degraded()).unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn text_fields_are_refused_naming_field_and_character() {
+        type Change = Box<dyn Fn(&mut FseCreateParams)>;
+        let cases: Vec<(Change, &str, &str)> = vec![
+            (
+                Box::new(|p| typed(p).surname = "DUP\u{202e}ONT".into()),
+                "degraded.beneficiary.surname",
+                "character U+202E at position 4 ",
+            ),
+            (
+                Box::new(|p| typed(p).given_name = "J".repeat(10_000)),
+                "degraded.beneficiary.given_name",
+                "is 10000 characters long: at most 80",
+            ),
+            (
+                Box::new(|p| typed(p).given_name = "Jean\u{0}".into()),
+                "degraded.beneficiary.given_name",
+                "character U+0000 at position 5 ",
+            ),
+            (
+                Box::new(|p| p.degraded.as_mut().unwrap().reason = "oubli \u{1b}[2J".into()),
+                "degraded.reason",
+                "character U+001B at position 7 ",
+            ),
+            (
+                Box::new(|p| p.act.as_mut().unwrap().code = "G".repeat(5000)),
+                "acts[0].code",
+                "is 5000 characters long: at most 16",
+            ),
+            (
+                Box::new(|p| p.act.as_mut().unwrap().modifiers = vec!["MEG".into(), "MEG".into()]),
+                "acts[0].modifiers[1]",
+                "modifier MEG is listed twice on the act",
+            ),
+            (
+                Box::new(|p| p.act.as_mut().unwrap().modifiers = vec!["meg".into()]),
+                "acts[0].modifiers[0]",
+                "character 'm' (U+006D) at position 1 ",
+            ),
+            (
+                Box::new(|p| p.idempotency_key = Some("visit 42".into())),
+                "idempotency_key",
+                "character U+0020 at position 6 ",
+            ),
+        ];
+        for (change, field, reason) in cases {
+            let mut p = degraded();
+            change(&mut p);
+            let r = run(&p, &liberal()).unwrap_err();
+            assert_eq!(
+                (r.kind, r.rule, r.field.as_str()),
+                (RefusalKind::Invalid, BAD_REQUEST, field)
+            );
+            assert!(r.message.starts_with(reason), "{field}: {}", r.message);
+        }
+        // An empty reason is still DEGRADED_REASON_MISSING, in its place.
+        let mut p = degraded();
+        p.degraded.as_mut().unwrap().reason = "  ".into();
+        assert_eq!(
+            run(&p, &liberal()).unwrap_err().rule,
+            DEGRADED_REASON_MISSING
+        );
+    }
+
+    #[test]
+    fn nir_structure_and_rank_of_a_typed_beneficiary() {
+        let mut p = degraded();
+        // All zeros with their key: 97 − 0 = 97.
+        typed(&mut p).nir = "000000000000097".into();
+        let r = run(&p, &liberal()).unwrap_err();
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            (NIR_INVALID, "degraded.beneficiary.nir")
+        );
+        assert!(
+            r.message.contains("sex digit (character 1) is 0"),
+            "{}",
+            r.message
+        );
+        // Month 13 with its key (ids.rs: 6 + 66 = 72 → 25).
+        typed(&mut p).nir = "185137800608425".into();
+        let r = run(&p, &liberal()).unwrap_err();
+        assert!(
+            r.message.contains("birth month (characters 4-5) is 13"),
+            "{}",
+            r.message
+        );
+        typed(&mut p).nir = "185057800608400".into();
+        assert_eq!(run(&p, &liberal()).unwrap_err().rule, NIR_KEY_MISMATCH);
+        let mut p = degraded();
+        typed(&mut p).rank = 0;
+        let r = run(&p, &liberal()).unwrap_err();
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            (BAD_REQUEST, "degraded.beneficiary.rank")
+        );
+        typed(&mut p).rank = 10;
+        assert_eq!(
+            run(&p, &liberal()).unwrap_err().field,
+            "degraded.beneficiary.rank"
+        );
+        typed(&mut p).rank = 9;
+        assert_eq!(run(&p, &liberal()).unwrap().beneficiary.rank, 9);
+    }
+
+    /// LEROY's card: situation 0 replaces the titular of 75123455, situation 1 is his salaried
+    /// post under 92123454.
+    fn remplacant() -> CpsData {
+        cps(vec![
+            situation(0, "75123455", ExerciseMode::Remplacant),
+            situation(1, "92123454", ExerciseMode::Salarie),
+        ])
+    }
+
+    fn replacing(billing_number: &str) -> FseCreateParams {
+        let mut p = degraded();
+        p.replaced = Some(ReplacedPractitioner {
+            national_id: "810000000009".into(),
+            surname: "MARTIN".into(),
+            given_name: "Claire".into(),
+            billing_number: billing_number.into(),
+        });
+        p
+    }
+
+    #[test]
+    fn a_remplacant_bills_under_the_titulars_number() {
+        let sheet = run(&replacing("75123455"), &remplacant()).unwrap();
+        assert_eq!(sheet.payee_billing_number(), "75123455");
+        assert_eq!(
+            sheet.practitioner.national_id, "810000001015",
+            "who did the care"
+        );
+        let json = serde_json::to_value(&sheet).unwrap();
+        assert_eq!(json["payee_billing_number"], "75123455");
+        // Read back, the derived member is ignored.
+        let back: CareSheet = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sheet);
+
+        for (number, why) in [
+            // 75123456: the Luhn sum of 7512345 with key 6 is 31, not a multiple of 10.
+            ("75123456", "its last digit is not the Luhn key"),
+            ("92123454", "is the remplaçant's own (situation 1)"),
+            // 75123489 has its key (sum 50) but is another practitioner's.
+            (
+                "75123489",
+                "the remplacement situation 0 on the CPS bills under 75123455",
+            ),
+        ] {
+            let r = run(&replacing(number), &remplacant()).unwrap_err();
+            assert_eq!(
+                (r.rule, r.field.as_str()),
+                (REPLACED_BILLING_NUMBER_INVALID, "replaced.billing_number"),
+                "{number}"
+            );
+            assert!(r.message.contains(why), "{number}: {}", r.message);
+        }
+        let r = run(&replacing("7512345"), &remplacant()).unwrap_err();
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            (BAD_REQUEST, "replaced.billing_number")
+        );
+        let mut p = replacing("75123455");
+        p.replaced.as_mut().unwrap().surname = "MARTIN\u{1f600}".into();
+        let r = run(&p, &remplacant()).unwrap_err();
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            (BAD_REQUEST, "replaced.surname")
+        );
+        p.replaced.as_mut().unwrap().surname = "MARTIN".into();
+        p.replaced.as_mut().unwrap().given_name = String::new();
+        assert_eq!(
+            run(&p, &remplacant()).unwrap_err().field,
+            "replaced.given_name"
+        );
+    }
+
+    #[test]
+    fn a_titulars_sheet_is_paid_on_his_own_number() {
+        let sheet = run(&degraded(), &liberal()).unwrap();
+        assert_eq!(
+            sheet.payee_billing_number(),
+            sheet.practitioner.billing_number
+        );
+    }
 }

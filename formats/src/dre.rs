@@ -104,11 +104,7 @@ impl Dre {
             return Ok(None);
         }
         let digest: [u8; 32] = Sha256::digest(sheet.body_to_der()?).into();
-        let billing_number = sheet
-            .replaced
-            .as_ref()
-            .map_or(&sheet.practitioner.billing_number, |r| &r.billing_number)
-            .clone();
+        let billing_number = sheet.payee_billing_number().to_string();
         Ok(Some(Dre {
             sheet_number: sheet.number,
             created_at: sheet.created_at.clone(),

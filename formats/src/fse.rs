@@ -183,7 +183,10 @@ pub struct Presence {
 }
 
 /// A care sheet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its JSON also shows `payee_billing_number` ([`CareSheet::payee_billing_number`], after
+/// `replaced`): derived, not in the DER, ignored when read back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CareSheet {
     /// Sheet number, unique per practitioner.
     pub number: u64,
@@ -217,6 +220,41 @@ pub struct CareSheet {
     pub tables_version: String,
     /// The proof of presence (secured mode only).
     pub presence: Option<Presence>,
+}
+
+impl CareSheet {
+    /// The billing number the sheet is paid on: the replaced practitioner's on a remplaçant's
+    /// sheet (the titular's, which `build` checks is the remplacement situation's own
+    /// `practitioner.billing_number`), else the practitioner's.
+    pub fn payee_billing_number(&self) -> &str {
+        self.replaced
+            .as_ref()
+            .map_or(&self.practitioner.billing_number, |r| &r.billing_number)
+    }
+}
+
+impl Serialize for CareSheet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CareSheet", 17)?;
+        st.serialize_field("number", &self.number)?;
+        st.serialize_field("created_at", &self.created_at)?;
+        st.serialize_field("practitioner", &self.practitioner)?;
+        st.serialize_field("replaced", &self.replaced)?;
+        st.serialize_field("payee_billing_number", self.payee_billing_number())?;
+        st.serialize_field("beneficiary", &self.beneficiary)?;
+        st.serialize_field("acts", &self.acts)?;
+        st.serialize_field("care_path", &self.care_path)?;
+        st.serialize_field("cover", &self.cover)?;
+        st.serialize_field("tiers_payant", &self.tiers_payant)?;
+        st.serialize_field("amounts", &self.amounts)?;
+        st.serialize_field("mode", &self.mode)?;
+        st.serialize_field("degraded_reason", &self.degraded_reason)?;
+        st.serialize_field("deadline", &self.deadline)?;
+        st.serialize_field("tables_version", &self.tables_version)?;
+        st.serialize_field("presence", &self.presence)?;
+        st.end()
+    }
 }
 
 // ------------------------------------------------------------ DER structures

@@ -22,6 +22,7 @@ pub mod lot;
 pub mod merkle;
 pub mod pki;
 pub mod rules;
+pub mod text;
 pub mod tlv;
 pub mod transcript;
 pub mod vpcd;

@@ -437,7 +437,7 @@ impl Scenario {
             member(
                 "replaced",
                 &json!({"national_id": "810000000009", "surname": "MARTIN",
-                        "given_name": "Claire", "billing_number": "75123456"}),
+                        "given_name": "Claire", "billing_number": "75123455"}),
             )
         } else {
             String::new()
@@ -962,7 +962,7 @@ mod tests {
         r["idempotency_key"] = json!(key);
         if p.kind == Kind::Remplacant {
             r["replaced"] = json!({"national_id": "810000000009", "surname": "MARTIN",
-                                   "given_name": "Claire", "billing_number": "75123456"});
+                                   "given_name": "Claire", "billing_number": "75123455"});
         }
         if degraded {
             r["tiers_payant"] = json!({"amo": true});

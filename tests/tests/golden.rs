@@ -182,9 +182,15 @@ fn check_expect(name: &str, expect: &Value, outcome: &Outcome, failures: &mut Ve
                 let got = match key.as_str() {
                     "rates" => json!(sheet.acts.iter().map(|a| a.rate).collect::<Vec<_>>()),
                     "dre_amc_cents" => json!(dre.as_ref().as_ref().map(|d| d.amc_cents)),
-                    "care_path" | "mode" | "deadline" | "tiers_payant" | "cover" => {
-                        sheet_json[key].clone()
-                    }
+                    "care_path"
+                    | "mode"
+                    | "deadline"
+                    | "tiers_payant"
+                    | "cover"
+                    | "payee_billing_number"
+                    | "beneficiary"
+                    | "replaced"
+                    | "degraded_reason" => sheet_json[key].clone(),
                     _ => amounts[key].clone(),
                 };
                 if &got != want {

@@ -208,6 +208,19 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             "degraded.beneficiary.nir",
         ),
         (
+            // 13 zeros give the key 97 − 0 = 97: the key is right, the structure is not.
+            json!({"act": g, "tiers_payant": {"amo": true}, "degraded": {"reason": "carte oubliée", "beneficiary": {"nir": "000000000000097", "surname": "DUPONT", "given_name": "Jean", "birth_date": "19850512", "organism": "017510001"}}}),
+            r,
+            "NIR_INVALID",
+            "degraded.beneficiary.nir",
+        ),
+        (
+            json!({"act": g, "tiers_payant": {"amo": true}, "degraded": {"reason": "carte oubliée", "beneficiary": {"nir": "185057800608491", "surname": "DUP\u{202e}ONT", "given_name": "Jean", "birth_date": "19850512", "organism": "017510001"}}}),
+            v,
+            "BAD_REQUEST",
+            "degraded.beneficiary.surname",
+        ),
+        (
             json!({"act": g, "tiers_payant": {"amo": true}, "degraded": {"reason": "", "beneficiary": jean()}}),
             r,
             "DEGRADED_REASON_MISSING",
@@ -351,6 +364,15 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             r,
             "REPLACED_MISSING",
             "replaced",
+        ),
+        (
+            // 75123456: Luhn sum 31 (6, 1, 4, 6, 2, 2, 5, 5), not a multiple of 10.
+            "cps-remplacant",
+            "CPS-0101",
+            json!({"act": g, "replaced": {"national_id": MARTIN, "surname": "MARTIN", "given_name": "Claire", "billing_number": "75123456"}}),
+            r,
+            "REPLACED_BILLING_NUMBER_INVALID",
+            "replaced.billing_number",
         ),
         (
             "cps-medecin-specialiste",
