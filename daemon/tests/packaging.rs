@@ -71,9 +71,11 @@ fn load(dir: &Path, text: &str) -> Result<Config, String> {
 /// The defaults of `daemon/CONFIG.md` outside systemd (no `$STATE_DIRECTORY`,
 /// `$RUNTIME_DIRECTORY`), as JSON.
 fn documented_defaults() -> serde_json::Value {
-    let mut cfg = Config::default();
-    cfg.state_dir = "/var/lib/fsed".into();
-    cfg.socket = "/run/fsed/fsed.sock".into();
+    let cfg = Config {
+        state_dir: "/var/lib/fsed".into(),
+        socket: "/run/fsed/fsed.sock".into(),
+        ..Config::default()
+    };
     serde_json::to_value(&cfg).unwrap()
 }
 
