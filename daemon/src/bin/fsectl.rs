@@ -859,3 +859,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+#[path = "../../man/pages.rs"]
+mod man_pages;
+
+#[cfg(test)]
+mod man_tests {
+    use clap::CommandFactory;
+
+    /// daemon/man holds the pages of this very command line (see daemon/man/pages.rs).
+    #[test]
+    fn man_pages_are_current() {
+        // clap names the command after the package (fsed); the binary is fsectl.
+        let pages = super::man_pages::render(super::Cli::command().name("fsectl"), "1");
+        // The command, its 13 subcommands and the 17 of its groups: cards (5), vitale (1),
+        // fse (6), lots (3), queue (2); 1 + 13 + 17 = 31.
+        assert_eq!(pages.len(), 31);
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"fsectl-cards-verify-pin.1"), "{names:?}");
+        let problems = super::man_pages::check(&pages, "fsectl", "1");
+        assert!(
+            problems.is_empty(),
+            "{problems:?}: run FSED_WRITE_MAN_PAGES=1 cargo test -p fsed --bins man_pages"
+        );
+    }
+}

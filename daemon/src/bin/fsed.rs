@@ -295,3 +295,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+#[path = "../../man/pages.rs"]
+mod man_pages;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// daemon/man holds the pages of this very command line (see daemon/man/pages.rs).
+    #[test]
+    fn man_pages_are_current() {
+        let pages = super::man_pages::render(super::Cli::command(), "8");
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["fsed-check-config.8", "fsed.8"]);
+        let problems = super::man_pages::check(&pages, "fsed", "8");
+        assert!(
+            problems.is_empty(),
+            "{problems:?}: run FSED_WRITE_MAN_PAGES=1 cargo test -p fsed --bins man_pages"
+        );
+    }
+}
