@@ -2133,6 +2133,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_examples_of_api_md_for_these_refusals_are_what_fsed_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let md = include_str!("../API.md");
+        for (request, reply_id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"fse.create","params":{"act":{"code":"G","code":"C"}}}"#,
+                9,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"fse.create","params":{"act":{"code":"G","excess_cents":1500.0}}}"#,
+                10,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"system.version","method":"fse.get"}"#,
+                11,
+            ),
+        ] {
+            let reply = ask_text(&ctx, request).await;
+            assert!(
+                md.contains(reply.trim_end()),
+                "API.md lacks fsed's reply {reply} (id {reply_id})"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_numeric_id_comes_back_exactly_as_written() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context(&dir);
