@@ -149,20 +149,15 @@ pub enum Id {
 }
 
 impl Id {
-    /// The id of a request's `id` member, as the client wrote it: a string, a number (any
-    /// JSON number within ±1.8e308, the range of a double) or null.
-    fn of(raw: &RawValue) -> Result<Id, IdRefused> {
+    /// The id of a request's `id` member, as the client wrote it, when it may be one: a
+    /// string, a number (any JSON number within ±1.8e308, the range of a double: echoed as
+    /// written) or null. `raw` must be [`readable`].
+    fn of(raw: &RawValue) -> Option<Id> {
         let text = raw.get();
         match text.as_bytes().first() {
-            Some(b'n') => Ok(Id::Null),
-            Some(b'"') => Ok(Id::Text(text.into())),
-            // Any number the JSON grammar allows is echoed as written; one a double cannot
-            // hold (`1e400`) is refused as the rest of the line would be.
-            Some(b'-' | b'0'..=b'9') => match serde_json::from_str::<f64>(text) {
-                Ok(_) => Ok(Id::Text(text.into())),
-                Err(e) => Err(IdRefused::OutOfRange(e.to_string())),
-            },
-            _ => Err(IdRefused::Type),
+            Some(b'n') => Some(Id::Null),
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(Id::Text(text.into())),
+            _ => None,
         }
     }
 
@@ -174,12 +169,39 @@ impl Id {
     }
 }
 
-/// Why a request's id cannot be echoed.
-enum IdRefused {
-    /// Not a string, a number or null.
-    Type,
-    /// A number out of a double's range: serde_json's reason.
-    OutOfRange(String),
+/// Whether serde_json reads `raw`, scanned only (a `RawValue`), as a value: not a lone
+/// surrogate escape, a number out of a double's range, nesting too deep. So a request's `id`
+/// is refused as any other member would be.
+fn readable(raw: &RawValue) -> Result<(), serde_json::Error> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<ValidString>(text).map(|_| ()),
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<f64>(text).map(|_| ()),
+        Some(b'[' | b'{') => {
+            // Read inside brackets: as deep as it was inside the request object.
+            serde_json::from_str::<Value>(&format!("[{text}]")).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A JSON string checked (escapes and surrogates) without being kept.
+struct ValidString;
+
+impl<'de> serde::Deserialize<'de> for ValidString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Check;
+        impl serde::de::Visitor<'_> for Check {
+            type Value = ValidString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ValidString, E> {
+                Ok(ValidString)
+            }
+        }
+        d.deserialize_str(Check)
+    }
 }
 
 /// One reply: `fse_formats::api::Response` as written, its result already JSON text.
@@ -505,7 +527,7 @@ fn first_line_id(line: &[u8]) -> Id {
         return Id::Null;
     };
     match serde_json::from_str::<OnlyId>(text.trim()) {
-        Ok(OnlyId { id: Some(raw) }) => Id::of(raw).unwrap_or(Id::Null),
+        Ok(OnlyId { id: Some(raw) }) if readable(raw).is_ok() => Id::of(raw).unwrap_or(Id::Null),
         _ => Id::Null,
     }
 }
@@ -729,7 +751,7 @@ fn long_strings(v: Option<&Value>, out: &mut Vec<zeroize::Zeroizing<String>>) {
 /// `message` with every value of `long` it echoes cut to [`SHOWN`] characters ([`shown`]):
 /// the refusals made deeper (the sheet's checks, the pricing rules) name the value whole.
 /// A run of more than [`SHOWN`] characters without a space left after that (a value echoed
-/// changed, say escaped) is cut the same way.
+/// changed, say escaped), and not cut already, is cut the same way.
 fn cut_echoes(message: &str, long: &[zeroize::Zeroizing<String>]) -> String {
     if message.chars().nth(SHOWN).is_none() {
         return message.to_string();
@@ -745,7 +767,12 @@ fn cut_echoes(message: &str, long: &[zeroize::Zeroizing<String>]) -> String {
         if i > 0 {
             cut.push(' ');
         }
-        cut.push_str(&shown(word));
+        // A word holding `…` holds a value cut already.
+        if word.contains('…') {
+            cut.push_str(word);
+        } else {
+            cut.push_str(&shown(word));
+        }
     }
     cut
 }
@@ -767,9 +794,8 @@ struct Envelope {
 
 /// Takes the envelope out of a request object: `id` (optional) a string, a number or null and
 /// given once, no member given twice outside `params`, `jsonrpc` `"2.0"`, `method` a string,
-/// `params` (optional) an object or an array. A refusal is the `INVALID_REQUEST` reply (or
-/// `PARSE_ERROR` for an id out of a double's range), with the request's id when it could be
-/// read.
+/// `params` (optional) an object or an array. A refusal is the `INVALID_REQUEST` reply, with
+/// the request's id when it could be read.
 fn envelope(
     raw_id: Option<&RawValue>,
     obj: &mut Map<String, Value>,
@@ -788,20 +814,15 @@ fn envelope(
             "id",
         ));
     }
-    let id = match raw_id.map(Id::of).transpose() {
-        Ok(id) => id,
-        Err(IdRefused::Type) => {
+    let id = match raw_id.map(Id::of) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => {
             return Err(refuse(
                 Id::Null,
                 "id must be a string, a number or null",
                 "id",
             ))
-        }
-        Err(IdRefused::OutOfRange(why)) => {
-            return Err(Box::new(Reply::err(
-                Id::Null,
-                ErrorObject::new(api::PARSE_ERROR, format!("invalid JSON: id: {why}"), None),
-            )))
         }
     };
     let reply_id = id.clone().unwrap_or(Id::Null);
@@ -969,6 +990,13 @@ mod request {
             while let Some(name) = map.next_key::<String>()? {
                 if name == "id" {
                     let raw: &'de RawValue = map.next_value()?;
+                    // Only scanned: read as serde_json reads any other value.
+                    super::readable(raw).map_err(|e| {
+                        // Its own position in the id is no help: the line's comes after.
+                        let why = e.to_string();
+                        let why = why.split(" at line ").next().unwrap_or_default();
+                        serde::de::Error::custom(format_args!("id: {why}"))
+                    })?;
                     if id.is_some() {
                         found.twice(&name);
                     } else {
@@ -2214,6 +2242,26 @@ mod tests {
             assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{id}: {r}");
             assert_eq!(r["id"], Value::Null, "{r}");
         }
+        // What serde_json cannot read as a value is a parse error in the id as anywhere: a
+        // lone surrogate, nesting past its limit (the same depth as in the whole line).
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":"\ud800","method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{r}");
+        for depth in 120..135 {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{nested},"method":"fse.get"}}"#);
+            let readable = serde_json::from_str::<Value>(&line).is_ok();
+            let r = ask(&ctx, &line).await;
+            let code = if readable {
+                api::INVALID_REQUEST
+            } else {
+                api::PARSE_ERROR
+            };
+            assert_eq!(r["error"]["code"], json!(code), "depth {depth}: {r}");
+        }
         for id in ["true", "[1]", r#"{"a":1}"#] {
             let r = ask(
                 &ctx,
@@ -2324,6 +2372,12 @@ mod tests {
             let r = ask(&ctx, line).await;
             let message = r["error"]["message"].as_str().unwrap();
             assert!(run(message, 'Z') <= 200, "{message}");
+            if run(message, 'Z') == 200 {
+                assert!(
+                    message.contains(&format!("{}…", "Z".repeat(200))),
+                    "{message}"
+                );
+            }
             assert!(message.chars().count() < 600, "{message}");
         }
         // The refusals made deeper name the value whole: the reply's message cuts it, with
@@ -2343,6 +2397,12 @@ mod tests {
             cut,
             format!("act 0: {}…is not billable", &spaced[..200]),
             "{cut}"
+        );
+        // A value its check cut already (quoted) is not cut again.
+        let quoted = format!("unknown state {:?}", shown(&code));
+        assert_eq!(
+            cut_echoes(&quoted, &[zeroize::Zeroizing::new(code.clone())]),
+            quoted
         );
         // A message already short enough is left alone.
         assert_eq!(cut_echoes("no sheet 9", &[]), "no sheet 9");

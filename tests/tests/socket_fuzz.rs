@@ -27,8 +27,9 @@ use std::time::Duration;
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
 
-/// Ports of the virtual reader's two slots (no card is ever shown on them).
-const SLOTS: [u16; 2] = [48120, 48121];
+/// Slots of the virtual reader, Unix sockets in the test's directory (no card is ever shown
+/// on them).
+const SLOTS: usize = 2;
 /// Connections fuzzed at once, and lines written on each.
 const CONNECTIONS: usize = 4;
 const LINES_PER_CONNECTION: usize = 250_000;
@@ -73,12 +74,25 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     let Value::Object(obj) = value else {
         return reply(Value::Null, -32600);
     };
+    // A member given twice (the first in the text) is refused, not taken last: the id
+    // itself with a null id, another outside `params` by the envelope, one inside `params`
+    // once the method is known.
+    let twice = given_twice(text);
+    if twice.as_deref() == Some(&["id".to_string()][..]) {
+        return reply(Value::Null, -32600);
+    }
+    let in_params = twice
+        .as_ref()
+        .is_some_and(|path| path.len() > 1 && path[0] == "params");
     let id = match obj.get("id") {
         None => None,
         Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(v.clone()),
         Some(_) => return reply(Value::Null, -32600),
     };
     let reply_id = id.clone().unwrap_or(Value::Null);
+    if twice.is_some() && !in_params {
+        return reply(reply_id, -32600);
+    }
     if obj.get("jsonrpc") != Some(&json!("2.0")) {
         return reply(reply_id, -32600);
     }
@@ -97,11 +111,105 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     if !methods.contains(method) {
         return reply(id, -32601);
     }
+    if in_params {
+        return reply(id, -32602);
+    }
     Expect::Reply {
         id,
         code: None,
         method: Some(method.clone()),
     }
+}
+
+/// The path (members and indexes, from the request object down) of the first member given
+/// twice in one object of `text`, valid JSON, in the order of the text; the value of the
+/// request's `id` is not looked into (fsed only checks it is a string, a number or null).
+fn given_twice(text: &str) -> Option<Vec<String>> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Scan<'a> {
+        first: &'a mut Option<Vec<String>>,
+        top: bool,
+    }
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            loop {
+                let mut inner = None;
+                let more = seq.next_element_seed(Scan {
+                    first: &mut inner,
+                    top: false,
+                })?;
+                if more.is_none() {
+                    return Ok(());
+                }
+                if let (None, Some(mut path)) = (&self.first, inner) {
+                    path.insert(0, format!("[{i}]"));
+                    *self.first = Some(path);
+                }
+                i += 1;
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                // Found when the name comes again, before its second value is read.
+                if !seen.insert(name.clone()) && self.first.is_none() {
+                    *self.first = Some(vec![name.clone()]);
+                }
+                if self.top && name == "id" {
+                    map.next_value::<IgnoredAny>()?;
+                } else {
+                    let mut inner = None;
+                    map.next_value_seed(Scan {
+                        first: &mut inner,
+                        top: false,
+                    })?;
+                    if let (None, Some(mut path)) = (&self.first, inner) {
+                        path.insert(0, name.clone());
+                        *self.first = Some(path);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut first = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    Scan {
+        first: &mut first,
+        top: true,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    first
 }
 
 /// Valid requests, the seeds of truncation and mutation.
@@ -673,7 +781,7 @@ fn a_million_malformed_lines_get_well_formed_errors_and_fsed_keeps_serving() {
     println!("socket_fuzz seed {seed} (FSED_FUZZ_SEED={seed} replays this run)");
     let d = Arc::new(Description::load());
     let dir = tempfile::tempdir().unwrap();
-    let (mut fsed, mut rpc) = common::start_fsed_virtual(dir.path(), &SLOTS, "", &[]);
+    let (mut fsed, mut rpc) = common::start_fsed_virtual(dir.path(), SLOTS, "", &[]);
     let socket = dir.path().join("fsed.sock");
 
     // Another client, meanwhile, gets right answers.
