@@ -319,7 +319,7 @@ pub async fn serve(listener: UnixListener, ctx: Context, shutdown: Shutdown) {
 /// request it was serving (no new request is read after shutdown). A connection from a process
 /// whose user and groups `settings.access` does not allow, or one past
 /// `settings.max_connections`, gets one error line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`)
-/// and is closed (see [`refuse`]).
+/// and is closed (see `refuse`).
 pub async fn serve_with(
     listener: UnixListener,
     ctx: Context,
@@ -666,7 +666,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
         }
     };
     let duplicate = found.duplicate();
-    let envelope = envelope(raw_id, &mut members, duplicate.as_ref());
+    let envelope = envelope(raw_id, found.id_twice, &mut members, duplicate.as_ref());
     // What is left of the object (and all of it when refused) may hold a PIN.
     scrub_members(&mut members);
     let Envelope { id, method, params } = match envelope {
@@ -798,6 +798,7 @@ struct Envelope {
 /// the request's id when it could be read.
 fn envelope(
     raw_id: Option<&RawValue>,
+    id_twice: bool,
     obj: &mut Map<String, Value>,
     duplicate: Option<&request::Duplicate>,
 ) -> Result<Envelope, Box<Reply>> {
@@ -807,7 +808,7 @@ fn envelope(
             ErrorObject::new(api::INVALID_REQUEST, message, Some(field)),
         ))
     };
-    if duplicate.is_some_and(request::Duplicate::is_id) {
+    if id_twice {
         return Err(refuse(
             Id::Null,
             "id is given twice: each member of a request once",
@@ -872,8 +873,11 @@ mod request {
     /// What the parse noticed beside the values.
     #[derive(Default)]
     pub(super) struct Found {
-        /// The first member given twice: its path, innermost step first.
+        /// The first member given twice (but `id`): its path, innermost step first.
         duplicate: Option<Vec<Step>>,
+        /// The request's `id` is given twice: whichever member came twice first, the id to
+        /// answer with is unknown.
+        pub id_twice: bool,
         /// The longest string value, in bytes.
         pub longest: usize,
     }
@@ -905,11 +909,6 @@ mod request {
     pub(super) struct Duplicate(Vec<Result<String, usize>>);
 
     impl Duplicate {
-        /// The request's `id` itself.
-        pub fn is_id(&self) -> bool {
-            matches!(self.0.as_slice(), [Ok(m)] if m == "id")
-        }
-
         /// Its path (`method`, `x.y`) when it is not inside `params`.
         pub fn outside_params(&self) -> Option<String> {
             match self.0.as_slice() {
@@ -998,7 +997,7 @@ mod request {
                         serde::de::Error::custom(format_args!("id: {why}"))
                     })?;
                     if id.is_some() {
-                        found.twice(&name);
+                        found.id_twice = true;
                     } else {
                         id = Some(raw);
                     }
@@ -2124,6 +2123,12 @@ mod tests {
             ),
             (
                 r#"{"jsonrpc":"2.0","id":6,"id":6,"method":"system.version"}"#,
+                "id",
+                Value::Null,
+            ),
+            // The id given twice decides, even after another member given twice.
+            (
+                r#"{"jsonrpc":"2.0","id":6,"method":"fse.list","params":{"a":1,"a":2},"id":7}"#,
                 "id",
                 Value::Null,
             ),

@@ -77,8 +77,8 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     // A member given twice (the first in the text) is refused, not taken last: the id
     // itself with a null id, another outside `params` by the envelope, one inside `params`
     // once the method is known.
-    let twice = given_twice(text);
-    if twice.as_deref() == Some(&["id".to_string()][..]) {
+    let (id_twice, twice) = given_twice(text);
+    if id_twice {
         return reply(Value::Null, -32600);
     }
     let in_params = twice
@@ -121,14 +121,16 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     }
 }
 
-/// The path (members and indexes, from the request object down) of the first member given
-/// twice in one object of `text`, valid JSON, in the order of the text; the value of the
-/// request's `id` is not looked into (fsed only checks it is a string, a number or null).
-fn given_twice(text: &str) -> Option<Vec<String>> {
+/// Whether the request's `id` is given twice in `text` (valid JSON), and the path (members
+/// and indexes, from the request object down) of the first other member given twice in one
+/// object, in the order of the text; the value of the `id` is not looked into (fsed only
+/// checks it is a string, a number or null).
+fn given_twice(text: &str) -> (bool, Option<Vec<String>>) {
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     struct Scan<'a> {
         first: &'a mut Option<Vec<String>>,
-        top: bool,
+        /// At the top (the request object): whether its `id` came twice.
+        top: Option<&'a mut bool>,
     }
     impl<'de> DeserializeSeed<'de> for Scan<'_> {
         type Value = ();
@@ -165,7 +167,7 @@ fn given_twice(text: &str) -> Option<Vec<String>> {
                 let mut inner = None;
                 let more = seq.next_element_seed(Scan {
                     first: &mut inner,
-                    top: false,
+                    top: None,
                 })?;
                 if more.is_none() {
                     return Ok(());
@@ -177,39 +179,43 @@ fn given_twice(text: &str) -> Option<Vec<String>> {
                 i += 1;
             }
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
             let mut seen = BTreeSet::new();
             while let Some(name) = map.next_key::<String>()? {
+                let again = !seen.insert(name.clone());
+                if let (Some(id_twice), "id") = (self.top.as_deref_mut(), name.as_str()) {
+                    *id_twice |= again;
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
                 // Found when the name comes again, before its second value is read.
-                if !seen.insert(name.clone()) && self.first.is_none() {
+                if again && self.first.is_none() {
                     *self.first = Some(vec![name.clone()]);
                 }
-                if self.top && name == "id" {
-                    map.next_value::<IgnoredAny>()?;
-                } else {
-                    let mut inner = None;
-                    map.next_value_seed(Scan {
-                        first: &mut inner,
-                        top: false,
-                    })?;
-                    if let (None, Some(mut path)) = (&self.first, inner) {
-                        path.insert(0, name.clone());
-                        *self.first = Some(path);
-                    }
+                let mut inner = None;
+                map.next_value_seed(Scan {
+                    first: &mut inner,
+                    top: None,
+                })?;
+                if let (None, Some(mut path)) = (&self.first, inner) {
+                    path.insert(0, name);
+                    *self.first = Some(path);
                 }
             }
             Ok(())
         }
     }
-    let mut first = None;
+    let (mut first, mut id_twice) = (None, false);
     let mut de = serde_json::Deserializer::from_str(text);
-    Scan {
+    let scanned = Scan {
         first: &mut first,
-        top: true,
+        top: Some(&mut id_twice),
     }
-    .deserialize(&mut de)
-    .ok()?;
-    first
+    .deserialize(&mut de);
+    match scanned {
+        Ok(()) => (id_twice, first),
+        Err(_) => (false, None),
+    }
 }
 
 /// Valid requests, the seeds of truncation and mutation.
