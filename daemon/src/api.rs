@@ -13,7 +13,8 @@ use fse_formats::cards::{Pin, Puk};
 use fse_formats::channel::CardError;
 use fse_queue::SheetState;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -137,11 +138,77 @@ impl JsonText {
     }
 }
 
+/// A request's id as its reply carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Id {
+    /// `null`: the request's id is null, or could not be read.
+    Null,
+    /// The id's JSON text as the client wrote it, a string or a number, echoed byte for byte
+    /// (`9007199254740993`, `1e2` and `123456789012345678901234567890` come back as written).
+    Text(Box<str>),
+}
+
+impl Id {
+    /// The id of a request's `id` member, as the client wrote it, when it may be one: a
+    /// string, a number (any JSON number within ±1.8e308, the range of a double: echoed as
+    /// written) or null. `raw` must be [`readable`].
+    fn of(raw: &RawValue) -> Option<Id> {
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'n') => Some(Id::Null),
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(Id::Text(text.into())),
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        match self {
+            Id::Null => b"null",
+            Id::Text(t) => t.as_bytes(),
+        }
+    }
+}
+
+/// Whether serde_json reads `raw`, scanned only (a `RawValue`), as a value: not a lone
+/// surrogate escape, a number out of a double's range, nesting too deep. So a request's `id`
+/// is refused as any other member would be.
+fn readable(raw: &RawValue) -> Result<(), serde_json::Error> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<ValidString>(text).map(|_| ()),
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<f64>(text).map(|_| ()),
+        Some(b'[' | b'{') => {
+            // Read inside brackets: as deep as it was inside the request object.
+            serde_json::from_str::<Value>(&format!("[{text}]")).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A JSON string checked (escapes and surrogates) without being kept.
+struct ValidString;
+
+impl<'de> serde::Deserialize<'de> for ValidString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Check;
+        impl serde::de::Visitor<'_> for Check {
+            type Value = ValidString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ValidString, E> {
+                Ok(ValidString)
+            }
+        }
+        d.deserialize_str(Check)
+    }
+}
+
 /// One reply: `fse_formats::api::Response` as written, its result already JSON text.
 #[derive(Debug)]
 pub struct Reply {
     /// The request's id (null when it could not be read).
-    pub id: Value,
+    pub id: Id,
     /// Success value.
     pub result: Option<JsonText>,
     /// Failure.
@@ -150,7 +217,7 @@ pub struct Reply {
 
 impl Reply {
     /// A success.
-    pub fn ok(id: Value, result: JsonText) -> Self {
+    pub fn ok(id: Id, result: JsonText) -> Self {
         Reply {
             id,
             result: Some(result),
@@ -159,7 +226,7 @@ impl Reply {
     }
 
     /// A failure.
-    pub fn err(id: Value, error: ErrorObject) -> Self {
+    pub fn err(id: Id, error: ErrorObject) -> Self {
         Reply {
             id,
             result: None,
@@ -167,28 +234,28 @@ impl Reply {
         }
     }
 
-    /// The reply's line, newline included: the result's text goes in as it is.
+    /// The reply's line, newline included: the id and the result's text go in as they are.
     pub fn to_line(&self) -> Vec<u8> {
         let result = self.result.as_ref().map_or(0, |r| r.0.len());
-        let mut out = Vec::with_capacity(64 + result);
+        let id = self.id.text();
+        let mut out = Vec::with_capacity(64 + id.len() + result);
         out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-        let written = serde_json::to_writer(&mut out, &self.id).and_then(|()| {
-            match (&self.result, &self.error) {
-                (Some(r), _) => {
-                    out.extend_from_slice(br#","result":"#);
-                    out.extend_from_slice(r.0.as_bytes());
-                    Ok(())
-                }
-                (None, Some(e)) => {
-                    out.extend_from_slice(br#","error":"#);
-                    serde_json::to_writer(&mut out, e)
-                }
-                (None, None) => {
-                    out.extend_from_slice(br#","result":null"#);
-                    Ok(())
-                }
+        out.extend_from_slice(id);
+        let written = match (&self.result, &self.error) {
+            (Some(r), _) => {
+                out.extend_from_slice(br#","result":"#);
+                out.extend_from_slice(r.0.as_bytes());
+                Ok(())
             }
-        });
+            (None, Some(e)) => {
+                out.extend_from_slice(br#","error":"#);
+                serde_json::to_writer(&mut out, e)
+            }
+            (None, None) => {
+                out.extend_from_slice(br#","result":null"#);
+                Ok(())
+            }
+        };
         if written.is_err() {
             out.clear();
             out.extend_from_slice(UNENCODABLE);
@@ -249,9 +316,10 @@ pub async fn serve(listener: UnixListener, ctx: Context, shutdown: Shutdown) {
 }
 
 /// Serves connections until shutdown, then returns once every connection has finished the
-/// request it was serving (no new request is read after shutdown). A connection from a process whose user and groups
-/// `settings.access` does not allow, or one past `settings.max_connections`, gets one error
-/// line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`) and is closed.
+/// request it was serving (no new request is read after shutdown). A connection from a process
+/// whose user and groups `settings.access` does not allow, or one past
+/// `settings.max_connections`, gets one error line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`)
+/// and is closed (see `refuse`).
 pub async fn serve_with(
     listener: UnixListener,
     ctx: Context,
@@ -265,6 +333,7 @@ pub async fn serve_with(
         "API access"
     );
     let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => break,
@@ -280,7 +349,7 @@ pub async fn serve_with(
             }
         };
         if let Err(refusal) = check_peer(&stream, &settings.access) {
-            refuse(stream, refusal);
+            refuse(stream, refusal, &refusals);
             continue;
         }
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
@@ -297,6 +366,7 @@ pub async fn serve_with(
                     None,
                 )
                 .with("limit", json!(n)),
+                &refusals,
             );
             continue;
         };
@@ -352,14 +422,113 @@ fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
     .with("gid", json!(gid)))
 }
 
-/// Writes one error line to a connection refused, without waiting, and closes it.
-fn refuse(stream: UnixStream, error: ErrorObject) {
-    let line = Reply::err(Value::Null, error).to_line();
+/// Refused connections answered at once by a task of their own; past this, a refused
+/// connection gets its error line at once and is closed ([`refuse_now`]), so that a flood of
+/// connections holds at most this many tasks and buffers.
+const REFUSALS_AT_ONCE: usize = 64;
+/// How long a refused connection's first request line is waited for.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long, and how many bytes, of what a refused client sends after its error line are read
+/// and thrown away before the connection closes (its writes then succeed).
+const REFUSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+const REFUSAL_DRAIN_BYTES: u64 = 64 * 1024;
+
+/// Refuses a connection with `error`. A client usually writes its request before it reads:
+/// closing at once could fail its write (`EPIPE`) before it reads why. So a task waits (at
+/// most [`REFUSAL_WAIT`]) for the first request line (at most [`MAX_LINE`] bytes), answers
+/// the error under that request's id (null when none can be read), closes its writing half,
+/// reads and discards what the client still sends (at most [`REFUSAL_DRAIN`] and
+/// [`REFUSAL_DRAIN_BYTES`]) and closes. With [`REFUSALS_AT_ONCE`] such tasks running, the
+/// error goes at once ([`refuse_now`]).
+fn refuse(stream: UnixStream, error: ErrorObject, refusals: &Arc<Semaphore>) {
+    match Arc::clone(refusals).try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                refuse_after_first_line(stream, error).await;
+                drop(permit);
+            });
+        }
+        Err(_) => refuse_now(stream, error),
+    }
+}
+
+/// Writes one error line (id null) to a connection refused, without waiting, and closes it.
+fn refuse_now(stream: UnixStream, error: ErrorObject) {
+    let line = Reply::err(Id::Null, error).to_line();
     // The send buffer of a connection just accepted is empty: the short line fits at once.
     // A socket that cannot take it is closed all the same.
     if let Ok(mut s) = stream.into_std() {
         let _ = std::io::Write::write_all(&mut s, &line);
         let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// [`refuse`]'s task.
+async fn refuse_after_first_line(mut stream: UnixStream, error: ErrorObject) {
+    use tokio::time::timeout;
+    let mut line = Vec::with_capacity(1024);
+    let id = match timeout(REFUSAL_WAIT, first_line(&mut stream, &mut line)).await {
+        Ok(Ok(())) => first_line_id(&line),
+        Ok(Err(_)) | Err(_) => Id::Null,
+    };
+    // The line may hold a PIN.
+    line.zeroize();
+    let reply = Reply::err(id, error).to_line();
+    let sent = timeout(REFUSAL_DRAIN, async {
+        stream.write_all(&reply).await?;
+        // Half-closed: the client reads the line, then the end.
+        stream.shutdown().await
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let mut rest = (&mut stream).take(REFUSAL_DRAIN_BYTES);
+        let _ = timeout(
+            REFUSAL_DRAIN,
+            tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+        )
+        .await;
+    }
+}
+
+/// Reads `stream` into `line` up to the first newline, the end, or [`MAX_LINE`] bytes and a
+/// little more.
+async fn first_line(stream: &mut UnixStream, line: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 1024];
+    let read = loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                line.extend_from_slice(&chunk[..n]);
+                if chunk[..n].contains(&b'\n') || line.len() > MAX_LINE {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    chunk.zeroize();
+    read
+}
+
+/// The id of a refused connection's first line: null when the line is not a request object
+/// whose `id` can be echoed (not JSON, `id` twice, of the wrong type, over the line limit).
+fn first_line_id(line: &[u8]) -> Id {
+    #[derive(serde::Deserialize)]
+    struct OnlyId<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    let line = match line.iter().position(|&b| b == b'\n') {
+        Some(end) => &line[..end],
+        None if line.len() > MAX_LINE => return Id::Null,
+        None => line,
+    };
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Id::Null;
+    };
+    match serde_json::from_str::<OnlyId>(text.trim()) {
+        Ok(OnlyId { id: Some(raw) }) if readable(raw).is_ok() => Id::of(raw).unwrap_or(Id::Null),
+        _ => Id::Null,
     }
 }
 
@@ -432,7 +601,7 @@ async fn serve_lines(
                     }
                 }
                 Some(Reply::err(
-                    Value::Null,
+                    Id::Null,
                     ErrorObject::new(
                         api::INVALID_REQUEST,
                         format!("request line longer than {MAX_LINE} bytes: skipped"),
@@ -461,7 +630,7 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
         Ok(t) => t.trim(),
         Err(e) => {
             return Some(Reply::err(
-                Value::Null,
+                Id::Null,
                 ErrorObject::new(
                     api::PARSE_ERROR,
                     format!(
@@ -476,29 +645,30 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     if text.is_empty() {
         return None;
     }
-    let mut value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let mut found = request::Found::default();
+    let (raw_id, mut members) = match request::parse(text, &mut found) {
+        Ok(request::Parsed::Object { id, members }) => (id, members),
+        Ok(request::Parsed::NotObject) => {
+            return Some(Reply::err(
+                Id::Null,
+                ErrorObject::new(
+                    api::INVALID_REQUEST,
+                    "a request is one JSON object per line (batches are not supported)",
+                    None,
+                ),
+            ))
+        }
         Err(e) => {
             return Some(Reply::err(
-                Value::Null,
+                Id::Null,
                 ErrorObject::new(api::PARSE_ERROR, format!("invalid JSON: {e}"), None),
             ))
         }
     };
-    let Value::Object(obj) = &mut value else {
-        scrub(&mut value);
-        return Some(Reply::err(
-            Value::Null,
-            ErrorObject::new(
-                api::INVALID_REQUEST,
-                "a request is one JSON object per line (batches are not supported)",
-                None,
-            ),
-        ));
-    };
-    let envelope = envelope(obj);
+    let duplicate = found.duplicate();
+    let envelope = envelope(raw_id, found.id_twice, &mut members, duplicate.as_ref());
     // What is left of the object (and all of it when refused) may hold a PIN.
-    scrub(&mut value);
+    scrub_members(&mut members);
     let Envelope { id, method, params } = match envelope {
         Ok(e) => e,
         Err(refused) => return Some(*refused),
@@ -519,6 +689,32 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
             )
         });
     }
+    if let Some(at) = duplicate.as_ref().and_then(request::Duplicate::in_params) {
+        // Not "the last one wins": the request is refused, and a notification is not run.
+        let mut refused = params;
+        if let Some(p) = refused.as_mut() {
+            scrub(p);
+        }
+        let field = shown(&at);
+        return id.map(|id| {
+            Reply::err(
+                id,
+                ErrorObject::new(
+                    api::INVALID_PARAMS,
+                    format!("invalid params: {field}: a member given twice in its object"),
+                    Some(&field),
+                ),
+            )
+        });
+    }
+    // Values longer than a message echoes, kept (rarely) to cut them out of the message.
+    let long = if found.longest > SHOWN {
+        let mut long = Vec::new();
+        long_strings(params.as_ref(), &mut long);
+        long
+    } else {
+        Vec::new()
+    };
     // The span follows the request's future across threads (`instrument`); an entered guard
     // held over an `.await` would corrupt the subscriber's span registry.
     let span = tracing::info_span!("request", method = %method);
@@ -532,42 +728,113 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     let id = id?;
     Some(match result {
         Ok(v) => Reply::ok(id, v),
-        Err(ApiError(e)) => Reply::err(id, e),
+        Err(ApiError(mut e)) => {
+            if !long.is_empty() {
+                e.message = cut_echoes(&e.message, &long);
+            }
+            Reply::err(id, e)
+        }
     })
+}
+
+/// The strings of `v` longer than [`SHOWN`] bytes (those a message may not echo whole),
+/// wiped when dropped.
+fn long_strings(v: Option<&Value>, out: &mut Vec<zeroize::Zeroizing<String>>) {
+    match v {
+        Some(Value::String(s)) if s.len() > SHOWN => out.push(zeroize::Zeroizing::new(s.clone())),
+        Some(Value::Array(a)) => a.iter().for_each(|v| long_strings(Some(v), out)),
+        Some(Value::Object(o)) => o.values().for_each(|v| long_strings(Some(v), out)),
+        _ => {}
+    }
+}
+
+/// `message` with every value of `long` it echoes cut to [`SHOWN`] characters ([`shown`]):
+/// the refusals made deeper (the sheet's checks, the pricing rules) name the value whole.
+/// A run of more than [`SHOWN`] characters without a space left after that (a value echoed
+/// changed, say escaped), and not cut already, is cut the same way.
+fn cut_echoes(message: &str, long: &[zeroize::Zeroizing<String>]) -> String {
+    if message.chars().nth(SHOWN).is_none() {
+        return message.to_string();
+    }
+    let mut out = message.to_string();
+    for value in long {
+        if value.chars().nth(SHOWN).is_some() && out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), &shown(value));
+        }
+    }
+    let mut cut = String::with_capacity(out.len());
+    for (i, word) in out.split(' ').enumerate() {
+        if i > 0 {
+            cut.push(' ');
+        }
+        // A word holding `…` holds a value cut already.
+        if word.contains('…') {
+            cut.push_str(word);
+        } else {
+            cut.push_str(&shown(word));
+        }
+    }
+    cut
+}
+
+/// Wipes every string of a request's members (a PIN must not linger in memory).
+fn scrub_members(members: &mut Map<String, Value>) {
+    members.values_mut().for_each(scrub);
 }
 
 /// A request's envelope, checked.
 struct Envelope {
     /// The id to answer with; `None` for a notification (no `id` member).
-    id: Option<Value>,
+    id: Option<Id>,
     /// The method named.
     method: String,
     /// The parameters (an object, an array, or none).
     params: Option<Value>,
 }
 
-/// Takes the envelope out of a request object: `jsonrpc` must be `"2.0"`, `id` (optional) a
-/// string, a number or null, `method` a string, `params` (optional) an object or an array. A
-/// refusal is the `INVALID_REQUEST` reply, with the request's id when it could be read.
-fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Reply>> {
-    let refuse = |id: Value, message: &str, field: &str| {
+/// Takes the envelope out of a request object: `id` (optional) a string, a number or null and
+/// given once, no member given twice outside `params`, `jsonrpc` `"2.0"`, `method` a string,
+/// `params` (optional) an object or an array. A refusal is the `INVALID_REQUEST` reply, with
+/// the request's id when it could be read.
+fn envelope(
+    raw_id: Option<&RawValue>,
+    id_twice: bool,
+    obj: &mut Map<String, Value>,
+    duplicate: Option<&request::Duplicate>,
+) -> Result<Envelope, Box<Reply>> {
+    let refuse = |id: Id, message: &str, field: &str| {
         Box::new(Reply::err(
             id,
             ErrorObject::new(api::INVALID_REQUEST, message, Some(field)),
         ))
     };
-    let id = obj.remove("id");
-    let reply_id = match &id {
-        None => Value::Null,
-        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => v.clone(),
-        Some(_) => {
+    if id_twice {
+        return Err(refuse(
+            Id::Null,
+            "id is given twice: each member of a request once",
+            "id",
+        ));
+    }
+    let id = match raw_id.map(Id::of) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => {
             return Err(refuse(
-                Value::Null,
+                Id::Null,
                 "id must be a string, a number or null",
                 "id",
             ))
         }
     };
+    let reply_id = id.clone().unwrap_or(Id::Null);
+    if let Some(at) = duplicate.and_then(request::Duplicate::outside_params) {
+        let field = shown(&at);
+        return Err(refuse(
+            reply_id,
+            &format!("{field} is given twice: each member of a request once"),
+            &field,
+        ));
+    }
     match obj.get("jsonrpc") {
         Some(Value::String(v)) if v == "2.0" => {}
         _ => return Err(refuse(reply_id, "jsonrpc must be \"2.0\"", "jsonrpc")),
@@ -586,6 +853,283 @@ fn envelope(obj: &mut serde_json::Map<String, Value>) -> Result<Envelope, Box<Re
         }
     };
     Ok(Envelope { id, method, params })
+}
+
+/// The request line's parse: serde_json's `Value`, but a member given twice in an object is
+/// found (and its path kept) instead of the last one silently winning, and the `id` is kept as
+/// the client wrote it. One pass over the line, no allocation beyond those of the `Value`.
+mod request {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::map::Entry;
+    use serde_json::value::RawValue;
+    use serde_json::{Map, Number, Value};
+
+    /// One step of a path.
+    enum Step {
+        Member(String),
+        Index(usize),
+    }
+
+    /// What the parse noticed beside the values.
+    #[derive(Default)]
+    pub(super) struct Found {
+        /// The first member given twice (but `id`): its path, innermost step first.
+        duplicate: Option<Vec<Step>>,
+        /// The request's `id` is given twice: whichever member came twice first, the id to
+        /// answer with is unknown.
+        pub id_twice: bool,
+        /// The longest string value, in bytes.
+        pub longest: usize,
+    }
+
+    impl Found {
+        fn twice(&mut self, name: &str) {
+            if self.duplicate.is_none() {
+                self.duplicate = Some(vec![Step::Member(name.to_string())]);
+            }
+        }
+
+        /// The path of the member given twice, outermost first.
+        pub fn duplicate(&self) -> Option<Duplicate> {
+            let steps = self.duplicate.as_ref()?;
+            Some(Duplicate(
+                steps
+                    .iter()
+                    .rev()
+                    .map(|s| match s {
+                        Step::Member(m) => Ok(m.clone()),
+                        Step::Index(i) => Err(*i),
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    /// Where a member is given twice: the members and indexes from the request object down.
+    pub(super) struct Duplicate(Vec<Result<String, usize>>);
+
+    impl Duplicate {
+        /// Its path (`method`, `x.y`) when it is not inside `params`.
+        pub fn outside_params(&self) -> Option<String> {
+            match self.0.as_slice() {
+                [Ok(m), _, ..] if m == "params" => None,
+                steps => Some(path(steps)),
+            }
+        }
+
+        /// Its path below `params` (`acts[1].code`; `params` for positional parameters).
+        pub fn in_params(&self) -> Option<String> {
+            match self.0.as_slice() {
+                [Ok(m), Ok(_), ..] if m == "params" => Some(path(&self.0[1..])),
+                [Ok(m), Err(_), ..] if m == "params" => Some("params".to_string()),
+                _ => None,
+            }
+        }
+    }
+
+    fn path(steps: &[Result<String, usize>]) -> String {
+        let mut out = String::new();
+        for step in steps {
+            match step {
+                Ok(m) if out.is_empty() => out.push_str(m),
+                Ok(m) => {
+                    out.push('.');
+                    out.push_str(m);
+                }
+                Err(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    /// A request line parsed.
+    pub(super) enum Parsed<'a> {
+        /// Not an object (a batch, a string …).
+        NotObject,
+        /// An object: its `id` as written (the first one, if given twice) and its other members.
+        Object {
+            id: Option<&'a RawValue>,
+            members: Map<String, Value>,
+        },
+    }
+
+    /// Parses one request line, noting in `found` what it sees.
+    pub(super) fn parse<'a>(
+        text: &'a str,
+        found: &mut Found,
+    ) -> Result<Parsed<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed = Top { found }.deserialize(&mut de)?;
+        de.end()?;
+        Ok(parsed)
+    }
+
+    struct Top<'f> {
+        found: &'f mut Found,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = Parsed<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = Parsed<'de>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON-RPC request object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let found = self.found;
+            let mut id = None;
+            let mut members = Map::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if name == "id" {
+                    let raw: &'de RawValue = map.next_value()?;
+                    // Only scanned: read as serde_json reads any other value.
+                    super::readable(raw).map_err(|e| {
+                        // Its own position in the id is no help: the line's comes after.
+                        let why = e.to_string();
+                        let why = why.split(" at line ").next().unwrap_or_default();
+                        serde::de::Error::custom(format_args!("id: {why}"))
+                    })?;
+                    if id.is_some() {
+                        found.id_twice = true;
+                    } else {
+                        id = Some(raw);
+                    }
+                    continue;
+                }
+                member(&mut map, &mut members, name, found)?;
+            }
+            Ok(Parsed::Object { id, members })
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            let mut v = Any { found: self.found }.visit_seq(seq)?;
+            super::scrub(&mut v);
+            Ok(Parsed::NotObject)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Parsed::NotObject)
+        }
+    }
+
+    /// Reads one member's value into `members`; a name already there is noted, its second
+    /// value wiped and dropped.
+    fn member<'de, A: MapAccess<'de>>(
+        map: &mut A,
+        members: &mut Map<String, Value>,
+        name: String,
+        found: &mut Found,
+    ) -> Result<(), A::Error> {
+        match members.entry(name) {
+            Entry::Vacant(slot) => {
+                let before = found.duplicate.is_some();
+                let value = map.next_value_seed(Any { found: &mut *found })?;
+                if let (false, Some(path)) = (before, found.duplicate.as_mut()) {
+                    path.push(Step::Member(slot.key().clone()));
+                }
+                slot.insert(value);
+            }
+            Entry::Occupied(first) => {
+                found.twice(first.key());
+                let mut second = map.next_value_seed(Any { found: &mut *found })?;
+                super::scrub(&mut second);
+            }
+        }
+        Ok(())
+    }
+
+    /// Any JSON value, as serde_json's `Value` reads it.
+    struct Any<'f> {
+        found: &'f mut Found,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Any<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Any<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+            Ok(Value::Bool(b))
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+            Ok(Value::Number(n.into()))
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+            Ok(Value::Number(n.into()))
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+            self.found.longest = self.found.longest.max(s.len());
+            Ok(Value::String(s.to_owned()))
+        }
+        fn visit_string<E>(self, s: String) -> Result<Value, E> {
+            self.found.longest = self.found.longest.max(s.len());
+            Ok(Value::String(s))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let found = self.found;
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            loop {
+                let before = found.duplicate.is_some();
+                let Some(item) = seq.next_element_seed(Any { found: &mut *found })? else {
+                    break;
+                };
+                if let (false, Some(path)) = (before, found.duplicate.as_mut()) {
+                    path.push(Step::Index(items.len()));
+                }
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let found = self.found;
+            let mut members = Map::new();
+            while let Some(name) = map.next_key::<String>()? {
+                member(&mut map, &mut members, name, found)?;
+            }
+            Ok(Value::Object(members))
+        }
+    }
 }
 
 /// Parameters decoded into `T` from `p` (absent or null: `{}`). Parameters go by name: an
@@ -623,6 +1167,8 @@ fn decode<T: DeserializeOwned>(p: &Value, secret: bool) -> Result<T, ApiError> {
         };
         let reason = if secret && named.is_none() {
             "wrong type or value (not shown: it may be secret)".to_string()
+        } else if let Some(integer) = integer_expected(&reason) {
+            integer
         } else {
             shown(&reason)
         };
@@ -641,6 +1187,25 @@ fn shown(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
+}
+
+/// The reason given for a number with a fraction or an exponent (`1500.0`, `1500.5`, `1e3`)
+/// or beyond 2^64 where an integer goes: serde reads such a number as a double, and says
+/// `invalid type: floating point `1500.0`, expected u64`. fsed refuses it rather than
+/// round it: a double cannot tell `1500.0000000000000001` from `1500`.
+fn integer_expected(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("invalid type: floating point `")?;
+    let (number, expected) = rest.split_once("`, expected ")?;
+    let integer = [
+        "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ];
+    let range = expected.strip_prefix("an integer ").unwrap_or(expected);
+    integer.contains(&range).then(|| {
+        format!(
+            "an integer is expected ({range}), written without a fraction or an exponent: got {}",
+            shown(number)
+        )
+    })
 }
 
 /// The member a serde message names: `unknown field `x`, expected …` or `missing field `x``
@@ -1477,6 +2042,377 @@ mod tests {
         assert!(!r.to_string().contains("9876"), "{r}");
     }
 
+    /// The reply line to `line`, as text (to see the id exactly as written).
+    async fn ask_text(ctx: &Context, line: &str) -> String {
+        let mut bytes = line.as_bytes().to_vec();
+        let reply = handle_line(ctx, &mut Conn::default(), &mut bytes)
+            .await
+            .unwrap();
+        String::from_utf8(reply.to_line()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_member_given_twice_is_refused_by_name_not_taken_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let refused = |r: &Value, code: i64, field: &str| {
+            assert_eq!(r["error"]["code"], json!(code), "{r}");
+            assert_eq!(r["error"]["data"]["field"], json!(field), "{r}");
+            assert!(
+                r["error"]["message"].as_str().unwrap().contains("twice"),
+                "{r}"
+            );
+        };
+        // Inside the parameters: INVALID_PARAMS naming the member by its path, with the id.
+        for (params, field) in [
+            (r#"{"acts":[{"code":"G"}],"acts":[{"code":"C"}]}"#, "acts"),
+            (r#"{"act":{"code":"G","code":"C"}}"#, "act.code"),
+            (
+                r#"{"acts":[{"code":"G"},{"code":"G","quantity":1,"quantity":2}]}"#,
+                "acts[1].quantity",
+            ),
+            (
+                r#"{"act":{"code":"G","prescriber":{"date":"20260101","date":"20260102"}}}"#,
+                "act.prescriber.date",
+            ),
+            // The first member given twice is named, even when a later one is too.
+            (
+                r#"{"ald":true,"ald":false,"act":{"code":"G","code":"C"}}"#,
+                "ald",
+            ),
+        ] {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":"d","method":"fse.create","params":{params}}}"#);
+            let r = ask(&ctx, &line).await;
+            refused(&r, api::INVALID_PARAMS, field);
+            assert_eq!(r["id"], json!("d"), "{r}");
+        }
+        // Positional parameters with a member twice: the parameters at fault.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"fse.get","params":[{"id":1,"id":2}]}"#,
+        )
+        .await;
+        refused(&r, api::INVALID_PARAMS, "params");
+        // In the envelope: INVALID_REQUEST naming the member, with the id when it is readable.
+        for (line, field, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"system.version","method":"cards.list"}"#,
+                "method",
+                json!(2),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","jsonrpc":"2.0","id":3,"method":"system.version"}"#,
+                "jsonrpc",
+                json!(3),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":"fse.get","params":{"id":1},"params":{"id":2}}"#,
+                "params",
+                json!(4),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":5,"method":"system.version","x":{"y":1,"y":1}}"#,
+                "x.y",
+                json!(5),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":6,"id":7,"method":"system.version"}"#,
+                "id",
+                Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":6,"id":6,"method":"system.version"}"#,
+                "id",
+                Value::Null,
+            ),
+            // The id given twice decides, even after another member given twice.
+            (
+                r#"{"jsonrpc":"2.0","id":6,"method":"fse.list","params":{"a":1,"a":2},"id":7}"#,
+                "id",
+                Value::Null,
+            ),
+        ] {
+            let r = ask(&ctx, line).await;
+            refused(&r, api::INVALID_REQUEST, field);
+            assert_eq!(r["id"], id, "{line}: {r}");
+        }
+        // A name of 5,000 characters given twice is named cut.
+        let long = "n".repeat(5_000);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":8,"method":"fse.list","params":{{"{long}":1,"{long}":2}}}}"#
+        );
+        let r = ask(&ctx, &line).await;
+        assert_eq!(r["error"]["code"], json!(api::INVALID_PARAMS), "{r}");
+        let field = r["error"]["data"]["field"].as_str().unwrap();
+        // 200 characters of the name, then the ellipsis.
+        assert_eq!(field.chars().count(), 201, "{field}");
+        assert!(r["error"]["message"].as_str().unwrap().chars().count() < 300);
+        // A notification with a member twice in its parameters is not run, and not answered.
+        let mut note =
+            br#"{"jsonrpc":"2.0","method":"lots.close","params":{"practitioner_id":"a","practitioner_id":"b"}}"#
+                .to_vec();
+        assert!(handle_line(&ctx, &mut Conn::default(), &mut note)
+            .await
+            .is_none());
+        assert!(!ctx.close_now.load(Ordering::SeqCst), "lots.close ran");
+        // The same names in different objects are no duplicate.
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":9,"method":"fse.list","params":{"limit":1,"after_id":0}}"#,
+        )
+        .await;
+        assert!(r["result"].is_array(), "{r}");
+    }
+
+    #[tokio::test]
+    async fn the_examples_of_api_md_for_these_refusals_are_what_fsed_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let md = include_str!("../API.md");
+        for (request, reply_id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"fse.create","params":{"act":{"code":"G","code":"C"}}}"#,
+                9,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"fse.create","params":{"act":{"code":"G","excess_cents":1500.0}}}"#,
+                10,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"system.version","method":"fse.get"}"#,
+                11,
+            ),
+        ] {
+            let reply = ask_text(&ctx, request).await;
+            assert!(
+                md.contains(reply.trim_end()),
+                "API.md lacks fsed's reply {reply} (id {reply_id})"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_numeric_id_comes_back_exactly_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        for id in [
+            "0",
+            "-0",
+            "7",
+            // 2^53 + 1: a double would make it 9007199254740992.
+            "9007199254740993",
+            // u64::MAX, i64::MIN.
+            "18446744073709551615",
+            "-9223372036854775808",
+            // Beyond 64 bits.
+            "123456789012345678901234567890",
+            "-123456789012345678901234567890",
+            "1.5",
+            "1.50",
+            "1e2",
+            "1E+2",
+            "1e-400",
+            "1.7976931348623157e308",
+            r#""a-1""#,
+            r#""\u00e9\"""#,
+        ] {
+            let reply = ask_text(
+                &ctx,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system.version"}}"#),
+            )
+            .await;
+            let expected = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#);
+            assert!(reply.starts_with(&expected), "{id}: {reply}");
+            // The line is JSON all the same.
+            let _: Value = serde_json::from_str(&reply).unwrap();
+        }
+        // An error reply carries it the same way.
+        let reply = ask_text(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"no.such"}"#,
+        )
+        .await;
+        assert!(
+            reply.starts_with(r#"{"jsonrpc":"2.0","id":18446744073709551615,"error":"#),
+            "{reply}"
+        );
+        // Beyond a double's range the line is not JSON fsed reads, as anywhere in a request.
+        for id in ["1e400", "-1e400"] {
+            let r = ask(
+                &ctx,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system.version"}}"#),
+            )
+            .await;
+            assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{id}: {r}");
+            assert_eq!(r["id"], Value::Null, "{r}");
+        }
+        // What serde_json cannot read as a value is a parse error in the id as anywhere: a
+        // lone surrogate, nesting past its limit (the same depth as in the whole line).
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":"\ud800","method":"system.version"}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], json!(api::PARSE_ERROR), "{r}");
+        for depth in 120..135 {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{nested},"method":"fse.get"}}"#);
+            let readable = serde_json::from_str::<Value>(&line).is_ok();
+            let r = ask(&ctx, &line).await;
+            let code = if readable {
+                api::INVALID_REQUEST
+            } else {
+                api::PARSE_ERROR
+            };
+            assert_eq!(r["error"]["code"], json!(code), "depth {depth}: {r}");
+        }
+        for id in ["true", "[1]", r#"{"a":1}"#] {
+            let r = ask(
+                &ctx,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system.version"}}"#),
+            )
+            .await;
+            assert_eq!(r["error"]["data"]["field"], json!("id"), "{id}: {r}");
+            assert_eq!(r["id"], Value::Null, "{r}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_integer_written_with_a_fraction_or_an_exponent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        for (params, field) in [
+            (
+                r#"{"act":{"code":"G","excess_cents":1500.0}}"#,
+                "act.excess_cents",
+            ),
+            (
+                r#"{"act":{"code":"G","excess_cents":1500.5}}"#,
+                "act.excess_cents",
+            ),
+            (
+                r#"{"act":{"code":"G","excess_cents":1e3}}"#,
+                "act.excess_cents",
+            ),
+            (
+                r#"{"act":{"code":"G","coefficient":100.0}}"#,
+                "act.coefficient",
+            ),
+            (r#"{"act":{"code":"G"},"beneficiary":0.0}"#, "beneficiary"),
+            (
+                r#"{"act":{"code":"G"},"expected":{"total_cents":3000.0}}"#,
+                "expected.total_cents",
+            ),
+            // 2^64: an integer, but none a u64 holds.
+            (
+                r#"{"act":{"code":"G","excess_cents":18446744073709551616}}"#,
+                "act.excess_cents",
+            ),
+        ] {
+            let line =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{params}}}"#);
+            let r = ask(&ctx, &line).await;
+            assert_eq!(
+                r["error"]["code"],
+                json!(api::INVALID_PARAMS),
+                "{params}: {r}"
+            );
+            assert_eq!(r["error"]["data"]["field"], json!(field), "{params}: {r}");
+            let message = r["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("an integer is expected")
+                    && message.contains("without a fraction or an exponent"),
+                "{message}"
+            );
+        }
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"fse.get","params":{"id":1.0}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["field"], json!("id"), "{r}");
+        // The integer itself goes through (to the cards, absent here).
+        let r = ask(
+            &ctx,
+            r#"{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{"act":{"code":"G","excess_cents":1500}}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["data"]["name"], json!("CARD_ABSENT"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn a_long_value_is_echoed_cut_to_200_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        // Of a message, the longest run of one character.
+        let run = |m: &str, c: char| {
+            m.split(|x| x != c)
+                .map(|r| r.chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let long = "Z".repeat(5_000);
+        let lines = [
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{long}"}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.{long}"}}"#),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"fse.list","params":{{"state":"{long}"}}}}"#
+            ),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"fse.list","params":{{"{long}":1}}}}"#),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"lots.get","params":{{"lot_id":"{long}"}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{{"events":["{long}"]}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"fse.create","params":{{"act":{{"code":5,"{long}":1}}}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"fse.cancel","params":{{"id":1,"reason":"{long}"}}}}"#
+            ),
+        ];
+        for line in &lines {
+            let r = ask(&ctx, line).await;
+            let message = r["error"]["message"].as_str().unwrap();
+            assert!(run(message, 'Z') <= 200, "{message}");
+            if run(message, 'Z') == 200 {
+                assert!(
+                    message.contains(&format!("{}…", "Z".repeat(200))),
+                    "{message}"
+                );
+            }
+            assert!(message.chars().count() < 600, "{message}");
+        }
+        // The refusals made deeper name the value whole: the reply's message cuts it, with
+        // the ellipsis, spaces or not.
+        let code = "Z".repeat(5_000);
+        let made = format!("unknown act {code} on 2026-11-30");
+        let cut = cut_echoes(&made, &[zeroize::Zeroizing::new(code.clone())]);
+        assert_eq!(
+            cut,
+            format!("unknown act {}… on 2026-11-30", "Z".repeat(200))
+        );
+        let spaced = "A B ".repeat(1_000);
+        let made = format!("act 0: {spaced}is not billable");
+        let cut = cut_echoes(&made, &[zeroize::Zeroizing::new(spaced.clone())]);
+        // The first 200 characters of the value, the ellipsis, and the text after it.
+        assert_eq!(
+            cut,
+            format!("act 0: {}…is not billable", &spaced[..200]),
+            "{cut}"
+        );
+        // A value its check cut already (quoted) is not cut again.
+        let quoted = format!("unknown state {:?}", shown(&code));
+        assert_eq!(
+            cut_echoes(&quoted, &[zeroize::Zeroizing::new(code.clone())]),
+            quoted
+        );
+        // A message already short enough is left alone.
+        assert_eq!(cut_echoes("no sheet 9", &[]), "no sheet 9");
+    }
+
     #[test]
     fn the_events_one_may_select_are_those_of_the_schema() {
         let doc: Value = serde_json::from_str(include_str!("../api.openrpc.json")).unwrap();
@@ -1672,6 +2608,131 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert!(served, "a slot freed is taken again");
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    /// Settings that let only this process's user in, with `max_connections`.
+    fn limited(max_connections: usize) -> Settings {
+        Settings {
+            max_connections,
+            max_queued_replies: 4,
+            access: Access {
+                users: [crate::access::own_uid().unwrap()].into(),
+                groups: Default::default(),
+            },
+        }
+    }
+
+    /// Reads a refused connection to its end: its lines.
+    async fn lines_until_closed(stream: &mut UnixStream) -> Vec<Value> {
+        let mut all = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_to_string(&mut all),
+        )
+        .await
+        .expect("the refused connection is closed")
+        .unwrap();
+        all.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_gets_its_error_under_its_first_requests_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, trigger, server) = serving(&dir, "s.sock", limited(1));
+        let mut served = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut served).await["id"], json!(7));
+        for (request, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":"first","method":"system.version"}"#,
+                r#""first""#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"queue.stats"}"#,
+                "123456789012345678901234567890",
+            ),
+            // No readable id: null.
+            (r#"{"jsonrpc":"2.0","method":"system.version"}"#, "null"),
+            (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#, "null"),
+            ("not json", "null"),
+        ] {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            s.write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+            let mut all = String::new();
+            s.read_to_string(&mut all).await.unwrap();
+            assert!(
+                all.starts_with(&format!(r#"{{"jsonrpc":"2.0","id":{id},"error":"#)),
+                "{request}: {all}"
+            );
+            let lines: Vec<Value> = all
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 1, "{all}");
+            assert_eq!(
+                lines[0]["error"]["code"],
+                json!(api::TOO_MANY_CONNECTIONS),
+                "{all}"
+            );
+        }
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_that_sends_nothing_still_gets_its_error_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, trigger, server) = serving(&dir, "s.sock", limited(1));
+        let mut served = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut served).await["id"], json!(7));
+        let mut silent = UnixStream::connect(&path).await.unwrap();
+        let lines = lines_until_closed(&mut silent).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["id"], Value::Null);
+        assert_eq!(lines[0]["error"]["code"], json!(api::TOO_MANY_CONNECTIONS));
+        // More refused at once than refusal tasks: every one gets its line all the same.
+        let mut many = Vec::new();
+        for _ in 0..REFUSALS_AT_ONCE + 16 {
+            many.push(UnixStream::connect(&path).await.unwrap());
+        }
+        for s in &mut many {
+            let lines = lines_until_closed(s).await;
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert_eq!(lines[0]["error"]["code"], json!(api::TOO_MANY_CONNECTIONS));
+        }
+        // The served connection went on all along.
+        assert_eq!(version(&mut served).await["result"]["name"], json!("fsed"));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_that_writes_before_it_reads_gets_no_broken_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, trigger, server) = serving(&dir, "s.sock", limited(1));
+        let mut served = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut served).await["id"], json!(7));
+        for _ in 0..20 {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            // A request, then more lines pipelined behind it (8 KiB in all): every write
+            // succeeds, then the error line is read.
+            s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":41,\"method\":\"system.version\"}\n")
+                .await
+                .expect("the request is written");
+            let more = format!("{}\n", "x".repeat(1023)).repeat(8);
+            s.write_all(more.as_bytes())
+                .await
+                .expect("what follows is written");
+            let lines = lines_until_closed(&mut s).await;
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert_eq!(lines[0]["id"], json!(41));
+            assert_eq!(lines[0]["error"]["code"], json!(api::TOO_MANY_CONNECTIONS));
+        }
         trigger.fire();
         server.await.unwrap();
     }

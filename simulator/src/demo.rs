@@ -6,7 +6,6 @@
 //! what happened to them. No pcscd and no broker are needed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -88,9 +87,14 @@ impl Client {
     }
 }
 
-fn free_port() -> Result<SocketAddr, DemoError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
-    l.local_addr().map_err(|e| fail(e.to_string()))
+/// A slot of fsed's virtual reader: a Unix socket in the state directory (a TCP port picked
+/// free and let go could be taken before fsed binds it).
+fn slot(state_dir: &std::path::Path, name: &str) -> String {
+    format!(
+        "{}{}",
+        fse_formats::vpcd::UNIX_PREFIX,
+        state_dir.join(name).display()
+    )
 }
 
 fn wait_until<T>(
@@ -156,7 +160,10 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| fail(format!("{}: {e}", state_dir.display())))?;
     let socket = state_dir.join("fsed.sock");
-    let (cps_addr, vitale_addr) = (free_port()?, free_port()?);
+    let (cps_addr, vitale_addr) = (
+        slot(&state_dir, "cps.vpcd"),
+        slot(&state_dir, "vitale.vpcd"),
+    );
     println!("fsed demo: state in {}", state_dir.display());
     // The test PKI: fsed checks the simulated cards' certificates against it, as it would real ones.
     let trust_dir = state_dir.join("trust");
@@ -180,9 +187,9 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
             .arg("--trust-dir")
             .arg(&trust_dir)
             .arg("--virtual-slot")
-            .arg(cps_addr.to_string())
+            .arg(&cps_addr)
             .arg("--virtual-slot")
-            .arg(vitale_addr.to_string())
+            .arg(&vitale_addr)
             .args([
                 "--lot-max-sheets",
                 &args.lot_size.to_string(),
@@ -217,8 +224,8 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     ));
     let cards = rt.block_on(async {
         cards_cmd::start(
-            cps_addr.to_string(),
-            vitale_addr.to_string(),
+            cps_addr.clone(),
+            vitale_addr.clone(),
             if args.no_latency {
                 Latency::NONE
             } else {

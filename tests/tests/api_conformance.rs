@@ -27,10 +27,9 @@ use common::{wait_for, Rpc};
 use fse_simulator::card::VirtualCard;
 use serde_json::{json, Value};
 
-/// Ports of this test's virtual reader slots (CPS, Vitale, the test's own card) and of the
-/// second fsed's (no card), inside the range the tests of this workspace may use.
-const SLOTS: [u16; 3] = [48100, 48101, 48102];
-const CLOSED_SLOTS: [u16; 2] = [48110, 48111];
+/// Slots of this test's virtual reader (CPS, Vitale, the test's own card): Unix sockets in
+/// its directory (`common::virtual_slot`).
+const SLOTS: usize = 3;
 /// `api.max_connections` of the fsed under test.
 const MAX_CONNECTIONS: usize = 8;
 const MAX_LINE: usize = 64 * 1024;
@@ -255,13 +254,14 @@ fn date_near_its_deadline() -> String {
 fn every_method_and_every_error_code_conforms_to_the_description() {
     let mut c = Conformance::load();
     let dir = tempfile::tempdir().unwrap();
-    let (_cards, _control) = common::start_fast_cards_on(dir.path(), SLOTS[0], &[]);
     let (_fsed, mut rpc) = common::start_fsed_virtual(
         dir.path(),
-        &SLOTS,
+        SLOTS,
         &format!("[api]\nmax_connections = {MAX_CONNECTIONS}\n"),
         &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
     );
+    // fsed listens on the slots once ready; the cards connect to them.
+    let (_cards, _control) = common::start_fast_cards_on(dir.path(), &[]);
     let spool = dir.path().join("spool");
     let _insurer = common::Proc::start(
         "fse-sim",
@@ -419,6 +419,39 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         Some("acts[0].code"),
     );
     assert_eq!(e["data"]["rule"], json!("UNKNOWN_ACT"), "{e}");
+    // A refused value of 5,000 characters is echoed cut to 200, then `…`, whichever check
+    // refuses it (the pricing rules name the act code whole).
+    let long = "Z".repeat(5_000);
+    let longest_run = |m: &str| m.split(|x| x != 'Z').map(str::len).max().unwrap_or(0);
+    for (method, params) in [
+        ("fse.create", json!({"act": {"code": long}})),
+        (
+            "fse.create",
+            json!({"act": {"code": "G", "modifiers": [long]}}),
+        ),
+        ("fse.create", json!({"acts": [g, {"code": long}]})),
+        ("fse.list", json!({"state": long})),
+        ("lots.get", json!({"lot_id": long})),
+        (long.as_str(), json!({})),
+    ] {
+        let r = rpc.call(method, params);
+        let e = c.error_line(
+            &r,
+            r["error"]["code"].as_i64().unwrap(),
+            r["error"]["data"]["field"].as_str(),
+        );
+        let message = e["message"].as_str().unwrap();
+        // Echoed cut, or not at all, as the check that refuses it chooses.
+        let run = longest_run(message);
+        assert!(run <= 200, "{message}");
+        if run == 200 {
+            assert!(
+                message.contains(&format!("{}…", "Z".repeat(200))),
+                "{message}"
+            );
+        }
+        assert!(message.chars().count() < 600, "{message}");
+    }
     let got = c.ok(&mut rpc, "fse.get", json!({"id": a}));
     assert_eq!(
         (got["state"].as_str(), &got["lot_id"]),
@@ -568,7 +601,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         broken: Arc::clone(&broken),
     })));
     runtime.spawn(fse_simulator::vpcd::serve(
-        format!("127.0.0.1:{}", SLOTS[2]),
+        common::virtual_slot_address(dir.path(), 2),
         card,
         fse_simulator::vpcd::Latency::NONE,
         stopped,
@@ -629,17 +662,73 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     assert_eq!(e["data"]["limit"], json!(MAX_LINE), "{e}");
     let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"m","method":"fse.delete"}"#);
     c.error_line(&r, -32601, Some("method"));
+    // A member given twice is refused by its path, not taken last.
+    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"d1","method":"fse.create","params":{"act":{"code":"XYZ","code":"G"}}}"#);
+    c.error_line(&r, -32602, Some("act.code"));
+    assert_eq!(r["id"], json!("d1"));
+    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"d2","method":"fse.list","params":{"limit":1},"params":{"limit":2}}"#);
+    c.error_line(&r, -32600, Some("params"));
+    assert_eq!(r["id"], json!("d2"));
+    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"system.version"}"#);
+    c.error_line(&r, -32600, Some("id"));
+    assert_eq!(r["id"], Value::Null);
+    // A numeric id comes back exactly as written: the reply's text is read, not a parse.
+    for id in [
+        "9007199254740993",
+        "18446744073709551615",
+        "-9223372036854775808",
+        "123456789012345678901234567890",
+        "1e2",
+    ] {
+        rpc.send_bytes(
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system.version"}}"#).as_bytes(),
+        );
+        rpc.send_bytes(b"\n");
+        let text = rpc.next_text(Duration::from_secs(30)).unwrap();
+        assert!(
+            text.starts_with(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#)),
+            "{id}: {text}"
+        );
+    }
+    // An integer written with a fraction or an exponent is refused by name, although JSON
+    // Schema's `integer` (which compares values) admits 1500.0 and 1e3 (API.md says so).
+    for (number, schema_admits) in [("1500.0", true), ("1e3", true), ("1500.5", false)] {
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":"i","method":"fse.create","params":{{"act":{{"code":"G","excess_cents":{number}}}}}}}"#
+        );
+        let r = rpc.raw(&line);
+        let e = c.error_line(&r, -32602, Some("act.excess_cents"));
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("an integer is expected"),
+            "{e}"
+        );
+        let params: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            c.conforms(&c.params_schema("fse.create"), &params["params"])
+                .is_ok(),
+            schema_admits,
+            "{number}"
+        );
+    }
     assert_eq!(rpc.ok("system.version", json!({}))["api"], json!(1));
 
     // One connection more than api.max_connections: one error line, then closed.
+    // fsed reads the refused connection's first request and answers under its id; a write
+    // it would not take is no failure of the test (`send_refusable`).
     let mut open = Vec::new();
     let refusal = loop {
         assert!(open.len() <= MAX_CONNECTIONS, "no connection refused");
         let mut extra = Rpc::connect(&socket, Duration::from_secs(5));
-        extra.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"system.version\"}\n");
-        let line = extra.next_line(Duration::from_secs(10)).unwrap();
+        let id = format!("extra-{}", open.len());
+        let request = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"system.version"}}"#);
+        extra.send_refusable(format!("{request}\n").as_bytes());
+        let line = extra.next_line(Duration::from_secs(30)).unwrap();
+        assert_eq!(line["id"], json!(id), "{line}");
         if line.get("error").is_some() {
-            assert!(extra.next_line(Duration::from_secs(5)).is_none(), "closed");
+            assert!(extra.closed_within(Duration::from_secs(30)), "closed");
             break line;
         }
         open.push(extra);
@@ -664,17 +753,23 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let other = if me == "4242" { "4243" } else { "4242" };
     let (_closed_fsed, mut outsider) = common::start_fsed_virtual(
         closed.path(),
-        &CLOSED_SLOTS,
+        2,
         &format!("[api]\nallowed_users = [\"{other}\"]\nallowed_groups = []\n"),
         &[],
     );
-    let r = outsider.next_line(Duration::from_secs(10)).unwrap();
+    // A client that sends nothing: the error line (id null) once fsed stops waiting.
+    let r = outsider.next_line(Duration::from_secs(30)).unwrap();
     let e = c.error_line(&r, 1041, None);
     assert_eq!(e["data"]["uid"].to_string(), me, "{e}");
-    assert!(
-        outsider.next_line(Duration::from_secs(5)).is_none(),
-        "closed"
-    );
+    assert_eq!(r["id"], Value::Null, "{r}");
+    assert!(outsider.closed_within(Duration::from_secs(30)), "closed");
+    // One that writes first: its write goes, and the error comes under its request's id.
+    let mut outsider = Rpc::connect(&closed.path().join("fsed.sock"), Duration::from_secs(5));
+    outsider.send_refusable(b"{\"jsonrpc\":\"2.0\",\"id\":\"out\",\"method\":\"queue.stats\"}\n");
+    let r = outsider.next_line(Duration::from_secs(30)).unwrap();
+    c.error_line(&r, 1041, None);
+    assert_eq!(r["id"], json!("out"), "{r}");
+    assert!(outsider.closed_within(Duration::from_secs(30)), "closed");
 
     // The events of the run, each as described.
     let mut seen = BTreeMap::<String, usize>::new();
@@ -691,7 +786,9 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         "sheet.paid",
     ];
     let notification = json!({"$ref": "#/components/schemas/Notification"});
-    while let Some(line) = events.next_line(Duration::from_secs(3)) {
+    // Every wanted event came long ago (the run waited for each outcome): the wait only
+    // bounds a failing run, and a busy machine may deliver late.
+    while let Some(line) = events.next_line(Duration::from_secs(30)) {
         c.check("event notification", &notification, &line);
         *seen
             .entry(line["params"]["event"].as_str().unwrap().to_string())

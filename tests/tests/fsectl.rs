@@ -269,10 +269,16 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
     // The broker gone: the doctor fails the broker check and says how to fix it (exit 5).
     // (fsed starts all the same, and queues sheets until the broker answers.)
     fsed.terminate();
+    // A broker out of reach: a port the system just gave and took back, where nothing
+    // listens (a connection is refused, as at a broker stopped), not a fixed port.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let broken = dir.path().join("broken.toml");
     std::fs::write(
         &broken,
-        "[transport]\nkind = \"amqp\"\namqp_url = \"amqp://127.0.0.1:1/%2f\"\npublish_timeout_secs = 2\n",
+        format!("[transport]\nkind = \"amqp\"\namqp_url = \"amqp://{gone}/%2f\"\npublish_timeout_secs = 2\n"),
     )
     .unwrap();
     let mut fsed = common::Proc::start(

@@ -27,8 +27,9 @@ use std::time::Duration;
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
 
-/// Ports of the virtual reader's two slots (no card is ever shown on them).
-const SLOTS: [u16; 2] = [48120, 48121];
+/// Slots of the virtual reader, Unix sockets in the test's directory (no card is ever shown
+/// on them).
+const SLOTS: usize = 2;
 /// Connections fuzzed at once, and lines written on each.
 const CONNECTIONS: usize = 4;
 const LINES_PER_CONNECTION: usize = 250_000;
@@ -73,12 +74,25 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     let Value::Object(obj) = value else {
         return reply(Value::Null, -32600);
     };
+    // A member given twice (the first in the text) is refused, not taken last: the id
+    // itself with a null id, another outside `params` by the envelope, one inside `params`
+    // once the method is known.
+    let (id_twice, twice) = given_twice(text);
+    if id_twice {
+        return reply(Value::Null, -32600);
+    }
+    let in_params = twice
+        .as_ref()
+        .is_some_and(|path| path.len() > 1 && path[0] == "params");
     let id = match obj.get("id") {
         None => None,
         Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(v.clone()),
         Some(_) => return reply(Value::Null, -32600),
     };
     let reply_id = id.clone().unwrap_or(Value::Null);
+    if twice.is_some() && !in_params {
+        return reply(reply_id, -32600);
+    }
     if obj.get("jsonrpc") != Some(&json!("2.0")) {
         return reply(reply_id, -32600);
     }
@@ -97,10 +111,110 @@ fn expect(line: &[u8], methods: &BTreeSet<String>) -> Expect {
     if !methods.contains(method) {
         return reply(id, -32601);
     }
+    if in_params {
+        return reply(id, -32602);
+    }
     Expect::Reply {
         id,
         code: None,
         method: Some(method.clone()),
+    }
+}
+
+/// Whether the request's `id` is given twice in `text` (valid JSON), and the path (members
+/// and indexes, from the request object down) of the first other member given twice in one
+/// object, in the order of the text; the value of the `id` is not looked into (fsed only
+/// checks it is a string, a number or null).
+fn given_twice(text: &str) -> (bool, Option<Vec<String>>) {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Scan<'a> {
+        first: &'a mut Option<Vec<String>>,
+        /// At the top (the request object): whether its `id` came twice.
+        top: Option<&'a mut bool>,
+    }
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            loop {
+                let mut inner = None;
+                let more = seq.next_element_seed(Scan {
+                    first: &mut inner,
+                    top: None,
+                })?;
+                if more.is_none() {
+                    return Ok(());
+                }
+                if let (None, Some(mut path)) = (&self.first, inner) {
+                    path.insert(0, format!("[{i}]"));
+                    *self.first = Some(path);
+                }
+                i += 1;
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let again = !seen.insert(name.clone());
+                if let (Some(id_twice), "id") = (self.top.as_deref_mut(), name.as_str()) {
+                    *id_twice |= again;
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                // Found when the name comes again, before its second value is read.
+                if again && self.first.is_none() {
+                    *self.first = Some(vec![name.clone()]);
+                }
+                let mut inner = None;
+                map.next_value_seed(Scan {
+                    first: &mut inner,
+                    top: None,
+                })?;
+                if let (None, Some(mut path)) = (&self.first, inner) {
+                    path.insert(0, name);
+                    *self.first = Some(path);
+                }
+            }
+            Ok(())
+        }
+    }
+    let (mut first, mut id_twice) = (None, false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scanned = Scan {
+        first: &mut first,
+        top: Some(&mut id_twice),
+    }
+    .deserialize(&mut de);
+    match scanned {
+        Ok(()) => (id_twice, first),
+        Err(_) => (false, None),
     }
 }
 
@@ -673,7 +787,7 @@ fn a_million_malformed_lines_get_well_formed_errors_and_fsed_keeps_serving() {
     println!("socket_fuzz seed {seed} (FSED_FUZZ_SEED={seed} replays this run)");
     let d = Arc::new(Description::load());
     let dir = tempfile::tempdir().unwrap();
-    let (mut fsed, mut rpc) = common::start_fsed_virtual(dir.path(), &SLOTS, "", &[]);
+    let (mut fsed, mut rpc) = common::start_fsed_virtual(dir.path(), SLOTS, "", &[]);
     let socket = dir.path().join("fsed.sock");
 
     // Another client, meanwhile, gets right answers.

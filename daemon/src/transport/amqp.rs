@@ -596,8 +596,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_broker_is_a_connect_error_without_the_password() {
+        // A port the system just gave and took back, where nothing listens: refused, not a
+        // fixed port.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let err = AmqpTransport::connect(&AmqpConfig {
-            url: "amqp://u:s3cret@127.0.0.1:1/%2f".into(),
+            url: format!("amqp://u:s3cret@{gone}/%2f"),
             ..Default::default()
         })
         .await

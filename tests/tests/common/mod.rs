@@ -150,15 +150,31 @@ pub fn start_fsed(dir: &Path, extra: &[&str]) -> (Proc, Rpc) {
     (fsed, rpc)
 }
 
-/// Starts `fsed` with its embedded virtual reader listening on 127.0.0.1 at `slots` (no
-/// pcscd), the spool transport and the test PKI, its state in `dir`, `config` (TOML) as its
-/// configuration file and these extra flags; returns it, ready, and a client.
-pub fn start_fsed_virtual(dir: &Path, slots: &[u16], config: &str, extra: &[&str]) -> (Proc, Rpc) {
+/// The Unix socket of slot `i` of fsed's embedded virtual reader, in the test's `dir` (no TCP
+/// port: tests running at once cannot take each other's).
+pub fn virtual_slot(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("slot{i}.vpcd"))
+}
+
+/// [`virtual_slot`] as fsed and `fse_simulator::vpcd::serve` name it: `unix:PATH`.
+pub fn virtual_slot_address(dir: &Path, i: usize) -> String {
+    format!(
+        "{}{}",
+        fse_formats::vpcd::UNIX_PREFIX,
+        virtual_slot(dir, i).display()
+    )
+}
+
+/// Starts `fsed` with its embedded virtual reader on `slots` Unix socket slots in `dir`
+/// ([`virtual_slot`] 0, 1, …; no pcscd), the spool transport and the test PKI, its state in
+/// `dir`, `config` (TOML) as its configuration file and these extra flags; returns it, ready,
+/// and a client.
+pub fn start_fsed_virtual(dir: &Path, slots: usize, config: &str, extra: &[&str]) -> (Proc, Rpc) {
     let socket = dir.join("fsed.sock");
     let trust = write_test_pki(&dir.join("trust"));
     let config_file = dir.join("fsed.toml");
     std::fs::write(&config_file, config).unwrap();
-    let slots: Vec<String> = slots.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let slots: Vec<String> = (0..slots).map(|i| virtual_slot_address(dir, i)).collect();
     let mut args = vec![
         "--config",
         config_file.to_str().unwrap(),
@@ -267,8 +283,28 @@ impl Rpc {
         self.reader.get_mut().write_all(bytes).unwrap();
     }
 
-    /// The next line within `timeout`, parsed; `None` when none came or the server closed.
-    pub fn next_line(&mut self, timeout: Duration) -> Option<Value> {
+    /// Sends bytes on a connection fsed may be refusing (`TOO_MANY_CONNECTIONS`,
+    /// `PEER_NOT_ALLOWED`): fsed reads the first request before it answers and closes, but a
+    /// write it no longer takes (`BrokenPipe`, `ConnectionReset`) is no failure here: the
+    /// error line is read all the same. Returns whether the bytes went.
+    pub fn send_refusable(&mut self, bytes: &[u8]) -> bool {
+        match self.reader.get_mut().write_all(bytes) {
+            Ok(()) => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+
+    /// Whether the server ends the connection within `timeout` (the end, or a reset) with no
+    /// line before: `false` when a line comes or the time runs out.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
         self.reader
             .get_ref()
             .set_read_timeout(Some(timeout))
@@ -280,12 +316,37 @@ impl Rpc {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         match read {
-            Ok(n) if n > 0 => Some(
-                serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line:?}")),
-            ),
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// The next line within `timeout`, as text (newline included); `None` when none came or
+    /// the server closed.
+    pub fn next_text(&mut self, timeout: Duration) -> Option<String> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match read {
+            Ok(n) if n > 0 => Some(line),
             _ => None,
         }
+    }
+
+    /// The next line within `timeout`, parsed; `None` when none came or the server closed.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<Value> {
+        self.next_text(timeout).map(|line| {
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line:?}"))
+        })
     }
 
     /// Calls a method; returns the whole reply object.
@@ -454,11 +515,20 @@ pub fn start_fast_cards(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
     fast_cards(dir, &[], extra)
 }
 
-/// [`start_fast_cards`] on fsed's embedded virtual reader: the CPS slot on 127.0.0.1 port
-/// `cps_port`, the Vitale slot on the next port.
-pub fn start_fast_cards_on(dir: &Path, cps_port: u16, extra: &[&str]) -> (Proc, PathBuf) {
-    let (cps, vitale) = (cps_port.to_string(), (cps_port + 1).to_string());
-    fast_cards(dir, &["--cps-port", &cps, "--vitale-port", &vitale], extra)
+/// [`start_fast_cards`] on fsed's embedded virtual reader started by [`start_fsed_virtual`]
+/// in the same `dir`: the CPS in [`virtual_slot`] 0, the Vitale card in slot 1.
+pub fn start_fast_cards_on(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let (cps, vitale) = (virtual_slot(dir, 0), virtual_slot(dir, 1));
+    fast_cards(
+        dir,
+        &[
+            "--cps-socket",
+            cps.to_str().unwrap(),
+            "--vitale-socket",
+            vitale.to_str().unwrap(),
+        ],
+        extra,
+    )
 }
 
 fn fast_cards(dir: &Path, ports: &[&str], extra: &[&str]) -> (Proc, PathBuf) {
