@@ -148,7 +148,7 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
     assert_eq!(v["name"], "fsed");
 
     // Sheets: create, list, get, cancel (twice: the second is refused), events.
-    let events = Command::new(common::bin("fsectl"))
+    let mut events = Command::new(common::bin("fsectl"))
         .arg("--socket")
         .arg(&socket)
         .args([
@@ -160,9 +160,15 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
             "sheet.accepted",
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The subscription is in place once fsectl says so on standard error.
+    // (The reader lives until fsectl ends: it may still write to standard error.)
+    let mut said = String::new();
+    let mut stderr = std::io::BufReader::new(events.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    assert!(said.contains("subscribed"), "{said}");
     let (code, out, err) = fsectl(
         &socket,
         &["fse", "create", "--idempotency-key", "ctl-1"],

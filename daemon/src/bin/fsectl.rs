@@ -801,6 +801,9 @@ fn run(cli: Cli) -> Result<(), CallError> {
                 json!({ "events": only })
             };
             c.call("events.subscribe", params)?;
+            // On standard error, so `--json` output stays one event a line: a script (or a
+            // test) may wait for this line before it makes what it watches for.
+            eprintln!("fsectl: subscribed; events follow");
             let mut seen = 0;
             while count.is_none_or(|n| seen < n) {
                 let v = c.read()?;
