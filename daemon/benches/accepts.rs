@@ -58,6 +58,8 @@ fn main() {
                 number: first + i,
                 destination: "017510001".into(),
                 idempotency_key: Some(format!("d{b}-{i}")),
+                // A keyed sheet is stored with its request's hash (schema 14).
+                request_hash: Some([7; 32]),
                 der: der.clone(),
                 json: "{}".into(),
                 created_at: "20261116093000Z".into(),
@@ -95,6 +97,7 @@ fn main() {
                                 number,
                                 destination: "017510001".into(),
                                 idempotency_key: Some(format!("c{c}-{i}")),
+                                request_hash: Some([7; 32]),
                                 der: der.clone(),
                                 json: "{}".into(),
                                 created_at: "20261116093000Z".into(),

@@ -3,7 +3,7 @@
 //! Vitale card sign the proof of presence, and commits it to the queue
 //! before answering.
 
-use chrono::{Datelike, NaiveDate, Timelike, Utc};
+use chrono::{Datelike, Timelike, Utc};
 use fse_formats::api::{self, FseCreateParams, FseCreated};
 use fse_formats::build::{self, parse_date};
 use fse_formats::cards::{CpsData, VitaleData};
@@ -12,7 +12,9 @@ use fse_formats::dre::Dre;
 use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
-use fse_queue::{Inserted, NewSheet, ParticipationCaps, QueueError, SheetRow, SheetState};
+use fse_queue::{
+    Inserted, NewSheet, ParticipationCaps, QueueError, SheetRow, SheetState, Withheld,
+};
 
 use crate::api::JsonText;
 use crate::cards::{Cards, Snapshot};
@@ -112,11 +114,16 @@ fn read_cards<'a>(
 /// (`fse_formats::build`), numbers it, has the Vitale card sign the proof of presence (secured
 /// mode), derives its DRE and commits it with its participation history before answering.
 ///
-/// A retry (an idempotency key already used) answers the sheet made first. It is found where it
-/// costs nothing on the way of a new sheet: by the insert, which stores nothing for a key
-/// already used, and after any refusal, since the cards or the day may have changed since the
-/// first call. A retry that gets as far as the insert has used a sheet number (a gap, as a
-/// restart leaves) and a proof of presence.
+/// An idempotency key is the practitioner's (the CPS holder's national id) and names one
+/// request ([`FseCreateParams::request_hash`]): a retry (the same key and request) answers the
+/// sheet made first; the same key with another request is refused
+/// (`IDEMPOTENCY_KEY_REUSED`); another practitioner's same key is his own. A retry is found
+/// where it costs nothing on the way of a new sheet: by the insert, which stores nothing for a
+/// key already used, and after any refusal, since the cards or the day may have changed since
+/// the first call: then the key is looked up with the practitioner of the CPS in the reader
+/// (PIN verified or not), or, with no CPS, among every practitioner's sheets of the same
+/// request (answered when there is exactly one). A retry that gets as far as the insert has
+/// used a sheet number (a gap, as a restart leaves) and a proof of presence.
 pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
         if key.is_empty() || key.len() > 128 {
@@ -126,13 +133,27 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
             ));
         }
     }
-    match make(cards, store, &p).await {
+    // Only a keyed request is compared with another.
+    let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
+    match make(cards, store, &p, hash).await {
         Ok(created) => Ok(created),
+        Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
             let Some(key) = p.idempotency_key.clone() else {
                 return Err(refusal);
             };
-            match store.read(move |q| q.find_by_idempotency_key(&key)).await? {
+            let practitioner = cards
+                .snapshot()
+                .cps(p.cps_serial.as_deref())
+                .ok()
+                .and_then(|slot| slot.cps.as_ref())
+                .map(|cps| cps.holder.national_id.clone());
+            let found = store
+                .read(move |q| {
+                    q.find_by_idempotency_key(practitioner.as_deref(), &key, hash.as_ref())
+                })
+                .await?;
+            match found {
                 Some(row) => Ok(Created::made(row)),
                 None => Err(refusal),
             }
@@ -140,8 +161,14 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     }
 }
 
-/// A new sheet for `p` (or the one made first with its key, met at the insert).
-async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Created, ApiError> {
+/// A new sheet for `p` (or the one made first with its key, met at the insert); `hash` is the
+/// request's, when it has a key.
+async fn make(
+    cards: &Cards,
+    store: &Store,
+    p: &FseCreateParams,
+    hash: Option<[u8; 32]>,
+) -> Result<Created, ApiError> {
     build::requested_acts(p)?;
     let now = Utc::now();
     let today = now.date_naive();
@@ -168,9 +195,12 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
     );
     let tables = rules::Tables::builtin();
     let caps = ParticipationCaps {
-        per_day_cents: tables.participation.per_day_cents,
+        per_day_per_professional: tables.participation.per_day_per_professional,
         per_year_cents: tables.participation.per_year_cents,
     };
+    // The professional of the participation's day cap: the CPS holder, who performs the acts
+    // (a remplaçant included).
+    let professional = cps.holder.national_id.as_str();
     // The history read covers this year and the last (older care is past its sending
     // deadline), for the beneficiary the request names, when fsed can pick one.
     let beneficiary = build::beneficiary(p, vitale)
@@ -192,15 +222,23 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
             Some(b) => store.participation_history(b, &from, &until).await?,
             None => Vec::new(),
         };
-        let history: Vec<(NaiveDate, u64)> = history
+        let history: Vec<rules::PfEntry> = history
             .into_iter()
-            .filter_map(|(d, c)| parse_date(&d).map(|d| (d, c)))
+            .filter_map(|r| {
+                Some(rules::PfEntry {
+                    date: parse_date(&r.care_date)?,
+                    professional: r.professional,
+                    acts: r.acts,
+                    cents: r.cents,
+                })
+            })
             .collect();
 
         let mut sheet = build::build(p, &read, today, &created_at, tables, &|date| {
-            build::history_on(&history, date)
+            build::history_on(&history, professional, date)
         })?;
-        let new = sign_and_encode(cards, store, p, &mut sheet, vitale, &mut number, caps).await?;
+        let signing = Signing { vitale, caps, hash };
+        let new = sign_and_encode(cards, store, p, &mut sheet, &signing, &mut number).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
                 tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
@@ -224,6 +262,16 @@ async fn make(cards: &Cards, store: &Store, p: &FseCreateParams) -> Result<Creat
 /// keep taking the caps' room first.
 const MAX_PRICINGS: u32 = 8;
 
+/// What a sheet is signed and stored with, besides itself.
+struct Signing<'a> {
+    /// The Vitale card that signs its proof of presence (secured mode).
+    vitale: Option<&'a VitaleData>,
+    /// The participation caps it was priced under.
+    caps: ParticipationCaps,
+    /// The hash of its request, when it has an idempotency key.
+    hash: Option<[u8; 32]>,
+}
+
 /// Numbers the sheet (once), has the Vitale card sign its proof of presence (secured mode), and
 /// encodes what the queue stores, with the caps it was priced under.
 async fn sign_and_encode(
@@ -231,10 +279,10 @@ async fn sign_and_encode(
     store: &Store,
     p: &FseCreateParams,
     sheet: &mut CareSheet,
-    vitale: Option<&VitaleData>,
+    signing: &Signing<'_>,
     number: &mut Option<u64>,
-    caps: ParticipationCaps,
 ) -> Result<NewSheet, ApiError> {
+    let vitale = signing.vitale;
     let practitioner_id = sheet.practitioner.national_id.clone();
     sheet.number = match *number {
         Some(n) => n,
@@ -278,6 +326,7 @@ async fn sign_and_encode(
         number: sheet.number,
         destination: sheet.beneficiary.organism.clone(),
         idempotency_key: p.idempotency_key.clone(),
+        request_hash: signing.hash,
         der,
         json,
         created_at: sheet.created_at.clone(),
@@ -286,8 +335,12 @@ async fn sign_and_encode(
         deadline: Some(sheet.deadline.clone()),
         participation: build::participation_by_date(sheet)
             .into_iter()
-            .map(|(d, c)| (build::ymd(d), c))
+            .map(|w| Withheld {
+                care_date: build::ymd(w.date),
+                acts: w.acts,
+                cents: w.cents,
+            })
             .collect(),
-        participation_caps: Some(caps),
+        participation_caps: Some(signing.caps),
     })
 }

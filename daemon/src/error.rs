@@ -93,6 +93,17 @@ impl From<StoreError> for ApiError {
             StoreError::Queue(fse_queue::QueueError::Sqlite(
                 rusqlite::Error::FromSqlConversionFailure(_, _, why),
             )) => ApiError::new(api::INTERNAL_ERROR, why.to_string(), None),
+            // A key the practitioner already used for another request: the client's error.
+            StoreError::Queue(e @ fse_queue::QueueError::IdempotencyKeyReused { sheet_id, .. }) => {
+                ApiError(
+                    ErrorObject::new(
+                        api::IDEMPOTENCY_KEY_REUSED,
+                        e.to_string(),
+                        Some("idempotency_key"),
+                    )
+                    .with("sheet_id", json!(sheet_id)),
+                )
+            }
             e => ApiError::new(api::STORAGE_ERROR, format!("store: {e}"), None),
         }
     }

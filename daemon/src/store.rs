@@ -11,15 +11,16 @@
 //! one in progress (and its fsync). A checkpointer thread, on a connection
 //! of its own too, copies the WAL into the database file off the
 //! committer's path. The participation history each sheet is priced on is
-//! kept in memory per beneficiary ([`Store::participation_history`]), filled
-//! from the file and brought up to date by the committer after each commit.
+//! kept in memory per beneficiary, per date and professional
+//! ([`Store::participation_history`]), filled from the file and brought up to
+//! date by the committer after each commit.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, Queue, QueueError};
+use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, Queue, QueueError};
 use tokio::sync::oneshot;
 
 /// How many sheet numbers one reservation takes.
@@ -70,18 +71,41 @@ pub struct Store {
     histories: Arc<Mutex<Histories>>,
 }
 
-/// The participation withheld per beneficiary (key of `fse_formats::build::history_key`) and
-/// date of care, as committed: each entry holds every date from the year before it was read
-/// from the file onwards, and the committer adds what each commit withholds. An entry may only
-/// lack what a commit has just added (a sheet priced on it then passes the caps, checked again
-/// in the commit, or is refused and priced again from the file); it never holds what the file
-/// does not, so a sheet is never priced to withhold less than the caps allow.
+/// The participation withheld per beneficiary (key of `fse_formats::build::history_key`),
+/// date of care and professional, as committed: each entry holds every date from the year
+/// before it was read from the file onwards, and the committer adds what each commit withholds
+/// (with the sheet's practitioner). An entry may only lack what a commit has just added (a
+/// sheet priced on it then passes the caps, checked again in the commit, or is refused and
+/// priced again from the file); it never holds what the file does not, so a sheet is never
+/// priced to withhold less than the caps allow.
 #[derive(Default)]
 struct Histories {
     /// Bumped by every change to the participation the entries hold: a read from the file that
     /// started before it is not kept.
     generation: u64,
-    by_beneficiary: HashMap<String, std::collections::BTreeMap<String, u64>>,
+    by_beneficiary: HashMap<String, History>,
+}
+
+/// One beneficiary's history: per date of care (`YYYYMMDD`), a line per professional.
+type History = std::collections::BTreeMap<String, Vec<Line>>;
+
+/// What was withheld on a date with one professional (`None`: unknown), its participations
+/// (`None`: unknown) and cents.
+type Line = (Option<String>, Option<u32>, u64);
+
+/// `history`'s lines of care dates `from` to `until`, in date order.
+fn lines_in(history: &History, from: &str, until: &str) -> Vec<PfRecord> {
+    history
+        .range(from.to_string()..=until.to_string())
+        .flat_map(|(date, lines)| {
+            lines.iter().map(|(professional, acts, cents)| PfRecord {
+                care_date: date.clone(),
+                professional: professional.clone(),
+                acts: *acts,
+                cents: *cents,
+            })
+        })
+        .collect()
 }
 
 /// A store call that could not run.
@@ -139,7 +163,7 @@ impl Store {
     }
 
     /// The participation forfaitaire withheld from `beneficiary` on care dates `from` to
-    /// `until` (`YYYYMMDD`, inclusive), summed per date in date order, as
+    /// `until` (`YYYYMMDD`, inclusive), summed per date and professional in date order, as
     /// [`Queue::participation_history`] reads it: from memory when this beneficiary's history
     /// is there (see [`Histories`]), else from the file (every date from `from` on, kept for
     /// the next sheets while nothing changed the participation meanwhile).
@@ -148,16 +172,11 @@ impl Store {
         beneficiary: &str,
         from: &str,
         until: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let in_range = |h: &std::collections::BTreeMap<String, u64>| -> Vec<(String, u64)> {
-            h.range(from.to_string()..=until.to_string())
-                .map(|(d, c)| (d.clone(), *c))
-                .collect()
-        };
+    ) -> Result<Vec<PfRecord>, StoreError> {
         let generation = {
             let cache = lock(&self.histories);
             if let Some(h) = cache.by_beneficiary.get(beneficiary) {
-                return Ok(in_range(h));
+                return Ok(lines_in(h, from, until));
             }
             cache.generation
         };
@@ -165,8 +184,14 @@ impl Store {
         let read = self
             .read_now(move |q| q.participation_history(&b, &f, "99991231"))
             .await?;
-        let history: std::collections::BTreeMap<String, u64> = read.into_iter().collect();
-        let answer = in_range(&history);
+        let mut history = History::new();
+        for r in read {
+            history
+                .entry(r.care_date)
+                .or_default()
+                .push((r.professional, r.acts, r.cents));
+        }
+        let answer = lines_in(&history, from, until);
         let mut cache = lock(&self.histories);
         if cache.generation == generation && cache.by_beneficiary.len() < HISTORY_CACHE_MAX {
             cache
@@ -356,7 +381,7 @@ fn remember_withheld(
         .iter()
         .zip(inserted)
         .filter(|(_, r)| matches!(r, Ok(Inserted::New(_))))
-        .filter(|(new, _)| new.participation.iter().any(|(_, c)| *c > 0))
+        .filter(|(new, _)| new.participation.iter().any(|w| w.cents > 0))
         .peekable();
     if withheld.peek().is_none() {
         return;
@@ -364,10 +389,20 @@ fn remember_withheld(
     let mut cache = lock(histories);
     cache.generation += 1;
     for (new, _) in withheld {
-        if let Some(h) = cache.by_beneficiary.get_mut(&new.beneficiary_key) {
-            for (date, cents) in new.participation.iter().filter(|(_, c)| *c > 0) {
-                let sum = h.entry(date.clone()).or_default();
-                *sum = sum.saturating_add(*cents);
+        let Some(h) = cache.by_beneficiary.get_mut(&new.beneficiary_key) else {
+            continue;
+        };
+        for w in new.participation.iter().filter(|w| w.cents > 0) {
+            let lines = h.entry(w.care_date.clone()).or_default();
+            let mine = lines
+                .iter_mut()
+                .find(|(p, _, _)| p.as_deref() == Some(new.practitioner_id.as_str()));
+            match mine {
+                Some((_, acts, cents)) => {
+                    *acts = acts.map(|a| a.saturating_add(w.acts));
+                    *cents = cents.saturating_add(w.cents);
+                }
+                None => lines.push((Some(new.practitioner_id.clone()), Some(w.acts), w.cents)),
             }
         }
     }
@@ -488,9 +523,9 @@ mod tests {
 
     /// A minimal sheet with the practitioner's next number.
     async fn sheet(store: &Store) -> NewSheet {
-        let number = store.next_sheet_number("10000000001").await.unwrap();
+        let number = store.next_sheet_number(P).await.unwrap();
         NewSheet {
-            practitioner_id: "10000000001".into(),
+            practitioner_id: P.into(),
             number,
             destination: "017510001".into(),
             der: fse_formats::fse::CareSheet::sample(number)
@@ -502,14 +537,30 @@ mod tests {
         }
     }
 
-    /// A sheet of `beneficiary` withholding `cents` on `date`.
+    /// A sheet of `beneficiary` withholding `cents` (one participation) on `date`.
     async fn withholding(store: &Store, beneficiary: &str, date: &str, cents: u64) -> NewSheet {
         NewSheet {
             beneficiary_key: beneficiary.into(),
-            participation: vec![(date.into(), cents)],
+            participation: vec![fse_queue::Withheld {
+                care_date: date.into(),
+                acts: 1,
+                cents,
+            }],
             ..sheet(store).await
         }
     }
+
+    /// A line of a history, of practitioner `P`.
+    fn line(date: &str, acts: u32, cents: u64) -> PfRecord {
+        PfRecord {
+            care_date: date.into(),
+            professional: Some(P.into()),
+            acts: Some(acts),
+            cents,
+        }
+    }
+
+    const P: &str = "10000000001";
 
     /// The history in memory follows the commits and a cancellation, and is what a sheet is
     /// priced on until forgotten.
@@ -532,29 +583,52 @@ mod tests {
         store.insert_sheet(also).await.unwrap();
         assert_eq!(
             history().await.unwrap(),
-            vec![("20261129".to_string(), 200), ("20261130".to_string(), 100)]
+            vec![line("20261129", 1, 200), line("20261130", 1, 100)]
         );
         assert_eq!(
             store
                 .participation_history(b, from, "20261129")
                 .await
                 .unwrap(),
-            vec![("20261129".to_string(), 200)],
+            vec![line("20261129", 1, 200)],
             "only the dates asked for"
         );
         // Written by another connection, out of the committer's sight: the history in memory
         // does not show it until forgotten.
         let mut outside = Queue::open(&path).unwrap();
-        let n = store.next_sheet_number("10000000001").await.unwrap();
+        let n = store.next_sheet_number(P).await.unwrap();
         outside
             .insert_sheet(&NewSheet {
                 number: n,
                 ..withholding(&store, b, "20261130", 50).await
             })
             .unwrap();
-        assert_eq!(history().await.unwrap()[1], ("20261130".to_string(), 100));
+        assert_eq!(history().await.unwrap()[1], line("20261130", 1, 100));
         store.forget_history(b);
-        assert_eq!(history().await.unwrap()[1], ("20261130".to_string(), 150));
+        assert_eq!(history().await.unwrap()[1], line("20261130", 2, 150));
+        // Another professional's sheet of the same day: a line of its own, in memory as in
+        // the file.
+        let number = store.next_sheet_number("10000000002").await.unwrap();
+        let theirs = NewSheet {
+            practitioner_id: "10000000002".into(),
+            number,
+            ..withholding(&store, b, "20261130", 200).await
+        };
+        store.insert_sheet(theirs).await.unwrap();
+        let in_memory = history().await.unwrap();
+        assert_eq!(
+            in_memory[2],
+            PfRecord {
+                professional: Some("10000000002".into()),
+                ..line("20261130", 1, 200)
+            }
+        );
+        store.forget_history(b);
+        assert_eq!(
+            history().await.unwrap(),
+            in_memory,
+            "the file says the same"
+        );
         // A cancelled sheet's participation stops counting.
         store.forget_histories();
         let id = second.id;
@@ -563,10 +637,7 @@ mod tests {
             .await
             .unwrap();
         store.forget_histories();
-        assert_eq!(
-            history().await.unwrap(),
-            vec![("20261130".to_string(), 150)]
-        );
+        assert_eq!(history().await.unwrap()[0], line("20261130", 2, 150));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

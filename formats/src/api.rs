@@ -29,6 +29,9 @@ pub const CARD_ERROR: i64 = 1005;
 pub const CARD_NOT_ALLOWED: i64 = 1006;
 /// A business rule refused the sheet; `data.field` names the field.
 pub const RULE_VIOLATION: i64 = 1010;
+/// The practitioner already used this idempotency key for another request (`data.field` is
+/// `idempotency_key`; `data.sheet_id` the sheet made with it): nothing was made.
+pub const IDEMPOTENCY_KEY_REUSED: i64 = 1011;
 /// Not found (sheet, lot).
 pub const NOT_FOUND: i64 = 1020;
 /// The durable store failed: nothing was accepted.
@@ -54,6 +57,7 @@ pub const ERROR_CODES: &[i64] = &[
     CARD_ERROR,
     CARD_NOT_ALLOWED,
     RULE_VIOLATION,
+    IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
     STORAGE_ERROR,
     TOO_MANY_CONNECTIONS,
@@ -126,6 +130,7 @@ pub fn code_name(code: i64) -> &'static str {
         CARD_ERROR => "CARD_ERROR",
         CARD_NOT_ALLOWED => "CARD_NOT_ALLOWED",
         RULE_VIOLATION => "RULE_VIOLATION",
+        IDEMPOTENCY_KEY_REUSED => "IDEMPOTENCY_KEY_REUSED",
         NOT_FOUND => "NOT_FOUND",
         STORAGE_ERROR => "STORAGE_ERROR",
         TOO_MANY_CONNECTIONS => "TOO_MANY_CONNECTIONS",
@@ -330,6 +335,26 @@ pub struct FseCreateParams {
     pub expected: Option<ExpectedAmounts>,
 }
 
+impl FseCreateParams {
+    /// SHA-256 of the request without its idempotency key, in a canonical form: the parameters
+    /// as parsed (defaults filled in: `"coefficient": 100` given or not is the same request),
+    /// written again by serde in their declared order, without spaces. So the order of the
+    /// members and the white space of the line do not change it; any value that changes the
+    /// request does, and so does asking the same in another shape (`act` or `acts: [..]`).
+    /// What `fse.create` compares a retry with.
+    pub fn request_hash(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let unkeyed = FseCreateParams {
+            idempotency_key: None,
+            ..self.clone()
+        };
+        // Serializing these plain structs (strings, numbers, options, vectors) cannot fail;
+        // were it to, the empty text still hashes the same for the same request.
+        let text = serde_json::to_vec(&unkeyed).unwrap_or_default();
+        Sha256::digest(&text).into()
+    }
+}
+
 /// The most acts one sheet carries.
 pub const MAX_ACTS: usize = 30;
 
@@ -374,5 +399,46 @@ mod tests {
         assert_eq!(names.len(), ERROR_CODES.len(), "{names:?}");
         assert!(!names.contains("ERROR"), "{names:?}");
         assert_eq!(code_name(0), "ERROR");
+    }
+
+    #[test]
+    fn the_request_hash_ignores_the_key_the_member_order_and_the_spaces_only() {
+        let parse = |text: &str| serde_json::from_str::<FseCreateParams>(text).unwrap();
+        let hash = |text: &str| parse(text).request_hash();
+        let base =
+            hash(r#"{"act":{"code":"G"},"tiers_payant":{"amo":true},"idempotency_key":"k1"}"#);
+        // Another key, another order of members, other spaces, a default written out: the same.
+        assert_eq!(
+            base,
+            hash(
+                r#"{ "idempotency_key": "k2", "tiers_payant": {"amo": true},
+                      "act": {"coefficient": 100, "code": "G"} }"#
+            )
+        );
+        assert_eq!(
+            base,
+            hash(r#"{"act":{"code":"G"},"tiers_payant":{"amo":true,"amc":false}}"#)
+        );
+        // Any change of the request: another hash.
+        for other in [
+            r#"{"act":{"code":"G"},"tiers_payant":{"amo":false}}"#,
+            r#"{"act":{"code":"G","coefficient":150},"tiers_payant":{"amo":true}}"#,
+            r#"{"act":{"code":"G"},"tiers_payant":{"amo":true},"beneficiary":1}"#,
+            r#"{"acts":[{"code":"G"}],"tiers_payant":{"amo":true}}"#,
+        ] {
+            assert_ne!(base, hash(other), "{other}");
+        }
+        // SHA-256 of the canonical text, worked out apart.
+        use sha2::{Digest, Sha256};
+        let p = parse(r#"{"act":{"code":"G"}}"#);
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(
+            text.starts_with(r#"{"acts":[],"act":{"code":"G","coefficient":100"#),
+            "{text}"
+        );
+        assert_eq!(
+            p.request_hash(),
+            <[u8; 32]>::from(Sha256::digest(text.as_bytes()))
+        );
     }
 }

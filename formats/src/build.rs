@@ -9,8 +9,12 @@
 //! `text`, after its normalisation: the sheet carries the normalised text), CPS, situation,
 //! remplaçant,
 //! mode and Vitale card, beneficiary, dates and rights, cover, care path,
-//! tiers payant, prescriptions and excess fees, prices, expected amounts —
-//! so that a request with several faults always names the same first one.
+//! tiers payant, sending deadline, prescriptions and excess fees, prices,
+//! expected amounts — so that a request with several faults always names the
+//! same first one. The sending deadline comes before the acts: a sheet past it
+//! cannot be sent whatever its acts, and a date too old for the tariff table
+//! is past it too (unless a series reaches back that far: then
+//! `TARIFF_DATE_UNKNOWN`).
 
 use std::borrow::Cow;
 
@@ -166,6 +170,7 @@ pub const ALL_RULES: &[&str] = &[
     EXCESS_NOT_ALLOWED,
     AMOUNTS_INCONSISTENT,
     "UNKNOWN_ACT",
+    "TARIFF_DATE_UNKNOWN",
     "ACT_NOT_ALLOWED_FOR_PROFESSION",
     "UNKNOWN_MODIFIER",
     "BAD_ACT",
@@ -412,7 +417,9 @@ pub fn beneficiary<'a>(
 /// The highest birth rank (`CareSheet.beneficiary.rank`, `INTEGER (1..9)` in `fsed.asn`).
 pub const MAX_RANK: u8 = 9;
 
-/// The key under which the queue keeps a beneficiary's participation history.
+/// The key under which the queue keeps a beneficiary's participation history. The history is
+/// the beneficiary's, all professionals together (the year's cap needs them all); each line
+/// names its professional (the day's cap is per professional): see [`history_on`].
 pub fn history_key(b: &SheetBeneficiary) -> String {
     format!("{}:{}:{}", b.nir, b.birth_date, b.rank)
 }
@@ -484,7 +491,9 @@ fn in_range(from: &str, until: &str, date: NaiveDate) -> bool {
 /// presence: the caller allocates the number, then has the Vitale card sign (secured mode).
 ///
 /// `history` gives the participation forfaitaire already withheld for this beneficiary (keyed
-/// by [`history_key`]) on other sheets, per date of care.
+/// by [`history_key`]) on other sheets, per date of care, as the CPS holder's sheet sees it
+/// ([`history_on`] with his national id: the professional of the day's cap is the one who
+/// performs the acts and signs with his CPS, a remplaçant included).
 pub fn build(
     p: &FseCreateParams,
     cards: &CardsRead<'_>,
@@ -761,7 +770,31 @@ pub fn build(
         ));
     }
 
-    // 11. Prescriptions and excess fees.
+    // 11. The sending deadline.
+    let payment = if tiers_payant.amo {
+        calendar::Payment::TiersPayant
+    } else {
+        calendar::Payment::PatientPaid
+    };
+    // The deadline runs from the last date of care: a series of acts (physiotherapy, nursing)
+    // is billed on one sheet once it is over.
+    let deadline = calendar::sending_deadline(dates[last], payment, calendar::Region::Metropole)
+        .ok_or_else(|| {
+            Refusal::invalid(format!("acts[{last}].date"), "out of the calendar's range")
+        })?;
+    if deadline < today {
+        return Err(Refusal::rule(
+            PAST_DEADLINE,
+            format!("acts[{last}].date"),
+            format!(
+                "the sending deadline of care of {} was {}",
+                ymd(dates[last]),
+                ymd(deadline)
+            ),
+        ));
+    }
+
+    // 12. Prescriptions and excess fees.
     for (i, (a, date)) in requested.iter().zip(&dates).enumerate() {
         let Some((tariff, _)) = tables
             .act(&a.code, *date)
@@ -817,7 +850,7 @@ pub fn build(
         }
     }
 
-    // 12. Prices.
+    // 13. Prices.
     let lines: Vec<rules::ActLine> = requested
         .iter()
         .zip(&dates)
@@ -840,31 +873,9 @@ pub fn build(
     };
     let priced = rules::price(&lines, &ctx, &cps.holder.profession, tables, history)
         .map_err(|e| Refusal::rule(e.code(), e.field(), e.to_string()))?;
-    let payment = if tiers_payant.amo {
-        calendar::Payment::TiersPayant
-    } else {
-        calendar::Payment::PatientPaid
-    };
-    // The deadline runs from the last date of care: a series of acts (physiotherapy, nursing)
-    // is billed on one sheet once it is over.
-    let deadline = calendar::sending_deadline(dates[last], payment, calendar::Region::Metropole)
-        .ok_or_else(|| {
-            Refusal::invalid(format!("acts[{last}].date"), "out of the calendar's range")
-        })?;
-    if deadline < today {
-        return Err(Refusal::rule(
-            PAST_DEADLINE,
-            format!("acts[{last}].date"),
-            format!(
-                "the sending deadline of care of {} was {}",
-                ymd(dates[last]),
-                ymd(deadline)
-            ),
-        ));
-    }
     let amounts = priced.amounts(&tiers_payant);
 
-    // 13. What the practice software expects.
+    // 14. What the practice software expects.
     if let Some(e) = &p.expected {
         let checks = [
             ("expected.total_cents", e.total_cents, amounts.total_cents),
@@ -936,34 +947,54 @@ pub fn build(
     })
 }
 
-/// The participation forfaitaire a sheet withholds, per date of care: what the queue keeps as
-/// the beneficiary's history.
-pub fn participation_by_date(sheet: &CareSheet) -> Vec<(NaiveDate, u64)> {
-    let mut out: Vec<(NaiveDate, u64)> = Vec::new();
+/// The participation forfaitaire a sheet withholds, per date of care (participations and
+/// cents): what the queue keeps, with the sheet's professional, as the beneficiary's history.
+pub fn participation_by_date(sheet: &CareSheet) -> Vec<rules::Withheld> {
+    let mut out: Vec<rules::Withheld> = Vec::new();
     for a in &sheet.acts {
-        let Some(d) = parse_date(&a.date) else {
+        let Some(date) = parse_date(&a.date) else {
             continue;
         };
         if a.pf_cents == 0 {
             continue;
         }
-        match out.iter_mut().find(|(x, _)| *x == d) {
-            Some((_, c)) => *c += a.pf_cents,
-            None => out.push((d, a.pf_cents)),
+        match out.iter_mut().find(|w| w.date == date) {
+            Some(w) => {
+                w.acts += 1;
+                w.cents += a.pf_cents;
+            }
+            None => out.push(rules::Withheld {
+                date,
+                acts: 1,
+                cents: a.pf_cents,
+            }),
         }
     }
     out
 }
 
-/// Sums a beneficiary's participation history (dates and cents) for one date of care.
-pub fn history_on(entries: &[(NaiveDate, u64)], date: NaiveDate) -> rules::PfHistory {
+/// What a beneficiary's participation history (all professionals) leaves for a sheet of
+/// `professional` (the CPS holder's national id) on `date`: the participations withheld that
+/// day with him, and the cents withheld that year with everyone.
+///
+/// A line whose professional is unknown (kept from before fsed recorded it) counts against
+/// every professional's day, and one whose number of participations is unknown counts as a
+/// full day: fsed errs towards withholding less, never more.
+pub fn history_on(
+    entries: &[rules::PfEntry],
+    professional: &str,
+    date: NaiveDate,
+) -> rules::PfHistory {
     let mut h = rules::PfHistory::default();
-    for (d, c) in entries {
-        if d.year() == date.year() {
-            h.same_year_cents += c;
-            if *d == date {
-                h.same_day_cents += c;
-            }
+    for e in entries {
+        if e.date.year() != date.year() {
+            continue;
+        }
+        h.same_year_cents = h.same_year_cents.saturating_add(e.cents);
+        if e.date == date && e.professional.as_deref().is_none_or(|p| p == professional) {
+            h.same_day_with_professional = h
+                .same_day_with_professional
+                .saturating_add(e.acts.unwrap_or(u32::MAX));
         }
     }
     h

@@ -358,7 +358,7 @@ proptest! {
         cover in 0usize..3,
         flags in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         path in 0usize..4,
-        history in (0u64..600, 0u64..6000),
+        history in (0u32..6, 0u64..6000),
         tp in (any::<bool>(), any::<bool>()),
     ) {
         let tables = Tables::builtin();
@@ -381,7 +381,7 @@ proptest! {
             care_path: [CarePath::Treating, CarePath::DirectAccess, CarePath::Emergency, CarePath::OutOfPath][path],
             amc: flags.2,
         };
-        let hist = |_| PfHistory { same_day_cents: history.0, same_year_cents: history.1 };
+        let hist = |_| PfHistory { same_day_with_professional: history.0, same_year_cents: history.1 };
         let priced = rules::price(&lines, &ctx, "10", tables, &hist).unwrap();
         let a = priced.amounts(&TiersPayant { amo: tp.0, amc: tp.1 && flags.3, amc_number: None });
         prop_assert_eq!(a.total_cents, a.base_cents + a.excess_cents);
@@ -390,7 +390,8 @@ proptest! {
         prop_assert!(a.due_cents >= a.patient_cents);
         prop_assert_eq!(priced.acts.iter().map(|x| x.base_cents).sum::<u64>(), a.base_cents);
         prop_assert_eq!(priced.acts.iter().map(|x| x.pf_cents).sum::<u64>(), a.pf_cents);
-        prop_assert!(a.pf_cents <= tables.participation.per_day_cents * lines.len() as u64);
+        prop_assert!(a.pf_cents <= tables.participation.per_act_cents * lines.len() as u64);
+        prop_assert!(priced.acts.iter().filter(|x| x.pf_cents > 0).count() <= tables.participation.per_day_per_professional as usize * lines.len());
         for x in &priced.acts {
             prop_assert!(x.amo_cents <= x.base_cents && x.pf_cents <= x.amo_cents);
         }

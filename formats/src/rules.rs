@@ -88,9 +88,10 @@ pub struct FamilyRule {
 pub struct Participation {
     /// Per act.
     pub per_act_cents: u64,
-    /// Cap per beneficiary and day.
-    pub per_day_cents: u64,
-    /// Cap per beneficiary and calendar year.
+    /// Cap per beneficiary, professional and day: a number of participations (4), not an
+    /// amount; each professional the beneficiary sees that day has his own.
+    pub per_day_per_professional: u32,
+    /// Cap per beneficiary and calendar year, all professionals together.
     pub per_year_cents: u64,
     /// In force from (`YYYY-MM-DD`).
     pub from: String,
@@ -147,6 +148,20 @@ pub struct ActTariff {
     pub prescription: bool,
     /// Prices by date of effect, oldest first.
     pub prices: Vec<Price>,
+}
+
+impl ActTariff {
+    /// The price in force on `date`: the last one from on or before it.
+    pub fn price_on(&self, date: NaiveDate) -> Option<&Price> {
+        self.prices
+            .iter()
+            .rfind(|p| p.from_date.is_some_and(|f| f <= date))
+    }
+
+    /// The first day the table prices the act.
+    pub fn first_date(&self) -> Option<NaiveDate> {
+        self.prices.first().and_then(|p| p.from_date)
+    }
 }
 
 /// The whole table.
@@ -255,12 +270,13 @@ impl Tables {
 
     /// The act `code` and its price in force on `date`.
     pub fn act(&self, code: &str, date: NaiveDate) -> Option<(&ActTariff, &Price)> {
-        let a = self.acts.iter().find(|a| a.code == code)?;
-        let p = a
-            .prices
-            .iter()
-            .rfind(|p| p.from_date.is_some_and(|f| f <= date))?;
-        Some((a, p))
+        let a = self.tariff(code)?;
+        Some((a, a.price_on(date)?))
+    }
+
+    /// The act `code`, whatever the date.
+    pub fn tariff(&self, code: &str) -> Option<&ActTariff> {
+        self.acts.iter().find(|a| a.code == code)
     }
 
     /// The modifier `code`.
@@ -309,13 +325,42 @@ pub struct Context {
 }
 
 /// Participation forfaitaire already withheld for this beneficiary on other sheets (the queue's
-/// history), for one date of care.
+/// history), for one date of care and the professional of the sheet being priced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PfHistory {
-    /// On the date of care.
-    pub same_day_cents: u64,
-    /// In the calendar year of the date of care.
+    /// Participations on the date of care with the same professional (a number, capped by
+    /// [`Participation::per_day_per_professional`]).
+    pub same_day_with_professional: u32,
+    /// Cents withheld in the calendar year of the date of care, by every professional.
     pub same_year_cents: u64,
+}
+
+/// The participation forfaitaire one sheet withholds on one date of care: what the queue keeps
+/// of it, with the sheet's professional, as the beneficiary's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withheld {
+    /// Date of care.
+    pub date: NaiveDate,
+    /// Participations (acts that withheld something).
+    pub acts: u32,
+    /// Cents withheld.
+    pub cents: u64,
+}
+
+/// One line of a beneficiary's participation history: what was withheld on one date of care
+/// by one professional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfEntry {
+    /// Date of care.
+    pub date: NaiveDate,
+    /// The professional's national id; `None`: unknown (a row from before fsed kept it),
+    /// counted against every professional's day.
+    pub professional: Option<String>,
+    /// Participations; `None`: unknown (a row from before fsed counted them), taken as the
+    /// whole day's cap.
+    pub acts: Option<u32>,
+    /// Cents withheld.
+    pub cents: u64,
 }
 
 /// One priced act.
@@ -371,6 +416,18 @@ pub enum RuleError {
         /// The date.
         date: NaiveDate,
     },
+    /// A code the table knows, on a date before its first price.
+    #[error("no price for {code} on {date}: the table starts on {first}")]
+    TariffDateUnknown {
+        /// Index of the act.
+        index: usize,
+        /// The code.
+        code: String,
+        /// The date of care.
+        date: NaiveDate,
+        /// The act's first priced day.
+        first: NaiveDate,
+    },
     /// The practitioner's profession may not bill this act.
     #[error("act {code} may not be billed by profession {profession}")]
     ProfessionNotAllowed {
@@ -410,6 +467,7 @@ impl RuleError {
     pub fn code(&self) -> &'static str {
         match self {
             RuleError::UnknownAct { .. } => "UNKNOWN_ACT",
+            RuleError::TariffDateUnknown { .. } => "TARIFF_DATE_UNKNOWN",
             RuleError::ProfessionNotAllowed { .. } => "ACT_NOT_ALLOWED_FOR_PROFESSION",
             RuleError::UnknownModifier { .. } => "UNKNOWN_MODIFIER",
             RuleError::BadAct { .. } => "BAD_ACT",
@@ -422,6 +480,7 @@ impl RuleError {
             RuleError::UnknownAct { index, .. } | RuleError::ProfessionNotAllowed { index, .. } => {
                 format!("acts[{index}].code")
             }
+            RuleError::TariffDateUnknown { index, .. } => format!("acts[{index}].date"),
             RuleError::UnknownModifier {
                 index, position, ..
             } => format!("acts[{index}].modifiers[{position}]"),
@@ -451,8 +510,12 @@ fn percent(a: u64, b: u64) -> u64 {
 /// coefficient over the table's thresholds) not at 100 % costs the insured
 /// the flat amount instead of the ticket modérateur. The participation
 /// forfaitaire applies to families that have it, from its date, under
-/// maladie cover, except for minors and the CSS, within the day and year
-/// caps left by `history`, and never above the AMO share. The AMC (or the
+/// maladie cover, except for minors and the CSS, within the caps left by
+/// `history` — at most [`Participation::per_day_per_professional`]
+/// participations on a date of care with this sheet's professional (every act of
+/// a sheet is his), and [`Participation::per_year_cents`] in the year with all
+/// professionals — and never above the AMO share. An act that withholds
+/// anything counts as one participation, even one cut short by the year's cap. The AMC (or the
 /// CSS) pays the ticket modérateur (base − AMO share before participation),
 /// never the participation nor the excess fees.
 pub fn price(
@@ -464,7 +527,7 @@ pub fn price(
 ) -> Result<Priced, RuleError> {
     let pf = &tables.participation;
     let pf_from = pf.from_date;
-    // Participation withheld by this sheet so far, per date and per year.
+    // Participation withheld by this sheet so far: per act that withheld, its date and cents.
     let mut this_sheet: Vec<(NaiveDate, u64)> = Vec::new();
     let mut out = Priced {
         acts: Vec::with_capacity(acts.len()),
@@ -492,14 +555,33 @@ pub fn price(
                 reason: "must be 0.01 to 1000 (in hundredths: 1 to 100000)".into(),
             });
         }
-        let (tariff, p) =
-            tables
-                .act(&line.code, line.date)
-                .ok_or_else(|| RuleError::UnknownAct {
+        let tariff = tables
+            .tariff(&line.code)
+            .ok_or_else(|| RuleError::UnknownAct {
+                index,
+                code: line.code.clone(),
+                date: line.date,
+            })?;
+        // A code the table knows is never "unknown": a date before its history says so.
+        let p = match (tariff.price_on(line.date), tariff.first_date()) {
+            (Some(p), _) => p,
+            (None, Some(first)) => {
+                return Err(RuleError::TariffDateUnknown {
                     index,
                     code: line.code.clone(),
                     date: line.date,
-                })?;
+                    first,
+                })
+            }
+            // `Tables::parse` checked that every act has a price with a readable date.
+            (None, None) => {
+                return Err(RuleError::UnknownAct {
+                    index,
+                    code: line.code.clone(),
+                    date: line.date,
+                })
+            }
+        };
         if !tariff.professions.iter().any(|x| x == profession) {
             return Err(RuleError::ProfessionNotAllowed {
                 index,
@@ -567,28 +649,26 @@ pub fn price(
         let mut pf_cents = 0;
         if fam.participation && !exempt && pf_from.is_some_and(|f| f <= line.date) {
             let before = history(line.date);
-            let sheet_day: u64 = this_sheet
-                .iter()
-                .filter(|(d, _)| *d == line.date)
-                .map(|(_, c)| c)
-                .sum();
+            let sheet_day = this_sheet.iter().filter(|(d, _)| *d == line.date).count();
             let sheet_year: u64 = this_sheet
                 .iter()
                 .filter(|(d, _)| d.year() == line.date.year())
                 .map(|(_, c)| c)
                 .sum();
-            pf_cents = pf
-                .per_act_cents
-                .min(
-                    pf.per_day_cents
-                        .saturating_sub(before.same_day_cents + sheet_day),
-                )
-                .min(
-                    pf.per_year_cents
-                        .saturating_sub(before.same_year_cents + sheet_year),
-                )
-                .min(amo);
-            this_sheet.push((line.date, pf_cents));
+            let day_count =
+                u64::from(before.same_day_with_professional).saturating_add(sheet_day as u64);
+            if day_count < u64::from(pf.per_day_per_professional) {
+                pf_cents = pf
+                    .per_act_cents
+                    .min(
+                        pf.per_year_cents
+                            .saturating_sub(before.same_year_cents.saturating_add(sheet_year)),
+                    )
+                    .min(amo);
+            }
+            if pf_cents > 0 {
+                this_sheet.push((line.date, pf_cents));
+            }
         }
         let ticket = base - amo;
         let amc = if ctx.amc || ctx.css { ticket } else { 0 };
@@ -1000,32 +1080,59 @@ mod tests {
     }
 
     #[test]
-    fn participation_caps_per_day_and_year() {
+    fn participation_caps_per_professional_and_day_and_per_year() {
         let t = Tables::builtin();
         let born = d(1980, 1, 1);
         let day = d(2026, 3, 2);
-        let three = [
-            act("G", 100, day),
-            act("DEQP003", 100, day),
-            act("G", 100, day),
-        ];
-        let p = price(&three, &ctx(born), "10", t, &|_| PfHistory::default()).unwrap();
+        let g = || act("G", 100, day);
+        let with = |day_acts: u32, year_cents: u64| PfHistory {
+            same_day_with_professional: day_acts,
+            same_year_cents: year_cents,
+        };
+        // Five acts on one sheet: the first four withhold 2 € each, the fifth nothing
+        // (4 participations a day with one professional: 4 × 2 € = 8 €).
+        let five = [g(), act("DEQP003", 100, day), g(), g(), g()];
+        let p = price(&five, &ctx(born), "10", t, &|_| PfHistory::default()).unwrap();
         assert_eq!(
             p.acts.iter().map(|a| a.pf_cents).collect::<Vec<_>>(),
-            vec![200, 200, 0]
+            vec![200, 200, 200, 200, 0]
         );
-        let p = price(&three[..1], &ctx(born), "10", t, &|_| PfHistory {
-            same_day_cents: 400,
-            same_year_cents: 400,
-        })
-        .unwrap();
-        assert_eq!(p.pf_cents, 0, "day cap reached");
-        let p = price(&three[..1], &ctx(born), "10", t, &|_| PfHistory {
-            same_day_cents: 0,
-            same_year_cents: 4900,
-        })
-        .unwrap();
+        assert_eq!(p.pf_cents, 800);
+        // Three already with this professional today: one more, then none.
+        let p = price(&five[..2], &ctx(born), "10", t, &|_| with(3, 600)).unwrap();
+        assert_eq!(
+            p.acts.iter().map(|a| a.pf_cents).collect::<Vec<_>>(),
+            vec![200, 0]
+        );
+        // Four with this professional: the day's cap is reached.
+        let p = price(&five[..1], &ctx(born), "10", t, &|_| with(4, 800)).unwrap();
+        assert_eq!(p.pf_cents, 0, "day cap with this professional reached");
+        // Another professional's four of the day count only in the year: the caller gives
+        // this professional's count (0) and the year's cents (800): 2 € withheld.
+        let p = price(&five[..1], &ctx(born), "10", t, &|_| with(0, 800)).unwrap();
+        assert_eq!(p.pf_cents, 200);
+        // The year's cap across all professionals: 49 € used leaves 1 €, 50 € none.
+        let p = price(&five[..1], &ctx(born), "10", t, &|_| with(0, 4900)).unwrap();
         assert_eq!(p.pf_cents, 100, "year cap leaves 1 €");
+        let p = price(&five[..2], &ctx(born), "10", t, &|_| with(0, 4900)).unwrap();
+        assert_eq!(
+            p.acts.iter().map(|a| a.pf_cents).collect::<Vec<_>>(),
+            vec![100, 0],
+            "1 € then nothing: the year is full"
+        );
+        // A participation cut short by the year's cap is still one of the day's four: with
+        // three today and 1 € left in the year, the fourth withholds 1 €, and after it the
+        // day is full whatever the year (4 = 3 + 1).
+        let p = price(&five[..1], &ctx(born), "10", t, &|_| with(3, 4900)).unwrap();
+        assert_eq!(p.pf_cents, 100);
+        // Two dates on one sheet: each date has its own four.
+        let mut two_days = vec![g(), g(), g(), g(), g()];
+        two_days.push(act("G", 100, d(2026, 3, 3)));
+        let p = price(&two_days, &ctx(born), "10", t, &|_| PfHistory::default()).unwrap();
+        assert_eq!(
+            p.acts.iter().map(|a| a.pf_cents).collect::<Vec<_>>(),
+            vec![200, 200, 200, 200, 0, 200]
+        );
         // Before 15 May 2024 the 2 € did not apply (it was 1 €: out of this table's range).
         let p = price(
             &[act("G", 100, d(2024, 5, 14))],
@@ -1036,6 +1143,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.pf_cents, 0);
+    }
+
+    #[test]
+    fn the_tariff_history_prices_old_dates_and_names_a_date_before_it() {
+        let adult = d(1980, 1, 1);
+        let base = |code: &str, date| one(code, date, adult, "10").map(|p| p.base_cents);
+        // G: 25 € from 1 May 2017, 26.50 € from 1 Nov 2023, 30 € from 22 Dec 2024.
+        assert_eq!(base("G", d(2017, 5, 1)), Ok(2500));
+        assert_eq!(base("G", d(2023, 10, 31)), Ok(2500));
+        assert_eq!(base("G", d(2023, 11, 1)), Ok(2650));
+        assert_eq!(base("G", d(2024, 12, 21)), Ok(2650));
+        assert_eq!(base("G", d(2024, 12, 22)), Ok(3000));
+        // The day before the table: a refusal that says so, on the date.
+        let e = one("G", d(2017, 4, 30), adult, "10").unwrap_err();
+        assert_eq!(e.code(), "TARIFF_DATE_UNKNOWN");
+        assert_eq!(e.field(), "acts[0].date");
+        assert_eq!(
+            e.to_string(),
+            "no price for G on 2017-04-30: the table starts on 2017-05-01"
+        );
+        // An act created later (Mon soutien psy, 5 April 2022): before it, the same refusal.
+        let e = one("APS", d(2022, 4, 4), adult, "93").unwrap_err();
+        assert_eq!(e.code(), "TARIFF_DATE_UNKNOWN");
+        // A code the table does not know stays an unknown act, whatever the date.
+        let e = one("ZZZ", d(2017, 4, 30), adult, "10").unwrap_err();
+        assert_eq!(e.code(), "UNKNOWN_ACT");
+        // Every act of the table is priced on every day of this year and the last (the
+        // history a sheet can reach), except those created since.
+        let t = Tables::builtin();
+        for a in &t.acts {
+            let first = a.first_date().unwrap();
+            assert!(first <= d(2023, 1, 1), "{}: starts on {first}", a.code);
+        }
     }
 
     #[test]
@@ -1076,7 +1216,7 @@ mod tests {
             days in 0i64..3000, age in 0i64..100,
             cover in prop::sample::select(vec![CoverKind::Maladie, CoverKind::Maternite, CoverKind::AtMp]),
             ald: bool, css: bool, amc: bool, out_of_path: bool,
-            day_used in 0u64..600, year_used in 0u64..6000,
+            day_used in 0u32..6, year_used in 0u64..6000,
         ) {
             let t = Tables::builtin();
             let date = d(2019, 1, 1) + chrono::Days::new(days as u64);
@@ -1084,11 +1224,14 @@ mod tests {
             let profession = t.acts.iter().find(|a| a.code == code).unwrap().professions[0].clone();
             let line = ActLine { code: code.into(), coefficient, quantity, date, excess_cents: excess, modifiers: vec![] };
             let c = Context { birth_date: born, cover, ald, css, care_path: if out_of_path { CarePath::OutOfPath } else { CarePath::Treating }, amc };
-            if let Ok(p) = price(&[line.clone(), line], &c, &profession, t, &|_| PfHistory { same_day_cents: day_used, same_year_cents: year_used }) {
+            if let Ok(p) = price(&[line.clone(), line], &c, &profession, t, &|_| PfHistory { same_day_with_professional: day_used, same_year_cents: year_used }) {
                 prop_assert_eq!(p.total_cents, p.amo_cents + p.amc_cents + p.patient_cents);
                 prop_assert!(p.amo_cents + p.pf_cents + p.amc_cents <= p.base_cents);
                 prop_assert!(p.pf_cents <= p.patient_cents);
-                prop_assert!(p.pf_cents <= 400u64.saturating_sub(day_used));
+                // At most 4 participations of at most 2 € a day with one professional.
+                let day_left = 4u64.saturating_sub(u64::from(day_used));
+                prop_assert!(p.pf_cents <= 200 * day_left);
+                prop_assert!(p.acts.iter().filter(|a| a.pf_cents > 0).count() as u64 <= day_left);
                 prop_assert!(p.pf_cents <= 5000u64.saturating_sub(year_used));
                 prop_assert_eq!(p.total_cents, p.base_cents + p.excess_cents);
             }

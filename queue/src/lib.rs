@@ -27,7 +27,7 @@ pub use schema::APPLICATION_ID;
 pub use types::{
     AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
     GroupWritesOutcome, GroupWritten, Inserted, LotRow, LotState, NewSheet, ParticipationCaps,
-    PaymentRow, PaymentsApplied, SheetRow, SheetState, Stats, UnknownState,
+    PaymentRow, PaymentsApplied, PfRecord, SheetRow, SheetState, Stats, UnknownState, Withheld,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -97,6 +97,20 @@ pub enum QueueError {
     /// sheet is to be priced again on the history as it is now.
     #[error("participation cap: {0}")]
     OverCap(String),
+    /// The practitioner's idempotency key was already used with another request (its hash
+    /// differs): nothing was inserted.
+    #[error(
+        "idempotency key {key:?} of practitioner {practitioner_id} was already used for another \
+         request (sheet {sheet_id}): use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// Its practitioner.
+        practitioner_id: String,
+        /// The sheet made with it first.
+        sheet_id: i64,
+    },
 }
 
 /// The store: one connection to the SQLite file.
@@ -202,10 +216,30 @@ const MOVE_INTO_LOT: &str = "UPDATE sheets SET state = 'in_lot', lot_id = ?1, up
 const MOVE_SHEETS: &str =
     "UPDATE sheets SET state = ?3, updated_at = ?4 WHERE lot_id = ?1 AND state = ?2";
 
-/// A new sheet's row; a repeated idempotency key inserts nothing.
-const INSERT_SHEET: &str = "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, state, created_at, updated_at, deadline)
-     VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7)
-     ON CONFLICT (idempotency_key) DO NOTHING";
+/// A new sheet's row; an idempotency key the practitioner already used inserts nothing.
+const INSERT_SHEET: &str = "INSERT INTO sheets (practitioner_id, number, destination, idempotency_key, request_hash, state, created_at, updated_at, deadline)
+     VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?7, ?8)
+     ON CONFLICT (idempotency_key, practitioner_id) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+/// The sheet practitioner `?2` made with idempotency key `?1`, and the hash of its request.
+const SHEET_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, request_hash
+     FROM sheets JOIN sheet_bodies ON sheet_id = id WHERE idempotency_key = ?1 AND practitioner_id = ?2";
+
+/// The sheets of every practitioner made with idempotency key `?1`, and the hashes of their
+/// requests.
+const SHEETS_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, request_hash
+     FROM sheets JOIN sheet_bodies ON sheet_id = id WHERE idempotency_key = ?1";
+
+/// A sheet row ([`SHEET_COLS`]) followed by its request's hash.
+fn sheet_row_and_hash(r: &Row<'_>) -> rusqlite::Result<(SheetRow, Option<Vec<u8>>)> {
+    Ok((sheet_row(r)?, r.get(10)?))
+}
+
+/// Whether a stored request hash and a new one name different requests (a hash unknown on
+/// either side differs from nothing).
+fn other_request(stored: Option<&[u8]>, new: Option<&[u8; 32]>) -> bool {
+    matches!((stored, new), (Some(a), Some(b)) if a != b.as_slice())
+}
 
 /// How many sheets wait to be sent, the oldest's creation and the nearest deadline: the open
 /// sheets, and those of the lots closed or signed, each found through an index (this runs for
@@ -328,55 +362,66 @@ fn reserve_in(tx: &Connection, practitioner_id: &str, count: u64) -> Result<u64,
 }
 
 /// The participation forfaitaire withheld from `beneficiary` on care dates `from` to `until`
-/// (`YYYYMMDD`, inclusive), kept sheets included, summed per date, in date order. Two plain
-/// range reads through the (beneficiary, care_date) indexes, summed here: a UNION with GROUP
-/// BY costs SQLite a sorter per call, and this runs for every sheet.
+/// (`YYYYMMDD`, inclusive), kept sheets included, summed per date and professional, in date
+/// order. Two plain range reads through the (beneficiary, care_date) indexes, summed here: a
+/// UNION with GROUP BY costs SQLite a sorter per call, and this runs for every sheet.
 fn participation_in(
     conn: &Connection,
     beneficiary: &str,
     from: &str,
     until: &str,
-) -> Result<Vec<(String, u64)>, QueueError> {
-    let mut by_date: BTreeMap<String, u64> = BTreeMap::new();
+) -> Result<Vec<PfRecord>, QueueError> {
+    type Tally = (Option<u32>, u64);
+    let mut by_date: BTreeMap<(String, Option<String>), Tally> = BTreeMap::new();
     for sql in [
-        "SELECT care_date, cents FROM participation
+        "SELECT care_date, professional, acts, cents FROM participation
          WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
-        "SELECT care_date, cents FROM participation_kept
+        "SELECT care_date, professional, acts, cents FROM participation_kept
          WHERE beneficiary = ?1 AND care_date BETWEEN ?2 AND ?3",
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![beneficiary, from, until])?;
         while let Some(row) = rows.next()? {
-            let (date, cents): (String, i64) = (row.get(0)?, row.get(1)?);
+            let (date, professional): (String, Option<String>) = (row.get(0)?, row.get(1)?);
+            let (acts, cents): (Option<i64>, i64) = (row.get(2)?, row.get(3)?);
             let cents = u64::try_from(cents)
                 .map_err(|_| QueueError::Data(format!("negative participation on {date}")))?;
-            let sum = by_date.entry(date).or_default();
-            *sum = sum.saturating_add(cents);
+            // The CHECK keeps `acts` above 0; a count past u32 is as full as can be.
+            let acts = acts.map(|a| u32::try_from(a).unwrap_or(u32::MAX));
+            let (sum_acts, sum_cents) = by_date.entry((date, professional)).or_insert((Some(0), 0));
+            *sum_acts = sum_acts.zip(acts).map(|(a, b)| a.saturating_add(b));
+            *sum_cents = sum_cents.saturating_add(cents);
         }
     }
-    Ok(by_date.into_iter().collect())
+    Ok(by_date
+        .into_iter()
+        .map(|((care_date, professional), (acts, cents))| PfRecord {
+            care_date,
+            professional,
+            acts,
+            cents,
+        })
+        .collect())
 }
 
 /// Refuses (`OverCap`) a sheet whose participation, added to what the file already holds for
-/// its beneficiary, would pass the day or year cap it was priced under.
+/// its beneficiary, would pass the caps it was priced under: the participations of a day with
+/// its practitioner (lines of an unknown professional count against every one, lines of an
+/// unknown count as a full day), the cents of a year with everyone.
 fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
     let Some(caps) = new.participation_caps else {
         return Ok(());
     };
-    let withheld = |entries: &[(String, u64)], f: &dyn Fn(&str) -> bool| -> u64 {
-        entries
-            .iter()
-            .filter(|(d, _)| f(d))
-            .map(|(_, c)| *c)
-            .fold(0u64, u64::saturating_add)
-    };
     // The history of each year the sheet withholds in, read once.
-    let mut years: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
-    for (date, cents) in &new.participation {
-        if *cents == 0 {
+    let mut years: BTreeMap<&str, Vec<PfRecord>> = BTreeMap::new();
+    for w in &new.participation {
+        if w.cents == 0 {
             continue;
         }
-        let year = date.get(..4).unwrap_or_default();
+        let (date, year) = (
+            w.care_date.as_str(),
+            w.care_date.get(..4).unwrap_or_default(),
+        );
         let history = match years.entry(year) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
@@ -384,16 +429,35 @@ fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueError> {
                 e.insert(participation_in(tx, &new.beneficiary_key, &first, &last)?)
             }
         };
-        let day = withheld(&new.participation, &|d| d == date)
-            .saturating_add(withheld(history.as_slice(), &|d| d == date));
-        if day > caps.per_day_cents {
+        let mine = |p: &Option<String>| p.as_deref().is_none_or(|p| p == new.practitioner_id);
+        let day = history
+            .iter()
+            .filter(|r| r.care_date == date && mine(&r.professional))
+            .map(|r| r.acts.unwrap_or(u32::MAX))
+            .chain(
+                new.participation
+                    .iter()
+                    .filter(|x| x.care_date == date)
+                    .map(|x| x.acts),
+            )
+            .fold(0u32, u32::saturating_add);
+        if day > caps.per_day_per_professional {
             return Err(QueueError::OverCap(format!(
-                "{} cents on {date} for this beneficiary, over the day's cap of {}",
-                day, caps.per_day_cents
+                "{day} participations on {date} for this beneficiary with practitioner {}, over \
+                 the day's cap of {}",
+                new.practitioner_id, caps.per_day_per_professional
             )));
         }
-        let in_year = withheld(&new.participation, &|d| d.get(..4) == Some(year))
-            .saturating_add(withheld(history.as_slice(), &|_| true));
+        let in_year = history
+            .iter()
+            .map(|r| r.cents)
+            .chain(
+                new.participation
+                    .iter()
+                    .filter(|x| x.care_date.get(..4) == Some(year))
+                    .map(|x| x.cents),
+            )
+            .fold(0u64, u64::saturating_add);
         if in_year > caps.per_year_cents {
             return Err(QueueError::OverCap(format!(
                 "{} cents in {year} for this beneficiary, over the year's cap of {}",
@@ -410,11 +474,18 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let at = stamp();
     // A key already used inserts nothing (and the sheet made with it is the answer); any
     // other conflict is an error.
+    // The hash is kept only with a key: it is what a retry is compared on.
+    let hash = new
+        .idempotency_key
+        .as_ref()
+        .and(new.request_hash.as_ref())
+        .map(|h| h.as_slice());
     let inserted = tx.prepare_cached(INSERT_SHEET)?.execute(params![
         new.practitioner_id,
         number,
         new.destination,
         new.idempotency_key,
+        hash,
         new.created_at,
         at,
         new.deadline
@@ -424,11 +495,16 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
             let key = new.idempotency_key.as_deref().ok_or_else(|| {
                 QueueError::Data("a sheet without idempotency key inserted nothing".into())
             })?;
-            let existing = tx
-                .prepare_cached(&format!(
-                    "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
-                ))?
-                .query_row([key], sheet_row)?;
+            let (existing, stored) = tx
+                .prepare_cached(SHEET_BY_KEY)?
+                .query_row(params![key, new.practitioner_id], sheet_row_and_hash)?;
+            if other_request(stored.as_deref(), new.request_hash.as_ref()) {
+                return Err(QueueError::IdempotencyKeyReused {
+                    key: key.to_string(),
+                    practitioner_id: new.practitioner_id.clone(),
+                    sheet_id: existing.id,
+                });
+            }
             return Ok(Inserted::Existing(existing));
         }
         Ok(_) => {}
@@ -450,13 +526,19 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO sheet_bodies (sheet_id, der, dre) VALUES (?1, ?2, ?3)")?
         .execute(params![id, new.der, new.dre])?;
-    for (date, cents) in &new.participation {
-        if *cents > 0 {
-            tx.prepare_cached(
-                    "INSERT INTO participation (beneficiary, care_date, cents, sheet_id) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![new.beneficiary_key, date, to_i64("participation", *cents)?, id])?;
-        }
+    for w in new.participation.iter().filter(|w| w.cents > 0) {
+        tx.prepare_cached(
+            "INSERT INTO participation (beneficiary, care_date, cents, sheet_id, professional, acts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            new.beneficiary_key,
+            w.care_date,
+            to_i64("participation", w.cents)?,
+            id,
+            new.practitioner_id,
+            w.acts.max(1)
+        ])?;
     }
     tx.prepare_cached(
         "INSERT INTO counters (practitioner_id, next_sheet, next_lot) VALUES (?1, ?2 + 1, 1)
@@ -924,17 +1006,52 @@ impl Queue {
         Ok(n)
     }
 
-    /// Looks up a sheet by idempotency key.
-    pub fn find_by_idempotency_key(&self, key: &str) -> Result<Option<SheetRow>, QueueError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE idempotency_key = ?1"
-        ))?;
-        Ok(stmt.query_row([key], sheet_row).optional()?)
+    /// The sheet a retry of the request hashed `request_hash` with idempotency key `key` is
+    /// answered: the one `practitioner_id` made with that key, refused
+    /// ([`QueueError::IdempotencyKeyReused`]) when it was made for another request (hashes
+    /// known on both sides that differ). Without a practitioner (no CPS in the reader to tell
+    /// whose key it is), the one sheet of any practitioner made with that key for the same
+    /// request; none when there are several, or only other requests'. A sheet stored without a
+    /// hash (before schema 14) matches any request, as before.
+    pub fn find_by_idempotency_key(
+        &self,
+        practitioner_id: Option<&str>,
+        key: &str,
+        request_hash: Option<&[u8; 32]>,
+    ) -> Result<Option<SheetRow>, QueueError> {
+        let Some(pid) = practitioner_id else {
+            let mut stmt = self.conn.prepare_cached(SHEETS_BY_KEY)?;
+            let rows = stmt.query_map([key], sheet_row_and_hash)?;
+            let mut same = Vec::new();
+            for row in rows {
+                let (row, stored) = row?;
+                if !other_request(stored.as_deref(), request_hash) {
+                    same.push(row);
+                }
+            }
+            return Ok(if same.len() == 1 { same.pop() } else { None });
+        };
+        let found = self
+            .conn
+            .prepare_cached(SHEET_BY_KEY)?
+            .query_row(params![key, pid], sheet_row_and_hash)
+            .optional()?;
+        match found {
+            Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
+                Err(QueueError::IdempotencyKeyReused {
+                    key: key.to_string(),
+                    practitioner_id: pid.to_string(),
+                    sheet_id: row.id,
+                })
+            }
+            found => Ok(found.map(|(row, _)| row)),
+        }
     }
 
-    /// Inserts an accepted sheet. If `idempotency_key` is `Some` and already
-    /// present, returns the existing row and inserts nothing
-    /// ([`Inserted::Existing`]); else [`Inserted::New`]. Committed (fsync'd by
+    /// Inserts an accepted sheet. If `idempotency_key` is `Some` and the practitioner already
+    /// used it, returns the existing row and inserts nothing ([`Inserted::Existing`]), or,
+    /// when the existing row was made for another request (`request_hash`), refuses with
+    /// [`QueueError::IdempotencyKeyReused`]; else [`Inserted::New`]. Committed (fsync'd by
     /// `synchronous=FULL`) before returning. A number already used by the
     /// practitioner gives [`QueueError::Conflict`]; a number never allocated
     /// moves the counter past it, so it will not be allocated later.
@@ -1127,8 +1244,8 @@ impl Queue {
         tx.execute("DELETE FROM dre_lots WHERE lot_id = ?1", [lot_id])?;
         let at = stamp();
         tx.execute(
-            "INSERT INTO participation_kept (beneficiary, care_date, cents)
-             SELECT beneficiary, care_date, cents FROM participation
+            "INSERT INTO participation_kept (beneficiary, care_date, cents, professional, acts)
+             SELECT beneficiary, care_date, cents, professional, acts FROM participation
              WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
             [lot_id],
         )?;
@@ -1170,13 +1287,14 @@ impl Queue {
     }
 
     /// The participation forfaitaire already withheld for `beneficiary` on care dates from
-    /// `from` to `until` (`YYYYMMDD`, inclusive), summed per date, in date order.
+    /// `from` to `until` (`YYYYMMDD`, inclusive), summed per date and professional, in date
+    /// order.
     pub fn participation_history(
         &self,
         beneficiary: &str,
         from: &str,
         until: &str,
-    ) -> Result<Vec<(String, u64)>, QueueError> {
+    ) -> Result<Vec<PfRecord>, QueueError> {
         // Both range reads in one read transaction: one snapshot, and one start of a
         // transaction (WAL read lock, and the page cache dropped when the file changed).
         // Within a transaction already, that one is the snapshot.

@@ -227,6 +227,51 @@ CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
     r#"
 ALTER TABLE sheet_bodies DROP COLUMN json;
 "#,
+    // 14: the participation's day cap is per professional, and an idempotency key belongs to
+    // one practitioner and one request.
+    // - Each participation row names its professional (the practitioner of its sheet, the CPS
+    //   holder) and counts its participations (`acts`). Rows from before: the professional is
+    //   the practitioner of their sheet (every `participation` row's sheet exists); the kept
+    //   rows of purged sheets have none (NULL: unknown, counted against every professional's
+    //   day); the count is unknown (NULL: taken as a full day). Both err towards withholding
+    //   less, never more.
+    // - The key is unique per practitioner, and each keyed sheet keeps the SHA-256 of its
+    //   request (`request_hash`; NULL for the sheets of before, whose retries are answered as
+    //   before). The key's UNIQUE was a column constraint: the table is rebuilt (as in 12)
+    //   without it, and the index (key, practitioner) holds only the keyed sheets.
+    r#"
+ALTER TABLE participation ADD COLUMN professional TEXT;
+ALTER TABLE participation ADD COLUMN acts INTEGER CHECK (acts > 0);
+UPDATE participation SET professional = (SELECT practitioner_id FROM sheets WHERE sheets.id = participation.sheet_id);
+ALTER TABLE participation_kept ADD COLUMN professional TEXT;
+ALTER TABLE participation_kept ADD COLUMN acts INTEGER CHECK (acts > 0);
+CREATE TABLE sheets_new (
+    id              INTEGER PRIMARY KEY,
+    practitioner_id TEXT NOT NULL,
+    number          INTEGER NOT NULL,
+    destination     TEXT NOT NULL,
+    idempotency_key TEXT,
+    request_hash    BLOB CHECK (request_hash IS NULL OR length(request_hash) = 32),
+    state           TEXT NOT NULL CHECK (state = 'accepted' OR state = 'in_lot' OR state = 'signed'
+                        OR state = 'sent' OR state = 'acknowledged' OR state = 'rejected'
+                        OR state = 'paid' OR state = 'refused' OR state = 'cancelled'),
+    lot_id          TEXT REFERENCES lots (id),
+    reason          TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    deadline        TEXT,
+    UNIQUE (practitioner_id, number)
+);
+INSERT INTO sheets_new (id, practitioner_id, number, destination, idempotency_key, state, lot_id, reason, created_at, updated_at, deadline)
+    SELECT id, practitioner_id, number, destination, idempotency_key, state, lot_id, reason, created_at, updated_at, deadline FROM sheets;
+DROP TABLE sheets;
+ALTER TABLE sheets_new RENAME TO sheets;
+CREATE UNIQUE INDEX sheets_idempotency ON sheets (idempotency_key, practitioner_id)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
+CREATE INDEX sheets_accepted ON sheets (id) WHERE state = 'accepted';
+CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,25 @@ fn new_sheet(pid: &str, number: u64, dest: &str, key: Option<&str>) -> NewSheet 
     }
 }
 
+/// One date's participation of a new sheet: `acts` participations, `cents` withheld.
+fn w(date: &str, acts: u32, cents: u64) -> Withheld {
+    Withheld {
+        care_date: date.into(),
+        acts,
+        cents,
+    }
+}
+
+/// A line of a beneficiary's history.
+fn rec(date: &str, professional: Option<&str>, acts: Option<u32>, cents: u64) -> PfRecord {
+    PfRecord {
+        care_date: date.into(),
+        professional: professional.map(str::to_string),
+        acts,
+        cents,
+    }
+}
+
 /// Allocates a number and inserts a new sheet.
 fn add(q: &mut Queue, pid: &str, dest: &str) -> SheetRow {
     let number = q.allocate_sheet_number(pid).unwrap();
@@ -500,10 +519,21 @@ fn idempotent_insert_returns_the_existing_sheet() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        q.find_by_idempotency_key("key-1").unwrap(),
+        q.find_by_idempotency_key(Some("8A"), "key-1", None)
+            .unwrap(),
         Some(first.clone())
     );
-    assert_eq!(q.find_by_idempotency_key("key-2").unwrap(), None);
+    assert_eq!(
+        q.find_by_idempotency_key(Some("8A"), "key-2", None)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        q.find_by_idempotency_key(Some("8B"), "key-1", None)
+            .unwrap(),
+        None,
+        "another practitioner's key"
+    );
     let events = q.events_since(0, 100).unwrap().len();
 
     // A retry of the same call, even with a new number: nothing inserted.
@@ -786,7 +816,9 @@ fn everything_survives_a_reopen() {
     let q = open(&dir);
     assert_eq!(snapshot(&q), before);
     assert_eq!(
-        q.find_by_idempotency_key("k").unwrap().as_ref(),
+        q.find_by_idempotency_key(Some("8C"), "k", None)
+            .unwrap()
+            .as_ref(),
         Some(keyed.row())
     );
     assert_eq!(
@@ -1010,10 +1042,7 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
         let number = q.allocate_sheet_number(pid).unwrap();
         let mut s = new_sheet(pid, number, "017510001", None);
         s.beneficiary_key = who.into();
-        s.participation = entries
-            .into_iter()
-            .map(|(d, c)| (d.to_string(), c))
-            .collect();
+        s.participation = entries.into_iter().map(|(d, c)| w(d, 1, c)).collect();
         s.dre = dre;
         match q.insert_sheet(&s).unwrap() {
             Inserted::New(r) => r,
@@ -1037,9 +1066,13 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
     let h = q
         .participation_history("A", "20260101", "20261231")
         .unwrap();
+    // Two sheets of the 16th (200 + 200, the entry of 0 not stored), one of the 17th.
     assert_eq!(
         h,
-        vec![("20261116".to_string(), 400), ("20261117".to_string(), 200)]
+        vec![
+            rec("20261116", Some(pid), Some(2), 400),
+            rec("20261117", Some(pid), Some(1), 200)
+        ]
     );
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
@@ -1059,7 +1092,7 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
     assert_eq!(
         q.participation_history("A", "20261116", "20261116")
             .unwrap(),
-        vec![("20261116".to_string(), 400)]
+        vec![rec("20261116", Some(pid), Some(2), 400)]
     );
 }
 
@@ -1133,7 +1166,7 @@ fn retention_purges_acknowledged_lots_and_keeps_their_participation() {
     for n in 1..=3 {
         let mut s = new_sheet("8A", n, "017510001", None);
         s.beneficiary_key = "B".into();
-        s.participation = vec![("20261116".into(), 200)];
+        s.participation = vec![w("20261116", 1, 200)];
         q.insert_sheet(&s).unwrap();
     }
     let lots = q.close_lots(None, 2, "20261117120000Z").unwrap();
@@ -1156,11 +1189,11 @@ fn retention_purges_acknowledged_lots_and_keeps_their_participation() {
     assert!(q.get_lot(&lots[0].id).unwrap().is_none());
     assert!(q.get_ack(&lots[0].id).unwrap().is_none());
     assert_eq!(q.list_sheets(None, 10, 0).unwrap().len(), 1);
-    // The caps still see all three participations.
+    // The caps still see all three participations, with their professional: 2 kept + 1.
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
             .unwrap(),
-        vec![("20261116".to_string(), 600)]
+        vec![rec("20261116", Some("8A"), Some(3), 600)]
     );
     let purged = q
         .events_since(0, 1000)
@@ -1177,7 +1210,7 @@ fn a_sheet_is_cancelled_only_before_it_is_in_a_lot() {
     let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
     let mut s = new_sheet("8A", 1, "017510001", None);
     s.beneficiary_key = "B".into();
-    s.participation = vec![("20261116".into(), 200)];
+    s.participation = vec![w("20261116", 1, 200)];
     let Inserted::New(a) = q.insert_sheet(&s).unwrap() else {
         panic!()
     };
@@ -1246,17 +1279,21 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
         q.pragma("user_version").unwrap(),
         schema::latest_version().to_string()
     );
-    let s = q.find_by_idempotency_key("k").unwrap().unwrap();
+    let s = q
+        .find_by_idempotency_key(Some("8A"), "k", None)
+        .unwrap()
+        .unwrap();
     assert_eq!((s.id, s.number, s.state), (7, 1, SheetState::Accepted));
     // Its body moved to its own table (migration 10), its JSON is rendered from its DER
     // (migration 13): the same text.
     assert_eq!(s.der, sample.to_der().unwrap());
     assert_eq!(s.json, json);
     assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 1);
+    // Its professional from its sheet (migration 14), its count unknown.
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
             .unwrap(),
-        vec![("20261116".to_string(), 200)]
+        vec![rec("20261116", Some("8A"), None, 200)]
     );
     assert_eq!(
         q.cancel_sheet(7, "test").unwrap().state,
@@ -1547,6 +1584,9 @@ fn the_lot_statements_use_the_partial_indexes() {
         (MOVE_SHEETS, "sheets_lot"),
         (BACKLOG, "sheets_accepted"),
         (BACKLOG, "sheets_lot"),
+        // A retry's lookup, at the insert or after a refusal.
+        (SHEET_BY_KEY, "sheets_idempotency"),
+        (SHEETS_BY_KEY, "sheets_idempotency"),
     ] {
         let p = plan(&q, sql);
         assert!(p.contains(index), "{sql}: {p}");
@@ -1645,8 +1685,9 @@ fn row_stamps_read_as_sqlite_writes_them() {
 fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
+    // Small caps to reach them soon: 2 participations a day per professional, 6 € a year.
     let caps = Some(ParticipationCaps {
-        per_day_cents: 400,
+        per_day_per_professional: 2,
         per_year_cents: 600,
     });
     let pid = "810000000009";
@@ -1654,16 +1695,16 @@ fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
         let number = q.allocate_sheet_number(pid).unwrap();
         let mut s = new_sheet(pid, number, "017510001", None);
         s.beneficiary_key = "B".into();
-        s.participation = entries.iter().map(|(d, c)| (d.to_string(), *c)).collect();
+        s.participation = entries.iter().map(|(d, c)| w(d, 1, *c)).collect();
         s.participation_caps = caps;
         s
     };
     let first = sheet(&mut q, &[("20261116", 200), ("20261117", 200)]);
     assert!(matches!(q.insert_sheet(&first), Ok(Inserted::New(_))));
-    // 200 more on the 16th fits the day (400) and the year (600).
+    // One more on the 16th fits the day (2 participations) and the year (6 €).
     let second = sheet(&mut q, &[("20261116", 200)]);
     assert!(matches!(q.insert_sheet(&second), Ok(Inserted::New(_))));
-    // The day is full; then the year.
+    // The day is full (a third participation, even of 1 €); then the year.
     let over_day = sheet(&mut q, &[("20261116", 100)]);
     let over_year = sheet(&mut q, &[("20261201", 200)]);
     let events = q.events_since(0, 100).unwrap().len();
@@ -1680,7 +1721,10 @@ fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
             .unwrap(),
-        [("20261116".to_string(), 400), ("20261117".to_string(), 200)]
+        [
+            rec("20261116", Some(pid), Some(2), 400),
+            rec("20261117", Some(pid), Some(1), 200)
+        ]
     );
     let mut other = sheet(&mut q, &[("20261116", 200)]);
     other.beneficiary_key = "C".into();
@@ -1693,7 +1737,8 @@ fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
 
     // In one group: the second of two sheets that fit alone but not together is refused, the
     // first committed.
-    let a = sheet(&mut q, &[("20270105", 300)]);
+    let mut a = sheet(&mut q, &[("20270105", 400)]);
+    a.participation[0].acts = 2;
     let b = sheet(&mut q, &[("20270105", 200)]);
     let (_, out) = q.commit_group(&[], &[a, b]).unwrap();
     assert!(matches!(&out[0], Ok(Inserted::New(_))), "{:?}", out[0]);
@@ -1715,9 +1760,9 @@ fn a_retry_of_a_sheet_that_filled_the_caps_answers_that_sheet() {
         let number = q.allocate_sheet_number(pid).unwrap();
         let mut s = new_sheet(pid, number, "017510001", Some(key));
         s.beneficiary_key = "B".into();
-        s.participation = vec![("20261116".to_string(), 400)];
+        s.participation = vec![w("20261116", 4, 800)];
         s.participation_caps = Some(ParticipationCaps {
-            per_day_cents: 400,
+            per_day_per_professional: 4,
             per_year_cents: 5000,
         });
         s
@@ -1748,7 +1793,7 @@ fn a_retry_of_a_sheet_that_filled_the_caps_answers_that_sheet() {
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
             .unwrap(),
-        [("20261116".to_string(), 400)]
+        [rec("20261116", Some(pid), Some(4), 800)]
     );
 }
 
@@ -1851,7 +1896,10 @@ fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
     assert_eq!(stored, "sheet_id,der,dre", "no JSON column");
     let back = q.get_sheet(row.id).unwrap().unwrap();
     assert_eq!((back.der, back.json), (new.der.clone(), new.json.clone()));
-    let by_key = q.find_by_idempotency_key("k").unwrap().unwrap();
+    let by_key = q
+        .find_by_idempotency_key(Some("810000000009"), "k", None)
+        .unwrap()
+        .unwrap();
     assert_eq!(by_key.json, new.json);
     q.conn
         .execute(
@@ -1861,4 +1909,282 @@ fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
         .unwrap();
     let e = q.get_sheet(row.id).unwrap_err().to_string();
     assert!(e.contains("stored sheet"), "{e}");
+}
+
+/// An idempotency key is the practitioner's, for one request: the same key and request answer
+/// the first sheet; the same key with another request is refused, nothing written; another
+/// practitioner's same key is a sheet of its own. Alone or in a group commit.
+#[test]
+fn an_idempotency_key_belongs_to_one_practitioner_and_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let (h1, h2, h3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let keyed = |q: &mut Queue, pid: &str, key: &str, hash: [u8; 32]| {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        let mut s = new_sheet(pid, number, "D", Some(key));
+        s.request_hash = Some(hash);
+        s
+    };
+    let a1 = keyed(&mut q, "8A", "k", h1);
+    let Inserted::New(first) = q.insert_sheet(&a1).unwrap() else {
+        panic!("a new sheet expected");
+    };
+    // The same request again: the first sheet.
+    let again = keyed(&mut q, "8A", "k", h1);
+    assert_eq!(
+        q.insert_sheet(&again).unwrap(),
+        Inserted::Existing(first.clone())
+    );
+    // Another request with the same key: refused, naming the sheet made first; nothing written.
+    let events = q.events_since(0, 1000).unwrap().len();
+    let other = keyed(&mut q, "8A", "k", h2);
+    let events = events + 1; // the number allocation
+    match q.insert_sheet(&other) {
+        Err(QueueError::IdempotencyKeyReused {
+            key,
+            practitioner_id,
+            sheet_id,
+        }) => assert_eq!(
+            (key.as_str(), practitioner_id.as_str(), sheet_id),
+            ("k", "8A", first.id)
+        ),
+        x => panic!("expected IdempotencyKeyReused, got {x:?}"),
+    }
+    assert_eq!(q.events_since(0, 1000).unwrap().len(), events);
+    assert_eq!(q.list_sheets(None, 10, 0).unwrap().len(), 1);
+    // Another practitioner's same key: his own sheet.
+    let b = keyed(&mut q, "8B", "k", h2);
+    let Inserted::New(second) = q.insert_sheet(&b).unwrap() else {
+        panic!("a new sheet expected");
+    };
+    assert_ne!(second.id, first.id);
+    // A sheet inserted without a hash is compared on nothing.
+    let mut unhashed = keyed(&mut q, "8A", "k", h3);
+    unhashed.request_hash = None;
+    assert_eq!(
+        q.insert_sheet(&unhashed).unwrap(),
+        Inserted::Existing(first.clone())
+    );
+
+    // Looked up after a refusal: by practitioner, or, without one, the one sheet of the
+    // same request.
+    let find = |pid: Option<&str>, hash: Option<&[u8; 32]>| {
+        q.find_by_idempotency_key(pid, "k", hash)
+            .map(|r| r.map(|r| r.id))
+    };
+    assert_eq!(find(Some("8A"), Some(&h1)).unwrap(), Some(first.id));
+    assert!(matches!(
+        find(Some("8A"), Some(&h2)),
+        Err(QueueError::IdempotencyKeyReused { sheet_id, .. }) if sheet_id == first.id
+    ));
+    assert_eq!(find(Some("8B"), Some(&h2)).unwrap(), Some(second.id));
+    assert_eq!(find(Some("8C"), Some(&h1)).unwrap(), None);
+    assert_eq!(find(None, Some(&h1)).unwrap(), Some(first.id));
+    assert_eq!(find(None, Some(&h2)).unwrap(), Some(second.id));
+    assert_eq!(
+        find(None, Some(&h3)).unwrap(),
+        None,
+        "no sheet of that request"
+    );
+    assert_eq!(
+        find(None, None).unwrap(),
+        None,
+        "two sheets: whose is unknown"
+    );
+
+    // In a group commit: the reused key is refused alone, the other sheet stored.
+    let group = [keyed(&mut q, "8A", "k", h2), keyed(&mut q, "8A", "k2", h1)];
+    let (_, out) = q.commit_group(&[], &group).unwrap();
+    assert!(
+        matches!(&out[0], Err(QueueError::IdempotencyKeyReused { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(matches!(&out[1], Ok(Inserted::New(_))), "{:?}", out[1]);
+    // Only keyed sheets are in the key's index.
+    add(&mut q, "8A", "D");
+    let indexed: i64 = q
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sheets INDEXED BY sheets_idempotency WHERE idempotency_key IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, 3, "k of 8A, k of 8B, k2 of 8A");
+}
+
+/// The day's cap counts participations per professional; the year's, cents with everyone.
+#[test]
+fn the_participation_day_cap_is_per_professional_and_the_year_cap_for_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let caps = Some(ParticipationCaps {
+        per_day_per_professional: 4,
+        per_year_cents: 5000,
+    });
+    let sheet = |q: &mut Queue, pid: &str, entries: Vec<Withheld>| {
+        let number = q.allocate_sheet_number(pid).unwrap();
+        let mut s = new_sheet(pid, number, "017510001", None);
+        s.beneficiary_key = "B".into();
+        s.participation = entries;
+        s.participation_caps = caps;
+        q.insert_sheet(&s).map(|i| i.row().id)
+    };
+    // Four with A on the 16th (4 × 2 € = 8 €): A's day is full, B's is not.
+    sheet(&mut q, "8A", vec![w("20261116", 3, 600)]).unwrap();
+    sheet(&mut q, "8A", vec![w("20261116", 1, 200)]).unwrap();
+    assert!(matches!(
+        sheet(&mut q, "8A", vec![w("20261116", 1, 200)]),
+        Err(QueueError::OverCap(why)) if why.contains("8A") && why.contains("5 participations")
+    ));
+    sheet(&mut q, "8B", vec![w("20261116", 4, 800)]).unwrap();
+    assert!(matches!(
+        sheet(&mut q, "8B", vec![w("20261116", 1, 200)]),
+        Err(QueueError::OverCap(_))
+    ));
+    assert_eq!(
+        q.participation_history("B", "20261116", "20261116")
+            .unwrap(),
+        [
+            rec("20261116", Some("8A"), Some(4), 800),
+            rec("20261116", Some("8B"), Some(4), 800)
+        ]
+    );
+    // The year: 16 € so far; 34 € more by C over other days fill it (16 + 34 = 50 €).
+    for day in 1..=5 {
+        let date = format!("202611{:02}", day);
+        let cents = if day == 5 { 200 } else { 800 };
+        sheet(&mut q, "8C", vec![w(&date, 4, cents)]).unwrap();
+    }
+    // 1600 + 4 × 800 + 200 = 5000: not a cent more, with anyone.
+    assert!(matches!(
+        sheet(&mut q, "8D", vec![w("20261117", 1, 100)]),
+        Err(QueueError::OverCap(why)) if why.contains("year")
+    ));
+    sheet(&mut q, "8D", vec![w("20270104", 1, 200)]).unwrap();
+
+    // A kept line of an unknown professional and count (purged before schema 14) fills the
+    // day of every professional; not the other days.
+    q.conn
+        .execute(
+            "INSERT INTO participation_kept (beneficiary, care_date, cents) VALUES ('B', '20270105', 200)",
+            [],
+        )
+        .unwrap();
+    for pid in ["8A", "8E"] {
+        assert!(matches!(
+            sheet(&mut q, pid, vec![w("20270105", 1, 200)]),
+            Err(QueueError::OverCap(_))
+        ));
+    }
+    sheet(&mut q, "8E", vec![w("20270106", 1, 200)]).unwrap();
+}
+
+/// A schema-13 file with sheets, keys and participation rows: migration 14 gives each row the
+/// practitioner of its sheet (kept rows none), leaves the counts and the old keys' hashes
+/// unknown, and makes the keys per practitioner.
+#[test]
+fn a_version_13_database_keeps_its_participation_and_keys_through_migration_14() {
+    let sample = fse_formats::fse::CareSheet::sample(1);
+    let der = sample.to_der().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..13] {
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.commit().unwrap();
+        }
+        c.pragma_update(None, "user_version", 13).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        for (id, pid, key) in [
+            (1, "8A", Some("k1")),
+            (2, "8B", Some("k2")),
+            (3, "8A", None),
+        ] {
+            c.execute(
+                "INSERT INTO sheets (id, practitioner_id, number, destination, idempotency_key, state, created_at, updated_at, deadline)
+                     VALUES (?1, ?2, ?1, 'D', ?3, 'accepted', 'c', 'u', '20261119')",
+                rusqlite::params![id, pid, key],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO sheet_bodies (sheet_id, der) VALUES (?1, ?2)",
+                rusqlite::params![id, der],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO counters VALUES ('8A', 4, 1), ('8B', 3, 1);
+             INSERT INTO participation VALUES ('B', '20261116', 400, 1);
+             INSERT INTO participation VALUES ('B', '20261116', 200, 2);
+             INSERT INTO participation VALUES ('B', '20261117', 200, 3);
+             INSERT INTO participation_kept VALUES ('B', '20260302', 800);",
+        )
+        .unwrap();
+    }
+    let mut q = Queue::open(&path).unwrap();
+    assert_eq!(q.pragma("user_version").unwrap(), "14");
+    assert_eq!(
+        q.participation_history("B", "20260101", "20261231")
+            .unwrap(),
+        [
+            rec("20260302", None, None, 800),
+            rec("20261116", Some("8A"), None, 400),
+            rec("20261116", Some("8B"), None, 200),
+            rec("20261117", Some("8A"), None, 200),
+        ]
+    );
+    // An old key answers its sheet whatever the request (its hash is unknown), for its
+    // practitioner only; another practitioner may use it for a sheet of his own.
+    let found = q
+        .find_by_idempotency_key(Some("8A"), "k1", Some(&[9; 32]))
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id, found.der), (1, der.clone()));
+    assert_eq!(
+        q.find_by_idempotency_key(Some("8B"), "k1", None).unwrap(),
+        None
+    );
+    let mut retry = new_sheet("8A", 10, "D", Some("k1"));
+    retry.request_hash = Some([9; 32]);
+    assert_eq!(q.insert_sheet(&retry).unwrap().row().id, 1);
+    let mut other = new_sheet("8B", 10, "D", Some("k1"));
+    other.request_hash = Some([9; 32]);
+    assert!(matches!(q.insert_sheet(&other).unwrap(), Inserted::New(r) if r.id > 3));
+    // The old rows' counts are unknown: a full day with their professional (8A on the 16th),
+    // not with another (8C); the year's cents count for all: 1600 so far.
+    let caps = Some(ParticipationCaps {
+        per_day_per_professional: 4,
+        per_year_cents: 5000,
+    });
+    let sheet = |pid: &str, number: u64, entries: Vec<Withheld>| {
+        let mut s = new_sheet(pid, number, "017510001", None);
+        s.beneficiary_key = "B".into();
+        s.participation = entries;
+        s.participation_caps = caps;
+        s
+    };
+    assert!(matches!(
+        q.insert_sheet(&sheet("8A", 11, vec![w("20261116", 1, 200)])),
+        Err(QueueError::OverCap(_))
+    ));
+    q.insert_sheet(&sheet("8C", 1, vec![w("20261116", 1, 200)]))
+        .unwrap();
+    // 800 + 400 + 200 + 200 + 200 = 1800: 3200 more fill the year, 3300 pass it.
+    assert!(matches!(
+        q.insert_sheet(&sheet("8C", 2, vec![w("20261201", 1, 3300)])),
+        Err(QueueError::OverCap(_))
+    ));
+    q.insert_sheet(&sheet("8C", 3, vec![w("20261201", 1, 3200)]))
+        .unwrap();
+    let integrity: String = q
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    assert!(q.pragma("foreign_keys").unwrap() == "1");
 }

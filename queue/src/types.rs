@@ -95,8 +95,12 @@ pub struct NewSheet {
     pub number: u64,
     /// Destination organism.
     pub destination: String,
-    /// Idempotency key of the create call, if the client gave one.
+    /// Idempotency key of the create call, if the client gave one: unique per practitioner.
     pub idempotency_key: Option<String>,
+    /// SHA-256 of the request the key came with (`fse_formats::api::FseCreateParams::
+    /// request_hash`): the same key with another request is refused
+    /// ([`crate::QueueError::IdempotencyKeyReused`]). `None`: not compared.
+    pub request_hash: Option<[u8; 32]>,
     /// DER of the sheet.
     pub der: Vec<u8>,
     /// JSON rendering of the sheet: answered with the new row, not stored (a row read back
@@ -108,8 +112,9 @@ pub struct NewSheet {
     pub dre: Option<Vec<u8>>,
     /// The beneficiary the participation history is kept under (`fse_formats::build::history_key`).
     pub beneficiary_key: String,
-    /// Participation forfaitaire withheld by this sheet, per date of care (`YYYYMMDD`, cents).
-    pub participation: Vec<(String, u64)>,
+    /// Participation forfaitaire withheld by this sheet, per date of care; its professional is
+    /// the sheet's practitioner.
+    pub participation: Vec<Withheld>,
     /// Last day to send the sheet (`YYYYMMDD`), when it has one.
     pub deadline: Option<String>,
     /// The participation caps the sheet was priced under: the insert is refused
@@ -117,12 +122,39 @@ pub struct NewSheet {
     pub participation_caps: Option<ParticipationCaps>,
 }
 
-/// The caps of the participation forfaitaire per beneficiary (`rules::Participation`).
+/// What one sheet withholds on one date of care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// Date of care, `YYYYMMDD`.
+    pub care_date: String,
+    /// Participations (acts that withheld something).
+    pub acts: u32,
+    /// Cents withheld.
+    pub cents: u64,
+}
+
+/// One line of a beneficiary's participation history: what was withheld on one date of care
+/// with one professional, summed over the sheets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfRecord {
+    /// Date of care, `YYYYMMDD`.
+    pub care_date: String,
+    /// The professional (a sheet's practitioner); `None`: unknown (rows kept from sheets purged
+    /// before schema 14), to be counted against every professional.
+    pub professional: Option<String>,
+    /// Participations; `None`: unknown for some row (written before schema 14), to be taken as
+    /// a full day.
+    pub acts: Option<u32>,
+    /// Cents withheld.
+    pub cents: u64,
+}
+
+/// The caps of the participation forfaitaire (`rules::Participation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParticipationCaps {
-    /// Per day of care.
-    pub per_day_cents: u64,
-    /// Per calendar year.
+    /// Participations per beneficiary, professional and day of care.
+    pub per_day_per_professional: u32,
+    /// Cents per beneficiary and calendar year, all professionals together.
     pub per_year_cents: u64,
 }
 

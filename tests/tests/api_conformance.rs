@@ -403,6 +403,15 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         json!({"act": g, "idempotency_key": "conformance-a"}),
     );
     assert_eq!(again["id"], a["id"], "the same key, the same sheet");
+    // The same key with another request: refused, naming the sheet made with it.
+    let e = c.refused(
+        &mut rpc,
+        "fse.create",
+        json!({"act": g, "tiers_payant": {"amo": true}, "idempotency_key": "conformance-a"}),
+        1011,
+        Some("idempotency_key"),
+    );
+    assert_eq!(e["data"]["sheet_id"], a["id"], "{e}");
     let a = a["id"].as_i64().unwrap();
     let b = c.ok(
         &mut rpc,

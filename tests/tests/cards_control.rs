@@ -236,3 +236,77 @@ fn two_cps_at_once_each_keep_their_own_pin() {
     }
     assert!(fsed.terminate().success());
 }
+
+/// Two doctors of a group practice bill the same patient the same day, one CPS after the other
+/// in the reader: the participation's day cap is each doctor's (4 participations of 2 €), and an
+/// idempotency key is each doctor's and names one request.
+#[test]
+fn two_doctors_bill_one_patient_the_same_day_with_their_own_caps_and_keys() {
+    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, mut fsed, mut rpc, control) = start(dir.path(), &["--latency-ms", "0"], 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    let g = json!({"code": "G"});
+    let amounts = |s: &serde_json::Value| {
+        let a = &s["sheet"]["amounts"];
+        (
+            a["amo_cents"].as_u64().unwrap(),
+            a["pf_cents"].as_u64().unwrap(),
+        )
+    };
+
+    // Dr MARTIN's first sheet, with a key: the same key and request answer the same sheet;
+    // the same key with another request is refused, naming that sheet.
+    let keyed = json!({"act": g, "idempotency_key": "visit-1"});
+    let first = rpc.ok("fse.create", keyed.clone());
+    let again = rpc.ok("fse.create", keyed.clone());
+    assert_eq!(again["id"], first["id"], "{again}");
+    // Member order and white space are not the request: the same sheet.
+    let reordered = rpc.raw(
+        r#"{"jsonrpc":"2.0","id":77,"method":"fse.create","params":{ "idempotency_key" : "visit-1", "act" : { "coefficient": 100, "code": "G" } }}"#,
+    );
+    assert_eq!(reordered["result"]["id"], first["id"], "{reordered}");
+    let other = rpc.call(
+        "fse.create",
+        json!({"act": g, "tiers_payant": {"amo": true}, "idempotency_key": "visit-1"}),
+    );
+    let e = &other["error"];
+    assert_eq!(e["code"], 1011, "{other}");
+    assert_eq!(e["data"]["name"], "IDEMPOTENCY_KEY_REUSED", "{other}");
+    assert_eq!(e["data"]["field"], "idempotency_key", "{other}");
+    assert_eq!(e["data"]["sheet_id"], first["id"], "{other}");
+
+    // G 30 € at 70 %: 21 € AMO, less 2 € of participation for the first four of the day with
+    // Dr MARTIN (19 €), nothing for the fifth (21 €).
+    assert_eq!(amounts(&first), (1900, 200));
+    for _ in 0..3 {
+        assert_eq!(
+            amounts(&rpc.ok("fse.create", json!({"act": g}))),
+            (1900, 200)
+        );
+    }
+    let fifth = rpc.ok("fse.create", json!({"act": g}));
+    assert_eq!(amounts(&fifth), (2100, 0), "Dr MARTIN's fifth: {fifth}");
+
+    // Dr LEROY's card in the same reader, the same patient the same day: his first four
+    // withhold again (8 € of the year's 50 € so far: 4 × 2 €).
+    order(
+        &control,
+        &["swap", "--slot", "cps", "--profile", "cps-medecin-associe"],
+    );
+    wait_for("Dr LEROY's CPS", Duration::from_secs(30), || {
+        serials(&mut rpc)
+            .iter()
+            .any(|(_, s)| s == "CPS-0010")
+            .then_some(())
+    });
+    rpc.ok("cards.verify_pin", json!({"pin": "4321"}));
+    let leroy = rpc.ok("fse.create", json!({"act": g}));
+    assert_eq!(amounts(&leroy), (1900, 200), "Dr LEROY's first: {leroy}");
+    // Dr MARTIN's key is not his: the same key and request make a sheet of his own.
+    let his = rpc.ok("fse.create", keyed);
+    assert_ne!(his["id"], first["id"], "{his}");
+    assert_eq!(his["sheet"]["practitioner"]["surname"], "LEROY", "{his}");
+    assert_eq!(amounts(&his), (1900, 200), "Dr LEROY's second: {his}");
+    assert!(fsed.terminate().success());
+}

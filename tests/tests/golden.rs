@@ -5,6 +5,11 @@
 //! DER, proof of presence included), and `dre.json` / `dre.der.hex` when the
 //! AMC is paid directly; or `error.json` for a refused request.
 //!
+//! The history is the beneficiary's participation already withheld, a line per
+//! date and professional: `{"date": "YYYYMMDD", "practitioner": "8…", "acts": 4,
+//! "cents": 800}` (`practitioner` and `acts` null: unknown, as rows kept from
+//! before fsed recorded them).
+//!
 //! Each `case.json` also carries `expect`: the figures worked out by hand
 //! (amounts, rate, or the refusal's rule and field), checked apart from the
 //! recorded files. `FSED_GOLDEN_BLESS=1 cargo test -p fsed_tests --test
@@ -21,7 +26,7 @@ use fse_formats::cards::{self, CpsData, VitaleData};
 use fse_formats::dre::Dre;
 use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::{CertCheck, TrustStore};
-use fse_formats::rules::{self, PfHistory};
+use fse_formats::rules::{self, PfEntry, PfHistory};
 use fse_simulator::card::InProcess;
 use fse_simulator::profiles::Profile;
 use serde_json::{json, Value};
@@ -83,15 +88,15 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         .as_ref()
         .map(|v| store.check(v.certificate.as_deref().unwrap(), &v.public_key, now));
 
-    let history: Vec<(chrono::NaiveDate, u64)> = case["history"]
+    let history: Vec<PfEntry> = case["history"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| {
-                    (
-                        build::parse_date(e[0].as_str().unwrap()).unwrap(),
-                        e[1].as_u64().unwrap(),
-                    )
+                .map(|e| PfEntry {
+                    date: build::parse_date(e["date"].as_str().unwrap()).unwrap(),
+                    professional: e["practitioner"].as_str().map(str::to_string),
+                    acts: e["acts"].as_u64().map(|n| u32::try_from(n).unwrap()),
+                    cents: e["cents"].as_u64().unwrap(),
                 })
                 .collect()
         })
@@ -108,7 +113,7 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         today,
         case["created_at"].as_str().unwrap(),
         rules::Tables::builtin(),
-        &|d| -> PfHistory { build::history_on(&history, d) },
+        &|d| -> PfHistory { build::history_on(&history, &cps.holder.national_id, d) },
     );
     let mut sheet = match built {
         Ok(s) => s,

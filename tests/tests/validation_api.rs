@@ -122,6 +122,15 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             "UNKNOWN_ACT",
             "acts[0].code",
         ),
+        // A series reaching back before the table's first price of G (1 May 2017), typed in
+        // degraded mode (the card's rights start in 2025): the date is named, not the act.
+        (
+            json!({"acts": [{"code": "G", "date": "20170420"}, g], "tiers_payant": {"amo": true},
+                   "degraded": {"reason": "carte oubliée", "beneficiary": jean()}}),
+            r,
+            "TARIFF_DATE_UNKNOWN",
+            "acts[0].date",
+        ),
         (
             json!({"acts": [g, {"code": "AMI"}]}),
             r,
@@ -436,8 +445,8 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     assert_eq!(nurse["sheet"]["amounts"]["due_cents"], 378, "{nurse}");
     assert_eq!(nurse["sheet"]["care_path"], "not_applicable");
 
-    // The participation forfaitaire's daily cap (4 €) holds across sheets, from the queue
-    // (Nadia LAMBERT's card is in the Vitale slot).
+    // The participation forfaitaire's daily cap (4 participations with one doctor, 4 × 2 €)
+    // holds across sheets, from the queue (Nadia LAMBERT's card is in the Vitale slot).
     put(
         &control,
         &mut rpc,
@@ -455,7 +464,8 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     };
     let pf = |rpc: &mut Rpc| create(rpc).1;
     let (first, first_pf) = create(&mut rpc);
-    assert_eq!((first_pf, pf(&mut rpc), pf(&mut rpc)), (200, 200, 0));
+    let next_four = [pf(&mut rpc), pf(&mut rpc), pf(&mut rpc), pf(&mut rpc)];
+    assert_eq!((first_pf, next_four), (200, [200, 200, 200, 0]));
     // A cancelled sheet's participation no longer counts; it cannot be cancelled twice.
     let cancelled = rpc.ok("fse.cancel", json!({"id": first, "reason": "patient left"}));
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
@@ -474,9 +484,9 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     assert_eq!(pf(&mut rpc), 0);
 
-    // Many requests at once for the same beneficiary and day: each is priced on the history it
-    // read, and the insert refuses those another sheet outran, which are priced again; the
-    // day's cap still holds.
+    // Many requests at once for the same beneficiary, doctor and day: each is priced on the
+    // history it read, and the insert refuses those another sheet outran, which are priced
+    // again; the day's cap still holds: 4 participations of 2 €, 8 €, none more.
     let socket = dir.path().join("fsed.sock");
     let yesterday = day(-1);
     let pfs: Vec<u64> = std::thread::scope(|s| {
@@ -494,7 +504,8 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             .collect();
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    assert_eq!(pfs.iter().sum::<u64>(), 400, "{pfs:?}");
+    assert_eq!(pfs.iter().sum::<u64>(), 800, "{pfs:?}");
+    assert_eq!(pfs.iter().filter(|c| **c == 200).count(), 4, "{pfs:?}");
 
     let seen = SEEN.lock().unwrap();
     let missed: Vec<&&str> = fse_formats::build::ALL_RULES
