@@ -248,7 +248,10 @@ fn cards_on_unix_socket_slots_serve_fsed_across_a_restart() {
             ],
             "{round}"
         );
-        let made = rpc.ok("fse.create", sheet(&format!("unix-{round}")));
+        let made = rpc.ok(
+            "fse.create",
+            sheet(&format!("unix-{}", round.replace(' ', "-"))),
+        );
         assert_eq!(made["state"], json!("accepted"), "{round}");
         assert_eq!(made["sheet"]["mode"], json!("secured"), "{round}");
         assert_eq!(
