@@ -2519,17 +2519,7 @@ mod tests {
     /// Everything the server writes to a connection that sends nothing, until it closes it.
     async fn refusal(path: &std::path::Path) -> Vec<Value> {
         let mut stream = UnixStream::connect(path).await.unwrap();
-        let mut all = String::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            stream.read_to_string(&mut all),
-        )
-        .await
-        .expect("the refused connection is closed")
-        .unwrap();
-        all.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        lines_until_closed(&mut stream).await
     }
 
     /// Asks `system.version`; a refused connection may fail the write, never the reply line.

@@ -302,9 +302,8 @@ impl Rpc {
         }
     }
 
-    /// Whether the server ends the connection within `timeout` (the end, or a reset) with no
-    /// line before: `false` when a line comes or the time runs out.
-    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+    /// Reads one line, waiting at most `timeout`; later reads wait 30 s again.
+    fn read_line_within(&mut self, timeout: Duration) -> (std::io::Result<usize>, String) {
         self.reader
             .get_ref()
             .set_read_timeout(Some(timeout))
@@ -315,7 +314,13 @@ impl Rpc {
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        match read {
+        (read, line)
+    }
+
+    /// Whether the server ends the connection within `timeout` (the end, or a reset) with no
+    /// line before: `false` when a line comes or the time runs out.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        match self.read_line_within(timeout).0 {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
@@ -325,16 +330,7 @@ impl Rpc {
     /// The next line within `timeout`, as text (newline included); `None` when none came or
     /// the server closed.
     pub fn next_text(&mut self, timeout: Duration) -> Option<String> {
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(timeout))
-            .unwrap();
-        let mut line = String::new();
-        let read = self.reader.read_line(&mut line);
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        let (read, line) = self.read_line_within(timeout);
         match read {
             Ok(n) if n > 0 => Some(line),
             _ => None,
