@@ -235,6 +235,31 @@ fn sheet_row_and_hash(r: &Row<'_>) -> rusqlite::Result<(SheetRow, Option<Vec<u8>
     Ok((sheet_row(r)?, r.get(10)?))
 }
 
+/// The sheet `practitioner_id` made with idempotency key `key`, refused
+/// ([`QueueError::IdempotencyKeyReused`]) when it was made for another request than the one
+/// hashed `request_hash` (see [`other_request`]).
+fn sheet_by_key(
+    conn: &Connection,
+    key: &str,
+    practitioner_id: &str,
+    request_hash: Option<&[u8; 32]>,
+) -> Result<Option<SheetRow>, QueueError> {
+    let found = conn
+        .prepare_cached(SHEET_BY_KEY)?
+        .query_row(params![key, practitioner_id], sheet_row_and_hash)
+        .optional()?;
+    match found {
+        Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
+            Err(QueueError::IdempotencyKeyReused {
+                key: key.to_string(),
+                practitioner_id: practitioner_id.to_string(),
+                sheet_id: row.id,
+            })
+        }
+        found => Ok(found.map(|(row, _)| row)),
+    }
+}
+
 /// Whether a stored request hash and a new one name different requests (a hash unknown on
 /// either side differs from nothing).
 fn other_request(stored: Option<&[u8]>, new: Option<&[u8; 32]>) -> bool {
@@ -495,16 +520,10 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
             let key = new.idempotency_key.as_deref().ok_or_else(|| {
                 QueueError::Data("a sheet without idempotency key inserted nothing".into())
             })?;
-            let (existing, stored) = tx
-                .prepare_cached(SHEET_BY_KEY)?
-                .query_row(params![key, new.practitioner_id], sheet_row_and_hash)?;
-            if other_request(stored.as_deref(), new.request_hash.as_ref()) {
-                return Err(QueueError::IdempotencyKeyReused {
-                    key: key.to_string(),
-                    practitioner_id: new.practitioner_id.clone(),
-                    sheet_id: existing.id,
-                });
-            }
+            let existing = sheet_by_key(tx, key, &new.practitioner_id, new.request_hash.as_ref())?
+                .ok_or_else(|| {
+                    QueueError::Data(format!("no sheet holds the idempotency key {key:?}"))
+                })?;
             return Ok(Inserted::Existing(existing));
         }
         Ok(_) => {}
@@ -1031,21 +1050,7 @@ impl Queue {
             }
             return Ok(if same.len() == 1 { same.pop() } else { None });
         };
-        let found = self
-            .conn
-            .prepare_cached(SHEET_BY_KEY)?
-            .query_row(params![key, pid], sheet_row_and_hash)
-            .optional()?;
-        match found {
-            Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
-                Err(QueueError::IdempotencyKeyReused {
-                    key: key.to_string(),
-                    practitioner_id: pid.to_string(),
-                    sheet_id: row.id,
-                })
-            }
-            found => Ok(found.map(|(row, _)| row)),
-        }
+        sheet_by_key(&self.conn, key, pid, request_hash)
     }
 
     /// Inserts an accepted sheet. If `idempotency_key` is `Some` and the practitioner already
