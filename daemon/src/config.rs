@@ -84,6 +84,9 @@ pub struct TransportSection {
     /// Longest wait, in seconds, for the broker: a connection, or a window's confirms.
     /// An expired wait means "unknown": the lots are sent again (the insurer dedups by id).
     pub publish_timeout_secs: u64,
+    /// Largest spool return file read, in bytes (4096 to 1 GiB); a larger one, or any inbox
+    /// entry that is not a regular file, is moved to the inbox's `.quarantine` folder unread.
+    pub spool_max_return_bytes: u64,
 }
 
 impl std::fmt::Debug for TransportSection {
@@ -96,6 +99,7 @@ impl std::fmt::Debug for TransportSection {
             .field("return_queue", &self.return_queue)
             .field("window", &self.window)
             .field("publish_timeout_secs", &self.publish_timeout_secs)
+            .field("spool_max_return_bytes", &self.spool_max_return_bytes)
             .finish()
     }
 }
@@ -110,6 +114,7 @@ impl Default for TransportSection {
             return_queue: fse_formats::wire::DEFAULT_RETURN_QUEUE.into(),
             window: crate::transport::DEFAULT_WINDOW,
             publish_timeout_secs: 10,
+            spool_max_return_bytes: crate::transport::spool::DEFAULT_MAX_RETURN_BYTES,
         }
     }
 }
@@ -168,6 +173,17 @@ impl Default for RetentionSection {
     }
 }
 
+/// The default of `api.max_connections_per_uid`: half the default `api.max_connections`, so
+/// one program that leaks connections leaves the other half to the practice's other programs
+/// (and the load generator's 64 practices under one user still fit).
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 128;
+/// The default of `api.idle_timeout_secs`: 5 minutes.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// The largest `api.idle_timeout_secs`: a day.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
+/// The range of `transport.spool_max_return_bytes`: 4 KiB to 1 GiB.
+pub const SPOOL_RETURN_BYTES: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
+
 /// `[api]`: the local API's limits and who may connect. Users and groups are names (looked up
 /// in `/etc/passwd` and `/etc/group`) or numeric ids. A connection is served when its process
 /// runs as an allowed user, or with an allowed group as its primary or a supplementary group.
@@ -180,6 +196,12 @@ pub struct ApiSection {
     /// Event notifications queued for a client that does not read them (1 to 65536). A reply
     /// is written by its request, which waits until the client reads it.
     pub max_queued_replies: usize,
+    /// Most connections served at once for the processes of one user (by `SO_PEERCRED` uid);
+    /// one more gets a `TOO_MANY_CONNECTIONS_FOR_PEER` error line and is closed (1 to 65536).
+    pub max_connections_per_uid: usize,
+    /// Seconds a connection may stay idle (no request line, no event subscription) before it
+    /// is closed with an `IDLE_TIMEOUT` error line (1 to 86400).
+    pub idle_timeout_secs: u64,
     /// Users allowed to connect. Unset: root and the user fsed runs as.
     pub allowed_users: Option<Vec<String>>,
     /// Groups allowed to connect. Unset: `fsed`, when that group exists.
@@ -191,6 +213,8 @@ impl Default for ApiSection {
         ApiSection {
             max_connections: 256,
             max_queued_replies: 256,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             allowed_users: None,
             allowed_groups: None,
         }
@@ -203,6 +227,7 @@ impl ApiSection {
         for (key, value) in [
             ("api.max_connections", self.max_connections),
             ("api.max_queued_replies", self.max_queued_replies),
+            ("api.max_connections_per_uid", self.max_connections_per_uid),
         ] {
             if !(1..=65536).contains(&value) {
                 return Err(ConfigError::Invalid {
@@ -210,6 +235,12 @@ impl ApiSection {
                     reason: "1 to 65536".into(),
                 });
             }
+        }
+        if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&self.idle_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "api.idle_timeout_secs",
+                reason: format!("1 to {MAX_IDLE_TIMEOUT_SECS} seconds"),
+            });
         }
         let accounts = crate::access::Accounts::read_system();
         for (key, names, kind) in [
@@ -399,6 +430,7 @@ pub const KEYS: &[Key] = &[
     key("transport.return_queue", Kind::Text, false),
     key("transport.window", Kind::Number, true),
     key("transport.publish_timeout_secs", Kind::Number, false),
+    key("transport.spool_max_return_bytes", Kind::Number, false),
     key("lots.max_sheets", Kind::Number, true),
     key("lots.max_age_secs", Kind::Number, true),
     key("lots.deadline_alarm_days", Kind::Number, true),
@@ -407,6 +439,8 @@ pub const KEYS: &[Key] = &[
     key("retention.archive_dir", Kind::Text, false),
     key("api.max_connections", Kind::Number, false),
     key("api.max_queued_replies", Kind::Number, false),
+    key("api.max_connections_per_uid", Kind::Number, false),
+    key("api.idle_timeout_secs", Kind::Number, false),
     key("api.allowed_users", Kind::List, false),
     key("api.allowed_groups", Kind::List, false),
 ];
@@ -706,6 +740,16 @@ impl Config {
         }
         if !(1..=600).contains(&self.transport.publish_timeout_secs) {
             bad("transport.publish_timeout_secs", "1 to 600 seconds".into());
+        }
+        if !SPOOL_RETURN_BYTES.contains(&self.transport.spool_max_return_bytes) {
+            bad(
+                "transport.spool_max_return_bytes",
+                format!(
+                    "{} to {} bytes",
+                    SPOOL_RETURN_BYTES.start(),
+                    SPOOL_RETURN_BYTES.end()
+                ),
+            );
         }
         if self.transport.return_queue.is_empty() || self.transport.return_queue.len() > 255 {
             bad("transport.return_queue", "1 to 255 bytes".into());

@@ -18,7 +18,7 @@ use fse_queue::ArlOutcome;
 use crate::events::Bus;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::transport::spool::Spool;
+use crate::transport::spool::{Entry, Spool};
 use crate::transport::Transport;
 
 /// What became of one incoming ARL.
@@ -178,8 +178,31 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
         match pending {
             Ok(Ok(files)) => {
                 for path in files {
-                    let Ok(bytes) = tokio::fs::read(&path).await else {
-                        continue;
+                    let read = {
+                        let (s, p) = (spool.clone(), path.clone());
+                        tokio::task::spawn_blocking(move || s.read_return(&p)).await
+                    };
+                    let bytes = match read {
+                        Ok(Ok(Entry::Read(bytes))) => bytes,
+                        Ok(Ok(Entry::Gone)) => continue,
+                        Ok(Ok(Entry::Quarantined { to, reason })) => {
+                            tracing::warn!(
+                                file = %path.display(),
+                                to = %to.display(),
+                                reason = %reason,
+                                quarantined = spool.quarantined(),
+                                "spool inbox entry not read: quarantined"
+                            );
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(file = %path.display(), error = %e, "spool inbox entry not read; will retry");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "spool task failed");
+                            continue;
+                        }
                     };
                     match apply_return(&store, Kind::of_path(&path), bytes).await {
                         Ok(Applied::NotYet) => {

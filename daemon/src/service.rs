@@ -157,7 +157,8 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
                 cfg.state_path(&cfg.transport.spool_outbox),
                 cfg.state_path(&cfg.transport.spool_inbox),
             )
-            .map_err(io("spool directories"))?,
+            .map_err(io("spool directories"))?
+            .with_max_return_bytes(cfg.transport.spool_max_return_bytes),
         ),
         TransportKind::Amqp => {
             let amqp = AmqpConfig {

@@ -56,12 +56,14 @@ async fn spooled(
 
 impl Transport {
     /// Self-diagnosis: over AMQP, a fresh connection declares the topology and looks at the
-    /// return queue; with a spool, its directories must take a file. Says what it found.
+    /// return queue; with a spool, its directories must take a file, and the inbox entries
+    /// quarantined since start are counted. Says what it found.
     pub async fn check(&self) -> Result<String, String> {
         match self {
             Transport::Amqp(t) => t.check().await.map_err(|e| e.to_string()),
             Transport::Spool(s) => {
                 let (outbox, inbox) = (s.outbox.clone(), s.inbox.clone());
+                let (quarantined, quarantine) = (s.quarantined(), s.quarantine_dir());
                 tokio::task::spawn_blocking(move || {
                     for dir in [&outbox, &inbox] {
                         let probe = dir.join(".fsed-doctor");
@@ -70,9 +72,10 @@ impl Transport {
                             .map_err(|e| format!("spool directory {}: {e}", dir.display()))?;
                     }
                     Ok(format!(
-                        "spool: outbox {} and inbox {} writable",
+                        "spool: outbox {} and inbox {} writable; {quarantined} inbox entries quarantined since start (in {})",
                         outbox.display(),
-                        inbox.display()
+                        inbox.display(),
+                        quarantine.display()
                     ))
                 })
                 .await
