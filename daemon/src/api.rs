@@ -285,6 +285,11 @@ pub struct Settings {
     /// Event notifications queued per connection for a client that does not read them
     /// (`api.max_queued_replies`).
     pub max_queued_replies: usize,
+    /// Most connections served at once for one user's processes (`api.max_connections_per_uid`).
+    pub max_connections_per_uid: usize,
+    /// How long a connection may send no request line while subscribed to no events
+    /// (`api.idle_timeout_secs`).
+    pub idle_timeout: std::time::Duration,
     /// Who may connect.
     pub access: Access,
 }
@@ -295,6 +300,8 @@ impl Settings {
         Settings {
             max_connections: section.max_connections,
             max_queued_replies: section.max_queued_replies,
+            max_connections_per_uid: section.max_connections_per_uid,
+            idle_timeout: std::time::Duration::from_secs(section.idle_timeout_secs),
             access: Access::from_config(
                 section,
                 &crate::access::Accounts::read_system(),
@@ -317,9 +324,11 @@ pub async fn serve(listener: UnixListener, ctx: Context, shutdown: Shutdown) {
 
 /// Serves connections until shutdown, then returns once every connection has finished the
 /// request it was serving (no new request is read after shutdown). A connection from a process
-/// whose user and groups `settings.access` does not allow, or one past
-/// `settings.max_connections`, gets one error line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS`)
-/// and is closed (see `refuse`).
+/// whose user and groups `settings.access` does not allow, one past
+/// `settings.max_connections_per_uid` for its user, or one past `settings.max_connections`,
+/// gets one error line (`PEER_NOT_ALLOWED`, `TOO_MANY_CONNECTIONS_FOR_PEER`,
+/// `TOO_MANY_CONNECTIONS`) and is closed (see `refuse`). A connection idle for
+/// `settings.idle_timeout` (see `serve_lines`) is closed with an `IDLE_TIMEOUT` line.
 pub async fn serve_with(
     listener: UnixListener,
     ctx: Context,
@@ -330,9 +339,12 @@ pub async fn serve_with(
         users = ?settings.access.users,
         groups = ?settings.access.groups,
         max_connections = settings.max_connections,
+        max_connections_per_uid = settings.max_connections_per_uid,
+        idle_timeout = ?settings.idle_timeout,
         "API access"
     );
     let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let per_uid = PerUid::default();
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     loop {
         let accepted = tokio::select! {
@@ -348,10 +360,13 @@ pub async fn serve_with(
                 continue;
             }
         };
-        if let Err(refusal) = check_peer(&stream, &settings.access) {
-            refuse(stream, refusal, &refusals);
-            continue;
-        }
+        let uid = match check_peer(&stream, &settings.access) {
+            Ok(uid) => uid,
+            Err(refusal) => {
+                refuse(stream, refusal, &refusals);
+                continue;
+            }
+        };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             tracing::warn!(
                 limit = settings.max_connections,
@@ -370,11 +385,32 @@ pub async fn serve_with(
             );
             continue;
         };
+        let Some(uid_slot) = per_uid.take(uid, settings.max_connections_per_uid) else {
+            let n = settings.max_connections_per_uid;
+            tracing::warn!(
+                uid,
+                limit = n,
+                "API connection refused: too many connections for this user"
+            );
+            refuse(
+                stream,
+                ErrorObject::new(
+                    api::TOO_MANY_CONNECTIONS_FOR_PEER,
+                    format!("fsed already serves {n} connections of user {uid} (api.max_connections_per_uid): close one or try again later"),
+                    None,
+                )
+                .with("limit", json!(n))
+                .with("uid", json!(uid)),
+                &refusals,
+            );
+            continue;
+        };
         let ctx = ctx.clone();
         let sd = shutdown.clone();
-        let queued = settings.max_queued_replies;
+        let (queued, idle) = (settings.max_queued_replies, settings.idle_timeout);
         tokio::spawn(async move {
-            serve_connection(stream, ctx, queued, sd).await;
+            serve_connection(stream, ctx, queued, idle, sd).await;
+            drop(uid_slot);
             drop(permit);
         });
     }
@@ -385,9 +421,54 @@ pub async fn serve_with(
         .await;
 }
 
-/// Checks the connecting process's credentials (`SO_PEERCRED`) against `access`; a refusal is
-/// logged with its uid, gid and pid.
-fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
+/// Connections served per user (uid).
+#[derive(Default, Clone)]
+struct PerUid(Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+
+impl PerUid {
+    /// One more connection of `uid`, unless it has `limit` already; given back when dropped.
+    fn take(&self, uid: u32, limit: usize) -> Option<UidSlot> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(uid).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            of: self.clone(),
+            uid,
+        })
+    }
+}
+
+/// One connection of a user, counted in [`PerUid`] while it lives.
+struct UidSlot {
+    of: PerUid,
+    uid: u32,
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .of
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Checks the connecting process's credentials (`SO_PEERCRED`) against `access`: its uid when
+/// allowed; a refusal is logged with its uid, gid and pid.
+fn check_peer(stream: &UnixStream, access: &Access) -> Result<u32, ErrorObject> {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -405,7 +486,7 @@ fn check_peer(stream: &UnixStream, access: &Access) -> Result<(), ErrorObject> {
             .unwrap_or_default()
     };
     if access.allows(uid, gid, supplementary) {
-        return Ok(());
+        return Ok(uid);
     }
     tracing::warn!(
         uid,
@@ -532,7 +613,13 @@ fn first_line_id(line: &[u8]) -> Id {
     }
 }
 
-async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut shutdown: Shutdown) {
+async fn serve_connection(
+    stream: UnixStream,
+    ctx: Context,
+    queued: usize,
+    idle: std::time::Duration,
+    mut shutdown: Shutdown,
+) {
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     // Replies are written by the request's own task (one request is served at a time, in
@@ -565,26 +652,44 @@ async fn serve_connection(stream: UnixStream, ctx: Context, queued: usize, mut s
         subscription: None,
         selection: Default::default(),
     };
-    serve_lines(&mut reader, &ctx, &mut conn, &write, &mut shutdown).await;
+    serve_lines(&mut reader, &ctx, &mut conn, &write, idle, &mut shutdown).await;
     drop(conn);
     let _ = writer.await;
 }
 
+/// Serves a connection's request lines, one at a time, until it closes, shutdown, or it is
+/// idle: no whole request line within `idle` while subscribed to no events (a line trickled
+/// slower than that counts as none). An idle connection gets an `IDLE_TIMEOUT` line (id null),
+/// its writing half is closed and what it still sends is drained (as a refusal's), then it
+/// closes; its slots are free for others. A subscribed connection is never idle.
 async fn serve_lines(
     reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
     ctx: &Context,
     conn: &mut Conn,
     out: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    idle: std::time::Duration,
     shutdown: &mut Shutdown,
 ) {
     let mut line = Vec::new();
     loop {
         line.clear();
         let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
+        let subscribed = conn.subscription.is_some();
+        let idle_for = async {
+            if subscribed {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(idle).await;
+        };
         let n = tokio::select! {
             biased;
             _ = shutdown.wait() => return,
             n = limited.read_until(b'\n', &mut line) => n,
+            () = idle_for => {
+                line.as_mut_slice().zeroize();
+                close_idle(reader, out, idle).await;
+                return;
+            }
         };
         let reply = match n {
             Ok(0) | Err(_) => return,
@@ -620,6 +725,41 @@ async fn serve_lines(
                 return;
             }
         }
+    }
+}
+
+/// Closes an idle connection: its `IDLE_TIMEOUT` line, then as a refusal's end.
+async fn close_idle(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    out: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    idle: std::time::Duration,
+) {
+    use tokio::time::timeout;
+    let secs = idle.as_secs();
+    tracing::debug!(idle_secs = secs, "API connection closed: idle");
+    let line = Reply::err(
+        Id::Null,
+        ErrorObject::new(
+            api::IDLE_TIMEOUT,
+            format!("no request for {secs} s and no event subscription (api.idle_timeout_secs): connection closed"),
+            None,
+        )
+        .with("idle_timeout_secs", json!(secs)),
+    )
+    .to_line();
+    let sent = timeout(REFUSAL_DRAIN, async {
+        let mut w = out.lock().await;
+        w.write_all(&line).await?;
+        w.shutdown().await
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let mut rest = (&mut *reader).take(REFUSAL_DRAIN_BYTES);
+        let _ = timeout(
+            REFUSAL_DRAIN,
+            tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+        )
+        .await;
     }
 }
 
@@ -2540,6 +2680,8 @@ mod tests {
         let only = |users: &[u32]| Settings {
             max_connections: 4,
             max_queued_replies: 4,
+            max_connections_per_uid: 4,
+            idle_timeout: std::time::Duration::from_secs(300),
             access: Access {
                 users: users.iter().copied().collect(),
                 groups: Default::default(),
@@ -2570,6 +2712,8 @@ mod tests {
         let settings = Settings {
             max_connections: 2,
             max_queued_replies: 4,
+            max_connections_per_uid: 2,
+            idle_timeout: std::time::Duration::from_secs(300),
             access: Access {
                 users: [me].into(),
                 groups: Default::default(),
@@ -2602,11 +2746,109 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Asks `system.version` until one connection is served (a slot freed is given back once
+    /// its connection's task ends): whether one was, within 5 s.
+    async fn served_again(path: &std::path::Path) -> bool {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < end {
+            let mut s = BufReader::new(UnixStream::connect(path).await.unwrap());
+            if version(&mut s).await.get("result").is_some() {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_user_past_its_own_limit_is_refused_while_the_server_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::access::own_uid().unwrap();
+        let settings = Settings {
+            max_connections_per_uid: 2,
+            ..limited(8)
+        };
+        let (path, trigger, server) = serving(&dir, "s.sock", settings);
+        let mut first = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let mut second = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut first).await["id"], json!(7));
+        assert_eq!(version(&mut second).await["id"], json!(7));
+        // 2 of 8 connections are served: the third of the same user is refused by its own
+        // limit, not the server's.
+        let lines = refusal(&path).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::TOO_MANY_CONNECTIONS_FOR_PEER), "{e}");
+        assert_eq!(
+            e["data"]["name"],
+            json!("TOO_MANY_CONNECTIONS_FOR_PEER"),
+            "{e}"
+        );
+        assert_eq!(e["data"]["limit"], json!(2), "{e}");
+        assert_eq!(e["data"]["uid"], json!(me), "{e}");
+        drop(first);
+        assert!(
+            served_again(&path).await,
+            "a slot of the user freed is taken again"
+        );
+        assert_eq!(version(&mut second).await["result"]["api"], json!(1));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_with_its_reason_unless_subscribed() {
+        let dir = tempfile::tempdir().unwrap();
+        let idle = std::time::Duration::from_millis(300);
+        let settings = Settings {
+            idle_timeout: idle,
+            ..limited(2)
+        };
+        let (path, trigger, server) = serving(&dir, "s.sock", settings);
+        let mut quiet = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        assert_eq!(version(&mut quiet).await["id"], json!(7));
+        let last_request = tokio::time::Instant::now();
+        let mut subscribed = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        subscribed
+            .get_mut()
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\"}\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        subscribed.read_line(&mut reply).await.unwrap();
+        assert!(reply.contains("\"result\""), "{reply}");
+        // Both slots are taken: a third is refused.
+        let lines = refusal(&path).await;
+        assert_eq!(lines[0]["error"]["code"], json!(api::TOO_MANY_CONNECTIONS));
+        // The quiet one gets its reason, then the end, once idle.
+        let lines = lines_until_closed(quiet.get_mut()).await;
+        assert!(last_request.elapsed() >= idle, "closed before it was idle");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["id"], Value::Null);
+        let e = &lines[0]["error"];
+        assert_eq!(e["code"], json!(api::IDLE_TIMEOUT), "{e}");
+        assert_eq!(e["data"]["name"], json!("IDLE_TIMEOUT"), "{e}");
+        // 300 ms is 0 whole seconds.
+        assert_eq!(e["data"]["idle_timeout_secs"], json!(0), "{e}");
+        drop(quiet);
+        // Its slot is free again; the subscribed one, as quiet as it, is still served.
+        assert!(
+            served_again(&path).await,
+            "the idle connection's slot is taken again"
+        );
+        assert!(last_request.elapsed() >= idle);
+        assert_eq!(version(&mut subscribed).await["result"]["api"], json!(1));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
     /// Settings that let only this process's user in, with `max_connections`.
     fn limited(max_connections: usize) -> Settings {
         Settings {
             max_connections,
             max_queued_replies: 4,
+            max_connections_per_uid: max_connections,
+            idle_timeout: std::time::Duration::from_secs(300),
             access: Access {
                 users: [crate::access::own_uid().unwrap()].into(),
                 groups: Default::default(),

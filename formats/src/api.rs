@@ -42,6 +42,12 @@ pub const TOO_MANY_CONNECTIONS: i64 = 1040;
 /// The connecting process's user is not allowed (`api.allowed_users`, `api.allowed_groups`):
 /// the connection gets this one error line and is closed.
 pub const PEER_NOT_ALLOWED: i64 = 1041;
+/// The connecting process's user already has its most connections served
+/// (`api.max_connections_per_uid`): the connection gets this one error line and is closed.
+pub const TOO_MANY_CONNECTIONS_FOR_PEER: i64 = 1042;
+/// The connection sent no request line for `api.idle_timeout_secs` while subscribed to no
+/// events: it gets this error line (id null) and is closed.
+pub const IDLE_TIMEOUT: i64 = 1043;
 
 /// Every stable error code, in the order `daemon/API.md` lists them.
 pub const ERROR_CODES: &[i64] = &[
@@ -62,6 +68,8 @@ pub const ERROR_CODES: &[i64] = &[
     STORAGE_ERROR,
     TOO_MANY_CONNECTIONS,
     PEER_NOT_ALLOWED,
+    TOO_MANY_CONNECTIONS_FOR_PEER,
+    IDLE_TIMEOUT,
 ];
 
 /// A request as received.
@@ -135,6 +143,8 @@ pub fn code_name(code: i64) -> &'static str {
         STORAGE_ERROR => "STORAGE_ERROR",
         TOO_MANY_CONNECTIONS => "TOO_MANY_CONNECTIONS",
         PEER_NOT_ALLOWED => "PEER_NOT_ALLOWED",
+        TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
+        IDLE_TIMEOUT => "IDLE_TIMEOUT",
         _ => "ERROR",
     }
 }

@@ -8,7 +8,8 @@
 //! every stable error code is produced — by bad lines, bad parameters,
 //! cards (PIN, absent, faulty, not allowed), state rules, the database
 //! locked or holding a sheet it cannot read, one connection too many, a
-//! user not allowed — and each error object is checked against the error
+//! user not allowed, one connection too many for a user, a connection idle
+//! — and each error object is checked against the error
 //! schema and against the errors its method declares. The test fails when a
 //! described method is never called, a stable code never produced, or the
 //! daemon serves a method the description lacks. The examples of
@@ -779,6 +780,33 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     c.error_line(&r, 1041, None);
     assert_eq!(r["id"], json!("out"), "{r}");
     assert!(outsider.closed_within(Duration::from_secs(30)), "closed");
+
+    // A user past its own limit, and a connection idle: a third fsed that serves one
+    // connection per user and closes a connection idle for 1 s.
+    let small = tempfile::tempdir().unwrap();
+    let (_small_fsed, mut first) = common::start_fsed_virtual(
+        small.path(),
+        2,
+        "[api]\nmax_connections_per_uid = 1\nidle_timeout_secs = 1\n",
+        &[],
+    );
+    // `first` is served (it asks nothing yet), so a second connection of the same user is one
+    // too many for it, while the server has room.
+    let mut second = Rpc::connect(&small.path().join("fsed.sock"), Duration::from_secs(5));
+    second
+        .send_refusable(b"{\"jsonrpc\":\"2.0\",\"id\":\"second\",\"method\":\"system.version\"}\n");
+    let r = second.next_line(Duration::from_secs(30)).unwrap();
+    let e = c.error_line(&r, 1042, None);
+    assert_eq!(r["id"], json!("second"), "{r}");
+    assert_eq!(e["data"]["limit"], json!(1), "{e}");
+    assert_eq!(e["data"]["uid"].to_string(), me, "{e}");
+    assert!(second.closed_within(Duration::from_secs(30)), "closed");
+    // `first` sends nothing: closed once idle, with its reason.
+    let r = first.next_line(Duration::from_secs(30)).unwrap();
+    let e = c.error_line(&r, 1043, None);
+    assert_eq!(r["id"], Value::Null, "{r}");
+    assert_eq!(e["data"]["idle_timeout_secs"], json!(1), "{e}");
+    assert!(first.closed_within(Duration::from_secs(30)), "closed");
 
     // The events of the run, each as described.
     let mut seen = BTreeMap::<String, usize>::new();
