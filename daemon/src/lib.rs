@@ -7,7 +7,8 @@
 //! it), [`billing`] (one sheet from the cards and the rules), [`store`] (the
 //! queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
-//! [`returns`] (ARLs applied), [`events`] (the event bus), [`doctor`]
+//! [`returns`] (ARLs applied), [`events`] (the event bus), [`logging`]
+//! (repeated warnings bounded), [`doctor`]
 //! (self-diagnosis), [`service`] (wiring, reload and shutdown), [`systemd`]
 //! (notifications, watchdog, socket activation), [`shutdown`] (the stop
 //! signal every task listens to).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod events;
+pub mod logging;
 pub mod retention;
 pub mod returns;
 pub mod service;

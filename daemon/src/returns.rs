@@ -373,7 +373,8 @@ pub async fn run_amqp(
     }
 }
 
-fn log_outcome(outcome: &Applied, source: &str, events: &Bus) {
+/// Logs what became of a return (`source`: the spool file or `amqp`) and publishes its events.
+pub(crate) fn log_outcome(outcome: &Applied, source: &str, events: &Bus) {
     match outcome {
         Applied::Recorded {
             lot_id,

@@ -203,6 +203,10 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let summaries = tokio::spawn(crate::logging::run_summaries(
+        crate::logging::global(),
+        shutdown.clone(),
+    ));
     let card_events = tokio::spawn(crate::events::forward_cards(
         cards.subscribe(),
         events.clone(),
@@ -361,6 +365,9 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             tracing::warn!(socket = %path.display(), error = %e, "cannot remove the socket");
         }
     }
+    // What the limit on repeated warnings held back until now, once everything has stopped.
+    summaries.abort();
+    crate::logging::emit_summaries(&crate::logging::global(), true);
     tracing::info!("stopped");
     Ok(())
 }

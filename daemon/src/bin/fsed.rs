@@ -149,7 +149,8 @@ fn sources(cli: &Cli) -> Sources {
 }
 
 /// Starts the logger at `level`; returns how to change the level later. Lines go to standard
-/// error: coloured only on a terminal, and under journald (`$JOURNAL_STREAM`) plain, without
+/// error, WARN and ERROR lines at most `fsed::logging::PER_WINDOW` a minute per call site (the
+/// others counted, then summarised): coloured only on a terminal, and under journald (`$JOURNAL_STREAM`) plain, without
 /// a time stamp (the journal has its own) and with a `<N>` priority prefix per level.
 fn start_logging(level: &str) -> fsed::service::SetLogLevel {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
@@ -157,7 +158,10 @@ fn start_logging(level: &str) -> fsed::service::SetLogLevel {
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !journal && std::io::stderr().is_terminal();
-    let registry = tracing_subscriber::registry().with(filter);
+    // Repeated warnings and errors are limited per call site, and summarised with their count.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(fsed::logging::RateLimit(fsed::logging::global()));
     if journal {
         let format = JournalPriority(tracing_subscriber::fmt::format().without_time());
         registry
