@@ -935,6 +935,32 @@ mod tests {
 
     #[test]
     fn values_are_checked() {
+        // The keys that bound fsed's inputs, each named when out of range.
+        for (key, set) in [
+            (
+                "transport.spool_max_return_bytes",
+                (|c: &mut Config| c.transport.spool_max_return_bytes = 4095) as fn(&mut Config),
+            ),
+            ("transport.spool_max_return_bytes", |c| {
+                c.transport.spool_max_return_bytes = (1 << 30) + 1
+            }),
+            ("api.max_connections_per_uid", |c| {
+                c.api.max_connections_per_uid = 0
+            }),
+            ("api.idle_timeout_secs", |c| c.api.idle_timeout_secs = 0),
+            ("api.idle_timeout_secs", |c| {
+                c.api.idle_timeout_secs = 86_401
+            }),
+        ] {
+            let mut cfg = Config::default();
+            set(&mut cfg);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+        let mut cfg = Config::default();
+        cfg.transport.spool_max_return_bytes = 4096;
+        cfg.api.idle_timeout_secs = 86_400;
+        assert!(cfg.validate().is_ok());
         let mut cfg = Config::default();
         cfg.lots.max_sheets = 0;
         assert!(cfg
