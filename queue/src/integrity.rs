@@ -350,3 +350,78 @@ impl crate::Queue {
         Ok(None)
     }
 }
+
+/// What [`check_file`] found in a sound database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCheck {
+    /// Its schema version.
+    pub version: i64,
+    /// The version this build writes: the file is migrated to it at the next start.
+    pub latest: i64,
+}
+
+/// Checks the database at `path` without changing it and without creating it: opened
+/// read-only (`SQLITE_OPEN_READ_ONLY`), `PRAGMA quick_check`, fsed's application id and a
+/// schema version this build knows. [`crate::QueueError::Open`] when it cannot be opened
+/// (absent, permissions), [`crate::QueueError::Corrupt`] or
+/// [`crate::QueueError::SchemaTooNew`] as [`crate::Queue::open`] says them.
+pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError> {
+    use rusqlite::OpenFlags;
+    let open_error = |e: rusqlite::Error| crate::QueueError::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let corrupt = |e: rusqlite::Error| crate::QueueError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_error)?;
+    conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(open_error)?;
+    let found: Vec<String> = {
+        let mut stmt = conn.prepare("PRAGMA quick_check").map_err(corrupt)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(corrupt)?;
+        rows.collect::<Result<_, _>>().map_err(corrupt)?
+    };
+    if found != ["ok"] {
+        return Err(crate::QueueError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("quick_check: {}", found.join("; ")),
+        });
+    }
+    let pragma = |name: &str| {
+        conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+            .map_err(corrupt)
+    };
+    let (application_id, version) = (pragma("application_id")?, pragma("user_version")?);
+    let latest = crate::schema::latest_version();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('sheets', 'lots', 'events')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(corrupt)?;
+    // Schema 1 files were written before the application id was set.
+    if application_id != i64::from(crate::schema::APPLICATION_ID)
+        && !(application_id == 0 && version >= 1 && tables == 3)
+    {
+        return Err(crate::QueueError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "not an fsed database (application_id {application_id}, user_version {version})"
+            ),
+        });
+    }
+    if version > latest {
+        return Err(crate::QueueError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: latest,
+        });
+    }
+    Ok(FileCheck { version, latest })
+}

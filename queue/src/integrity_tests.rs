@@ -351,3 +351,34 @@ fn the_migration_fills_the_checksums_of_rows_already_stored() {
     assert_eq!(stored, sheet_checksum(sheets[0].id, &sheets[0].der, None));
     assert!(q.get_lot(&lot_id).unwrap().is_some());
 }
+
+#[test]
+fn check_file_reads_without_creating_or_changing_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    assert!(matches!(check_file(&path), Err(QueueError::Open { .. })));
+    assert!(!path.exists(), "check_file made the file");
+    {
+        let mut q = Queue::open(&path).unwrap();
+        add(&mut q, 1);
+    }
+    let before = std::fs::read(&path).unwrap();
+    let found = check_file(&path).unwrap();
+    assert_eq!(found.version, schema::latest_version());
+    assert_eq!(found.latest, schema::latest_version());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "check_file changed the file"
+    );
+    // Another program's file is named as such.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 3;")
+        .unwrap();
+    assert!(matches!(
+        check_file(&other),
+        Err(QueueError::Corrupt { .. })
+    ));
+}

@@ -24,7 +24,9 @@ use rusqlite::{
 };
 use serde_json::json;
 
-pub use integrity::{dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, VerifyReport};
+pub use integrity::{
+    check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
+};
 pub use schema::APPLICATION_ID;
 pub use types::{
     AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
