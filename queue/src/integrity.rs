@@ -351,6 +351,22 @@ impl crate::Queue {
     }
 }
 
+/// `file:` URI of `path`, read as immutable (no lock, no WAL index): `%`, `?` and `#`
+/// escaped.
+fn immutable_uri(path: &std::path::Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
 /// What [`check_file`] found in a sound database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCheck {
@@ -361,7 +377,8 @@ pub struct FileCheck {
 }
 
 /// Checks the database at `path` without changing it and without creating it: opened
-/// read-only (`SQLITE_OPEN_READ_ONLY`), `PRAGMA quick_check`, fsed's application id and a
+/// read-only (`SQLITE_OPEN_READ_ONLY`; as immutable when no WAL is beside it, so that it leaves
+/// none), `PRAGMA quick_check`, fsed's application id and a
 /// schema version this build knows. [`crate::QueueError::Open`] when it cannot be opened
 /// (absent, permissions), [`crate::QueueError::Corrupt`] or
 /// [`crate::QueueError::SchemaTooNew`] as [`crate::Queue::open`] says them.
@@ -375,10 +392,23 @@ pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    if !path.exists() {
+        return Err(crate::QueueError::Open {
+            path: path.to_path_buf(),
+            detail: "no such file".into(),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let conn = if std::path::Path::new(&wal).exists() {
+        // fsed runs (or stopped without copying its WAL back): read through its WAL.
+        Connection::open_with_flags(path, flags)
+    } else {
+        // Nothing beside the file: read it as it is. A read-only connection in WAL mode
+        // would leave a WAL and its index next to it, which it may not remove.
+        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+    }
     .map_err(open_error)?;
     conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(open_error)?;
     let found: Vec<String> = {

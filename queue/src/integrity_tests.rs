@@ -363,7 +363,10 @@ fn check_file_reads_without_creating_or_changing_the_file() {
         add(&mut q, 1);
     }
     let before = std::fs::read(&path).unwrap();
+    let beside = |suffix: &str| dir.path().join(format!("q.db{suffix}")).exists();
+    assert!(!beside("-wal") && !beside("-shm"), "closed: no WAL left");
     let found = check_file(&path).unwrap();
+    assert!(!beside("-wal") && !beside("-shm"), "check_file left a WAL");
     assert_eq!(found.version, schema::latest_version());
     assert_eq!(found.latest, schema::latest_version());
     assert_eq!(

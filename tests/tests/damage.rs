@@ -138,14 +138,19 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
     assert!(fsed.terminate().success());
     drop(rpc);
 
-    // Stopped: the WAL is in the file. The loose sheet's DER is in its body only (it is in
-    // no lot); the lot's signature is in its row only (its DER and its CMS).
+    // Stopped. What the WAL still holds is copied into the file (as the next open would),
+    // so that the bytes flipped are the ones read. The loose sheet's DER is in its body only
+    // (it is in no lot); the lot's signature is in its row only (its DER and its CMS).
     let db = d.join("fsed.db");
-    let wal = d.join("fsed.db-wal");
-    assert!(
-        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "the WAL was not checkpointed at the stop"
-    );
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    assert!(!d.join("fsed.db-wal").exists(), "the WAL is gone");
     let loose_der: Vec<u8> =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap()
@@ -238,7 +243,8 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
     let first = rpc.ok("fse.get", json!({"id": ids[0]}));
     assert_eq!(first["lot_id"], json!(lot_id), "{first}");
 
-    // fsectl verify: 4 sheets and 1 lot checked, the two damaged named; exit 7.
+    // fsectl verify: 3 sheets in the lot + 1 loose = 4 sheets, 1 lot checked; the two
+    // damaged named; exit 7.
     let (code, report) = fsectl_json(d, &["verify"]);
     assert_eq!(code, 7, "{report}");
     assert_eq!((&report["sheets"], &report["lots"]), (&json!(4), &json!(1)));
