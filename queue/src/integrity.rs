@@ -287,27 +287,14 @@ impl crate::Queue {
             }
             Err(e) => return Err(e),
         };
-        // A purged lot's sheets are gone with it; otherwise they are the lot's entries.
-        if !stored.is_empty() {
-            if stored.len() != signed.entries.len() {
+        // Each sheet stored in this lot is one of its entries (a sheet rejected with its lot
+        // and sent again has moved to a later lot; a purged lot's sheets are gone with it).
+        let ids = self.lot_sheet_ids(id)?;
+        for ((der, _), sheet_id) in stored.iter().zip(ids) {
+            if !signed.entries.iter().any(|e| &e.sheet == der) {
                 return Ok(Some(format!(
-                    "{} sheets stored for {} in the signed lot",
-                    stored.len(),
-                    signed.entries.len()
+                    "stored sheet {sheet_id} is not in the signed lot"
                 )));
-            }
-            let ids = self.lot_sheet_ids(id)?;
-            for ((i, entry), ((der, _), sheet_id)) in signed
-                .entries
-                .iter()
-                .enumerate()
-                .zip(stored.iter().zip(ids))
-            {
-                if &entry.sheet != der {
-                    return Ok(Some(format!(
-                        "entry {i} is not the stored sheet {sheet_id}"
-                    )));
-                }
             }
         }
         Ok(None)

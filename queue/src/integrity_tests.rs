@@ -271,7 +271,7 @@ fn verify_recomputes_each_lot_against_its_signature_and_stored_sheets() {
         [damaged(
             "lot",
             &lot_id,
-            &format!("entry 1 is not the stored sheet {}", sheets[1].id)
+            &format!("stored sheet {} is not in the signed lot", sheets[1].id)
         )]
     );
 }
@@ -384,4 +384,31 @@ fn check_file_reads_without_creating_or_changing_the_file() {
         check_file(&other),
         Err(QueueError::Corrupt { .. })
     ));
+}
+
+#[test]
+fn a_sheet_sent_again_in_a_later_lot_leaves_both_lots_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&db(&dir)).unwrap();
+    let (lot_id, sheets, _) = signed_lot(&mut q, 2);
+    q.mark_lot_sent(&lot_id).unwrap();
+    // The insurer rejects sheet number 2 (the second sheet): it waits, is sent again.
+    let arl = fse_formats::ack::Arl {
+        lot_id: lot_id.clone(),
+        merkle_root: hex::encode([0u8; 32]),
+        status: fse_formats::ack::ArlStatus::Negative,
+        insurer: "011751234".into(),
+        received_at: "20261122120000Z".into(),
+        rejections: vec![fse_formats::ack::Rejection {
+            sheet_number: Some(2),
+            code: "X".into(),
+            reason: "X wrong".into(),
+        }],
+    };
+    q.record_arl(&arl, b"arl").unwrap();
+    q.resubmit_sheet(sheets[1].id).unwrap();
+    assert_eq!(q.lot_sheet_ids(&lot_id).unwrap().len(), 1, "moved out");
+    // The first lot's entries still hold both sheets; the one left stored in it is one of
+    // them: nothing is damaged.
+    assert_eq!(q.verify().unwrap().damaged, []);
 }
