@@ -595,8 +595,16 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     assert_eq!(e["data"]["damaged"], damaged, "{e}");
     let page = c.ok(&mut rpc, "fse.list", json!({"after_id": b - 1, "limit": 1}));
     assert_eq!(page, json!([{"id": b, "damaged": "checksum mismatch"}]));
+    // The verify pass names the sheet, and the lot that holds it (the first, rejected).
+    let lot_of_b: Option<String> = db
+        .query_row("SELECT lot_id FROM sheets WHERE id = ?1", [b], |r| r.get(0))
+        .unwrap();
+    let mut want = vec![damaged.clone()];
+    if let Some(lot) = lot_of_b {
+        want.push(json!({"kind": "lot", "id": lot, "reason": format!("its sheet {b} is damaged")}));
+    }
     let report = c.ok(&mut rpc, "store.verify", json!({}));
-    assert_eq!(report["damaged"], json!([damaged]), "{report}");
+    assert_eq!(report["damaged"], json!(want), "{report}");
     let doctor = c.ok(&mut rpc, "system.doctor", json!({"thorough": true}));
     let rows = doctor["checks"]
         .as_array()
