@@ -412,3 +412,41 @@ fn a_sheet_sent_again_in_a_later_lot_leaves_both_lots_sound() {
     // them: nothing is damaged.
     assert_eq!(q.verify().unwrap().damaged, []);
 }
+
+#[test]
+fn a_retry_that_finds_a_damaged_sheet_is_told_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(&db(&dir)).unwrap();
+    let mut sheet = CareSheet::sample(1);
+    sheet.number = 1;
+    let new = NewSheet {
+        practitioner_id: PID.into(),
+        number: 1,
+        destination: "D".into(),
+        idempotency_key: Some("k".into()),
+        der: sheet.to_der().unwrap(),
+        json: serde_json::to_string(&sheet).unwrap(),
+        created_at: "20261122100000Z".into(),
+        ..Default::default()
+    };
+    let Inserted::New(row) = q.insert_sheet(&new).unwrap() else {
+        panic!("a new sheet expected");
+    };
+    q.conn
+        .execute(
+            "UPDATE sheet_bodies SET checksum = zeroblob(32) WHERE sheet_id = ?1",
+            [row.id],
+        )
+        .unwrap();
+    let want = damaged("sheet", row.id, "checksum mismatch");
+    for found in [
+        q.find_by_idempotency_key(Some(PID), "k", None),
+        q.find_by_idempotency_key(None, "k", None),
+    ] {
+        assert!(
+            matches!(found, Err(QueueError::Damaged(ref d)) if *d == want),
+            "{found:?}"
+        );
+    }
+    assert!(matches!(q.insert_sheet(&new), Err(QueueError::Damaged(d)) if d == want));
+}

@@ -310,8 +310,12 @@ fn sheet_by_key(
 ) -> Result<Option<SheetRow>, QueueError> {
     let found = conn
         .prepare_cached(SHEET_BY_KEY)?
-        .query_row(params![key, practitioner_id], sheet_row_and_hash)
-        .optional()?;
+        .query_row(params![key, practitioner_id], |r| {
+            checked_row::<_, i64>("sheet", r, sheet_row_and_hash)
+        })
+        .optional()?
+        .transpose()
+        .map_err(QueueError::Damaged)?;
     match found {
         Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
             Err(QueueError::IdempotencyKeyReused {
@@ -1109,10 +1113,12 @@ impl Queue {
     ) -> Result<Option<SheetRow>, QueueError> {
         let Some(pid) = practitioner_id else {
             let mut stmt = self.conn.prepare_cached(SHEETS_BY_KEY)?;
-            let rows = stmt.query_map([key], sheet_row_and_hash)?;
+            let rows = stmt.query_map([key], |r| {
+                checked_row::<_, i64>("sheet", r, sheet_row_and_hash)
+            })?;
             let mut same = Vec::new();
             for row in rows {
-                let (row, stored) = row?;
+                let (row, stored) = row?.map_err(QueueError::Damaged)?;
                 if !other_request(stored.as_deref(), request_hash) {
                     same.push(row);
                 }
