@@ -289,11 +289,19 @@ impl Batcher {
 
     async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
         let id = lot.id.clone();
-        let bodies = self
-            .store
-            .read(move |q| q.lot_bodies(&id))
-            .await
-            .map_err(|e| SignError::Other(e.to_string()))?;
+        let bodies = match self.store.read(move |q| q.lot_bodies(&id)).await {
+            Ok(bodies) => bodies,
+            // A damaged sheet is never signed into a lot: the lot stays closed, the sheet
+            // is named in an alarm, and the other lots go on.
+            Err(crate::store::StoreError::Queue(fse_queue::QueueError::Damaged(d))) => {
+                self.damaged_once(&d);
+                return Err(SignError::Waiting(format!(
+                    "its {} {} is damaged ({})",
+                    d.kind, d.id, d.reason
+                )));
+            }
+            Err(e) => return Err(SignError::Other(e.to_string())),
+        };
         // Salts from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS): as
         // unpredictable as the OS's, without a system call per sheet.
         let (entries, dres): (Vec<LotEntry>, Vec<Option<Vec<u8>>>) = {
@@ -475,8 +483,9 @@ impl Batcher {
         Ok(self.send_dre_lots().await?.or(retry))
     }
 
-    /// The alarm of a damaged stored row (a lot or DRE lot not sent): logged and published
-    /// (`store.damaged`) once per run; the row is left as it is.
+    /// The alarm of a damaged stored row (a sheet not signed into its lot, a lot or DRE lot
+    /// not sent): logged and published (`store.damaged`) once per run; the row is left as
+    /// it is.
     fn damaged_once(&self, d: &fse_queue::DamagedRow) {
         let first = self
             .unroutable
@@ -484,7 +493,7 @@ impl Batcher {
             .unwrap_or_else(|p| p.into_inner())
             .insert(format!("damaged {} {}", d.kind, d.id));
         if first {
-            tracing::error!(kind = d.kind, id = %d.id, reason = %d.reason, "a stored row is damaged: it is not sent; restore the database from a backup (`fsectl verify`)");
+            tracing::error!(kind = d.kind, id = %d.id, reason = %d.reason, "a stored row is damaged: it is not signed or sent; restore the database from a backup (`fsectl verify`)");
             self.events.publish(
                 "store.damaged",
                 serde_json::json!({ "kind": d.kind, "id": d.id, "reason": d.reason }),
