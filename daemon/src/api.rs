@@ -54,6 +54,7 @@ pub const METHODS: &[&str] = &[
     "queue.alarms",
     "events.subscribe",
     "system.doctor",
+    "store.verify",
 ];
 
 /// Longest request line accepted, in bytes.
@@ -110,6 +111,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "arl.received",
     "dre_lot.sent",
     "dre_lot.unroutable",
+    "store.damaged",
 ];
 
 impl Drop for Conn {
@@ -1472,20 +1474,27 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
             };
             let rows = ctx
                 .store
-                .call(move |q| q.list_sheets(state, limit.min(1000), after_id))
+                .call(move |q| q.list_sheets_checked(state, limit.min(1000), after_id))
                 .await?;
+            // A damaged row keeps its place, named by its id, and the page goes on.
             to_value(
                 rows.iter()
-                    .map(|r| json!({ "id": r.id, "number": r.number, "state": r.state.as_str(), "lot_id": r.lot_id, "destination": r.destination, "reason": r.reason }))
+                    .map(|r| match r {
+                        Ok(r) => json!({ "id": r.id, "number": r.number, "state": r.state.as_str(), "lot_id": r.lot_id, "destination": r.destination, "reason": r.reason }),
+                        Err(d) => damaged_entry(d),
+                    })
                     .collect::<Vec<_>>(),
             )
         }
         "lots.list" => {
             no_params(p)?;
-            let rows = ctx.store.call(|q| q.list_lots(1000)).await?;
+            let rows = ctx.store.call(|q| q.list_lots_checked(1000)).await?;
             to_value(
                 rows.iter()
-                    .map(|l| json!({ "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id, "destination": l.destination, "state": l.state.as_str(), "sheet_count": l.sheet_count, "closed_at": l.closed_at }))
+                    .map(|l| match l {
+                        Ok(l) => json!({ "id": l.id, "number": l.number, "practitioner_id": l.practitioner_id, "destination": l.destination, "state": l.state.as_str(), "sheet_count": l.sheet_count, "closed_at": l.closed_at }),
+                        Err(d) => damaged_entry(d),
+                    })
                     .collect::<Vec<_>>(),
             )
         }
@@ -1646,8 +1655,18 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
             to_value(ctx.store.call(|q| q.stats()).await?)
         }
         "system.doctor" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                #[serde(default)]
+                thorough: bool,
+            }
+            let P { thorough } = params(p)?;
+            to_value(crate::doctor::run(ctx, &ctx.doctor, thorough).await)
+        }
+        "store.verify" => {
             no_params(p)?;
-            to_value(crate::doctor::run(ctx, &ctx.doctor).await)
+            to_value(ctx.store.read(|q| q.verify()).await?)
         }
         // `handle_line` lets only the names of `METHODS` through; a test calls each of them.
         other => Err(ApiError::new(
@@ -1855,6 +1874,16 @@ async fn returns_list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError
         })).collect::<Vec<_>>(),
         "payments": payments,
     }))
+}
+
+/// A damaged row in a listing, in its place: its id (a number for a sheet, as the sound
+/// entries have) and why it is not served.
+fn damaged_entry(d: &fse_queue::DamagedRow) -> Value {
+    let id = match d.id.parse::<i64>() {
+        Ok(n) if d.kind == "sheet" => json!(n),
+        _ => json!(d.id),
+    };
+    json!({ "id": id, "damaged": d.reason })
 }
 
 /// The stored sheet `id`, or `NOT_FOUND`.

@@ -289,11 +289,19 @@ impl Batcher {
 
     async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
         let id = lot.id.clone();
-        let bodies = self
-            .store
-            .read(move |q| q.lot_bodies(&id))
-            .await
-            .map_err(|e| SignError::Other(e.to_string()))?;
+        let bodies = match self.store.read(move |q| q.lot_bodies(&id)).await {
+            Ok(bodies) => bodies,
+            // A damaged sheet is never signed into a lot: the lot stays closed, the sheet
+            // is named in an alarm, and the other lots go on.
+            Err(crate::store::StoreError::Queue(fse_queue::QueueError::Damaged(d))) => {
+                self.damaged_once(&d);
+                return Err(SignError::Waiting(format!(
+                    "its {} {} is damaged ({})",
+                    d.kind, d.id, d.reason
+                )));
+            }
+            Err(e) => return Err(SignError::Other(e.to_string())),
+        };
         // Salts from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS): as
         // unpredictable as the OS's, without a system call per sheet.
         let (entries, dres): (Vec<LotEntry>, Vec<Option<Vec<u8>>>) = {
@@ -411,10 +419,16 @@ impl Batcher {
     async fn send(&self) -> Result<Option<Duration>, String> {
         let lots = self
             .store
-            .read(|q| q.lots_to_send())
+            .read(|q| q.lots_to_send_checked())
             .await
             .map_err(|e| e.to_string())?;
-        let lots: Vec<&LotRow> = lots.iter().filter(|l| l.signed_der.is_some()).collect();
+        // A damaged lot is never published: it stays as it is, named in an alarm, and the
+        // others go on.
+        let lots: Vec<&LotRow> = lots
+            .iter()
+            .filter_map(|l| l.as_ref().map_err(|d| self.damaged_once(d)).ok())
+            .filter(|l| l.signed_der.is_some())
+            .collect();
         let (mut retry, mut broken) = (None, false);
         for window in lots.chunks(self.live.get().window.max(1)) {
             let batch: Vec<(&str, &str, &[u8])> = window
@@ -469,6 +483,24 @@ impl Batcher {
         Ok(self.send_dre_lots().await?.or(retry))
     }
 
+    /// The alarm of a damaged stored row (a sheet not signed into its lot, a lot or DRE lot
+    /// not sent): logged and published (`store.damaged`) once per run; the row is left as
+    /// it is.
+    fn damaged_once(&self, d: &fse_queue::DamagedRow) {
+        let first = self
+            .unroutable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("damaged {} {}", d.kind, d.id));
+        if first {
+            tracing::error!(kind = d.kind, id = %d.id, reason = %d.reason, "a stored row is damaged: it is not signed or sent; restore the database from a backup (`fsectl verify`)");
+            self.events.publish(
+                "store.damaged",
+                serde_json::json!({ "kind": d.kind, "id": d.id, "reason": d.reason }),
+            );
+        }
+    }
+
     /// The alarm of a lot (or DRE lot) `key` that no queue takes: logged and published once
     /// per run; the lot waits, nothing is lost.
     fn unroutable_once(&self, key: String, event: &str, fields: serde_json::Value) {
@@ -488,9 +520,13 @@ impl Batcher {
     async fn send_dre_lots(&self) -> Result<Option<Duration>, String> {
         let waiting = self
             .store
-            .read(|q| q.dre_lots_to_send())
+            .read(|q| q.dre_lots_to_send_checked())
             .await
             .map_err(|e| e.to_string())?;
+        let waiting: Vec<(String, String, Vec<u8>)> = waiting
+            .into_iter()
+            .filter_map(|r| r.map_err(|d| self.damaged_once(&d)).ok())
+            .collect();
         for window in waiting.chunks(self.live.get().window.max(1)) {
             let batch: Vec<(&str, &str, &[u8])> = window
                 .iter()

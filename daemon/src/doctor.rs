@@ -52,7 +52,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `disk`, `broker`, `backlog`).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -88,8 +88,10 @@ impl Check {
     }
 }
 
-/// Runs every check.
-pub async fn run(ctx: &Context, setup: &Setup) -> Report {
+/// Runs every check; `thorough` also reads the whole database (`PRAGMA integrity_check`
+/// instead of `quick_check`, and every stored row's checksum, every lot's signature and
+/// Merkle root: the `stored_rows` check).
+pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     let mut checks = Vec::new();
     checks.extend(readers(setup).await);
     checks.extend(cards(ctx).await);
@@ -100,7 +102,7 @@ pub async fn run(ctx: &Context, setup: &Setup) -> Report {
         .await
         .map_err(|e| e.to_string());
     checks.push(clock(&queue));
-    checks.extend(database(ctx, setup).await);
+    checks.extend(database(ctx, setup, thorough).await);
     checks.push(broker(setup).await);
     checks.push(backlog(ctx, queue));
     let status = checks
@@ -342,11 +344,27 @@ fn clock(queue: &Result<fse_queue::Backlog, String>) -> Check {
     }
 }
 
-/// The database's integrity and the free disk under the state directory.
-async fn database(ctx: &Context, setup: &Setup) -> Vec<Check> {
-    let integrity = match ctx.store.read(|q| q.quick_check()).await {
-        Ok(Ok(())) => check("database", Status::Ok, "integrity check passed"),
-        Ok(Err(found)) => check("database", Status::Failure, format!("integrity check failed: {found}"))
+/// The database's integrity (`thorough`: the full integrity check and the stored rows; else
+/// the quick check) and the free disk under the state directory.
+async fn database(ctx: &Context, setup: &Setup, thorough: bool) -> Vec<Check> {
+    let what = if thorough {
+        "integrity check"
+    } else {
+        "quick check"
+    };
+    let found = ctx
+        .store
+        .read(move |q| {
+            if thorough {
+                q.integrity_check()
+            } else {
+                q.quick_check()
+            }
+        })
+        .await;
+    let integrity = match found {
+        Ok(Ok(())) => check("database", Status::Ok, format!("{what} passed")),
+        Ok(Err(found)) => check("database", Status::Failure, format!("{what} failed: {found}"))
             .fix("stop fsed, keep a copy of the state directory, and restore the database from the last backup; call support with the copy"),
         Err(e) => check("database", Status::Failure, format!("cannot read the database: {e}"))
             .fix("check the state directory's permissions and the disk (`journalctl -u fsed`)"),
@@ -385,7 +403,52 @@ async fn database(ctx: &Context, setup: &Setup) -> Vec<Check> {
             format!("cannot measure free space under {place}: {e}"),
         ),
     };
-    vec![integrity, disk]
+    let mut checks = vec![integrity];
+    if thorough {
+        checks.push(stored_rows(ctx).await);
+    }
+    checks.push(disk);
+    checks
+}
+
+/// Every stored row's checksum, every lot's signature and Merkle root (`store.verify`).
+async fn stored_rows(ctx: &Context) -> Check {
+    match ctx.store.read(|q| q.verify()).await {
+        Ok(r) if r.damaged.is_empty() => check(
+            "stored_rows",
+            Status::Ok,
+            format!(
+                "{} sheet(s), {} lot(s), {} DRE lot(s) verified",
+                r.sheets, r.lots, r.dre_lots
+            ),
+        ),
+        Ok(r) => {
+            let named: Vec<String> = r
+                .damaged
+                .iter()
+                .take(10)
+                .map(|d| format!("{} {}: {}", d.kind, d.id, d.reason))
+                .collect();
+            let more = r.damaged.len().saturating_sub(named.len());
+            let more = if more > 0 {
+                format!("; and {more} more (`fsectl verify`)")
+            } else {
+                String::new()
+            };
+            check(
+                "stored_rows",
+                Status::Failure,
+                format!("{} damaged: {}{more}", r.damaged.len(), named.join("; ")),
+            )
+            .fix("stop fsed, keep a copy of the state directory, and restore the database from the last backup; fsed does not serve or send a damaged row")
+        }
+        Err(e) => check(
+            "stored_rows",
+            Status::Failure,
+            format!("cannot read the database: {e}"),
+        )
+        .fix("check the state directory's permissions and the disk (`journalctl -u fsed`)"),
+    }
 }
 
 /// The broker and its topology (AMQP), or the spool directories.

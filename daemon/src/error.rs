@@ -104,6 +104,16 @@ impl From<StoreError> for ApiError {
                     .with("sheet_id", json!(sheet_id)),
                 )
             }
+            // A damaged row: named, never served.
+            StoreError::Queue(fse_queue::QueueError::Damaged(d)) => {
+                let field = if d.kind == "sheet" { "id" } else { "lot_id" };
+                let damaged = json!({ "kind": d.kind, "id": d.id, "reason": d.reason });
+                let message = fse_queue::QueueError::Damaged(d).to_string();
+                ApiError(
+                    ErrorObject::new(api::STORED_ROW_DAMAGED, message, Some(field))
+                        .with("damaged", damaged),
+                )
+            }
             e => ApiError::new(api::STORAGE_ERROR, format!("store: {e}"), None),
         }
     }

@@ -36,6 +36,9 @@ pub const IDEMPOTENCY_KEY_REUSED: i64 = 1011;
 pub const NOT_FOUND: i64 = 1020;
 /// The durable store failed: nothing was accepted.
 pub const STORAGE_ERROR: i64 = 1030;
+/// A stored row asked for is damaged (its checksum does not match its bytes, or a column no
+/// longer decodes): it is not served. `data.damaged` names it (`kind`, `id`, `reason`).
+pub const STORED_ROW_DAMAGED: i64 = 1031;
 /// The server already serves its most connections (`api.max_connections`): the connection
 /// gets this one error line and is closed.
 pub const TOO_MANY_CONNECTIONS: i64 = 1040;
@@ -66,6 +69,7 @@ pub const ERROR_CODES: &[i64] = &[
     IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
     STORAGE_ERROR,
+    STORED_ROW_DAMAGED,
     TOO_MANY_CONNECTIONS,
     PEER_NOT_ALLOWED,
     TOO_MANY_CONNECTIONS_FOR_PEER,
@@ -141,6 +145,7 @@ pub fn code_name(code: i64) -> &'static str {
         IDEMPOTENCY_KEY_REUSED => "IDEMPOTENCY_KEY_REUSED",
         NOT_FOUND => "NOT_FOUND",
         STORAGE_ERROR => "STORAGE_ERROR",
+        STORED_ROW_DAMAGED => "STORED_ROW_DAMAGED",
         TOO_MANY_CONNECTIONS => "TOO_MANY_CONNECTIONS",
         PEER_NOT_ALLOWED => "PEER_NOT_ALLOWED",
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",

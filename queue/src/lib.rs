@@ -8,6 +8,7 @@
 //! A file that is not a sound fsed database (damaged, not SQLite, another
 //! program's database, a newer schema) is reported and never written to.
 
+mod integrity;
 mod schema;
 mod types;
 
@@ -23,6 +24,9 @@ use rusqlite::{
 };
 use serde_json::json;
 
+pub use integrity::{
+    check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
+};
 pub use schema::APPLICATION_ID;
 pub use types::{
     AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
@@ -73,6 +77,10 @@ pub enum QueueError {
         /// The newest this build knows.
         supported: i64,
     },
+    /// A stored row that is damaged (its checksum does not match its bytes, or a column no
+    /// longer decodes): it is not served.
+    #[error("stored {} {} is damaged: {}", .0.kind, .0.id, .0.reason)]
+    Damaged(DamagedRow),
     /// No such sheet or lot.
     #[error("not found: {0}")]
     NotFound(String),
@@ -128,9 +136,8 @@ enum Counter {
 /// Where [`SHEET_COLS`] are read: a sheet and its body (no column name is in both tables).
 const SHEETS_WITH_BODIES: &str = "sheets JOIN sheet_bodies ON sheet_id = id";
 
-const SHEET_COLS: &str =
-    "id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at";
-const LOT_COLS: &str = "id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at";
+const SHEET_COLS: &str = "id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, dre, checksum";
+const LOT_COLS: &str = "id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at, cms, checksum";
 
 fn get_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let v: i64 = r.get(i)?;
@@ -145,11 +152,19 @@ fn get_state<T: FromStr<Err = UnknownState>>(r: &Row<'_>, i: usize) -> rusqlite:
 }
 
 fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
+    let id: i64 = r.get(0)?;
     let der: Vec<u8> = r.get(6)?;
+    let dre: Option<Vec<u8>> = r.get(10)?;
+    let stored: Option<Vec<u8>> = r.get(11)?;
+    integrity::check(
+        stored.as_deref(),
+        &integrity::sheet_checksum(id, &der, dre.as_deref()),
+    )
+    .map_err(|m| integrity::mismatch_error(11, m))?;
     let json = sheet_json(&der)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?;
     Ok(SheetRow {
-        id: r.get(0)?,
+        id,
         practitioner_id: r.get(1)?,
         number: get_u64(r, 2)?,
         destination: r.get(3)?,
@@ -172,17 +187,66 @@ fn sheet_json(der: &[u8]) -> Result<String, String> {
 }
 
 fn lot_row(r: &Row<'_>) -> rusqlite::Result<LotRow> {
+    let id: String = r.get(0)?;
+    let signed_der: Option<Vec<u8>> = r.get(6)?;
+    let cms: Option<Vec<u8>> = r.get(9)?;
+    let stored: Option<Vec<u8>> = r.get(10)?;
+    // A lot gets its checksum when it is signed; before that it holds no body.
+    if signed_der.is_some() || cms.is_some() || stored.is_some() {
+        integrity::check(
+            stored.as_deref(),
+            &integrity::lot_checksum(&id, signed_der.as_deref(), cms.as_deref()),
+        )
+        .map_err(|m| integrity::mismatch_error(10, m))?;
+    }
     Ok(LotRow {
-        id: r.get(0)?,
+        id,
         practitioner_id: r.get(1)?,
         number: get_u64(r, 2)?,
         destination: r.get(3)?,
         state: get_state(r, 4)?,
         sheet_count: get_u64(r, 5)?,
-        signed_der: r.get(6)?,
+        signed_der,
         closed_at: r.get(7)?,
         updated_at: r.get(8)?,
     })
+}
+
+/// `e` as the store's error for row `id` of `kind`: [`QueueError::Damaged`] when the row's
+/// values are damaged, else the SQLite error.
+fn row_error(kind: &'static str, id: impl ToString, e: rusqlite::Error) -> QueueError {
+    if integrity::is_damage(&e) {
+        QueueError::Damaged(DamagedRow {
+            kind,
+            id: id.to_string(),
+            reason: integrity::damage_reason(&e),
+        })
+    } else {
+        e.into()
+    }
+}
+
+/// Reads a row with `read`, or, when its values are damaged, says which row (its id read
+/// from column 0 as `I`) and why, so that one damaged row does not fail a whole listing.
+fn checked_row<T, I: rusqlite::types::FromSql + ToString>(
+    kind: &'static str,
+    r: &Row<'_>,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Result<T, DamagedRow>> {
+    match read(r) {
+        Ok(row) => Ok(Ok(row)),
+        Err(e) if integrity::is_damage(&e) => {
+            // The id is the row's key (a rowid for sheets): still readable when the rest
+            // is not, or the damage is the SQLite error itself.
+            let id: I = r.get(0)?;
+            Ok(Err(DamagedRow {
+                kind,
+                id: id.to_string(),
+                reason: integrity::damage_reason(&e),
+            }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn to_i64(what: &str, v: u64) -> Result<i64, QueueError> {
@@ -222,17 +286,17 @@ const INSERT_SHEET: &str = "INSERT INTO sheets (practitioner_id, number, destina
      ON CONFLICT (idempotency_key, practitioner_id) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 /// The sheet practitioner `?2` made with idempotency key `?1`, and the hash of its request.
-const SHEET_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, request_hash
+const SHEET_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, dre, checksum, request_hash
      FROM sheets JOIN sheet_bodies ON sheet_id = id WHERE idempotency_key = ?1 AND practitioner_id = ?2";
 
 /// The sheets of every practitioner made with idempotency key `?1`, and the hashes of their
 /// requests.
-const SHEETS_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, request_hash
+const SHEETS_BY_KEY: &str = "SELECT id, practitioner_id, number, destination, state, lot_id, der, reason, created_at, updated_at, dre, checksum, request_hash
      FROM sheets JOIN sheet_bodies ON sheet_id = id WHERE idempotency_key = ?1";
 
 /// A sheet row ([`SHEET_COLS`]) followed by its request's hash.
 fn sheet_row_and_hash(r: &Row<'_>) -> rusqlite::Result<(SheetRow, Option<Vec<u8>>)> {
-    Ok((sheet_row(r)?, r.get(10)?))
+    Ok((sheet_row(r)?, r.get(12)?))
 }
 
 /// The sheet `practitioner_id` made with idempotency key `key`, refused
@@ -246,8 +310,12 @@ fn sheet_by_key(
 ) -> Result<Option<SheetRow>, QueueError> {
     let found = conn
         .prepare_cached(SHEET_BY_KEY)?
-        .query_row(params![key, practitioner_id], sheet_row_and_hash)
-        .optional()?;
+        .query_row(params![key, practitioner_id], |r| {
+            checked_row::<_, i64>("sheet", r, sheet_row_and_hash)
+        })
+        .optional()?
+        .transpose()
+        .map_err(QueueError::Damaged)?;
     match found {
         Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
             Err(QueueError::IdempotencyKeyReused {
@@ -543,8 +611,11 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     // back with the transaction.
     check_caps(tx, new)?;
     let id = tx.last_insert_rowid();
-    tx.prepare_cached("INSERT INTO sheet_bodies (sheet_id, der, dre) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, new.der, new.dre])?;
+    let checksum = integrity::sheet_checksum(id, &new.der, new.dre.as_deref());
+    tx.prepare_cached(
+        "INSERT INTO sheet_bodies (sheet_id, der, dre, checksum) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, new.der, new.dre, checksum.as_slice()])?;
     for w in new.participation.iter().filter(|w| w.cents > 0) {
         tx.prepare_cached(
             "INSERT INTO participation (beneficiary, care_date, cents, sheet_id, professional, acts)
@@ -749,9 +820,10 @@ fn lot_signed_in(
         });
     }
     let at = stamp();
+    let checksum = integrity::lot_checksum(lot_id, Some(signed_der), cms);
     tx.execute(
-        "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4 WHERE id = ?1",
-        params![lot_id, signed_der, at, cms],
+        "UPDATE lots SET state = 'signed', signed_der = ?2, updated_at = ?3, cms = ?4, checksum = ?5 WHERE id = ?1",
+        params![lot_id, signed_der, at, cms, checksum.as_slice()],
     )?;
     move_sheets(
         tx,
@@ -762,9 +834,10 @@ fn lot_signed_in(
         &at,
     )?;
     for (amc, der, dres) in dre_lots {
+        let checksum = integrity::dre_lot_checksum(lot_id, amc, der);
         tx.execute(
-            "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at) VALUES (?1, ?2, ?3, ?4, 'signed', ?5)",
-            params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at],
+            "INSERT INTO dre_lots (lot_id, amc, der, dres, state, updated_at, checksum) VALUES (?1, ?2, ?3, ?4, 'signed', ?5, ?6)",
+            params![lot_id, amc, der, i64::try_from(*dres).unwrap_or(i64::MAX), at, checksum.as_slice()],
         )?;
     }
     event(
@@ -1040,10 +1113,12 @@ impl Queue {
     ) -> Result<Option<SheetRow>, QueueError> {
         let Some(pid) = practitioner_id else {
             let mut stmt = self.conn.prepare_cached(SHEETS_BY_KEY)?;
-            let rows = stmt.query_map([key], sheet_row_and_hash)?;
+            let rows = stmt.query_map([key], |r| {
+                checked_row::<_, i64>("sheet", r, sheet_row_and_hash)
+            })?;
             let mut same = Vec::new();
             for row in rows {
-                let (row, stored) = row?;
+                let (row, stored) = row?.map_err(QueueError::Damaged)?;
                 if !other_request(stored.as_deref(), request_hash) {
                     same.push(row);
                 }
@@ -1202,11 +1277,13 @@ impl Queue {
         let at = stamp();
         let (kind, detail) = apply(&tx, &at, (reason, lot_id))?;
         event(&tx, &at, kind, &id.to_string(), detail)?;
-        let row = tx.query_row(
-            &format!("SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"),
-            [id],
-            sheet_row,
-        )?;
+        let row = tx
+            .query_row(
+                &format!("SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"),
+                [id],
+                sheet_row,
+            )
+            .map_err(|e| row_error("sheet", id, e))?;
         tx.commit()?;
         Ok(row)
     }
@@ -1217,8 +1294,8 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots WHERE state = 'acknowledged' AND updated_at < ?1 ORDER BY seq"
         ))?;
-        let rows = stmt.query_map([before], lot_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([before], |r| checked_row::<_, String>("lot", r, lot_row))?;
+        rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
     }
 
     /// Purges an acknowledged lot, once archived: its sheets, its ARL and the lot row go, the
@@ -1312,43 +1389,73 @@ impl Queue {
         Ok(history)
     }
 
-    /// The DRE stored with sheet `id`, if it has one.
+    /// The DRE stored with sheet `id`, if it has one ([`QueueError::Damaged`] when the
+    /// sheet's body is damaged).
     pub fn sheet_dre(&self, id: i64) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT dre FROM sheet_bodies WHERE sheet_id = ?1",
+                "SELECT dre, der, checksum FROM sheet_bodies WHERE sheet_id = ?1",
                 [id],
-                |r| r.get::<_, Option<Vec<u8>>>(0),
+                |r| {
+                    let dre: Option<Vec<u8>> = r.get(0)?;
+                    let der: Vec<u8> = r.get(1)?;
+                    let stored: Option<Vec<u8>> = r.get(2)?;
+                    integrity::check(
+                        stored.as_deref(),
+                        &integrity::sheet_checksum(id, &der, dre.as_deref()),
+                    )
+                    .map_err(|m| integrity::mismatch_error(2, m))?;
+                    Ok(dre)
+                },
             )
-            .optional()?
+            .optional()
+            .map_err(|e| row_error("sheet", id, e))?
             .flatten())
     }
 
-    /// One sheet by store id.
+    /// One sheet by store id; [`QueueError::Damaged`] when its stored row is damaged.
     pub fn get_sheet(&self, id: i64) -> Result<Option<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"
         ))?;
-        Ok(stmt.query_row([id], sheet_row).optional()?)
+        stmt.query_row([id], sheet_row)
+            .optional()
+            .map_err(|e| row_error("sheet", id, e))
+    }
+
+    /// [`Queue::list_sheets`], where a damaged row is reported by its id (`Err`) in its
+    /// place instead of failing the whole page.
+    pub fn list_sheets_checked(
+        &self,
+        state: Option<SheetState>,
+        limit: usize,
+        after_id: i64,
+    ) -> Result<Vec<Result<SheetRow, DamagedRow>>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![after_id, state.map(SheetState::as_str), limit_i64(limit)],
+            |r| checked_row::<_, i64>("sheet", r, sheet_row),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Sheets with an id above `after_id`, in id order, at most `limit`,
     /// optionally only those in `state` (for paging: pass the last id seen).
+    /// [`QueueError::Damaged`] names the first damaged row (see
+    /// [`Queue::list_sheets_checked`]).
     pub fn list_sheets(
         &self,
         state: Option<SheetState>,
         limit: usize,
         after_id: i64,
     ) -> Result<Vec<SheetRow>, QueueError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![after_id, state.map(SheetState::as_str), limit_i64(limit)],
-            sheet_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.list_sheets_checked(state, limit, after_id)?
+            .into_iter()
+            .map(|r| r.map_err(QueueError::Damaged))
+            .collect()
     }
 
     /// Groups accepted sheets not yet in a lot by (practitioner, destination),
@@ -1398,7 +1505,19 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots WHERE state = ?1 AND (?2 IS NULL OR practitioner_id = ?2) ORDER BY seq"
         ))?;
-        let rows = stmt.query_map(params![state.as_str(), practitioner_id], lot_row)?;
+        let rows = stmt.query_map(params![state.as_str(), practitioner_id], |r| {
+            checked_row::<_, String>("lot", r, lot_row)
+        })?;
+        rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
+    }
+
+    /// Lots in state `Signed` (waiting to be sent), oldest first, with the damaged ones
+    /// reported by id in their place (`Err`): what the transport publishes.
+    pub fn lots_to_send_checked(&self) -> Result<Vec<Result<LotRow, DamagedRow>>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LOT_COLS} FROM lots WHERE state = 'signed' ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([], |r| checked_row::<_, String>("lot", r, lot_row))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1437,8 +1556,8 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
-        let rows = stmt.query_map([lot_id], sheet_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([lot_id], |r| checked_row::<_, i64>("sheet", r, sheet_row))?;
+        rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
     }
 
     /// What a lot is built from: each sheet's DER and its DRE (if it has one), in insertion
@@ -1446,19 +1565,59 @@ impl Queue {
     #[allow(clippy::type_complexity)]
     pub fn lot_bodies(&self, lot_id: &str) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT der, dre FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
+            "SELECT id, der, dre, checksum FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
-        let rows = stmt.query_map([lot_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([lot_id], |r| {
+            checked_row::<_, i64>("sheet", r, |r| {
+                let id: i64 = r.get(0)?;
+                let der: Vec<u8> = r.get(1)?;
+                let dre: Option<Vec<u8>> = r.get(2)?;
+                let stored: Option<Vec<u8>> = r.get(3)?;
+                integrity::check(
+                    stored.as_deref(),
+                    &integrity::sheet_checksum(id, &der, dre.as_deref()),
+                )
+                .map_err(|m| integrity::mismatch_error(3, m))?;
+                Ok((der, dre))
+            })
+        })?;
+        rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
     }
 
     /// DRE lots waiting to be sent to their AMC, oldest lot first: (lot id, AMC number, DER).
+    /// [`QueueError::Damaged`] names the first damaged one (see
+    /// [`Queue::dre_lots_to_send_checked`]).
+    #[allow(clippy::type_complexity)]
     pub fn dre_lots_to_send(&self) -> Result<Vec<(String, String, Vec<u8>)>, QueueError> {
+        self.dre_lots_to_send_checked()?
+            .into_iter()
+            .map(|r| r.map_err(QueueError::Damaged))
+            .collect()
+    }
+
+    /// [`Queue::dre_lots_to_send`], with the damaged DRE lots reported (id `{lot}/{AMC}`) in
+    /// their place.
+    #[allow(clippy::type_complexity)]
+    pub fn dre_lots_to_send_checked(
+        &self,
+    ) -> Result<Vec<Result<(String, String, Vec<u8>), DamagedRow>>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.lot_id, d.amc, d.der FROM dre_lots d JOIN lots l ON l.id = d.lot_id \
-             WHERE d.state = 'signed' ORDER BY l.seq, d.amc",
+            "SELECT d.lot_id || '/' || d.amc, d.lot_id, d.amc, d.der, d.checksum FROM dre_lots d \
+             JOIN lots l ON l.id = d.lot_id WHERE d.state = 'signed' ORDER BY l.seq, d.amc",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([], |r| {
+            checked_row::<_, String>("dre_lot", r, |r| {
+                let (lot_id, amc, der): (String, String, Vec<u8>) =
+                    (r.get(1)?, r.get(2)?, r.get(3)?);
+                let stored: Option<Vec<u8>> = r.get(4)?;
+                integrity::check(
+                    stored.as_deref(),
+                    &integrity::dre_lot_checksum(&lot_id, &amc, &der),
+                )
+                .map_err(|m| integrity::mismatch_error(4, m))?;
+                Ok((lot_id, amc, der))
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1496,20 +1655,36 @@ impl Queue {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// One lot.
+    /// One lot; [`QueueError::Damaged`] when its stored row is damaged.
     pub fn get_lot(&self, lot_id: &str) -> Result<Option<LotRow>, QueueError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"))?;
-        Ok(stmt.query_row([lot_id], lot_row).optional()?)
+        stmt.query_row([lot_id], lot_row)
+            .optional()
+            .map_err(|e| row_error("lot", lot_id, e))
     }
 
-    /// The most recent lots, newest first, at most `limit`.
+    /// The most recent lots, newest first, at most `limit`. [`QueueError::Damaged`] names
+    /// the first damaged one (see [`Queue::list_lots_checked`]).
     pub fn list_lots(&self, limit: usize) -> Result<Vec<LotRow>, QueueError> {
+        self.list_lots_checked(limit)?
+            .into_iter()
+            .map(|r| r.map_err(QueueError::Damaged))
+            .collect()
+    }
+
+    /// [`Queue::list_lots`], with the damaged lots reported by id in their place.
+    pub fn list_lots_checked(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Result<LotRow, DamagedRow>>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots ORDER BY seq DESC LIMIT ?1"
         ))?;
-        let rows = stmt.query_map([limit_i64(limit)], lot_row)?;
+        let rows = stmt.query_map([limit_i64(limit)], |r| {
+            checked_row::<_, String>("lot", r, lot_row)
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1546,14 +1721,19 @@ impl Queue {
         Ok(())
     }
 
-    /// The CMS SignedData of a signed lot, when it has one.
+    /// The CMS SignedData of a signed lot, when it has one ([`QueueError::Damaged`] when
+    /// the lot's stored row is damaged).
     pub fn lot_cms(&self, lot_id: &str) -> Result<Option<Vec<u8>>, QueueError> {
-        Ok(self
+        let mut stmt = self
             .conn
-            .query_row("SELECT cms FROM lots WHERE id = ?1", [lot_id], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
+            .prepare_cached(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"))?;
+        Ok(stmt
+            .query_row([lot_id], |r| {
+                lot_row(r)?;
+                r.get::<_, Option<Vec<u8>>>(9)
             })
-            .optional()?
+            .optional()
+            .map_err(|e| row_error("lot", lot_id, e))?
             .flatten())
     }
 
@@ -1956,6 +2136,21 @@ impl Queue {
         })
     }
 
+    /// Runs SQLite's full `PRAGMA integrity_check` (every page, index and constraint; it
+    /// reads the whole file): `Ok(())` when the file is sound, else what it found (at most
+    /// 100 lines).
+    pub fn integrity_check(&self) -> Result<Result<(), String>, QueueError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
+        let found: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(if found.len() == 1 && found[0] == "ok" {
+            Ok(())
+        } else {
+            Err(found.join("; "))
+        })
+    }
+
     /// Runs SQLite's `PRAGMA quick_check`: `Ok(())` when the file is sound, else what it found.
     pub fn quick_check(&self) -> Result<Result<(), String>, QueueError> {
         let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
@@ -1987,5 +2182,7 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+mod integrity_tests;
 #[cfg(test)]
 mod tests;

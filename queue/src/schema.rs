@@ -272,6 +272,19 @@ CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX sheets_accepted ON sheets (id) WHERE state = 'accepted';
 CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
 "#,
+    // 15: a checksum with each stored body (a sheet's DER and DRE, a signed lot and its CMS, a
+    // DRE lot), SHA-256 over the row's identity and its bytes, checked on every read that
+    // serves the body: a damaged row is reported by its id, never served. The rows already
+    // stored get theirs here (functions of `crate::integrity`).
+    r#"
+ALTER TABLE sheet_bodies ADD COLUMN checksum BLOB;
+ALTER TABLE lots ADD COLUMN checksum BLOB;
+ALTER TABLE dre_lots ADD COLUMN checksum BLOB;
+UPDATE sheet_bodies SET checksum = fsed_sheet_checksum(sheet_id, der, dre);
+UPDATE lots SET checksum = fsed_lot_checksum(id, signed_der, cms)
+    WHERE signed_der IS NOT NULL OR cms IS NOT NULL;
+UPDATE dre_lots SET checksum = fsed_dre_lot_checksum(lot_id, amc, der);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -287,6 +300,7 @@ pub fn latest_version() -> i64 {
 /// children's references) and `PRAGMA foreign_key_check` must find nothing before each
 /// migration commits; they are back on when this returns.
 pub fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
+    crate::integrity::register_functions(conn)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     let result = migrate_all(conn);
     conn.pragma_update(None, "foreign_keys", true)?;

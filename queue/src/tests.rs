@@ -1893,7 +1893,7 @@ fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(stored, "sheet_id,der,dre", "no JSON column");
+    assert_eq!(stored, "sheet_id,der,dre,checksum", "no JSON column");
     let back = q.get_sheet(row.id).unwrap().unwrap();
     assert_eq!((back.der, back.json), (new.der.clone(), new.json.clone()));
     let by_key = q
@@ -1901,10 +1901,12 @@ fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
         .unwrap()
         .unwrap();
     assert_eq!(by_key.json, new.json);
+    // A DER that no longer decodes, its checksum made to match: the decoding catches it.
+    let checksum = crate::sheet_checksum(row.id, &[0x30, 0x00], None);
     q.conn
         .execute(
-            "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
-            [row.id],
+            "UPDATE sheet_bodies SET der = x'3000', checksum = ?2 WHERE sheet_id = ?1",
+            params![row.id, checksum.as_slice()],
         )
         .unwrap();
     let e = q.get_sheet(row.id).unwrap_err().to_string();
@@ -2127,7 +2129,10 @@ fn a_version_13_database_keeps_its_participation_and_keys_through_migration_14()
         .unwrap();
     }
     let mut q = Queue::open(&path).unwrap();
-    assert_eq!(q.pragma("user_version").unwrap(), "14");
+    assert_eq!(
+        q.pragma("user_version").unwrap(),
+        crate::schema::latest_version().to_string()
+    );
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")
             .unwrap(),

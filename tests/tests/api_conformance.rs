@@ -585,13 +585,64 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         "{stats}"
     );
 
-    // A sheet the database holds but fsed cannot read.
+    // A sheet whose stored body changed: named by its id, never served.
     db.execute(
         "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
         [b],
     )
     .unwrap();
-    c.refused(&mut rpc, "fse.get", json!({"id": b}), -32603, None);
+    let damaged = json!({"kind": "sheet", "id": b.to_string(), "reason": "checksum mismatch"});
+    let e = c.refused(&mut rpc, "fse.get", json!({"id": b}), 1031, Some("id"));
+    assert_eq!(e["data"]["damaged"], damaged, "{e}");
+    let page = c.ok(&mut rpc, "fse.list", json!({"after_id": b - 1, "limit": 1}));
+    assert_eq!(page, json!([{"id": b, "damaged": "checksum mismatch"}]));
+    // The verify pass names the sheet, and the lot that holds it (the first, rejected).
+    let lot_of_b: Option<String> = db
+        .query_row("SELECT lot_id FROM sheets WHERE id = ?1", [b], |r| r.get(0))
+        .unwrap();
+    let mut want = vec![damaged.clone()];
+    if let Some(lot) = lot_of_b {
+        want.push(json!({"kind": "lot", "id": lot, "reason": format!("its sheet {b} is damaged")}));
+    }
+    let report = c.ok(&mut rpc, "store.verify", json!({}));
+    assert_eq!(report["damaged"], json!(want), "{report}");
+    let doctor = c.ok(&mut rpc, "system.doctor", json!({"thorough": true}));
+    let rows = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "stored_rows")
+        .unwrap();
+    assert_eq!(rows["status"], json!("failure"), "{doctor}");
+
+    // A sheet whose body is another sheet's, its checksum made to match: it is served, but
+    // its lot does not hold it, which fsed cannot explain.
+    let (own, dre): (Vec<u8>, Option<Vec<u8>>) = db
+        .query_row(
+            "SELECT der, dre FROM sheet_bodies WHERE sheet_id = ?1",
+            [a],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let other: Vec<u8> = db
+        .query_row(
+            "SELECT der FROM sheet_bodies WHERE sheet_id = ?1",
+            [cancelled],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let put = |der: &[u8]| {
+        let sum = fse_queue::sheet_checksum(a, der, dre.as_deref());
+        db.execute(
+            "UPDATE sheet_bodies SET der = ?2, checksum = ?3 WHERE sheet_id = ?1",
+            rusqlite::params![a, der, sum.as_slice()],
+        )
+        .unwrap();
+    };
+    put(&other);
+    c.refused(&mut rpc, "fse.proof", json!({"id": a}), -32603, None);
+    put(&own);
+    c.ok(&mut rpc, "fse.proof", json!({"id": a}));
 
     // A third card, the test's own: a specialist's CPS whose second situation may not sign,
     // which then fails in its reader.

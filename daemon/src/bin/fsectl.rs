@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 success; 1 fsed answered an error; 2 usage; 3 fsed is unreachable;
 //! 4 `doctor` found a warning; 5 `doctor` found a failure; 6 `transmit --wait` timed out with
-//! sheets still unsent.
+//! sheets still unsent; 7 `verify` found damaged rows.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
@@ -36,7 +36,16 @@ enum Cmd {
     /// fsed's version (`system.version`).
     Version,
     /// Checks what fsed depends on and says how to fix what is wrong (`system.doctor`).
-    Doctor,
+    Doctor {
+        /// Also read the whole database: the full integrity check (not the quick one) and
+        /// every stored row's checksum, lot signature and Merkle root (as `verify`).
+        #[arg(long)]
+        thorough: bool,
+    },
+    /// Checks every stored sheet's checksum, every lot's signature and Merkle root against
+    /// its sheets, every DRE lot (`store.verify`); names each damaged row by id (exit 7
+    /// when any).
+    Verify,
     /// Cards in the readers and their PINs.
     #[command(subcommand)]
     Cards(CardsCmd),
@@ -516,8 +525,13 @@ fn transmit(c: &mut Client, json_out: bool, wait: bool, timeout: u64) -> Result<
     Ok(())
 }
 
-fn doctor(c: &mut Client, json_out: bool) -> Result<(), CallError> {
-    let r = c.call("system.doctor", json!({}))?;
+fn doctor(c: &mut Client, json_out: bool, thorough: bool) -> Result<(), CallError> {
+    let params = if thorough {
+        json!({"thorough": true})
+    } else {
+        json!({})
+    };
+    let r = c.call("system.doctor", params)?;
     if json_out {
         pretty(&r);
     } else {
@@ -541,6 +555,49 @@ fn doctor(c: &mut Client, json_out: bool) -> Result<(), CallError> {
         Some("ok") => Ok(()),
         Some("warning") => Err(CallError::Exit("warnings found".into(), 4)),
         _ => Err(CallError::Exit("problems found".into(), 5)),
+    }
+}
+
+/// `store.verify`: what was checked, each damaged row by kind and id; exit 7 when any.
+fn verify(c: &mut Client, json_out: bool) -> Result<(), CallError> {
+    let r = c.call("store.verify", json!({}))?;
+    let damaged = r["damaged"].as_array().cloned().unwrap_or_default();
+    if json_out {
+        pretty(&r);
+    } else {
+        println!(
+            "{} sheet(s), {} lot(s), {} DRE lot(s) checked; {} damaged",
+            r["sheets"],
+            r["lots"],
+            r["dre_lots"],
+            damaged.len()
+        );
+        let rows: Vec<Vec<String>> = damaged
+            .iter()
+            .map(|d| vec![cell(&d["kind"]), cell(&d["id"]), cell(&d["reason"])])
+            .collect();
+        if !rows.is_empty() {
+            table(&["kind", "id", "reason"], &rows);
+        }
+    }
+    if damaged.is_empty() {
+        Ok(())
+    } else {
+        Err(CallError::Exit(
+            format!(
+                "{} damaged row(s): restore the database from a backup",
+                damaged.len()
+            ),
+            7,
+        ))
+    }
+}
+
+/// A listing's state cell: the state, or `DAMAGED (why)` for a row fsed does not serve.
+fn state_cell(r: &Value) -> String {
+    match r["damaged"].as_str() {
+        Some(why) => format!("DAMAGED ({why})"),
+        None => cell(&r["state"]),
     }
 }
 
@@ -583,7 +640,8 @@ fn run(cli: Cli) -> Result<(), CallError> {
         Cmd::Version => show(c.call("system.version", json!({}))?, &|r| {
             println!("fsed {} (API {})", cell(&r["version"]), r["api"]);
         }),
-        Cmd::Doctor => doctor(&mut c, j)?,
+        Cmd::Doctor { thorough } => doctor(&mut c, j, thorough)?,
+        Cmd::Verify => verify(&mut c, j)?,
         Cmd::Cards(CardsCmd::List) => show(c.call("cards.list", json!({}))?, &print_cards),
         Cmd::Cards(CardsCmd::VerifyPin { cps_serial }) => {
             let pin = secret_line("PIN")?;
@@ -699,7 +757,7 @@ fn run(cli: Cli) -> Result<(), CallError> {
                         vec![
                             cell(&r["id"]),
                             cell(&r["number"]),
-                            cell(&r["state"]),
+                            state_cell(r),
                             cell(&r["destination"]),
                             cell(&r["lot_id"]),
                         ]
@@ -724,7 +782,7 @@ fn run(cli: Cli) -> Result<(), CallError> {
                 .map(|l| {
                     vec![
                         cell(&l["id"]),
-                        cell(&l["state"]),
+                        state_cell(l),
                         cell(&l["sheet_count"]),
                         cell(&l["destination"]),
                         cell(&l["closed_at"]),
@@ -877,9 +935,9 @@ mod man_tests {
     fn man_pages_are_current() {
         // clap names the command after the package (fsed); the binary is fsectl.
         let pages = super::man_pages::render(super::Cli::command().name("fsectl"), "1");
-        // The command, its 13 subcommands and the 17 of its groups: cards (5), vitale (1),
-        // fse (6), lots (3), queue (2); 1 + 13 + 17 = 31.
-        assert_eq!(pages.len(), 31);
+        // The command, its 14 subcommands and the 17 of its groups: cards (5), vitale (1),
+        // fse (6), lots (3), queue (2); 1 + 14 + 17 = 32.
+        assert_eq!(pages.len(), 32);
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"fsectl-cards-verify-pin.1"), "{names:?}");
         let problems = super::man_pages::check(&pages, "fsectl", "1");

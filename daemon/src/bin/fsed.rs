@@ -67,8 +67,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check the configuration (file, environment, flags) and the trust directory, print
-    /// every problem with its key, and exit (0: usable, 2: not).
+    /// Check the configuration (file, environment, flags), the trust directory and the
+    /// database (opened read-only, never created or changed: quick check and schema
+    /// version), print every problem with its key, and exit (0: usable, 2: not).
     CheckConfig,
 }
 
@@ -228,6 +229,33 @@ fn check_files(cfg: &Config) -> Vec<ConfigError> {
     out
 }
 
+/// The database, if it exists, opened read-only (never created or changed here): whether it is
+/// sound (`PRAGMA quick_check`, fsed's file, a schema version this build knows). `Ok(None)`:
+/// no file yet (fsed makes it at its first start).
+fn check_database(cfg: &Config) -> Result<Option<String>, ConfigError> {
+    let path = cfg.state_path(&cfg.database);
+    if !path.exists() {
+        return Ok(None);
+    }
+    match fse_queue::check_file(&path) {
+        Ok(found) if found.version < found.latest => Ok(Some(format!(
+            "database {}: sound (quick check passed), schema {} (fsed brings it to {} at its next start)",
+            path.display(),
+            found.version,
+            found.latest
+        ))),
+        Ok(found) => Ok(Some(format!(
+            "database {}: sound (quick check passed), schema {}",
+            path.display(),
+            found.version
+        ))),
+        Err(e) => Err(ConfigError::Invalid {
+            key: "database",
+            reason: e.to_string(),
+        }),
+    }
+}
+
 fn report(errors: &ConfigErrors) {
     for e in &errors.0 {
         eprintln!("fsed: {e}");
@@ -250,10 +278,17 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
-        let problems = check_files(&cfg);
+        let mut problems = check_files(&cfg);
+        let database = check_database(&cfg).unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        });
         if !problems.is_empty() {
             report(&ConfigErrors(problems));
             return ExitCode::from(2);
+        }
+        if let Some(line) = database {
+            println!("{line}");
         }
         println!("configuration OK");
         return ExitCode::SUCCESS;
