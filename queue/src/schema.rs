@@ -272,6 +272,15 @@ CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX sheets_accepted ON sheets (id) WHERE state = 'accepted';
 CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
 "#,
+    // 15: a lot sent whose ARL never comes (lost on the way back) is sent again by itself:
+    // when it was last sent (`sent_at`, the time a resend is counted from, also across a
+    // restart) and how many times it was sent again (`resends`). The lots already sent count
+    // from their last change, which was their sending.
+    r#"
+ALTER TABLE lots ADD COLUMN sent_at TEXT;
+ALTER TABLE lots ADD COLUMN resends INTEGER NOT NULL DEFAULT 0 CHECK (resends >= 0);
+UPDATE lots SET sent_at = updated_at WHERE state = 'sent';
+"#,
 ];
 
 /// The schema version this build writes.
