@@ -971,7 +971,10 @@ mod tests {
         cfg.transport.publish_timeout_secs = 10;
         cfg.transport.arl_timeout_secs = 0;
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.starts_with("transport.arl_timeout_secs: 1 to 604800"), "{e}");
+        assert!(
+            e.starts_with("transport.arl_timeout_secs: 1 to 604800"),
+            "{e}"
+        );
         // 7 days (7 × 86400 = 604800 s) is the longest; one more second is refused.
         cfg.transport.arl_timeout_secs = 604_800;
         assert!(cfg.validate().is_ok());
