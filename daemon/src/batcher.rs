@@ -25,8 +25,8 @@ pub struct Batcher {
     pub cards: Cards,
     /// The transport.
     pub transport: Arc<Transport>,
-    /// Lot size and age limits, deadline alarm days, daily closing time and window: read at
-    /// each turn, so that a reload (SIGHUP) applies at the next one.
+    /// Lot size and age limits, deadline alarm days, daily closing time, window, ARL timeout
+    /// and resends: read at each turn, so that a reload (SIGHUP) applies at the next one.
     pub live: crate::config::Live,
     /// Woken on new sheets, on `lots.close` and on `transmit.now`.
     pub wake: Arc<Notify>,

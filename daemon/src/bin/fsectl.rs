@@ -208,9 +208,11 @@ enum LotsCmd {
 
 #[derive(Subcommand)]
 enum QueueCmd {
-    /// Counts of sheets and lots per state (`queue.stats`).
+    /// Counts of sheets and lots per state, and of lots sent again for a missing ARL
+    /// (`queue.stats`).
     Stats,
-    /// Sheets near or past their sending deadline (`queue.alarms`).
+    /// Sheets near or past their sending deadline, and lots sent whose ARL has not come
+    /// (`queue.alarms`).
     Alarms,
 }
 
