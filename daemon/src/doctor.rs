@@ -483,8 +483,9 @@ async fn arl(ctx: &Context) -> Check {
     );
     if alarms.iter().any(|a| a.given_up) {
         check("arl", Status::Warning, detail).fix(format!(
-            "fsed stopped resending after {max} time(s): ask the insurer whether it has these lots; \
-             check that the return queue exists and that nothing deletes or purges it"
+            "fsed stopped resending after {max} time(s): ask the insurer whether it has these lots, \
+             and check that the return queue exists and that nothing deletes or purges it; to send \
+             them again, raise transport.arl_max_resends and reload fsed (`systemctl reload fsed`)"
         ))
     } else {
         check("arl", Status::Warning, detail).fix(
