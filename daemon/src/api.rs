@@ -108,6 +108,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "lot.sign_failed",
     "lot.sent",
     "lot.unroutable",
+    "lot.resent",
     "arl.received",
     "dre_lot.sent",
     "dre_lot.unroutable",
@@ -1646,13 +1647,35 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
         }
         "queue.alarms" => {
             no_params(p)?;
-            let cutoff = crate::batcher::alarm_cutoff(ctx.live.get().deadline_alarm_days);
-            to_value(ctx.store.call(move |q| q.deadline_alarms(&cutoff)).await?)
+            let live = ctx.live.get();
+            let cutoff = crate::batcher::alarm_cutoff(live.deadline_alarm_days);
+            let sent_before = fse_queue::stamp_ago(live.arl_timeout);
+            let (sheets, lots) = ctx
+                .store
+                .call(move |q| {
+                    Ok((
+                        q.deadline_alarms(&cutoff)?,
+                        q.arl_alarms(&sent_before, live.arl_max_resends)?,
+                    ))
+                })
+                .await?;
+            to_value(alarms(sheets, lots))
         }
         "returns.list" => returns_list(ctx, p).await,
         "queue.stats" => {
             no_params(p)?;
-            to_value(ctx.store.call(|q| q.stats()).await?)
+            let live = ctx.live.get();
+            let sent_before = fse_queue::stamp_ago(live.arl_timeout);
+            let (stats, resends) = ctx
+                .store
+                .call(move |q| {
+                    Ok((
+                        q.stats()?,
+                        q.resend_stats(&sent_before, live.arl_max_resends)?,
+                    ))
+                })
+                .await?;
+            to_value(QueueStats { stats, resends })
         }
         "system.doctor" => {
             #[derive(serde::Deserialize)]
@@ -1675,6 +1698,33 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
             Some("method"),
         )),
     }
+}
+
+/// `queue.stats`: the counts per state and the resends of lots whose ARL did not come.
+#[derive(serde::Serialize)]
+struct QueueStats {
+    #[serde(flatten)]
+    stats: fse_queue::Stats,
+    resends: fse_queue::ResendStats,
+}
+
+/// One alarm of `queue.alarms`, told apart by its `kind`.
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Alarm {
+    /// A sheet not sent near or past its sending deadline.
+    Deadline(fse_queue::DeadlineAlarm),
+    /// A lot sent whose ARL has not come in time.
+    ArlMissing(fse_queue::ArlAlarm),
+}
+
+/// The alarms of `queue.alarms`: the sheets near their deadline, then the lots without an ARL.
+fn alarms(sheets: Vec<fse_queue::DeadlineAlarm>, lots: Vec<fse_queue::ArlAlarm>) -> Vec<Alarm> {
+    sheets
+        .into_iter()
+        .map(Alarm::Deadline)
+        .chain(lots.into_iter().map(Alarm::ArlMissing))
+        .collect()
 }
 
 /// Parses parameters that hold secrets, then wipes every string of the raw parameters.

@@ -25,8 +25,8 @@ pub struct Batcher {
     pub cards: Cards,
     /// The transport.
     pub transport: Arc<Transport>,
-    /// Lot size and age limits, deadline alarm days, daily closing time and window: read at
-    /// each turn, so that a reload (SIGHUP) applies at the next one.
+    /// Lot size and age limits, deadline alarm days, daily closing time, window, ARL timeout
+    /// and resends: read at each turn, so that a reload (SIGHUP) applies at the next one.
     pub live: crate::config::Live,
     /// Woken on new sheets, on `lots.close` and on `transmit.now`.
     pub wake: Arc<Notify>,
@@ -94,6 +94,10 @@ enum SignError {
     Other(String),
 }
 
+/// The shortest wait for the next resend (a lot due now and not sent is looked at again after it,
+/// not at once).
+const RESEND_MIN_GAP: Duration = Duration::from_secs(1);
+
 /// Pause before a failed turn is tried again, and the first pause after a failed send.
 const RETRY: Duration = Duration::from_secs(2);
 /// Longest pause between two sends while the broker keeps failing (the backoff doubles up to it).
@@ -153,10 +157,17 @@ impl Batcher {
             }
             b.1.and_then(|at| at.checked_duration_since(std::time::Instant::now()))
         };
-        let retry = match hold {
-            Some(left) => Some(left),
+        let (retry, resend) = match hold {
+            Some(left) => (Some(left), None),
             None => {
                 let failed = self.send().await?.is_some();
+                // Lots whose ARL did not come go again once the new ones are out (not while the
+                // broker fails: the backoff comes first).
+                let (failed, resend) = if failed {
+                    (true, None)
+                } else {
+                    self.resend().await?
+                };
                 let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
                 if failed {
                     let pause = b.0.max(RETRY);
@@ -164,17 +175,93 @@ impl Batcher {
                         (pause * 2).min(RETRY_MAX),
                         Some(std::time::Instant::now() + pause),
                     );
-                    Some(pause)
+                    (Some(pause), resend)
                 } else {
                     *b = (RETRY, None);
-                    None
+                    (None, resend)
                 }
             }
         };
-        Ok(match (age, retry) {
-            (Some(a), Some(r)) => Some(a.min(r)),
-            (a, r) => a.or(r),
-        })
+        Ok([age, retry, resend].into_iter().flatten().min())
+    }
+
+    /// Sends again, same bytes and lot id, each lot sent whose ARL has not come within
+    /// `transport.arl_timeout_secs` of its last sending and that has resends left
+    /// (`transport.arl_max_resends`): the insurer dedups by lot id and answers it again. Each
+    /// resend confirmed is counted in the queue and raises `lot.resent`. Returns whether a
+    /// resend failed, and when the next one is due.
+    async fn resend(&self) -> Result<(bool, Option<Duration>), String> {
+        let live = self.live.get();
+        let (timeout, max) = (live.arl_timeout, live.arl_max_resends);
+        let cutoff = fse_queue::stamp_ago(timeout);
+        let lots = self
+            .store
+            .read(move |q| q.lots_to_resend(&cutoff, max))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut failed = false;
+        for window in lots.chunks(live.window.max(1)) {
+            let batch: Vec<(&str, &str, &[u8])> = window
+                .iter()
+                .map(|l| {
+                    (
+                        l.id.as_str(),
+                        l.destination.as_str(),
+                        l.signed_der.as_deref().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let results = self.transport.send_many(&batch).await;
+            for (lot, result) in window.iter().zip(results) {
+                if let Err(e) = result {
+                    failed = true;
+                    tracing::warn!(lot = %lot.id, error = %e, "lot without its ARL not sent again; tried again later");
+                    continue;
+                }
+                let id = lot.id.clone();
+                let Some(attempt) = self
+                    .store
+                    .call(move |q| q.mark_lot_resent(&id))
+                    .await
+                    .map_err(|e| e.to_string())?
+                else {
+                    // Its ARL came meanwhile: the insurer's second answer is a duplicate.
+                    continue;
+                };
+                let last = attempt >= max;
+                tracing::warn!(lot = %lot.id, destination = %lot.destination, attempt, max_resends = max, timeout = ?timeout, "no ARL for this lot in time: sent again");
+                if last {
+                    tracing::error!(lot = %lot.id, attempt, "last resend of a lot without its ARL: if none comes, ask the insurer (the alarm stays in queue.alarms)");
+                }
+                self.events.publish(
+                    "lot.resent",
+                    serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "sheets": lot.sheet_count, "attempt": attempt, "max_resends": max, "last": last }),
+                );
+            }
+            if failed {
+                return Ok((true, None));
+            }
+        }
+        let oldest = self
+            .store
+            .read(move |q| q.next_resend_from(max))
+            .await
+            .map_err(|e| e.to_string())?;
+        let next = oldest
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|sent| {
+                let due = sent
+                    .with_timezone(&Utc)
+                    .checked_add_signed(chrono::Duration::from_std(timeout).ok()?)?;
+                Some(
+                    (due - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .max(RESEND_MIN_GAP),
+                )
+            });
+        Ok((false, next))
     }
 
     /// Publishes a `sheet.deadline` event for each sheet newly near its deadline; returns

@@ -87,6 +87,12 @@ pub struct TransportSection {
     /// Largest spool return file read, in bytes (4096 to 1 GiB); a larger one, or any inbox
     /// entry that is not a regular file, is moved to the inbox's `.quarantine` folder unread.
     pub spool_max_return_bytes: u64,
+    /// Seconds a lot stays sent without its ARL before it is sent again by itself (same bytes,
+    /// same lot id: the insurer dedups by lot id and answers again), and between two resends.
+    pub arl_timeout_secs: u64,
+    /// Resends of a lot whose ARL does not come; past them fsed stops and its alarm stays up
+    /// for a person (0: never resend, alarm only).
+    pub arl_max_resends: u32,
 }
 
 impl std::fmt::Debug for TransportSection {
@@ -100,6 +106,8 @@ impl std::fmt::Debug for TransportSection {
             .field("window", &self.window)
             .field("publish_timeout_secs", &self.publish_timeout_secs)
             .field("spool_max_return_bytes", &self.spool_max_return_bytes)
+            .field("arl_timeout_secs", &self.arl_timeout_secs)
+            .field("arl_max_resends", &self.arl_max_resends)
             .finish()
     }
 }
@@ -115,6 +123,8 @@ impl Default for TransportSection {
             window: crate::transport::DEFAULT_WINDOW,
             publish_timeout_secs: 10,
             spool_max_return_bytes: crate::transport::spool::DEFAULT_MAX_RETURN_BYTES,
+            arl_timeout_secs: DEFAULT_ARL_TIMEOUT_SECS,
+            arl_max_resends: DEFAULT_ARL_MAX_RESENDS,
         }
     }
 }
@@ -431,6 +441,8 @@ pub const KEYS: &[Key] = &[
     key("transport.window", Kind::Number, true),
     key("transport.publish_timeout_secs", Kind::Number, false),
     key("transport.spool_max_return_bytes", Kind::Number, false),
+    key("transport.arl_timeout_secs", Kind::Number, true),
+    key("transport.arl_max_resends", Kind::Number, true),
     key("lots.max_sheets", Kind::Number, true),
     key("lots.max_age_secs", Kind::Number, true),
     key("lots.deadline_alarm_days", Kind::Number, true),
@@ -751,6 +763,18 @@ impl Config {
                 ),
             );
         }
+        if !(1..=MAX_ARL_TIMEOUT_SECS).contains(&self.transport.arl_timeout_secs) {
+            bad(
+                "transport.arl_timeout_secs",
+                format!("1 to {MAX_ARL_TIMEOUT_SECS} seconds"),
+            );
+        }
+        if self.transport.arl_max_resends > MAX_ARL_RESENDS {
+            bad(
+                "transport.arl_max_resends",
+                format!("0 to {MAX_ARL_RESENDS} resends"),
+            );
+        }
         if self.transport.return_queue.is_empty() || self.transport.return_queue.len() > 255 {
             bad("transport.return_queue", "1 to 255 bytes".into());
         }
@@ -794,6 +818,8 @@ impl Config {
             deadline_alarm_days: self.lots.deadline_alarm_days,
             close_at: self.lots.close_time(),
             window: self.transport.window,
+            arl_timeout: Duration::from_secs(self.transport.arl_timeout_secs),
+            arl_max_resends: self.transport.arl_max_resends,
         }
     }
 
@@ -803,6 +829,8 @@ impl Config {
         let mut out = self.clone();
         out.log_level.clone_from(&new.log_level);
         out.transport.window = new.transport.window;
+        out.transport.arl_timeout_secs = new.transport.arl_timeout_secs;
+        out.transport.arl_max_resends = new.transport.arl_max_resends;
         out.lots.max_sheets = new.lots.max_sheets;
         out.lots.max_age_secs = new.lots.max_age_secs;
         out.lots.deadline_alarm_days = new.lots.deadline_alarm_days;
@@ -871,6 +899,15 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub const MAX_LOT_SHEETS: usize = 100_000;
 /// The oldest a lot may grow before it closes, in seconds (7 days).
 pub const MAX_LOT_AGE_SECS: u64 = 7 * 24 * 3600;
+/// How long a lot stays sent without its ARL, by default, before it is sent again (4 hours: an
+/// insurer answers within minutes; a lost answer is made up for the same day).
+pub const DEFAULT_ARL_TIMEOUT_SECS: u64 = 4 * 3600;
+/// The longest ARL timeout, in seconds (7 days).
+pub const MAX_ARL_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// Resends of a lot without its ARL, by default, before a person must look.
+pub const DEFAULT_ARL_MAX_RESENDS: u32 = 5;
+/// The most resends that may be configured.
+pub const MAX_ARL_RESENDS: u32 = 100;
 /// The most working days ahead a deadline alarm may look.
 pub const MAX_ALARM_DAYS: u32 = 60;
 
@@ -888,6 +925,10 @@ pub struct LiveSettings {
     pub close_at: Option<chrono::NaiveTime>,
     /// `transport.window`.
     pub window: usize,
+    /// `transport.arl_timeout_secs`.
+    pub arl_timeout: Duration,
+    /// `transport.arl_max_resends`.
+    pub arl_max_resends: u32,
 }
 
 impl Default for LiveSettings {
@@ -997,6 +1038,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("transport.publish_timeout_secs"));
+        cfg.transport.publish_timeout_secs = 10;
+        cfg.transport.arl_timeout_secs = 0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("transport.arl_timeout_secs: 1 to 604800"),
+            "{e}"
+        );
+        // 7 days (7 × 86400 = 604800 s) is the longest; one more second is refused.
+        cfg.transport.arl_timeout_secs = 604_800;
+        assert!(cfg.validate().is_ok());
+        cfg.transport.arl_timeout_secs = 604_801;
+        assert!(cfg.validate().is_err());
+        cfg.transport.arl_timeout_secs = 14_400;
+        cfg.transport.arl_max_resends = 101;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.starts_with("transport.arl_max_resends: 0 to 100"), "{e}");
+        cfg.transport.arl_max_resends = 0;
+        assert!(cfg.validate().is_ok(), "0: alarm only");
         let p = std::path::Path::new("/nonexistent/fsed.toml");
         assert!(Config::load(p, false).is_ok());
         assert!(Config::load(p, true).is_err());
@@ -1136,6 +1195,8 @@ mod tests {
             ..Config::default()
         };
         all_live.transport.window = 3;
+        all_live.transport.arl_timeout_secs = 60;
+        all_live.transport.arl_max_resends = 2;
         all_live.lots.max_age_secs = 9;
         all_live.lots.deadline_alarm_days = 4;
         all_live.lots.close_at = Some("12:00".into());

@@ -3,7 +3,8 @@
 //! not hide the others. Checks, in order: the reader service (pcscd) and the readers it sees,
 //! which slot holds which card, card certificates and their expiry, PIN tries left, the clock,
 //! the database's integrity and the free disk, the broker (or spool directories) and its
-//! topology, the backlog and the oldest unsent sheet against its sending deadline.
+//! topology, the backlog and the oldest unsent sheet against its sending deadline, the lots sent
+//! whose ARL has not come in time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -105,6 +106,7 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.extend(database(ctx, setup, thorough).await);
     checks.push(broker(setup).await);
     checks.push(backlog(ctx, queue));
+    checks.push(arl(ctx).await);
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -493,5 +495,65 @@ fn backlog(ctx: &Context, queue: Result<fse_queue::Backlog, String>) -> Check {
                 check("backlog", Status::Ok, detail)
             }
         }
+    }
+}
+
+/// The lots sent whose ARL has not come within `transport.arl_timeout_secs`: sent again by
+/// fsed, or given up after `transport.arl_max_resends` resends (a person asks the insurer).
+async fn arl(ctx: &Context) -> Check {
+    let live = ctx.live.get();
+    let sent_before = fse_queue::stamp_ago(live.arl_timeout);
+    let max = live.arl_max_resends;
+    let alarms = match ctx
+        .store
+        .read(move |q| q.arl_alarms(&sent_before, max))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            return check(
+                "arl",
+                Status::Failure,
+                format!("cannot read the queue: {e}"),
+            )
+        }
+    };
+    if alarms.is_empty() {
+        return check(
+            "arl",
+            Status::Ok,
+            "every lot sent has its ARL or is within its ARL timeout",
+        );
+    }
+    let shown: Vec<String> = alarms
+        .iter()
+        .map(|a| {
+            format!(
+                "{} to {} (sent again {} time(s), last sent {}{})",
+                a.lot_id,
+                a.destination,
+                a.resends,
+                a.sent_at,
+                if a.given_up { ", resends used up" } else { "" }
+            )
+        })
+        .collect();
+    let detail = format!(
+        "{} lot(s) sent without an ARL after {}s: {}",
+        alarms.len(),
+        live.arl_timeout.as_secs(),
+        shown.join("; ")
+    );
+    if alarms.iter().any(|a| a.given_up) {
+        check("arl", Status::Warning, detail).fix(format!(
+            "fsed stopped resending after {max} time(s): ask the insurer whether it has these lots, \
+             and check that the return queue exists and that nothing deletes or purges it; to send \
+             them again, raise transport.arl_max_resends and reload fsed (`systemctl reload fsed`)"
+        ))
+    } else {
+        check("arl", Status::Warning, detail).fix(
+            "fsed sends these lots again by itself (the insurer answers a lot id again); check \
+             that the return queue exists and that nothing deletes or purges it",
+        )
     }
 }

@@ -29,9 +29,10 @@ pub use integrity::{
 };
 pub use schema::APPLICATION_ID;
 pub use types::{
-    AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
+    AckRow, ArlAlarm, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
     GroupWritesOutcome, GroupWritten, Inserted, LotRow, LotState, NewSheet, ParticipationCaps,
-    PaymentRow, PaymentsApplied, PfRecord, SheetRow, SheetState, Stats, UnknownState, Withheld,
+    PaymentRow, PaymentsApplied, PfRecord, ResendStats, SheetRow, SheetState, Stats, UnknownState,
+    Withheld,
 };
 
 /// How long a call waits for another connection's write lock before failing.
@@ -348,6 +349,16 @@ const BACKLOG: &str = "SELECT COUNT(*), MIN(created_at), MIN(deadline) FROM (
 /// text SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ','now')` gives, made without a query).
 fn stamp() -> String {
     stamp_of(chrono::Utc::now())
+}
+
+/// The row time stamp of `age` ago: what a row stamped at or before it is as old as.
+pub fn stamp_ago(age: Duration) -> String {
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    stamp_of(
+        chrono::Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+    )
 }
 
 /// `at` as a row time stamp, written digit by digit: chrono's formatter costs more than the
@@ -866,7 +877,7 @@ fn lot_sent_in(tx: &Connection, lot_id: &str) -> Result<bool, QueueError> {
     }
     let at = stamp();
     tx.execute(
-        "UPDATE lots SET state = 'sent', updated_at = ?2 WHERE id = ?1",
+        "UPDATE lots SET state = 'sent', updated_at = ?2, sent_at = ?2 WHERE id = ?1",
         params![lot_id, at],
     )?;
     move_sheets(tx, lot_id, SheetState::Signed, SheetState::Sent, count, &at)?;
@@ -2087,6 +2098,109 @@ impl Queue {
             rejections,
             recorded_at,
         }))
+    }
+
+    /// Lots sent whose ARL has not come and whose last sending is at or before `cutoff` (a row
+    /// time stamp: now less the ARL timeout), sent again fewer than `max_resends` times:
+    /// what is to be sent again now, oldest lot first.
+    pub fn lots_to_resend(
+        &self,
+        cutoff: &str,
+        max_resends: u32,
+    ) -> Result<Vec<LotRow>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LOT_COLS} FROM lots WHERE state = 'sent' AND sent_at <= ?1 AND resends < ?2 ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(params![cutoff, max_resends], lot_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the next lot sent without its ARL (and with resends left) was last sent: from it
+    /// and the ARL timeout comes the time of the next resend.
+    pub fn next_resend_from(&self, max_resends: u32) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT MIN(sent_at) FROM lots WHERE state = 'sent' AND resends < ?1")?
+            .query_row([max_resends], |r| r.get(0))?)
+    }
+
+    /// The lots whose ARL is missing: sent, no ARL, and either sent again already or last sent
+    /// at or before `cutoff` (now less the ARL timeout); `given_up` once `max_resends` resends
+    /// are made. Oldest lot first.
+    pub fn arl_alarms(&self, cutoff: &str, max_resends: u32) -> Result<Vec<ArlAlarm>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, practitioner_id, destination, sheet_count, sent_at, resends,
+                    resends >= ?2 AND sent_at <= ?1
+             FROM lots WHERE state = 'sent' AND (resends > 0 OR sent_at <= ?1) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![cutoff, max_resends], |r| {
+            Ok(ArlAlarm {
+                lot_id: r.get(0)?,
+                practitioner_id: r.get(1)?,
+                destination: r.get(2)?,
+                sheet_count: get_u64(r, 3)?,
+                sent_at: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                resends: u32::try_from(get_u64(r, 5)?).unwrap_or(u32::MAX),
+                given_up: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A lot sent again (the broker confirmed it again, or its spool file is written again):
+    /// its resends count one more and its ARL is waited for from now, with a `lot.resent`
+    /// event. Returns the attempt (1 for the first resend), or `None` when the lot is no
+    /// longer `sent` (its ARL came meanwhile): nothing changed. An unknown lot is
+    /// [`QueueError::NotFound`].
+    pub fn mark_lot_resent(&mut self, lot_id: &str) -> Result<Option<u32>, QueueError> {
+        let tx = self.write()?;
+        let (state, _) = lot_state(&tx, lot_id)?;
+        if state != LotState::Sent {
+            return Ok(None);
+        }
+        let at = stamp();
+        tx.execute(
+            "UPDATE lots SET resends = resends + 1, sent_at = ?2 WHERE id = ?1",
+            params![lot_id, at],
+        )?;
+        let attempt: i64 =
+            tx.query_row("SELECT resends FROM lots WHERE id = ?1", [lot_id], |r| {
+                r.get(0)
+            })?;
+        let attempt = u32::try_from(attempt)
+            .map_err(|_| QueueError::Data(format!("lot {lot_id}: resends {attempt}")))?;
+        event(
+            &tx,
+            &at,
+            "lot.resent",
+            lot_id,
+            json!({ "attempt": attempt }),
+        )?;
+        tx.commit()?;
+        Ok(Some(attempt))
+    }
+
+    /// Resends over every lot, and the lots without an ARL: still being sent again, or given
+    /// up (`max_resends` resends made and the last one also unanswered at `cutoff`, now less
+    /// the ARL timeout).
+    pub fn resend_stats(&self, cutoff: &str, max_resends: u32) -> Result<ResendStats, QueueError> {
+        let (total, waiting, given_up) = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(resends), 0),
+                        COALESCE(SUM(state = 'sent' AND resends > 0
+                                     AND NOT (resends >= ?2 AND sent_at <= ?1)), 0),
+                        COALESCE(SUM(state = 'sent' AND resends >= ?2 AND sent_at <= ?1), 0)
+                 FROM lots",
+            )?
+            .query_row(params![cutoff, max_resends], |r| {
+                Ok((get_u64(r, 0)?, get_u64(r, 1)?, get_u64(r, 2)?))
+            })?;
+        Ok(ResendStats {
+            total,
+            waiting,
+            given_up,
+        })
     }
 
     /// Counts of sheets and lots per state (every state present, 0 when none).

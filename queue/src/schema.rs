@@ -285,6 +285,15 @@ UPDATE lots SET checksum = fsed_lot_checksum(id, signed_der, cms)
     WHERE signed_der IS NOT NULL OR cms IS NOT NULL;
 UPDATE dre_lots SET checksum = fsed_dre_lot_checksum(lot_id, amc, der);
 "#,
+    // 16: a lot sent whose ARL never comes (lost on the way back) is sent again by itself:
+    // when it was last sent (`sent_at`, the time a resend is counted from, also across a
+    // restart) and how many times it was sent again (`resends`). The lots already sent count
+    // from their last change, which was their sending.
+    r#"
+ALTER TABLE lots ADD COLUMN sent_at TEXT;
+ALTER TABLE lots ADD COLUMN resends INTEGER NOT NULL DEFAULT 0 CHECK (resends >= 0);
+UPDATE lots SET sent_at = updated_at WHERE state = 'sent';
+"#,
 ];
 
 /// The schema version this build writes.

@@ -2193,3 +2193,195 @@ fn a_version_13_database_keeps_its_participation_and_keys_through_migration_14()
     assert_eq!(integrity, "ok");
     assert!(q.pragma("foreign_keys").unwrap() == "1");
 }
+
+/// Sets when a lot was last sent, as a test clock would have stamped it.
+fn set_sent_at(q: &Queue, lot_id: &str, at: &str, resends: u32) {
+    q.conn
+        .execute(
+            "UPDATE lots SET sent_at = ?2, resends = ?3 WHERE id = ?1",
+            params![lot_id, at, resends],
+        )
+        .unwrap();
+}
+
+#[test]
+fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    // Four lots of one sheet each: A and B sent, C only signed, D sent and acknowledged.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        add(&mut q, "8A", "D");
+        let lot = q
+            .close_lots(None, 100, "20261201090000Z")
+            .unwrap()
+            .remove(0);
+        q.mark_lot_signed(&lot.id, b"signed lot").unwrap();
+        ids.push(lot.id);
+    }
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    for l in [a, b, d] {
+        assert!(q.mark_lot_sent(l).unwrap());
+    }
+    assert!(
+        lot(&q, a).updated_at <= q.next_resend_from(5).unwrap().unwrap(),
+        "sending stamps sent_at"
+    );
+    q.record_arl(&arl(d, ArlStatus::Positive, vec![]), b"arl")
+        .unwrap();
+    // Now is 16:00 and the ARL timeout 4 hours: the cutoff is 12:00. A was sent at 10:00
+    // (6 hours without an ARL: overdue), B at 13:00 (3 hours: not yet), D at 09:00 but
+    // acknowledged.
+    let cutoff = "2026-12-01T12:00:00.000Z";
+    set_sent_at(&q, a, "2026-12-01T10:00:00.000Z", 0);
+    set_sent_at(&q, b, "2026-12-01T13:00:00.000Z", 0);
+    set_sent_at(&q, d, "2026-12-01T09:00:00.000Z", 0);
+    let due: Vec<String> = q
+        .lots_to_resend(cutoff, 5)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, vec![a.clone()]);
+    // The cutoff itself is due (sent exactly 4 hours before now).
+    assert_eq!(
+        q.lots_to_resend("2026-12-01T10:00:00.000Z", 5)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        q.lots_to_resend("2026-12-01T09:59:59.999Z", 5)
+            .unwrap()
+            .len(),
+        0
+    );
+    // The next resend counts from the oldest sending without an ARL: A's.
+    assert_eq!(
+        q.next_resend_from(5).unwrap().as_deref(),
+        Some("2026-12-01T10:00:00.000Z")
+    );
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(
+        (&alarms[0].lot_id, alarms[0].resends, alarms[0].given_up),
+        (a, 0, false)
+    );
+    assert_eq!(alarms[0].sheet_count, 1);
+
+    // Sent again: counted, and waited for from now (after the cutoff): no longer due, still
+    // an alarm.
+    assert_eq!(q.mark_lot_resent(a).unwrap(), Some(1));
+    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!(
+        (alarms.len(), alarms[0].resends, alarms[0].given_up),
+        (1, 1, false)
+    );
+    assert_eq!(
+        q.resend_stats(cutoff, 5).unwrap(),
+        ResendStats {
+            total: 1,
+            waiting: 1,
+            given_up: 0
+        }
+    );
+    let resent: Vec<EventRow> = q
+        .events_since(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "lot.resent")
+        .collect();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(
+        (&resent[0].subject, resent[0].detail.as_str()),
+        (a, r#"{"attempt":1}"#)
+    );
+
+    // Five resends made and the last one unanswered past the timeout: no more resends, the
+    // alarm stays, given up.
+    set_sent_at(&q, a, "2026-12-01T10:00:00.000Z", 5);
+    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
+    assert_eq!(
+        q.next_resend_from(5).unwrap().as_deref(),
+        Some("2026-12-01T13:00:00.000Z")
+    );
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!((alarms[0].resends, alarms[0].given_up), (5, true));
+    // A higher limit (after a reload) sends it again.
+    assert_eq!(q.lots_to_resend(cutoff, 6).unwrap().len(), 1);
+    // Total 5 (A's resends); A given up, none still waiting.
+    assert_eq!(
+        q.resend_stats(cutoff, 5).unwrap(),
+        ResendStats {
+            total: 5,
+            waiting: 0,
+            given_up: 1
+        }
+    );
+
+    // The ARL comes at last: no alarm, no resend; the count stays in the total.
+    q.record_arl(&arl(a, ArlStatus::Positive, vec![]), b"arl")
+        .unwrap();
+    assert!(q.arl_alarms(cutoff, 5).unwrap().is_empty());
+    assert_eq!(q.resend_stats(cutoff, 5).unwrap().total, 5);
+    // A lot no longer sent is not counted again; an unknown lot is not found; a lot only
+    // signed is never resent.
+    assert_eq!(q.mark_lot_resent(a).unwrap(), None);
+    assert_eq!(q.resend_stats(cutoff, 5).unwrap().total, 5);
+    assert!(matches!(
+        q.mark_lot_resent("nope"),
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(q.mark_lot_resent(c).unwrap(), None);
+
+    // The time since sending is stored: a reopened queue selects the same lots.
+    set_sent_at(&q, b, "2026-12-01T11:00:00.000Z", 2);
+    drop(q);
+    let q = open(&dir);
+    let due: Vec<String> = q
+        .lots_to_resend(cutoff, 5)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, vec![b.clone()]);
+    // Resends left (2 of 5): not given up.
+    assert!(!q.arl_alarms(cutoff, 5).unwrap()[0].given_up);
+}
+
+#[test]
+fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        // A file at the schema before the resend columns, holding one lot sent.
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        let before = schema::MIGRATIONS.len() - 1;
+        for (i, sql) in schema::MIGRATIONS[..before].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at, seq)
+             VALUES ('8A-00000001', '8A', 1, 'D', 'sent', 0, x'00', '20261201090000Z', '2026-12-01T09:30:00.000Z', 1)",
+            [],
+        )
+        .unwrap();
+        drop(conn.transaction().unwrap());
+    }
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.next_resend_from(5).unwrap().as_deref(),
+        Some("2026-12-01T09:30:00.000Z")
+    );
+    assert_eq!(
+        q.lots_to_resend("2026-12-01T12:00:00.000Z", 5)
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -394,3 +394,34 @@ pub struct DeadlineAlarm {
     /// Last day to send (`YYYYMMDD`).
     pub deadline: String,
 }
+
+/// A lot sent whose ARL has not come within the ARL timeout: it is sent again by itself
+/// (same bytes, same lot id) until its resends are used up, then waits for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArlAlarm {
+    /// The lot.
+    pub lot_id: String,
+    /// Its practitioner.
+    pub practitioner_id: String,
+    /// Its destination organism.
+    pub destination: String,
+    /// Its sheets.
+    pub sheet_count: u64,
+    /// When it was last sent (first sending or last resend), `YYYY-MM-DDTHH:MM:SS.sssZ`.
+    pub sent_at: String,
+    /// How many times it was sent again.
+    pub resends: u32,
+    /// Its resends are used up: fsed sends it no more; a person asks the insurer.
+    pub given_up: bool,
+}
+
+/// Lots sent again because their ARL did not come, for `queue.stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ResendStats {
+    /// Resends made, over every lot stored.
+    pub total: u64,
+    /// Lots sent again at least once, still without an ARL, still being sent again.
+    pub waiting: u64,
+    /// Lots without an ARL whose resends are used up: a person must look.
+    pub given_up: u64,
+}

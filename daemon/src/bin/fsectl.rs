@@ -217,9 +217,11 @@ enum LotsCmd {
 
 #[derive(Subcommand)]
 enum QueueCmd {
-    /// Counts of sheets and lots per state (`queue.stats`).
+    /// Counts of sheets and lots per state, and of lots sent again for a missing ARL
+    /// (`queue.stats`).
     Stats,
-    /// Sheets near or past their sending deadline (`queue.alarms`).
+    /// Sheets near or past their sending deadline, and lots sent whose ARL has not come
+    /// (`queue.alarms`).
     Alarms,
 }
 
@@ -421,7 +423,7 @@ fn print_cards(cards: &Value) {
 }
 
 fn print_stats(stats: &Value) {
-    for kind in ["sheets", "lots"] {
+    for kind in ["sheets", "lots", "resends"] {
         let counts: Vec<String> = stats[kind]
             .as_object()
             .into_iter()
@@ -837,10 +839,10 @@ fn run(cli: Cli) -> Result<(), CallError> {
         }
         Cmd::Queue(QueueCmd::Stats) => show(c.call("queue.stats", json!({}))?, &print_stats),
         Cmd::Queue(QueueCmd::Alarms) => show(c.call("queue.alarms", json!({}))?, &|alarms| {
-            let rows: Vec<Vec<String>> = alarms
-                .as_array()
-                .into_iter()
-                .flatten()
+            let all: Vec<&Value> = alarms.as_array().into_iter().flatten().collect();
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .filter(|a| a["kind"] != "arl_missing")
                 .map(|a| {
                     vec![
                         cell(&a["id"]),
@@ -851,6 +853,36 @@ fn run(cli: Cli) -> Result<(), CallError> {
                 })
                 .collect();
             table(&["sheet", "number", "state", "deadline"], &rows);
+            let lots: Vec<Vec<String>> = all
+                .iter()
+                .filter(|a| a["kind"] == "arl_missing")
+                .map(|a| {
+                    vec![
+                        cell(&a["lot_id"]),
+                        cell(&a["destination"]),
+                        cell(&a["sent_at"]),
+                        cell(&a["resends"]),
+                        if a["given_up"] == true {
+                            "given up: ask the insurer".into()
+                        } else {
+                            "sent again by fsed".into()
+                        },
+                    ]
+                })
+                .collect();
+            if !lots.is_empty() {
+                println!();
+                table(
+                    &[
+                        "lot without ARL",
+                        "destination",
+                        "last sent",
+                        "resends",
+                        "state",
+                    ],
+                    &lots,
+                );
+            }
         }),
         Cmd::Events { count, only } => {
             let params = if only.is_empty() {
