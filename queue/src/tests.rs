@@ -2358,7 +2358,11 @@ fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
         // A file at the schema before the resend columns, holding one lot sent.
         let mut conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "foreign_keys", false).unwrap();
-        let before = schema::MIGRATIONS.len() - 1;
+        crate::integrity::register_functions(&conn).unwrap();
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|m| m.contains("ADD COLUMN sent_at"))
+            .unwrap();
         for (i, sql) in schema::MIGRATIONS[..before].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", i + 1).unwrap();
@@ -2366,8 +2370,9 @@ fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
         conn.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
         conn.execute(
-            "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at, seq)
-             VALUES ('8A-00000001', '8A', 1, 'D', 'sent', 0, x'00', '20261201090000Z', '2026-12-01T09:30:00.000Z', 1)",
+            "INSERT INTO lots (id, practitioner_id, number, destination, state, sheet_count, signed_der, closed_at, updated_at, seq, checksum)
+             VALUES ('8A-00000001', '8A', 1, 'D', 'sent', 0, x'00', '20261201090000Z', '2026-12-01T09:30:00.000Z', 1,
+                     fsed_lot_checksum('8A-00000001', x'00', NULL))",
             [],
         )
         .unwrap();
