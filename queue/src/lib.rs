@@ -2102,7 +2102,7 @@ impl Queue {
 
     /// Lots sent whose ARL has not come and whose last sending is at or before `cutoff` (a row
     /// time stamp: now less the ARL timeout), sent again fewer than `max_resends` times:
-    /// what is to be sent again now, oldest lot first.
+    /// what is to be sent again now, oldest lot first; damaged lots are left out.
     pub fn lots_to_resend(
         &self,
         cutoff: &str,
@@ -2111,8 +2111,18 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots WHERE state = 'sent' AND sent_at <= ?1 AND resends < ?2 ORDER BY seq"
         ))?;
-        let rows = stmt.query_map(params![cutoff, max_resends], lot_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // A damaged lot is not sent again (`store.verify` and the thorough doctor name it); the
+        // others still are.
+        let rows = stmt.query_map(params![cutoff, max_resends], |r| {
+            checked_row::<_, String>("lot", r, lot_row)
+        })?;
+        let mut due = Vec::new();
+        for row in rows {
+            if let Ok(lot) = row? {
+                due.push(lot);
+            }
+        }
+        Ok(due)
     }
 
     /// When the next lot sent without its ARL (and with resends left) was last sent: from it
