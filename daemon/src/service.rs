@@ -455,7 +455,8 @@ impl Reload<'_> {
                 self.wake.notify_one();
             }
         }
-        self.notifier.ready(&ready_status(self.store, self.cards).await);
+        self.notifier
+            .ready(&ready_status(self.store, self.cards).await);
     }
 }
 

@@ -647,7 +647,11 @@ impl Cards {
             }
             Backend::Virtual(cfg) => {
                 let handle = virtual_reader::spawn(cfg, rx, tx.clone(), events.clone(), reg)?;
-                (Waker::None, ServiceView::new(ServiceState::Embedded), handle)
+                (
+                    Waker::None,
+                    ServiceView::new(ServiceState::Embedded),
+                    handle,
+                )
             }
         };
         Ok((
