@@ -20,6 +20,9 @@ pub struct Latency {
     pub apdu: Duration,
     /// Per signature (PSO: COMPUTE DIGITAL SIGNATURE, INTERNAL AUTHENTICATE), instead of `apdu`.
     pub signature: Duration,
+    /// Per PIN presented (VERIFY with a PIN, CHANGE REFERENCE DATA, RESET RETRY COUNTER),
+    /// instead of `apdu`: a test may pull the card out while it checks one.
+    pub pin: Duration,
 }
 
 impl Latency {
@@ -27,11 +30,13 @@ impl Latency {
     pub const NONE: Latency = Latency {
         apdu: Duration::ZERO,
         signature: Duration::ZERO,
+        pin: Duration::ZERO,
     };
     /// The order of a real card: 20 ms per APDU, 150 ms per signature.
     pub const REAL_CARD: Latency = Latency {
         apdu: Duration::from_millis(20),
         signature: Duration::from_millis(150),
+        pin: Duration::from_millis(20),
     };
 
     /// The delay before answering `apdu`.
@@ -40,6 +45,12 @@ impl Latency {
             Some(&(fse_formats::apdu::INS_PSO | fse_formats::apdu::INS_INTERNAL_AUTHENTICATE)) => {
                 self.signature
             }
+            // VERIFY without data only asks for the tries left.
+            Some(&fse_formats::apdu::INS_VERIFY) if apdu.len() > 5 => self.pin,
+            Some(
+                &(fse_formats::apdu::INS_CHANGE_REFERENCE_DATA
+                | fse_formats::apdu::INS_RESET_RETRY_COUNTER),
+            ) => self.pin,
             _ => self.apdu,
         }
     }

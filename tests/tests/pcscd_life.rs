@@ -351,3 +351,119 @@ fn apdus_at_the_edges_of_iso_7816_get_iso_answers_and_never_wedge_the_reader() {
     assert!(out.contains("< 90 00"), "{out}");
     drop(cards);
 }
+
+#[test]
+fn a_card_pulled_out_mid_pin_or_mid_signature_is_no_wrong_pin_and_the_pin_is_never_replayed() {
+    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let pcscd = Pcscd;
+    pcscd.start();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    // The card takes 3 s to check a PIN and 3 s to sign: time to pull it out while it works.
+    let mut sim = Proc::start(
+        "fse-sim",
+        &[
+            "cards",
+            "--control",
+            control.to_str().unwrap(),
+            "--latency-ms",
+            "0",
+            "--pin-latency-ms",
+            "3000",
+            "--signature-latency-ms",
+            "3000",
+        ],
+    );
+    sim.wait_line("cards ready", Duration::from_secs(20));
+    let (mut fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
+    wait_for("both cards", Duration::from_secs(30), || {
+        (kinds(&mut rpc) == ["cps", "vitale"]).then_some(())
+    });
+    let socket = dir.path().join("fsed.sock");
+    let mut watcher = Rpc::connect(&socket, Duration::from_secs(5));
+    watcher.ok("events.subscribe", json!({}));
+
+    // A wrong PIN on its way to the card when the card leaves: the card never checks it.
+    let mut caller = Rpc::connect(&socket, Duration::from_secs(5));
+    let verify =
+        std::thread::spawn(move || caller.call("cards.verify_pin", json!({"pin": "0000"})));
+    // Well within the card's 3 s on the PIN (its link is cut mid-command).
+    std::thread::sleep(Duration::from_millis(1000));
+    common::order(&control, &["remove", "--slot", "cps"]);
+    let r = verify.join().unwrap();
+    assert_eq!(error_name(&r), "CARD_ERROR", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("removed"),
+        "{r}"
+    );
+    assert!(r["error"]["data"].get("tries_left").is_none(), "{r}");
+    let stats = common::order(&control, &["stats", "--slot", "cps"]);
+    assert_eq!(
+        stats["verifies"], 0,
+        "the card never checked the PIN: {stats}"
+    );
+
+    // Back in: fsed presents no PIN by itself, the card still has its 3 tries.
+    common::order(
+        &control,
+        &[
+            "insert",
+            "--slot",
+            "cps",
+            "--profile",
+            "cps-medecin-generaliste",
+        ],
+    );
+    wait_for("the CPS back", Duration::from_secs(30), || {
+        (kinds(&mut rpc) == ["cps", "vitale"]).then_some(())
+    });
+    let st = rpc.ok("cards.pin_status", json!({}));
+    assert_eq!(st["tries_left"], json!(3), "{st}");
+    let stats = common::order(&control, &["stats", "--slot", "cps"]);
+    assert_eq!(stats["verifies"], 0, "no PIN replayed: {stats}");
+
+    // The right PIN, a sheet, a lot: the CPS pulled out while it signs.
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    rpc.ok("fse.create", json!({"act": {"code": "G"}}));
+    rpc.ok("lots.close", json!({}));
+    let lot = watcher.wait_event("lot.closed")["lot_id"].clone();
+    // Well within the card's 3 s on the signature.
+    std::thread::sleep(Duration::from_millis(1000));
+    common::order(&control, &["remove", "--slot", "cps"]);
+    let failed = watcher.wait_event("lot.sign_failed");
+    assert_eq!(failed["lot_id"], lot, "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("removed") && !reason.to_lowercase().contains("wrong pin"),
+        "{failed}"
+    );
+    let stats = common::order(&control, &["stats", "--slot", "cps"]);
+    // One VERIFY (the right PIN), no signature finished.
+    assert_eq!(
+        (stats["verifies"].clone(), stats["signatures"].clone()),
+        (json!(1), json!(0)),
+        "{stats}"
+    );
+
+    common::order(
+        &control,
+        &[
+            "insert",
+            "--slot",
+            "cps",
+            "--profile",
+            "cps-medecin-generaliste",
+        ],
+    );
+    wait_for("the CPS back", Duration::from_secs(30), || {
+        (kinds(&mut rpc) == ["cps", "vitale"]).then_some(())
+    });
+    let st = rpc.ok("cards.pin_status", json!({}));
+    assert_eq!(st["tries_left"], json!(3), "{st}");
+    let stats = common::order(&control, &["stats", "--slot", "cps"]);
+    assert_eq!(
+        stats["verifies"], 0,
+        "fsed never presents the PIN by itself: {stats}"
+    );
+    assert!(fsed.terminate().success());
+}

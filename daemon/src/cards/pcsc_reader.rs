@@ -1,6 +1,12 @@
 //! The PC/SC backend: the card thread owns the `pcsc::Context`, blocks on
 //! `SCardGetStatusChange` over every reader plus `\\?PnP?\Notification`
 //! (reader hot-plug), and is woken by `SCardCancel` when a job is queued.
+//!
+//! pcscd may be absent at start (socket activation: it comes later) and may stop or restart
+//! under fsed (an upgrade, a crash, a resume): every call on a context of a pcscd gone fails
+//! for good. The thread then forgets that context's readers and cards (their card sessions and
+//! PIN states died with it: nothing is replayed), establishes a new context every second until
+//! one works, and finds the readers and cards again, with the events of each change.
 
 use std::ffi::CString;
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,11 +36,21 @@ fn map_error(e: pcsc::Error) -> ChannelError {
     }
 }
 
+/// An answer without its status word is a card that left mid-command: pcscd's vpcd driver,
+/// whose card closed the link, reports success with nothing. The card session is gone (so is
+/// its PIN state); the command never counts as answered, least of all as a wrong PIN.
+fn answered(resp: &[u8]) -> Result<Vec<u8>, ChannelError> {
+    if resp.len() < 2 {
+        return Err(ChannelError::CardRemoved);
+    }
+    Ok(resp.to_vec())
+}
+
 impl CardChannel for PcscChannel {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
         let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         match self.card.transmit(command, &mut buf) {
-            Ok(resp) => return Ok(resp.to_vec()),
+            Ok(resp) => return answered(resp),
             // Reset by another application or re-inserted: pcsclite refused the command before it
             // reached the card. Reconnect and send it once more; the card's security state is gone.
             Err(pcsc::Error::ResetCard) => {
@@ -51,8 +67,8 @@ impl CardChannel for PcscChannel {
         }
         self.card
             .transmit(command, &mut buf)
-            .map(<[u8]>::to_vec)
             .map_err(map_error)
+            .and_then(answered)
     }
 
     fn take_reset(&mut self) -> bool {
