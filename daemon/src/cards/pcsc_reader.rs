@@ -103,9 +103,21 @@ pub(super) fn spawn(
     current: CurrentContext,
     service: ServiceView,
 ) -> Result<std::thread::JoinHandle<()>, CardsError> {
+    // A first try here, so that the service's first status says whether pcscd answered.
+    let first = match Context::establish(Scope::User) {
+        Ok(ctx) => {
+            set_current(&current, Some(ctx.clone()));
+            service.set(ServiceState::Connected, None, Vec::new());
+            Some(ctx)
+        }
+        Err(e) => {
+            service.set(ServiceState::Waiting, Some(e.to_string()), Vec::new());
+            None
+        }
+    };
     std::thread::Builder::new()
         .name("fsed-cards".into())
-        .spawn(move || run(rx, events, reg, current, service))
+        .spawn(move || run(first, rx, events, reg, current, service))
         .map_err(|e| CardsError::Pcsc(e.to_string()))
 }
 
@@ -118,6 +130,7 @@ fn set_current(current: &CurrentContext, ctx: Option<Context>) {
 }
 
 fn run(
+    mut first: Option<Context>,
     rx: mpsc::Receiver<Msg>,
     events: broadcast::Sender<CardEvent>,
     mut reg: Registry,
@@ -129,7 +142,10 @@ fn run(
     let mut absent = ServiceState::Waiting;
     loop {
         // No context: establish one, running the jobs that come meanwhile (they find no card).
-        let ctx = match Context::establish(Scope::User) {
+        let ctx = match first
+            .take()
+            .map_or_else(|| Context::establish(Scope::User), Ok)
+        {
             Ok(ctx) => ctx,
             Err(e) => {
                 let why = e.to_string();
