@@ -97,6 +97,8 @@ pub struct Conn {
 pub const EVENT_NAMES: &[&str] = &[
     "card.inserted",
     "card.removed",
+    "reader.found",
+    "reader.lost",
     "sheet.accepted",
     "sheet.cancelled",
     "sheet.resubmitted",

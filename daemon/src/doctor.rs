@@ -15,6 +15,7 @@ use fse_formats::pki::CertStatus;
 use serde::Serialize;
 
 use crate::api::Context;
+use crate::cards::{ServiceState, ServiceStatus};
 use crate::config::CardBackend;
 use crate::transport::Transport;
 
@@ -94,8 +95,9 @@ impl Check {
 /// Merkle root: the `stored_rows` check).
 pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     let mut checks = Vec::new();
-    checks.extend(readers(setup).await);
-    checks.extend(cards(ctx).await);
+    let service = ctx.cards.service();
+    checks.extend(readers(setup, &service).await);
+    checks.extend(cards(ctx, &service).await);
     // One read serves the clock (the last event's time) and the backlog.
     let queue = ctx
         .store
@@ -115,8 +117,10 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     Report { status, checks }
 }
 
-/// pcscd and its readers (PC/SC backend), or the embedded virtual reader.
-async fn readers(setup: &Setup) -> Vec<Check> {
+/// pcscd and its readers (PC/SC backend), or the embedded virtual reader: a fresh look (a new
+/// context) and fsed's own link (its card thread's context), which can differ: after pcscd
+/// restarts, a fresh context works while fsed's old one is dead until it re-establishes it.
+async fn readers(setup: &Setup, service: &ServiceStatus) -> Vec<Check> {
     match setup.backend {
         CardBackend::Virtual => vec![check(
             "readers",
@@ -140,15 +144,41 @@ async fn readers(setup: &Setup) -> Vec<Check> {
             })
             .await
             .unwrap_or_else(|e| Err(format!("check failed: {e}")));
-            match listed {
-                Err(e) => vec![check("pcscd", Status::Failure, format!("pcscd is not reachable: {e}"))
-                    .fix("start the smart card service: `systemctl start pcscd.socket` (package pcscd)")],
-                Ok(names) if names.is_empty() => vec![
+            let own = match service.state {
+                ServiceState::Connected | ServiceState::Embedded => None,
+                ServiceState::Waiting => Some(format!(
+                    "fsed has not reached pcscd since it started ({}; last error: {}): it tries again every second",
+                    service.since,
+                    service.error.as_deref().unwrap_or("none")
+                )),
+                ServiceState::Lost => Some(format!(
+                    "fsed lost its link to pcscd at {} ({}) and is re-establishing it (every second); its cards are read again, PIN to be entered again, once it is back",
+                    service.since,
+                    service.error.as_deref().unwrap_or("no error recorded")
+                )),
+            };
+            match (listed, own) {
+                (Err(e), own) => vec![check(
+                    "pcscd",
+                    Status::Failure,
+                    match own {
+                        Some(own) => format!("pcscd is not reachable: {e}; {own}"),
+                        None => format!("pcscd is not reachable: {e}"),
+                    },
+                )
+                .fix("start the smart card service: `systemctl start pcscd.socket` (package pcscd); fsed finds the readers and cards by itself once it answers")],
+                (Ok(_), Some(own)) => vec![check(
+                    "pcscd",
+                    Status::Failure,
+                    format!("pcscd answers a new connection, but {own}"),
+                )
+                .fix("wait a few seconds and run `fsectl doctor` again; if this stays, see `journalctl -u fsed` and restart fsed: `systemctl restart fsed`")],
+                (Ok(names), None) if names.is_empty() => vec![
                     check("pcscd", Status::Ok, "pcscd answers"),
                     check("readers", Status::Failure, "pcscd sees no card reader")
                         .fix("plug the reader in (USB) and check its driver: `pcsc_scan` lists the readers pcscd sees"),
                 ],
-                Ok(names) => vec![
+                (Ok(names), None) => vec![
                     check("pcscd", Status::Ok, "pcscd answers"),
                     check(
                         "readers",
@@ -162,7 +192,16 @@ async fn readers(setup: &Setup) -> Vec<Check> {
 }
 
 /// Which slot holds which card, their certificates, the CPS PIN.
-async fn cards(ctx: &Context) -> Vec<Check> {
+async fn cards(ctx: &Context, service: &ServiceStatus) -> Vec<Check> {
+    if matches!(service.state, ServiceState::Waiting | ServiceState::Lost) {
+        // Without its link to pcscd fsed sees no card: asking for one already in would mislead.
+        return vec![check(
+            "cards",
+            Status::Failure,
+            "fsed cannot see the cards until its link to pcscd is back (see the pcscd check)",
+        )
+        .fix("leave the cards in: fsed reads them again by itself once pcscd answers, then enter the PIN again")];
+    }
     let listed = match ctx.cards.list().await {
         Ok(l) => l,
         Err(e) => {

@@ -158,6 +158,10 @@ pub async fn forward_cards(mut rx: broadcast::Receiver<crate::cards::CardEvent>,
                 json!({ "reader": card.reader, "kind": card.kind, "serial": card.serial, "atr": card.atr }),
             ),
             Ok(crate::cards::CardEvent::Removed { reader }) => bus.publish("card.removed", json!({ "reader": reader })),
+            Ok(crate::cards::CardEvent::ReaderFound { reader }) => bus.publish("reader.found", json!({ "reader": reader })),
+            Ok(crate::cards::CardEvent::ReaderLost { reader, reason }) => {
+                bus.publish("reader.lost", json!({ "reader": reader, "reason": reason }))
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }

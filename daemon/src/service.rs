@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use fse_formats::pki::TrustStore;
 
 use crate::batcher::Batcher;
-use crate::cards::{Backend, Cards, VirtualReaderConfig};
+use crate::cards::{Backend, Cards, ServiceState, VirtualReaderConfig};
 use crate::config::{CardBackend, Config, Live, Sources, TransportKind};
 use crate::shutdown;
 use crate::store::Store;
@@ -274,7 +274,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         || "the socket passed by systemd".to_string(),
         |p| p.display().to_string(),
     );
-    let status = ready_status(&store).await;
+    let status = ready_status(&store, &cards).await;
     tracing::info!(socket = %socket_shown, activated = bound.is_none(), status = %status, "fsed ready");
     notifier.ready(&status);
     println!("fsed ready on {socket_shown}");
@@ -290,6 +290,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         wake: &wake,
         notifier: &notifier,
         store: &store,
+        cards: &cards,
     };
     // The keep-alive goes at half the watchdog's timeout, and only after the committer answered.
     let every = watchdog.map_or(STATUS_EVERY, |t| (t / 2).max(Duration::from_millis(100)));
@@ -297,8 +298,17 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = status;
     let mut last_status_at = tokio::time::Instant::now();
+    // A reader lost or found (pcscd gone, back) shows in the status at once.
+    let mut card_changes = cards.subscribe();
     let signal = loop {
         tokio::select! {
+            Ok(crate::cards::CardEvent::ReaderFound { .. } | crate::cards::CardEvent::ReaderLost { .. }) = card_changes.recv() => {
+                let status = ready_status(&store, &cards).await;
+                if status != last_status {
+                    notifier.status(&status);
+                    last_status = status;
+                }
+            }
             _ = signals.term.recv() => break "SIGTERM",
             _ = signals.int.recv() => break "SIGINT",
             _ = signals.hup.recv() => reload.apply(&mut running).await,
@@ -315,7 +325,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
                 }
                 if last_status_at.elapsed() >= STATUS_EVERY {
                     last_status_at = tokio::time::Instant::now();
-                    let status = ready_status(&store).await;
+                    let status = ready_status(&store, &cards).await;
                     if status != last_status {
                         notifier.status(&status);
                         last_status = status;
@@ -392,13 +402,18 @@ fn listen(
 }
 
 /// The status line while running: how many sheets wait to be sent.
-async fn ready_status(store: &Store) -> String {
-    match store.read(|q| q.backlog()).await {
+async fn ready_status(store: &Store, cards: &Cards) -> String {
+    let queued = match store.read(|q| q.backlog()).await {
         Ok(backlog) => format!("ready: {} sheets queued", backlog.unsent),
         Err(e) => {
             tracing::warn!(error = %e, "cannot count the sheets queued");
             "ready".into()
         }
+    };
+    match cards.service().state {
+        ServiceState::Waiting => format!("{queued}; waiting for pcscd"),
+        ServiceState::Lost => format!("{queued}; pcscd lost, reconnecting"),
+        ServiceState::Connected | ServiceState::Embedded => queued,
     }
 }
 
@@ -409,6 +424,7 @@ struct Reload<'a> {
     wake: &'a Notify,
     notifier: &'a Notifier,
     store: &'a Store,
+    cards: &'a Cards,
 }
 
 impl Reload<'_> {
@@ -447,7 +463,8 @@ impl Reload<'_> {
                 self.wake.notify_one();
             }
         }
-        self.notifier.ready(&ready_status(self.store).await);
+        self.notifier
+            .ready(&ready_status(self.store, self.cards).await);
     }
 }
 

@@ -55,6 +55,19 @@ pub trait VirtualCard: Send {
     fn reset(&mut self);
 }
 
+/// Length of an Ed25519 signature, what PSO and INTERNAL AUTHENTICATE return.
+const SIGNATURE_LEN: u32 = 64;
+
+/// `6C40` when the command's Le asks for another length than the 64-byte signature (ISO 7816-4:
+/// wrong Le, the right one in SW2), so the caller may send it again; `None` when Le is absent,
+/// `00` (up to 256) or `0000` (up to 65536), or 64.
+fn wrong_le_for_signature(cmd: &Command) -> Option<Response> {
+    match cmd.le {
+        None | Some(256) | Some(65536) | Some(SIGNATURE_LEN) => None,
+        Some(_) => Some(Response::status(0x6C00 | SIGNATURE_LEN as u16)),
+    }
+}
+
 /// What the two cards share: an application, a file system, a selection.
 struct FileSystem {
     aid: &'static [u8],
@@ -331,6 +344,9 @@ impl VirtualCps {
         if cmd.data.is_empty() {
             return Response::status(apdu::SW_WRONG_LENGTH);
         }
+        if let Some(wrong_le) = wrong_le_for_signature(cmd) {
+            return wrong_le;
+        }
         self.stats.signatures.fetch_add(1, Ordering::Relaxed);
         Response::ok(self.key.sign(&cmd.data))
     }
@@ -429,6 +445,8 @@ impl VirtualCard for VirtualVitale {
                     Response::status(apdu::SW_CONDITIONS_NOT_SATISFIED)
                 } else if cmd.data.len() != 32 {
                     Response::status(apdu::SW_WRONG_LENGTH)
+                } else if let Some(wrong_le) = wrong_le_for_signature(&cmd) {
+                    wrong_le
                 } else {
                     self.stats.authentications.fetch_add(1, Ordering::Relaxed);
                     Response::ok(self.key.sign(&cmd.data))
@@ -589,6 +607,66 @@ mod tests {
             cards::cps_sign(&mut ch, b"lot"),
             Err(CardError::PinRequired)
         );
+    }
+
+    /// Raw APDU in, status word out (the last two bytes) and the data length before it.
+    fn raw(card: &mut dyn VirtualCard, apdu: &[u8]) -> (usize, u16) {
+        let r = card.process(apdu);
+        let n = r.len() - 2;
+        (n, u16::from_be_bytes([r[n], r[n + 1]]))
+    }
+
+    #[test]
+    fn a_signature_asked_with_another_le_than_64_answers_6c40() {
+        let mut cps = profiles::default_cps();
+        let stats = cps.stats();
+        let mut select = vec![0x00, 0xA4, 0x04, 0x0C, cards::AID_CPS.len() as u8];
+        select.extend_from_slice(cards::AID_CPS);
+        assert_eq!(raw(&mut cps, &select), (0, 0x9000));
+        let mut verify = vec![0x00, 0x20, 0x00, cards::PIN_REF, 0x08];
+        verify.extend_from_slice(profiles::DEFAULT_PIN.as_bytes());
+        verify.resize(5 + 8, 0xFF);
+        assert_eq!(raw(&mut cps, &verify), (0, 0x9000));
+        // PSO with a 3-byte message "lot" and Le: 00 2A 9E 9A 03 'l' 'o' 't' Le.
+        let pso = |le: u8| vec![0x00, 0x2A, 0x9E, 0x9A, 0x03, b'l', b'o', b't', le];
+        // Le 0x10 (16) and 0x41 (65) are wrong: 6C40, 0x40 = 64 the signature's length.
+        assert_eq!(raw(&mut cps, &pso(0x10)), (0, 0x6C40));
+        assert_eq!(raw(&mut cps, &pso(0x41)), (0, 0x6C40));
+        assert_eq!(CardStats::get(&stats.signatures), 0, "no signature made");
+        // Le 0x40 (64) and 0x00 (up to 256) get the 64 bytes.
+        assert_eq!(raw(&mut cps, &pso(0x40)), (64, 0x9000));
+        assert_eq!(raw(&mut cps, &pso(0x00)), (64, 0x9000));
+
+        let mut vit = profiles::default_vitale();
+        let mut select = vec![0x00, 0xA4, 0x04, 0x0C, cards::AID_VITALE.len() as u8];
+        select.extend_from_slice(cards::AID_VITALE);
+        assert_eq!(raw(&mut vit, &select), (0, 0x9000));
+        // INTERNAL AUTHENTICATE: 00 88 00 00 20 + 32-byte challenge + Le.
+        let auth = |le: u8| {
+            let mut a = vec![0x00, 0x88, 0x00, 0x00, 0x20];
+            a.extend_from_slice(&[7; 32]);
+            a.push(le);
+            a
+        };
+        assert_eq!(raw(&mut vit, &auth(0x20)), (0, 0x6C40));
+        assert_eq!(raw(&mut vit, &auth(0x40)), (64, 0x9000));
+        assert_eq!(raw(&mut vit, &auth(0x00)), (64, 0x9000));
+    }
+
+    #[test]
+    fn read_binary_without_le_reads_up_to_256_bytes() {
+        let mut cps = profiles::default_cps();
+        let mut select = vec![0x00, 0xA4, 0x04, 0x0C, cards::AID_CPS.len() as u8];
+        select.extend_from_slice(cards::AID_CPS);
+        assert_eq!(raw(&mut cps, &select), (0, 0x9000));
+        assert_eq!(
+            raw(&mut cps, &[0x00, 0xA4, 0x02, 0x0C, 0x02, 0xD1, 0x00]),
+            (0, 0x9000)
+        );
+        // Case 1 (no Le) reads as Le = 00: the whole holder file (under 256 bytes), 9000.
+        let whole = cps.process(&[0x00, 0xB0, 0x00, 0x00, 0x00]);
+        assert_eq!(cps.process(&[0x00, 0xB0, 0x00, 0x00]), whole);
+        assert!(whole.len() > 2 && whole.ends_with(&[0x90, 0x00]));
     }
 
     #[test]

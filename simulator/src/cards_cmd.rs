@@ -37,6 +37,9 @@ pub struct CardsArgs {
     /// Time a card takes per signature, in milliseconds (a real card: about 150 ms).
     #[arg(long, default_value_t = 150)]
     pub signature_latency_ms: u64,
+    /// Time a card takes to check a PIN or PUK, in milliseconds (default: `--latency-ms`).
+    #[arg(long)]
+    pub pin_latency_ms: Option<u64>,
     /// Profile of the card in the CPS slot: a built-in name or a TOML file (`none`: empty slot).
     #[arg(long, default_value = profiles::DEFAULT_CPS)]
     pub cps_profile: String,
@@ -188,6 +191,7 @@ pub async fn run(args: CardsArgs) -> Result<(), profiles::ProfileError> {
     let latency = vpcd::Latency {
         apdu: Duration::from_millis(args.latency_ms),
         signature: Duration::from_millis(args.signature_latency_ms),
+        pin: Duration::from_millis(args.pin_latency_ms.unwrap_or(args.latency_ms)),
     };
     // Check the profiles before anything connects.
     for profile in [&args.cps_profile, &args.vitale_profile] {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fse_formats::vpcd::{self, Control, Frame};
+use fse_formats::vpcd::{self, CardLink, CardStep, Control};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -20,6 +20,9 @@ pub struct Latency {
     pub apdu: Duration,
     /// Per signature (PSO: COMPUTE DIGITAL SIGNATURE, INTERNAL AUTHENTICATE), instead of `apdu`.
     pub signature: Duration,
+    /// Per PIN presented (VERIFY with a PIN, CHANGE REFERENCE DATA, RESET RETRY COUNTER),
+    /// instead of `apdu`: a test may pull the card out while it checks one.
+    pub pin: Duration,
 }
 
 impl Latency {
@@ -27,11 +30,13 @@ impl Latency {
     pub const NONE: Latency = Latency {
         apdu: Duration::ZERO,
         signature: Duration::ZERO,
+        pin: Duration::ZERO,
     };
     /// The order of a real card: 20 ms per APDU, 150 ms per signature.
     pub const REAL_CARD: Latency = Latency {
         apdu: Duration::from_millis(20),
         signature: Duration::from_millis(150),
+        pin: Duration::from_millis(20),
     };
 
     /// The delay before answering `apdu`.
@@ -40,6 +45,12 @@ impl Latency {
             Some(&(fse_formats::apdu::INS_PSO | fse_formats::apdu::INS_INTERNAL_AUTHENTICATE)) => {
                 self.signature
             }
+            // VERIFY without data only asks for the tries left.
+            Some(&fse_formats::apdu::INS_VERIFY) if apdu.len() > 5 => self.pin,
+            Some(
+                &(fse_formats::apdu::INS_CHANGE_REFERENCE_DATA
+                | fse_formats::apdu::INS_RESET_RETRY_COUNTER),
+            ) => self.pin,
             _ => self.apdu,
         }
     }
@@ -120,6 +131,15 @@ impl Link {
                 Ok(())
             }
             Link::Unix(s) => crate::wait_readable(s),
+        }
+    }
+}
+
+impl Link {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Link::Tcp(s) => s.set_read_timeout(t),
+            Link::Unix(s) => s.set_read_timeout(t),
         }
     }
 }
@@ -209,6 +229,30 @@ fn next_frame(stream: &mut Link, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> 
     }
 }
 
+/// Like [`next_frame`], but gives up after `within` without a whole frame (`None`); bytes
+/// of a frame begun stay in `buf`.
+fn next_frame_within(
+    stream: &mut Link,
+    buf: &mut Vec<u8>,
+    within: Duration,
+) -> std::io::Result<Option<Vec<u8>>> {
+    stream.set_read_timeout(Some(within))?;
+    let r = next_frame(stream, buf);
+    stream.set_read_timeout(None)?;
+    match r {
+        Ok(payload) => Ok(Some(payload)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn session(
     mut stream: Link,
     card: &SharedCard,
@@ -217,16 +261,34 @@ fn session(
 ) -> std::io::Result<()> {
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut buf = Vec::with_capacity(4096);
+    // Tells 1-byte APDUs from control frames (`fse_formats::vpcd::CardLink`).
+    let mut link = CardLink::new();
+    let mut waiting = false;
     loop {
-        let payload = next_frame(&mut stream, &mut buf)?;
-        let reply = match Frame::classify(&payload) {
-            Frame::Control(Control::GetAtr) => Some(lock(card).atr()),
-            Frame::Control(Control::PowerOff | Control::Reset) => {
-                lock(card).reset();
-                None
+        let payload = if waiting {
+            match next_frame_within(&mut stream, &mut buf, vpcd::CONTROL_SILENCE)? {
+                Some(payload) => payload,
+                None => {
+                    // Nothing followed: it was a 1-byte APDU, and the reader waits for its answer.
+                    waiting = false;
+                    let sw = link.silence();
+                    write_answer(&mut stream, &sw.to_be_bytes())?;
+                    continue;
+                }
             }
-            Frame::Control(Control::PowerOn) | Frame::UnknownControl(_) => None,
-            Frame::Apdu(apdu) => {
+        } else {
+            next_frame(&mut stream, &mut buf)?
+        };
+        let (confirmed, step) = link.frame(&payload);
+        if let Some(Control::PowerOff | Control::Reset) = confirmed {
+            lock(card).reset();
+        }
+        waiting = step == CardStep::Wait;
+        let reply = match step {
+            CardStep::Wait => None,
+            CardStep::Atr => Some(lock(card).atr()),
+            CardStep::Status(sw) => Some(sw.to_be_bytes().to_vec()),
+            CardStep::Apdu(apdu) => {
                 let delay = latency.for_apdu(&apdu);
                 let still_in = if delay.is_zero() {
                     matches!(pulled.try_recv(), Err(TryRecvError::Empty))
@@ -243,11 +305,14 @@ fn session(
             }
         };
         if let Some(bytes) = reply {
-            let frame = vpcd::encode(&bytes)
-                .ok_or_else(|| std::io::Error::other("response over 64 KiB"))?;
-            stream.write_all(&frame)?;
+            write_answer(&mut stream, &bytes)?;
         }
     }
+}
+
+fn write_answer(stream: &mut Link, bytes: &[u8]) -> std::io::Result<()> {
+    let frame = vpcd::encode(bytes).ok_or_else(|| std::io::Error::other("response over 64 KiB"))?;
+    stream.write_all(&frame)
 }
 
 #[cfg(test)]
@@ -293,6 +358,39 @@ mod tests {
             drop(s);
         }
         stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_byte_apdus_are_answered_6700_and_the_link_goes_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let card: SharedCard = Arc::new(Mutex::new(Box::new(profiles::default_cps())));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(serve(addr, card, Latency::NONE, stop));
+        let (mut s, _) = listener.accept().await.unwrap();
+        // As pcscd's driver: power-on, then the ATR at once.
+        s.write_all(&vpcd::encode(&[Control::PowerOn.byte()]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut s, &[4]).await, crate::card::ATR_CPS);
+        // A 1-byte APDU `04` is no request for the ATR now: wrong length.
+        assert_eq!(frame(&mut s, &[4]).await, vec![0x67, 0x00]);
+        // A 1-byte APDU `00`: answered 6700 once nothing follows it, and the card goes on.
+        let asked = std::time::Instant::now();
+        assert_eq!(frame(&mut s, &[0]).await, vec![0x67, 0x00]);
+        assert!(asked.elapsed() >= vpcd::CONTROL_SILENCE);
+        let mut select = vec![
+            0x00,
+            0xA4,
+            0x04,
+            0x0C,
+            fse_formats::cards::AID_CPS.len() as u8,
+        ];
+        select.extend_from_slice(fse_formats::cards::AID_CPS);
+        assert_eq!(frame(&mut s, &select).await, vec![0x90, 0x00]);
+        stop_tx.send(true).unwrap();
+        drop(s);
         task.await.unwrap();
     }
 }

@@ -294,6 +294,91 @@ pub enum CardEvent {
         /// Reader name.
         reader: String,
     },
+    /// A reader appeared (plugged in, or seen again once pcscd answers).
+    ReaderFound {
+        /// Reader name.
+        reader: String,
+    },
+    /// A reader went away: unplugged, or fsed lost its link to pcscd (which it re-establishes).
+    ReaderLost {
+        /// Reader name.
+        reader: String,
+        /// Why: `unplugged`, or the PC/SC error that ended the context.
+        reason: String,
+    },
+}
+
+/// fsed's own link to the reader service (PC/SC backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// The embedded virtual reader: no service to reach.
+    Embedded,
+    /// pcscd has not answered yet since fsed started: fsed tries again every second.
+    Waiting,
+    /// A PC/SC context is established.
+    Connected,
+    /// The context died (pcscd stopped or restarted): fsed re-establishes it every second.
+    Lost,
+}
+
+/// What the card thread last knew of its link to pcscd, for the doctor and the service status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The link's state.
+    pub state: ServiceState,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The last PC/SC error, when not connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The readers seen on the current context.
+    pub readers: Vec<String>,
+}
+
+/// The card thread's side of [`ServiceStatus`], shared with [`Cards`].
+#[derive(Clone)]
+pub(crate) struct ServiceView(Arc<std::sync::Mutex<ServiceStatus>>);
+
+impl ServiceView {
+    fn new(state: ServiceState) -> ServiceView {
+        ServiceView(Arc::new(std::sync::Mutex::new(ServiceStatus {
+            state,
+            since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            error: None,
+            readers: Vec::new(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ServiceStatus> {
+        // A poisoned lock only means a panic while writing plain values: they are whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new state (its time changes only when the state does).
+    pub(crate) fn set(&self, state: ServiceState, error: Option<String>, readers: Vec<String>) {
+        let mut s = self.lock();
+        if s.state != state {
+            s.since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+        s.state = state;
+        s.error = error;
+        s.readers = readers;
+    }
+
+    /// The readers seen now.
+    pub(crate) fn set_readers(&self, readers: Vec<String>) {
+        self.lock().readers = readers;
+    }
+
+    /// The readers seen until now, forgotten.
+    pub(crate) fn take_readers(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().readers)
+    }
+
+    fn get(&self) -> ServiceStatus {
+        self.lock().clone()
+    }
 }
 
 /// What a card holds and its session state, as of the last change the card thread saw: read
@@ -508,19 +593,26 @@ pub struct Cards {
     wake: Waker,
     events: broadcast::Sender<CardEvent>,
     published: Published,
+    service: ServiceView,
 }
 
 #[derive(Clone)]
 enum Waker {
-    Pcsc(pcsc::Context),
+    /// The context the card thread blocks on now (none while pcscd is out of reach: the thread
+    /// then waits on its queue with a timeout).
+    Pcsc(pcsc_reader::CurrentContext),
     None,
 }
 
 impl Waker {
     fn wake(&self) {
-        if let Waker::Pcsc(ctx) = self {
-            // Interrupts the blocking SCardGetStatusChange so the thread reads its queue.
-            let _ = ctx.cancel();
+        if let Waker::Pcsc(current) = self {
+            // A poisoned lock only means a panic while swapping an Option: the value is whole.
+            let ctx = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(ctx) = ctx {
+                // Interrupts the blocking SCardGetStatusChange so the thread reads its queue.
+                let _ = ctx.cancel();
+            }
         }
     }
 }
@@ -540,14 +632,26 @@ impl Cards {
             trust,
             published: Arc::clone(&published),
         };
-        let (wake, handle) = match backend {
+        let (wake, service, handle) = match backend {
             Backend::Pcsc => {
-                let (ctx, handle) = pcsc_reader::spawn(rx, events.clone(), reg)?;
-                (Waker::Pcsc(ctx), handle)
+                let current = pcsc_reader::CurrentContext::default();
+                let service = ServiceView::new(ServiceState::Waiting);
+                let handle = pcsc_reader::spawn(
+                    rx,
+                    events.clone(),
+                    reg,
+                    Arc::clone(&current),
+                    service.clone(),
+                )?;
+                (Waker::Pcsc(current), service, handle)
             }
             Backend::Virtual(cfg) => {
                 let handle = virtual_reader::spawn(cfg, rx, tx.clone(), events.clone(), reg)?;
-                (Waker::None, handle)
+                (
+                    Waker::None,
+                    ServiceView::new(ServiceState::Embedded),
+                    handle,
+                )
             }
         };
         Ok((
@@ -556,9 +660,15 @@ impl Cards {
                 wake,
                 events,
                 published,
+                service,
             },
             handle,
         ))
+    }
+
+    /// fsed's own link to pcscd as the card thread last saw it (not a fresh look).
+    pub fn service(&self) -> ServiceStatus {
+        self.service.get()
     }
 
     /// The cards as the card thread last saw them, without waiting for it: what was true when
