@@ -25,6 +25,17 @@ static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const CPS_READER: &str = "Virtual PCD 00 00";
 const LOG: &str = "/tmp/fsed-pcscd.log";
 
+/// Starts pcscd in the background, as tests/run does, with none of this process's descriptors
+/// but its standard ones: a pcscd outliving the test must not hold what the test was given (a
+/// lock taken around the run, the pipe a harness reads to its end).
+fn spawn_pcscd() -> std::io::Result<std::process::ExitStatus> {
+    let script = format!(
+        "for fd in /proc/$$/fd/*; do fd=${{fd##*/}}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done 2>/dev/null; \
+         nohup setsid pcscd --foreground >>{LOG} 2>&1 </dev/null &"
+    );
+    Command::new("bash").args(["-c", &script]).status()
+}
+
 fn pcscd_pid() -> Option<u32> {
     let out = Command::new("pgrep").args(["-x", "pcscd"]).output().ok()?;
     String::from_utf8_lossy(&out.stdout)
@@ -63,11 +74,7 @@ impl Pcscd {
     fn start(&self) {
         if pcscd_pid().is_none() {
             let _ = std::fs::create_dir_all("/run/pcscd");
-            let status = Command::new("sh")
-                .args(["-c", &format!("nohup pcscd --foreground >>{LOG} 2>&1 &")])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            assert!(spawn_pcscd().unwrap().success());
         }
         wait_for(
             "pcscd to list the vpcd readers",
@@ -81,9 +88,7 @@ impl Drop for Pcscd {
     fn drop(&mut self) {
         if pcscd_pid().is_none() {
             let _ = std::fs::create_dir_all("/run/pcscd");
-            let _ = Command::new("sh")
-                .args(["-c", &format!("nohup pcscd --foreground >>{LOG} 2>&1 &")])
-                .status();
+            let _ = spawn_pcscd();
             // Give it its readers back before the next test looks (not asserted: we may be
             // unwinding already).
             let end = Instant::now() + Duration::from_secs(20);
