@@ -8,6 +8,7 @@
 //! A file that is not a sound fsed database (damaged, not SQLite, another
 //! program's database, a newer schema) is reported and never written to.
 
+mod durable;
 mod schema;
 mod types;
 
@@ -23,6 +24,7 @@ use rusqlite::{
 };
 use serde_json::json;
 
+pub use durable::{HighWater, PractitionerMark};
 pub use schema::APPLICATION_ID;
 pub use types::{
     AckRow, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
