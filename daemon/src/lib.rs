@@ -21,6 +21,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod events;
+pub mod mark;
 pub mod retention;
 pub mod returns;
 pub mod service;
