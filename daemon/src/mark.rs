@@ -116,7 +116,7 @@ impl Mark {
         }
         if hw.last_event < self.last_event {
             lines.push(format!(
-                "changes up to event {} were committed, the database holds events up to {} ({} commits' events missing)",
+                "changes up to event {} were committed, the database holds events up to {} ({} events missing)",
                 self.last_event,
                 hw.last_event,
                 self.last_event - hw.last_event
@@ -349,7 +349,7 @@ pub fn check(db: &Path) -> Result<Checked, CheckError> {
 pub fn inspect(db: &Path) -> Result<Checked, CheckError> {
     let mark = Mark::read(&mark_path(db)).map_err(CheckError::Mark)?;
     let database = if db.exists() {
-        Some(Queue::open_to_inspect(db)?.high_water()?)
+        Some(Queue::open_to_look(db)?.high_water()?)
     } else {
         None
     };
@@ -615,7 +615,8 @@ mod tests {
             "{lost:?}"
         );
         assert!(
-            lost[2].contains("up to event 900") && lost[2].contains("up to 800 (100"),
+            lost[2].contains("up to event 900")
+                && lost[2].contains("up to 800 (100 events missing)"),
             "{lost:?}"
         );
         // Only events missing (sheets of a block already reserved).

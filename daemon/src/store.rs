@@ -231,20 +231,23 @@ impl Store {
                 .mode(crate::mark::PRIVATE_FILE)
                 .open(&tmp)
                 .map_err(|e| io("cannot create the copy", e))?;
-            let copied = source.backup_into(&tmp).and_then(|()| {
+            let copied = source.backup_into(&tmp).and_then(|held| {
                 std::fs::rename(&tmp, &dest).map_err(|e| io("cannot rename the copy", e))?;
-                crate::mark::sync_dir(&dest).map_err(|e| io("cannot sync the directory", e))
+                crate::mark::sync_dir(&dest).map_err(|e| io("cannot sync the directory", e))?;
+                Ok(held)
             });
-            if let Err(e) = copied {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            let copy = Queue::open_to_inspect(&dest)?;
+            let (high_water, stats) = match copied {
+                Ok(held) => held,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
             let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
             Ok(BackupMade {
                 bytes,
-                stats: copy.stats()?,
-                high_water: copy.high_water()?,
+                stats,
+                high_water,
             })
         })
         .await

@@ -11,6 +11,10 @@ use serde_json::json;
 
 use crate::{get_u64, read_error, schema, stamp, Queue, QueueError, BUSY_TIMEOUT};
 
+/// How long [`Queue::checkpoint_truncate`] waits for readers (a stop must end within the
+/// unit's `TimeoutStopSec`).
+pub const STOP_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One practitioner's counters as the database holds them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PractitionerMark {
@@ -33,9 +37,26 @@ pub struct HighWater {
 
 impl Queue {
     /// Opens `path` to look at it and nothing else: read-only (a WAL left by a crash is read,
-    /// never copied into the file nor removed), checked to be a sound fsed database of a schema
-    /// this build knows. Only reads may follow.
+    /// never copied into the file nor removed), checked to be a sound fsed database (with its
+    /// application id: a backup, a copy) of a schema this build knows. Only reads may follow.
     pub fn open_to_inspect(path: &Path) -> Result<Queue, QueueError> {
+        let q = Queue::open_to_look(path)?;
+        q.check_ours(path, true)?;
+        if let Err(found) = q.quick_check().map_err(|e| QueueError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })? {
+            return Err(QueueError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("quick_check: {found}"),
+            });
+        }
+        Ok(q)
+    }
+
+    /// [`Queue::open_to_inspect`] without `PRAGMA quick_check` (which reads every page): for
+    /// a look just before [`Queue::open`], which runs it.
+    pub fn open_to_look(path: &Path) -> Result<Queue, QueueError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -47,28 +68,22 @@ impl Queue {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| read_error(path, e))?;
         let q = Queue { conn };
-        if let Err(found) = q.quick_check().map_err(|e| QueueError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })? {
-            return Err(QueueError::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!("quick_check: {found}"),
-            });
-        }
-        q.check_ours(path)?;
+        q.check_ours(path, false)?;
         Ok(q)
     }
 
-    /// Refuses a file that is not an fsed database with a schema (application id and version).
-    fn check_ours(&self, path: &Path) -> Result<(), QueueError> {
+    /// Refuses a file that is another program's database or of a newer schema. A file without
+    /// the application id (a new, empty one, or one of schema 1) is left to [`Queue::open`] to
+    /// judge, unless `strict` (a backup must be a whole fsed database).
+    fn check_ours(&self, path: &Path, strict: bool) -> Result<(), QueueError> {
         let pragma = |name: &str| {
             self.conn
                 .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
                 .map_err(|e| read_error(path, e))
         };
         let (application_id, version) = (pragma("application_id")?, pragma("user_version")?);
-        if application_id != i64::from(schema::APPLICATION_ID) || version < 1 {
+        let ours = application_id == i64::from(schema::APPLICATION_ID) && version >= 1;
+        if !ours && (strict || application_id != 0) {
             return Err(QueueError::Corrupt {
                 path: path.to_path_buf(),
                 detail: format!(
@@ -89,6 +104,15 @@ impl Queue {
     /// How far the database goes: its last event and each practitioner's counters and last
     /// sheet number (index look-ups only: the counters table has a row per practitioner).
     pub fn high_water(&self) -> Result<HighWater, QueueError> {
+        let tables: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('events', 'counters', 'sheets')",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables < 3 {
+            // A new file: nothing in it yet.
+            return Ok(HighWater::default());
+        }
         let last_event: i64 = self
             .conn
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")?
@@ -122,14 +146,21 @@ impl Queue {
     }
 
     /// Copies the whole WAL into the database file and empties it (`wal_checkpoint(TRUNCATE)`,
-    /// waiting up to the busy timeout for readers): afterwards the file alone holds every
-    /// commit. Refused ([`QueueError::Data`]) when a reader kept it from finishing.
+    /// waiting up to [`STOP_CHECKPOINT_WAIT`] for readers): afterwards the file alone holds
+    /// every commit. Refused ([`QueueError::Data`]) when a reader kept it from finishing.
     pub fn checkpoint_truncate(&self) -> Result<(), QueueError> {
-        let (busy, log, copied): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+        self.conn.busy_timeout(STOP_CHECKPOINT_WAIT)?;
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (busy, log, copied) = done?;
         if busy != 0 {
             return Err(QueueError::Data(format!(
                 "WAL checkpoint incomplete: a reader kept {} of {log} pages in the WAL",
@@ -142,8 +173,9 @@ impl Queue {
     /// Copies the database as it is now (one consistent snapshot: commits go on meanwhile)
     /// into the new file `dest`, which must exist empty (its creator chose its mode), then
     /// runs `PRAGMA integrity_check` on the copy and checks it is an fsed database. The copy
-    /// is synced before this returns.
-    pub fn backup_into(&self, dest: &Path) -> Result<(), QueueError> {
+    /// is synced before this returns, and no WAL or shared-memory file is left beside it.
+    /// Returns how far the copy goes and its sheets and lots per state.
+    pub fn backup_into(&self, dest: &Path) -> Result<(HighWater, crate::Stats), QueueError> {
         let mut to = Connection::open(dest).map_err(|e| QueueError::Open {
             path: dest.to_path_buf(),
             detail: e.to_string(),
@@ -162,7 +194,7 @@ impl Queue {
             }
         }
         let copy = Queue { conn: to };
-        copy.check_ours(dest)?;
+        copy.check_ours(dest, true)?;
         let found: Vec<String> = {
             let mut stmt = copy.conn.prepare("PRAGMA integrity_check")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
@@ -174,6 +206,7 @@ impl Queue {
                 detail: format!("integrity_check of the copy: {}", found.join("; ")),
             });
         }
+        let held = (copy.high_water()?, copy.stats()?);
         // Everything into the copy's own file, then closed: no -wal or -shm stays beside it.
         copy.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -184,7 +217,8 @@ impl Queue {
             .map_err(|e| QueueError::Open {
                 path: dest.to_path_buf(),
                 detail: format!("cannot sync the copy: {e}"),
-            })
+            })?;
+        Ok(held)
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` when the file is sound, else what it found (at most
@@ -272,7 +306,9 @@ mod tests {
         // The copy holds the same; the source's WAL emptied after.
         let copy = dir.path().join("copy.db");
         std::fs::File::create(&copy).unwrap();
-        q.backup_into(&copy).unwrap();
+        let (held, _) = q.backup_into(&copy).unwrap();
+        assert_eq!(held, hw);
+        assert!(!dir.path().join("copy.db-wal").exists());
         let seen = Queue::open_to_inspect(&copy).unwrap();
         assert_eq!(seen.high_water().unwrap(), hw);
         assert_eq!(seen.integrity_check().unwrap(), Ok(()));

@@ -242,29 +242,17 @@ fn check_files(cfg: &Config) -> Vec<ConfigError> {
 fn check_database(cfg: &Config) -> Result<(), (u8, String)> {
     let db = cfg.state_path(&cfg.database);
     match fsed::mark::check(&db) {
-        Ok(checked) => {
-            match (&checked.database, &checked.mark) {
-                (None, _) => println!("database {}: none yet", db.display()),
-                (Some(hw), Some(_)) => println!(
-                    "database {}: up to event {}, as far as its high-water mark",
-                    db.display(),
-                    hw.last_event
-                ),
-                (Some(hw), None) => println!(
-                    "database {}: up to event {}, no high-water mark yet (fsed writes it at start)",
-                    db.display(),
-                    hw.last_event
-                ),
-            }
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(fsed::mark::CheckError::Lost(lost)) => Err((3, lost.to_string())),
         Err(fsed::mark::CheckError::Queue(
             e
             @ (fse_queue::QueueError::Corrupt { .. } | fse_queue::QueueError::SchemaTooNew { .. }),
         )) => Err((2, e.to_string())),
         Err(e) => {
-            println!("database {}: not checked ({e})", db.display());
+            eprintln!(
+                "fsed: note: database {} not compared with its high-water mark: {e}",
+                db.display()
+            );
             Ok(())
         }
     }
