@@ -429,6 +429,36 @@ fn remark(db: &Path, mark: Option<&Mark>) -> Result<(Vec<String>, String), Strin
     Ok((raised, describe(&stats, &hw)))
 }
 
+/// Gives the database's files (the database, its mark and lock) the owner of their directory
+/// when they have another: an offline command run as root must leave files fsed's own user
+/// can open.
+fn follow_owner(db: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let owner = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut lock = db.as_os_str().to_os_string();
+    lock.push(".lock");
+    for file in [db.to_path_buf(), mark_path(db), PathBuf::from(lock)] {
+        match std::fs::metadata(&file) {
+            Ok(m) if m.uid() != owner.uid() || m.gid() != owner.gid() => {
+                std::os::unix::fs::chown(&file, Some(owner.uid()), Some(owner.gid())).map_err(
+                    |e| {
+                        format!(
+                            "cannot give {} to its directory's owner: {e}",
+                            file.display()
+                        )
+                    },
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `fsed restore FILE` (fsed stopped): `backup` is copied beside the database, checked
 /// (`PRAGMA integrity_check`, an fsed database of a schema this build knows), and put in its
 /// place; the database it replaces is kept beside it (`<database>.replaced-<seconds>`, with
@@ -529,6 +559,7 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
     std::fs::rename(&tmp, db).map_err(|e| format!("cannot put the backup in place: {e}"))?;
     sync_dir(db).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     let (raised, now) = remark(db, old_mark.as_ref())?;
+    follow_owner(db)?;
     if !raised.is_empty() {
         report.push(format!(
             "counters raised to the old mark (numbers handed out before are not handed out again): {}",
@@ -564,6 +595,7 @@ pub fn accept_loss(db: &Path) -> Result<String, String> {
         report.push("nothing is missing from the database".into());
     }
     let (raised, now) = remark(db, mark.as_ref())?;
+    follow_owner(db)?;
     if !raised.is_empty() {
         report.push(format!(
             "counters raised to the mark (numbers handed out before are not handed out again): {}",
