@@ -215,8 +215,10 @@ impl Store {
     /// (replacing a file there) and the directory synced. Returns what the copy holds.
     pub async fn backup_to(&self, dest: std::path::PathBuf) -> Result<BackupMade, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let source = lock(&self.reader).another_connection()?;
+        let reader = Arc::clone(&self.reader);
         let made = tokio::task::spawn_blocking(move || -> Result<BackupMade, QueueError> {
+            // A connection of its own: the copy's long read holds no lock other calls wait on.
+            let source = lock(&reader).another_connection()?;
             let io = |what: &str, e: std::io::Error| QueueError::Open {
                 path: dest.clone(),
                 detail: format!("{what}: {e}"),
