@@ -803,6 +803,42 @@ mod tests {
         assert!(copied, "the WAL was not checkpointed by the thread");
     }
 
+    /// A reservation is in the mark before its numbers are handed out; the copy holds every
+    /// sheet; a close leaves the WAL empty; the files are 0600.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mark_follows_reservations_and_close_empties_the_wal() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let store = Store::open(&path).unwrap();
+        for _ in 0..130 {
+            store.insert_sheet(sheet(&store).await).await.unwrap();
+        }
+        // 130 sheets: two blocks of 128 reserved, the next number 2 × 128 + 1 = 257.
+        let mark = crate::mark::Mark::read(&crate::mark::mark_path(&path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(mark.practitioners[P].next_sheet, 257);
+        let copy = dir.path().join("copy.db");
+        let made = store.backup_to(copy.clone()).await.unwrap();
+        assert_eq!(made.stats.sheets.values().sum::<u64>(), 130);
+        assert_eq!(made.high_water.practitioners[P].last_sheet, Some(130));
+        store.close().await.unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("q.db-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        for f in ["q.db", "q.db-wal", "q.db-shm", "q.db.mark", "copy.db"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+
     /// The WAL's frames and those already in the database file, asked of a read-only
     /// connection.
     fn wal_counts(path: &Path) -> rusqlite::Result<(i64, i64)> {
