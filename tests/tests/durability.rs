@@ -95,13 +95,29 @@ impl Setup {
         (fsed, rpc)
     }
 
-    /// `fsed ARGS… COMMAND` on `state` run to its end: exit code, stdout, stderr.
+    /// `fsed ARGS… COMMAND` on `state` run to its end (killed after 60 s: an fsed that starts
+    /// when it should refuse fails the test instead of hanging it): exit code, stdout, stderr.
     fn run(&self, state: &Path, command: &[&str]) -> (i32, String, String) {
-        let out = Command::new(self.dir.path().join("fsed-umask-022"))
+        let child = Command::new(self.dir.path().join("fsed-umask-022"))
             .args(self.args(state))
             .args(command)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        watchdog.join().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
