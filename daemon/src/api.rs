@@ -52,6 +52,7 @@ pub const METHODS: &[&str] = &[
     "returns.list",
     "queue.stats",
     "queue.alarms",
+    "queue.backup",
     "events.subscribe",
     "system.doctor",
     "store.verify",
@@ -1378,6 +1379,76 @@ fn no_params(p: Option<Value>) -> Result<(), ApiError> {
     params::<None_>(p).map(|_| ())
 }
 
+/// `queue.backup`: the database copied online to `path` (absolute, in an existing directory,
+/// not one of the database's own files), checked, mode 0600, put in place atomically.
+async fn queue_backup(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BackupParams {
+        path: String,
+    }
+    let BackupParams { path } = params(p)?;
+    let dest = std::path::PathBuf::from(&path);
+    if !dest.is_absolute() || dest.file_name().is_none() {
+        return Err(ApiError::invalid(
+            "path",
+            "path: an absolute file path is needed",
+        ));
+    }
+    let dir = dest.parent().unwrap_or(std::path::Path::new("/"));
+    if !dir.is_dir() {
+        return Err(ApiError::invalid(
+            "path",
+            format!("path: the directory {} does not exist", dir.display()),
+        ));
+    }
+    let db = ctx.store.path();
+    let own = |f: &std::path::Path| {
+        let [wal, shm] = crate::mark::companions(db);
+        let mut lock = db.as_os_str().to_os_string();
+        lock.push(".lock");
+        [
+            db.to_path_buf(),
+            wal,
+            shm,
+            crate::mark::mark_path(db),
+            lock.into(),
+        ]
+        .iter()
+        .any(|o| same_file(o, f))
+    };
+    if own(&dest) {
+        return Err(ApiError::invalid(
+            "path",
+            "path: one of the database's own files; choose another",
+        ));
+    }
+    let made = ctx.store.backup_to(dest).await?;
+    Ok(json!({
+        "path": path,
+        "bytes": made.bytes,
+        "integrity": "ok",
+        "sheets": made.stats.sheets,
+        "lots": made.stats.lots,
+        "last_event": made.high_water.last_event,
+        "practitioners": made.high_water.practitioners.iter().map(|(pid, c)| json!({
+            "practitioner_id": pid,
+            "sheet_numbers_reserved": c.next_sheet.saturating_sub(1),
+            "last_sheet": c.last_sheet,
+            "lots_made": c.next_lot.saturating_sub(1),
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// Whether `a` and `b` name the same file: the same path once their directories are resolved.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let resolved = |p: &std::path::Path| {
+        let dir = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+        dir.zip(p.file_name()).map(|(d, n)| d.join(n))
+    };
+    a == b || matches!((resolved(a), resolved(b)), (Some(x), Some(y)) if x == y)
+}
+
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))
 }
@@ -1693,6 +1764,7 @@ async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result
             no_params(p)?;
             to_value(ctx.store.read(|q| q.verify()).await?)
         }
+        "queue.backup" => queue_backup(ctx, p).await,
         // `handle_line` lets only the names of `METHODS` through; a test calls each of them.
         other => Err(ApiError::new(
             api::INTERNAL_ERROR,

@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod logging;
+pub mod mark;
 pub mod retention;
 pub mod returns;
 pub mod service;

@@ -58,6 +58,45 @@ pub enum StartError {
     /// The broker.
     #[error("broker: {0}")]
     Broker(String),
+    /// The database is behind its high-water mark: committed data is missing.
+    #[error(transparent)]
+    Lost(#[from] crate::mark::DataLost),
+    /// The high-water mark cannot be read, or another fsed uses the state directory.
+    #[error("{0}")]
+    State(String),
+}
+
+impl StartError {
+    /// The exit code of a start refused: 3 when committed data is missing (nothing to retry
+    /// until a person restores or accepts), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Lost(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Opens the store of `cfg` once its files are known sound: the state directory made (mode
+/// 0750), the lock of its database taken (held by the returned file for the process's life:
+/// `fsed restore` and `fsed accept-loss` need fsed stopped), the database compared with its
+/// high-water mark (refused when behind it).
+pub fn open_store(cfg: &Config) -> Result<(Store, std::fs::File), StartError> {
+    crate::mark::create_private_dir(&cfg.state_dir)
+        .map_err(io(format!("state directory {}", cfg.state_dir.display())))?;
+    let db = cfg.state_path(&cfg.database);
+    let lock = crate::mark::lock_database(&db).map_err(StartError::State)?;
+    match crate::mark::check(&db) {
+        Ok(_) => {}
+        Err(crate::mark::CheckError::Lost(lost)) => return Err(StartError::Lost(lost)),
+        Err(crate::mark::CheckError::Queue(e)) => return Err(StartError::Store(e)),
+        Err(crate::mark::CheckError::Mark(e)) => {
+            return Err(StartError::State(format!(
+                "{e}; with fsed stopped, restore the latest backup (`fsed restore FILE`) or rewrite the mark from the database (`fsed accept-loss`)"
+            )))
+        }
+    }
+    Ok((Store::open(&db)?, lock))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -127,9 +166,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     let mut signals = Signals::new().map_err(io("signal handlers"))?;
     let notifier = Notifier::from_env();
     notifier.status("starting");
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(io(format!("state directory {}", cfg.state_dir.display())))?;
-    let store = Store::open(&cfg.state_path(&cfg.database))?;
+    let (store, _lock) = open_store(&cfg)?;
 
     let backend = match cfg.cards.backend {
         CardBackend::Pcsc => Backend::Pcsc,
@@ -356,6 +393,14 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     }
     if let Transport::Amqp(amqp) = transport.as_ref() {
         amqp.close().await;
+    }
+    // Nothing writes any more: the WAL into the database file, so that the file alone holds
+    // every commit (a WAL lost after a clean stop loses nothing).
+    match store.close().await {
+        Ok(()) => tracing::info!("database checkpointed: the WAL is empty"),
+        Err(e) => {
+            tracing::error!(error = %e, "the WAL could not be emptied into the database file; keep the -wal file with it")
+        }
     }
     cards.stop();
     card_events.abort();

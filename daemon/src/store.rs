@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, Queue, QueueError};
 use tokio::sync::oneshot;
 
+use crate::mark::{Keeper, MARK_EVERY};
+
 /// How many sheet numbers one reservation takes.
 pub const NUMBER_BLOCK: u64 = 128;
 
@@ -69,6 +71,8 @@ pub struct Store {
     numbers: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     reserving: Arc<tokio::sync::Mutex<()>>,
     histories: Arc<Mutex<Histories>>,
+    mark: Arc<Keeper>,
+    path: Arc<std::path::PathBuf>,
 }
 
 /// The participation withheld per beneficiary (key of `fse_formats::build::history_key`),
@@ -108,6 +112,17 @@ fn lines_in(history: &History, from: &str, until: &str) -> Vec<PfRecord> {
         .collect()
 }
 
+/// What a backup holds.
+#[derive(Debug, Clone)]
+pub struct BackupMade {
+    /// The copy's size.
+    pub bytes: u64,
+    /// Its sheets and lots per state.
+    pub stats: fse_queue::Stats,
+    /// How far it goes.
+    pub high_water: fse_queue::HighWater,
+}
+
 /// A store call that could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,9 +141,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (and checks) the database and starts the committer thread.
+    /// Opens (and checks) the database and starts the committer thread. The database file
+    /// is made mode 0600 before SQLite opens it (its WAL and shared-memory files take its
+    /// mode), and its high-water mark ([`crate::mark`]) is raised to what it holds.
     pub fn open(path: &Path) -> Result<Store, QueueError> {
+        let private = |e: std::io::Error| QueueError::Open {
+            path: path.to_path_buf(),
+            detail: format!("cannot make the database private (mode 0600): {e}"),
+        };
+        crate::mark::make_private(path).map_err(private)?;
         let queue = Queue::open(path)?;
+        crate::mark::make_private(path).map_err(private)?;
+        let mark = Arc::new(Keeper::load(path));
+        mark.raise(&queue, false);
         // The file is checked and migrated: the reading connections need neither again.
         let reader = Arc::new(Mutex::new(queue.another_connection()?));
         let quick_reader = Arc::new(Mutex::new(queue.another_connection()?));
@@ -142,14 +167,16 @@ impl Store {
         let queue = Arc::clone(&inner);
         let histories = Arc::new(Mutex::new(Histories::default()));
         let committed = Arc::clone(&histories);
+        let marked = Arc::clone(&mark);
         std::thread::Builder::new()
             .name("fsed-commit".into())
-            .spawn(move || committer(&queue, &rx, &committed))
+            .spawn(move || committer(&queue, &rx, &committed, &marked))
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
         let alive = Arc::downgrade(&inner);
+        let marked = Arc::clone(&mark);
         std::thread::Builder::new()
             .name("fsed-checkpoint".into())
-            .spawn(move || checkpoints(&checkpointer, &alive))
+            .spawn(move || checkpoints(&checkpointer, &alive, &marked))
             .map_err(|e| QueueError::Data(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(Store {
             inner,
@@ -159,7 +186,75 @@ impl Store {
             numbers: Arc::new(Mutex::new(HashMap::new())),
             reserving: Arc::new(tokio::sync::Mutex::new(())),
             histories,
+            mark,
+            path: Arc::new(path.to_path_buf()),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The orderly stop's last word, once nothing writes any more: the whole WAL copied into
+    /// the database file and emptied (`wal_checkpoint(TRUNCATE)`), so that the file alone
+    /// holds every commit, and the high-water mark written as the database ends.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let mark = Arc::clone(&self.mark);
+        self.call(move |q| {
+            let done = q.checkpoint_truncate();
+            mark.raise(q, false);
+            done
+        })
+        .await
+    }
+
+    /// Copies the database, as it is at the call, to `dest` on a connection of its own (the
+    /// commits go on meanwhile): into a new file beside it (mode 0600 whatever the umask),
+    /// checked (`PRAGMA integrity_check`, an fsed database) and synced, then renamed to `dest`
+    /// (replacing a file there) and the directory synced. Returns what the copy holds.
+    pub async fn backup_to(&self, dest: std::path::PathBuf) -> Result<BackupMade, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let reader = Arc::clone(&self.reader);
+        let made = tokio::task::spawn_blocking(move || -> Result<BackupMade, QueueError> {
+            // A connection of its own: the copy's long read holds no lock other calls wait on.
+            let source = lock(&reader).another_connection()?;
+            let io = |what: &str, e: std::io::Error| QueueError::Open {
+                path: dest.clone(),
+                detail: format!("{what}: {e}"),
+            };
+            let mut name = dest.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".tmp-{}", std::process::id()));
+            let tmp = dest.with_file_name(name);
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::mark::PRIVATE_FILE)
+                .open(&tmp)
+                .map_err(|e| io("cannot create the copy", e))?;
+            let copied = source.backup_into(&tmp).and_then(|held| {
+                std::fs::rename(&tmp, &dest).map_err(|e| io("cannot rename the copy", e))?;
+                crate::mark::sync_dir(&dest).map_err(|e| io("cannot sync the directory", e))?;
+                Ok(held)
+            });
+            let (high_water, stats) = match copied {
+                Ok(held) => held,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            Ok(BackupMade {
+                bytes,
+                stats,
+                high_water,
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(made)
     }
 
     /// The participation forfaitaire withheld from `beneficiary` on care dates `from` to
@@ -410,7 +505,9 @@ fn remember_withheld(
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it waits for
 /// nobody and nobody waits for it) until the store is gone.
-fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>) {
+/// Also raises the high-water mark to the last commit, at most every [`MARK_EVERY`].
+fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>, mark: &Keeper) {
+    let mut marked = std::time::Instant::now();
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         if alive.strong_count() == 0 {
@@ -419,11 +516,24 @@ fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>) {
         if let Err(e) = checkpointer.checkpoint_passive() {
             tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again");
         }
+        if marked.elapsed() >= MARK_EVERY {
+            marked = std::time::Instant::now();
+            mark.raise(checkpointer, false);
+        }
     }
 }
 
 /// Takes the inserts as they come; each round stores all those waiting in one transaction.
-fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>, histories: &Mutex<Histories>) {
+///
+/// A commit that reserved sheet numbers or made a lot raises the high-water mark (written
+/// and synced) before anyone is answered: no number of a new block is handed out, and no
+/// lot is signed, before the mark covers it.
+fn committer(
+    queue: &Mutex<Queue>,
+    rx: &mpsc::Receiver<Op>,
+    histories: &Mutex<Histories>,
+    mark: &Keeper,
+) {
     // How many clients write at once, as the recent commits saw it (slowly forgotten).
     let mut peak = 1usize;
     while let Ok(first) = rx.recv() {
@@ -482,8 +592,16 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>, histories: &Mutex<Hi
             }
             continue;
         }
-        match lock(queue).commit_group_writes(&reservations, &news, &writes) {
+        let mut queue = lock(queue);
+        match queue.commit_group_writes(&reservations, &news, &writes) {
             Ok(((numbers, inserted), written)) => {
+                let lots_made = written
+                    .iter()
+                    .any(|w| matches!(w, Ok(GroupWritten::Closed(lots)) if !lots.is_empty()));
+                if numbers.iter().any(Result::is_ok) || lots_made {
+                    mark.raise(&queue, true);
+                }
+                drop(queue);
                 for (reply, result) in reserve_replies.into_iter().zip(numbers) {
                     let _ = reply.send(result);
                 }
@@ -496,6 +614,7 @@ fn committer(queue: &Mutex<Queue>, rx: &mpsc::Receiver<Op>, histories: &Mutex<Hi
                 }
             }
             Err(e) => {
+                drop(queue);
                 tracing::error!(error = %e, sheets = news.len(), "group commit failed");
                 let failed = || QueueError::Data(format!("group commit failed: {e}"));
                 for reply in reserve_replies {
@@ -682,6 +801,42 @@ mod tests {
             copied = matches!(wal_counts(&path), Ok((log, done)) if log > 0 && done == log);
         }
         assert!(copied, "the WAL was not checkpointed by the thread");
+    }
+
+    /// A reservation is in the mark before its numbers are handed out; the copy holds every
+    /// sheet; a close leaves the WAL empty; the files are 0600.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mark_follows_reservations_and_close_empties_the_wal() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let store = Store::open(&path).unwrap();
+        for _ in 0..130 {
+            store.insert_sheet(sheet(&store).await).await.unwrap();
+        }
+        // 130 sheets: two blocks of 128 reserved, the next number 2 × 128 + 1 = 257.
+        let mark = crate::mark::Mark::read(&crate::mark::mark_path(&path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(mark.practitioners[P].next_sheet, 257);
+        let copy = dir.path().join("copy.db");
+        let made = store.backup_to(copy.clone()).await.unwrap();
+        assert_eq!(made.stats.sheets.values().sum::<u64>(), 130);
+        assert_eq!(made.high_water.practitioners[P].last_sheet, Some(130));
+        store.close().await.unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("q.db-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        for f in ["q.db", "q.db-wal", "q.db-shm", "q.db.mark", "copy.db"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
     }
 
     /// The WAL's frames and those already in the database file, asked of a read-only

@@ -8,6 +8,7 @@
 //! A file that is not a sound fsed database (damaged, not SQLite, another
 //! program's database, a newer schema) is reported and never written to.
 
+mod durable;
 mod integrity;
 mod schema;
 mod types;
@@ -24,6 +25,7 @@ use rusqlite::{
 };
 use serde_json::json;
 
+pub use durable::{HighWater, PractitionerMark};
 pub use integrity::{
     check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
 };

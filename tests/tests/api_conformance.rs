@@ -584,6 +584,22 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         (&json!(1), &json!(1)),
         "{stats}"
     );
+    // A copy of the database, holding what the database holds.
+    let copy = dir.path().join("backup.db");
+    let backup = c.ok(
+        &mut rpc,
+        "queue.backup",
+        json!({"path": copy.to_str().unwrap()}),
+    );
+    assert_eq!(backup["sheets"], stats["sheets"], "{backup}");
+    assert!(copy.is_file());
+    c.refused(
+        &mut rpc,
+        "queue.backup",
+        json!({"path": "backup.db"}),
+        -32602,
+        Some("path"),
+    );
 
     // A sheet whose stored body changed: named by its id, never served.
     db.execute(

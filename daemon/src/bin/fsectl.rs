@@ -35,17 +35,30 @@ enum Cmd {
     Status,
     /// fsed's version (`system.version`).
     Version,
-    /// Checks what fsed depends on and says how to fix what is wrong (`system.doctor`).
+    /// Checks what fsed depends on and says how to fix what is wrong (`system.doctor`). When
+    /// fsed does not answer, compares its database with the database's high-water mark
+    /// (read-only) and says what committed data is missing, if any, and how to restore it.
     Doctor {
         /// Also read the whole database: the full integrity check (not the quick one) and
         /// every stored row's checksum, lot signature and Merkle root (as `verify`).
         #[arg(long)]
         thorough: bool,
+        /// fsed's database, looked at when fsed does not answer.
+        #[arg(long, default_value = "/var/lib/fsed/fsed.db")]
+        database: PathBuf,
     },
     /// Checks every stored sheet's checksum, every lot's signature and Merkle root against
     /// its sheets, every DRE lot (`store.verify`); names each damaged row by id (exit 7
     /// when any).
     Verify,
+    /// Copies fsed's database while it runs to FILE (`queue.backup`: SQLite's online backup,
+    /// checked by `PRAGMA integrity_check`, mode 0600, put in place atomically). fsed writes
+    /// FILE itself: under the systemd unit, only under /var/lib/fsed. `fsed restore FILE`
+    /// puts it back.
+    Backup {
+        /// The copy to make (a relative path is taken from the current directory).
+        file: PathBuf,
+    },
     /// Cards in the readers and their PINs.
     #[command(subcommand)]
     Cards(CardsCmd),
@@ -603,13 +616,66 @@ fn state_cell(r: &Value) -> String {
     }
 }
 
+/// `fsectl doctor` when fsed does not answer: its database compared with the database's
+/// high-water mark, read-only (exit 5 when committed data is missing or the file is unusable).
+fn offline_doctor(
+    unreachable: &str,
+    db: &std::path::Path,
+    json_out: bool,
+) -> Result<(), CallError> {
+    let (status, detail, fix) = match fsed::mark::check(db) {
+        Ok(c) => match c.database {
+            Some(hw) => ("ok", format!("database {} as far as its high-water mark (events up to {})", db.display(), hw.last_event), None),
+            None => ("ok", format!("no database at {} yet", db.display()), None),
+        },
+        Err(fsed::mark::CheckError::Lost(lost)) => (
+            "failure",
+            format!("committed data is missing from {}: {}", db.display(), lost.missing.join("; ")),
+            Some("with fsed stopped, restore the latest backup (`fsed restore FILE`), or accept the loss (`fsed accept-loss`)"),
+        ),
+        Err(fsed::mark::CheckError::Queue(e @ (fse_queue::QueueError::Corrupt { .. } | fse_queue::QueueError::SchemaTooNew { .. }))) => (
+            "failure",
+            e.to_string(),
+            Some("with fsed stopped, restore the latest backup (`fsed restore FILE`)"),
+        ),
+        Err(e) => ("warning", format!("database not checked: {e}"), Some("run `fsectl doctor` as root, or `fsed check-config` as fsed's user")),
+    };
+    if json_out {
+        pretty(&json!({
+            "status": status,
+            "checks": [
+                {"check": "fsed", "status": "failure", "detail": unreachable},
+                {"check": "durability", "status": status, "detail": detail, "fix": fix},
+            ],
+        }));
+    } else {
+        println!("[FAIL] {:<12} {unreachable}", "fsed");
+        let mark = match status {
+            "ok" => "ok  ",
+            "warning" => "WARN",
+            _ => "FAIL",
+        };
+        println!("[{mark}] {:<12} {detail}", "durability");
+        if let Some(fix) = fix {
+            println!("       {:<12} → {fix}", "");
+        }
+    }
+    Err(CallError::Exit("fsed does not answer".into(), 5))
+}
+
 fn run(cli: Cli) -> Result<(), CallError> {
     if let Cmd::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "fsectl", &mut std::io::stdout());
         return Ok(());
     }
-    let mut c = Client::connect(&cli.socket)?;
     let j = cli.json;
+    let mut c = match (Client::connect(&cli.socket), &cli.command) {
+        (Ok(c), _) => c,
+        (Err(CallError::Unreachable(m)), Cmd::Doctor { database, .. }) => {
+            return offline_doctor(&m, database, j)
+        }
+        (Err(e), _) => return Err(e),
+    };
     // Prints the result as JSON, or with `human` for people.
     let show = |r: Value, human: &dyn Fn(&Value)| {
         if j {
@@ -642,8 +708,28 @@ fn run(cli: Cli) -> Result<(), CallError> {
         Cmd::Version => show(c.call("system.version", json!({}))?, &|r| {
             println!("fsed {} (API {})", cell(&r["version"]), r["api"]);
         }),
-        Cmd::Doctor { thorough } => doctor(&mut c, j, thorough)?,
+        Cmd::Doctor { thorough, database } => match doctor(&mut c, j, thorough) {
+            Err(CallError::Unreachable(m)) => offline_doctor(&m, &database, j)?,
+            done => done?,
+        },
         Cmd::Verify => verify(&mut c, j)?,
+        Cmd::Backup { file } => {
+            let path = std::path::absolute(&file)
+                .map_err(|e| CallError::Exit(format!("{}: {e}", file.display()), 2))?;
+            let r = c.call(
+                "queue.backup",
+                json!({ "path": path.display().to_string() }),
+            )?;
+            show(r, &|r| {
+                println!(
+                    "backup {} ({} bytes, integrity ok): events up to {}",
+                    cell(&r["path"]),
+                    r["bytes"],
+                    r["last_event"]
+                );
+                print_stats(&json!({"sheets": r["sheets"], "lots": r["lots"]}));
+            });
+        }
         Cmd::Cards(CardsCmd::List) => show(c.call("cards.list", json!({}))?, &print_cards),
         Cmd::Cards(CardsCmd::VerifyPin { cps_serial }) => {
             let pin = secret_line("PIN")?;
@@ -962,14 +1048,20 @@ mod man_pages;
 mod man_tests {
     use clap::CommandFactory;
 
+    fn names_of(pages: &[(String, String)]) -> Vec<&str> {
+        pages.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
     /// daemon/man holds the pages of this very command line (see daemon/man/pages.rs).
     #[test]
     fn man_pages_are_current() {
         // clap names the command after the package (fsed); the binary is fsectl.
         let pages = super::man_pages::render(super::Cli::command().name("fsectl"), "1");
-        // The command, its 14 subcommands and the 17 of its groups: cards (5), vitale (1),
-        // fse (6), lots (3), queue (2); 1 + 14 + 17 = 32.
-        assert_eq!(pages.len(), 32);
+        // The command, its 15 subcommands (backup and verify among them) and the 17 of its
+        // groups: cards (5), vitale (1), fse (6), lots (3), queue (2); 1 + 15 + 17 = 33.
+        assert_eq!(pages.len(), 33);
+        assert!(names_of(&pages).contains(&"fsectl-backup.1"));
+        assert!(names_of(&pages).contains(&"fsectl-verify.1"));
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"fsectl-cards-verify-pin.1"), "{names:?}");
         let problems = super::man_pages::check(&pages, "fsectl", "1");

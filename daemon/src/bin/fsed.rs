@@ -68,9 +68,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check the configuration (file, environment, flags), the trust directory and the
-    /// database (opened read-only, never created or changed: quick check and schema
-    /// version), print every problem with its key, and exit (0: usable, 2: not).
+    /// database (opened read-only, never created or changed: quick check, schema version, and
+    /// its high-water mark), print every problem with its key, and exit (0: usable, 2: not,
+    /// 3: committed data is missing from the database).
     CheckConfig,
+    /// With fsed stopped: put the backup FILE (made by `fsectl backup`) in place of the
+    /// database, once checked (integrity, an fsed database); the database it replaces is kept
+    /// beside it, the counters never go back, and the high-water mark follows the backup.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// With fsed stopped: accept that the database lacks what its high-water mark says was
+    /// committed (fsed refuses to start until then); the counters never go back, and the mark
+    /// then follows the database.
+    AcceptLoss,
 }
 
 fn parse_backend(s: &str) -> Result<CardBackend, String> {
@@ -232,7 +244,7 @@ fn check_files(cfg: &Config) -> Vec<ConfigError> {
 /// The database, if it exists, opened read-only (never created or changed here): whether it is
 /// sound (`PRAGMA quick_check`, fsed's file, a schema version this build knows). `Ok(None)`:
 /// no file yet (fsed makes it at its first start).
-fn check_database(cfg: &Config) -> Result<Option<String>, ConfigError> {
+fn check_database_sound(cfg: &Config) -> Result<Option<String>, ConfigError> {
     let path = cfg.state_path(&cfg.database);
     if !path.exists() {
         return Ok(None);
@@ -253,6 +265,28 @@ fn check_database(cfg: &Config) -> Result<Option<String>, ConfigError> {
             key: "database",
             reason: e.to_string(),
         }),
+    }
+}
+
+/// The database compared with its high-water mark, read-only: `Err` with the exit code and
+/// the message when it cannot be used (3: committed data missing, 2: unreadable or not an
+/// fsed database). A database this user may not read is a note, not a failure.
+fn check_database_mark(cfg: &Config) -> Result<(), (u8, String)> {
+    let db = cfg.state_path(&cfg.database);
+    match fsed::mark::check(&db) {
+        Ok(_) => Ok(()),
+        Err(fsed::mark::CheckError::Lost(lost)) => Err((3, lost.to_string())),
+        Err(fsed::mark::CheckError::Queue(
+            e
+            @ (fse_queue::QueueError::Corrupt { .. } | fse_queue::QueueError::SchemaTooNew { .. }),
+        )) => Err((2, e.to_string())),
+        Err(e) => {
+            eprintln!(
+                "fsed: note: database {} not compared with its high-water mark: {e}",
+                db.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -277,21 +311,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        let mut problems = check_files(&cfg);
-        let database = check_database(&cfg).unwrap_or_else(|e| {
-            problems.push(e);
-            None
-        });
-        if !problems.is_empty() {
-            report(&ConfigErrors(problems));
-            return ExitCode::from(2);
+    match &cli.command {
+        Some(Command::CheckConfig) => {
+            let mut problems = check_files(&cfg);
+            let database = check_database_sound(&cfg).unwrap_or_else(|e| {
+                problems.push(e);
+                None
+            });
+            if !problems.is_empty() {
+                report(&ConfigErrors(problems));
+                return ExitCode::from(2);
+            }
+            if let Err((code, message)) = check_database_mark(&cfg) {
+                eprintln!("fsed: {message}");
+                return ExitCode::from(code);
+            }
+            if let Some(line) = database {
+                println!("{line}");
+            }
+            println!("configuration OK");
+            return ExitCode::SUCCESS;
         }
-        if let Some(line) = database {
-            println!("{line}");
+        Some(Command::Restore { file }) => {
+            return offline(fsed::mark::restore(&cfg.state_path(&cfg.database), file));
         }
-        println!("configuration OK");
-        return ExitCode::SUCCESS;
+        Some(Command::AcceptLoss) => {
+            return offline(fsed::mark::accept_loss(&cfg.state_path(&cfg.database)));
+        }
+        None => {}
     }
     let set_log_level = start_logging(&cfg.log_level);
     // Before any other thread starts: it clears the activation variables.
@@ -330,6 +377,20 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "fsed cannot run");
             eprintln!("fsed: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The end of an offline command: its report, or its error and exit code 1.
+fn offline(done: Result<String, String>) -> ExitCode {
+    match done {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fsed: {e}");
             ExitCode::FAILURE
         }
     }
@@ -349,7 +410,15 @@ mod tests {
     fn man_pages_are_current() {
         let pages = super::man_pages::render(super::Cli::command(), "8");
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["fsed-check-config.8", "fsed.8"]);
+        assert_eq!(
+            names,
+            [
+                "fsed-accept-loss.8",
+                "fsed-check-config.8",
+                "fsed-restore.8",
+                "fsed.8"
+            ]
+        );
         let problems = super::man_pages::check(&pages, "fsed", "8");
         assert!(
             problems.is_empty(),

@@ -113,10 +113,10 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
 }
 
 impl Spool {
-    /// Creates both directories when missing.
+    /// Creates both directories when missing (mode 0750 whatever the umask).
     pub fn open(outbox: PathBuf, inbox: PathBuf) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(&outbox)?;
-        std::fs::create_dir_all(&inbox)?;
+        crate::mark::create_private_dir(&outbox)?;
+        crate::mark::create_private_dir(&inbox)?;
         Ok(Spool {
             outbox,
             inbox,
