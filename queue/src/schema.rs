@@ -272,6 +272,15 @@ CREATE INDEX sheets_deadline ON sheets (deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX sheets_accepted ON sheets (id) WHERE state = 'accepted';
 CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
 "#,
+    // Returns (ARLs, payment returns) refused and dead-lettered, counted per reason, so the
+    // counts survive a restart (queue.stats, doctor).
+    r#"
+CREATE TABLE return_dead_letters (
+    reason   TEXT PRIMARY KEY,
+    count    INTEGER NOT NULL CHECK (count >= 0),
+    last_at  TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.
