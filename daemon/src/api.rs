@@ -108,6 +108,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "lot.sent",
     "lot.unroutable",
     "arl.received",
+    "return.dead_lettered",
     "dre_lot.sent",
     "dre_lot.unroutable",
 ];
@@ -1786,6 +1787,7 @@ mod tests {
                     )
                     .unwrap(),
                 )),
+                trust_configured: false,
             }),
         }
     }
@@ -1816,6 +1818,8 @@ mod tests {
         assert_eq!(status("broker"), Some(json!("ok")), "{r}");
         assert_eq!(status("backlog"), Some(json!("ok")), "{r}");
         assert!(status("disk").is_some(), "{r}");
+        // No trust store here: every return would be refused, which the doctor says.
+        assert_eq!(status("returns"), Some(json!("warning")), "{r}");
         // No card in the virtual reader: a warning with its fix, and so the overall verdict.
         let cards = checks.iter().find(|c| c["check"] == "cards").unwrap();
         assert_eq!(cards["status"], "warning", "{r}");

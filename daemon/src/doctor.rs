@@ -3,7 +3,8 @@
 //! not hide the others. Checks, in order: the reader service (pcscd) and the readers it sees,
 //! which slot holds which card, card certificates and their expiry, PIN tries left, the clock,
 //! the database's integrity and the free disk, the broker (or spool directories) and its
-//! topology, the backlog and the oldest unsent sheet against its sending deadline.
+//! topology, the backlog and the oldest unsent sheet against its sending deadline, and the
+//! returns refused (dead-lettered, per reason) or not authenticable (no trust store).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct Setup {
     pub state_dir: PathBuf,
     /// The transport in use.
     pub transport: Arc<Transport>,
+    /// Whether a trust store is configured (without one, every return is refused).
+    pub trust_configured: bool,
 }
 
 /// The verdict of one check.
@@ -52,7 +55,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `disk`, `broker`, `backlog`).
+    /// `database`, `disk`, `broker`, `backlog`, `returns`).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -103,6 +106,7 @@ pub async fn run(ctx: &Context, setup: &Setup) -> Report {
     checks.extend(database(ctx, setup).await);
     checks.push(broker(setup).await);
     checks.push(backlog(ctx, queue));
+    checks.push(returns(ctx, setup).await);
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -431,4 +435,42 @@ fn backlog(ctx: &Context, queue: Result<fse_queue::Backlog, String>) -> Check {
             }
         }
     }
+}
+
+/// Returns refused and dead-lettered so far (per reason), and whether returns can be
+/// authenticated at all: a warning when any was refused or no trust store is configured.
+async fn returns(ctx: &Context, setup: &Setup) -> Check {
+    let counts = match ctx.store.read(|q| q.dead_letter_counts()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return check(
+                "returns",
+                Status::Failure,
+                format!("cannot read the queue: {e}"),
+            )
+        }
+    };
+    let total: u64 = counts.values().sum();
+    let listed = counts
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !setup.trust_configured {
+        return check(
+            "returns",
+            Status::Warning,
+            format!("no trust directory: every ARL and payment return is refused ({total} so far)"),
+        )
+        .fix("set `trust_dir` in /etc/fsed/fsed.toml to a directory whose CAs include the insurers' CA");
+    }
+    if total == 0 {
+        return check("returns", Status::Ok, "no return refused");
+    }
+    check(
+        "returns",
+        Status::Warning,
+        format!("{total} return(s) refused and dead-lettered: {listed}"),
+    )
+    .fix("look at the dead-letter queue (`<return queue>.dead`, header x-fsed-reason) or the spool inbox's `refused/` folder, and ask the insurer about them")
 }

@@ -412,7 +412,7 @@ fn print_cards(cards: &Value) {
 }
 
 fn print_stats(stats: &Value) {
-    for kind in ["sheets", "lots"] {
+    for kind in ["sheets", "lots", "dead_letters"] {
         let counts: Vec<String> = stats[kind]
             .as_object()
             .into_iter()
