@@ -474,7 +474,7 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
 /// `fse-sim pki` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PkiArgs {
-    /// Directory to write the trust store and the card certificates into.
+    /// Directory to write the trust store, the card and the insurer certificates into.
     #[arg(long, default_value = "fsed-test-pki")]
     pub out: std::path::PathBuf,
 }
