@@ -113,6 +113,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "lot.unroutable",
     "lot.resent",
     "arl.received",
+    "return.dead_lettered",
     "dre_lot.sent",
     "dre_lot.unroutable",
     "store.damaged",
@@ -2079,6 +2080,7 @@ mod tests {
                     )
                     .unwrap(),
                 )),
+                trust_configured: false,
             }),
         }
     }
@@ -2109,6 +2111,8 @@ mod tests {
         assert_eq!(status("broker"), Some(json!("ok")), "{r}");
         assert_eq!(status("backlog"), Some(json!("ok")), "{r}");
         assert!(status("disk").is_some(), "{r}");
+        // No trust store here: every return would be refused, which the doctor says.
+        assert_eq!(status("returns"), Some(json!("warning")), "{r}");
         // No card in the virtual reader: a warning with its fix, and so the overall verdict.
         let cards = checks.iter().find(|c| c["check"] == "cards").unwrap();
         assert_eq!(cards["status"], "warning", "{r}");

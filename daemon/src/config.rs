@@ -286,8 +286,10 @@ pub struct Config {
     /// SQLite database file; relative paths are under `state_dir`.
     pub database: PathBuf,
     /// Trust directory: `root.pem` (trusted roots, required), `ca.pem` (intermediate CAs) and
-    /// `crl.pem` (revocation lists: revoked CPS, Vitale cards in opposition). Without one, card
-    /// certificates are not checked (a warning says so at start-up).
+    /// `crl.pem` (revocation lists: revoked CPS, Vitale cards in opposition). The insurers' CA is
+    /// among the CAs: it certifies the keys that sign ARLs and payment returns. Without a trust
+    /// directory, card certificates are not checked and every return is refused (a warning
+    /// says so at start-up).
     pub trust_dir: Option<PathBuf>,
     /// What is logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or per-module
     /// directives (`info,fsed::batcher=debug`).

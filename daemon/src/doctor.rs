@@ -4,7 +4,8 @@
 //! which slot holds which card, card certificates and their expiry, PIN tries left, the clock,
 //! the database's integrity and the free disk, the broker (or spool directories) and its
 //! topology, the backlog and the oldest unsent sheet against its sending deadline, the lots sent
-//! whose ARL has not come in time.
+//! whose ARL has not come in time, and the returns refused (dead-lettered, per reason) or not
+//! authenticable (no trust store).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Setup {
     pub state_dir: PathBuf,
     /// The transport in use.
     pub transport: Arc<Transport>,
+    /// Whether a trust store is configured (without one, every return is refused).
+    pub trust_configured: bool,
 }
 
 /// The verdict of one check.
@@ -54,7 +57,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -109,6 +112,7 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(broker(setup).await);
     checks.push(backlog(ctx, queue));
     checks.push(arl(ctx).await);
+    checks.push(returns(ctx, setup).await);
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -595,4 +599,42 @@ async fn arl(ctx: &Context) -> Check {
              that the return queue exists and that nothing deletes or purges it",
         )
     }
+}
+
+/// Returns refused and dead-lettered so far (per reason), and whether returns can be
+/// authenticated at all: a warning when any was refused or no trust store is configured.
+async fn returns(ctx: &Context, setup: &Setup) -> Check {
+    let counts = match ctx.store.read(|q| q.dead_letter_counts()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return check(
+                "returns",
+                Status::Failure,
+                format!("cannot read the queue: {e}"),
+            )
+        }
+    };
+    let total: u64 = counts.values().sum();
+    let listed = counts
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !setup.trust_configured {
+        return check(
+            "returns",
+            Status::Warning,
+            format!("no trust directory: every ARL and payment return is refused ({total} so far)"),
+        )
+        .fix("set `trust_dir` in /etc/fsed/fsed.toml to a directory whose CAs include the insurers' CA");
+    }
+    if total == 0 {
+        return check("returns", Status::Ok, "no return refused");
+    }
+    check(
+        "returns",
+        Status::Warning,
+        format!("{total} return(s) refused and dead-lettered: {listed}"),
+    )
+    .fix("look at the dead-letter queue (`<return queue>.dead`, header x-fsed-reason) or the spool inbox's `refused/` folder, and ask the insurer about them")
 }

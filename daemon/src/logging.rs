@@ -293,12 +293,14 @@ mod tests {
         // A window of an hour: the whole flood falls in the first one.
         let limiter = Arc::new(Limiter::new(PER_WINDOW, Duration::from_secs(3600)));
         let lines = Lines::default();
-        let bus = crate::events::Bus::default();
         tracing::subscriber::with_default(subscriber(Arc::clone(&limiter), &lines), || {
             for i in 0..100_000 {
-                let refused =
-                    crate::returns::Applied::Refused(format!("unreadable ARL: number {i}"));
-                crate::returns::log_outcome(&refused, "spool", &bus);
+                crate::returns::log_dead_letter(
+                    "spool",
+                    crate::returns::Reason::Unreadable,
+                    None,
+                    &format!("unreadable ARL: number {i}"),
+                );
                 // Other levels and other call sites are not held back by that flood.
                 if i % 10_000 == 0 {
                     tracing::info!("progress {i}");

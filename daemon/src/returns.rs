@@ -2,16 +2,30 @@
 //! Merkle root) and applied to the queue in one transaction; so is each
 //! payment return (sheets paid or refused). Only then is its file removed or
 //! its broker message acked. Applying the same return twice changes nothing.
+//!
+//! A return is applied only when it is signed by an insurer (a
+//! [`SignedReturn`] whose signature verifies, whose certificate chains to the
+//! trust store as an insurer's), that insurer is the lot's destination, and its
+//! content fits the lot: the same Merkle root (ARL), no sheet paid above what
+//! it claims from that insurer (payment return). Anything else is refused with
+//! a [`Reason`]: dead-lettered with it (AMQP headers; spool: moved to
+//! `<inbox>/refused/` beside a `.reason` file), logged, counted per reason in
+//! the queue and announced as `return.dead_lettered`. Without a trust store
+//! every return is refused (`no_trust_store`).
 //! A payment return that comes before its lot's ARL is left where it is: its
 //! file is kept, its message is held unacked while the returns behind it go
 //! on, and it is applied once an ARL arrives. A message held for
 //! [`HOLD_MAX`] without its ARL goes to the dead-letter queue, for a person.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fse_formats::ack::{Arl, PaymentOutcome, PaymentReturn};
+use fse_formats::ack::{
+    Arl, PaymentOutcome, PaymentReturn, ReturnAuthError, ReturnContent, SignedReturn,
+};
 use fse_formats::lot::SignedLot;
+use fse_formats::pki::TrustStore;
 use fse_formats::wire;
 use fse_queue::ArlOutcome;
 
@@ -35,12 +49,71 @@ pub enum Applied {
     },
     /// Already recorded before.
     Duplicate,
-    /// Refused (unreadable, unknown lot, wrong root): kept out of the queue, logged.
-    Refused(String),
+    /// Refused: kept out of the queue, dead-lettered with its reason, logged and counted.
+    Refused {
+        /// Why, as a stable code.
+        reason: Reason,
+        /// The lot it names, when it could be read.
+        lot_id: Option<String>,
+        /// Why, in words.
+        detail: String,
+    },
     /// A payment return, applied (sheets paid or refused now, duplicates, ignored numbers).
     Payments(fse_queue::PaymentsApplied),
     /// A payment return for sheets whose ARL has not come yet: to be offered again.
     NotYet,
+}
+
+/// Why a return was refused: a stable code, counted per code (`queue.stats` → `dead_letters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Not a return fsed can read (not DER, not canonical, unknown version or kind).
+    Unreadable,
+    /// A bare ARL or payment return: not signed by its insurer.
+    Unsigned,
+    /// No trust store is configured: no return can be authenticated.
+    NoTrustStore,
+    /// The certificate is not a trusted insurer's (chain, dates, CRL, key usage, insurer code).
+    UntrustedCertificate,
+    /// The signature is not the certificate key's over the return.
+    BadSignature,
+    /// Signed by an insurer that is not the lot's destination, or naming another insurer than
+    /// the one that signed it.
+    WrongInsurer,
+    /// For a lot fsed does not have.
+    UnknownLot,
+    /// An ARL for another content of the lot (Merkle root mismatch).
+    MerkleRootMismatch,
+    /// A payment above what the sheet claims from that insurer.
+    AmountAboveClaim,
+    /// A payment return whose ARL never came within [`HOLD_MAX`].
+    HeldTooLong,
+}
+
+impl Reason {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Unreadable => "unreadable",
+            Reason::Unsigned => "unsigned",
+            Reason::NoTrustStore => "no_trust_store",
+            Reason::UntrustedCertificate => "untrusted_certificate",
+            Reason::BadSignature => "bad_signature",
+            Reason::WrongInsurer => "wrong_insurer",
+            Reason::UnknownLot => "unknown_lot",
+            Reason::MerkleRootMismatch => "merkle_root_mismatch",
+            Reason::AmountAboveClaim => "amount_above_claim",
+            Reason::HeldTooLong => "held_too_long",
+        }
+    }
+}
+
+fn refused(reason: Reason, lot_id: Option<&str>, detail: impl Into<String>) -> Applied {
+    Applied::Refused {
+        reason,
+        lot_id: lot_id.map(str::to_string),
+        detail: detail.into(),
+    }
 }
 
 /// Which kind of return a message or file is.
@@ -74,31 +147,140 @@ impl Kind {
     }
 }
 
-/// Applies one return of `kind` given as DER. `Err` only when the store failed (retry later).
-pub async fn apply_return(store: &Store, kind: Kind, bytes: Vec<u8>) -> Result<Applied, String> {
-    match kind {
-        Kind::Arl => apply(store, bytes).await,
-        Kind::Payment => apply_payments(store, bytes).await,
-    }
-}
-
-/// Applies one payment return given as DER. `Err` only when the store failed.
-pub async fn apply_payments(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
-    let ret = match PaymentReturn::from_der(&bytes) {
-        Ok(r) => r,
-        Err(e) => return Ok(Applied::Refused(format!("unreadable payment return: {e}"))),
+/// Applies one return of `kind` given as DER (a [`SignedReturn`]), once it is authenticated
+/// against `trust` and fits its lot. `Err` only when the store failed (retry later).
+pub async fn apply_return(
+    store: &Store,
+    trust: Option<&TrustStore>,
+    kind: Kind,
+    bytes: Vec<u8>,
+) -> Result<Applied, String> {
+    let signed = match SignedReturn::from_der(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let bare = match Arl::from_der(&bytes) {
+                Ok(a) => Some(a.lot_id),
+                Err(_) => PaymentReturn::from_der(&bytes).ok().map(|p| p.lot_id),
+            };
+            return Ok(match bare {
+                Some(lot) => refused(
+                    Reason::Unsigned,
+                    Some(&lot),
+                    "a bare return, not signed by its insurer",
+                ),
+                None => refused(Reason::Unreadable, None, format!("unreadable return: {e}")),
+            });
+        }
     };
-    let id = ret.lot_id.clone();
-    if store
+    let lot_id = signed.content.lot_id().to_string();
+    let lot = Some(lot_id.as_str());
+    let content_kind = match &signed.content {
+        ReturnContent::Arl(_) => Kind::Arl,
+        ReturnContent::Payment(_) => Kind::Payment,
+    };
+    if content_kind != kind {
+        return Ok(refused(
+            Reason::Unreadable,
+            lot,
+            format!("sent as {kind:?} but holds {content_kind:?}"),
+        ));
+    }
+    let Some(trust) = trust else {
+        return Ok(refused(
+            Reason::NoTrustStore,
+            lot,
+            "no trust directory configured: returns cannot be authenticated",
+        ));
+    };
+    let code = match signed.verify(trust, chrono::Utc::now().timestamp()) {
+        Ok(code) => code,
+        Err(ReturnAuthError::Untrusted(why)) => {
+            return Ok(refused(Reason::UntrustedCertificate, lot, why))
+        }
+        Err(e @ ReturnAuthError::BadSignature) => {
+            return Ok(refused(Reason::BadSignature, lot, e.to_string()))
+        }
+    };
+    if signed.content.insurer() != code {
+        return Ok(refused(
+            Reason::WrongInsurer,
+            lot,
+            format!(
+                "signed by insurer {code} but names insurer {}",
+                signed.content.insurer()
+            ),
+        ));
+    }
+    let id = lot_id.clone();
+    let Some(row) = store
         .call(move |q| q.get_lot(&id))
         .await
         .map_err(|e| e.to_string())?
-        .is_none()
-    {
-        return Ok(Applied::Refused(format!(
-            "payment return for unknown lot {}",
-            ret.lot_id
-        )));
+    else {
+        return Ok(refused(
+            Reason::UnknownLot,
+            lot,
+            format!("return for unknown lot {lot_id}"),
+        ));
+    };
+    if row.destination != code {
+        return Ok(refused(
+            Reason::WrongInsurer,
+            lot,
+            format!(
+                "lot {lot_id} was sent to {}, the return is signed by {code}",
+                row.destination
+            ),
+        ));
+    }
+    let content = row
+        .signed_der
+        .as_deref()
+        .and_then(|d| SignedLot::from_der(d).ok());
+    match signed.content {
+        ReturnContent::Arl(arl) => apply_arl(store, arl, content, bytes).await,
+        ReturnContent::Payment(ret) => apply_payments(store, ret, content, &code).await,
+    }
+}
+
+/// Applies an authenticated payment return of a lot of `code`, unless it pays a sheet more
+/// than the sheet claims from that insurer. `Err` only when the store failed.
+async fn apply_payments(
+    store: &Store,
+    ret: PaymentReturn,
+    content: Option<SignedLot>,
+    code: &str,
+) -> Result<Applied, String> {
+    let lot = Some(ret.lot_id.as_str());
+    let Some(content) = content else {
+        return Ok(refused(
+            Reason::UnknownLot,
+            lot,
+            format!("lot {} has no signed content to pay", ret.lot_id),
+        ));
+    };
+    // What each sheet of the lot claims from its AMO, by number.
+    let claims: HashMap<u64, u64> = content
+        .entries
+        .iter()
+        .filter_map(|e| fse_formats::fse::CareSheet::from_der(&e.sheet).ok())
+        .map(|s| (s.number, s.amounts.amo_cents))
+        .collect();
+    for p in &ret.payments {
+        if let (PaymentOutcome::Paid { amount_cents }, Some(claim)) =
+            (&p.outcome, claims.get(&p.sheet_number))
+        {
+            if amount_cents > claim {
+                return Ok(refused(
+                    Reason::AmountAboveClaim,
+                    lot,
+                    format!(
+                        "sheet {} paid {amount_cents} cents; it claims {claim} cents from {code}",
+                        p.sheet_number
+                    ),
+                ));
+            }
+        }
     }
     let done = store
         .call(move |q| q.record_payments(&ret))
@@ -111,33 +293,24 @@ pub async fn apply_payments(store: &Store, bytes: Vec<u8>) -> Result<Applied, St
     })
 }
 
-/// Applies one ARL given as DER. `Err` only when the store failed (retry later).
-pub async fn apply(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
-    let arl = match Arl::from_der(&bytes) {
-        Ok(a) => a,
-        Err(e) => return Ok(Applied::Refused(format!("unreadable ARL: {e}"))),
-    };
-    let id = arl.lot_id.clone();
-    let Some(lot) = store
-        .call(move |q| q.get_lot(&id))
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(Applied::Refused(format!(
-            "ARL for unknown lot {}",
-            arl.lot_id
-        )));
-    };
-    let root = lot
-        .signed_der
-        .as_deref()
-        .and_then(|d| SignedLot::from_der(d).ok())
-        .map(|l| hex::encode(l.header.merkle_root));
+/// Applies an authenticated ARL if it names the lot's content (its Merkle root); `bytes`, the
+/// signed return, is kept with it. `Err` only when the store failed (retry later).
+async fn apply_arl(
+    store: &Store,
+    arl: Arl,
+    content: Option<SignedLot>,
+    bytes: Vec<u8>,
+) -> Result<Applied, String> {
+    let root = content.map(|l| hex::encode(l.header.merkle_root));
     if root.as_deref() != Some(arl.merkle_root.as_str()) {
-        return Ok(Applied::Refused(format!(
-            "ARL for lot {} names another content (Merkle root mismatch)",
-            arl.lot_id
-        )));
+        return Ok(refused(
+            Reason::MerkleRootMismatch,
+            Some(&arl.lot_id),
+            format!(
+                "ARL for lot {} names another content (Merkle root mismatch)",
+                arl.lot_id
+            ),
+        ));
     }
     let (lot_id, status, rejections) = (arl.lot_id.clone(), arl.status, arl.rejections.len());
     let outcome = store
@@ -154,11 +327,80 @@ pub async fn apply(store: &Store, bytes: Vec<u8>) -> Result<Applied, String> {
     })
 }
 
+/// The log line of a refused return (one call site: the log limiter holds back a flood of them
+/// and counts it).
+pub(crate) fn log_dead_letter(source: &str, reason: Reason, lot_id: Option<&str>, detail: &str) {
+    tracing::warn!(
+        source,
+        reason = reason.code(),
+        lot = lot_id.unwrap_or("?"),
+        detail,
+        "return refused: dead-lettered"
+    );
+}
+
+/// Counts a refused return in the queue (per reason, with its event row), logs it and
+/// publishes `return.dead_lettered`. A store failure is logged (the return is dead-lettered
+/// anyway: its count is then one short).
+async fn count_dead_letter(
+    store: &Store,
+    events: &Bus,
+    source: &str,
+    reason: Reason,
+    lot_id: Option<&str>,
+    detail: &str,
+) {
+    log_dead_letter(source, reason, lot_id, detail);
+    let fields = serde_json::json!({
+        "reason": reason.code(),
+        "detail": detail,
+        "lot_id": lot_id,
+        "source": source,
+    });
+    let (row, lot) = (fields.clone(), lot_id.map(str::to_string));
+    if let Err(e) = store
+        .call(move |q| q.record_dead_letter(reason.code(), lot.as_deref(), row))
+        .await
+    {
+        tracing::warn!(error = %e, "a dead-lettered return could not be counted");
+    }
+    events.publish("return.dead_lettered", fields);
+}
+
+/// Moves a refused spool file to `<inbox>/refused/`, with `<name>.reason` beside it (code and
+/// words); removes it when it cannot be moved, so it is not taken again.
+async fn set_aside(spool: &Spool, path: &std::path::Path, reason: Reason, detail: &str) {
+    let dir = spool.inbox.join(wire::SPOOL_REFUSED_DIR);
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let mut why = name.clone();
+    why.push(".reason");
+    let moved = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::write(dir.join(&why), format!("{}: {detail}\n", reason.code())).await?;
+        tokio::fs::rename(path, dir.join(&name)).await
+    };
+    if let Err(e) = moved.await {
+        tracing::warn!(file = %path.display(), error = %e, "a refused return cannot be moved aside; removed");
+        if let Err(e) = tokio::fs::remove_file(path).await {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a refused return");
+        }
+    }
+}
+
 /// Reads the spool inbox until shutdown.
 ///
 /// It sleeps on inotify (a file renamed or written into the inbox), with a slow rescan as a
 /// safety net; without inotify it rescans every 200 ms.
-pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Shutdown) {
+pub async fn run_spool(
+    store: Store,
+    spool: Spool,
+    trust: Option<Arc<TrustStore>>,
+    events: Bus,
+    mut shutdown: Shutdown,
+) {
     use futures_lite::StreamExt;
     let mut watch = inotify::Inotify::init().and_then(|ino| {
         ino.watches().add(
@@ -204,10 +446,28 @@ pub async fn run_spool(store: Store, spool: Spool, events: Bus, mut shutdown: Sh
                             continue;
                         }
                     };
-                    match apply_return(&store, Kind::of_path(&path), bytes).await {
+                    let kind = Kind::of_path(&path);
+                    match apply_return(&store, trust.as_deref(), kind, bytes).await {
                         Ok(Applied::NotYet) => {
                             // Kept: its ARL is further on in the inbox or still to come.
                             tracing::info!(file = %path.display(), "payment return before its ARL; kept for later");
+                        }
+                        Ok(Applied::Refused {
+                            reason,
+                            lot_id,
+                            detail,
+                        }) => {
+                            let source = path.display().to_string();
+                            count_dead_letter(
+                                &store,
+                                &events,
+                                &source,
+                                reason,
+                                lot_id.as_deref(),
+                                &detail,
+                            )
+                            .await;
+                            set_aside(&spool, &path, reason, &detail).await;
                         }
                         Ok(outcome) => {
                             log_outcome(&outcome, &path.display().to_string(), &events);
@@ -249,31 +509,40 @@ struct Held(Vec<(crate::transport::amqp::ReturnMessage, tokio::time::Instant)>);
 
 impl Held {
     /// Tries each held return again: applied ones are acked, refused ones dead-lettered.
-    async fn retry(&mut self, store: &Store, events: &Bus) {
+    async fn retry(&mut self, store: &Store, trust: Option<&TrustStore>, events: &Bus) {
         let mut still = Vec::new();
         for (msg, since) in self.0.drain(..) {
-            match apply_return(store, Kind::Payment, msg.body.clone()).await {
+            match apply_return(store, trust, Kind::Payment, msg.body.clone()).await {
                 Ok(Applied::NotYet) | Err(_) => still.push((msg, since)),
-                Ok(outcome) => settle(msg, &outcome, events).await,
+                Ok(outcome) => settle(msg, &outcome, store, events).await,
             }
         }
         self.0 = still;
     }
 
     /// Dead-letters the returns held longer than [`HOLD_MAX`].
-    async fn expire(&mut self) {
+    async fn expire(&mut self, store: &Store, events: &Bus) {
         let (old, young): (Vec<_>, Vec<_>) = self
             .0
             .drain(..)
             .partition(|(_, since)| since.elapsed() >= HOLD_MAX);
         self.0 = young;
         for (msg, _) in old {
-            tracing::warn!(
-                lot = msg.message_id.as_deref().unwrap_or("?"),
-                held = ?HOLD_MAX,
-                "payment return whose ARL never came: moved to the dead-letter queue"
-            );
-            if let Err(e) = msg.dead_letter().await {
+            let detail = format!("its lot's ARL did not come within {HOLD_MAX:?}");
+            let lot = msg.message_id.clone();
+            count_dead_letter(
+                store,
+                events,
+                "amqp",
+                Reason::HeldTooLong,
+                lot.as_deref(),
+                &detail,
+            )
+            .await;
+            if let Err(e) = msg
+                .dead_letter_because(Reason::HeldTooLong.code(), &detail)
+                .await
+            {
                 tracing::warn!(error = %e, "a held return could not be dead-lettered; it will come again");
             }
         }
@@ -283,10 +552,22 @@ impl Held {
 /// Logs what became of a return and settles its message with the broker: acked once applied
 /// (or a duplicate), dead-lettered when refused (kept for a person to look at, out of the way
 /// of the others).
-async fn settle(msg: crate::transport::amqp::ReturnMessage, outcome: &Applied, events: &Bus) {
+async fn settle(
+    msg: crate::transport::amqp::ReturnMessage,
+    outcome: &Applied,
+    store: &Store,
+    events: &Bus,
+) {
     log_outcome(outcome, "amqp", events);
-    if let Applied::Refused(_) = outcome {
-        if let Err(e) = msg.dead_letter().await {
+    if let Applied::Refused {
+        reason,
+        lot_id,
+        detail,
+    } = outcome
+    {
+        let lot = lot_id.as_deref().or(msg.message_id.as_deref());
+        count_dead_letter(store, events, "amqp", *reason, lot, detail).await;
+        if let Err(e) = msg.dead_letter_because(reason.code(), detail).await {
             tracing::warn!(error = %e, "a refused return could not be dead-lettered; it will come again");
         }
     } else if let Err(e) = msg.ack().await {
@@ -303,6 +584,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 pub async fn run_amqp(
     store: Store,
     transport: Arc<Transport>,
+    trust: Option<Arc<TrustStore>>,
     events: Bus,
     mut shutdown: Shutdown,
 ) {
@@ -340,13 +622,13 @@ pub async fn run_amqp(
                 }
                 n = stream.next() => n,
                 _ = check.tick() => {
-                    held.expire().await;
+                    held.expire(&store, &events).await;
                     continue;
                 }
             };
             let Some(Ok(msg)) = next else { break };
             let kind = Kind::of_type(msg.message_type.as_deref());
-            match apply_return(&store, kind, msg.body.clone()).await {
+            match apply_return(&store, trust.as_deref(), kind, msg.body.clone()).await {
                 Ok(Applied::NotYet) => {
                     // Held, not acked; the returns behind it go on, and each ARL applied
                     // tries it again.
@@ -358,9 +640,9 @@ pub async fn run_amqp(
                 }
                 Ok(outcome) => {
                     let arl = matches!(outcome, Applied::Recorded { .. });
-                    settle(msg, &outcome, &events).await;
+                    settle(msg, &outcome, &store, &events).await;
                     if arl {
-                        held.retry(&store, &events).await;
+                        held.retry(&store, trust.as_deref(), &events).await;
                     }
                 }
                 Err(e) => {
@@ -388,7 +670,8 @@ pub(crate) fn log_outcome(outcome: &Applied, source: &str, events: &Bus) {
             );
         }
         Applied::Duplicate => tracing::info!(source, "duplicate ARL ignored"),
-        Applied::Refused(why) => tracing::warn!(source, reason = %why, "return refused"),
+        // Logged and counted by `count_dead_letter`.
+        Applied::Refused { .. } => {}
         Applied::Payments(done) => {
             for p in &done.applied {
                 let (name, fields) = match &p.outcome {

@@ -182,11 +182,12 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             Some(Arc::new(store))
         }
         None => {
-            tracing::warn!("no trust directory configured: card certificates and revocation lists are not checked");
+            tracing::warn!("no trust directory configured: card certificates and revocation lists are not checked, and every insurer return is refused (it cannot be authenticated)");
             None
         }
     };
-    let (cards, card_thread) = Cards::start(backend, trust)?;
+    // The same store authenticates the insurers' returns (their CA is one of its CAs).
+    let (cards, card_thread) = Cards::start(backend, trust.clone())?;
 
     let transport = Arc::new(match cfg.transport.kind {
         TransportKind::Spool => Transport::Spool(
@@ -266,6 +267,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             tasks.spawn(crate::returns::run_spool(
                 store.clone(),
                 s.clone(),
+                trust.clone(),
                 events.clone(),
                 shutdown.clone(),
             ));
@@ -274,6 +276,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             tasks.spawn(crate::returns::run_amqp(
                 store.clone(),
                 Arc::clone(&transport),
+                trust.clone(),
                 events.clone(),
                 shutdown.clone(),
             ));
@@ -297,6 +300,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
                 .collect(),
             state_dir: cfg.state_dir.clone(),
             transport: Arc::clone(&transport),
+            trust_configured: trust.is_some(),
         }),
     };
     tasks.spawn(crate::retention::run(

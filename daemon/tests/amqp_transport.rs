@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fse_formats::ack::{Arl, ArlStatus};
+use fse_formats::ack::{ArlStatus, ReturnContent, SignedReturn};
 use fse_formats::wire;
 use fse_simulator::insurer::{self, AmqpInsurerConfig, Insurer};
 use fsed::transport::amqp::{AmqpConfig, AmqpTransport, TransportError};
@@ -158,12 +158,19 @@ async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
         Some(lot.header.lot_id.as_str())
     );
     assert_eq!(first.message_type.as_deref(), Some(wire::TYPE_ARL));
+    // A message holds its channel (to dead-letter a copy with a reason): a stopped fsed drops
+    // both, and only then is its connection gone.
+    let first_body = first.body.clone();
+    drop(first);
     drop(returns);
     // ...so it comes again.
     let mut returns = transport.returns().await.unwrap();
     let msg = next(&mut returns).await;
-    assert_eq!(msg.body, first.body);
-    let arl = Arl::from_der(&msg.body).unwrap();
+    assert_eq!(msg.body, first_body);
+    // The insurer signs what it returns: an envelope holding the ARL.
+    let ReturnContent::Arl(arl) = SignedReturn::from_der(&msg.body).unwrap().content else {
+        panic!("an ARL was expected");
+    };
     assert_eq!(arl.lot_id, lot.header.lot_id);
     assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
     assert_eq!(arl.insurer, binding);

@@ -2,6 +2,10 @@
 //! lot, positive or negative with a reason per refused sheet, and later the
 //! payment return of the lot's sheets (each paid with its amount, or refused
 //! with a code). Per `formats/asn1/fsed.asn` (`Arl`, `PaymentReturn`).
+//!
+//! Both travel in a [`SignedReturn`]: signed (Ed25519) by the insurer's key, with the insurer's
+//! certificate, whose subject `serialNumber` names the insurer's code
+//! ([`crate::pki::TrustStore::check_insurer`]).
 
 use asn1_rs::{DerSequence, FromDer, OctetString, Tagged, ToDer, ToDerSequence};
 use serde::{Deserialize, Serialize};
@@ -278,9 +282,228 @@ impl PaymentReturn {
     }
 }
 
+/// Version of the signed-return envelope.
+pub const SIGNED_RETURN_VERSION: u32 = 1;
+
+/// What a [`SignedReturn`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnContent {
+    /// An ARL.
+    Arl(Arl),
+    /// A payment return.
+    Payment(PaymentReturn),
+}
+
+impl ReturnContent {
+    /// The lot it answers.
+    pub fn lot_id(&self) -> &str {
+        match self {
+            ReturnContent::Arl(a) => &a.lot_id,
+            ReturnContent::Payment(p) => &p.lot_id,
+        }
+    }
+
+    /// The insurer it says it comes from (its `insurer` field).
+    pub fn insurer(&self) -> &str {
+        match self {
+            ReturnContent::Arl(a) => &a.insurer,
+            ReturnContent::Payment(p) => &p.insurer,
+        }
+    }
+
+    fn kind(&self) -> u32 {
+        match self {
+            ReturnContent::Arl(_) => 0,
+            ReturnContent::Payment(_) => 1,
+        }
+    }
+
+    fn to_der(&self) -> Result<Vec<u8>, DerError> {
+        match self {
+            ReturnContent::Arl(a) => a.to_der(),
+            ReturnContent::Payment(p) => p.to_der(),
+        }
+    }
+}
+
+/// An ARL or payment return as it travels: signed by the insurer, with its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReturn {
+    /// The ARL or payment return.
+    pub content: ReturnContent,
+    /// Ed25519 signature of [`SignedReturn::to_be_signed`] by the insurer's key.
+    pub signature: [u8; 64],
+    /// DER of the insurer's X.509 certificate.
+    pub signer_certificate: Vec<u8>,
+}
+
+/// Why a [`SignedReturn`] is not to be believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReturnAuthError {
+    /// The certificate is not a trusted insurer's (chain, dates, CRL, key usage, insurer code).
+    #[error("signer_certificate: {0}")]
+    Untrusted(String),
+    /// The signature is not the certificate key's over the return.
+    #[error("signature: not made by the certificate's key over this return")]
+    BadSignature,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct ReturnTbsDer<'a> {
+    version: u32,
+    kind: u32,
+    content: OctetString<'a>,
+}
+
+#[derive(DerSequence, ToDerSequence)]
+struct SignedReturnDer<'a> {
+    version: u32,
+    kind: u32,
+    content: OctetString<'a>,
+    signature: OctetString<'a>,
+    signer_certificate: OctetString<'a>,
+}
+
+impl SignedReturn {
+    /// Signs `content` with `key`, carrying `signer_certificate` (the DER of the key's certificate).
+    pub fn sign(
+        content: ReturnContent,
+        key: &ed25519_dalek::SigningKey,
+        signer_certificate: Vec<u8>,
+    ) -> Result<SignedReturn, DerError> {
+        use ed25519_dalek::Signer;
+        let mut ret = SignedReturn {
+            content,
+            signature: [0; 64],
+            signer_certificate,
+        };
+        ret.signature = key.sign(&ret.to_be_signed()?).to_bytes();
+        Ok(ret)
+    }
+
+    /// The bytes the insurer signs: DER of `ReturnToBeSigned ::= SEQUENCE { version, kind,
+    /// content }`, the first three fields of the envelope (so the kind is signed too).
+    pub fn to_be_signed(&self) -> Result<Vec<u8>, DerError> {
+        let content = self.content.to_der()?;
+        Ok(ReturnTbsDer {
+            version: SIGNED_RETURN_VERSION,
+            kind: self.content.kind(),
+            content: OctetString::new(&content),
+        }
+        .to_der_vec()?)
+    }
+
+    /// DER encoding.
+    pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
+        let content = self.content.to_der()?;
+        Ok(SignedReturnDer {
+            version: SIGNED_RETURN_VERSION,
+            kind: self.content.kind(),
+            content: OctetString::new(&content),
+            signature: OctetString::new(&self.signature),
+            signer_certificate: OctetString::new(&self.signer_certificate),
+        }
+        .to_der_vec()?)
+    }
+
+    /// DER decoding, strict: canonical DER only, the content decoded as its kind says (no
+    /// verification: see [`SignedReturn::verify`]).
+    pub fn from_der(bytes: &[u8]) -> Result<SignedReturn, DerError> {
+        crate::der::check_structure(bytes)?;
+        let (rest, r) = SignedReturnDer::from_der(bytes)?;
+        if !rest.is_empty() {
+            return Err(DerError::field("signed_return", "trailing bytes"));
+        }
+        if r.version != SIGNED_RETURN_VERSION {
+            return Err(DerError::field(
+                "version",
+                "unsupported signed return version",
+            ));
+        }
+        let content = match r.kind {
+            0 => ReturnContent::Arl(Arl::from_der(r.content.as_ref())?),
+            1 => ReturnContent::Payment(PaymentReturn::from_der(r.content.as_ref())?),
+            _ => return Err(DerError::field("kind", "unknown return kind")),
+        };
+        let ret = SignedReturn {
+            content,
+            signature: bytes_n(r.signature.as_ref(), "signature")?,
+            signer_certificate: r.signer_certificate.as_ref().to_vec(),
+        };
+        crate::der::require_canonical(bytes, &ret.to_der()?, "signed_return")?;
+        Ok(ret)
+    }
+
+    /// Checks the certificate against `trust` at `now` (Unix seconds) as an insurer's
+    /// ([`crate::pki::TrustStore::check_insurer`]) and the signature with its key; gives the
+    /// insurer code the certificate names.
+    pub fn verify(
+        &self,
+        trust: &crate::pki::TrustStore,
+        now: i64,
+    ) -> Result<String, ReturnAuthError> {
+        let (code, key) = trust
+            .check_insurer(&self.signer_certificate, now)
+            .map_err(ReturnAuthError::Untrusted)?;
+        let tbs = self
+            .to_be_signed()
+            .map_err(|_| ReturnAuthError::BadSignature)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+        ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .ok()
+            .filter(|k| k.verify_strict(&tbs, &signature).is_ok())
+            .ok_or(ReturnAuthError::BadSignature)?;
+        Ok(code)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_returns_round_trip_and_bind_their_kind() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let ret = PaymentReturn {
+            lot_id: "L-1".into(),
+            insurer: "011751234".into(),
+            issued_at: "20261130120000Z".into(),
+            payments: vec![Payment {
+                sheet_number: 3,
+                outcome: PaymentOutcome::Paid { amount_cents: 1900 },
+            }],
+        };
+        let signed =
+            SignedReturn::sign(ReturnContent::Payment(ret.clone()), &key, vec![1, 2, 3]).unwrap();
+        let der = signed.to_der().unwrap();
+        assert_eq!(SignedReturn::from_der(&der).unwrap(), signed);
+        assert_eq!(signed.content.lot_id(), "L-1");
+        assert_eq!(signed.content.insurer(), "011751234");
+        // The signature is over the kind too: the same content called an ARL signs otherwise.
+        let tbs = signed.to_be_signed().unwrap();
+        assert_eq!(tbs[0], 0x30);
+        // A bare payment return (unsigned, the old wire format) is not a signed return.
+        assert!(SignedReturn::from_der(&ret.to_der().unwrap()).is_err());
+        // The kind must match the content: a payment return's bytes under kind "ARL" fail.
+        let mut bad = der.clone();
+        let at = bad
+            .windows(3)
+            .position(|w| w == [0x02, 0x01, 0x01])
+            .and_then(|first| {
+                bad[first + 3..]
+                    .windows(3)
+                    .position(|w| w == [0x02, 0x01, 0x01])
+                    .map(|p| first + 3 + p)
+            })
+            .unwrap();
+        bad[at + 2] = 0;
+        assert!(SignedReturn::from_der(&bad).is_err());
+        // Without a trust store that knows the certificate, nothing verifies.
+        assert!(matches!(
+            signed.verify(&crate::pki::TrustStore::new(), 1_800_000_000),
+            Err(ReturnAuthError::Untrusted(_))
+        ));
+    }
 
     #[test]
     fn round_trip() {

@@ -16,6 +16,23 @@ use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 /// Object identifier of Ed25519 (RFC 8410), as an algorithm of keys and of signatures.
 pub const OID_ED25519: &str = "1.3.101.112";
 
+/// Extended key usage (RFC 5280 4.2.1.12) of an insurer's certificate, the key that signs its
+/// ARLs and payment returns, and of the CA that issues those certificates: a certificate is an
+/// insurer's only when it and its issuing CA both carry it, so no card CA can make one.
+/// (A UUID-based object identifier, X.667: `2.25.` and a UUID as one integer.)
+pub const OID_INSURER_RETURNS: &str = "2.25.329895794085693350506390115799385214579";
+
+/// [`OID_INSURER_RETURNS`] as the content octets of its DER `OBJECT IDENTIFIER` (its last arc
+/// does not fit 64 bits, so it is compared as bytes).
+pub const OID_INSURER_RETURNS_DER: [u8; 20] = [
+    0x69, 0x83, 0xf0, 0xaf, 0xcf, 0x9b, 0x80, 0xc4, 0xba, 0xbd, 0xc1, 0xb3, 0x98, 0xa6, 0xed, 0xe4,
+    0x98, 0x9e, 0x9c, 0x73,
+];
+
+/// Object identifier of the X.520 `serialNumber` attribute: in an insurer's certificate, the
+/// insurer's code (AMO organism code or AMC number); in a card's, the holder's identifier.
+pub const OID_SERIAL_NUMBER_ATTRIBUTE: &str = "2.5.4.5";
+
 /// Longest chain followed from a card certificate to a root.
 const MAX_DEPTH: usize = 4;
 
@@ -185,7 +202,77 @@ fn is_ca(cert: &X509Certificate<'_>) -> bool {
     ca && may_sign
 }
 
+/// Whether `cert` lists [`OID_INSURER_RETURNS`] among its extended key usages.
+fn may_sign_returns(cert: &X509Certificate<'_>) -> bool {
+    matches!(cert.extended_key_usage(), Ok(Some(eku))
+        if eku.value.other.iter().any(|o| o.as_bytes() == OID_INSURER_RETURNS_DER))
+}
+
+/// The subject's `serialNumber` attribute, when there is exactly one and it is text.
+fn subject_serial_number(cert: &X509Certificate<'_>) -> Option<String> {
+    let mut found = cert
+        .subject()
+        .iter_attributes()
+        .filter(|a| a.attr_type().to_id_string() == OID_SERIAL_NUMBER_ATTRIBUTE);
+    let first = found.next()?.as_str().ok()?.to_string();
+    found.next().is_none().then_some(first)
+}
+
 impl TrustStore {
+    /// Checks the certificate (DER) of an insurer signing a return, at `now` (Unix seconds), and
+    /// gives the insurer's code it names (its subject's `serialNumber`) and its Ed25519 key.
+    ///
+    /// It must chain to a trusted root as a card's does ([`TrustStore::check`]: signatures,
+    /// dates, CRLs), carry the extended key usage [`OID_INSURER_RETURNS`], and so must the CA
+    /// that issued it. `Err` says why not, in words.
+    pub fn check_insurer(&self, cert_der: &[u8], now: i64) -> Result<(String, [u8; 32]), String> {
+        let leaf = X509Certificate::from_der(cert_der)
+            .map_err(|e| format!("insurer certificate does not parse: {e}"))?
+            .1;
+        let key = <[u8; 32]>::try_from(leaf.public_key().subject_public_key.data.as_ref())
+            .ok()
+            .filter(|_| leaf.public_key().algorithm.algorithm.to_id_string() == OID_ED25519)
+            .ok_or_else(|| "insurer certificate: not an Ed25519 key".to_string())?;
+        let check = self.check(cert_der, &key, now);
+        if check.status != CertStatus::Valid {
+            return Err(check
+                .reason
+                .unwrap_or_else(|| format!("certificate {:?}", check.status)));
+        }
+        if !may_sign_returns(&leaf) {
+            return Err(format!(
+                "certificate {} is not an insurer's (no insurer-returns key usage)",
+                leaf.subject()
+            ));
+        }
+        let issuer_may = self
+            .roots
+            .iter()
+            .chain(&self.intermediates)
+            .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+            .any(|c| {
+                c.subject().as_raw() == leaf.issuer().as_raw()
+                    && is_ca(&c)
+                    && cert_verifies(&leaf, &c)
+                    && may_sign_returns(&c)
+            });
+        if !issuer_may {
+            return Err(format!(
+                "CA {} may not certify insurers (no insurer-returns key usage)",
+                leaf.issuer()
+            ));
+        }
+        let code = subject_serial_number(&leaf)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "certificate {} names no insurer code (one subject serialNumber)",
+                    leaf.subject()
+                )
+            })?;
+        Ok((code, key))
+    }
+
     /// An empty store: it trusts nothing.
     pub fn new() -> TrustStore {
         TrustStore::default()
@@ -410,6 +497,7 @@ mod tests {
             let _ = s.add_certificates(&bytes);
             let _ = s.add_crls(&bytes);
             let _ = s.check(&bytes, &[7; 32], 1_700_000_000);
+            let _ = s.check_insurer(&bytes, 1_700_000_000);
         }
     }
 }

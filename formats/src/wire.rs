@@ -37,6 +37,14 @@ pub const SPOOL_PAYMENT_SUFFIX: &str = "pay";
 /// Default return queue of an fsed instance (one per practice).
 pub const DEFAULT_RETURN_QUEUE: &str = "fsed.returns";
 
+/// Header of a dead-lettered return: why fsed refused it, a stable code (`bad_signature`,
+/// `wrong_insurer`, …; `daemon/API.md` lists them).
+pub const HEADER_DEAD_REASON: &str = "x-fsed-reason";
+/// Header of a dead-lettered return: why fsed refused it, in words.
+pub const HEADER_DEAD_DETAIL: &str = "x-fsed-detail";
+/// Folder of the spool inbox where refused return files are moved, each with `<name>.reason`.
+pub const SPOOL_REFUSED_DIR: &str = "refused";
+
 /// The dead-letter queue of `queue` (bound to [`EXCHANGE_DEAD`] with its own name as key).
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead")

@@ -2239,7 +2239,46 @@ impl Queue {
             &mut sheets,
         )?;
         count("SELECT state, COUNT(*) FROM lots GROUP BY state", &mut lots)?;
-        Ok(Stats { sheets, lots })
+        Ok(Stats {
+            sheets,
+            lots,
+            dead_letters: self.dead_letter_counts()?,
+        })
+    }
+
+    /// Counts one return dead-lettered for `reason` (a stable code), with its event
+    /// `return.dead_lettered` (subject: the lot it names, or `-`), in one transaction.
+    pub fn record_dead_letter(
+        &mut self,
+        reason: &str,
+        lot_id: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), QueueError> {
+        let tx = self.write()?;
+        let at = stamp();
+        tx.prepare_cached(
+            "INSERT INTO return_dead_letters (reason, count, last_at) VALUES (?1, 1, ?2) \
+             ON CONFLICT (reason) DO UPDATE SET count = count + 1, last_at = ?2",
+        )?
+        .execute(params![reason, at])?;
+        event(
+            &tx,
+            &at,
+            "return.dead_lettered",
+            lot_id.unwrap_or("-"),
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Returns dead-lettered so far, per reason (only the reasons met).
+    pub fn dead_letter_counts(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT reason, count FROM return_dead_letters ORDER BY reason")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, get_u64(r, 1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// What waits to be sent: how many sheets, the oldest, the nearest deadline; and the time

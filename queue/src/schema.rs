@@ -294,6 +294,15 @@ ALTER TABLE lots ADD COLUMN sent_at TEXT;
 ALTER TABLE lots ADD COLUMN resends INTEGER NOT NULL DEFAULT 0 CHECK (resends >= 0);
 UPDATE lots SET sent_at = updated_at WHERE state = 'sent';
 "#,
+    // 17: returns (ARLs, payment returns) refused and dead-lettered, counted per reason, so the
+    // counts survive a restart (queue.stats, doctor).
+    r#"
+CREATE TABLE return_dead_letters (
+    reason   TEXT PRIMARY KEY,
+    count    INTEGER NOT NULL CHECK (count >= 0),
+    last_at  TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -2390,3 +2390,42 @@ fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
         1
     );
 }
+
+#[test]
+fn dead_lettered_returns_are_counted_per_reason_across_a_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    assert!(q.stats().unwrap().dead_letters.is_empty());
+    q.record_dead_letter(
+        "bad_signature",
+        Some("L-1"),
+        json!({"reason": "bad_signature"}),
+    )
+    .unwrap();
+    q.record_dead_letter("wrong_insurer", None, json!({"reason": "wrong_insurer"}))
+        .unwrap();
+    q.record_dead_letter(
+        "bad_signature",
+        Some("L-2"),
+        json!({"reason": "bad_signature"}),
+    )
+    .unwrap();
+    drop(q);
+    let q = open(&dir);
+    // Two bad signatures (L-1, L-2) and one wrong insurer.
+    let counts = q.stats().unwrap().dead_letters;
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("bad_signature".to_string(), 2),
+            ("wrong_insurer".to_string(), 1)
+        ]
+    );
+    let events = q.events_since(0, 100).unwrap();
+    let dead: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "return.dead_lettered")
+        .map(|e| e.subject.as_str())
+        .collect();
+    assert_eq!(dead, ["L-1", "-", "L-2"]);
+}

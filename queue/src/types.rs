@@ -293,6 +293,9 @@ pub struct Stats {
     pub sheets: BTreeMap<String, u64>,
     /// Lots per state.
     pub lots: BTreeMap<String, u64>,
+    /// Returns (ARLs, payment returns) dead-lettered since the queue was made, per reason
+    /// (only the reasons met).
+    pub dead_letters: BTreeMap<String, u64>,
 }
 
 /// One event of the log.

@@ -19,13 +19,19 @@
 //! dedup answers it with the same ARL. It keeps its own reconnect loop
 //! (lapin's automatic recovery is off). The broker URL may carry a password:
 //! it is shown only with its user information masked.
+//!
+//! Every ARL and payment return goes out signed ([`sign_return`]) with the key
+//! and certificate the test PKI makes for the insurer code it names
+//! ([`crate::pki::TestPki::insurer_certificate`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fse_formats::ack::{Arl, ArlStatus, Payment, PaymentOutcome, PaymentReturn, Rejection};
+use fse_formats::ack::{
+    Arl, ArlStatus, Payment, PaymentOutcome, PaymentReturn, Rejection, ReturnContent, SignedReturn,
+};
 use fse_formats::der::DerError;
 use fse_formats::lot::{LotError, SignedLot};
 use fse_formats::pki::TrustStore;
@@ -207,9 +213,40 @@ pub struct LotSeen {
     pub codes: Vec<String>,
 }
 
+/// The DER of `content` signed as the insurer its `insurer` field names: the key of
+/// [`crate::pki::insurer_key`], with the certificate the test PKI makes for that code (made
+/// once per code and process).
+pub fn sign_return(content: ReturnContent) -> Result<Vec<u8>, String> {
+    static CERTIFICATES: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
+    let code = content.insurer().to_string();
+    let cached = CERTIFICATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&code)
+        .cloned();
+    let cert = match cached {
+        Some(c) => c,
+        None => {
+            let c = crate::pki::TestPki::shared()?
+                .insurer_certificate(&code)
+                .map_err(|e| format!("insurer certificate of {code}: {e}"))?;
+            CERTIFICATES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(code.clone(), c.clone());
+            c
+        }
+    };
+    SignedReturn::sign(content, &crate::pki::insurer_key(&code), cert)
+        .and_then(|s| s.to_der())
+        .map_err(|e| format!("signed return encoding: {e}"))
+}
+
 /// An insurer: remembers every answer by lot id, so a lot delivered twice gets the same ARL.
 pub struct Insurer {
     name: String,
+    /// Answers each lot as its destination (an insurer bound to every destination).
+    as_destination: bool,
     answered: HashMap<String, Arl>,
     answered_dre: std::collections::HashSet<String>,
     payments: HashMap<String, PaymentReturn>,
@@ -226,6 +263,7 @@ impl Insurer {
     pub fn new(name: &str) -> Insurer {
         Insurer {
             name: name.to_string(),
+            as_destination: false,
             answered: HashMap::new(),
             answered_dre: Default::default(),
             payments: HashMap::new(),
@@ -242,6 +280,13 @@ impl Insurer {
     /// they hold: a test platform's way to drive a sender's correction and retransmission.
     pub fn rejecting_first_lots(mut self, n: u64) -> Insurer {
         self.knobs.reject_first_lots = n;
+        self
+    }
+
+    /// Answers (and signs) each lot as the insurer it is addressed to, its destination, rather
+    /// than as its own name: an insurer bound to every destination plays each of them.
+    pub fn answering_as_each_destination(mut self) -> Insurer {
+        self.as_destination = true;
         self
     }
 
@@ -298,7 +343,11 @@ impl Insurer {
             } else {
                 self.draw(self.knobs.reject_percent)
             };
-        let mut arl = judge(decoded, &self.name, &now, self.trust.as_ref());
+        let name = match &decoded {
+            Ok(lot) if self.as_destination => lot.header.destination.clone(),
+            _ => self.name.clone(),
+        };
+        let mut arl = judge(decoded, &name, &now, self.trust.as_ref());
         if forced {
             arl.status = ArlStatus::Negative;
             arl.rejections = sheets
@@ -367,7 +416,7 @@ impl Insurer {
                 arl.lot_id.clone(),
                 PaymentReturn {
                     lot_id: arl.lot_id.clone(),
-                    insurer: self.name.clone(),
+                    insurer: arl.insurer.clone(),
                     issued_at: now.to_string(),
                     payments,
                 },
@@ -670,13 +719,11 @@ fn answer_file(insurer: &mut Insurer, path: &Path, inbox: &Path) -> Result<(), S
     if arl.lot_id == UNKNOWN_LOT_ID {
         arl.lot_id = stem.clone();
     }
-    let der = arl.to_der().map_err(|e| format!("ARL encoding: {e}"))?;
+    let der = sign_return(ReturnContent::Arl(arl.clone()))?;
     write_atomic(inbox, &format!("{stem}.{}", wire::SPOOL_ARL_SUFFIX), &der)
         .map_err(|e| format!("ARL not written: {e}"))?;
     if let Some(p) = insurer.payment_return(&arl.lot_id) {
-        let der = p
-            .to_der()
-            .map_err(|e| format!("payment return encoding: {e}"))?;
+        let der = sign_return(ReturnContent::Payment(p))?;
         write_atomic(
             inbox,
             &format!("{stem}.{}", wire::SPOOL_PAYMENT_SUFFIX),
@@ -979,14 +1026,12 @@ async fn amqp_session(
                 }
                 replies.push((
                     wire::TYPE_ARL,
-                    arl.to_der()
-                        .map_err(|e| InsurerError::Encode(e.to_string()))?,
+                    sign_return(ReturnContent::Arl(arl.clone())).map_err(InsurerError::Encode)?,
                 ));
                 if let Some(p) = payment {
                     replies.push((
                         wire::TYPE_PAYMENT,
-                        p.to_der()
-                            .map_err(|e| InsurerError::Encode(e.to_string()))?,
+                        sign_return(ReturnContent::Payment(p)).map_err(InsurerError::Encode)?,
                     ));
                 }
                 let reply = Reply {
@@ -1157,6 +1202,8 @@ impl InsurerArgs {
 /// and its [`InsurerReport`] as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let name = args.insurer_name();
+    // Bound to a pattern and given no name, it plays every insurer it takes lots for.
+    let plays_each = args.insurer.is_none() && name != args.binding;
     let mut judge = Insurer::new(&name).with_knobs(Knobs {
         reject_first_lots: args.reject_lots,
         reject_percent: args.reject_percent,
@@ -1169,6 +1216,9 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     });
     if let Some(dir) = &args.trust_dir {
         judge = judge.with_trust(load_trust(dir)?);
+    }
+    if plays_each {
+        judge = judge.answering_as_each_destination();
     }
     let insurer = Arc::new(Mutex::new(judge));
     let report_dir = args.report.clone();
@@ -1383,6 +1433,38 @@ fn lot_signed_by(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ARL in `der`, after checking it is signed by `insurer` under the test PKI.
+    fn signed_arl(der: &[u8], insurer: &str) -> Arl {
+        let pki = crate::pki::TestPki::shared().unwrap();
+        let mut trust = TrustStore::new();
+        trust.add_certificates(pki.root_pem().as_bytes()).unwrap();
+        trust.add_certificates(pki.ca_pem().as_bytes()).unwrap();
+        let signed = SignedReturn::from_der(der).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(signed.verify(&trust, now).unwrap(), insurer);
+        match signed.content {
+            ReturnContent::Arl(a) => a,
+            other => panic!("not an ARL: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_insurer_playing_every_destination_signs_as_each() {
+        let lot = sample_lot("L-dest", 1);
+        let mut ins = Insurer::new(DEFAULT_INSURER)
+            .answering_as_each_destination()
+            .with_knobs(Knobs {
+                payments: true,
+                ..Knobs::default()
+            });
+        let arl = ins.receive(&lot.to_der().unwrap());
+        assert_eq!(arl.insurer, lot.header.destination);
+        let der = sign_return(ReturnContent::Arl(arl)).unwrap();
+        signed_arl(&der, &lot.header.destination);
+        let pay = ins.payment_return("L-dest").unwrap();
+        assert_eq!(pay.insurer, lot.header.destination);
+    }
 
     #[test]
     fn a_valid_lot_gets_a_positive_arl_echoing_its_root() {
@@ -1740,9 +1822,9 @@ mod tests {
         let mut ins = Insurer::new("i");
         let pass = spool_pass(&mut ins, &out, &inb).unwrap();
         assert_eq!((pass.answered, pass.failed.len()), (2, 0));
-        let good = Arl::from_der(&std::fs::read(inb.join("L4.arl")).unwrap()).unwrap();
+        let good = signed_arl(&std::fs::read(inb.join("L4.arl")).unwrap(), "i");
         assert_eq!(good.status, ArlStatus::Positive);
-        let bad = Arl::from_der(&std::fs::read(inb.join("bad.arl")).unwrap()).unwrap();
+        let bad = signed_arl(&std::fs::read(inb.join("bad.arl")).unwrap(), "i");
         assert_eq!(
             (bad.lot_id.as_str(), bad.status),
             ("bad", ArlStatus::Negative)
@@ -1801,7 +1883,12 @@ mod tests {
         })
         .await
         .unwrap();
-        let arl = Arl::from_der(&std::fs::read(&arl_path).unwrap()).unwrap();
+        let arl = Arl::from_der(&std::fs::read(&arl_path).unwrap());
+        assert!(arl.is_err(), "an ARL travels signed, never bare");
+        let arl = SignedReturn::from_der(&std::fs::read(&arl_path).unwrap()).unwrap();
+        let ReturnContent::Arl(arl) = arl.content else {
+            panic!("not an ARL")
+        };
         assert_eq!(
             (arl.lot_id.as_str(), arl.status),
             ("L8", ArlStatus::Positive)
@@ -1974,7 +2061,7 @@ mod tests {
                 d.properties.content_type().as_ref().unwrap().as_str(),
                 wire::CONTENT_TYPE_DER
             );
-            let arl = Arl::from_der(&d.data).unwrap();
+            let arl = signed_arl(&d.data, &binding);
             assert_eq!(
                 d.properties.message_id().as_ref().unwrap().as_str(),
                 arl.lot_id

@@ -1,7 +1,13 @@
-//! The test PKI of the simulated cards: a root CA, two intermediate CAs (one
-//! for CPS, one for Vitale cards), an X.509 certificate per card (Ed25519,
-//! RFC 8410) and a CRL per intermediate: the CPS CA's lists revoked CPS, the
-//! Vitale CA's is the opposition list of lost or stolen Vitale cards.
+//! The test PKI of the simulated cards and insurers: a root CA, three
+//! intermediate CAs (one for CPS, one for Vitale cards, one for insurers), an
+//! X.509 certificate per card (Ed25519, RFC 8410) and a CRL per card CA: the
+//! CPS CA's lists revoked CPS, the Vitale CA's is the opposition list of lost
+//! or stolen Vitale cards. The insurer CA certifies the key each simulated
+//! insurer signs its ARLs and payment returns with: its certificate names the
+//! insurer's code (AMO organism code or AMC number) as the subject's
+//! `serialNumber` and carries the insurer-returns extended key usage
+//! ([`fse_formats::pki::OID_INSURER_RETURNS`]), as does the insurer CA's own
+//! certificate; a certificate can be made for any code on demand.
 //!
 //! Every key is a test key derived from a fixed label, so the certificates
 //! are the same on every run and every machine (Ed25519 signatures are
@@ -16,8 +22,8 @@ use ed25519_dalek::Signer;
 use fse_formats::cards::CpsHolder;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
-    DistinguishedName, DnType, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData, RevocationReason,
-    RevokedCertParams, SerialNumber,
+    CustomExtension, DistinguishedName, DnType, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -28,8 +34,10 @@ use crate::profiles::{self, Profile};
 pub const ROOT_FILE: &str = "root.pem";
 /// The intermediate CAs.
 pub const CA_FILE: &str = "ca.pem";
-/// The revocation lists of both intermediate CAs.
+/// The revocation lists of both card CAs.
 pub const CRL_FILE: &str = "crl.pem";
+/// Folder (under the trust store's) of the insurers' certificates `fse-sim pki` writes.
+pub const INSURERS_DIR: &str = "insurers";
 
 /// A test PKI that cannot be built or written.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,56 @@ fn name(cn: &str, extra: &[(DnType, String)]) -> DistinguishedName {
 /// OID of the X.520 serialNumber attribute, used for the card holder's identifier.
 const SERIAL_NUMBER_ATTRIBUTE: &[u64] = &[2, 5, 4, 5];
 
+/// The extended key usage extension (2.5.29.37) listing the insurer-returns purpose alone.
+fn insurer_returns_usage() -> CustomExtension {
+    let oid = fse_formats::pki::OID_INSURER_RETURNS_DER;
+    // SEQUENCE { OBJECT IDENTIFIER }: both lengths are under 128 (20 and 22 bytes).
+    let mut der = vec![0x30, oid.len() as u8 + 2, 0x06, oid.len() as u8];
+    der.extend_from_slice(&oid);
+    CustomExtension::from_oid_content(&[2, 5, 29, 37], der)
+}
+
+/// The signing key of the simulated insurer `code` (AMO organism code or AMC number), derived
+/// from its code as the CA keys are from their labels.
+pub fn insurer_key(code: &str) -> ed25519_dalek::SigningKey {
+    profiles::test_key(&format!("insurer:{code}"))
+}
+
+/// The certificate fields of insurer `code` (any issuer).
+fn insurer_params(code: &str, key: &impl PublicKeyData) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = name(
+        &format!("Organisme {code}"),
+        &[(
+            DnType::CustomDnType(SERIAL_NUMBER_ATTRIBUTE.to_vec()),
+            code.to_string(),
+        )],
+    );
+    p.not_before = date("20240101", false)?;
+    p.not_after = date("20391231", true)?;
+    p.serial_number = Some(SerialNumber::from_slice(&certificate_serial(&format!(
+        "insurer:{code}"
+    ))));
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.custom_extensions.push(insurer_returns_usage());
+    p.key_identifier_method = key_id(key);
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// A self-signed certificate (DER) naming insurer `code`, with the insurer-returns usage, for
+/// `key`: what anyone can make without the insurer CA (for tests showing it is refused).
+pub fn self_signed_insurer_certificate(
+    code: &str,
+    key: ed25519_dalek::SigningKey,
+) -> Result<Vec<u8>, PkiError> {
+    let public = key.verifying_key().to_bytes();
+    let forger = CaKey { key, public };
+    let mut p = insurer_params(code, &forger)?;
+    p.use_authority_key_identifier_extension = false;
+    Ok(p.self_signed(&forger)?.der().to_vec())
+}
+
 fn ca_params(
     cn: &str,
     key: &CaKey,
@@ -154,15 +212,16 @@ fn ca_params(
     Ok(p)
 }
 
-/// The test root, the CPS CA and the Vitale CA.
+/// The test root, the CPS CA, the Vitale CA and the insurer CA.
 pub struct TestPki {
     root: CertifiedIssuer<'static, CaKey>,
     cps_ca: CertifiedIssuer<'static, CaKey>,
     vitale_ca: CertifiedIssuer<'static, CaKey>,
+    insurer_ca: CertifiedIssuer<'static, CaKey>,
 }
 
 impl TestPki {
-    /// Builds the three CAs (the same certificates on every run).
+    /// Builds the four CAs (the same certificates on every run).
     pub fn new() -> Result<TestPki, PkiError> {
         let root_key = CaKey::derive("root");
         let root = CertifiedIssuer::self_signed(
@@ -186,10 +245,22 @@ impl TestPki {
             vitale_key,
             &root,
         )?;
+        let insurer_key = CaKey::derive("insurer");
+        let mut insurer_params = ca_params(
+            "fsed TEST CA Organismes d'assurance maladie",
+            &insurer_key,
+            Some(0),
+            "20391231",
+        )?;
+        insurer_params
+            .custom_extensions
+            .push(insurer_returns_usage());
+        let insurer_ca = CertifiedIssuer::signed_by(insurer_params, insurer_key, &root)?;
         Ok(TestPki {
             root,
             cps_ca,
             vitale_ca,
+            insurer_ca,
         })
     }
 
@@ -206,9 +277,25 @@ impl TestPki {
         self.root.pem()
     }
 
-    /// The intermediate CA certificates, PEM.
+    /// The intermediate CA certificates, PEM: CPS, Vitale, insurers.
     pub fn ca_pem(&self) -> String {
-        format!("{}{}", self.cps_ca.pem(), self.vitale_ca.pem())
+        format!(
+            "{}{}{}",
+            self.cps_ca.pem(),
+            self.vitale_ca.pem(),
+            self.insurer_ca.pem()
+        )
+    }
+
+    /// The certificate (DER) of the simulated insurer `code`, for the key of [`insurer_key`]:
+    /// subject serialNumber = the code, extended key usage insurer-returns, issued by the
+    /// insurer CA, valid 2024–2039.
+    pub fn insurer_certificate(&self, code: &str) -> Result<Vec<u8>, PkiError> {
+        let key = CardKey(insurer_key(code).verifying_key().to_bytes());
+        Ok(insurer_params(code, &key)?
+            .signed_by(&key, &self.insurer_ca)?
+            .der()
+            .to_vec())
     }
 
     /// The certificate (DER) of a CPS: subject = holder, serialNumber attribute = national id;
@@ -313,8 +400,9 @@ impl TestPki {
         Ok(out)
     }
 
-    /// Writes the trust store (`root.pem`, `ca.pem`, `crl.pem`) and, under `cards/`, the
-    /// certificate of every built-in card profile, PEM. The CRLs list the built-in profiles marked
+    /// Writes the trust store (`root.pem`, `ca.pem` with the insurer CA, `crl.pem`), under
+    /// `cards/` the certificate of every built-in card profile, and under `insurers/` the
+    /// certificate of every insurer those profiles name (AMO organism codes, AMC numbers), PEM. The CRLs list the built-in profiles marked
     /// `revoked` (CPS) or `opposed` (Vitale). Returns the number of card certificates written.
     pub fn write(&self, dir: &Path, now: OffsetDateTime) -> Result<usize, PkiError> {
         let cards = dir.join("cards");
@@ -329,6 +417,7 @@ impl TestPki {
             source,
         })?;
         let (mut revoked, mut opposed, mut n) = (Vec::new(), Vec::new(), 0);
+        let mut insurers = std::collections::BTreeSet::new();
         for (name, _) in profiles::BUILTIN {
             let cert = match Profile::load(name)? {
                 Profile::Cps(c) => {
@@ -345,6 +434,11 @@ impl TestPki {
                     if v.opposed {
                         opposed.push(v.serial.clone());
                     }
+                    let data = v.data();
+                    insurers.insert(data.organism.code());
+                    if let Some(amc) = &data.amc {
+                        insurers.insert(amc.number.clone());
+                    }
                     self.vitale_certificate(
                         &v.serial,
                         &profiles::test_key(&v.serial).verifying_key().to_bytes(),
@@ -355,6 +449,15 @@ impl TestPki {
             let pem = pem_block("CERTIFICATE", &cert);
             write(&cards.join(format!("{name}.pem")), &pem)?;
             n += 1;
+        }
+        let insurers_dir = dir.join(INSURERS_DIR);
+        std::fs::create_dir_all(&insurers_dir).map_err(|source| PkiError::Write {
+            path: insurers_dir.display().to_string(),
+            source,
+        })?;
+        for code in &insurers {
+            let pem = pem_block("CERTIFICATE", &self.insurer_certificate(code)?);
+            write(&insurers_dir.join(format!("{code}.pem")), &pem)?;
         }
         write(&dir.join(ROOT_FILE), &self.root_pem())?;
         write(&dir.join(CA_FILE), &self.ca_pem())?;
@@ -371,7 +474,7 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
 /// `fse-sim pki` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PkiArgs {
-    /// Directory to write the trust store and the card certificates into.
+    /// Directory to write the trust store, the card and the insurer certificates into.
     #[arg(long, default_value = "fsed-test-pki")]
     pub out: std::path::PathBuf,
 }
@@ -445,6 +548,38 @@ mod tests {
     }
 
     #[test]
+    fn insurer_certificates_name_their_code_and_only_the_insurer_ca_makes_them() {
+        let pki = TestPki::new().unwrap();
+        let mut store = TrustStore::new();
+        store.add_certificates(pki.root_pem().as_bytes()).unwrap();
+        store.add_certificates(pki.ca_pem().as_bytes()).unwrap();
+        let now = 1_795_000_000;
+        let cert = pki.insurer_certificate("017510001").unwrap();
+        let (code, key) = store.check_insurer(&cert, now).unwrap();
+        assert_eq!(code, "017510001");
+        assert_eq!(key, insurer_key("017510001").verifying_key().to_bytes());
+        assert_ne!(key, insurer_key("017510002").verifying_key().to_bytes());
+        // A card certificate chains to the same root but is no insurer's.
+        let (holder, _) = profiles::default_cps_holder();
+        let card_key = profiles::test_key(&holder.serial)
+            .verifying_key()
+            .to_bytes();
+        let card = pki.cps_certificate(&holder, &card_key).unwrap();
+        let err = store.check_insurer(&card, now).unwrap_err();
+        assert!(err.contains("not an insurer's"), "{err}");
+        // Past its end, or with only the root, it is refused.
+        assert!(store.check_insurer(&cert, 2_300_000_000).is_err());
+        let mut only_root = TrustStore::new();
+        only_root
+            .add_certificates(pki.root_pem().as_bytes())
+            .unwrap();
+        assert!(only_root.check_insurer(&cert, now).is_err());
+        // A self-signed certificate naming the same code is nobody's.
+        let forged = self_signed_insurer_certificate("017510001", insurer_key("x")).unwrap();
+        assert!(store.check_insurer(&forged, now).is_err());
+    }
+
+    #[test]
     fn pki_writes_the_trust_store_and_every_card_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let n = run(&PkiArgs {
@@ -459,6 +594,12 @@ mod tests {
         for f in [ROOT_FILE, CA_FILE, CRL_FILE] {
             let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
             assert!(text.starts_with("-----BEGIN "), "{f}");
+        }
+        // The default Vitale card's organism (01 751 0001) and the AMC of the tiers-payant
+        // profile (75500017) each have a certificate.
+        for code in ["017510001", "75500017"] {
+            let path = dir.path().join(INSURERS_DIR).join(format!("{code}.pem"));
+            assert!(path.exists(), "{}", path.display());
         }
     }
 }

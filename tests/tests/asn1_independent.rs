@@ -92,6 +92,21 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
         "three-sheets",
         &ret.to_der().unwrap(),
     );
+    // Both as they travel: signed by their insurer, with its certificate.
+    use fse_formats::ack::ReturnContent;
+    use fse_simulator::insurer::sign_return;
+    write(
+        dir.path(),
+        "SignedReturn",
+        "arl",
+        &sign_return(ReturnContent::Arl(positive.clone())).unwrap(),
+    );
+    write(
+        dir.path(),
+        "SignedReturn",
+        "payment",
+        &sign_return(ReturnContent::Payment(ret.clone())).unwrap(),
+    );
 
     // Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex.
     let golden = workspace().join("tests/golden");
@@ -128,5 +143,7 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     );
     assert!(out.status.success(), "asn1tools disagrees:\n{text}");
     let ok = text.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(ok, 2 + 3 * 2 + 2 + 2 + goldens, "{text}");
+    // Lot and header, 3 sheets secured and degraded, 2 ARLs, a DRE lot and a payment return,
+    // 2 signed returns, the goldens.
+    assert_eq!(ok, 2 + 3 * 2 + 2 + 2 + 2 + goldens, "{text}");
 }

@@ -180,7 +180,11 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
             })
             .collect(),
     };
-    publish_return(&return_queue, &lot_id, &early.to_der().unwrap());
+    // Signed by the lot's insurer, as every return must be.
+    let early =
+        fse_simulator::insurer::sign_return(fse_formats::ack::ReturnContent::Payment(early))
+            .unwrap();
+    publish_return(&return_queue, &lot_id, &early);
     let _answering = common::start_insurer(&["--binding", &destination]);
     for m in &made {
         wait_for("the early payment applied", Duration::from_secs(30), || {

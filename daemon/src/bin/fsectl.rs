@@ -436,7 +436,7 @@ fn print_cards(cards: &Value) {
 }
 
 fn print_stats(stats: &Value) {
-    for kind in ["sheets", "lots", "resends"] {
+    for kind in ["sheets", "lots", "resends", "dead_letters"] {
         let counts: Vec<String> = stats[kind]
             .as_object()
             .into_iter()

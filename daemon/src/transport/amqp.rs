@@ -135,6 +135,12 @@ pub struct ReturnMessage {
     /// Its AMQP `type` (e.g. [`wire::TYPE_ARL`]).
     pub message_type: Option<String>,
     acker: Acker,
+    /// The consumer's channel (publisher confirms on), to dead-letter a copy with its reason.
+    channel: Channel,
+    /// Its properties as received, kept on the dead-lettered copy.
+    properties: BasicProperties,
+    /// The dead-letter queue (routing key on [`wire::EXCHANGE_DEAD`]).
+    dead_queue: String,
 }
 
 impl std::fmt::Debug for ReturnMessage {
@@ -161,6 +167,56 @@ impl ReturnMessage {
             })
     }
 
+    /// Moves it to the dead-letter queue with the reason it was refused: a copy with the headers
+    /// [`wire::HEADER_DEAD_REASON`] (a stable code) and [`wire::HEADER_DEAD_DETAIL`] (in words) is
+    /// published to [`wire::EXCHANGE_DEAD`] and confirmed by the broker, then the original is
+    /// acked. When the copy is not confirmed, the original is rejected instead (the broker
+    /// dead-letters it, without the reason); an `Err` means it will come again.
+    pub async fn dead_letter_because(
+        self,
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), TransportError> {
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            wire::HEADER_DEAD_REASON.into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        // A header value is bounded: the words are cut to 1,000 characters.
+        let detail: String = detail.chars().take(1000).collect();
+        headers.insert(
+            wire::HEADER_DEAD_DETAIL.into(),
+            AMQPValue::LongString(detail.as_str().into()),
+        );
+        let props = self
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        let publish = async {
+            self.channel
+                .basic_publish(
+                    wire::EXCHANGE_DEAD.into(),
+                    self.dead_queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &self.body,
+                    props,
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(DEAD_LETTER_WAIT, publish).await {
+            Ok(Ok(Confirmation::Ack(None))) => self.ack().await,
+            other => {
+                tracing::warn!(outcome = ?other.map(|r| r.map(|c| c.is_ack())), "the dead-letter copy was not confirmed; rejecting the return without its reason");
+                self.dead_letter().await
+            }
+        }
+    }
+
     /// Rejects it without requeueing: the broker moves it to the dead-letter queue
     /// (`<return queue>.dead`), where it stays for a person to look at.
     pub async fn dead_letter(self) -> Result<(), TransportError> {
@@ -179,8 +235,13 @@ impl ReturnMessage {
 /// the returns not acked go back to the queue).
 pub struct ReturnStream {
     conn: Connection,
+    channel: Channel,
     consumer: lapin::Consumer,
+    dead_queue: String,
 }
+
+/// The longest wait for the broker's confirm of a dead-lettered copy.
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(10);
 
 impl ReturnStream {
     /// Closes the consumer's connection cleanly (returns not acked go back to the queue).
@@ -197,8 +258,11 @@ impl ReturnStream {
                 Some(Ok(ReturnMessage {
                     message_id: props.message_id().as_ref().map(|s| s.to_string()),
                     message_type: props.kind().as_ref().map(|s| s.to_string()),
+                    properties: delivery.properties.clone(),
                     body: delivery.data,
                     acker: delivery.acker,
+                    channel: self.channel.clone(),
+                    dead_queue: self.dead_queue.clone(),
                 }))
             }
             Err(e) => {
@@ -527,7 +591,12 @@ impl AmqpTransport {
             )
             .await
             .map_err(setup("basic_consume"))?;
-        Ok(ReturnStream { conn, consumer })
+        Ok(ReturnStream {
+            conn,
+            channel,
+            consumer,
+            dead_queue: wire::dead_letter_queue(&self.cfg.return_queue),
+        })
     }
 
     /// Closes the publishing channel and connection (AMQP close, reply 200) so the broker

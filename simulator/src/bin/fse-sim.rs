@@ -45,11 +45,12 @@ fn main() -> ExitCode {
         return match fse_simulator::pki::run(args) {
             Ok(n) => {
                 println!(
-                    "test PKI written to {}: {}, {}, {}, cards/ ({n} card certificates)",
+                    "test PKI written to {}: {}, {}, {}, cards/ ({n} card certificates), {}/",
                     args.out.display(),
                     fse_simulator::pki::ROOT_FILE,
                     fse_simulator::pki::CA_FILE,
-                    fse_simulator::pki::CRL_FILE
+                    fse_simulator::pki::CRL_FILE,
+                    fse_simulator::pki::INSURERS_DIR
                 );
                 ExitCode::SUCCESS
             }
