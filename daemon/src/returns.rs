@@ -368,25 +368,26 @@ async fn count_dead_letter(
 }
 
 /// Moves a refused spool file to `<inbox>/refused/`, with `<name>.reason` beside it (code and
-/// words); removes it when it cannot be moved, so it is not taken again.
+/// words), as unfit entries are quarantined (never through a link, never over another file);
+/// removes it when it cannot be moved, so it is not taken again.
 async fn set_aside(spool: &Spool, path: &std::path::Path, reason: Reason, detail: &str) {
-    let dir = spool.inbox.join(wire::SPOOL_REFUSED_DIR);
-    let name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    let mut why = name.clone();
-    why.push(".reason");
-    let moved = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(dir.join(&why), format!("{}: {detail}\n", reason.code())).await?;
-        tokio::fs::rename(path, dir.join(&name)).await
-    };
-    if let Err(e) = moved.await {
-        tracing::warn!(file = %path.display(), error = %e, "a refused return cannot be moved aside; removed");
-        if let Err(e) = tokio::fs::remove_file(path).await {
-            tracing::warn!(file = %path.display(), error = %e, "cannot remove a refused return");
+    let (spool, path) = (spool.clone(), path.to_path_buf());
+    let why = format!("{}: {detail}", reason.code());
+    let moved = tokio::task::spawn_blocking(move || {
+        let dir = spool.inbox.join(wire::SPOOL_REFUSED_DIR);
+        let moved = spool.move_aside(&path, &dir, &why);
+        (moved, path)
+    })
+    .await;
+    match moved {
+        Ok((Ok(_), _)) => {}
+        Ok((Err(e), path)) => {
+            tracing::warn!(file = %path.display(), error = %e, "a refused return cannot be moved aside; removed");
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a refused return");
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "moving a refused return aside did not finish"),
     }
 }
 

@@ -199,8 +199,28 @@ impl Spool {
     /// Moves the inbox entry `path` (the entry itself, never what a link names) to the
     /// quarantine folder under a name not taken yet, and writes `<that name>.reason` beside it.
     fn quarantine(&self, path: &Path, reason: String) -> std::io::Result<Entry> {
-        let dir = self.quarantine_dir();
-        match std::fs::symlink_metadata(&dir) {
+        let why = format!("{}: {reason}", path.display());
+        match self.move_aside(path, &self.quarantine_dir(), &why)? {
+            Some(to) => {
+                self.quarantined.fetch_add(1, Ordering::Relaxed);
+                Ok(Entry::Quarantined { to, reason })
+            }
+            None => Ok(Entry::Gone),
+        }
+    }
+
+    /// Moves the inbox entry `path` (the entry itself, never what a link names) into `dir`
+    /// (made when missing; refused when it is not a folder, a link included) under a name not
+    /// taken yet, and writes `why` to `<that name>.reason` beside it, a new file (`O_EXCL`: never
+    /// through a link left there); the entry is moved all the same when its reason cannot be
+    /// written. `Ok(None)`: the entry was gone already.
+    pub fn move_aside(
+        &self,
+        path: &Path,
+        dir: &Path,
+        why: &str,
+    ) -> std::io::Result<Option<PathBuf>> {
+        match std::fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(std::io::Error::other(format!(
@@ -208,7 +228,9 @@ impl Spool {
                     dir.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::mark::create_private_dir(dir)?
+            }
             Err(e) => return Err(e),
         }
         let name = path
@@ -225,24 +247,20 @@ impl Spool {
         }
         if let Err(e) = std::fs::rename(path, &to) {
             return if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(Entry::Gone)
+                Ok(None)
             } else {
                 Err(e)
             };
         }
-        self.quarantined.fetch_add(1, Ordering::Relaxed);
-        let why = reason_path(&to);
-        // A new file (O_EXCL: not a link left there); the entry is moved all the same when
-        // its reason cannot be written.
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&why)
-            .and_then(|mut f| writeln!(f, "{}: {reason}", path.display()));
+            .open(reason_path(&to))
+            .and_then(|mut f| writeln!(f, "{why}"));
         if let Err(e) = written {
-            tracing::warn!(file = %to.display(), error = %e, "reason of a quarantined return not written");
+            tracing::warn!(file = %to.display(), error = %e, "reason of an entry moved aside not written");
         }
-        Ok(Entry::Quarantined { to, reason })
+        Ok(Some(to))
     }
 
     /// Puts a DRE lot in the outbox as `<lot id>.<AMC number>.dre`, as [`Spool::send`] does a lot.
