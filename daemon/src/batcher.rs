@@ -108,6 +108,26 @@ fn parse_time(s: &str) -> Option<NaiveDateTime> {
 }
 
 impl Batcher {
+    /// Publishes a window of signed lots (their stored bytes), a result per lot: what a first
+    /// sending and a resend share.
+    async fn publish<L: std::borrow::Borrow<LotRow>>(
+        &self,
+        window: &[L],
+    ) -> Vec<Result<(), crate::transport::SendFailure>> {
+        let batch: Vec<(&str, &str, &[u8])> = window
+            .iter()
+            .map(|l| {
+                let l = l.borrow();
+                (
+                    l.id.as_str(),
+                    l.destination.as_str(),
+                    l.signed_der.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.transport.send_many(&batch).await
+    }
+
     /// Runs until shutdown: at most one turn per wake-up, and one per second for lot ages.
     ///
     /// Between turns it sleeps until woken (new sheet, card inserted, PIN verified, API request) or
@@ -201,17 +221,7 @@ impl Batcher {
             .map_err(|e| e.to_string())?;
         let mut failed = false;
         for window in lots.chunks(live.window.max(1)) {
-            let batch: Vec<(&str, &str, &[u8])> = window
-                .iter()
-                .map(|l| {
-                    (
-                        l.id.as_str(),
-                        l.destination.as_str(),
-                        l.signed_der.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let results = self.transport.send_many(&batch).await;
+            let results = self.publish(window).await;
             for (lot, result) in window.iter().zip(results) {
                 if let Err(e) = result {
                     failed = true;
@@ -518,17 +528,7 @@ impl Batcher {
             .collect();
         let (mut retry, mut broken) = (None, false);
         for window in lots.chunks(self.live.get().window.max(1)) {
-            let batch: Vec<(&str, &str, &[u8])> = window
-                .iter()
-                .map(|l| {
-                    (
-                        l.id.as_str(),
-                        l.destination.as_str(),
-                        l.signed_der.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let results = self.transport.send_many(&batch).await;
+            let results = self.publish(window).await;
             let mut sent = Vec::new();
             for (lot, result) in window.iter().zip(results) {
                 match result {

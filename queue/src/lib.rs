@@ -2305,20 +2305,17 @@ impl Queue {
     /// reads the whole file): `Ok(())` when the file is sound, else what it found (at most
     /// 100 lines).
     pub fn integrity_check(&self) -> Result<Result<(), String>, QueueError> {
-        let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
-        let found: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(if found.len() == 1 && found[0] == "ok" {
-            Ok(())
-        } else {
-            Err(found.join("; "))
-        })
+        self.pragma_check("PRAGMA integrity_check(100)")
     }
 
     /// Runs SQLite's `PRAGMA quick_check`: `Ok(())` when the file is sound, else what it found.
     pub fn quick_check(&self) -> Result<Result<(), String>, QueueError> {
-        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        self.pragma_check("PRAGMA quick_check")
+    }
+
+    /// A check pragma's verdict: `Ok(())` when its one line is `ok`, else its lines joined.
+    fn pragma_check(&self, sql: &str) -> Result<Result<(), String>, QueueError> {
+        let mut stmt = self.conn.prepare(sql)?;
         let found: Vec<String> = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
