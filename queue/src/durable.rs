@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::json;
 
 use crate::{get_u64, read_error, schema, stamp, Queue, QueueError, BUSY_TIMEOUT};
@@ -57,11 +57,7 @@ impl Queue {
     /// [`Queue::open_to_inspect`] without `PRAGMA quick_check` (which reads every page): for
     /// a look just before [`Queue::open`], which runs it.
     pub fn open_to_look(path: &Path) -> Result<Queue, QueueError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| QueueError::Open {
+        let conn = crate::integrity::open_read_only(path).map_err(|e| QueueError::Open {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;

@@ -363,6 +363,22 @@ pub struct FileCheck {
     pub latest: i64,
 }
 
+/// Opens the database at `path` read-only, leaving nothing beside it: through its WAL when
+/// one is there (fsed runs, or stopped without copying it back), else as immutable — a
+/// read-only connection in WAL mode would leave a WAL and its index next to the file, owned by
+/// whoever looked (root, say), which fsed's own user might then not open.
+pub(crate) fn open_read_only(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::path::Path::new(&wal).exists() {
+        Connection::open_with_flags(path, flags)
+    } else {
+        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+    }
+}
+
 /// Checks the database at `path` without changing it and without creating it: opened
 /// read-only (`SQLITE_OPEN_READ_ONLY`; as immutable when no WAL is beside it, so that it leaves
 /// none), `PRAGMA quick_check`, fsed's application id and a
@@ -370,7 +386,6 @@ pub struct FileCheck {
 /// (absent, permissions), [`crate::QueueError::Corrupt`] or
 /// [`crate::QueueError::SchemaTooNew`] as [`crate::Queue::open`] says them.
 pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError> {
-    use rusqlite::OpenFlags;
     let open_error = |e: rusqlite::Error| crate::QueueError::Open {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -385,18 +400,7 @@ pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError
             detail: "no such file".into(),
         });
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let conn = if std::path::Path::new(&wal).exists() {
-        // fsed runs (or stopped without copying its WAL back): read through its WAL.
-        Connection::open_with_flags(path, flags)
-    } else {
-        // Nothing beside the file: read it as it is. A read-only connection in WAL mode
-        // would leave a WAL and its index next to it, which it may not remove.
-        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
-    }
-    .map_err(open_error)?;
+    let conn = open_read_only(path).map_err(open_error)?;
     conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(open_error)?;
     let found: Vec<String> = {
         let mut stmt = conn.prepare("PRAGMA quick_check").map_err(corrupt)?;

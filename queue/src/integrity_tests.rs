@@ -374,6 +374,14 @@ fn check_file_reads_without_creating_or_changing_the_file() {
     assert!(!beside("-wal") && !beside("-shm"), "closed: no WAL left");
     let found = check_file(&path).unwrap();
     assert!(!beside("-wal") && !beside("-shm"), "check_file left a WAL");
+    // The high-water look (start, check-config, the offline doctor) leaves none either: files
+    // made by root there could not be opened by fsed's own user.
+    let seen = Queue::open_to_look(&path).unwrap().high_water().unwrap();
+    assert!(seen.last_event > 0);
+    assert!(
+        !beside("-wal") && !beside("-shm"),
+        "open_to_look left a WAL"
+    );
     assert_eq!(found.version, schema::latest_version());
     assert_eq!(found.latest, schema::latest_version());
     assert_eq!(
