@@ -1076,12 +1076,14 @@ mod request {
 
     fn path(steps: &[Result<String, usize>]) -> String {
         let mut out = String::new();
-        for step in steps {
+        for (n, step) in steps.iter().enumerate() {
             match step {
-                Ok(m) if out.is_empty() => out.push_str(m),
+                // A member named "" is shown as `""`: a field is never an empty name.
                 Ok(m) => {
-                    out.push('.');
-                    out.push_str(m);
+                    if n > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(if m.is_empty() { "\"\"" } else { m });
                 }
                 Err(i) => out.push_str(&format!("[{i}]")),
             }
@@ -2377,6 +2379,8 @@ mod tests {
                 r#"{"ald":true,"ald":false,"act":{"code":"G","code":"C"}}"#,
                 "ald",
             ),
+            // A member named "" is named `""`, never by an empty field.
+            (r#"{"act":{"":1,"":2}}"#, r#"act."""#),
         ] {
             let line =
                 format!(r#"{{"jsonrpc":"2.0","id":"d","method":"fse.create","params":{params}}}"#);
@@ -2393,6 +2397,11 @@ mod tests {
         refused(&r, api::INVALID_PARAMS, "params");
         // In the envelope: INVALID_REQUEST naming the member, with the id when it is readable.
         for (line, field, id) in [
+            (
+                r#"{"":7,"jsonrpc":"2.0","id":3,"method":"system.version","":7}"#,
+                r#""""#,
+                json!(3),
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":2,"method":"system.version","method":"cards.list"}"#,
                 "method",
