@@ -346,19 +346,19 @@ mod tests {
                 frame(&mut s, &[Control::GetAtr.byte()]).await,
                 crate::card::ATR_CPS
             );
-            let mut select = vec![
-                0x00,
-                0xA4,
-                0x04,
-                0x0C,
-                fse_formats::cards::AID_CPS.len() as u8,
-            ];
-            select.extend_from_slice(fse_formats::cards::AID_CPS);
-            assert_eq!(frame(&mut s, &select).await, vec![0x90, 0x00]);
+            assert_eq!(frame(&mut s, &select_cps()).await, vec![0x90, 0x00]);
             drop(s);
         }
         stop_tx.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    /// SELECT of the CPS application by its AID.
+    fn select_cps() -> Vec<u8> {
+        let aid = fse_formats::cards::AID_CPS;
+        let mut select = vec![0x00, 0xA4, 0x04, 0x0C, aid.len() as u8];
+        select.extend_from_slice(aid);
+        select
     }
 
     #[tokio::test]
@@ -380,15 +380,7 @@ mod tests {
         let asked = std::time::Instant::now();
         assert_eq!(frame(&mut s, &[0]).await, vec![0x67, 0x00]);
         assert!(asked.elapsed() >= vpcd::CONTROL_SILENCE);
-        let mut select = vec![
-            0x00,
-            0xA4,
-            0x04,
-            0x0C,
-            fse_formats::cards::AID_CPS.len() as u8,
-        ];
-        select.extend_from_slice(fse_formats::cards::AID_CPS);
-        assert_eq!(frame(&mut s, &select).await, vec![0x90, 0x00]);
+        assert_eq!(frame(&mut s, &select_cps()).await, vec![0x90, 0x00]);
         stop_tx.send(true).unwrap();
         drop(s);
         task.await.unwrap();
