@@ -9,7 +9,10 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::json;
 
-use crate::{get_u64, read_error, schema, stamp, Queue, QueueError, BUSY_TIMEOUT};
+use crate::events::{event, stamp};
+use crate::open::read_error;
+use crate::rows::get_u64;
+use crate::{schema, Queue, QueueError, BUSY_TIMEOUT};
 
 /// How long [`Queue::checkpoint_truncate`] waits for readers (a stop must end within the
 /// unit's `TimeoutStopSec`).
@@ -250,7 +253,7 @@ impl Queue {
                  ON CONFLICT (practitioner_id) DO UPDATE SET next_sheet = ?2, next_lot = ?3",
                 rusqlite::params![pid, sheet, lot],
             )?;
-            crate::event(
+            event(
                 &tx,
                 &at,
                 "counters.raised",
