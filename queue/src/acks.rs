@@ -1,20 +1,16 @@
 //! ARLs: applying them to a lot and its sheets, reading them back, and the lots whose ARL
 //! is missing.
 
-use std::collections::BTreeMap;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use fse_formats::ack::Arl;
-use fse_formats::ack::ArlStatus;
-use rusqlite::params;
-use rusqlite::OptionalExtension;
+use fse_formats::ack::{Arl, ArlStatus};
+use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::lots::lot_state;
 use crate::rows::{get_u64, limit_i64};
-use crate::{AckRow, ArlAlarm, ArlOutcome, LotState, Queue, SheetState};
+use crate::{AckRow, ArlAlarm, ArlOutcome, LotState, Queue, QueueError, SheetState};
 
 impl Queue {
     /// Applies an ARL, idempotently, in one transaction: stores it (table

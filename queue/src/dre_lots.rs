@@ -3,10 +3,9 @@
 use rusqlite::params;
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::rows::{checked_row, get_u64};
-use crate::{integrity, DamagedRow, Queue};
+use crate::{integrity, DamagedRow, Queue, QueueError};
 
 impl Queue {
     /// DRE lots waiting to be sent to their AMC, oldest lot first: (lot id, AMC number, DER).

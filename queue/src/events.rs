@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
-use crate::error::QueueError;
 use crate::rows::limit_i64;
-use crate::{EventRow, Queue};
+use crate::{EventRow, Queue, QueueError};
 
 /// The transaction's timestamp: every row it touches and its event share it. Now, as every
 /// row's time stamp: UTC to the millisecond, `2026-11-30T09:42:10.123Z` (the

@@ -1,19 +1,16 @@
 //! Lots: closing open sheets into lots, signing, sending and sending again, and reading
 //! lots and what they are built from.
 
-use rusqlite::params;
-use rusqlite::Connection;
-use rusqlite::OptionalExtension;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::numbering::{take_counter, Counter};
 use crate::rows::{
     checked_row, limit_i64, lot_row, row_error, sheet_row, to_i64, LOT_COLS, SHEETS_WITH_BODIES,
     SHEET_COLS,
 };
-use crate::{integrity, DamagedRow, LotRow, LotState, Queue, SheetRow, SheetState};
+use crate::{integrity, DamagedRow, LotRow, LotState, Queue, QueueError, SheetRow, SheetState};
 
 /// The practitioners and destinations with open sheets (`?1`: one practitioner, or all).
 pub(crate) const OPEN_GROUPS: &str = "SELECT DISTINCT practitioner_id, destination FROM sheets

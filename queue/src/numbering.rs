@@ -1,14 +1,12 @@
 //! Sheet numbers: the per-practitioner counters (sheets and lots), allocation and
 //! reservation of sheet numbers.
 
-use rusqlite::params;
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::rows::to_i64;
-use crate::Queue;
+use crate::{Queue, QueueError};
 
 /// Which per-practitioner counter to advance.
 #[derive(Clone, Copy)]

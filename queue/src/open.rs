@@ -3,13 +3,9 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
-use rusqlite::ErrorCode;
-use rusqlite::Transaction;
-use rusqlite::TransactionBehavior;
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
-use crate::error::QueueError;
-use crate::{schema, Queue, APPLICATION_ID, BUSY_TIMEOUT};
+use crate::{schema, Queue, QueueError, APPLICATION_ID, BUSY_TIMEOUT};
 
 /// What every connection to the queue runs with: `synchronous=FULL`, foreign keys, and 32 MiB
 /// of page cache (a day's sheets and their indexes stay in memory, so a commit writes its

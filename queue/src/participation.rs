@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
-use crate::error::QueueError;
-use crate::{NewSheet, PfRecord, Queue};
+use crate::{NewSheet, PfRecord, Queue, QueueError};
 
 /// The participation forfaitaire withheld from `beneficiary` on care dates `from` to `until`
 /// (`YYYYMMDD`, inclusive), kept sheets included, summed per date and professional, in date

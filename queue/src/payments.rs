@@ -1,16 +1,14 @@
 //! Payment returns: applying them to acknowledged sheets and reading them back.
 
-use fse_formats::ack::PaymentOutcome;
-use fse_formats::ack::PaymentReturn;
-use rusqlite::params;
-use rusqlite::OptionalExtension;
-use serde_json::json;
 use std::str::FromStr;
 
-use crate::error::QueueError;
+use fse_formats::ack::{PaymentOutcome, PaymentReturn};
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+
 use crate::events::{event, stamp};
 use crate::rows::{get_u64, limit_i64};
-use crate::{PaymentRow, PaymentsApplied, Queue, SheetState};
+use crate::{PaymentRow, PaymentsApplied, Queue, QueueError, SheetState};
 
 impl Queue {
     /// Applies one payment return, in one transaction: each sheet of the lot it names that is

@@ -3,11 +3,10 @@
 
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::lots::lot_state;
 use crate::rows::{checked_row, lot_row, LOT_COLS};
-use crate::{DeadlineAlarm, LotRow, LotState, Queue};
+use crate::{DeadlineAlarm, LotRow, LotState, Queue, QueueError};
 
 impl Queue {
     /// Acknowledged lots last changed before `before` (an `updated_at` timestamp,

@@ -6,8 +6,7 @@ use std::str::FromStr;
 use rusqlite::types::Type;
 use rusqlite::Row;
 
-use crate::error::QueueError;
-use crate::{integrity, DamagedRow, LotRow, SheetRow, UnknownState};
+use crate::{integrity, DamagedRow, LotRow, QueueError, SheetRow, UnknownState};
 
 /// Where [`SHEET_COLS`] are read: a sheet and its body (no column name is in both tables).
 pub(crate) const SHEETS_WITH_BODIES: &str = "sheets JOIN sheet_bodies ON sheet_id = id";

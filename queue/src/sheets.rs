@@ -1,14 +1,9 @@
 //! Sheets: inserting them (alone or in group commits, with their lot changes), idempotency
 //! keys, reading and listing them, cancelling and resubmitting.
 
-use rusqlite::params;
-use rusqlite::Connection;
-use rusqlite::OptionalExtension;
-use rusqlite::Row;
-use rusqlite::Transaction;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::json;
 
-use crate::error::QueueError;
 use crate::events::{event, event_text, stamp};
 use crate::lots::{close_lots_in, lot_sent_in, lot_signed_in};
 use crate::numbering::reserve_in;
@@ -18,7 +13,7 @@ use crate::rows::{
 };
 use crate::{
     integrity, DamagedRow, GroupOutcome, GroupWrite, GroupWritesOutcome, GroupWritten, Inserted,
-    NewSheet, Queue, SheetRow, SheetState,
+    NewSheet, Queue, QueueError, SheetRow, SheetState,
 };
 
 /// A new sheet's row; an idempotency key the practitioner already used inserts nothing.

@@ -2,13 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
-use rusqlite::OptionalExtension;
+use rusqlite::{params, OptionalExtension};
 
-use crate::error::QueueError;
 use crate::events::{event, stamp};
 use crate::rows::get_u64;
-use crate::{Backlog, LotState, Queue, ResendStats, SheetState, Stats};
+use crate::{Backlog, LotState, Queue, QueueError, ResendStats, SheetState, Stats};
 
 /// How many sheets wait to be sent, the oldest's creation and the nearest deadline: the open
 /// sheets, and those of the lots closed or signed, each found through an index (this runs for
