@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fse_formats::ack::{Arl, ArlStatus};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use crate::events::{event, stamp};
@@ -55,37 +55,8 @@ impl Queue {
         } else {
             SheetState::Sent
         };
-        let sheets: Vec<(i64, u64)> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, number FROM sheets WHERE lot_id = ?1 AND state = ?2 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![lot_id, sheet_from.as_str()], |r| {
-                Ok((r.get(0)?, get_u64(r, 1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        if sheets.len() as u64 != count {
-            return Err(QueueError::Data(format!(
-                "lot {lot_id}: {} sheets in state {sheet_from}, the lot holds {count}",
-                sheets.len()
-            )));
-        }
-        let numbers: BTreeSet<u64> = sheets.iter().map(|(_, n)| *n).collect();
-        let mut per_sheet: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let mut whole_lot: Vec<String> = Vec::new();
-        for r in &arl.rejections {
-            let text = format!("{}: {}", r.code, r.reason);
-            match r.sheet_number {
-                Some(n) if numbers.contains(&n) => per_sheet.entry(n).or_default().push(text),
-                Some(n) => {
-                    whole_lot.push(format!("{text} (for sheet {n}, which is not in this lot)"))
-                }
-                None => whole_lot.push(text),
-            }
-        }
-        if arl.status == ArlStatus::Negative && arl.rejections.is_empty() {
-            whole_lot.push("NEGATIVE: negative ARL without a reason".into());
-        }
+        let sheets = arl_sheets(&tx, lot_id, sheet_from, count)?;
+        let (per_sheet, whole_lot) = arl_reasons(arl, &sheets);
 
         let at = stamp();
         let rejections =
@@ -98,38 +69,8 @@ impl Queue {
             "UPDATE lots SET state = ?2, updated_at = ?3 WHERE id = ?1",
             params![lot_id, lot_to.as_str(), at],
         )?;
-        let (mut acknowledged, mut rejected) = (0u64, 0u64);
-        {
-            let mut upd = tx.prepare_cached(
-                "UPDATE sheets SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
-            )?;
-            for (id, number) in &sheets {
-                let reasons: Vec<&str> = per_sheet
-                    .get(number)
-                    .into_iter()
-                    .flatten()
-                    .chain(&whole_lot)
-                    .map(String::as_str)
-                    .collect();
-                if reasons.is_empty() {
-                    upd.execute(params![
-                        id,
-                        SheetState::Acknowledged.as_str(),
-                        None::<String>,
-                        at
-                    ])?;
-                    acknowledged += 1;
-                } else {
-                    upd.execute(params![
-                        id,
-                        SheetState::Rejected.as_str(),
-                        reasons.join("; "),
-                        at
-                    ])?;
-                    rejected += 1;
-                }
-            }
-        }
+        let (acknowledged, rejected) =
+            apply_arl_to_sheets(&tx, &sheets, &per_sheet, &whole_lot, &at)?;
         event(
             &tx,
             &at,
@@ -232,4 +173,94 @@ impl Queue {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The sheets (id, number) of lot `lot_id` in state `sheet_from`, which the ARL applies to;
+/// their count must be the lot's `count`.
+fn arl_sheets(
+    tx: &Connection,
+    lot_id: &str,
+    sheet_from: SheetState,
+    count: u64,
+) -> Result<Vec<(i64, u64)>, QueueError> {
+    let sheets: Vec<(i64, u64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, number FROM sheets WHERE lot_id = ?1 AND state = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![lot_id, sheet_from.as_str()], |r| {
+            Ok((r.get(0)?, get_u64(r, 1)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if sheets.len() as u64 != count {
+        return Err(QueueError::Data(format!(
+            "lot {lot_id}: {} sheets in state {sheet_from}, the lot holds {count}",
+            sheets.len()
+        )));
+    }
+    Ok(sheets)
+}
+
+/// The reasons of an ARL's rejections (`CODE: reason`): per sheet number of the lot's
+/// `sheets`, and those that reject the whole lot (no sheet number, a number not in the lot,
+/// or a negative ARL without any rejection).
+fn arl_reasons(arl: &Arl, sheets: &[(i64, u64)]) -> (BTreeMap<u64, Vec<String>>, Vec<String>) {
+    let numbers: BTreeSet<u64> = sheets.iter().map(|(_, n)| *n).collect();
+    let mut per_sheet: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut whole_lot: Vec<String> = Vec::new();
+    for r in &arl.rejections {
+        let text = format!("{}: {}", r.code, r.reason);
+        match r.sheet_number {
+            Some(n) if numbers.contains(&n) => per_sheet.entry(n).or_default().push(text),
+            Some(n) => whole_lot.push(format!("{text} (for sheet {n}, which is not in this lot)")),
+            None => whole_lot.push(text),
+        }
+    }
+    if arl.status == ArlStatus::Negative && arl.rejections.is_empty() {
+        whole_lot.push("NEGATIVE: negative ARL without a reason".into());
+    }
+    (per_sheet, whole_lot)
+}
+
+/// Moves each of `sheets` to `Acknowledged`, or to `Rejected` with the reasons that apply
+/// to it (its own, then the whole lot's, joined by `; `), at `at`. Returns how many were
+/// acknowledged and how many rejected.
+fn apply_arl_to_sheets(
+    tx: &Connection,
+    sheets: &[(i64, u64)],
+    per_sheet: &BTreeMap<u64, Vec<String>>,
+    whole_lot: &[String],
+    at: &str,
+) -> Result<(u64, u64), QueueError> {
+    let (mut acknowledged, mut rejected) = (0u64, 0u64);
+    let mut upd = tx.prepare_cached(
+        "UPDATE sheets SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+    )?;
+    for (id, number) in sheets {
+        let reasons: Vec<&str> = per_sheet
+            .get(number)
+            .into_iter()
+            .flatten()
+            .chain(whole_lot)
+            .map(String::as_str)
+            .collect();
+        if reasons.is_empty() {
+            upd.execute(params![
+                id,
+                SheetState::Acknowledged.as_str(),
+                None::<String>,
+                at
+            ])?;
+            acknowledged += 1;
+        } else {
+            upd.execute(params![
+                id,
+                SheetState::Rejected.as_str(),
+                reasons.join("; "),
+                at
+            ])?;
+            rejected += 1;
+        }
+    }
+    Ok((acknowledged, rejected))
 }
