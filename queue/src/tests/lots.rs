@@ -18,6 +18,15 @@ fn full_lifecycle_accepted_to_acknowledged() {
     assert_eq!(a.lot_id, None);
     assert!(q.lots_to_sign(None).unwrap().is_empty());
 
+    lifecycle_close(&mut q, &a, &b);
+    lifecycle_sign_and_send(&mut q, &a, &b);
+    lifecycle_acknowledge(&mut q, &a, &b);
+    lifecycle_stats_and_events(&q);
+}
+
+/// [`full_lifecycle_accepted_to_acknowledged`]: the two accepted sheets `a` and `b` close
+/// into one lot, waiting for its signature.
+fn lifecycle_close(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
     let lots = q.close_lots(None, 10, "20261122110000Z").unwrap();
     assert_eq!(lots.len(), 1);
     let l = &lots[0];
@@ -41,7 +50,7 @@ fn full_lifecycle_accepted_to_acknowledged() {
     );
     assert_eq!(l.signed_der, None);
     for s in [&a, &b] {
-        let s = sheet(&q, s.id);
+        let s = sheet(q, s.id);
         assert_eq!(
             (s.state, s.lot_id.as_deref()),
             (SheetState::InLot, Some("8A-00000001"))
@@ -58,7 +67,10 @@ fn full_lifecycle_accepted_to_acknowledged() {
         .map(|s| s.id)
         .collect();
     assert_eq!(ids, [a.id, b.id]);
+}
 
+/// [`full_lifecycle_accepted_to_acknowledged`]: the lot is signed, then sent, once.
+fn lifecycle_sign_and_send(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
     q.mark_lot_signed("8A-00000001", b"signed").unwrap();
     assert!(q.lots_to_sign(None).unwrap().is_empty());
     let to_send = q.lots_to_send().unwrap();
@@ -67,25 +79,29 @@ fn full_lifecycle_accepted_to_acknowledged() {
         (to_send[0].state, to_send[0].signed_der.as_deref()),
         (LotState::Signed, Some(&b"signed"[..]))
     );
-    assert_eq!(sheet(&q, a.id).state, SheetState::Signed);
+    assert_eq!(sheet(q, a.id).state, SheetState::Signed);
 
     assert!(q.mark_lot_sent("8A-00000001").unwrap());
     assert!(q.lots_to_send().unwrap().is_empty());
-    assert_eq!(lot(&q, "8A-00000001").state, LotState::Sent);
-    assert_eq!(sheet(&q, b.id).state, SheetState::Sent);
+    assert_eq!(lot(q, "8A-00000001").state, LotState::Sent);
+    assert_eq!(sheet(q, b.id).state, SheetState::Sent);
     assert!(
         !q.mark_lot_sent("8A-00000001").unwrap(),
         "already sent: no change"
     );
+}
 
+/// [`full_lifecycle_accepted_to_acknowledged`]: a positive ARL acknowledges the lot and both
+/// sheets, and is stored.
+fn lifecycle_acknowledge(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
     let positive = arl("8A-00000001", ArlStatus::Positive, vec![]);
     assert_eq!(
         q.record_arl(&positive, b"arl der").unwrap(),
         ArlOutcome::Applied
     );
-    assert_eq!(lot(&q, "8A-00000001").state, LotState::Acknowledged);
+    assert_eq!(lot(q, "8A-00000001").state, LotState::Acknowledged);
     for s in [&a, &b] {
-        let s = sheet(&q, s.id);
+        let s = sheet(q, s.id);
         assert_eq!((s.state, s.reason), (SheetState::Acknowledged, None));
     }
     let ack = q.get_ack("8A-00000001").unwrap().unwrap();
@@ -97,14 +113,18 @@ fn full_lifecycle_accepted_to_acknowledged() {
         !q.mark_lot_sent("8A-00000001").unwrap(),
         "acknowledged: no change"
     );
+}
 
+/// [`full_lifecycle_accepted_to_acknowledged`]: the counts per state and the events of the
+/// whole life, in order.
+fn lifecycle_stats_and_events(q: &Queue) {
     let stats = q.stats().unwrap();
     assert_eq!(stats.sheets["acknowledged"], 2);
     assert_eq!(stats.sheets["accepted"], 0);
     assert_eq!(stats.lots["acknowledged"], 1);
     assert_eq!(stats.lots.len(), LotState::ALL.len());
     assert_eq!(
-        kinds(&q),
+        kinds(q),
         [
             "sheet.number",
             "sheet.accepted",
@@ -420,27 +440,8 @@ fn set_sent_at(q: &Queue, lot_id: &str, at: &str, resends: u32) {
 fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
-    // Four lots of one sheet each: A and B sent, C only signed, D sent and acknowledged.
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        add(&mut q, "8A", "D");
-        let lot = q
-            .close_lots(None, 100, "20261201090000Z")
-            .unwrap()
-            .remove(0);
-        q.mark_lot_signed(&lot.id, b"signed lot").unwrap();
-        ids.push(lot.id);
-    }
+    let ids = four_lots_two_sent_one_signed_one_acknowledged(&mut q);
     let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
-    for l in [a, b, d] {
-        assert!(q.mark_lot_sent(l).unwrap());
-    }
-    assert!(
-        lot(&q, a).updated_at <= q.next_resend_from(5).unwrap().unwrap(),
-        "sending stamps sent_at"
-    );
-    q.record_arl(&arl(d, ArlStatus::Positive, vec![]), b"arl")
-        .unwrap();
     // Now is 16:00 and the ARL timeout 4 hours: the cutoff is 12:00. A was sent at 10:00
     // (6 hours without an ARL: overdue), B at 13:00 (3 hours: not yet), D at 09:00 but
     // acknowledged.
@@ -448,89 +449,8 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     set_sent_at(&q, a, "2026-12-01T10:00:00.000Z", 0);
     set_sent_at(&q, b, "2026-12-01T13:00:00.000Z", 0);
     set_sent_at(&q, d, "2026-12-01T09:00:00.000Z", 0);
-    let due: Vec<String> = q
-        .lots_to_resend(cutoff, 5)
-        .unwrap()
-        .into_iter()
-        .map(|l| l.id)
-        .collect();
-    assert_eq!(due, vec![a.clone()]);
-    // The cutoff itself is due (sent exactly 4 hours before now).
-    assert_eq!(
-        q.lots_to_resend("2026-12-01T10:00:00.000Z", 5)
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        q.lots_to_resend("2026-12-01T09:59:59.999Z", 5)
-            .unwrap()
-            .len(),
-        0
-    );
-    // The next resend counts from the oldest sending without an ARL: A's.
-    assert_eq!(
-        q.next_resend_from(5).unwrap().as_deref(),
-        Some("2026-12-01T10:00:00.000Z")
-    );
-    let alarms = q.arl_alarms(cutoff, 5).unwrap();
-    assert_eq!(alarms.len(), 1, "{alarms:?}");
-    assert_eq!(
-        (&alarms[0].lot_id, alarms[0].resends, alarms[0].given_up),
-        (a, 0, false)
-    );
-    assert_eq!(alarms[0].sheet_count, 1);
-
-    // Sent again: counted, and waited for from now (after the cutoff): no longer due, still
-    // an alarm.
-    assert_eq!(q.mark_lot_resent(a).unwrap(), Some(1));
-    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
-    let alarms = q.arl_alarms(cutoff, 5).unwrap();
-    assert_eq!(
-        (alarms.len(), alarms[0].resends, alarms[0].given_up),
-        (1, 1, false)
-    );
-    assert_eq!(
-        q.resend_stats(cutoff, 5).unwrap(),
-        ResendStats {
-            total: 1,
-            waiting: 1,
-            given_up: 0
-        }
-    );
-    let resent: Vec<EventRow> = q
-        .events_since(0, 1000)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "lot.resent")
-        .collect();
-    assert_eq!(resent.len(), 1);
-    assert_eq!(
-        (&resent[0].subject, resent[0].detail.as_str()),
-        (a, r#"{"attempt":1}"#)
-    );
-
-    // Five resends made and the last one unanswered past the timeout: no more resends, the
-    // alarm stays, given up.
-    set_sent_at(&q, a, "2026-12-01T10:00:00.000Z", 5);
-    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
-    assert_eq!(
-        q.next_resend_from(5).unwrap().as_deref(),
-        Some("2026-12-01T13:00:00.000Z")
-    );
-    let alarms = q.arl_alarms(cutoff, 5).unwrap();
-    assert_eq!((alarms[0].resends, alarms[0].given_up), (5, true));
-    // A higher limit (after a reload) sends it again.
-    assert_eq!(q.lots_to_resend(cutoff, 6).unwrap().len(), 1);
-    // Total 5 (A's resends); A given up, none still waiting.
-    assert_eq!(
-        q.resend_stats(cutoff, 5).unwrap(),
-        ResendStats {
-            total: 5,
-            waiting: 0,
-            given_up: 1
-        }
-    );
+    resend_only_the_overdue_lot(&q, a, cutoff);
+    resend_counted_then_given_up(&mut q, a, cutoff);
 
     // The ARL comes at last: no alarm, no resend; the count stays in the total.
     q.record_arl(&arl(a, ArlStatus::Positive, vec![]), b"arl")
@@ -560,6 +480,127 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     assert_eq!(due, vec![b.clone()]);
     // Resends left (2 of 5): not given up.
     assert!(!q.arl_alarms(cutoff, 5).unwrap()[0].given_up);
+}
+
+/// Four lots of one sheet each: A and B sent, C only signed, D sent and acknowledged; their
+/// ids in that order.
+fn four_lots_two_sent_one_signed_one_acknowledged(q: &mut Queue) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        add(q, "8A", "D");
+        let lot = q
+            .close_lots(None, 100, "20261201090000Z")
+            .unwrap()
+            .remove(0);
+        q.mark_lot_signed(&lot.id, b"signed lot").unwrap();
+        ids.push(lot.id);
+    }
+    let (a, b, d) = (&ids[0], &ids[1], &ids[3]);
+    for l in [a, b, d] {
+        assert!(q.mark_lot_sent(l).unwrap());
+    }
+    assert!(
+        lot(q, a).updated_at <= q.next_resend_from(5).unwrap().unwrap(),
+        "sending stamps sent_at"
+    );
+    q.record_arl(&arl(d, ArlStatus::Positive, vec![]), b"arl")
+        .unwrap();
+    ids
+}
+
+/// With A sent at 10:00, B at 13:00 and the cutoff `cutoff` at 12:00, only `a` is due for
+/// resending and in the alarms.
+fn resend_only_the_overdue_lot(q: &Queue, a: &str, cutoff: &str) {
+    let due: Vec<String> = q
+        .lots_to_resend(cutoff, 5)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, vec![a]);
+    // The cutoff itself is due (sent exactly 4 hours before now).
+    assert_eq!(
+        q.lots_to_resend("2026-12-01T10:00:00.000Z", 5)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        q.lots_to_resend("2026-12-01T09:59:59.999Z", 5)
+            .unwrap()
+            .len(),
+        0
+    );
+    // The next resend counts from the oldest sending without an ARL: A's.
+    assert_eq!(
+        q.next_resend_from(5).unwrap().as_deref(),
+        Some("2026-12-01T10:00:00.000Z")
+    );
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(
+        (
+            alarms[0].lot_id.as_str(),
+            alarms[0].resends,
+            alarms[0].given_up
+        ),
+        (a, 0, false)
+    );
+    assert_eq!(alarms[0].sheet_count, 1);
+}
+
+/// Lot `a`, overdue at `cutoff`, sent again once, then five times and still unanswered.
+fn resend_counted_then_given_up(q: &mut Queue, a: &str, cutoff: &str) {
+    // Sent again: counted, and waited for from now (after the cutoff): no longer due, still
+    // an alarm.
+    assert_eq!(q.mark_lot_resent(a).unwrap(), Some(1));
+    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!(
+        (alarms.len(), alarms[0].resends, alarms[0].given_up),
+        (1, 1, false)
+    );
+    assert_eq!(
+        q.resend_stats(cutoff, 5).unwrap(),
+        ResendStats {
+            total: 1,
+            waiting: 1,
+            given_up: 0
+        }
+    );
+    let resent: Vec<EventRow> = q
+        .events_since(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "lot.resent")
+        .collect();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(
+        (resent[0].subject.as_str(), resent[0].detail.as_str()),
+        (a, r#"{"attempt":1}"#)
+    );
+
+    // Five resends made and the last one unanswered past the timeout: no more resends, the
+    // alarm stays, given up.
+    set_sent_at(q, a, "2026-12-01T10:00:00.000Z", 5);
+    assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
+    assert_eq!(
+        q.next_resend_from(5).unwrap().as_deref(),
+        Some("2026-12-01T13:00:00.000Z")
+    );
+    let alarms = q.arl_alarms(cutoff, 5).unwrap();
+    assert_eq!((alarms[0].resends, alarms[0].given_up), (5, true));
+    // A higher limit (after a reload) sends it again.
+    assert_eq!(q.lots_to_resend(cutoff, 6).unwrap().len(), 1);
+    // Total 5 (A's resends); A given up, none still waiting.
+    assert_eq!(
+        q.resend_stats(cutoff, 5).unwrap(),
+        ResendStats {
+            total: 5,
+            waiting: 0,
+            given_up: 1
+        }
+    );
 }
 
 #[test]
