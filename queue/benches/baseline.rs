@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -27,18 +28,28 @@ fn sheet(n: u64) -> CareSheet {
     CareSheet::sample(n)
 }
 
+/// Rows (and sheets) committed one per transaction by the SQLite and queue runs.
+const ONE_PER_COMMIT: u64 = 2000;
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let der = sheet(1).to_der().unwrap();
     println!("sheet DER: {} bytes", der.len());
+    raw_sqlite(dir.path(), &der);
+    queue_inserts(dir.path(), &der);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    raw_crypto(&key, &der);
+    lot_build(&key);
+}
 
-    // Raw SQLite: one INSERT per transaction, WAL + synchronous=FULL.
-    let conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+/// Raw SQLite: one INSERT per transaction, WAL + synchronous=FULL, then 100 per transaction.
+fn raw_sqlite(dir: &Path, der: &[u8]) {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)").unwrap();
-    let n = 2000;
+    let n = ONE_PER_COMMIT;
     let t = Instant::now();
     for _ in 0..n {
-        conn.execute("INSERT INTO t (b) VALUES (?1)", [&der])
+        conn.execute("INSERT INTO t (b) VALUES (?1)", [der])
             .unwrap();
     }
     rate(
@@ -52,7 +63,7 @@ fn main() {
     for _ in 0..100 {
         conn.execute_batch("BEGIN").unwrap();
         for _ in 0..100 {
-            conn.execute("INSERT INTO t (b) VALUES (?1)", [&der])
+            conn.execute("INSERT INTO t (b) VALUES (?1)", [der])
                 .unwrap();
         }
         conn.execute_batch("COMMIT").unwrap();
@@ -63,9 +74,12 @@ fn main() {
         t.elapsed(),
         "rows",
     );
+}
 
-    // The queue: number allocation + insert, each its own durable transaction.
-    let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
+/// The queue: number allocation + insert, each its own durable transaction.
+fn queue_inserts(dir: &Path, der: &[u8]) {
+    let n = ONE_PER_COMMIT;
+    let mut q = Queue::open(&dir.join("q.db")).unwrap();
     let t = Instant::now();
     for _ in 0..n {
         let number = q.allocate_sheet_number("810000000009").unwrap();
@@ -74,7 +88,7 @@ fn main() {
             number,
             destination: "017510001".into(),
             idempotency_key: None,
-            der: der.clone(),
+            der: der.to_vec(),
             json: "{}".into(),
             created_at: "20261122101500Z".into(),
             ..Default::default()
@@ -87,9 +101,10 @@ fn main() {
         t.elapsed(),
         "sheets",
     );
+}
 
-    // Raw Ed25519 and SHA-256.
-    let key = SigningKey::from_bytes(&[7; 32]);
+/// Raw Ed25519 and SHA-256.
+fn raw_crypto(key: &SigningKey, der: &[u8]) {
     let n_sig: u64 = 20_000;
     let t = Instant::now();
     for i in 0..n_sig {
@@ -104,7 +119,7 @@ fn main() {
     let n_hash = 500_000;
     let t = Instant::now();
     for _ in 0..n_hash {
-        std::hint::black_box(Sha256::digest(&der));
+        std::hint::black_box(Sha256::digest(der));
     }
     rate(
         &format!("raw SHA-256 over one sheet ({} bytes)", der.len()),
@@ -112,8 +127,11 @@ fn main() {
         t.elapsed(),
         "hashes",
     );
+}
 
-    // Lot build and sign, excluding card latency: salted leaves, Merkle root, DER header, one signature, DER lot.
+/// Lot build and sign, excluding card latency: salted leaves, Merkle root, DER header, one
+/// signature, DER lot.
+fn lot_build(key: &SigningKey) {
     let sheets: Vec<Vec<u8>> = (1..=1000).map(|i| sheet(i).to_der().unwrap()).collect();
     let rounds = 50;
     let t = Instant::now();
