@@ -16,9 +16,9 @@ use fse_queue::{
     Inserted, NewSheet, ParticipationCaps, QueueError, SheetRow, SheetState, Withheld,
 };
 
-use crate::api::JsonText;
 use crate::cards::{Cards, Snapshot};
 use crate::error::ApiError;
+use crate::json::JsonText;
 use crate::store::{Store, StoreError};
 
 /// The API view of a stored sheet.

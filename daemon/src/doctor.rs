@@ -7,17 +7,15 @@
 //! whose ARL has not come in time, and the returns refused (dead-lettered, per reason) or not
 //! authenticable (no trust store).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use chrono::{NaiveDate, Utc};
 use fse_formats::cards::CardKind;
 use fse_formats::pki::CertStatus;
 use serde::Serialize;
 
-use crate::api::Context;
 use crate::cards::{ServiceState, ServiceStatus};
 use crate::config::CardBackend;
+use crate::context::Context;
+pub use crate::context::DoctorSetup as Setup;
 use crate::transport::Transport;
 
 /// Free disk below this under the state directory is a failure.
@@ -26,20 +24,6 @@ pub const DISK_FAILURE_BYTES: u64 = 100 * 1024 * 1024;
 pub const DISK_WARNING_BYTES: u64 = 1024 * 1024 * 1024;
 /// A card certificate ending within this many days is a warning.
 pub const CERT_WARNING_DAYS: i64 = 30;
-
-/// What the doctor needs to know of the running service beyond the API context.
-pub struct Setup {
-    /// The card backend in use.
-    pub backend: CardBackend,
-    /// Virtual reader slot addresses (virtual backend).
-    pub virtual_slots: Vec<String>,
-    /// The state directory (database, spool).
-    pub state_dir: PathBuf,
-    /// The transport in use.
-    pub transport: Arc<Transport>,
-    /// Whether a trust store is configured (without one, every return is refused).
-    pub trust_configured: bool,
-}
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,9 +3,10 @@
 //! transmits them to the insurers, then records their acknowledgements.
 //!
 //! Module map: [`config`] (settings), [`cards`] (the one card thread),
-//! [`api`] (JSON-RPC on the Unix socket), [`access`] (who may connect to
-//! it), [`billing`] (one sheet from the cards and the rules), [`store`] (the
-//! queue behind an async handle),
+//! [`api`] (JSON-RPC on the Unix socket), [`context`] (what its handlers,
+//! billing and the doctor share), [`json`] (JSON text fsed made itself),
+//! [`access`] (who may connect to it), [`billing`] (one sheet from the cards
+//! and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`logging`]
 //! (repeated warnings bounded), [`doctor`]
@@ -19,9 +20,11 @@ pub mod batcher;
 pub mod billing;
 pub mod cards;
 pub mod config;
+pub mod context;
 pub mod doctor;
 pub mod error;
 pub mod events;
+pub mod json;
 pub mod logging;
 pub mod mark;
 pub mod retention;

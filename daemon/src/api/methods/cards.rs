@@ -1,0 +1,156 @@
+//! `cards.*` and `vitale.read`: the cards in the readers, the CPS's PIN (verified, changed,
+//! unblocked; never kept, never retried) and the Vitale card's contents.
+
+use fse_formats::api::{self, ErrorObject, VerifyPinParams};
+use fse_formats::cards::{Pin, Puk};
+use fse_formats::channel::CardError;
+use serde_json::{json, Value};
+use zeroize::Zeroize;
+
+use crate::api::params::{no_params, params, secret_params};
+use crate::context::Context;
+use crate::error::ApiError;
+
+use super::to_value;
+
+/// `cards.list`: the readers and the cards in them.
+pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    no_params(p)?;
+    to_value(ctx.cards.list().await?)
+}
+
+/// `vitale.read`: the Vitale card's contents and the outcome of its certificate check.
+pub(in crate::api) async fn vitale_read(
+    ctx: &Context,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
+    no_params(p)?;
+    let (data, certificate) = ctx
+        .cards
+        .run(|reg| {
+            reg.vitale()
+                .map(|s| (s.vitale.clone(), s.certificate.clone()))
+        })
+        .await?
+        .map_err(|e| ApiError::card("vitale", e))?;
+    let mut v = to_value(data)?;
+    // The outcome of the certificate check (opposition list) travels with the contents.
+    if let (Some(obj), Some(c)) = (v.as_object_mut(), certificate) {
+        obj.insert("certificate".into(), to_value(c)?);
+    }
+    Ok(v)
+}
+
+/// A PIN from a parameter, the string wiped.
+fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
+    let pin = Pin::new(&s);
+    s.zeroize();
+    pin.ok_or_else(|| ApiError::invalid(field, format!("{field}: the PIN is 4 digits")))
+}
+
+/// `cards.pin_status`: whether the CPS's PIN is verified, its tries left.
+pub(in crate::api) async fn pin_status(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P { cps_serial } = params(p)?;
+    ctx.cards
+        .run(move |reg| {
+            let slot = reg.cps(cps_serial.as_deref())?;
+            slot.pin_tries_left()
+        })
+        .await?
+        .map(|left| json!({ "verified": left.is_none(), "tries_left": left, "blocked": left == Some(0) }))
+        .map_err(|e| ApiError::card("cps", e))
+}
+
+/// `cards.change_pin`: the CPS's PIN changed.
+pub(in crate::api) async fn change_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        old_pin: String,
+        new_pin: String,
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P {
+        old_pin,
+        new_pin,
+        cps_serial,
+    } = secret_params(p)?;
+    let (old, new) = (take_pin(old_pin, "old_pin")?, take_pin(new_pin, "new_pin")?);
+    ctx.cards
+        .run(move |reg| reg.cps(cps_serial.as_deref())?.change_pin(&old, &new))
+        .await?
+        .map(|()| json!({ "changed": true }))
+        .map_err(|e| ApiError::card("cps", e))
+}
+
+/// `cards.unblock_pin`: the CPS's PIN unblocked with its unblocking code.
+pub(in crate::api) async fn unblock_pin(
+    ctx: &Context,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        puk: String,
+        new_pin: String,
+        #[serde(default)]
+        cps_serial: Option<String>,
+    }
+    let P {
+        mut puk,
+        new_pin,
+        cps_serial,
+    } = secret_params(p)?;
+    let checked = Puk::new(&puk);
+    puk.zeroize();
+    let puk =
+        checked.ok_or_else(|| ApiError::invalid("puk", "puk: the unblocking code is 8 digits"))?;
+    let new = take_pin(new_pin, "new_pin")?;
+    ctx.cards
+        .run(move |reg| reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new))
+        .await?
+        .map(|()| json!({ "unblocked": true }))
+        .map_err(|e| match e {
+            CardError::WrongPin { tries_left } => ApiError(
+                ErrorObject::new(
+                    api::WRONG_PIN,
+                    format!("wrong unblocking code, {tries_left} tries left"),
+                    Some("puk"),
+                )
+                .with("tries_left", json!(tries_left)),
+            ),
+            CardError::PinBlocked => ApiError::new(
+                api::PIN_BLOCKED,
+                "the unblocking code is blocked: the card must be replaced",
+                Some("puk"),
+            ),
+            other => ApiError::card("cps", other),
+        })
+}
+
+/// `cards.verify_pin`: the CPS's PIN presented once.
+pub(in crate::api) async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+    let VerifyPinParams { pin, cps_serial } = secret_params(p)?;
+    let pin = take_pin(pin, "pin")?;
+    ctx.cards
+        .run(move |reg| {
+            let slot = reg.cps(cps_serial.as_deref())?;
+            // One VERIFY per call: a wrong PIN is reported with its tries left, never retried.
+            slot.verify_pin(&pin)?;
+            Ok::<_, CardError>(slot.cps.as_ref().map(|c| c.holder.serial.clone()))
+        })
+        .await?
+        .map(|serial| {
+            // Lots waiting for this card's signature may go now.
+            ctx.batcher_wake.notify_one();
+            json!({ "verified": true, "cps_serial": serial })
+        })
+        .map_err(|e| ApiError::card("cps", e))
+}
