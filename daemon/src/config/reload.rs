@@ -23,8 +23,8 @@ impl Config {
         }
     }
 
-    /// This configuration with the live keys ([`Key::live`]) of `new`: what runs after a
-    /// reload (the other keys keep their values until a restart).
+    /// This configuration with the live keys ([`Key::live`](super::Key::live)) of `new`: what
+    /// runs after a reload (the other keys keep their values until a restart).
     pub fn with_live_from(&self, new: &Config) -> Config {
         let mut out = self.clone();
         out.log_level.clone_from(&new.log_level);
@@ -93,8 +93,8 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// The settings a SIGHUP may change while fsed runs (see [`Key::live`]; the log level is
-/// applied by the logger itself).
+/// The settings a SIGHUP may change while fsed runs (see [`Key::live`](super::Key::live); the
+/// log level is applied by the logger itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveSettings {
     /// `lots.max_sheets`.
