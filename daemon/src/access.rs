@@ -13,8 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::ApiSection;
-
 /// The group whose members may connect by default.
 pub const DEFAULT_GROUP: &str = "fsed";
 
@@ -61,6 +59,16 @@ impl Accounts {
     }
 }
 
+/// The allowlist as configured (`[api] allowed_users`, `allowed_groups`): names or numeric
+/// ids; a list not given (`None`) means the default. Implemented by the configuration's
+/// `[api]` section, so that this module needs nothing of the configuration's.
+pub trait AllowedNames {
+    /// Users allowed to connect, if given.
+    fn allowed_users(&self) -> Option<&[String]>;
+    /// Groups allowed to connect, if given.
+    fn allowed_groups(&self) -> Option<&[String]>;
+}
+
 /// The uids and gids allowed to connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
@@ -74,12 +82,16 @@ impl Access {
     /// The allowlist of `[api]`: each list as given, names that resolve to nothing left out
     /// (`ApiSection::validate` refused them at start); a list not given is the default — users
     /// root and `own_uid`, group [`DEFAULT_GROUP`] when it exists.
-    pub fn from_config(section: &ApiSection, accounts: &Accounts, own_uid: Option<u32>) -> Access {
-        let users = match &section.allowed_users {
+    pub fn from_config(
+        section: &impl AllowedNames,
+        accounts: &Accounts,
+        own_uid: Option<u32>,
+    ) -> Access {
+        let users = match section.allowed_users() {
             Some(names) => names.iter().filter_map(|n| accounts.uid(n)).collect(),
             None => std::iter::once(0).chain(own_uid).collect(),
         };
-        let groups = match &section.allowed_groups {
+        let groups = match section.allowed_groups() {
             Some(names) => names.iter().filter_map(|n| accounts.gid(n)).collect(),
             None => accounts.gid(DEFAULT_GROUP).into_iter().collect(),
         };
@@ -142,56 +154,28 @@ mod tests {
         broken line\n";
     const GROUP: &str = "root:x:0:\nfsed:x:998:medilogic\nstaff:x:50:\n";
 
-    fn section(users: Option<&[&str]>, groups: Option<&[&str]>) -> ApiSection {
-        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        ApiSection {
-            allowed_users: users.map(own),
-            allowed_groups: groups.map(own),
-            ..ApiSection::default()
+    /// An allowlist as the configuration's `[api]` section gives it.
+    #[derive(Default)]
+    struct Lists {
+        users: Option<Vec<String>>,
+        groups: Option<Vec<String>>,
+    }
+
+    impl AllowedNames for Lists {
+        fn allowed_users(&self) -> Option<&[String]> {
+            self.users.as_deref()
+        }
+        fn allowed_groups(&self) -> Option<&[String]> {
+            self.groups.as_deref()
         }
     }
 
-    #[test]
-    fn the_api_section_is_read_and_checked_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("fsed.toml");
-        std::fs::write(
-            &p,
-            "[api]\nmax_connections = 8\nallowed_users = [\"root\", \"4242\"]\nallowed_groups = []\n",
-        )
-        .unwrap();
-        let cfg = crate::config::Config::load(&p, true).unwrap();
-        assert_eq!(cfg.api.max_connections, 8);
-        assert_eq!(cfg.api.max_queued_replies, 256);
-        assert_eq!(cfg.api.allowed_groups, Some(vec![]));
-        assert!(cfg.validate().is_ok());
-        std::fs::write(&p, "[api]\nmax_conections = 8\n").unwrap();
-        let err = crate::config::Config::load(&p, true)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("max_conections"), "{err}");
-        let refused = |api: ApiSection| {
-            let cfg = crate::config::Config {
-                api,
-                ..crate::config::Config::default()
-            };
-            cfg.validate().unwrap_err().to_string()
-        };
-        let err = refused(ApiSection {
-            max_connections: 0,
-            ..ApiSection::default()
-        });
-        assert!(err.starts_with("api.max_connections"), "{err}");
-        let err = refused(ApiSection {
-            max_queued_replies: 100_000,
-            ..ApiSection::default()
-        });
-        assert!(err.starts_with("api.max_queued_replies"), "{err}");
-        let err = refused(section(Some(&["no-such-user-of-fsed"]), None));
-        assert!(err.starts_with("api.allowed_users"), "{err}");
-        assert!(err.contains("no-such-user-of-fsed"), "{err}");
-        let err = refused(section(None, Some(&["no-such-group-of-fsed"])));
-        assert!(err.starts_with("api.allowed_groups"), "{err}");
+    fn section(users: Option<&[&str]>, groups: Option<&[&str]>) -> Lists {
+        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        Lists {
+            users: users.map(own),
+            groups: groups.map(own),
+        }
     }
 
     #[test]
@@ -208,11 +192,11 @@ mod tests {
     #[test]
     fn the_default_is_root_the_daemon_and_group_fsed_when_it_exists() {
         let a = Accounts::parse(PASSWD, GROUP);
-        let access = Access::from_config(&ApiSection::default(), &a, Some(998));
+        let access = Access::from_config(&Lists::default(), &a, Some(998));
         assert_eq!(access.users, BTreeSet::from([0, 998]));
         assert_eq!(access.groups, BTreeSet::from([998]));
         let without_group = Accounts::parse(PASSWD, "root:x:0:\n");
-        let access = Access::from_config(&ApiSection::default(), &without_group, None);
+        let access = Access::from_config(&Lists::default(), &without_group, None);
         assert_eq!(access.users, BTreeSet::from([0]));
         assert!(access.groups.is_empty());
     }

@@ -15,6 +15,9 @@
 //! ([`Store::participation_history`]), filled from the file and brought up to
 //! date by the committer after each commit.
 
+mod committer;
+mod history;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
@@ -23,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, Queue, QueueError};
 use tokio::sync::oneshot;
 
-use crate::mark::{Keeper, MARK_EVERY};
+use crate::mark::Keeper;
+use committer::{checkpoints, committer, Op};
+use history::{lines_in, Histories, History};
 
 /// How many sheet numbers one reservation takes.
 pub const NUMBER_BLOCK: u64 = 128;
@@ -45,22 +50,6 @@ pub const CHECKPOINT_BACKSTOP: u32 = 10_000;
 /// history of a new one is read from the file at each sheet.
 pub const HISTORY_CACHE_MAX: usize = 65_536;
 
-type InsertReply = oneshot::Sender<Result<Inserted, QueueError>>;
-type ReserveReply = oneshot::Sender<Result<u64, QueueError>>;
-type WriteReply = oneshot::Sender<Result<GroupWritten, QueueError>>;
-
-/// A write for the committer thread.
-enum Op {
-    /// Store a sheet.
-    Insert(Box<NewSheet>, InsertReply),
-    /// Reserve a block of sheet numbers for a practitioner.
-    Reserve(String, u64, ReserveReply),
-    /// A lot's change of state, in the commit of the sheets stored at that moment.
-    Write(Box<GroupWrite>, WriteReply),
-    /// Answer once the group it came with is committed (a health check).
-    Ping(oneshot::Sender<()>),
-}
-
 /// Shared handle to the queue.
 #[derive(Clone)]
 pub struct Store {
@@ -73,43 +62,6 @@ pub struct Store {
     histories: Arc<Mutex<Histories>>,
     mark: Arc<Keeper>,
     path: Arc<std::path::PathBuf>,
-}
-
-/// The participation withheld per beneficiary (key of `fse_formats::build::history_key`),
-/// date of care and professional, as committed: each entry holds every date from the year
-/// before it was read from the file onwards, and the committer adds what each commit withholds
-/// (with the sheet's practitioner). An entry may only lack what a commit has just added (a
-/// sheet priced on it then passes the caps, checked again in the commit, or is refused and
-/// priced again from the file); it never holds what the file does not, so a sheet is never
-/// priced to withhold less than the caps allow.
-#[derive(Default)]
-struct Histories {
-    /// Bumped by every change to the participation the entries hold: a read from the file that
-    /// started before it is not kept.
-    generation: u64,
-    by_beneficiary: HashMap<String, History>,
-}
-
-/// One beneficiary's history: per date of care (`YYYYMMDD`), a line per professional.
-type History = std::collections::BTreeMap<String, Vec<Line>>;
-
-/// What was withheld on a date with one professional (`None`: unknown), its participations
-/// (`None`: unknown) and cents.
-type Line = (Option<String>, Option<u32>, u64);
-
-/// `history`'s lines of care dates `from` to `until`, in date order.
-fn lines_in(history: &History, from: &str, until: &str) -> Vec<PfRecord> {
-    history
-        .range(from.to_string()..=until.to_string())
-        .flat_map(|(date, lines)| {
-            lines.iter().map(|(professional, acts, cents)| PfRecord {
-                care_date: date.clone(),
-                professional: professional.clone(),
-                acts: *acts,
-                cents: *cents,
-            })
-        })
-        .collect()
 }
 
 /// What a backup holds.
@@ -462,175 +414,6 @@ impl Store {
             (first + 1, first + NUMBER_BLOCK),
         );
         Ok(first)
-    }
-}
-
-/// Adds to the histories in memory the participation the sheets just committed withhold (a
-/// sheet refused, or one already stored under its key, withholds nothing new).
-fn remember_withheld(
-    histories: &Mutex<Histories>,
-    news: &[NewSheet],
-    inserted: &[Result<Inserted, QueueError>],
-) {
-    let mut withheld = news
-        .iter()
-        .zip(inserted)
-        .filter(|(_, r)| matches!(r, Ok(Inserted::New(_))))
-        .filter(|(new, _)| new.participation.iter().any(|w| w.cents > 0))
-        .peekable();
-    if withheld.peek().is_none() {
-        return;
-    }
-    let mut cache = lock(histories);
-    cache.generation += 1;
-    for (new, _) in withheld {
-        let Some(h) = cache.by_beneficiary.get_mut(&new.beneficiary_key) else {
-            continue;
-        };
-        for w in new.participation.iter().filter(|w| w.cents > 0) {
-            let lines = h.entry(w.care_date.clone()).or_default();
-            let mine = lines
-                .iter_mut()
-                .find(|(p, _, _)| p.as_deref() == Some(new.practitioner_id.as_str()));
-            match mine {
-                Some((_, acts, cents)) => {
-                    *acts = acts.map(|a| a.saturating_add(w.acts));
-                    *cents = cents.saturating_add(w.cents);
-                }
-                None => lines.push((Some(new.practitioner_id.clone()), Some(w.acts), w.cents)),
-            }
-        }
-    }
-}
-
-/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it waits for
-/// nobody and nobody waits for it) until the store is gone.
-/// Also raises the high-water mark to the last commit, at most every [`MARK_EVERY`].
-fn checkpoints(checkpointer: &Queue, alive: &std::sync::Weak<Mutex<Queue>>, mark: &Keeper) {
-    let mut marked = std::time::Instant::now();
-    loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if alive.strong_count() == 0 {
-            return;
-        }
-        if let Err(e) = checkpointer.checkpoint_passive() {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again");
-        }
-        if marked.elapsed() >= MARK_EVERY {
-            marked = std::time::Instant::now();
-            mark.raise(checkpointer, false);
-        }
-    }
-}
-
-/// Takes the inserts as they come; each round stores all those waiting in one transaction.
-///
-/// A commit that reserved sheet numbers or made a lot raises the high-water mark (written
-/// and synced) before anyone is answered: no number of a new block is handed out, and no
-/// lot is signed, before the mark covers it.
-fn committer(
-    queue: &Mutex<Queue>,
-    rx: &mpsc::Receiver<Op>,
-    histories: &Mutex<Histories>,
-    mark: &Keeper,
-) {
-    // How many clients write at once, as the recent commits saw it (slowly forgotten).
-    let mut peak = 1usize;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let drain = |batch: &mut Vec<Op>| {
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
-                }
-            }
-        };
-        drain(&mut batch);
-        // The clients the recent commits answered are coming back: wait for as many (at most
-        // GATHER) so they share this commit. A lone client never waits.
-        let deadline = std::time::Instant::now() + GATHER;
-        let inserts =
-            |batch: &Vec<Op>| batch.iter().filter(|o| matches!(o, Op::Insert(..))).count();
-        // A reservation is waited for by the clients themselves: it goes at once.
-        let reserving = |batch: &Vec<Op>| batch.iter().any(|o| matches!(o, Op::Reserve(..)));
-        while !reserving(&batch) && inserts(&batch) < peak.min(MAX_GROUP) && batch.len() < MAX_GROUP
-        {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
-        drain(&mut batch);
-        peak = inserts(&batch).max(peak - peak / 16).max(1);
-
-        let (mut reservations, mut reserve_replies) = (Vec::new(), Vec::new());
-        let (mut news, mut insert_replies) = (Vec::new(), Vec::new());
-        let (mut writes, mut write_replies) = (Vec::new(), Vec::new());
-        let mut pings = Vec::new();
-        for op in batch {
-            match op {
-                Op::Insert(new, reply) => {
-                    news.push(*new);
-                    insert_replies.push(reply);
-                }
-                Op::Reserve(pid, count, reply) => {
-                    reservations.push((pid, count));
-                    reserve_replies.push(reply);
-                }
-                Op::Write(write, reply) => {
-                    writes.push(*write);
-                    write_replies.push(reply);
-                }
-                Op::Ping(reply) => pings.push(reply),
-            }
-        }
-        if news.is_empty() && reservations.is_empty() && writes.is_empty() {
-            for reply in pings {
-                let _ = reply.send(());
-            }
-            continue;
-        }
-        let mut queue = lock(queue);
-        match queue.commit_group_writes(&reservations, &news, &writes) {
-            Ok(((numbers, inserted), written)) => {
-                let lots_made = written
-                    .iter()
-                    .any(|w| matches!(w, Ok(GroupWritten::Closed(lots)) if !lots.is_empty()));
-                if numbers.iter().any(Result::is_ok) || lots_made {
-                    mark.raise(&queue, true);
-                }
-                drop(queue);
-                for (reply, result) in reserve_replies.into_iter().zip(numbers) {
-                    let _ = reply.send(result);
-                }
-                remember_withheld(histories, &news, &inserted);
-                for (reply, result) in insert_replies.into_iter().zip(inserted) {
-                    let _ = reply.send(result);
-                }
-                for (reply, result) in write_replies.into_iter().zip(written) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                drop(queue);
-                tracing::error!(error = %e, sheets = news.len(), "group commit failed");
-                let failed = || QueueError::Data(format!("group commit failed: {e}"));
-                for reply in reserve_replies {
-                    let _ = reply.send(Err(failed()));
-                }
-                for reply in insert_replies {
-                    let _ = reply.send(Err(failed()));
-                }
-                for reply in write_replies {
-                    let _ = reply.send(Err(failed()));
-                }
-            }
-        }
-        for reply in pings {
-            let _ = reply.send(());
-        }
     }
 }
 
