@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 
 /// fsectl — drive and inspect fsed.
 #[derive(Parser)]
-#[command(version)]
+// Named after the package fsectl was first built in: `fsectl --version` says `fsed X.Y.Z`,
+// the version of fsed it comes with.
+#[command(name = "fsed", version)]
 struct Cli {
     /// API socket of fsed.
     #[arg(long, env = "FSED_SOCKET", default_value = "/run/fsed/fsed.sock")]
@@ -1055,7 +1057,7 @@ mod man_tests {
     /// daemon/man holds the pages of this very command line (see daemon/man/pages.rs).
     #[test]
     fn man_pages_are_current() {
-        // clap names the command after the package (fsed); the binary is fsectl.
+        // The command is named fsed (`fsectl --version`); the binary is fsectl.
         let pages = super::man_pages::render(super::Cli::command().name("fsectl"), "1");
         // The command, its 15 subcommands (backup and verify among them) and the 17 of its
         // groups: cards (5), vitale (1), fse (6), lots (3), queue (2); 1 + 15 + 17 = 33.
@@ -1067,7 +1069,7 @@ mod man_tests {
         let problems = super::man_pages::check(&pages, "fsectl", "1");
         assert!(
             problems.is_empty(),
-            "{problems:?}: run FSED_WRITE_MAN_PAGES=1 cargo test -p fsed --bins man_pages"
+            "{problems:?}: run FSED_WRITE_MAN_PAGES=1 cargo test -p fsed -p fsectl --bins man_pages"
         );
     }
 }
