@@ -6,7 +6,7 @@
 //! `FSED_WRITE_MAN_PAGES=1` is set:
 //!
 //! ```sh
-//! FSED_WRITE_MAN_PAGES=1 cargo test -p fsed --bins man_pages
+//! FSED_WRITE_MAN_PAGES=1 cargo test -p fsed -p fsectl --bins man_pages
 //! ```
 //!
 //! Included by the binaries' tests (`#[path]`), so it is no module of the library.
@@ -40,9 +40,16 @@ pub fn render(cmd: clap::Command, section: &str) -> Vec<(String, String)> {
     out
 }
 
-/// This folder.
+/// This folder: `man` in `daemon/` (the package fsed), or beside the including package's
+/// folder when it is one of `daemon/` (`daemon/fsectl/`).
 pub fn folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("man")
+    let package = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let own = package.join("man");
+    if own.join("pages.rs").is_file() {
+        own
+    } else {
+        package.join("../man")
+    }
 }
 
 /// Compares the pages with the files of this folder whose names start with `prefix` and

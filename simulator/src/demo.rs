@@ -5,14 +5,13 @@
 //! batch of sheets as practice software would over the socket, and prints
 //! what happened to them. No pcscd and no broker are needed.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex};
 
+use fsed_client::Client;
 use serde_json::{json, Value};
 
 use crate::card::CardStats;
@@ -58,33 +57,13 @@ impl Drop for Daemon {
     }
 }
 
-struct Client {
-    reader: BufReader<UnixStream>,
-    id: u64,
-}
-
-impl Client {
-    fn call(&mut self, method: &str, params: Value) -> Result<Value, DemoError> {
-        self.id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
-            .to_string();
-        self.reader
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| fail(format!("socket: {e}")))?;
-        let mut reply = String::new();
-        self.reader
-            .read_line(&mut reply)
-            .map_err(|e| fail(format!("socket: {e}")))?;
-        let v: Value = serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply: {e}")))?;
-        match v.get("error") {
-            Some(e) => Err(fail(format!(
-                "{method}: {}",
-                e["message"].as_str().unwrap_or("error")
-            ))),
-            None => Ok(v["result"].clone()),
-        }
-    }
+/// A call to fsed over its socket; a failure is one of the demo's, named by the method.
+fn call(c: &mut Client, method: &str, params: Value) -> Result<Value, DemoError> {
+    c.call(method, params).map_err(|e| match e {
+        fsed_client::Error::Peer(p) => fail(format!("{method}: {}", p.message)),
+        fsed_client::Error::Unreadable { reason } => fail(format!("bad reply: {reason}")),
+        other => fail(format!("socket: {other}")),
+    })
 }
 
 /// A slot of fsed's virtual reader: a Unix socket in the state directory (a TCP port picked
@@ -235,21 +214,17 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     });
     let cps_stats = Arc::clone(&cards.cps_stats);
     let mut daemon = daemon;
-    let stream = wait_until("fsed's socket", Duration::from_secs(20), || {
+    let mut c = wait_until("fsed's socket", Duration::from_secs(20), || {
         if let Ok(Some(status)) = daemon.0.try_wait() {
             return Err(fail(format!("fsed exited early ({status})")));
         }
-        Ok(UnixStream::connect(&socket).ok())
+        Ok(Client::connect(&socket).ok())
     })?;
-    let mut c = Client {
-        reader: BufReader::new(stream),
-        id: 0,
-    };
     wait_until(
         "both simulated cards in fsed's virtual reader",
         Duration::from_secs(20),
         || {
-            let list = c.call("cards.list", json!({}))?;
+            let list = call(&mut c, "cards.list", json!({}))?;
             let kinds: Vec<&str> = list
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x["kind"].as_str()).collect())
@@ -257,21 +232,25 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
             Ok((kinds.contains(&"cps") && kinds.contains(&"vitale")).then_some(()))
         },
     )?;
-    c.call("cards.verify_pin", json!({"pin": "1234"}))?;
+    call(&mut c, "cards.verify_pin", json!({"pin": "1234"}))?;
     println!("CPS unlocked; billing {} consultations", args.sheets);
     let mut created = 0;
     for i in 0..args.sheets {
-        let r = c.call("fse.create", json!({"act": {"code": "G"}, "beneficiary": i % 2, "idempotency_key": format!("demo-{i}")}))?;
+        let r = call(
+            &mut c,
+            "fse.create",
+            json!({"act": {"code": "G"}, "beneficiary": i % 2, "idempotency_key": format!("demo-{i}")}),
+        )?;
         if r["state"] == json!("accepted") {
             created += 1;
         }
     }
-    c.call("lots.close", json!({}))?;
+    call(&mut c, "lots.close", json!({}))?;
     let stats = wait_until(
         "the insurer's acknowledgements",
         Duration::from_secs(60),
         || {
-            let s = c.call("queue.stats", json!({}))?;
+            let s = call(&mut c, "queue.stats", json!({}))?;
             let open = count(&s, "lots", &["closed", "signed", "sent"])
                 + count(&s, "sheets", &["accepted", "in_lot"]);
             Ok(

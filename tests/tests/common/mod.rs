@@ -3,8 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -236,10 +235,10 @@ pub fn start_fsed_amqp(
     )
 }
 
-/// A JSON-RPC client on fsed's socket.
+/// A JSON-RPC client on fsed's socket: `fsed_client`'s, with the tests' ways of failing
+/// (a panic naming what went wrong) and their raw lines for the protocol's own tests.
 pub struct Rpc {
-    reader: BufReader<UnixStream>,
-    next: u64,
+    client: fsed_client::Client,
 }
 
 impl Rpc {
@@ -247,20 +246,16 @@ impl Rpc {
     pub fn connect(path: &Path, timeout: Duration) -> Rpc {
         let end = Instant::now() + timeout;
         loop {
-            match UnixStream::connect(path) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                    return Rpc {
-                        reader: BufReader::new(s),
-                        next: 0,
-                    };
+            match fsed_client::Client::connect(path) {
+                Ok(client) => {
+                    client
+                        .stream()
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    return Rpc { client };
                 }
                 Err(e) => {
-                    assert!(
-                        Instant::now() < end,
-                        "cannot connect to {}: {e}",
-                        path.display()
-                    );
+                    assert!(Instant::now() < end, "cannot connect: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -269,18 +264,22 @@ impl Rpc {
 
     /// Sends a raw line and reads one reply line.
     pub fn raw(&mut self, line: &str) -> Value {
-        let s = self.reader.get_mut();
-        s.write_all(line.as_bytes()).unwrap();
-        s.write_all(b"\n").unwrap();
+        self.client.write_raw(line.as_bytes()).unwrap();
+        self.client.write_raw(b"\n").unwrap();
+        self.read_reply()
+    }
+
+    /// Reads one line, which must be JSON.
+    fn read_reply(&mut self) -> Value {
         let mut reply = String::new();
-        self.reader.read_line(&mut reply).unwrap();
+        self.client.read_line(&mut reply).unwrap();
         serde_json::from_str(&reply)
             .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply:?}"))
     }
 
     /// Sends bytes as they are (no newline added).
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).unwrap();
+        self.client.write_raw(bytes).unwrap();
     }
 
     /// Sends bytes on a connection fsed may be refusing (`TOO_MANY_CONNECTIONS`,
@@ -288,7 +287,7 @@ impl Rpc {
     /// write it no longer takes (`BrokenPipe`, `ConnectionReset`) is no failure here: the
     /// error line is read all the same. Returns whether the bytes went.
     pub fn send_refusable(&mut self, bytes: &[u8]) -> bool {
-        match self.reader.get_mut().write_all(bytes) {
+        match self.client.write_raw(bytes) {
             Ok(()) => true,
             Err(e)
                 if matches!(
@@ -304,14 +303,14 @@ impl Rpc {
 
     /// Reads one line, waiting at most `timeout`; later reads wait 30 s again.
     fn read_line_within(&mut self, timeout: Duration) -> (std::io::Result<usize>, String) {
-        self.reader
-            .get_ref()
+        self.client
+            .stream()
             .set_read_timeout(Some(timeout))
             .unwrap();
         let mut line = String::new();
-        let read = self.reader.read_line(&mut line);
-        self.reader
-            .get_ref()
+        let read = self.client.read_line(&mut line);
+        self.client
+            .stream()
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         (read, line)
@@ -345,29 +344,23 @@ impl Rpc {
         })
     }
 
-    /// Calls a method; returns the whole reply object.
+    /// Calls a method; returns the whole reply object, which must be the next line.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let reply = self.raw(
-            &json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params})
-                .to_string(),
-        );
-        assert_eq!(reply["id"], json!(self.next), "reply id");
+        let id = self.client.send(method, params).unwrap();
+        let reply = self.read_reply();
+        assert_eq!(reply["id"], json!(id), "reply id");
         reply
     }
 
     /// Reads lines until an `event` notification named `name` arrives (others are skipped).
     pub fn wait_event(&mut self, name: &str) -> Value {
         loop {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
+            let event = self
+                .client
+                .next_event()
                 .unwrap_or_else(|e| panic!("no {name} event: {e}"));
-            assert!(n > 0, "connection closed before the {name} event");
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["method"] == json!("event") && v["params"]["event"] == json!(name) {
-                return v["params"].clone();
+            if event["event"] == json!(name) {
+                return event;
             }
         }
     }
