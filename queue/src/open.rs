@@ -156,6 +156,22 @@ impl Queue {
         Ok(())
     }
 
+    /// Gives back the memory this connection's page cache holds (`PRAGMA shrink_memory`): an
+    /// idle daemon need not keep a busy hour's pages. The pages are read again when needed.
+    pub fn release_memory(&self) -> Result<(), QueueError> {
+        self.conn.execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
+    }
+
+    /// Caps this connection's page cache at `kib` KiB (SQLite's `cache_size`). A reading
+    /// connection gains little from a large one in WAL mode: SQLite empties it whenever another
+    /// connection has committed since its last read.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<(), QueueError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
     /// How many WAL pages make a commit on this connection checkpoint by itself (SQLite's
     /// `wal_autocheckpoint`; 0: never).
     pub fn set_auto_checkpoint(&self, pages: u32) -> Result<(), QueueError> {

@@ -2,8 +2,8 @@
 //! change waiting at that moment in one transaction (group commit), and the checkpointer,
 //! which copies the WAL into the database file off the committer's path.
 
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, Queue, QueueError};
 use tokio::sync::oneshot;
@@ -31,17 +31,21 @@ pub(super) enum Op {
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it waits for
 /// nobody and nobody waits for it) until the store is gone.
 /// Also raises the high-water mark to the last commit, at most every [`MARK_EVERY`].
+/// Also gives the connections' page caches back once nothing was committed for [`IDLE_RELEASE`]
+/// (see [`Idle`]).
 pub(super) fn checkpoints(
     checkpointer: &Queue,
     alive: &std::sync::Weak<Mutex<Queue>>,
     mark: &Keeper,
+    idle: &Idle,
 ) {
     let mut marked = std::time::Instant::now();
+    let (mut seen, mut since, mut released) = (idle.commits.load(Ordering::Relaxed), marked, true);
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
-        if alive.strong_count() == 0 {
+        let Some(writer) = alive.upgrade() else {
             return;
-        }
+        };
         if let Err(e) = checkpointer.checkpoint_passive() {
             tracing::warn!(error = %e, "WAL checkpoint failed; the next one tries again");
         }
@@ -49,6 +53,48 @@ pub(super) fn checkpoints(
             marked = std::time::Instant::now();
             mark.raise(checkpointer, false);
         }
+        let commits = idle.commits.load(Ordering::Relaxed);
+        if commits != seen {
+            (seen, since, released) = (commits, std::time::Instant::now(), false);
+        } else if !released && since.elapsed() >= IDLE_RELEASE {
+            released = true;
+            idle.release(checkpointer, &writer);
+        }
+    }
+}
+
+/// How long the store waits with nothing committed before its connections give their page
+/// caches back.
+pub(super) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the checkpointer needs to see the store idle and shrink its memory: the committer's
+/// count of commits and the reading connections (weak: they go with the store).
+pub(super) struct Idle {
+    /// Commits made so far (the committer adds one per group commit).
+    pub(super) commits: Arc<AtomicU64>,
+    /// The reading connections.
+    pub(super) readers: Vec<std::sync::Weak<Mutex<Queue>>>,
+}
+
+impl Idle {
+    /// Asks every connection to give its page cache back; one busy at that moment is skipped
+    /// (the store is not idle after all, and its cache is in use).
+    fn release(&self, checkpointer: &Queue, writer: &Mutex<Queue>) {
+        let shrink = |queue: &Queue| {
+            if let Err(e) = queue.release_memory() {
+                tracing::debug!(error = %e, "giving a page cache back failed");
+            }
+        };
+        shrink(checkpointer);
+        if let Ok(queue) = writer.try_lock() {
+            shrink(&queue);
+        }
+        for reader in self.readers.iter().filter_map(std::sync::Weak::upgrade) {
+            if let Ok(queue) = reader.try_lock() {
+                shrink(&queue);
+            }
+        }
+        tracing::debug!("idle: page caches given back");
     }
 }
 
@@ -94,6 +140,7 @@ pub(super) fn committer(
     rx: &mpsc::Receiver<Op>,
     histories: &Mutex<Histories>,
     mark: &Keeper,
+    commits: &AtomicU64,
 ) {
     // How many clients write at once, as the recent commits saw it (slowly forgotten).
     let mut peak = 1usize;
@@ -130,6 +177,7 @@ pub(super) fn committer(
         let mut queue = lock(queue);
         match queue.commit_group_writes(&reservations, &news, &writes) {
             Ok(((numbers, inserted), written)) => {
+                commits.fetch_add(1, Ordering::Relaxed);
                 let lots_made = written
                     .iter()
                     .any(|w| matches!(w, Ok(GroupWritten::Closed(lots)) if !lots.is_empty()));

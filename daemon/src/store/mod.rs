@@ -20,6 +20,7 @@ mod history;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +28,7 @@ use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, Queue, Q
 use tokio::sync::oneshot;
 
 use crate::mark::Keeper;
-use committer::{checkpoints, committer, Op};
+use committer::{checkpoints, committer, Idle, Op};
 use history::{lines_in, Histories, History};
 
 /// How many sheet numbers one reservation takes.
@@ -92,6 +93,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The page cache of each reading connection, KiB: in WAL mode SQLite empties it whenever the
+/// writer has committed since the connection's last read, so under load it holds little more
+/// than one read's pages; idle, a smaller one keeps the daemon small.
+const READER_CACHE_KIB: u32 = 4096;
+
+/// The checkpointer's page cache, KiB: a checkpoint copies WAL frames without the cache; only
+/// the high-water mark's few pages are read through it.
+const CHECKPOINTER_CACHE_KIB: u32 = 256;
+
+/// Another connection to the queue's file with a page cache of `kib` KiB.
+fn reading_connection(queue: &Queue, kib: u32) -> Result<Queue, QueueError> {
+    let connection = queue.another_connection()?;
+    connection.set_cache_kib(kib)?;
+    Ok(connection)
+}
+
 impl Store {
     /// Opens (and checks) the database and starts the committer thread. The database file
     /// is made mode 0600 before SQLite opens it (its WAL and shared-memory files take its
@@ -107,12 +124,12 @@ impl Store {
         let mark = Arc::new(Keeper::load(path));
         mark.raise(&queue, false);
         // The file is checked and migrated: the reading connections need neither again.
-        let reader = Arc::new(Mutex::new(queue.another_connection()?));
-        let quick_reader = Arc::new(Mutex::new(queue.another_connection()?));
+        let reader = Arc::new(Mutex::new(reading_connection(&queue, READER_CACHE_KIB)?));
+        let quick_reader = Arc::new(Mutex::new(reading_connection(&queue, READER_CACHE_KIB)?));
         // The WAL is copied into the database file by a thread of its own, off the committer's
         // path (where SQLite would do it, at the commit that fills 1,000 pages, while the
         // sheets of that commit wait); the committer still does it past the backstop.
-        let checkpointer = queue.another_connection()?;
+        let checkpointer = reading_connection(&queue, CHECKPOINTER_CACHE_KIB)?;
         queue.set_auto_checkpoint(CHECKPOINT_BACKSTOP)?;
         let inner = Arc::new(Mutex::new(queue));
         let (tx, rx) = mpsc::channel::<Op>();
@@ -120,15 +137,20 @@ impl Store {
         let histories = Arc::new(Mutex::new(Histories::default()));
         let committed = Arc::clone(&histories);
         let marked = Arc::clone(&mark);
+        let commits = Arc::new(AtomicU64::new(0));
+        let idle = Idle {
+            commits: Arc::clone(&commits),
+            readers: vec![Arc::downgrade(&reader), Arc::downgrade(&quick_reader)],
+        };
         std::thread::Builder::new()
             .name("fsed-commit".into())
-            .spawn(move || committer(&queue, &rx, &committed, &marked))
+            .spawn(move || committer(&queue, &rx, &committed, &marked, &commits))
             .map_err(|e| QueueError::Data(format!("cannot start the committer thread: {e}")))?;
         let alive = Arc::downgrade(&inner);
         let marked = Arc::clone(&mark);
         std::thread::Builder::new()
             .name("fsed-checkpoint".into())
-            .spawn(move || checkpoints(&checkpointer, &alive, &marked))
+            .spawn(move || checkpoints(&checkpointer, &alive, &marked, &idle))
             .map_err(|e| QueueError::Data(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(Store {
             inner,

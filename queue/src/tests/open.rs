@@ -49,6 +49,24 @@ fn another_connection_has_the_same_settings_and_sees_every_commit() {
 }
 
 #[test]
+fn a_connection_caps_its_cache_and_gives_it_back_keeping_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    // 32 MiB by default, given as a negative count of KiB.
+    assert_eq!(q.pragma("cache_size").unwrap(), "-32768");
+    let reader = q.another_connection().unwrap();
+    reader.set_cache_kib(256).unwrap();
+    assert_eq!(reader.pragma("cache_size").unwrap(), "-256");
+    let row = add(&mut q, "10000000001", "017510001");
+    assert_eq!(reader.get_sheet(row.id).unwrap().unwrap().der, row.der);
+    reader.release_memory().unwrap();
+    q.release_memory().unwrap();
+    // Nothing is lost with the cache: the pages are read again.
+    assert_eq!(reader.get_sheet(row.id).unwrap().unwrap().der, row.der);
+    assert_eq!(reader.pragma("cache_size").unwrap(), "-256");
+}
+
+#[test]
 fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
