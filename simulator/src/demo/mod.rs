@@ -5,7 +5,7 @@
 //! batch of sheets as practice software would over the socket, and prints
 //! what happened to them. No pcscd and no broker are needed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +19,10 @@ use crate::card::CardStats;
 use crate::cards_cmd;
 use crate::insurer::Insurer;
 use crate::vpcd::Latency;
+
+mod client;
+
+use client::Client;
 
 /// `fse-sim demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,35 +59,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-struct Client {
-    reader: BufReader<UnixStream>,
-    id: u64,
-}
-
-impl Client {
-    fn call(&mut self, method: &str, params: Value) -> Result<Value, DemoError> {
-        self.id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
-            .to_string();
-        self.reader
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| fail(format!("socket: {e}")))?;
-        let mut reply = String::new();
-        self.reader
-            .read_line(&mut reply)
-            .map_err(|e| fail(format!("socket: {e}")))?;
-        let v: Value = serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply: {e}")))?;
-        match v.get("error") {
-            Some(e) => Err(fail(format!(
-                "{method}: {}",
-                e["message"].as_str().unwrap_or("error")
-            ))),
-            None => Ok(v["result"].clone()),
-        }
     }
 }
 
@@ -151,8 +126,84 @@ fn count(stats: &Value, kind: &str, states: &[&str]) -> u64 {
         .sum()
 }
 
+/// Where the demo keeps things: its state directory, fsed's socket, the trust directory and
+/// the two slots of fsed's virtual reader.
+struct Paths {
+    state_dir: PathBuf,
+    socket: PathBuf,
+    trust_dir: PathBuf,
+    cps_addr: String,
+    vitale_addr: String,
+}
+
 /// Runs the demo (blocking; starts its own runtime for the simulators).
 pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
+    let paths = prepare(&args)?;
+    let daemon = start_fsed(&args, &paths)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The insurer checks every lot's CPS certificate against the same test PKI.
+    let trust = crate::insurer::load_trust(&paths.trust_dir).map_err(|e| fail(e.to_string()))?;
+    let insurer = Arc::new(Mutex::new(Insurer::new("017510001").with_trust(trust)));
+    let (outbox, inbox) = (
+        paths.state_dir.join("spool/outbox"),
+        paths.state_dir.join("spool/inbox"),
+    );
+    rt.spawn(crate::insurer::run_spool(
+        outbox,
+        inbox,
+        Arc::clone(&insurer),
+        stop_rx,
+    ));
+    let cards = rt.block_on(async {
+        cards_cmd::start(
+            paths.cps_addr.clone(),
+            paths.vitale_addr.clone(),
+            if args.no_latency {
+                Latency::NONE
+            } else {
+                Latency::REAL_CARD
+            },
+        )
+    });
+    let cps_stats = Arc::clone(&cards.cps_stats);
+    let mut daemon = daemon;
+    let stream = wait_until("fsed's socket", Duration::from_secs(20), || {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            return Err(fail(format!("fsed exited early ({status})")));
+        }
+        Ok(UnixStream::connect(&paths.socket).ok())
+    })?;
+    let mut c = Client {
+        reader: BufReader::new(stream),
+        id: 0,
+    };
+    let (created, stats) = bill(&mut c, &args)?;
+    let _ = stop_tx.send(true);
+    rt.block_on(cards.stop());
+    drop(daemon);
+    drop(rt);
+    let received = insurer.lock().unwrap_or_else(|p| p.into_inner()).report();
+    Ok(DemoSummary {
+        created,
+        lots_signed: count(
+            &stats,
+            "lots",
+            &["signed", "sent", "acknowledged", "rejected"],
+        ),
+        transmitted: received.received,
+        acknowledged: count(&stats, "lots", &["acknowledged"]),
+        sheets_acknowledged: count(&stats, "sheets", &["acknowledged"]),
+        cps_signatures: CardStats::get(&cps_stats.signatures),
+    })
+}
+
+/// Makes the state directory and writes the test PKI into it: fsed checks the simulated
+/// cards' certificates against it, as it would real ones.
+fn prepare(args: &DemoArgs) -> Result<Paths, DemoError> {
     let state_dir = args
         .state_dir
         .clone()
@@ -170,7 +221,18 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     crate::pki::TestPki::new()
         .and_then(|pki| pki.write(&trust_dir, time::OffsetDateTime::now_utc()))
         .map_err(|e| fail(format!("test PKI: {e}")))?;
-    let daemon = Daemon(
+    Ok(Paths {
+        state_dir,
+        socket,
+        trust_dir,
+        cps_addr,
+        vitale_addr,
+    })
+}
+
+/// Starts fsed on its embedded defaults, with the virtual reader and the spool transport.
+fn start_fsed(args: &DemoArgs, paths: &Paths) -> Result<Daemon, DemoError> {
+    Ok(Daemon(
         Command::new(fsed_binary()?)
             .args([
                 "--config",
@@ -181,15 +243,15 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
                 "spool",
             ])
             .arg("--state-dir")
-            .arg(&state_dir)
+            .arg(&paths.state_dir)
             .arg("--socket")
-            .arg(&socket)
+            .arg(&paths.socket)
             .arg("--trust-dir")
-            .arg(&trust_dir)
+            .arg(&paths.trust_dir)
             .arg("--virtual-slot")
-            .arg(&cps_addr)
+            .arg(&paths.cps_addr)
             .arg("--virtual-slot")
-            .arg(&vitale_addr)
+            .arg(&paths.vitale_addr)
             .args([
                 "--lot-max-sheets",
                 &args.lot_size.to_string(),
@@ -203,48 +265,13 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| fail(format!("cannot start fsed: {e}")))?,
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The insurer checks every lot's CPS certificate against the same test PKI.
-    let trust = crate::insurer::load_trust(&trust_dir).map_err(|e| fail(e.to_string()))?;
-    let insurer = Arc::new(Mutex::new(Insurer::new("017510001").with_trust(trust)));
-    let (outbox, inbox) = (
-        state_dir.join("spool/outbox"),
-        state_dir.join("spool/inbox"),
-    );
-    rt.spawn(crate::insurer::run_spool(
-        outbox,
-        inbox,
-        Arc::clone(&insurer),
-        stop_rx,
-    ));
-    let cards = rt.block_on(async {
-        cards_cmd::start(
-            cps_addr.clone(),
-            vitale_addr.clone(),
-            if args.no_latency {
-                Latency::NONE
-            } else {
-                Latency::REAL_CARD
-            },
-        )
-    });
-    let cps_stats = Arc::clone(&cards.cps_stats);
-    let mut daemon = daemon;
-    let stream = wait_until("fsed's socket", Duration::from_secs(20), || {
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            return Err(fail(format!("fsed exited early ({status})")));
-        }
-        Ok(UnixStream::connect(&socket).ok())
-    })?;
-    let mut c = Client {
-        reader: BufReader::new(stream),
-        id: 0,
-    };
+    ))
+}
+
+/// Bills as practice software would, once both cards are seen: unlocks the CPS, creates
+/// the sheets, closes the lot and waits for the insurer's answers. Returns the sheets
+/// created and the queue's last statistics.
+fn bill(c: &mut Client, args: &DemoArgs) -> Result<(u64, Value), DemoError> {
     wait_until(
         "both simulated cards in fsed's virtual reader",
         Duration::from_secs(20),
@@ -280,21 +307,5 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
             )
         },
     )?;
-    let _ = stop_tx.send(true);
-    rt.block_on(cards.stop());
-    drop(daemon);
-    drop(rt);
-    let received = insurer.lock().unwrap_or_else(|p| p.into_inner()).report();
-    Ok(DemoSummary {
-        created,
-        lots_signed: count(
-            &stats,
-            "lots",
-            &["signed", "sent", "acknowledged", "rejected"],
-        ),
-        transmitted: received.received,
-        acknowledged: count(&stats, "lots", &["acknowledged"]),
-        sheets_acknowledged: count(&stats, "sheets", &["acknowledged"]),
-        cps_signatures: CardStats::get(&cps_stats.signatures),
-    })
+    Ok((created, stats))
 }
