@@ -89,7 +89,7 @@ impl InsurerArgs {
 
 /// Runs `fse-sim insurer` until SIGINT or SIGTERM: prints `insurer ready` on
 /// stdout once it takes lots (AMQP: its queue declared, bound and consumed),
-/// and its [`InsurerReport`] as one JSON line when it stops without error.
+/// and its [`InsurerReport`](super::InsurerReport) as one JSON line when it stops without error.
 pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let name = args.insurer_name();
     // Bound to a pattern and given no name, it plays every insurer it takes lots for.

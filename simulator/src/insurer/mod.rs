@@ -13,8 +13,8 @@
 //! rejections by reason).
 //!
 //! Over AMQP it consumes its own durable quorum queue bound to
-//! [`wire::EXCHANGE_AMO`], answers on the default exchange to the lot's
-//! `reply_to`, waits for the broker's confirm of the ARL and only then acks
+//! [`wire::EXCHANGE_AMO`](fse_formats::wire::EXCHANGE_AMO), answers on the default
+//! exchange to the lot's `reply_to`, waits for the broker's confirm of the ARL and only then acks
 //! the lot: a crash in between makes the broker redeliver the lot, and the
 //! dedup answers it with the same ARL. It keeps its own reconnect loop
 //! (lapin's automatic recovery is off). The broker URL may carry a password:
