@@ -10,7 +10,9 @@ pub mod demo;
 pub mod insurer;
 pub mod pki;
 pub mod practice;
+pub mod profile_keys;
 pub mod profiles;
+mod trust_dir;
 pub mod vpcd;
 
 /// Resolves on SIGINT or SIGTERM.

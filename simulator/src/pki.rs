@@ -15,7 +15,6 @@
 //! never leave this module; the card keys stay in the simulated cards.
 //! `fse-sim pki --out DIR` writes the trust store fsed and `openssl verify` use.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use ed25519_dalek::Signer;
@@ -28,7 +27,7 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::profiles::{self, Profile};
+use crate::profile_keys::{test_key, ProfileError};
 
 /// Files of a trust store, as fsed reads them from its trust directory.
 pub const ROOT_FILE: &str = "root.pem";
@@ -58,7 +57,7 @@ pub enum PkiError {
     },
     /// A built-in profile did not load.
     #[error(transparent)]
-    Profile(#[from] profiles::ProfileError),
+    Profile(#[from] ProfileError),
 }
 
 /// An Ed25519 key usable by rcgen to sign (a CA key).
@@ -69,7 +68,7 @@ struct CaKey {
 
 impl CaKey {
     fn derive(label: &str) -> CaKey {
-        let key = profiles::test_key(&format!("ca:{label}"));
+        let key = test_key(&format!("ca:{label}"));
         let public = key.verifying_key().to_bytes();
         CaKey { key, public }
     }
@@ -153,7 +152,7 @@ fn insurer_returns_usage() -> CustomExtension {
 /// The signing key of the simulated insurer `code` (AMO organism code or AMC number), derived
 /// from its code as the CA keys are from their labels.
 pub fn insurer_key(code: &str) -> ed25519_dalek::SigningKey {
-    profiles::test_key(&format!("insurer:{code}"))
+    test_key(&format!("insurer:{code}"))
 }
 
 /// The certificate fields of insurer `code` (any issuer).
@@ -399,71 +398,6 @@ impl TestPki {
         }
         Ok(out)
     }
-
-    /// Writes the trust store (`root.pem`, `ca.pem` with the insurer CA, `crl.pem`), under
-    /// `cards/` the certificate of every built-in card profile, and under `insurers/` the
-    /// certificate of every insurer those profiles name (AMO organism codes, AMC numbers), PEM. The CRLs list the built-in profiles marked
-    /// `revoked` (CPS) or `opposed` (Vitale). Returns the number of card certificates written.
-    pub fn write(&self, dir: &Path, now: OffsetDateTime) -> Result<usize, PkiError> {
-        let cards = dir.join("cards");
-        let write = |path: &Path, text: &str| {
-            std::fs::write(path, text).map_err(|source| PkiError::Write {
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        std::fs::create_dir_all(&cards).map_err(|source| PkiError::Write {
-            path: cards.display().to_string(),
-            source,
-        })?;
-        let (mut revoked, mut opposed, mut n) = (Vec::new(), Vec::new(), 0);
-        let mut insurers = std::collections::BTreeSet::new();
-        for (name, _) in profiles::BUILTIN {
-            let cert = match Profile::load(name)? {
-                Profile::Cps(c) => {
-                    if c.revoked {
-                        revoked.push(c.serial.clone());
-                    }
-                    let (holder, _) = c.holder();
-                    self.cps_certificate(
-                        &holder,
-                        &profiles::test_key(&c.serial).verifying_key().to_bytes(),
-                    )?
-                }
-                Profile::Vitale(v) => {
-                    if v.opposed {
-                        opposed.push(v.serial.clone());
-                    }
-                    let data = v.data();
-                    insurers.insert(data.organism.code());
-                    if let Some(amc) = &data.amc {
-                        insurers.insert(amc.number.clone());
-                    }
-                    self.vitale_certificate(
-                        &v.serial,
-                        &profiles::test_key(&v.serial).verifying_key().to_bytes(),
-                    )?
-                }
-                Profile::Unknown(_) => continue,
-            };
-            let pem = pem_block("CERTIFICATE", &cert);
-            write(&cards.join(format!("{name}.pem")), &pem)?;
-            n += 1;
-        }
-        let insurers_dir = dir.join(INSURERS_DIR);
-        std::fs::create_dir_all(&insurers_dir).map_err(|source| PkiError::Write {
-            path: insurers_dir.display().to_string(),
-            source,
-        })?;
-        for code in &insurers {
-            let pem = pem_block("CERTIFICATE", &self.insurer_certificate(code)?);
-            write(&insurers_dir.join(format!("{code}.pem")), &pem)?;
-        }
-        write(&dir.join(ROOT_FILE), &self.root_pem())?;
-        write(&dir.join(CA_FILE), &self.ca_pem())?;
-        write(&dir.join(CRL_FILE), &self.crl_pem(&revoked, &opposed, now)?)?;
-        Ok(n)
-    }
 }
 
 /// PEM text of one DER block (RFC 7468).
@@ -487,6 +421,7 @@ pub fn run(args: &PkiArgs) -> Result<usize, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profiles;
     use fse_formats::pki::{CertStatus, TrustStore};
 
     #[test]
@@ -577,29 +512,5 @@ mod tests {
         // A self-signed certificate naming the same code is nobody's.
         let forged = self_signed_insurer_certificate("017510001", insurer_key("x")).unwrap();
         assert!(store.check_insurer(&forged, now).is_err());
-    }
-
-    #[test]
-    fn pki_writes_the_trust_store_and_every_card_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = run(&PkiArgs {
-            out: dir.path().to_path_buf(),
-        })
-        .unwrap();
-        let cards = profiles::BUILTIN
-            .iter()
-            .filter(|(n, _)| !n.starts_with("unknown"))
-            .count();
-        assert_eq!(n, cards);
-        for f in [ROOT_FILE, CA_FILE, CRL_FILE] {
-            let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
-            assert!(text.starts_with("-----BEGIN "), "{f}");
-        }
-        // The default Vitale card's organism (01 751 0001) and the AMC of the tiers-payant
-        // profile (75500017) each have a certificate.
-        for code in ["017510001", "75500017"] {
-            let path = dir.path().join(INSURERS_DIR).join(format!("{code}.pem"));
-            assert!(path.exists(), "{}", path.display());
-        }
     }
 }

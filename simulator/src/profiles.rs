@@ -4,15 +4,14 @@
 //! Keys are test keys derived from the card serial (reproducible across
 //! runs); they never leave the simulator.
 
-use ed25519_dalek::SigningKey;
 use fse_formats::cards::{
     Amc, Beneficiary, CardType, Coverage, CpsHolder, Organism, Pin, Puk, Situation, VitaleData,
 };
 use fse_formats::ids;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::card::{VirtualCard, VirtualCps, VirtualVitale};
+pub use crate::profile_keys::{test_key, ProfileError};
 
 /// PIN of the default CPS.
 pub const DEFAULT_PIN: &str = "1234";
@@ -110,22 +109,6 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../profiles/unknown-card.toml"),
     ),
 ];
-
-/// A profile that cannot be used, with the reason.
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    /// Neither a built-in name nor a readable file.
-    #[error("profile {0}: not a built-in profile ({1}) nor a readable file")]
-    Unknown(String, String),
-    /// The TOML does not parse or misses a field (the message names it).
-    #[error("profile {name}: {message}")]
-    Invalid {
-        /// Profile.
-        name: String,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 fn yes() -> bool {
     true
@@ -259,11 +242,6 @@ pub enum Profile {
 pub struct UnknownProfile {
     /// Its ATR, hex.
     pub atr: String,
-}
-
-/// The test key of a card, derived from its serial.
-pub fn test_key(serial: &str) -> SigningKey {
-    SigningKey::from_bytes(&Sha256::digest(format!("fsed-sim:{serial}")).into())
 }
 
 /// An RPPS number (11 digits with its Luhn key) from a 10-digit stem.

@@ -130,70 +130,31 @@ fn count(stats: &Value, kind: &str, states: &[&str]) -> u64 {
         .sum()
 }
 
+/// Where the demo keeps things: its state directory, fsed's socket, the trust directory and
+/// the two slots of fsed's virtual reader.
+struct Paths {
+    state_dir: PathBuf,
+    socket: PathBuf,
+    trust_dir: PathBuf,
+    cps_addr: String,
+    vitale_addr: String,
+}
+
 /// Runs the demo (blocking; starts its own runtime for the simulators).
 pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("fsed-demo-{}", std::process::id())));
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| fail(format!("{}: {e}", state_dir.display())))?;
-    let socket = state_dir.join("fsed.sock");
-    let (cps_addr, vitale_addr) = (
-        slot(&state_dir, "cps.vpcd"),
-        slot(&state_dir, "vitale.vpcd"),
-    );
-    println!("fsed demo: state in {}", state_dir.display());
-    // The test PKI: fsed checks the simulated cards' certificates against it, as it would real ones.
-    let trust_dir = state_dir.join("trust");
-    crate::pki::TestPki::new()
-        .and_then(|pki| pki.write(&trust_dir, time::OffsetDateTime::now_utc()))
-        .map_err(|e| fail(format!("test PKI: {e}")))?;
-    let daemon = Daemon(
-        Command::new(fsed_binary()?)
-            .args([
-                "--config",
-                "/dev/null",
-                "--cards",
-                "virtual",
-                "--transport",
-                "spool",
-            ])
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--trust-dir")
-            .arg(&trust_dir)
-            .arg("--virtual-slot")
-            .arg(&cps_addr)
-            .arg("--virtual-slot")
-            .arg(&vitale_addr)
-            .args([
-                "--lot-max-sheets",
-                &args.lot_size.to_string(),
-                "--lot-max-age-secs",
-                "3600",
-            ])
-            .env(
-                "FSED_LOG",
-                std::env::var("FSED_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| fail(format!("cannot start fsed: {e}")))?,
-    );
+    let paths = prepare(&args)?;
+    let daemon = start_fsed(&args, &paths)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The insurer checks every lot's CPS certificate against the same test PKI.
-    let trust = crate::insurer::load_trust(&trust_dir).map_err(|e| fail(e.to_string()))?;
+    let trust = crate::insurer::load_trust(&paths.trust_dir).map_err(|e| fail(e.to_string()))?;
     let insurer = Arc::new(Mutex::new(Insurer::new("017510001").with_trust(trust)));
     let (outbox, inbox) = (
-        state_dir.join("spool/outbox"),
-        state_dir.join("spool/inbox"),
+        paths.state_dir.join("spool/outbox"),
+        paths.state_dir.join("spool/inbox"),
     );
     rt.spawn(crate::insurer::run_spool(
         outbox,
@@ -203,8 +164,8 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     ));
     let cards = rt.block_on(async {
         cards_cmd::start(
-            cps_addr.clone(),
-            vitale_addr.clone(),
+            paths.cps_addr.clone(),
+            paths.vitale_addr.clone(),
             if args.no_latency {
                 Latency::NONE
             } else {
@@ -218,47 +179,9 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
         if let Ok(Some(status)) = daemon.0.try_wait() {
             return Err(fail(format!("fsed exited early ({status})")));
         }
-        Ok(Client::connect(&socket).ok())
+        Ok(Client::connect(&paths.socket).ok())
     })?;
-    wait_until(
-        "both simulated cards in fsed's virtual reader",
-        Duration::from_secs(20),
-        || {
-            let list = call(&mut c, "cards.list", json!({}))?;
-            let kinds: Vec<&str> = list
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x["kind"].as_str()).collect())
-                .unwrap_or_default();
-            Ok((kinds.contains(&"cps") && kinds.contains(&"vitale")).then_some(()))
-        },
-    )?;
-    call(&mut c, "cards.verify_pin", json!({"pin": "1234"}))?;
-    println!("CPS unlocked; billing {} consultations", args.sheets);
-    let mut created = 0;
-    for i in 0..args.sheets {
-        let r = call(
-            &mut c,
-            "fse.create",
-            json!({"act": {"code": "G"}, "beneficiary": i % 2, "idempotency_key": format!("demo-{i}")}),
-        )?;
-        if r["state"] == json!("accepted") {
-            created += 1;
-        }
-    }
-    call(&mut c, "lots.close", json!({}))?;
-    let stats = wait_until(
-        "the insurer's acknowledgements",
-        Duration::from_secs(60),
-        || {
-            let s = call(&mut c, "queue.stats", json!({}))?;
-            let open = count(&s, "lots", &["closed", "signed", "sent"])
-                + count(&s, "sheets", &["accepted", "in_lot"]);
-            Ok(
-                (open == 0 && count(&s, "sheets", &["acknowledged", "rejected"]) == created)
-                    .then_some(s),
-            )
-        },
-    )?;
+    let (created, stats) = bill(&mut c, &args)?;
     let _ = stop_tx.send(true);
     rt.block_on(cards.stop());
     drop(daemon);
@@ -276,4 +199,117 @@ pub fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
         sheets_acknowledged: count(&stats, "sheets", &["acknowledged"]),
         cps_signatures: CardStats::get(&cps_stats.signatures),
     })
+}
+
+/// Makes the state directory and writes the test PKI into it: fsed checks the simulated
+/// cards' certificates against it, as it would real ones.
+fn prepare(args: &DemoArgs) -> Result<Paths, DemoError> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("fsed-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| fail(format!("{}: {e}", state_dir.display())))?;
+    let socket = state_dir.join("fsed.sock");
+    let (cps_addr, vitale_addr) = (
+        slot(&state_dir, "cps.vpcd"),
+        slot(&state_dir, "vitale.vpcd"),
+    );
+    println!("fsed demo: state in {}", state_dir.display());
+    // The test PKI: fsed checks the simulated cards' certificates against it, as it would real ones.
+    let trust_dir = state_dir.join("trust");
+    crate::pki::TestPki::new()
+        .and_then(|pki| pki.write(&trust_dir, time::OffsetDateTime::now_utc()))
+        .map_err(|e| fail(format!("test PKI: {e}")))?;
+    Ok(Paths {
+        state_dir,
+        socket,
+        trust_dir,
+        cps_addr,
+        vitale_addr,
+    })
+}
+
+/// Starts fsed on its embedded defaults, with the virtual reader and the spool transport.
+fn start_fsed(args: &DemoArgs, paths: &Paths) -> Result<Daemon, DemoError> {
+    Ok(Daemon(
+        Command::new(fsed_binary()?)
+            .args([
+                "--config",
+                "/dev/null",
+                "--cards",
+                "virtual",
+                "--transport",
+                "spool",
+            ])
+            .arg("--state-dir")
+            .arg(&paths.state_dir)
+            .arg("--socket")
+            .arg(&paths.socket)
+            .arg("--trust-dir")
+            .arg(&paths.trust_dir)
+            .arg("--virtual-slot")
+            .arg(&paths.cps_addr)
+            .arg("--virtual-slot")
+            .arg(&paths.vitale_addr)
+            .args([
+                "--lot-max-sheets",
+                &args.lot_size.to_string(),
+                "--lot-max-age-secs",
+                "3600",
+            ])
+            .env(
+                "FSED_LOG",
+                std::env::var("FSED_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start fsed: {e}")))?,
+    ))
+}
+
+/// Bills as practice software would, once both cards are seen: unlocks the CPS, creates
+/// the sheets, closes the lot and waits for the insurer's answers. Returns the sheets
+/// created and the queue's last statistics.
+fn bill(c: &mut Client, args: &DemoArgs) -> Result<(u64, Value), DemoError> {
+    wait_until(
+        "both simulated cards in fsed's virtual reader",
+        Duration::from_secs(20),
+        || {
+            let list = call(c, "cards.list", json!({}))?;
+            let kinds: Vec<&str> = list
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["kind"].as_str()).collect())
+                .unwrap_or_default();
+            Ok((kinds.contains(&"cps") && kinds.contains(&"vitale")).then_some(()))
+        },
+    )?;
+    call(c, "cards.verify_pin", json!({"pin": "1234"}))?;
+    println!("CPS unlocked; billing {} consultations", args.sheets);
+    let mut created = 0;
+    for i in 0..args.sheets {
+        let r = call(
+            c,
+            "fse.create",
+            json!({"act": {"code": "G"}, "beneficiary": i % 2, "idempotency_key": format!("demo-{i}")}),
+        )?;
+        if r["state"] == json!("accepted") {
+            created += 1;
+        }
+    }
+    call(c, "lots.close", json!({}))?;
+    let stats = wait_until(
+        "the insurer's acknowledgements",
+        Duration::from_secs(60),
+        || {
+            let s = call(c, "queue.stats", json!({}))?;
+            let open = count(&s, "lots", &["closed", "signed", "sent"])
+                + count(&s, "sheets", &["accepted", "in_lot"]);
+            Ok(
+                (open == 0 && count(&s, "sheets", &["acknowledged", "rejected"]) == created)
+                    .then_some(s),
+            )
+        },
+    )?;
+    Ok((created, stats))
 }

@@ -1,0 +1,193 @@
+//! `fse-sim insurer`: its command-line options and its run loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fse_formats::pki::TrustStore;
+use tokio::sync::watch;
+
+use super::{
+    run_amqp, run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind,
+    Knobs, DEFAULT_INSURER,
+};
+
+/// `fse-sim insurer` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InsurerArgs {
+    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[arg(long, conflicts_with_all = ["spool_outbox", "spool_inbox"])]
+    pub amqp: Option<String>,
+    /// Routing key pattern of the lots taken (AMQP mode): an organism code (AMO) or an AMC
+    /// number (AMC), or `#` for all.
+    #[arg(long, default_value = "#")]
+    pub binding: String,
+    /// Take FSE lots as the AMO (answered with ARLs), or DRE lots as an AMC paid directly.
+    #[arg(long, value_enum, default_value = "amo")]
+    pub kind: InsurerKind,
+    /// The sender's outbox, read for lots (spool mode).
+    #[arg(long, requires = "spool_inbox")]
+    pub spool_outbox: Option<PathBuf>,
+    /// The sender's inbox, written with ARLs (spool mode).
+    #[arg(long, requires = "spool_outbox")]
+    pub spool_inbox: Option<PathBuf>,
+    /// Organism code of the insurer in its ARLs [default: the binding when it
+    /// is a plain organism code, else 011751000].
+    #[arg(long)]
+    pub insurer: Option<String>,
+    /// Trust directory (`root.pem`, `ca.pem`, `crl.pem`, as `fse-sim pki` writes): every lot's
+    /// signer certificate is checked against it.
+    #[arg(long)]
+    pub trust_dir: Option<PathBuf>,
+    /// Send every ARL twice (AMQP mode), to test that the sender applies returns once.
+    #[arg(long)]
+    pub duplicate_replies: bool,
+    /// Refuse every sheet of the first N lots received (code TEST_REJECTED), to test a
+    /// sender's correction and retransmission.
+    #[arg(long, default_value_t = 0)]
+    pub reject_lots: u64,
+    /// Refuse every sheet of this share of lots, in percent (code TEST_REJECTED).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub reject_percent: u32,
+    /// Send a payment return after each ARL: every acknowledged sheet paid its AMO share.
+    #[arg(long)]
+    pub payments: bool,
+    /// Refuse this share of sheets in the payment returns, in percent (code TEST_REFUSED).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub refuse_payments_percent: u32,
+    /// Precede this share of replies with a malformed one, in percent (AMQP mode).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub malformed_percent: u32,
+    /// Send each reply this many milliseconds after taking its lot (AMQP mode).
+    #[arg(long, default_value_t = 0)]
+    pub reply_delay_ms: u64,
+    /// Take lots one at a time, this many milliseconds each (AMQP mode): a slow consumer.
+    #[arg(long, default_value_t = 0)]
+    pub slow_consumer_ms: u64,
+    /// Seed of the knobs' random draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write `report.json` and `report.html` (everything received) into this directory on stop.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+impl InsurerArgs {
+    /// The name the insurer answers as.
+    pub fn insurer_name(&self) -> String {
+        match &self.insurer {
+            Some(name) => name.clone(),
+            None if !self.binding.is_empty()
+                && self.binding.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                self.binding.clone()
+            }
+            None => DEFAULT_INSURER.to_string(),
+        }
+    }
+}
+
+/// Runs `fse-sim insurer` until SIGINT or SIGTERM: prints `insurer ready` on
+/// stdout once it takes lots (AMQP: its queue declared, bound and consumed),
+/// and its [`InsurerReport`](super::InsurerReport) as one JSON line when it stops without error.
+pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
+    let name = args.insurer_name();
+    // Bound to a pattern and given no name, it plays every insurer it takes lots for.
+    let plays_each = args.insurer.is_none() && name != args.binding;
+    let mut judge = Insurer::new(&name).with_knobs(Knobs {
+        reject_first_lots: args.reject_lots,
+        reject_percent: args.reject_percent,
+        payments: args.payments,
+        refuse_payments_percent: args.refuse_payments_percent,
+        malformed_percent: args.malformed_percent,
+        reply_delay: Duration::from_millis(args.reply_delay_ms),
+        slow_consumer: Duration::from_millis(args.slow_consumer_ms),
+        seed: args.seed,
+    });
+    if let Some(dir) = &args.trust_dir {
+        judge = judge.with_trust(load_trust(dir)?);
+    }
+    if plays_each {
+        judge = judge.answering_as_each_destination();
+    }
+    let insurer = Arc::new(Mutex::new(judge));
+    let report_dir = args.report.clone();
+    let (stop_tx, stop) = watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
+        (Some(url), _, _) => {
+            let cfg = AmqpInsurerConfig {
+                url,
+                binding: args.binding,
+                insurer: name,
+                copies: if args.duplicate_replies { 2 } else { 1 },
+                kind: args.kind,
+            };
+            tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
+        }
+        (None, Some(outbox), Some(inbox)) => {
+            std::fs::create_dir_all(&outbox)?;
+            std::fs::create_dir_all(&inbox)?;
+            let _ = ready_tx.send(());
+            tokio::spawn(run_spool(outbox, inbox, Arc::clone(&insurer), stop))
+        }
+        _ => {
+            return Err(InsurerError::Usage(
+                "give --amqp URL, or --spool-outbox DIR and --spool-inbox DIR".into(),
+            ))
+        }
+    };
+    let signal = crate::wait_for_signal();
+    tokio::pin!(signal);
+    let mut ready = ready_rx;
+    let mut announced = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut ready, if !announced => {
+                announced = true;
+                if r.is_ok() {
+                    println!("insurer ready");
+                }
+            }
+            r = &mut task => break r,
+            _ = &mut signal => {
+                let _ = stop_tx.send(true);
+                break task.await;
+            }
+        }
+    };
+    result.map_err(|e| InsurerError::Amqp(e.to_string()))??;
+    let guard = insurer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(dir) = &report_dir {
+        write_report(&guard, dir)?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&guard.report()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Reads a trust directory: `root.pem` required, `ca.pem` and `crl.pem` when present.
+pub fn load_trust(dir: &Path) -> Result<TrustStore, InsurerError> {
+    let mut store = TrustStore::new();
+    for (file, required, crl) in [
+        ("root.pem", true, false),
+        ("ca.pem", false, false),
+        ("crl.pem", false, true),
+    ] {
+        let path = dir.join(file);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) if !required => continue,
+            Err(e) => return Err(InsurerError::Usage(format!("{}: {e}", path.display()))),
+        };
+        let added = if crl {
+            store.add_crls(&bytes).map(|_| ())
+        } else {
+            store.add_certificates(&bytes).map(|_| ())
+        };
+        added.map_err(|e| InsurerError::Usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(store)
+}
