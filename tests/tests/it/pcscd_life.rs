@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Proc, Rpc};
 use serde_json::{json, Value};
-
-/// The vpcd slots and pcscd are one shared resource: tests of this file take turns.
-static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CPS_READER: &str = "Virtual PCD 00 00";
 const LOG: &str = "/tmp/fsed-pcscd.log";
@@ -128,7 +125,7 @@ fn doctor_check(rpc: &mut Rpc, name: &str) -> Value {
 
 #[test]
 fn fsed_finds_its_cards_again_after_pcscd_restarts_and_asks_for_the_pin_again() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let pcscd = Pcscd;
     pcscd.start();
     let mut cards = Proc::start("fse-sim", &["cards", "--latency-ms", "0"]);
@@ -203,7 +200,7 @@ fn fsed_finds_its_cards_again_after_pcscd_restarts_and_asks_for_the_pin_again() 
 
 #[test]
 fn fsed_starts_before_pcscd_and_finds_the_cards_when_it_comes() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let pcscd = Pcscd;
     pcscd.start();
     pcscd.kill();
@@ -285,7 +282,7 @@ fn transmit_all(apdus: &[&[u8]]) -> Vec<Vec<u8>> {
 
 #[test]
 fn apdus_at_the_edges_of_iso_7816_get_iso_answers_and_never_wedge_the_reader() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let pcscd = Pcscd;
     pcscd.start();
     let mut cards = Proc::start("fse-sim", &["cards", "--latency-ms", "0"]);
@@ -359,7 +356,7 @@ fn apdus_at_the_edges_of_iso_7816_get_iso_answers_and_never_wedge_the_reader() {
 
 #[test]
 fn a_card_pulled_out_mid_pin_or_mid_signature_is_no_wrong_pin_and_the_pin_is_never_replayed() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let pcscd = Pcscd;
     pcscd.start();
     let dir = tempfile::tempdir().unwrap();

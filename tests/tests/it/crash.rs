@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -76,6 +76,7 @@ fn start_fsed(dir: &Path) -> Proc {
 
 #[test]
 fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let fsed = Arc::new(Mutex::new(start_fsed(dir.path())));

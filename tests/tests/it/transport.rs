@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use serde_json::json;
 
 #[test]
 fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     // A Vitale card of a caisse centre no queue is bound to, new at every run.
     let (profile, destination) = common::vitale_of_new_centre(dir.path());

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -86,6 +86,7 @@ fn jean() -> Value {
 
 #[test]
 fn every_refusal_reaches_the_socket_with_its_code_and_field() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let (mut fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);

@@ -6,11 +6,12 @@
 //! sysusers and tmpfiles snippets), `fsed check-config` naming every bad key,
 //! and SIGHUP applying a new lot size. fsed runs with its embedded virtual
 //! reader on Unix socket slots in each test's directory and the spool
-//! transport.
+//! transport. The two tests of systemd's own tools (socket activation, the units) are of the
+//! full tier only (feature `full`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -167,6 +168,7 @@ fn sheet(key: &str) -> Value {
     json!({"act": {"code": "G"}, "beneficiary": 0, "tiers_payant": {"amo": true}, "idempotency_key": key})
 }
 
+#[cfg(feature = "full")]
 #[test]
 fn socket_activation_serves_the_socket_passed_and_leaves_it_to_its_owner() {
     let dir = tempfile::tempdir().unwrap();
@@ -481,6 +483,7 @@ fn sigterm_under_load_exits_0_and_loses_no_sheet_that_was_answered() {
 }
 
 /// The units copied where `systemd-analyze` can read them, fsed's path made the built one.
+#[cfg(feature = "full")]
 fn units_in(dir: &Path) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
     let service = std::fs::read_to_string(root.join("fsed.service")).unwrap();
@@ -497,6 +500,7 @@ fn units_in(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("fsed.service"), dir.join("fsed.socket"))
 }
 
+#[cfg(feature = "full")]
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
@@ -509,6 +513,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+#[cfg(feature = "full")]
 #[test]
 fn the_units_verify_and_expose_at_most_2_0() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ fn refused(rpc: &mut Rpc, params: &Value, name: &str, rule: &str, field: &str) -
 
 #[test]
 fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (cps, vitale) = (dir.path().join("cps.vpcd"), dir.path().join("vitale.vpcd"));
     let slots = [

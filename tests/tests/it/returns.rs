@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -54,6 +54,7 @@ fn publish_return(queue: &str, lot_id: &str, der: &[u8]) {
 
 #[test]
 fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
     let (_sim, _control) =

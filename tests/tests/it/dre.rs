@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use common::AMQP;
 
 #[test]
 fn dre_lots_go_to_the_amc_paid_directly_under_the_lots_signature() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination, amc) = common::vitale_of_new_centre_with_amc(dir.path());
     let (_sim, _control) =

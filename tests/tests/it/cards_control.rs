@@ -7,15 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::{order, serials, wait_for, Proc, Rpc};
 use serde_json::json;
-
-static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Starts the simulator with `extra` flags and fsed on pcscd; waits until fsed sees `cards` cards.
 fn start(dir: &Path, extra: &[&str], cards: usize) -> (Proc, Proc, Rpc, std::path::PathBuf) {
@@ -38,7 +36,7 @@ fn lot_state(rpc: &mut Rpc) -> String {
 
 #[test]
 fn insert_remove_and_an_unknown_card_through_the_control_socket() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, mut fsed, mut rpc, control) = start(dir.path(), &["--latency-ms", "0"], 2);
     let mut watcher = Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
@@ -87,7 +85,7 @@ fn insert_remove_and_an_unknown_card_through_the_control_socket() {
 
 #[test]
 fn a_cps_pulled_out_mid_signature_leaves_the_lot_unsigned_then_it_is_signed_once() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, mut fsed, mut rpc, control) = start(
         dir.path(),
@@ -147,7 +145,7 @@ fn a_cps_pulled_out_mid_signature_leaves_the_lot_unsigned_then_it_is_signed_once
 
 #[test]
 fn a_renewed_cps_signs_the_queued_lots_without_a_restart() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, mut fsed, mut rpc, control) = start(dir.path(), &["--latency-ms", "0"], 2);
     let pid = fsed.child.id();
@@ -196,7 +194,7 @@ fn a_renewed_cps_signs_the_queued_lots_without_a_restart() {
 
 #[test]
 fn two_cps_at_once_each_keep_their_own_pin() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, mut fsed, mut rpc, _control) = start(
         dir.path(),
@@ -242,7 +240,7 @@ fn two_cps_at_once_each_keep_their_own_pin() {
 /// idempotency key is each doctor's and names one request.
 #[test]
 fn two_doctors_bill_one_patient_the_same_day_with_their_own_caps_and_keys() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, mut fsed, mut rpc, control) = start(dir.path(), &["--latency-ms", "0"], 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_main_job_bills_a_batch_and_prints_what_happened() {

@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -86,6 +86,7 @@ fn doctor_arl(rpc: &mut Rpc) -> Value {
 
 #[test]
 fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     // A Vitale card of a caisse centre new at every run: only this test's insurer takes it.
     let (profile, destination) = common::vitale_of_new_centre(dir.path());

@@ -199,6 +199,21 @@ pub fn start_fsed_virtual(dir: &Path, slots: usize, config: &str, extra: &[&str]
     (fsed, rpc)
 }
 
+/// pcscd with the vpcd driver's two fixed slots (35963/35964) and the broker are shared by every
+/// test of the binary, which run on parallel threads: two simulators cannot hold one slot, two
+/// fseds on pcscd would share the cards, `pcscd_life` restarts pcscd and `broker_outage` stops
+/// the broker. A test that uses any of them holds this turn for its whole length.
+static SHARED_SERVICES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the turn on pcscd, its vpcd slots and the broker ([`SHARED_SERVICES`]); released when
+/// the guard is dropped. A test that failed while holding it leaves it usable (poison ignored:
+/// the next test starts its own processes).
+pub fn shared_services() -> std::sync::MutexGuard<'static, ()> {
+    SHARED_SERVICES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The broker the tests use (started by `tests/run`).
 pub const AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 

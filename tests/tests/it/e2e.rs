@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ const DESTINATION: &str = "017510001";
 
 #[test]
 fn one_sheet_from_two_cards_through_pcscd_and_rabbitmq_is_acknowledged() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("fsed.sock");
     let return_queue = format!("fsed.returns.e2e.{}", common::unique());

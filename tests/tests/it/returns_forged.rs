@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -227,6 +227,7 @@ fn drop_in(inbox: &Path, name: &str, bytes: &[u8]) {
 
 #[test]
 fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
     assert_ne!(destination, OTHER_INSURER);

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +41,7 @@ fn pem_body(pem: &str) -> Vec<u8> {
 
 #[test]
 fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (_sim, control) = common::start_fast_cards(dir.path(), &[]);
     let (mut fsed, mut rpc) = common::start_fsed(

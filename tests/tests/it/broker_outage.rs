@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ fn rabbitmqctl(what: &str) {
 
 #[test]
 fn a_30_s_broker_outage_mid_run_loses_nothing_and_delivers_once() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
     let (_sim, _control) =

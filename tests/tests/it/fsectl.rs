@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;
@@ -59,6 +59,7 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
+    let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
     let (profile, destination) = common::vitale_of_new_centre(dir.path());
     let (_cards, _control) =

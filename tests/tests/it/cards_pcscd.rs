@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -46,12 +46,9 @@ fn error_name(reply: &Value) -> &str {
     reply["error"]["data"]["name"].as_str().unwrap_or("")
 }
 
-/// The vpcd slots are one shared resource: tests of this file take turns.
-static SLOTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn pin_life_and_card_removal_through_pcscd() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     let mut cards = Proc::start("fse-sim", &["cards"]);
     cards.wait_line("cards ready", Duration::from_secs(20));
 
@@ -183,7 +180,7 @@ fn with_cards(cps: &str, vitale: &str, dir: &std::path::Path) -> (Proc, Proc, Rp
 
 #[test]
 fn expired_revoked_staff_blocked_and_opposed_cards_and_closed_rights_are_refused_through_pcscd() {
-    let _turn = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = common::shared_services();
     for (cps, vitale, pin_ok, expect, field) in [
         (
             "cps-expired",
