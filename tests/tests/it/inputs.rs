@@ -130,6 +130,7 @@ impl Fsed {
     }
 
     /// Every standard error line, once fsed has exited: its reader has read to the end.
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     fn stderr_to_end(&mut self) -> Vec<String> {
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
@@ -242,6 +243,8 @@ fn a_fifo_a_link_to_dev_zero_and_a_sparse_gib_are_quarantined_and_the_returns_be
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 }
 
+// Minutes long: of the full tier (feature `full`) only.
+#[cfg(feature = "full")]
 #[test]
 fn a_hundred_thousand_unreadable_returns_write_a_bounded_log_with_their_count() {
     let dir = tempfile::tempdir().unwrap();

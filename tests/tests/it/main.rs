@@ -10,7 +10,9 @@
 //!   the tests over pcscd + vpcd, RabbitMQ, systemd's tools, `openssl`, GnuTLS `certtool`,
 //!   `scriptor` and Python asn1tools. Those are gated by `#[cfg(feature = "full")]`, so the fast
 //!   tier does not even list them; under the full tier a missing service makes its tests fail,
-//!   never skip.
+//!   never skip. The long load tests are of the full tier too (`socket_fuzz`'s million lines,
+//!   `inputs`' hundred thousand returns: minutes each), so that the fast tier stays under a
+//!   minute.
 //!
 //! Tests of one binary run on parallel threads. The shared services (pcscd with the vpcd
 //! driver's two fixed slots, and the broker, which `broker_outage` stops) are taken in turn
@@ -19,6 +21,8 @@
 
 mod common;
 
+#[cfg(feature = "full")]
+mod amqp_transport;
 mod api_conformance;
 #[cfg(feature = "full")]
 mod asn1_independent;
@@ -56,6 +60,7 @@ mod returns;
 #[cfg(feature = "full")]
 mod returns_forged;
 mod service;
+#[cfg(feature = "full")]
 mod socket_fuzz;
 #[cfg(feature = "full")]
 mod transport;

@@ -6,7 +6,12 @@
 //! refused login is a connect error that shows no password.
 //! Each test uses queues of its own and deletes them at the end.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test holds its turn on the broker (`common::shared_services`) for its whole length,
+// across its awaits: the guard lives on the test's own thread, and nothing else in its runtime
+// takes it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
+
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +55,7 @@ async fn delete_queues(names: &[String]) {
 
 #[tokio::test]
 async fn a_return_fsed_cannot_apply_is_dead_lettered_not_lost() {
+    let _turn = common::shared_services();
     let return_queue = format!("fsed.returns.test.{}", unique());
     let transport = AmqpTransport::connect(&AmqpConfig {
         url: URL.into(),
@@ -107,6 +113,7 @@ async fn a_return_fsed_cannot_apply_is_dead_lettered_not_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
+    let _turn = common::shared_services();
     let binding = format!("9{}", &unique()[..8]);
     let ins = Arc::new(Mutex::new(Insurer::new(&binding)));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -186,6 +193,7 @@ async fn a_lot_is_confirmed_answered_and_its_arl_comes_back() {
 
 #[tokio::test]
 async fn a_lot_for_an_unbound_destination_is_not_taken_as_sent() {
+    let _turn = common::shared_services();
     let return_queue = format!("fsed.returns.test.{}", unique());
     let transport = AmqpTransport::connect(&AmqpConfig {
         url: URL.into(),
@@ -215,6 +223,7 @@ async fn a_lot_for_an_unbound_destination_is_not_taken_as_sent() {
 
 #[tokio::test]
 async fn a_refused_login_is_a_connect_error_without_the_password() {
+    let _turn = common::shared_services();
     let err = AmqpTransport::connect(&AmqpConfig {
         url: "amqp://guest:not-the-password@127.0.0.1:5672/%2f".into(),
         return_queue: format!("fsed.returns.test.{}", unique()),
