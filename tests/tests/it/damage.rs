@@ -101,20 +101,24 @@ fn sheet(key: &str) -> Value {
     json!({"act": {"code": "G"}, "beneficiary": 0, "tiers_payant": {"amo": true}, "idempotency_key": key})
 }
 
-#[test]
-fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let outbox = d.join("spool/outbox");
+/// What the first run left: the lot's sheets, the lot, the sheet outside it and the lot's
+/// signature.
+struct FirstRun {
+    ids: Vec<i64>,
+    lot_id: String,
+    loose: i64,
+    signature: [u8; 64],
+}
 
-    // First run: three sheets in a lot, signed, its sending held back (the outbox is a file),
-    // then a fourth sheet outside any lot.
+/// First run: three sheets in a lot, signed, its sending held back (`outbox` made a file),
+/// then a fourth sheet outside any lot; fsed stopped.
+fn first_run(d: &Path, outbox: &Path) -> FirstRun {
     let (mut fsed, mut rpc) = common::start_fsed_virtual(d, 2, "", &[]);
     let _cards = common::start_fast_cards_on(d, &[]).0;
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    std::fs::remove_dir(&outbox).unwrap();
-    std::fs::write(&outbox, b"not a directory").unwrap();
+    std::fs::remove_dir(outbox).unwrap();
+    std::fs::write(outbox, b"not a directory").unwrap();
     let ids: Vec<i64> = (1..=3)
         .map(|i| {
             rpc.ok("fse.create", sheet(&format!("d-{i}")))["id"]
@@ -137,7 +141,16 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
         .signature;
     assert!(fsed.terminate().success());
     drop(rpc);
+    FirstRun {
+        ids,
+        lot_id,
+        loose,
+        signature,
+    }
+}
 
+/// Flips, in the stopped fsed's database, the loose sheet's body and the lot's signature.
+fn damage_the_file(d: &Path, loose: i64, signature: &[u8]) {
     // Stopped. What the WAL still holds is copied into the file (as the next open would),
     // so that the bytes flipped are the ones read. The loose sheet's DER is in its body only
     // (it is in no lot); the lot's signature is in its row only (its DER and its CMS).
@@ -161,9 +174,12 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
             )
             .unwrap();
     assert!(flip_everywhere(&db, &loose_der) >= 1, "the sheet's body");
-    assert!(flip_everywhere(&db, &signature) >= 1, "the lot's signature");
-    std::fs::remove_file(&outbox).unwrap();
+    assert!(flip_everywhere(&db, signature) >= 1, "the lot's signature");
+}
 
+/// `fsed check-config` on the damaged file.
+fn check_config_leaves_the_file_alone(d: &Path) {
+    let db = d.join("fsed.db");
     // check-config opens it read-only: sound to SQLite's quick check, and not changed.
     let before = std::fs::read(&db).unwrap();
     let trust = d.join("trust");
@@ -187,30 +203,19 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
         before,
         "check-config changed the file"
     );
+}
 
-    // Second run: the damage is named, never served, never sent. The transport's first turn
-    // meets the damaged lot and says so in the log.
-    let log = d.join("second-run.log");
-    let mut fsed = Fsed::start(d, &log);
-    let mut rpc = common::Rpc::connect(&d.join("fsed.sock"), Duration::from_secs(30));
-    common::wait_for("the damaged lot's alarm", Duration::from_secs(30), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.lines()
-            .find(|l| l.contains("a stored row is damaged"))
-            .map(str::to_string)
-    });
-    let lot_file = outbox.join(format!("{lot_id}.lot"));
-    let sent: Vec<_> = std::fs::read_dir(&outbox)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(sent.is_empty(), "{lot_file:?}: the outbox holds {sent:?}");
-
+/// The API on the second run: the damage named by id, never served.
+fn the_api_names_the_damage(rpc: &mut common::Rpc, first: &FirstRun) {
+    let FirstRun {
+        ids, lot_id, loose, ..
+    } = first;
+    let loose = *loose;
     // The page: the three sheets of the lot, then the loose one in its place by id.
     let page = rpc.ok("fse.list", json!({"limit": 10}));
     let page = page.as_array().unwrap();
     assert_eq!(page.len(), 4, "{page:?}");
-    for (entry, id) in page.iter().zip(&ids) {
+    for (entry, id) in page.iter().zip(ids) {
         assert_eq!(
             (&entry["id"], &entry["state"]),
             (&json!(id), &json!("signed"))
@@ -242,7 +247,11 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
     // The lot's sheets themselves are sound.
     let first = rpc.ok("fse.get", json!({"id": ids[0]}));
     assert_eq!(first["lot_id"], json!(lot_id), "{first}");
+}
 
+/// `fsectl verify` and the doctor, quick and thorough, on the second run.
+fn fsectl_names_the_damage(d: &Path, first: &FirstRun) {
+    let (loose, lot_id) = (first.loose, &first.lot_id);
     // fsectl verify: 3 sheets in the lot + 1 loose = 4 sheets, 1 lot checked; the two
     // damaged named; exit 7.
     let (code, report) = fsectl_json(d, &["verify"]);
@@ -284,5 +293,37 @@ fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
             && detail.contains(&format!("lot {lot_id}: checksum mismatch")),
         "{detail}"
     );
+}
+
+#[test]
+fn damaged_rows_are_reported_by_id_and_never_served_or_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let outbox = d.join("spool/outbox");
+    let first = first_run(d, &outbox);
+    damage_the_file(d, first.loose, &first.signature);
+    std::fs::remove_file(&outbox).unwrap();
+    check_config_leaves_the_file_alone(d);
+
+    // Second run: the damage is named, never served, never sent. The transport's first turn
+    // meets the damaged lot and says so in the log.
+    let log = d.join("second-run.log");
+    let mut fsed = Fsed::start(d, &log);
+    let mut rpc = common::Rpc::connect(&d.join("fsed.sock"), Duration::from_secs(30));
+    common::wait_for("the damaged lot's alarm", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("a stored row is damaged"))
+            .map(str::to_string)
+    });
+    let lot_file = outbox.join(format!("{}.lot", first.lot_id));
+    let sent: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(sent.is_empty(), "{lot_file:?}: the outbox holds {sent:?}");
+
+    the_api_names_the_damage(&mut rpc, &first);
+    fsectl_names_the_damage(d, &first);
     assert!(fsed.stop().success());
 }
