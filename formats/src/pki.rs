@@ -5,9 +5,44 @@
 //!
 //! Pure functions of (certificates, CRLs, time): the daemon reads the files,
 //! the simulator issues them (`fse-sim pki`). Only Ed25519 is accepted.
+//!
+//! Path building and checking is rustls-webpki's (lib `webpki`): signatures, validity dates,
+//! basicConstraints and their path lengths, critical extensions, extended key usage, and the
+//! CRLs of every CA in the path (a CA without a CRL here is not checked; a CRL's `nextUpdate` is
+//! not enforced). x509-parser only reads what webpki does not expose: the subject, serial and
+//! dates shown to users, the subject `serialNumber` of an insurer, keyUsage, and the certificate
+//! a refusal names. Two checks webpki leaves to its caller are made on each path it proposes:
+//! every CA in it, root included, must be a CA that may sign certificates (basicConstraints
+//! `cA`, and keyUsage `keyCertSign` when it has a keyUsage), and the root must be within its
+//! dates (webpki does not look at a trust anchor's).
+//!
+//! How webpki's refusals map onto [`CertStatus`] (the reason names the certificate concerned):
+//!
+//! | webpki `Error` | status |
+//! |---|---|
+//! | `CertExpired` | `expired` |
+//! | `CertNotValidYet` | `not_yet_valid` |
+//! | `CertRevoked` | `revoked` |
+//! | `UnknownIssuer`, `InvalidSignatureForPublicKey`, an unsupported signature algorithm, `EndEntityUsedAsCa` (a CA that may not sign certificates) | `untrusted` ("no trusted CA … signed …") |
+//! | `MaximumPathDepthExceeded` | `untrusted` ("certificate chain too long") |
+//! | `PathLenConstraintViolated`, `UnsupportedCriticalExtension`, `CaUsedAsEndEntity`, a CRL with a wrong signature, malformed DER, anything else | `untrusted` |
+//!
+//! `key_mismatch` is decided before webpki runs (the certificate's key against the card's).
+//! [`TrustStore::check_insurer`] asks webpki for the extended key usage [`OID_INSURER_RETURNS`]
+//! on the certificate and on every intermediate CA above it (`RequiredEkuNotFoundContext`: "not
+//! an insurer's" when the certificate lacks it, "may not certify insurers" when a CA does); when
+//! a root issued the certificate itself, the root must carry it too.
+
+use std::time::Duration;
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
+use webpki::{
+    BorrowedCertRevocationList, CertRevocationList, EndEntityCert, ExpirationPolicy,
+    ExtendedKeyUsageValidator, KeyPurposeIdIter, KeyUsage, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy, VerifiedPath,
+};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
@@ -33,8 +68,12 @@ pub const OID_INSURER_RETURNS_DER: [u8; 20] = [
 /// insurer's code (AMO organism code or AMC number); in a card's, the holder's identifier.
 pub const OID_SERIAL_NUMBER_ATTRIBUTE: &str = "2.5.4.5";
 
-/// Longest chain followed from a card certificate to a root.
+/// Longest chain followed from a card certificate to a root when naming the link a refusal is
+/// about (webpki's own limit bounds the path it builds).
 const MAX_DEPTH: usize = 4;
+
+/// Signature algorithms webpki accepts in a chain and on a CRL: Ed25519 alone.
+static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[webpki::ring::ED25519];
 
 /// A trust-store file that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,8 +165,13 @@ impl CertCheck {
 /// Trusted roots, intermediate CAs and revocation lists, as DER.
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
-    roots: Vec<Vec<u8>>,
-    intermediates: Vec<Vec<u8>>,
+    /// Self-signed CA certificates.
+    roots: Vec<CertificateDer<'static>>,
+    /// `roots` as webpki's trust anchors, in the same order.
+    anchors: Vec<TrustAnchor<'static>>,
+    /// The other CA certificates.
+    intermediates: Vec<CertificateDer<'static>>,
+    /// Revocation lists (each parses with x509-parser and with webpki).
     crls: Vec<Vec<u8>>,
 }
 
@@ -218,6 +262,32 @@ fn subject_serial_number(cert: &X509Certificate<'_>) -> Option<String> {
     found.next().is_none().then_some(first)
 }
 
+/// The time webpki checks dates at: `now` (Unix seconds), or the epoch for an earlier one.
+fn unix_time(now: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)))
+}
+
+/// Unix seconds of a webpki time (saturating: no certificate date reaches `i64::MAX`).
+fn unix_seconds(t: UnixTime) -> i64 {
+    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The chain's webpki check of a card certificate: any extended key usage (or none) is
+/// accepted, as long as the extension is well-formed: a card's use is not told by its EKU.
+struct AnyUsage;
+
+impl ExtendedKeyUsageValidator for AnyUsage {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        for purpose in iter {
+            purpose?;
+        }
+        Ok(())
+    }
+}
+
+/// The extended key usage an insurer's certificate and every intermediate CA above it carry.
+const INSURER_USAGE: KeyUsage = KeyUsage::required(&OID_INSURER_RETURNS_DER);
+
 impl TrustStore {
     /// Checks the certificate (DER) of an insurer signing a return, at `now` (Unix seconds), and
     /// gives the insurer's code it names (its subject's `serialNumber`) and its Ed25519 key.
@@ -233,34 +303,31 @@ impl TrustStore {
             .ok()
             .filter(|_| leaf.public_key().algorithm.algorithm.to_id_string() == OID_ED25519)
             .ok_or_else(|| "insurer certificate: not an Ed25519 key".to_string())?;
-        let check = self.check(cert_der, &key, now);
-        if check.status != CertStatus::Valid {
-            return Err(check
-                .reason
-                .unwrap_or_else(|| format!("certificate {:?}", check.status)));
-        }
-        if !may_sign_returns(&leaf) {
-            return Err(format!(
-                "certificate {} is not an insurer's (no insurer-returns key usage)",
-                leaf.subject()
-            ));
-        }
-        let issuer_may = self
-            .roots
-            .iter()
-            .chain(&self.intermediates)
-            .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
-            .any(|c| {
-                c.subject().as_raw() == leaf.issuer().as_raw()
-                    && is_ca(&c)
-                    && cert_verifies(&leaf, &c)
-                    && may_sign_returns(&c)
-            });
-        if !issuer_may {
-            return Err(format!(
-                "CA {} may not certify insurers (no insurer-returns key usage)",
-                leaf.issuer()
-            ));
+        let intermediates = match self.verify_chain(cert_der, now, INSURER_USAGE) {
+            Ok(n) => n,
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) if !may_sign_returns(&leaf) => {
+                return Err(format!(
+                    "certificate {} is not an insurer's (no insurer-returns key usage)",
+                    leaf.subject()
+                ))
+            }
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => return Err(issuer_may_not(&leaf)),
+            Err(e) => return Err(self.refusal(&e, &leaf).1),
+        };
+        // webpki does not look at a trust anchor's extensions: a root that issued the
+        // certificate itself must carry the usage too.
+        let root_may = || {
+            self.roots
+                .iter()
+                .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+                .any(|c| {
+                    c.subject().as_raw() == leaf.issuer().as_raw()
+                        && cert_verifies(&leaf, &c)
+                        && may_sign_returns(&c)
+                })
+        };
+        if intermediates == 0 && !root_may() {
+            return Err(issuer_may_not(&leaf));
         }
         let code = subject_serial_number(&leaf)
             .filter(|c| !c.is_empty())
@@ -290,7 +357,15 @@ impl TrustStore {
             })?;
             let self_signed =
                 cert.subject().as_raw() == cert.issuer().as_raw() && cert_verifies(&cert, &cert);
+            let der = CertificateDer::from(der);
             if self_signed {
+                let anchor = webpki::anchor_from_trusted_cert(&der)
+                    .map_err(|e| PkiError::Malformed {
+                        what: "certificate",
+                        reason: format!("not usable as a trusted root: {e:?}"),
+                    })?
+                    .to_owned();
+                self.anchors.push(anchor);
                 self.roots.push(der);
             } else {
                 self.intermediates.push(der);
@@ -309,6 +384,11 @@ impl TrustStore {
                 what: "CRL",
                 reason: e.to_string(),
             })?;
+            // Refused here rather than left out of every check unseen.
+            BorrowedCertRevocationList::from_der(&der).map_err(|e| PkiError::Malformed {
+                what: "CRL",
+                reason: format!("not usable: {e:?}"),
+            })?;
             self.crls.push(der);
         }
         Ok(n)
@@ -319,33 +399,216 @@ impl TrustStore {
         (self.roots.len(), self.intermediates.len(), self.crls.len())
     }
 
-    /// Whether `serial` of a certificate issued by `issuer` is on a CRL signed by that issuer.
-    /// `None` when no CRL of that issuer is held.
-    fn revoked(&self, issuer: &X509Certificate<'_>, serial: &[u8]) -> Option<bool> {
-        let mut seen = false;
-        for der in &self.crls {
-            let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
-                continue;
-            };
-            if crl.issuer().as_raw() != issuer.subject().as_raw()
-                || !ed25519_verifies(
-                    issuer.public_key(),
-                    &crl.signature_algorithm,
-                    crl.tbs_cert_list.as_ref(),
-                    &crl.signature_value.data,
-                )
-            {
-                continue;
+    /// Has webpki build and check the path of `cert_der` up to a root at `now`, the CRLs of every
+    /// CA in it included, with the extended key usage `usage`. Gives the number of intermediate
+    /// CAs in the path found.
+    fn verify_chain(
+        &self,
+        cert_der: &[u8],
+        now: i64,
+        usage: impl ExtendedKeyUsageValidator,
+    ) -> Result<usize, webpki::Error> {
+        let der = CertificateDer::from(cert_der);
+        let ee = EndEntityCert::try_from(&der)?;
+        // Every CRL parsed when added (`add_crls`), so none is left out here.
+        let crls: Vec<CertRevocationList<'_>> = self
+            .crls
+            .iter()
+            .filter_map(|der| BorrowedCertRevocationList::from_der(der).ok())
+            .map(CertRevocationList::from)
+            .collect();
+        let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
+        // `Err` only when there is no CRL at all: then nothing is checked for revocation.
+        let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(UnknownStatusPolicy::Allow)
+                .with_expiration_policy(ExpirationPolicy::Ignore)
+                .build()
+        });
+        let issuers_fit = |path: &VerifiedPath<'_>| self.issuers_fit(path, cert_der, now);
+        let path = ee.verify_for_usage(
+            SIGNATURE_ALGORITHMS,
+            &self.anchors,
+            &self.intermediates,
+            unix_time(now),
+            usage,
+            revocation,
+            Some(&issuers_fit),
+        )?;
+        Ok(path.intermediate_certificates().count())
+    }
+
+    /// What webpki leaves to its caller on a path it proposes: every intermediate CA may sign
+    /// certificates (keyUsage `keyCertSign` when present), and the root is within its dates and
+    /// is a CA that may sign certificates (unless it is the certificate checked itself).
+    fn issuers_fit(
+        &self,
+        path: &VerifiedPath<'_>,
+        leaf_der: &[u8],
+        now: i64,
+    ) -> Result<(), webpki::Error> {
+        let may_sign = |der: &[u8]| X509Certificate::from_der(der).is_ok_and(|(_, c)| is_ca(&c));
+        if !path
+            .intermediate_certificates()
+            .all(|c| may_sign(c.der().as_ref()))
+        {
+            return Err(webpki::Error::EndEntityUsedAsCa);
+        }
+        let root = self
+            .anchors
+            .iter()
+            .position(|a| std::ptr::eq(a, path.anchor()))
+            .and_then(|i| self.roots.get(i))
+            .ok_or(webpki::Error::UnknownIssuer)?;
+        let (_, cert) = X509Certificate::from_der(root).map_err(|_| webpki::Error::BadDer)?;
+        let validity = cert.validity();
+        if validity.not_before.timestamp() > now {
+            return Err(webpki::Error::CertNotValidYet {
+                time: unix_time(now),
+                not_before: unix_time(validity.not_before.timestamp()),
+            });
+        }
+        if validity.not_after.timestamp() < now {
+            return Err(webpki::Error::CertExpired {
+                time: unix_time(now),
+                not_after: unix_time(validity.not_after.timestamp()),
+            });
+        }
+        if root.as_ref() != leaf_der && !is_ca(&cert) {
+            return Err(webpki::Error::EndEntityUsedAsCa);
+        }
+        Ok(())
+    }
+
+    /// The roots and intermediates held, parsed for their names.
+    fn known(&self) -> Vec<X509Certificate<'_>> {
+        self.roots
+            .iter()
+            .chain(&self.intermediates)
+            .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+            .collect()
+    }
+
+    /// The status and the reason in words of webpki's refusal `err` of the chain of `leaf`.
+    fn refusal(&self, err: &webpki::Error, leaf: &X509Certificate<'_>) -> (CertStatus, String) {
+        let subject = leaf.subject();
+        match err {
+            webpki::Error::CertExpired { not_after, .. } => {
+                let t = unix_seconds(*not_after);
+                let known = self.known();
+                let c = dated(leaf, &known, |c| c.validity().not_after.timestamp() == t);
+                let reason = format!("certificate {} expired on {}", c.subject(), rfc3339(t));
+                (CertStatus::Expired, reason)
             }
-            seen = true;
-            if crl
-                .iter_revoked_certificates()
-                .any(|r| r.raw_serial() == serial)
-            {
-                return Some(true);
+            webpki::Error::CertNotValidYet { not_before, .. } => {
+                let t = unix_seconds(*not_before);
+                let known = self.known();
+                let c = dated(leaf, &known, |c| c.validity().not_before.timestamp() == t);
+                let reason = format!(
+                    "certificate {} not valid before {}",
+                    c.subject(),
+                    rfc3339(t)
+                );
+                (CertStatus::NotYetValid, reason)
+            }
+            webpki::Error::CertRevoked => (CertStatus::Revoked, self.revoked_one(leaf)),
+            webpki::Error::UnknownIssuer
+            | webpki::Error::InvalidSignatureForPublicKey
+            | webpki::Error::UnsupportedSignatureAlgorithmContext(_)
+            | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | webpki::Error::SignatureAlgorithmMismatch
+            | webpki::Error::EndEntityUsedAsCa => (CertStatus::Untrusted, self.broken_link(leaf)),
+            webpki::Error::MaximumPathDepthExceeded => (
+                CertStatus::Untrusted,
+                "certificate chain too long".to_string(),
+            ),
+            webpki::Error::PathLenConstraintViolated => (
+                CertStatus::Untrusted,
+                format!("the chain of certificate {subject} exceeds a CA's path length constraint"),
+            ),
+            webpki::Error::UnsupportedCriticalExtension => (
+                CertStatus::Untrusted,
+                format!("the chain of certificate {subject} has an unknown critical extension"),
+            ),
+            webpki::Error::CaUsedAsEndEntity => (
+                CertStatus::Untrusted,
+                format!("certificate {subject} is a CA's, not an end entity's"),
+            ),
+            webpki::Error::InvalidCrlSignatureForPublicKey => (
+                CertStatus::Untrusted,
+                format!(
+                    "a revocation list on the chain of certificate {subject} has a wrong signature"
+                ),
+            ),
+            other => (
+                CertStatus::Untrusted,
+                format!("certificate {subject} refused: {other:?}"),
+            ),
+        }
+    }
+
+    /// Names the certificate of the chain of `leaf` (it or a CA above it) that a CRL of its issuer
+    /// lists, for the reason of a `revoked` verdict.
+    fn revoked_one(&self, leaf: &X509Certificate<'_>) -> String {
+        let crls: Vec<CertificateRevocationList<'_>> = self
+            .crls
+            .iter()
+            .filter_map(|der| {
+                CertificateRevocationList::from_der(der)
+                    .ok()
+                    .map(|(_, c)| c)
+            })
+            .collect();
+        let listed = |c: &X509Certificate<'_>| {
+            crls.iter().any(|crl| {
+                crl.issuer().as_raw() == c.issuer().as_raw()
+                    && crl
+                        .iter_revoked_certificates()
+                        .any(|r| r.raw_serial() == c.raw_serial())
+            })
+        };
+        let known = self.known();
+        let c = if listed(leaf) {
+            leaf
+        } else {
+            known.iter().find(|c| listed(c)).unwrap_or(leaf)
+        };
+        format!(
+            "certificate {} (serial {}) is on the revocation list of {}",
+            c.subject(),
+            hex::encode_upper(c.raw_serial()),
+            c.issuer()
+        )
+    }
+
+    /// Names the link of the chain of `leaf` no trusted CA signed, for the reason of an
+    /// `untrusted` verdict: the chain is followed up by names and signatures (at most
+    /// [`MAX_DEPTH`] CAs) to the first certificate whose issuer is not held; `leaf` when it
+    /// reaches a root (the path failed on something else).
+    fn broken_link(&self, leaf: &X509Certificate<'_>) -> String {
+        let known = self.known();
+        let is_root = |c: &X509Certificate<'_>| self.roots.iter().any(|r| r.as_ref() == c.as_raw());
+        let mut current = leaf;
+        for _ in 0..=MAX_DEPTH {
+            if is_root(current) {
+                current = leaf;
+                break;
+            }
+            let issuer = known.iter().find(|c| {
+                c.subject().as_raw() == current.issuer().as_raw()
+                    && is_ca(c)
+                    && cert_verifies(current, c)
+            });
+            match issuer {
+                Some(next) => current = next,
+                None => break,
             }
         }
-        seen.then_some(false)
+        format!(
+            "no trusted CA {} signed {}",
+            current.issuer(),
+            current.subject()
+        )
     }
 
     /// Checks a card certificate (DER) against this store at `now` (Unix seconds): its key must be
@@ -369,99 +632,52 @@ impl TrustStore {
             revocation_checked: false,
             reason: None,
         };
-        let verdict = |mut out: CertCheck, status, reason: String| {
-            out.status = status;
-            out.reason = Some(reason);
-            out
-        };
         if leaf.public_key().algorithm.algorithm.to_id_string() != OID_ED25519
             || leaf.public_key().subject_public_key.data.as_ref() != card_key
         {
-            return verdict(
-                out,
-                CertStatus::KeyMismatch,
-                "the certificate's key is not the card's key".into(),
-            );
+            out.status = CertStatus::KeyMismatch;
+            out.reason = Some("the certificate's key is not the card's key".into());
+            return out;
         }
-        let mut chain = vec![leaf];
-        while let Some(current) = chain.last() {
-            let depth = chain.len();
-            let v = current.validity();
-            if v.not_before.timestamp() > now {
-                return verdict(
-                    out,
-                    CertStatus::NotYetValid,
-                    format!(
-                        "certificate {} not valid before {}",
-                        current.subject(),
-                        rfc3339(v.not_before.timestamp())
-                    ),
-                );
-            }
-            if v.not_after.timestamp() < now {
-                return verdict(
-                    out,
-                    CertStatus::Expired,
-                    format!(
-                        "certificate {} expired on {}",
-                        current.subject(),
-                        rfc3339(v.not_after.timestamp())
-                    ),
-                );
-            }
-            let is_root = self.roots.iter().any(|r| r.as_slice() == current.as_raw());
-            if is_root {
-                return out;
-            }
-            if depth > MAX_DEPTH {
-                return verdict(
-                    out,
-                    CertStatus::Untrusted,
-                    "certificate chain too long".into(),
-                );
-            }
-            let issuer = self
-                .roots
-                .iter()
-                .chain(&self.intermediates)
-                .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
-                .find(|c| {
-                    c.subject().as_raw() == current.issuer().as_raw()
-                        && is_ca(c)
-                        && cert_verifies(current, c)
+        match self.verify_chain(cert_der, now, AnyUsage) {
+            Ok(_) => {
+                // webpki checked the CRL of the card's issuer if one is held (its signature too:
+                // a wrong one is a refusal).
+                out.revocation_checked = self.crls.iter().any(|der| {
+                    CertificateRevocationList::from_der(der)
+                        .is_ok_and(|(_, crl)| crl.issuer().as_raw() == leaf.issuer().as_raw())
                 });
-            let Some(issuer) = issuer else {
-                return verdict(
-                    out,
-                    CertStatus::Untrusted,
-                    format!(
-                        "no trusted CA {} signed {}",
-                        current.issuer(),
-                        current.subject()
-                    ),
-                );
-            };
-            match self.revoked(&issuer, current.raw_serial()) {
-                Some(true) => {
-                    out.revocation_checked = true;
-                    return verdict(
-                        out,
-                        CertStatus::Revoked,
-                        format!(
-                            "certificate {} (serial {}) is on the revocation list of {}",
-                            current.subject(),
-                            hex::encode_upper(current.raw_serial()),
-                            issuer.subject()
-                        ),
-                    );
-                }
-                Some(false) if depth == 1 => out.revocation_checked = true,
-                _ => {}
             }
-            chain.push(issuer);
+            Err(e) => {
+                let (status, reason) = self.refusal(&e, &leaf);
+                out.revocation_checked = status == CertStatus::Revoked;
+                out.status = status;
+                out.reason = Some(reason);
+            }
         }
         out
     }
+}
+
+/// `leaf` if `dated` holds of it, else the first of `known` it holds of, else `leaf`: the
+/// certificate a date refusal is about.
+fn dated<'a>(
+    leaf: &'a X509Certificate<'a>,
+    known: &'a [X509Certificate<'a>],
+    dated: impl Fn(&X509Certificate<'_>) -> bool,
+) -> &'a X509Certificate<'a> {
+    if dated(leaf) {
+        return leaf;
+    }
+    known.iter().find(|c| dated(c)).unwrap_or(leaf)
+}
+
+/// Why the issuer of `leaf` may not certify insurers.
+fn issuer_may_not(leaf: &X509Certificate<'_>) -> String {
+    format!(
+        "CA {} may not certify insurers (no insurer-returns key usage)",
+        leaf.issuer()
+    )
 }
 
 #[cfg(test)]
