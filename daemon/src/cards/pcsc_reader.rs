@@ -28,6 +28,11 @@ fn map_error(e: pcsc::Error) -> ChannelError {
         pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::NoSmartcard => {
             ChannelError::CardRemoved
         }
+        // The card in the reader no longer speaks the protocol this handle connected with: it
+        // was pulled out and another power-up (or card) came before pcsclite told this handle
+        // (seen with vpcd when a card is pulled mid-command on a busy machine). The session,
+        // and its PIN state, went with the card.
+        pcsc::Error::ProtoMismatch => ChannelError::CardRemoved,
         // pcscd stopped or restarted under the card: the card session (and its PIN state) is
         // gone as surely as if the card had been pulled out.
         // The next SCardGetStatusChange finds the context dead and the thread starts again.
@@ -409,4 +414,29 @@ fn refresh_readers(
             .collect(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_gone_under_its_handle_is_a_removal_never_a_reader_fault() {
+        for e in [
+            pcsc::Error::RemovedCard,
+            pcsc::Error::ResetCard,
+            pcsc::Error::NoSmartcard,
+            pcsc::Error::ProtoMismatch,
+            pcsc::Error::NoService,
+            pcsc::Error::ReaderUnavailable,
+        ] {
+            assert!(matches!(map_error(e), ChannelError::CardRemoved), "{e:?}");
+        }
+        assert!(matches!(
+            map_error(pcsc::Error::InsufficientBuffer),
+            ChannelError::Reader(_)
+        ));
+        assert!(matches!(answered(&[0x90]), Err(ChannelError::CardRemoved)));
+        assert_eq!(answered(&[0x90, 0x00]).unwrap(), vec![0x90, 0x00]);
+    }
 }
