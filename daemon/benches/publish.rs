@@ -16,7 +16,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 
 const URL: &str = "amqp://127.0.0.1:5672/%2f";
 const LOT_SHEETS: u64 = 100;
@@ -30,13 +30,52 @@ fn rate(label: &str, n: u64, d: Duration, extra: &str) -> f64 {
     r
 }
 
+/// How many lots each measure publishes.
+const N: u64 = 2000;
+
+/// A window of lots in flight: all published, then their confirms awaited.
+const WINDOW: usize = fsed::transport::DEFAULT_WINDOW;
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        // A 100-sheet signed lot, as fsed makes them.
+        let bench = Bench::setup().await;
+        bench.warm_up().await;
+        let raw = bench.raw_one_in_flight().await;
+        let ours = bench.ours_one_in_flight().await;
+        println!("{:<62} {:>9.0} %", "  of the raw rate", ours / raw * 100.0);
+        let raw_w = bench.raw_window().await;
+        let ours_w = bench.ours_window().await;
+        println!(
+            "{:<62} {:>9.0} %",
+            "  of the raw rate",
+            ours_w / raw_w * 100.0
+        );
+        bench.tear_down().await;
+    });
+}
+
+/// The broker's link, the transport under measure and the lot they publish.
+struct Bench {
+    /// Lapin's connection, held for the run like the channel on it.
+    _conn: Connection,
+    /// A confirming channel of lapin's own: the raw limit.
+    ch: Channel,
+    transport: AmqpTransport,
+    /// The routing key (and name stem) of this run.
+    key: String,
+    /// The durable queue bound to `key`.
+    queue: String,
+    /// A 100-sheet signed lot, as fsed makes them.
+    der: Vec<u8>,
+}
+
+impl Bench {
+    /// Connects lapin and the transport, declares and binds a durable queue for this run's key.
+    async fn setup() -> Bench {
         let der = fse_simulator::insurer::sample_lot("bench-lot", LOT_SHEETS)
             .to_der()
             .unwrap();
@@ -78,71 +117,92 @@ fn main() {
             .await
             .unwrap();
         println!("lot: {LOT_SHEETS} sheets, {} bytes", der.len());
+        Bench {
+            _conn: conn,
+            ch,
+            transport,
+            key,
+            queue,
+            der,
+        }
+    }
 
-        let n = 2000;
+    /// A hundred lots through the transport before any measure.
+    async fn warm_up(&self) {
         for i in 0..100 {
-            transport
-                .publish_lot(&format!("warm-{i}"), &key, &der)
+            self.transport
+                .publish_lot(&format!("warm-{i}"), &self.key, &self.der)
                 .await
                 .unwrap();
         }
-        // The raw publish both limits are measured with: persistent, mandatory, a message id.
-        let raw_publish = |id: String| {
-            ch.basic_publish(
+    }
+
+    /// The raw publish both limits are measured with: persistent, mandatory, a message id.
+    async fn raw_publish(&self, id: String) -> lapin::Result<PublisherConfirm> {
+        self.ch
+            .basic_publish(
                 wire::EXCHANGE_AMO.into(),
-                key.as_str().into(),
+                self.key.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
-                &der,
+                &self.der,
                 BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(id.into()),
             )
-        };
+            .await
+    }
+
+    /// The raw rate, one lot in flight.
+    async fn raw_one_in_flight(&self) -> f64 {
         let t = Instant::now();
-        for i in 0..n {
-            let confirm = raw_publish(format!("raw-{i}"))
+        for i in 0..N {
+            let confirm = self
+                .raw_publish(format!("raw-{i}"))
                 .await
                 .unwrap()
                 .await
                 .unwrap();
             assert!(confirm.is_ack());
         }
-        let raw = rate(
+        rate(
             "limit: raw publish + confirm, one in flight (lapin)",
-            n,
+            N,
             t.elapsed(),
             "",
-        );
+        )
+    }
 
+    /// The transport's rate, one lot in flight.
+    async fn ours_one_in_flight(&self) -> f64 {
         let t = Instant::now();
-        for i in 0..n {
-            transport
-                .publish_lot(&format!("lot-{i}"), &key, &der)
+        for i in 0..N {
+            self.transport
+                .publish_lot(&format!("lot-{i}"), &self.key, &self.der)
                 .await
                 .unwrap();
         }
         let d = t.elapsed();
-        let ours = rate(
+        rate(
             "AmqpTransport::publish_lot (checked confirm, mandatory)",
-            n,
+            N,
             d,
             &format!(
                 "= {:.0} sheets/s",
-                n as f64 * LOT_SHEETS as f64 / d.as_secs_f64()
+                N as f64 * LOT_SHEETS as f64 / d.as_secs_f64()
             ),
-        );
-        println!("{:<62} {:>9.0} %", "  of the raw rate", ours / raw * 100.0);
+        )
+    }
 
-        // A window of lots in flight: all published, then their confirms awaited.
-        const WINDOW: usize = fsed::transport::DEFAULT_WINDOW;
-        let windows = n / WINDOW as u64;
+    /// The raw rate, a window of lots in flight.
+    async fn raw_window(&self) -> f64 {
+        let windows = N / WINDOW as u64;
         let t = Instant::now();
         for i in 0..windows {
             let confirms =
-                Vec::from_iter((0..WINDOW).map(|j| raw_publish(format!("raww-{i}-{j}"))));
+                Vec::from_iter((0..WINDOW).map(|j| self.raw_publish(format!("raww-{i}-{j}"))));
             let mut pending = Vec::with_capacity(WINDOW);
             for c in confirms {
                 pending.push(c.await.unwrap());
@@ -151,12 +211,17 @@ fn main() {
                 assert!(p.await.unwrap().is_ack());
             }
         }
-        let raw_w = rate(
+        rate(
             &format!("limit: raw publish + confirm, {WINDOW} in flight (lapin)"),
             windows * WINDOW as u64,
             t.elapsed(),
             "",
-        );
+        )
+    }
+
+    /// The transport's rate, a window of lots in flight.
+    async fn ours_window(&self) -> f64 {
+        let windows = N / WINDOW as u64;
         let ids: Vec<String> = (0..windows * WINDOW as u64)
             .map(|i| format!("win-{i}"))
             .collect();
@@ -164,14 +229,14 @@ fn main() {
         for chunk in ids.chunks(WINDOW) {
             let lots: Vec<(&str, &str, &[u8])> = chunk
                 .iter()
-                .map(|id| (id.as_str(), key.as_str(), der.as_slice()))
+                .map(|id| (id.as_str(), self.key.as_str(), self.der.as_slice()))
                 .collect();
-            for r in transport.publish_lots(&lots).await {
+            for r in self.transport.publish_lots(&lots).await {
                 r.unwrap();
             }
         }
         let d = t.elapsed();
-        let ours_w = rate(
+        rate(
             &format!("AmqpTransport::publish_lots, window {WINDOW}"),
             windows * WINDOW as u64,
             d,
@@ -179,21 +244,21 @@ fn main() {
                 "= {:.0} sheets/s",
                 (windows * WINDOW as u64) as f64 * LOT_SHEETS as f64 / d.as_secs_f64()
             ),
-        );
-        println!(
-            "{:<62} {:>9.0} %",
-            "  of the raw rate",
-            ours_w / raw_w * 100.0
-        );
+        )
+    }
 
-        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+    /// The bench's queue and the transport's return queue deleted.
+    async fn tear_down(&self) {
+        self.ch
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
             .await
             .unwrap();
-        ch.queue_delete(
-            format!("fsed.returns.{key}").as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .ok();
-    });
+        self.ch
+            .queue_delete(
+                format!("fsed.returns.{}", self.key).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .ok();
+    }
 }

@@ -94,6 +94,97 @@ enum SignError {
     Other(String),
 }
 
+/// A lot's entries (each sheet with its salt) and the DRE made with each sheet, in the same
+/// order.
+type LotEntries = (Vec<LotEntry>, Vec<Option<Vec<u8>>>);
+
+/// A lot signed by a CPS: the signed lot, the DER of its header (what was signed) and the
+/// card's certificate, when it holds one.
+type CpsSigned = (SignedLot, Vec<u8>, Option<Vec<u8>>);
+
+/// A signed lot's DRE lots: for each AMC paid directly, its id, the DRE lot's DER and how many
+/// DREs it holds.
+type DreLots = Vec<(String, Vec<u8>, u64)>;
+
+/// The lot's header signed by its practitioner's CPS, when present, its PIN verified and allowed
+/// to sign lots on `today`: the signed lot, the DER of its header and the card's certificate
+/// (when it holds one).
+fn sign_with_cps(
+    reg: &mut crate::cards::Registry,
+    practitioner: &str,
+    mut header: LotHeader,
+    entries: Vec<LotEntry>,
+    today: chrono::NaiveDate,
+) -> Result<CpsSigned, SignError> {
+    let slot = reg.cps_of(practitioner).ok_or(SignError::Waiting(
+        "the practitioner's CPS is not present".into(),
+    ))?;
+    if !slot.pin_verified {
+        return Err(SignError::Waiting(
+            "the practitioner's CPS PIN is not verified".into(),
+        ));
+    }
+    let cps = slot
+        .cps
+        .as_ref()
+        .ok_or(SignError::Waiting("not a CPS".into()))?;
+    if let Some(why) = crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today) {
+        return Err(SignError::Waiting(why));
+    }
+    if !cps.situations.iter().any(|s| s.may_sign_lot) {
+        return Err(SignError::Waiting(
+            "no situation of this CPS may sign lots".into(),
+        ));
+    }
+    header.cps_serial = cps.holder.serial.clone();
+    header.signer_key = cps.public_key;
+    let der = header
+        .to_der()
+        .map_err(|e| SignError::Other(format!("lot header encoding: {e}")))?;
+    let certificate = cps.certificate.clone();
+    let signature = slot
+        .sign(&der)
+        .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
+    Ok((
+        SignedLot {
+            header,
+            signature,
+            entries,
+            signer_certificate: certificate.clone(),
+        },
+        der,
+        certificate,
+    ))
+}
+
+/// The DRE lots of a signed lot (one per AMC paid directly: AMC, DER, DRE count) and, when the
+/// card holds its certificate, the same signature as CMS SignedData over `header_der`.
+fn encode_dres_and_cms(
+    signed: &SignedLot,
+    dres: &[Option<Vec<u8>>],
+    header_der: &[u8],
+    certificate: Option<&[u8]>,
+) -> Result<(DreLots, Option<Vec<u8>>), SignError> {
+    // The DREs of this lot (made with their sheets), one DRE lot per AMC paid directly,
+    // under the same signature.
+    let dre_lots = fse_formats::dre_lot::DreLot::from_signed_with_dres(signed, dres)
+        .and_then(|lots| {
+            lots.into_iter()
+                .map(|d| Ok((d.amc.clone(), d.to_der()?, d.entries.len() as u64)))
+                .collect::<Result<Vec<_>, fse_formats::lot::LotError>>()
+        })
+        .map_err(|e| SignError::Other(format!("DRE lots: {e}")))?;
+    // The same signature as CMS SignedData, when the card holds its certificate.
+    let cms = match certificate {
+        Some(cert) => Some(
+            fse_formats::cms::signed_data(header_der, &signed.signature, cert, &[])
+                .map_err(|e| SignError::Other(format!("CMS: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((dre_lots, cms))
+}
+
 /// The shortest wait for the next resend (a lot due now and not sent is looked at again after it,
 /// not at once).
 const RESEND_MIN_GAP: Duration = Duration::from_secs(1);
@@ -384,7 +475,9 @@ impl Batcher {
         Ok(())
     }
 
-    async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
+    /// The lot's sheets, each with a fresh salt, and the DRE made with each (none for a sheet
+    /// without one).
+    async fn salted_entries(&self, lot: &LotRow) -> Result<LotEntries, SignError> {
         let id = lot.id.clone();
         let bodies = match self.store.read(move |q| q.lot_bodies(&id)).await {
             Ok(bodies) => bodies,
@@ -401,7 +494,7 @@ impl Batcher {
         };
         // Salts from the thread's CSPRNG (ChaCha, seeded and reseeded by the OS): as
         // unpredictable as the OS's, without a system call per sheet.
-        let (entries, dres): (Vec<LotEntry>, Vec<Option<Vec<u8>>>) = {
+        Ok({
             let mut rng = rand::thread_rng();
             bodies
                 .into_iter()
@@ -411,10 +504,16 @@ impl Batcher {
                     (LotEntry { salt, sheet: der }, dre)
                 })
                 .unzip()
-        };
+        })
+    }
+
+    /// Signs one closed lot with its practitioner's CPS and stores it signed, with its DRE lots
+    /// and CMS form.
+    async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
+        let (entries, dres) = self.salted_entries(lot).await?;
         let root = merkle::root(&lot::leaves(&entries));
         let practitioner = lot.practitioner_id.clone();
-        let mut header = LotHeader {
+        let header = LotHeader {
             lot_id: lot.id.clone(),
             number: lot.number,
             practitioner_id: lot.practitioner_id.clone(),
@@ -428,72 +527,15 @@ impl Batcher {
         let today = Utc::now().date_naive();
         let signed = self
             .cards
-            .run(move |reg| {
-                let slot = reg.cps_of(&practitioner).ok_or(SignError::Waiting(
-                    "the practitioner's CPS is not present".into(),
-                ))?;
-                if !slot.pin_verified {
-                    return Err(SignError::Waiting(
-                        "the practitioner's CPS PIN is not verified".into(),
-                    ));
-                }
-                let cps = slot
-                    .cps
-                    .as_ref()
-                    .ok_or(SignError::Waiting("not a CPS".into()))?;
-                if let Some(why) =
-                    crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today)
-                {
-                    return Err(SignError::Waiting(why));
-                }
-                if !cps.situations.iter().any(|s| s.may_sign_lot) {
-                    return Err(SignError::Waiting(
-                        "no situation of this CPS may sign lots".into(),
-                    ));
-                }
-                header.cps_serial = cps.holder.serial.clone();
-                header.signer_key = cps.public_key;
-                let der = header
-                    .to_der()
-                    .map_err(|e| SignError::Other(format!("lot header encoding: {e}")))?;
-                let certificate = cps.certificate.clone();
-                let signature = slot
-                    .sign(&der)
-                    .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
-                Ok((
-                    SignedLot {
-                        header,
-                        signature,
-                        entries,
-                        signer_certificate: certificate.clone(),
-                    },
-                    der,
-                    certificate,
-                ))
-            })
+            .run(move |reg| sign_with_cps(reg, &practitioner, header, entries, today))
             .await
             .map_err(|e| SignError::Other(e.to_string()))??;
         let (signed, header_der, certificate) = signed;
         let der = signed
             .to_der()
             .map_err(|e| SignError::Other(e.to_string()))?;
-        // The DREs of this lot (made with their sheets), one DRE lot per AMC paid directly,
-        // under the same signature.
-        let dre_lots = fse_formats::dre_lot::DreLot::from_signed_with_dres(&signed, &dres)
-            .and_then(|lots| {
-                lots.into_iter()
-                    .map(|d| Ok((d.amc.clone(), d.to_der()?, d.entries.len() as u64)))
-                    .collect::<Result<Vec<_>, fse_formats::lot::LotError>>()
-            })
-            .map_err(|e| SignError::Other(format!("DRE lots: {e}")))?;
-        // The same signature as CMS SignedData, when the card holds its certificate.
-        let cms = match &certificate {
-            Some(cert) => Some(
-                fse_formats::cms::signed_data(&header_der, &signed.signature, cert, &[])
-                    .map_err(|e| SignError::Other(format!("CMS: {e}")))?,
-            ),
-            None => None,
-        };
+        let (dre_lots, cms) =
+            encode_dres_and_cms(&signed, &dres, &header_der, certificate.as_deref())?;
         self.store
             .write(GroupWrite::LotSigned {
                 lot_id: lot.id.clone(),

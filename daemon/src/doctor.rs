@@ -9,10 +9,10 @@
 
 use chrono::{NaiveDate, Utc};
 use fse_formats::cards::CardKind;
-use fse_formats::pki::CertStatus;
+use fse_formats::pki::{CertCheck, CertStatus};
 use serde::Serialize;
 
-use crate::cards::{ServiceState, ServiceStatus};
+use crate::cards::{CardInfo, ServiceState, ServiceStatus};
 use crate::config::CardBackend;
 use crate::context::Context;
 pub use crate::context::DoctorSetup as Setup;
@@ -203,7 +203,20 @@ async fn cards(ctx: &Context, service: &ServiceStatus) -> Vec<Check> {
             )]
         }
     };
-    let mut out = Vec::new();
+    let mut out = vec![cards_held(&listed)];
+    let now = Utc::now();
+    for c in &listed {
+        let Some(cert) = &c.certificate else { continue };
+        out.push(certificate(c, cert, now));
+    }
+    for c in listed.iter().filter(|c| c.kind == CardKind::Cps) {
+        out.push(pin(ctx, c).await);
+    }
+    out
+}
+
+/// What each reader holds, as one check: failed on an unreadable card, warned without a CPS.
+fn cards_held(listed: &[CardInfo]) -> Check {
     let held: Vec<String> = listed
         .iter()
         .map(|c| {
@@ -229,7 +242,7 @@ async fn cards(ctx: &Context, service: &ServiceStatus) -> Vec<Check> {
         .iter()
         .filter_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.reader)))
         .collect();
-    out.push(if !unreadable.is_empty() {
+    if !unreadable.is_empty() {
         check(
             "cards",
             Status::Failure,
@@ -249,97 +262,97 @@ async fn cards(ctx: &Context, service: &ServiceStatus) -> Vec<Check> {
         .fix("insert the practitioner's CPS: sheets need it")
     } else {
         check("cards", Status::Ok, held.join("; "))
-    });
+    }
+}
 
-    let now = Utc::now();
-    for c in &listed {
-        let Some(cert) = &c.certificate else { continue };
-        let name = format!(
-            "{} {}",
-            if c.kind == CardKind::Cps {
-                "CPS"
-            } else {
-                "Vitale card"
-            },
-            c.serial.as_deref().unwrap_or("?")
-        );
-        let until = cert.not_after.clone().unwrap_or_else(|| "?".into());
-        let left = cert
-            .not_after
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| (t.with_timezone(&Utc) - now).num_days());
-        let reason = cert.reason.clone().unwrap_or_default();
-        out.push(match cert.status {
-            CertStatus::Valid => match left {
-                Some(d) if d < CERT_WARNING_DAYS => check(
-                    "certificates",
-                    Status::Warning,
-                    format!("{name}: certificate valid until {until}, {d} day(s) left"),
-                )
-                .fix("order the card's renewal now"),
-                _ => check(
-                    "certificates",
-                    Status::Ok,
-                    format!("{name}: certificate valid until {until}"),
-                ),
-            },
-            CertStatus::Unchecked => check(
+/// The certificate check of a card: valid (and for how long), unchecked, expired, revoked or
+/// refused.
+fn certificate(c: &CardInfo, cert: &CertCheck, now: chrono::DateTime<Utc>) -> Check {
+    let name = format!(
+        "{} {}",
+        if c.kind == CardKind::Cps {
+            "CPS"
+        } else {
+            "Vitale card"
+        },
+        c.serial.as_deref().unwrap_or("?")
+    );
+    let until = cert.not_after.clone().unwrap_or_else(|| "?".into());
+    let left = cert
+        .not_after
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (t.with_timezone(&Utc) - now).num_days());
+    let reason = cert.reason.clone().unwrap_or_default();
+    match cert.status {
+        CertStatus::Valid => match left {
+            Some(d) if d < CERT_WARNING_DAYS => check(
                 "certificates",
                 Status::Warning,
-                format!("{name}: certificate not checked (no trust directory configured)"),
+                format!("{name}: certificate valid until {until}, {d} day(s) left"),
             )
-            .fix("set `trust_dir` in /etc/fsed/fsed.toml to the directory of the CA certificates and revocation lists"),
-            CertStatus::Expired => check("certificates", Status::Failure, format!("{name}: certificate expired ({until})"))
-                .fix("this card can no longer be used: use its renewed card"),
-            CertStatus::Revoked => check("certificates", Status::Failure, format!("{name}: certificate revoked or card in opposition: {reason}"))
-                .fix("this card can no longer be used: a CPS declared lost or stolen is replaced by the issuer; a Vitale card in opposition is refused"),
-            _ => check("certificates", Status::Failure, format!("{name}: certificate refused: {reason}"))
-                .fix("check the trust directory holds the issuing CAs, or use another card"),
-        });
+            .fix("order the card's renewal now"),
+            _ => check(
+                "certificates",
+                Status::Ok,
+                format!("{name}: certificate valid until {until}"),
+            ),
+        },
+        CertStatus::Unchecked => check(
+            "certificates",
+            Status::Warning,
+            format!("{name}: certificate not checked (no trust directory configured)"),
+        )
+        .fix("set `trust_dir` in /etc/fsed/fsed.toml to the directory of the CA certificates and revocation lists"),
+        CertStatus::Expired => check("certificates", Status::Failure, format!("{name}: certificate expired ({until})"))
+            .fix("this card can no longer be used: use its renewed card"),
+        CertStatus::Revoked => check("certificates", Status::Failure, format!("{name}: certificate revoked or card in opposition: {reason}"))
+            .fix("this card can no longer be used: a CPS declared lost or stolen is replaced by the issuer; a Vitale card in opposition is refused"),
+        _ => check("certificates", Status::Failure, format!("{name}: certificate refused: {reason}"))
+            .fix("check the trust directory holds the issuing CAs, or use another card"),
     }
+}
 
-    for c in listed.iter().filter(|c| c.kind == CardKind::Cps) {
-        let serial = c.serial.clone();
-        let name = format!("CPS {}", serial.as_deref().unwrap_or("?"));
-        let tries = ctx
-            .cards
-            .run(move |reg| reg.cps(serial.as_deref())?.pin_tries_left())
-            .await;
-        out.push(match tries {
-            Ok(Ok(None)) => check("pin", Status::Ok, format!("{name}: PIN verified")),
-            Ok(Ok(Some(0))) => check("pin", Status::Failure, format!("{name}: PIN blocked"))
-                .fix("unblock it with the card's PUK: `fsectl cards unblock-pin`"),
-            Ok(Ok(Some(n))) if n < 3 => check(
-                "pin",
-                Status::Warning,
-                format!(
-                    "{name}: PIN not verified, {n} tr{} left before it blocks",
-                    if n == 1 { "y" } else { "ies" }
-                ),
-            )
-            .fix("enter the right PIN: `fsectl cards verify-pin`; a PIN blocked needs the PUK"),
-            Ok(Ok(Some(n))) => check(
-                "pin",
-                Status::Warning,
-                format!("{name}: PIN not verified ({n} tries left)"),
-            )
-            .fix("enter the PIN: `fsectl cards verify-pin` (or from the practice software)"),
-            Ok(Err(e)) => check(
-                "pin",
-                Status::Failure,
-                format!("{name}: PIN state unreadable: {e}"),
-            )
-            .fix("take the card out and put it back"),
-            Err(e) => check(
-                "pin",
-                Status::Failure,
-                format!("{name}: the card layer does not answer: {e}"),
-            )
-            .fix("restart fsed: `systemctl restart fsed`"),
-        });
+/// The PIN check of a CPS: verified, or how many tries are left before it blocks.
+async fn pin(ctx: &Context, c: &CardInfo) -> Check {
+    let serial = c.serial.clone();
+    let name = format!("CPS {}", serial.as_deref().unwrap_or("?"));
+    let tries = ctx
+        .cards
+        .run(move |reg| reg.cps(serial.as_deref())?.pin_tries_left())
+        .await;
+    match tries {
+        Ok(Ok(None)) => check("pin", Status::Ok, format!("{name}: PIN verified")),
+        Ok(Ok(Some(0))) => check("pin", Status::Failure, format!("{name}: PIN blocked"))
+            .fix("unblock it with the card's PUK: `fsectl cards unblock-pin`"),
+        Ok(Ok(Some(n))) if n < 3 => check(
+            "pin",
+            Status::Warning,
+            format!(
+                "{name}: PIN not verified, {n} tr{} left before it blocks",
+                if n == 1 { "y" } else { "ies" }
+            ),
+        )
+        .fix("enter the right PIN: `fsectl cards verify-pin`; a PIN blocked needs the PUK"),
+        Ok(Ok(Some(n))) => check(
+            "pin",
+            Status::Warning,
+            format!("{name}: PIN not verified ({n} tries left)"),
+        )
+        .fix("enter the PIN: `fsectl cards verify-pin` (or from the practice software)"),
+        Ok(Err(e)) => check(
+            "pin",
+            Status::Failure,
+            format!("{name}: PIN state unreadable: {e}"),
+        )
+        .fix("take the card out and put it back"),
+        Err(e) => check(
+            "pin",
+            Status::Failure,
+            format!("{name}: the card layer does not answer: {e}"),
+        )
+        .fix("restart fsed: `systemctl restart fsed`"),
     }
-    out
 }
 
 /// The clock: a plausible year, and not behind the last event fsed recorded.

@@ -475,8 +475,48 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(".restoring");
     let tmp = db.with_file_name(name);
+    let (hw, stats) = copy_checked(backup, &tmp)?;
+    let mut report = vec![format!(
+        "the backup {} holds {}",
+        backup.display(),
+        describe(&stats, &hw)
+    )];
+    if let Some(m) = &old_mark {
+        for line in m.missing(&hw) {
+            report.push(format!(
+                "not in the backup (made again or given up): {line}"
+            ));
+        }
+    }
+    if let Some(kept) = move_aside(db)? {
+        report.push(format!(
+            "the database it replaces is kept as {}",
+            kept.display()
+        ));
+    }
+    std::fs::rename(&tmp, db).map_err(|e| format!("cannot put the backup in place: {e}"))?;
+    sync_dir(db).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    let (raised, now) = remark(db, old_mark.as_ref())?;
+    follow_owner(db)?;
+    if !raised.is_empty() {
+        report.push(format!(
+            "counters raised to the old mark (numbers handed out before are not handed out again): {}",
+            raised.join(", ")
+        ));
+    }
+    report.push(format!(
+        "restored into {}: {now}; the high-water mark follows it",
+        db.display()
+    ));
+    Ok(report.join("\n"))
+}
+
+/// `backup` copied to `tmp` (made anew, private, synced) and checked there: SQLite's
+/// `integrity_check`, an fsed database of a schema this build knows. Returns its high-water mark
+/// and counts; on any failure the copy is removed.
+fn copy_checked(backup: &Path, tmp: &Path) -> Result<(HighWater, fse_queue::Stats), String> {
     let remove_tmp = || {
-        for f in std::iter::once(tmp.clone()).chain(companions(&tmp)) {
+        for f in std::iter::once(tmp.to_path_buf()).chain(companions(tmp)) {
             let _ = std::fs::remove_file(f);
         }
     };
@@ -487,7 +527,7 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
             .write(true)
             .create_new(true)
             .mode(PRIVATE_FILE)
-            .open(&tmp)?;
+            .open(tmp)?;
         std::io::copy(&mut from, &mut to)?;
         to.sync_all()
     })();
@@ -496,7 +536,7 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
         return Err(format!("cannot copy the backup {}: {e}", backup.display()));
     }
     let checked = (|| -> Result<(HighWater, fse_queue::Stats), QueueError> {
-        let copy = Queue::open_to_inspect(&tmp)?;
+        let copy = Queue::open_to_inspect(tmp)?;
         if let Err(found) = copy.integrity_check()? {
             return Err(QueueError::Corrupt {
                 path: backup.to_path_buf(),
@@ -513,22 +553,17 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
         }
     };
     // The read-only look may leave a shared-memory file; the copy has no WAL of its own.
-    for f in companions(&tmp) {
+    for f in companions(tmp) {
         let _ = std::fs::remove_file(f);
     }
-    let mut report = vec![format!(
-        "the backup {} holds {}",
-        backup.display(),
-        describe(&stats, &hw)
-    )];
-    if let Some(m) = &old_mark {
-        for line in m.missing(&hw) {
-            report.push(format!(
-                "not in the backup (made again or given up): {line}"
-            ));
-        }
-    }
-    if db.exists() {
+    Ok((hw, stats))
+}
+
+/// The database at `db`, if there is one, moved aside with its WAL and shared-memory files
+/// (`<database>.replaced-<seconds>`, whose path is returned); without one, any stray WAL or
+/// shared-memory file removed.
+fn move_aside(db: &Path) -> Result<Option<PathBuf>, String> {
+    Ok(if db.exists() {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -547,30 +582,13 @@ pub fn restore(db: &Path, backup: &Path) -> Result<String, String> {
         }
         std::fs::rename(db, &kept)
             .map_err(|e| format!("cannot move {} aside: {e}", db.display()))?;
-        report.push(format!(
-            "the database it replaces is kept as {}",
-            kept.display()
-        ));
+        Some(kept)
     } else {
         for f in companions(db) {
             let _ = std::fs::remove_file(f);
         }
-    }
-    std::fs::rename(&tmp, db).map_err(|e| format!("cannot put the backup in place: {e}"))?;
-    sync_dir(db).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-    let (raised, now) = remark(db, old_mark.as_ref())?;
-    follow_owner(db)?;
-    if !raised.is_empty() {
-        report.push(format!(
-            "counters raised to the old mark (numbers handed out before are not handed out again): {}",
-            raised.join(", ")
-        ));
-    }
-    report.push(format!(
-        "restored into {}: {now}; the high-water mark follows it",
-        db.display()
-    ));
-    Ok(report.join("\n"))
+        None
+    })
 }
 
 /// `fsed accept-loss` (fsed stopped): what the database lacks compared with its mark is given

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
 
 use fse_formats::pki::TrustStore;
 
@@ -167,14 +168,42 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     let notifier = Notifier::from_env();
     notifier.status("starting");
     let (store, _lock) = open_store(&cfg)?;
+    let backend = card_backend(&cfg);
+    let trust = configured_trust(&cfg)?;
+    // The same store authenticates the insurers' returns (their CA is one of its CAs).
+    let (cards, card_thread) = Cards::start(backend, trust.clone())?;
+    let transport = Arc::new(open_transport(&cfg).await?);
+    let (listener, bound) = listen(&cfg, options.activated.take())?;
+    let opened = Opened {
+        store,
+        cards,
+        card_thread,
+        transport,
+        trust,
+        bound,
+    };
+    let service = Service::spawn(&cfg, opened, listener);
+    let status = service.announce_ready(&notifier).await;
+    let signal = service
+        .wait_for_stop(cfg, &options, &mut signals, &notifier, status)
+        .await;
+    service.stop(signal, &notifier).await;
+    Ok(())
+}
 
-    let backend = match cfg.cards.backend {
+/// The card backend `cfg` chooses.
+fn card_backend(cfg: &Config) -> Backend {
+    match cfg.cards.backend {
         CardBackend::Pcsc => Backend::Pcsc,
         CardBackend::Virtual => Backend::Virtual(VirtualReaderConfig {
             slots: cfg.cards.virtual_slots.clone(),
         }),
-    };
-    let trust = match &cfg.trust_dir {
+    }
+}
+
+/// The trust store of the configured trust directory, or none (with a warning) without one.
+fn configured_trust(cfg: &Config) -> Result<Option<Arc<TrustStore>>, StartError> {
+    Ok(match &cfg.trust_dir {
         Some(dir) => {
             let store = load_trust(dir)?;
             let (roots, cas, crls) = store.counts();
@@ -185,11 +214,13 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             tracing::warn!("no trust directory configured: card certificates and revocation lists are not checked, and every insurer return is refused (it cannot be authenticated)");
             None
         }
-    };
-    // The same store authenticates the insurers' returns (their CA is one of its CAs).
-    let (cards, card_thread) = Cards::start(backend, trust.clone())?;
+    })
+}
 
-    let transport = Arc::new(match cfg.transport.kind {
+/// The configured transport: the spool's directories opened, or the broker's link (connected
+/// now if the broker answers).
+async fn open_transport(cfg: &Config) -> Result<Transport, StartError> {
+    Ok(match cfg.transport.kind {
         TransportKind::Spool => Transport::Spool(
             Spool::open(
                 cfg.state_path(&cfg.transport.spool_outbox),
@@ -216,219 +247,363 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
             };
             Transport::Amqp(Box::new(transport))
         }
-    });
-
-    let (listener, bound) = listen(&cfg, options.activated.take())?;
-
-    let (trigger, shutdown) = shutdown::channel();
-    let events = crate::events::Bus::default();
-    let wake = Arc::new(Notify::new());
-    let close_now = Arc::new(AtomicBool::new(false));
-    let send_now = Arc::new(AtomicBool::new(false));
-    let live = Live::new(cfg.live());
-    let batcher = Batcher {
-        store: store.clone(),
-        cards: cards.clone(),
-        transport: Arc::clone(&transport),
-        live: live.clone(),
-        wake: Arc::clone(&wake),
-        close_now: Arc::clone(&close_now),
-        send_now: Arc::clone(&send_now),
-        events: events.clone(),
-        alarmed: Default::default(),
-        closed_on: Default::default(),
-        unroutable: Default::default(),
-        backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    let summaries = tokio::spawn(crate::logging::run_summaries(
-        crate::logging::global(),
-        shutdown.clone(),
-    ));
-    let card_events = tokio::spawn(crate::events::forward_cards(
-        cards.subscribe(),
-        events.clone(),
-    ));
-    let card_wake = {
-        // A CPS coming back may unblock lots waiting for their signature.
-        let (mut rx, wake) = (cards.subscribe(), Arc::clone(&wake));
-        tokio::spawn(async move {
-            while !matches!(
-                rx.recv().await,
-                Err(tokio::sync::broadcast::error::RecvError::Closed)
-            ) {
-                wake.notify_one();
-            }
-        })
-    };
-    tasks.spawn(batcher.run(shutdown.clone()));
-    match transport.as_ref() {
-        Transport::Spool(s) => {
-            tasks.spawn(crate::returns::run_spool(
-                store.clone(),
-                s.clone(),
-                trust.clone(),
-                events.clone(),
-                shutdown.clone(),
-            ));
-        }
-        Transport::Amqp(_) => {
-            tasks.spawn(crate::returns::run_amqp(
-                store.clone(),
-                Arc::clone(&transport),
-                trust.clone(),
-                events.clone(),
-                shutdown.clone(),
-            ));
-        }
-    }
-    let ctx = crate::api::Context {
-        cards: cards.clone(),
-        store: store.clone(),
-        batcher_wake: Arc::clone(&wake),
-        close_now,
-        send_now,
-        events,
-        live: live.clone(),
-        doctor: Arc::new(crate::doctor::Setup {
-            backend: cfg.cards.backend,
-            virtual_slots: cfg
-                .cards
-                .virtual_slots
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            state_dir: cfg.state_dir.clone(),
-            transport: Arc::clone(&transport),
-            trust_configured: trust.is_some(),
-        }),
-    };
-    tasks.spawn(crate::retention::run(
-        store.clone(),
-        cfg.state_path(&cfg.retention.archive_dir),
-        cfg.retention.days,
-        shutdown.clone(),
-    ));
-    let api = crate::api::Settings::from_config(&cfg.api);
-    tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
-    let socket_shown = bound.as_ref().map_or_else(
-        || "the socket passed by systemd".to_string(),
-        |p| p.display().to_string(),
-    );
-    let status = ready_status(&store, &cards).await;
-    tracing::info!(socket = %socket_shown, activated = bound.is_none(), status = %status, "fsed ready");
-    notifier.ready(&status);
-    println!("fsed ready on {socket_shown}");
-
-    let watchdog = crate::systemd::watchdog_timeout();
-    if let Some(timeout) = watchdog {
-        tracing::info!(timeout = ?timeout, "watchdog enabled");
-    }
-    let mut running = cfg;
-    let reload = Reload {
-        options: &options,
-        live: &live,
-        wake: &wake,
-        notifier: &notifier,
-        store: &store,
-        cards: &cards,
-    };
-    // The keep-alive goes at half the watchdog's timeout, and only after the committer answered.
-    let every = watchdog.map_or(STATUS_EVERY, |t| (t / 2).max(Duration::from_millis(100)));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = status;
-    let mut last_status_at = tokio::time::Instant::now();
-    // A reader lost or found (pcscd gone, back) shows in the status at once.
-    let mut card_changes = cards.subscribe();
-    let signal = loop {
-        tokio::select! {
-            Ok(crate::cards::CardEvent::ReaderFound { .. } | crate::cards::CardEvent::ReaderLost { .. }) = card_changes.recv() => {
-                let status = ready_status(&store, &cards).await;
-                if status != last_status {
-                    notifier.status(&status);
-                    last_status = status;
-                }
-            }
-            _ = signals.term.recv() => break "SIGTERM",
-            _ = signals.int.recv() => break "SIGINT",
-            _ = signals.hup.recv() => reload.apply(&mut running).await,
-            _ = tick.tick() => {
-                let check = tokio::time::timeout(every, store.ping()).await;
-                match check {
-                    Ok(Ok(())) => {
-                        if watchdog.is_some() {
-                            notifier.watchdog();
-                        }
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "health check: the store's committer is gone; no watchdog keep-alive"),
-                    Err(_) => tracing::error!(waited = ?every, "health check: the store's committer did not answer; no watchdog keep-alive"),
-                }
-                if last_status_at.elapsed() >= STATUS_EVERY {
-                    last_status_at = tokio::time::Instant::now();
-                    let status = ready_status(&store, &cards).await;
-                    if status != last_status {
-                        notifier.status(&status);
-                        last_status = status;
-                    }
-                }
-            }
-        }
-    };
-
-    tracing::info!(
-        signal,
-        "stopping: no new connections or requests; finishing those in flight"
-    );
-    notifier.stopping("stopping: finishing requests in flight");
-    trigger.fire();
-    let drained = tokio::time::timeout(STOP_GRACE, async {
-        while tasks.join_next().await.is_some() {}
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            grace = ?STOP_GRACE,
-            "tasks still busy after the grace period; stopping them"
+}
+
+/// What start-up opened before any task runs.
+struct Opened {
+    store: Store,
+    cards: Cards,
+    card_thread: std::thread::JoinHandle<()>,
+    transport: Arc<Transport>,
+    trust: Option<Arc<TrustStore>>,
+    /// The socket path this process bound; none when systemd passed the socket.
+    bound: Option<PathBuf>,
+}
+
+/// The running service: what start-up wired together, held by the main loop and taken down,
+/// step by step, by [`Service::stop`].
+struct Service {
+    store: Store,
+    cards: Cards,
+    card_thread: std::thread::JoinHandle<()>,
+    transport: Arc<Transport>,
+    /// The socket path this process bound; none when systemd passed the socket.
+    bound: Option<PathBuf>,
+    live: Live,
+    /// Wakes the batcher.
+    wake: Arc<Notify>,
+    trigger: shutdown::Trigger,
+    /// The tasks the stop lets finish: batcher, returns reader, retention, API.
+    tasks: JoinSet<()>,
+    summaries: JoinHandle<()>,
+    card_events: JoinHandle<()>,
+    card_wake: JoinHandle<()>,
+}
+
+impl Service {
+    /// Starts the tasks on what start-up opened, in this order: the warnings' summaries, the
+    /// card events' forwarding and wake-ups, the batcher, the returns reader, retention, and
+    /// the socket API on `listener`.
+    fn spawn(cfg: &Config, opened: Opened, listener: UnixListener) -> Service {
+        let Opened {
+            store,
+            cards,
+            card_thread,
+            transport,
+            trust,
+            bound,
+        } = opened;
+        let (trigger, shutdown) = shutdown::channel();
+        let events = crate::events::Bus::default();
+        let wake = Arc::new(Notify::new());
+        let close_now = Arc::new(AtomicBool::new(false));
+        let send_now = Arc::new(AtomicBool::new(false));
+        let live = Live::new(cfg.live());
+        let batcher = Batcher {
+            store: store.clone(),
+            cards: cards.clone(),
+            transport: Arc::clone(&transport),
+            live: live.clone(),
+            wake: Arc::clone(&wake),
+            close_now: Arc::clone(&close_now),
+            send_now: Arc::clone(&send_now),
+            events: events.clone(),
+            alarmed: Default::default(),
+            closed_on: Default::default(),
+            unroutable: Default::default(),
+            backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
+        };
+        let mut tasks = JoinSet::new();
+        let summaries = tokio::spawn(crate::logging::run_summaries(
+            crate::logging::global(),
+            shutdown.clone(),
+        ));
+        let card_events = tokio::spawn(crate::events::forward_cards(
+            cards.subscribe(),
+            events.clone(),
+        ));
+        let card_wake = spawn_card_wake(&cards, &wake);
+        tasks.spawn(batcher.run(shutdown.clone()));
+        let returns = Returns {
+            store: &store,
+            transport: &transport,
+            trust: &trust,
+            events: &events,
+            shutdown: &shutdown,
+        };
+        returns.spawn(&mut tasks);
+        let ctx = crate::api::Context {
+            cards: cards.clone(),
+            store: store.clone(),
+            batcher_wake: Arc::clone(&wake),
+            close_now,
+            send_now,
+            events,
+            live: live.clone(),
+            doctor: Arc::new(doctor_setup(cfg, &transport, trust.is_some())),
+        };
+        tasks.spawn(crate::retention::run(
+            store.clone(),
+            cfg.state_path(&cfg.retention.archive_dir),
+            cfg.retention.days,
+            shutdown.clone(),
+        ));
+        let api = crate::api::Settings::from_config(&cfg.api);
+        tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
+        Service {
+            store,
+            cards,
+            card_thread,
+            transport,
+            bound,
+            live,
+            wake,
+            trigger,
+            tasks,
+            summaries,
+            card_events,
+            card_wake,
+        }
+    }
+
+    /// Says the service is ready: in the log, to systemd (with the status line, returned) and
+    /// on standard output.
+    async fn announce_ready(&self, notifier: &Notifier) -> String {
+        let socket_shown = self.bound.as_ref().map_or_else(
+            || "the socket passed by systemd".to_string(),
+            |p| p.display().to_string(),
         );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        let status = ready_status(&self.store, &self.cards).await;
+        tracing::info!(socket = %socket_shown, activated = self.bound.is_none(), status = %status, "fsed ready");
+        notifier.ready(&status);
+        println!("fsed ready on {socket_shown}");
+        status
     }
-    if let Transport::Amqp(amqp) = transport.as_ref() {
-        amqp.close().await;
-    }
-    // Nothing writes any more: the WAL into the database file, so that the file alone holds
-    // every commit (a WAL lost after a clean stop loses nothing).
-    match store.close().await {
-        Ok(()) => tracing::info!("database checkpointed: the WAL is empty"),
-        Err(e) => {
-            tracing::error!(error = %e, "the WAL could not be emptied into the database file; keep the -wal file with it")
+
+    /// The main loop, until SIGTERM or SIGINT (whose name it returns): the status line kept
+    /// current, the watchdog's keep-alives while the store's committer answers, SIGHUP reloads
+    /// of `cfg`.
+    async fn wait_for_stop(
+        &self,
+        cfg: Config,
+        options: &Options,
+        signals: &mut Signals,
+        notifier: &Notifier,
+        status: String,
+    ) -> &'static str {
+        let watchdog = crate::systemd::watchdog_timeout();
+        if let Some(timeout) = watchdog {
+            tracing::info!(timeout = ?timeout, "watchdog enabled");
+        }
+        let mut running = cfg;
+        let reload = Reload {
+            options,
+            live: &self.live,
+            wake: &self.wake,
+            notifier,
+            store: &self.store,
+            cards: &self.cards,
+        };
+        // The keep-alive goes at half the watchdog's timeout, and only after the committer answered.
+        let every = watchdog.map_or(STATUS_EVERY, |t| (t / 2).max(Duration::from_millis(100)));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status = StatusLine {
+            last: status,
+            at: tokio::time::Instant::now(),
+        };
+        // A reader lost or found (pcscd gone, back) shows in the status at once.
+        let mut card_changes = self.cards.subscribe();
+        loop {
+            tokio::select! {
+                Ok(crate::cards::CardEvent::ReaderFound { .. } | crate::cards::CardEvent::ReaderLost { .. }) = card_changes.recv() => {
+                    status.refresh(notifier, &self.store, &self.cards).await;
+                }
+                _ = signals.term.recv() => break "SIGTERM",
+                _ = signals.int.recv() => break "SIGINT",
+                _ = signals.hup.recv() => reload.apply(&mut running).await,
+                _ = tick.tick() => {
+                    self.health_check(every, watchdog.is_some(), notifier).await;
+                    if status.at.elapsed() >= STATUS_EVERY {
+                        status.at = tokio::time::Instant::now();
+                        status.refresh(notifier, &self.store, &self.cards).await;
+                    }
+                }
+            }
         }
     }
-    cards.stop();
-    card_events.abort();
-    card_wake.abort();
-    // A card thread stuck in a reader call must not hold the stop past the unit's timeout.
-    let joined = tokio::time::timeout(
-        CARD_THREAD_WAIT,
-        tokio::task::spawn_blocking(move || card_thread.join()),
-    )
-    .await;
-    if joined.is_err() {
-        tracing::warn!(waited = ?CARD_THREAD_WAIT, "the card thread did not stop; leaving it");
-    }
-    // The socket file goes only if this process made it: systemd owns an activated one.
-    if let Some(path) = &bound {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(socket = %path.display(), error = %e, "cannot remove the socket");
+
+    /// Asks the store's committer to answer within `every`; when it does and systemd watches
+    /// (`watchdog`), sends the keep-alive.
+    async fn health_check(&self, every: Duration, watchdog: bool, notifier: &Notifier) {
+        let check = tokio::time::timeout(every, self.store.ping()).await;
+        match check {
+            Ok(Ok(())) => {
+                if watchdog {
+                    notifier.watchdog();
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "health check: the store's committer is gone; no watchdog keep-alive")
+            }
+            Err(_) => {
+                tracing::error!(waited = ?every, "health check: the store's committer did not answer; no watchdog keep-alive")
+            }
         }
     }
-    // What the limit on repeated warnings held back until now, once everything has stopped.
-    summaries.abort();
-    crate::logging::emit_summaries(&crate::logging::global(), true);
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Stops on `signal`: the tasks asked to stop and let finish, the broker link closed, the
+    /// database checkpointed, the card thread stopped, the socket this process bound removed,
+    /// the warnings held back logged.
+    async fn stop(mut self, signal: &'static str, notifier: &Notifier) {
+        tracing::info!(
+            signal,
+            "stopping: no new connections or requests; finishing those in flight"
+        );
+        notifier.stopping("stopping: finishing requests in flight");
+        self.trigger.fire();
+        self.drain_tasks().await;
+        if let Transport::Amqp(amqp) = self.transport.as_ref() {
+            amqp.close().await;
+        }
+        // Nothing writes any more: the WAL into the database file, so that the file alone holds
+        // every commit (a WAL lost after a clean stop loses nothing).
+        match self.store.close().await {
+            Ok(()) => tracing::info!("database checkpointed: the WAL is empty"),
+            Err(e) => {
+                tracing::error!(error = %e, "the WAL could not be emptied into the database file; keep the -wal file with it")
+            }
+        }
+        self.cards.stop();
+        self.card_events.abort();
+        self.card_wake.abort();
+        // A card thread stuck in a reader call must not hold the stop past the unit's timeout.
+        let card_thread = self.card_thread;
+        let joined = tokio::time::timeout(
+            CARD_THREAD_WAIT,
+            tokio::task::spawn_blocking(move || card_thread.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!(waited = ?CARD_THREAD_WAIT, "the card thread did not stop; leaving it");
+        }
+        // The socket file goes only if this process made it: systemd owns an activated one.
+        if let Some(path) = &self.bound {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(socket = %path.display(), error = %e, "cannot remove the socket");
+            }
+        }
+        // What the limit on repeated warnings held back until now, once everything has stopped.
+        self.summaries.abort();
+        crate::logging::emit_summaries(&crate::logging::global(), true);
+        tracing::info!("stopped");
+    }
+
+    /// Waits up to [`STOP_GRACE`] for the tasks to finish; aborts those still busy after it.
+    async fn drain_tasks(&mut self) {
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                grace = ?STOP_GRACE,
+                "tasks still busy after the grace period; stopping them"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Wakes the batcher on every card event: a CPS coming back may unblock lots waiting for their
+/// signature.
+fn spawn_card_wake(cards: &Cards, wake: &Arc<Notify>) -> JoinHandle<()> {
+    let (mut rx, wake) = (cards.subscribe(), Arc::clone(wake));
+    tokio::spawn(async move {
+        while !matches!(
+            rx.recv().await,
+            Err(tokio::sync::broadcast::error::RecvError::Closed)
+        ) {
+            wake.notify_one();
+        }
+    })
+}
+
+/// What the returns reader is started with.
+struct Returns<'a> {
+    store: &'a Store,
+    transport: &'a Arc<Transport>,
+    trust: &'a Option<Arc<TrustStore>>,
+    events: &'a crate::events::Bus,
+    shutdown: &'a shutdown::Shutdown,
+}
+
+impl Returns<'_> {
+    /// Starts the returns reader of the transport: the spool's inbox or the broker's queue.
+    fn spawn(self, tasks: &mut JoinSet<()>) {
+        match self.transport.as_ref() {
+            Transport::Spool(s) => {
+                tasks.spawn(crate::returns::run_spool(
+                    self.store.clone(),
+                    s.clone(),
+                    self.trust.clone(),
+                    self.events.clone(),
+                    self.shutdown.clone(),
+                ));
+            }
+            Transport::Amqp(_) => {
+                tasks.spawn(crate::returns::run_amqp(
+                    self.store.clone(),
+                    Arc::clone(self.transport),
+                    self.trust.clone(),
+                    self.events.clone(),
+                    self.shutdown.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// What `fse.doctor` checks against: the configured card backend, state directory, transport
+/// and whether a trust directory is set.
+fn doctor_setup(
+    cfg: &Config,
+    transport: &Arc<Transport>,
+    trust_configured: bool,
+) -> crate::doctor::Setup {
+    crate::doctor::Setup {
+        backend: cfg.cards.backend,
+        virtual_slots: cfg
+            .cards
+            .virtual_slots
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        state_dir: cfg.state_dir.clone(),
+        transport: Arc::clone(transport),
+        trust_configured,
+    }
+}
+
+/// The status line last sent to systemd, and when the main loop last looked at it.
+struct StatusLine {
+    last: String,
+    at: tokio::time::Instant,
+}
+
+impl StatusLine {
+    /// Sends the status line again when it changed.
+    async fn refresh(&mut self, notifier: &Notifier, store: &Store, cards: &Cards) {
+        let status = ready_status(store, cards).await;
+        if status != self.last {
+            notifier.status(&status);
+            self.last = status;
+        }
+    }
 }
 
 /// The API listener: the one systemd passed, or the configured path bound now (a stale socket
