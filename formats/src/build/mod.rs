@@ -206,7 +206,7 @@ impl<'a> Prepared<'a> {
             amc: amc.is_some(),
         };
         let priced = rules::price(&lines, &ctx, profession, tables, history)
-            .map_err(|e| Refusal::rule(e.code(), e.field(), e.to_string()))?;
+            .map_err(|e| Refusal::rule(refusal::pricing_rule(&e), e.field(), e.to_string()))?;
         let amounts = priced.amounts(&tiers_payant);
         // 14. What the practice software expects.
         acts::check_expected(p, &amounts)?;
