@@ -7,15 +7,13 @@
 //!
 //! Checks run in a fixed order — request shape (each text field's character set and length,
 //! `text`, after its normalisation: the sheet carries the normalised text), CPS, situation,
-//! remplaçant,
-//! mode and Vitale card, beneficiary, dates and rights, cover, care path,
+//! remplaçant, mode and Vitale card, beneficiary, dates and rights, cover, care path,
 //! tiers payant, sending deadline, prescriptions and excess fees, prices,
 //! expected amounts — so that a request with several faults always names the
 //! same first one. The sending deadline comes before the acts: a sheet past it
 //! cannot be sent whatever its acts, and a date too old for the tariff table
 //! is past it too (unless a series reaches back that far: then
 //! `TARIFF_DATE_UNKNOWN`).
-
 //!
 //! The daemon makes a sheet in three pure calls around its own reads: [`Request::new`] checks
 //! the acts before the cards are read, [`Request::prepare`] runs the checks up to the

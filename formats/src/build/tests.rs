@@ -292,3 +292,33 @@ fn a_titulars_sheet_is_paid_on_his_own_number() {
         sheet.practitioner.billing_number
     );
 }
+
+#[test]
+fn the_prepared_request_names_the_history_it_needs() {
+    let p = degraded();
+    let card = liberal();
+    let cards = CardsRead {
+        cps: &card,
+        cps_certificate: None,
+        vitale: None,
+        vitale_certificate: None,
+    };
+    let today = NaiveDate::from_ymd_opt(2026, 11, 16).unwrap();
+    let prepared = Request::new(&p).unwrap().prepare(&cards, today).unwrap();
+    // NIR, birth date and rank of the typed beneficiary, joined by colons.
+    assert_eq!(prepared.history_key(), "185057800608491:19850512:1");
+    assert_eq!(prepared.professional(), "810000001015");
+    let sheet = prepared
+        .make_sheet("20261116093000Z", rules::Tables::builtin(), &|_| {
+            rules::PfHistory::default()
+        })
+        .unwrap();
+    assert_eq!(
+        history_key(&sheet.beneficiary),
+        "185057800608491:19850512:1"
+    );
+    // `act` and `acts` together are refused before the cards are read.
+    let mut both = degraded();
+    both.acts = vec![both.act.clone().unwrap()];
+    assert_eq!(Request::new(&both).unwrap_err().field, "act");
+}
