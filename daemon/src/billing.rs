@@ -169,7 +169,8 @@ async fn make(
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
 ) -> Result<Created, ApiError> {
-    build::requested_acts(p)?;
+    // The one check a request meets before the cards are read: its acts, found once.
+    let request = build::Request::new(p)?;
     let now = Utc::now();
     let today = now.date_naive();
     let degraded = p.degraded.is_some();
@@ -198,14 +199,16 @@ async fn make(
         per_day_per_professional: tables.participation.per_day_per_professional,
         per_year_cents: tables.participation.per_year_cents,
     };
+    // The checks up to the beneficiary, in their order; what they found is carried into the
+    // pricing, which needs the beneficiary's participation history, read in between.
+    let ready = request.prepare(&read, today)?;
+    let beneficiary = ready.history_key();
     // The professional of the participation's day cap: the CPS holder, who performs the acts
     // (a remplaçant included).
-    let professional = cps.holder.national_id.as_str();
+    let professional = ready.professional();
+    let mut prepared = Some(ready);
     // The history read covers this year and the last (older care is past its sending
-    // deadline), for the beneficiary the request names, when fsed can pick one.
-    let beneficiary = build::beneficiary(p, vitale)
-        .ok()
-        .map(|(who, _)| build::history_key(&who));
+    // deadline).
     let from = format!("{}0101", today.year() - 1);
     let until = build::ymd(today);
     // The sheet's number, taken on the first try and kept through the others.
@@ -216,12 +219,10 @@ async fn make(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // The participation already withheld for this beneficiary. A beneficiary fsed cannot
-        // pick is refused by `build`, in its order of checks.
-        let history = match beneficiary.as_deref() {
-            Some(b) => store.participation_history(b, &from, &until).await?,
-            None => Vec::new(),
-        };
+        // The participation already withheld for this beneficiary.
+        let history = store
+            .participation_history(&beneficiary, &from, &until)
+            .await?;
         let history: Vec<rules::PfEntry> = history
             .into_iter()
             .filter_map(|r| {
@@ -234,10 +235,20 @@ async fn make(
             })
             .collect();
 
-        let mut sheet = build::build(p, &read, today, &created_at, tables, &|date| {
+        // A price again (after `OverCap`) checks the request again, on the same cards.
+        let ready = match prepared.take() {
+            Some(ready) => ready,
+            None => request.prepare(&read, today)?,
+        };
+        let mut sheet = ready.make_sheet(&created_at, tables, &|date| {
             build::history_on(&history, professional, date)
         })?;
-        let signing = Signing { vitale, caps, hash };
+        let signing = Signing {
+            vitale,
+            caps,
+            hash,
+            beneficiary_key: &beneficiary,
+        };
         let new = sign_and_encode(cards, store, p, &mut sheet, &signing, &mut number).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
@@ -249,9 +260,7 @@ async fn make(
             Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
                 tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");
                 // The history in memory may lack a sheet just committed: read it from the file.
-                if let Some(b) = beneficiary.as_deref() {
-                    store.forget_history(b);
-                }
+                store.forget_history(&beneficiary);
             }
             Err(e) => return Err(e.into()),
         }
@@ -270,6 +279,8 @@ struct Signing<'a> {
     caps: ParticipationCaps,
     /// The hash of its request, when it has an idempotency key.
     hash: Option<[u8; 32]>,
+    /// The key of its beneficiary's participation history (`build::history_key`).
+    beneficiary_key: &'a str,
 }
 
 /// Numbers the sheet (once), has the Vitale card sign its proof of presence (secured mode), and
@@ -331,7 +342,7 @@ async fn sign_and_encode(
         json,
         created_at: sheet.created_at.clone(),
         dre,
-        beneficiary_key: build::history_key(&sheet.beneficiary),
+        beneficiary_key: signing.beneficiary_key.to_owned(),
         deadline: Some(sheet.deadline.clone()),
         participation: build::participation_by_date(sheet)
             .into_iter()

@@ -11,6 +11,7 @@ pub mod api;
 pub mod build;
 pub mod calendar;
 pub mod cards;
+pub mod care;
 pub mod channel;
 pub mod cms;
 pub mod der;
@@ -25,6 +26,7 @@ pub mod rules;
 pub mod text;
 pub mod tlv;
 pub mod transcript;
+pub mod verify;
 pub mod vpcd;
 pub mod wire;
 

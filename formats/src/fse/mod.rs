@@ -14,7 +14,7 @@ use crate::der::{bytes_n, octets, DerBool, DerError, Writer};
 /// Version of the `CareSheet` encoding.
 pub const SHEET_VERSION: u32 = 2;
 
-pub use crate::rules::{CarePath, CoverKind};
+pub use crate::care::{Amounts, CarePath, CoverKind, TiersPayant};
 
 /// The practitioner a sheet is made by, as read from the CPS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,39 +126,6 @@ pub struct Cover {
     /// AT/MP details, with kind `at_mp`.
     #[serde(default)]
     pub at_mp: Option<AtMp>,
-}
-
-/// Who pays the practitioner directly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TiersPayant {
-    /// The AMO pays its share to the practitioner.
-    pub amo: bool,
-    /// The AMC pays its share to the practitioner.
-    pub amc: bool,
-    /// AMC number (from the Vitale card), when there is one.
-    #[serde(default)]
-    pub amc_number: Option<String>,
-}
-
-/// The computed amounts of a sheet, in cents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Amounts {
-    /// Total charged: bases plus excess fees.
-    pub total_cents: u64,
-    /// Reimbursement base.
-    pub base_cents: u64,
-    /// Excess fees.
-    pub excess_cents: u64,
-    /// What the AMO pays, participation forfaitaire deducted.
-    pub amo_cents: u64,
-    /// Participation forfaitaire withheld.
-    pub pf_cents: u64,
-    /// What the AMC (or the CSS) pays.
-    pub amc_cents: u64,
-    /// What the patient bears after both insurers.
-    pub patient_cents: u64,
-    /// What the patient pays the practitioner today (tiers payant deducted).
-    pub due_cents: u64,
 }
 
 /// Whether the patient's card vouched for the sheet.
@@ -435,6 +402,33 @@ fn cover_from(c: u32) -> Result<CoverKind, DerError> {
     })
 }
 
+/// The acts of a decoded sheet body, each rate within `u8` and at most one prescriber.
+fn acts_from_der(acts: Vec<ActDer>) -> Result<Vec<Act>, DerError> {
+    let small = |v: u32, name: &'static str| {
+        u8::try_from(v).map_err(|_| DerError::field(name, "out of range"))
+    };
+    let mut out = Vec::with_capacity(acts.len());
+    for a in acts {
+        out.push(Act {
+            code: a.code,
+            coefficient: a.coefficient,
+            quantity: a.quantity,
+            date: a.date,
+            modifiers: a.modifiers,
+            prescriber: at_most_one(a.prescriber, "acts.prescriber")?.map(|p| Prescriber {
+                national_id: p.national_id,
+                date: p.date,
+            }),
+            base_cents: a.base_cents,
+            excess_cents: a.excess_cents,
+            rate: small(a.rate, "acts.rate")?,
+            amo_cents: a.amo_cents,
+            pf_cents: a.pf_cents,
+        });
+    }
+    Ok(out)
+}
+
 /// At most one element: the `SEQUENCE SIZE (0..1) OF` encoding of an optional field.
 fn at_most_one<T>(v: Vec<T>, field: &'static str) -> Result<Option<T>, DerError> {
     let mut it = v.into_iter();
@@ -622,25 +616,7 @@ impl CareSheet {
                 signature: hex::encode(bytes_n::<64>(octets(&p.signature), "presence.signature")?),
             }),
         };
-        let mut acts = Vec::with_capacity(body.acts.len());
-        for a in body.acts {
-            acts.push(Act {
-                code: a.code,
-                coefficient: a.coefficient,
-                quantity: a.quantity,
-                date: a.date,
-                modifiers: a.modifiers,
-                prescriber: at_most_one(a.prescriber, "acts.prescriber")?.map(|p| Prescriber {
-                    national_id: p.national_id,
-                    date: p.date,
-                }),
-                base_cents: a.base_cents,
-                excess_cents: a.excess_cents,
-                rate: small(a.rate, "acts.rate")?,
-                amo_cents: a.amo_cents,
-                pf_cents: a.pf_cents,
-            });
-        }
+        let acts = acts_from_der(body.acts)?;
         if acts.is_empty() {
             return Err(DerError::field("acts", "a sheet has at least one act"));
         }
@@ -802,46 +778,4 @@ impl CareSheet {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    fn sample_sheet() -> CareSheet {
-        CareSheet::sample(42)
-    }
-
-    #[test]
-    fn der_round_trip_degraded_and_secured() {
-        use ed25519_dalek::{Signer, SigningKey};
-        let mut s = sample_sheet();
-        let der = s.to_der().unwrap();
-        assert_eq!(der[0], 0x30);
-        assert_eq!(CareSheet::from_der(&der).unwrap(), s);
-        s.verify_presence().unwrap();
-
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        s.mode = Mode::Secured;
-        s.degraded_reason = None;
-        let sig = key.sign(&s.presence_challenge().unwrap());
-        s.presence = Some(Presence {
-            vitale_serial: "V123".into(),
-            public_key: hex::encode(key.verifying_key().to_bytes()),
-            signature: hex::encode(sig.to_bytes()),
-        });
-        let der = s.to_der().unwrap();
-        let back = CareSheet::from_der(&der).unwrap();
-        assert_eq!(back, s);
-        back.verify_presence().unwrap();
-
-        let mut tampered = back.clone();
-        tampered.amounts.amo_cents += 1;
-        assert!(tampered.verify_presence().is_err());
-    }
-
-    #[test]
-    fn truncated_der_is_an_error_not_a_panic() {
-        let der = sample_sheet().to_der().unwrap();
-        for cut in 0..der.len() {
-            assert!(CareSheet::from_der(&der[..cut]).is_err());
-        }
-    }
-}
+mod tests;
