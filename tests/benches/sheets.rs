@@ -85,14 +85,29 @@ fn main() {
     let nurse = cps("cps-infirmier");
     let amc = vitale("vitale-amc-tiers-payant");
 
+    let one = gp_consultation(&gp, &family, today, n);
+    let three = nurse_three_acts(&nurse, &amc, today, n);
+    where_the_time_goes(&three, &nurse, &amc, today, n);
+    let der = decoding(&one, &gp, &family, today, n);
+    limits(&der, n);
+}
+
+/// A GP consultation in tiers payant AMO, built to DER end to end (after a warm-up); returns
+/// its parameters.
+fn gp_consultation(
+    gp: &CpsData,
+    family: &VitaleData,
+    today: chrono::NaiveDate,
+    n: u64,
+) -> FseCreateParams {
     let one: FseCreateParams = serde_json::from_value(
         serde_json::json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}}),
     )
     .unwrap();
     let read = CardsRead {
-        cps: &gp,
+        cps: gp,
         cps_certificate: None,
-        vitale: Some(&family),
+        vitale: Some(family),
         vitale_certificate: None,
     };
     run(&one, &read, today, n / 10); // warm-up
@@ -104,6 +119,16 @@ fn main() {
         "sheets",
     );
 
+    one
+}
+
+/// A nurse's three acts in tiers payant AMO + AMC, built to DER end to end; returns its parameters.
+fn nurse_three_acts(
+    nurse: &CpsData,
+    amc: &VitaleData,
+    today: chrono::NaiveDate,
+    n: u64,
+) -> FseCreateParams {
     let three: FseCreateParams = serde_json::from_value(serde_json::json!({
         "acts": [
             {"code": "AMI", "prescriber": {"national_id": "810000000009", "date": "20261102"}},
@@ -113,9 +138,9 @@ fn main() {
         "tiers_payant": {"amo": true, "amc": true}
     })).unwrap();
     let read = CardsRead {
-        cps: &nurse,
+        cps: nurse,
         cps_certificate: None,
-        vitale: Some(&amc),
+        vitale: Some(amc),
         vitale_certificate: None,
     };
     let (d, size) = run(&three, &read, today, n);
@@ -126,18 +151,29 @@ fn main() {
         "sheets",
     );
 
+    three
+}
+
+/// Where the time goes: building alone, encoding alone.
+fn where_the_time_goes(
+    three: &FseCreateParams,
+    nurse: &CpsData,
+    amc: &VitaleData,
+    today: chrono::NaiveDate,
+    n: u64,
+) {
     // Where the time goes: building alone, encoding alone.
     let read = CardsRead {
-        cps: &nurse,
+        cps: nurse,
         cps_certificate: None,
-        vitale: Some(&amc),
+        vitale: Some(amc),
         vitale_certificate: None,
     };
     let t = Instant::now();
     for _ in 0..n {
         black_box(
             build::build(
-                black_box(&three),
+                black_box(three),
                 &read,
                 today,
                 "20261116093000Z",
@@ -154,7 +190,7 @@ fn main() {
         "sheets",
     );
     let built = build::build(
-        &three,
+        three,
         &read,
         today,
         "20261116093000Z",
@@ -167,14 +203,23 @@ fn main() {
         black_box(black_box(&built).to_der().unwrap());
     }
     rate("  of which DER alone", n, t.elapsed(), "sheets");
+}
 
+/// Decoding, canonical check included; returns the decoded sheet's DER.
+fn decoding(
+    one: &FseCreateParams,
+    gp: &CpsData,
+    family: &VitaleData,
+    today: chrono::NaiveDate,
+    n: u64,
+) -> Vec<u8> {
     // Decoding, canonical check included.
     let der = build::build(
-        &one,
+        one,
         &CardsRead {
-            cps: &gp,
+            cps: gp,
             cps_certificate: None,
-            vitale: Some(&family),
+            vitale: Some(family),
             vitale_certificate: None,
         },
         today,
@@ -196,8 +241,13 @@ fn main() {
         "sheets",
     );
 
+    der
+}
+
+/// The limits in the same run: raw SHA-256 over the sheet body, raw Ed25519 signatures.
+fn limits(der: &[u8], n: u64) {
     // The limits in the same run.
-    let body = CareSheet::from_der(&der).unwrap().body_to_der().unwrap();
+    let body = CareSheet::from_der(der).unwrap().body_to_der().unwrap();
     let t = Instant::now();
     for _ in 0..n {
         black_box(Sha256::digest(black_box(&body)));

@@ -35,22 +35,31 @@ fn write(dir: &Path, type_name: &str, name: &str, der: &[u8]) {
 #[test]
 fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
+    write_lot_structures(dir.path());
+    let goldens = write_goldens(dir.path());
+    check_with_asn1tools(dir.path(), goldens);
+}
+
+/// The structures fsed and the insurer simulator write: a signed lot, its header and sheets
+/// (secured and degraded), a positive and a negative ARL, a DRE lot, a payment return and both
+/// returns as signed by their insurer.
+fn write_lot_structures(dir: &Path) {
     let lot = fse_simulator::insurer::sample_lot("81000000000-00000001", 3);
     let lot_der = lot.to_der().unwrap();
-    write(dir.path(), "SignedLot", "three-sheets", &lot_der);
+    write(dir, "SignedLot", "three-sheets", &lot_der);
     write(
-        dir.path(),
+        dir,
         "LotHeader",
         "three-sheets",
         &lot.header.to_der().unwrap(),
     );
     for (i, e) in lot.entries.iter().enumerate() {
-        write(dir.path(), "CareSheet", &format!("secured-{i}"), &e.sheet);
+        write(dir, "CareSheet", &format!("secured-{i}"), &e.sheet);
         let mut degraded = CareSheet::from_der(&e.sheet).unwrap();
         degraded.mode = fse_formats::fse::Mode::Degraded;
         degraded.presence = None;
         write(
-            dir.path(),
+            dir,
             "CareSheet",
             &format!("degraded-{i}"),
             &degraded.to_der().unwrap(),
@@ -58,25 +67,20 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     }
     let positive = fse_simulator::insurer::answer_lot(&lot_der, "017510001", "20261122120000Z");
     assert!(positive.rejections.is_empty());
-    write(dir.path(), "Arl", "positive", &positive.to_der().unwrap());
+    write(dir, "Arl", "positive", &positive.to_der().unwrap());
     let mut tampered = lot_der.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
     let negative = fse_simulator::insurer::answer_lot(&tampered, "017510001", "20261122120000Z");
     assert!(!negative.rejections.is_empty());
-    write(dir.path(), "Arl", "negative", &negative.to_der().unwrap());
+    write(dir, "Arl", "negative", &negative.to_der().unwrap());
 
     // A DRE lot (two DREs with their sheets' audit paths) and a payment return.
     let with_dres =
         fse_simulator::insurer::sample_lot_with_dres("81000000000-00000002", 4, "75500017")
             .unwrap();
     let dre_lots = fse_formats::dre_lot::DreLot::from_signed(&with_dres).unwrap();
-    write(
-        dir.path(),
-        "DreLot",
-        "two-dres",
-        &dre_lots[0].to_der().unwrap(),
-    );
+    write(dir, "DreLot", "two-dres", &dre_lots[0].to_der().unwrap());
     let mut payments = fse_simulator::insurer::Insurer::new("017510001").with_knobs(
         fse_simulator::insurer::Knobs {
             payments: true,
@@ -86,29 +90,26 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
     );
     payments.receive(&lot_der);
     let ret = payments.payment_return(&lot.header.lot_id).unwrap();
-    write(
-        dir.path(),
-        "PaymentReturn",
-        "three-sheets",
-        &ret.to_der().unwrap(),
-    );
+    write(dir, "PaymentReturn", "three-sheets", &ret.to_der().unwrap());
     // Both as they travel: signed by their insurer, with its certificate.
     use fse_formats::ack::ReturnContent;
     use fse_simulator::insurer::sign_return;
     write(
-        dir.path(),
+        dir,
         "SignedReturn",
         "arl",
         &sign_return(ReturnContent::Arl(positive.clone())).unwrap(),
     );
     write(
-        dir.path(),
+        dir,
         "SignedReturn",
         "payment",
         &sign_return(ReturnContent::Payment(ret.clone())).unwrap(),
     );
+}
 
-    // Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex.
+/// Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex; returns how many.
+fn write_goldens(dir: &Path) -> usize {
     let golden = workspace().join("tests/golden");
     let mut goldens = 0;
     let mut cases: Vec<_> = std::fs::read_dir(&golden).unwrap().flatten().collect();
@@ -118,17 +119,21 @@ fn asn1tools_decodes_and_reencodes_every_structure_byte_for_byte() {
         for (file, type_name) in [("sheet.der.hex", "CareSheet"), ("dre.der.hex", "Dre")] {
             if let Ok(text) = std::fs::read_to_string(case.path().join(file)) {
                 let bytes = hex::decode(text.trim()).unwrap();
-                write(dir.path(), type_name, &format!("golden-{name}"), &bytes);
+                write(dir, type_name, &format!("golden-{name}"), &bytes);
                 goldens += 1;
             }
         }
     }
     assert!(goldens >= 30, "{goldens} golden DER files");
+    goldens
+}
 
+/// Runs `tests/asn1/check.py` over `dir` and checks every file decoded and re-encoded.
+fn check_with_asn1tools(dir: &Path, goldens: usize) {
     let out = Command::new(python())
         .arg(workspace().join("tests/asn1/check.py"))
         .arg(workspace().join("formats/asn1/fsed.asn"))
-        .arg(dir.path())
+        .arg(dir)
         .output()
         .unwrap_or_else(|e| {
             panic!(

@@ -88,46 +88,7 @@ fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (socket, accepted, made) = (socket.clone(), accepted.clone(), made.clone());
-        clients.push(std::thread::spawn(move || {
-            let mut client = Client {
-                path: socket,
-                conn: None,
-                next: 0,
-            };
-            for i in 0..SHEETS / CLIENTS {
-                let key = format!("crash-{c}-{i}");
-                let started = Instant::now();
-                loop {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(120),
-                        "{key}: no answer in 120 s"
-                    );
-                    let params = json!({"act": {"code": "G"}, "beneficiary": i % 2,
-                                        "tiers_payant": {"amo": true}, "idempotency_key": key});
-                    match client.call("fse.create", params) {
-                        Some(r) if r.get("result").is_some() => {
-                            let id = r["result"]["id"].as_i64().unwrap();
-                            let before = accepted.lock().unwrap().insert(key.clone(), id);
-                            assert!(before.is_none(), "{key} answered twice");
-                            made.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Some(r) => match r["error"]["data"]["name"].as_str() {
-                            Some("PIN_REQUIRED") => {
-                                client.call("cards.verify_pin", json!({"pin": "1234"}));
-                            }
-                            Some(
-                                "CARD_ABSENT" | "CARD_ERROR" | "STORAGE_ERROR" | "INTERNAL_ERROR",
-                            ) => {
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
-                            _ => panic!("{key}: unexpected answer {r}"),
-                        },
-                        None => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            }
-        }));
+        clients.push(spawn_client(c, socket, accepted, made));
     }
 
     // The killer: SIGKILL at random moments spread over the run, then restart.
@@ -152,9 +113,64 @@ fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
     let accepted = accepted.lock().unwrap().clone();
     assert_eq!(accepted.len() as u64, SHEETS);
 
-    // Let fsed sign what is left, then stop it cleanly.
+    sign_the_rest(&socket);
+    assert!(fsed.lock().unwrap().terminate().success());
+
+    check_database(dir.path(), &accepted, &control);
+}
+
+/// One client thread: creates its share of the sheets, each under its own idempotency key,
+/// through every kill (retrying until fsed answers), and records the id fsed gave each key.
+fn spawn_client(
+    c: u64,
+    socket: PathBuf,
+    accepted: Arc<Mutex<HashMap<String, i64>>>,
+    made: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut client = Client {
+            path: socket,
+            conn: None,
+            next: 0,
+        };
+        for i in 0..SHEETS / CLIENTS {
+            let key = format!("crash-{c}-{i}");
+            let started = Instant::now();
+            loop {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "{key}: no answer in 120 s"
+                );
+                let params = json!({"act": {"code": "G"}, "beneficiary": i % 2,
+                                        "tiers_payant": {"amo": true}, "idempotency_key": key});
+                match client.call("fse.create", params) {
+                    Some(r) if r.get("result").is_some() => {
+                        let id = r["result"]["id"].as_i64().unwrap();
+                        let before = accepted.lock().unwrap().insert(key.clone(), id);
+                        assert!(before.is_none(), "{key} answered twice");
+                        made.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Some(r) => match r["error"]["data"]["name"].as_str() {
+                        Some("PIN_REQUIRED") => {
+                            client.call("cards.verify_pin", json!({"pin": "1234"}));
+                        }
+                        Some("CARD_ABSENT" | "CARD_ERROR" | "STORAGE_ERROR" | "INTERNAL_ERROR") => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        _ => panic!("{key}: unexpected answer {r}"),
+                    },
+                    None => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    })
+}
+
+/// Lets fsed sign what is left: presents the PIN, closes the open lot, waits for every lot signed.
+fn sign_the_rest(socket: &Path) {
     let mut client = Client {
-        path: socket.clone(),
+        path: socket.to_path_buf(),
         conn: None,
         next: 0,
     };
@@ -174,10 +190,13 @@ fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
             .sum::<u64>();
         (waiting == 0).then_some(())
     });
-    assert!(fsed.lock().unwrap().terminate().success());
+}
 
+/// The database, read directly: every accepted key has exactly one sheet, every sheet is in
+/// exactly one signed lot whose signature and root verify, and no lot was signed twice.
+fn check_database(dir: &Path, accepted: &HashMap<String, i64>, control: &Path) {
     // The database, read directly.
-    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+    let q = fse_queue::Queue::open(&dir.join("fsed.db")).unwrap();
     let mut all = Vec::new();
     let mut after = 0;
     loop {
@@ -230,7 +249,7 @@ fn kill_9_at_twenty_moments_loses_nothing_and_signs_nothing_twice() {
         signed_events.values().all(|n| *n == 1),
         "a lot signed twice"
     );
-    let stats = order(&control, &["stats", "--slot", "cps"]);
+    let stats = order(control, &["stats", "--slot", "cps"]);
     let signatures = stats["signatures"].as_u64().unwrap();
     assert!(
         signatures >= lots.len() as u64 && signatures <= (lots.len() + KILLS) as u64,

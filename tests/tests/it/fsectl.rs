@@ -69,209 +69,12 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
     common::wait_cards(&mut rpc, 2);
     let socket = dir.path().join("fsed.sock");
 
-    // The doctor before the PIN: every check there, the PIN a warning with its fix (exit 4).
-    let report = json_of(&socket, &["doctor"], 4);
-    assert_eq!(report["status"], "warning", "{report}");
-    for name in [
-        "pcscd",
-        "readers",
-        "cards",
-        "certificates",
-        "clock",
-        "database",
-        "disk",
-        "broker",
-        "backlog",
-    ] {
-        assert_eq!(check(&report, name)["status"], "ok", "{name}: {report}");
-    }
-    let pin = check(&report, "pin");
-    assert_eq!(pin["status"], "warning", "{report}");
-    assert!(
-        pin["detail"].as_str().unwrap().contains("tries left"),
-        "{pin}"
-    );
-    assert!(
-        pin["fix"]
-            .as_str()
-            .unwrap()
-            .contains("fsectl cards verify-pin"),
-        "{pin}"
-    );
-    assert!(check(&report, "broker")["detail"]
-        .as_str()
-        .unwrap()
-        .contains(&return_queue));
-    assert!(check(&report, "certificates")["detail"]
-        .as_str()
-        .unwrap()
-        .contains("valid until"));
-    // The human form says the same, with the fix under the finding.
-    let (code, out, _) = fsectl(&socket, &["doctor"], "");
-    assert_eq!(code, 4, "{out}");
-    assert!(
-        out.contains("[WARN] pin") && out.contains("→ enter the PIN"),
-        "{out}"
-    );
-
-    // Secrets come on standard input; a wrong PIN is an error (exit 1) naming the field.
-    let (code, _, err) = fsectl(&socket, &["cards", "verify-pin"], "0000\n");
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("[pin]"), "{err}");
-    let status = json_of(&socket, &["cards", "pin-status"], 0);
-    assert_eq!(status["tries_left"], 2, "{status}");
-    let (code, out, err) = fsectl(&socket, &["cards", "verify-pin"], "1234\n");
-    assert_eq!((code, out.trim()), (0, "PIN verified"), "{err}");
-    let (code, out, err) = fsectl(&socket, &["cards", "change-pin"], "1234\n5678\n");
-    assert_eq!((code, out.trim()), (0, "PIN changed"), "{err}");
-    let (code, _, err) = fsectl(&socket, &["cards", "change-pin"], "5678\n1234\n");
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = fsectl(&socket, &["cards", "unblock-pin"], "00000000\n1234\n");
-    assert_eq!(code, 1, "a wrong PUK is refused: {err}");
-    let (code, _, err) = fsectl(&socket, &["cards", "verify-pin"], "1234\n");
-    assert_eq!(code, 0, "{err}");
-
-    // The doctor is content now (exit 0).
-    let report = json_of(&socket, &["doctor"], 0);
-    assert_eq!(check(&report, "pin")["status"], "ok", "{report}");
-
-    // Tables for people.
-    let (code, out, _) = fsectl(&socket, &["cards", "list"], "");
-    assert_eq!(code, 0);
-    assert!(
-        out.starts_with("READER") && out.contains("verified"),
-        "{out}"
-    );
-    let (code, out, _) = fsectl(&socket, &["vitale", "read"], "");
-    assert_eq!(code, 0);
-    assert!(out.contains("Anne ROUTE"), "{out}");
-    let v = json_of(&socket, &["version"], 0);
-    assert_eq!(v["name"], "fsed");
-
-    // Sheets: create, list, get, cancel (twice: the second is refused), events.
-    let mut events = Command::new(common::bin("fsectl"))
-        .arg("--socket")
-        .arg(&socket)
-        .args([
-            "--json",
-            "events",
-            "--count",
-            "1",
-            "--only",
-            "sheet.accepted",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The subscription is in place once fsectl says so on standard error.
-    // (The reader lives until fsectl ends: it may still write to standard error.)
-    let mut said = String::new();
-    let mut stderr = std::io::BufReader::new(events.stderr.take().unwrap());
-    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
-    assert!(said.contains("subscribed"), "{said}");
-    let (code, out, err) = fsectl(
-        &socket,
-        &["fse", "create", "--idempotency-key", "ctl-1"],
-        "",
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.starts_with("sheet ") && out.contains("AMO 19.00 €"),
-        "{out}"
-    );
-    let event: Value = serde_json::from_slice(&events.wait_with_output().unwrap().stdout).unwrap();
-    assert_eq!(event["event"], "sheet.accepted", "{event}");
-    let again = json_of(&socket, &["fse", "create", "--idempotency-key", "ctl-1"], 0);
-    let first = again["id"].as_i64().unwrap();
-    let listed = json_of(&socket, &["fse", "list", "--state", "accepted"], 0);
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    let got = json_of(&socket, &["fse", "get", &first.to_string()], 0);
-    assert_eq!(got["state"], "accepted");
-    let (code, out, _) = fsectl(
-        &socket,
-        &[
-            "fse",
-            "cancel",
-            &first.to_string(),
-            "--reason",
-            "wrong patient",
-        ],
-        "",
-    );
-    assert_eq!(
-        (code, out.trim()),
-        (0, format!("sheet {first} cancelled").as_str())
-    );
-    let (code, _, err) = fsectl(
-        &socket,
-        &["fse", "cancel", &first.to_string(), "--reason", "again"],
-        "",
-    );
-    assert_eq!(code, 1, "{err}");
-    let (code, _, err) = fsectl(&socket, &["fse", "list", "--state", "nonsense"], "");
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("[state]"), "{err}");
-
-    // A backlog with no insurer bound: transmit --wait gives up (exit 6) and the doctor fails
-    // nothing yet (the deadline is far), then an insurer binds and transmit --wait ends at 0.
-    for _ in 0..4 {
-        assert_eq!(fsectl(&socket, &["fse", "create"], "").0, 0);
-    }
-    let (code, _, err) = fsectl(&socket, &["transmit", "--wait", "--timeout", "2"], "");
-    assert_eq!(code, 6, "{err}");
-    assert!(err.contains("unsent"), "{err}");
-    let report = json_of(&socket, &["doctor"], 0);
-    assert!(
-        check(&report, "backlog")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("4 sheet(s) wait"),
-        "{report}"
-    );
-    let _insurer = common::start_insurer(&["--binding", &destination]);
-    // The failed sends left a backoff of several seconds running: transmit.now cuts it short.
-    let sent = json_of(&socket, &["transmit", "--wait", "--timeout", "3"], 0);
-    assert_eq!(sent["unsent"], 0, "{sent}");
-    let lots = json_of(&socket, &["lots", "list"], 0);
-    let lot = lots[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        json_of(&socket, &["lots", "get", &lot], 0)["id"],
-        json!(lot)
-    );
-    common::wait_for("the ARLs", Duration::from_secs(30), || {
-        let r = json_of(&socket, &["returns"], 0);
-        (!r["arls"].as_array().unwrap().is_empty()).then_some(())
-    });
-    let (code, out, _) = fsectl(&socket, &["returns"], "");
-    assert_eq!(code, 0);
-    assert!(out.contains("positive"), "{out}");
-    let stats = json_of(&socket, &["queue", "stats"], 0);
-    assert_eq!(stats["sheets"]["cancelled"], 1, "{stats}");
-    assert!(json_of(&socket, &["queue", "alarms"], 0)
-        .as_array()
-        .unwrap()
-        .is_empty());
-    let (code, out, _) = fsectl(&socket, &["status"], "");
-    assert_eq!(code, 0);
-    assert!(out.starts_with("fsed ") && out.contains("sheets:"), "{out}");
-    let proof = json_of(&socket, &["fse", "proof", &(first + 1).to_string()], 0);
-    assert!(proof.is_object(), "{proof}");
-    let called = json_of(&socket, &["call", "system.version"], 0);
-    assert_eq!(called, v);
-
-    // Completions, usage errors, an unreachable daemon.
-    let (code, out, _) = fsectl(&socket, &["completions", "bash"], "");
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("fsectl") && out.contains("verify-pin"),
-        "completion script"
-    );
-    assert_eq!(fsectl(&socket, &["no-such-command"], "").0, 2);
-    assert_eq!(
-        fsectl(&socket, &["call", "queue.stats", "{not json"], "").0,
-        2
-    );
+    doctor_before_the_pin(&socket, &return_queue);
+    secrets_on_standard_input(&socket);
+    let v = tables_for_people(&socket);
+    let first = sheets_through_fsectl(&socket);
+    let _insurer = backlog_then_transmit(&socket, &destination, first, &v);
+    completions_and_usage_errors(&socket);
 
     // The broker gone: the doctor fails the broker check and says how to fix it (exit 5).
     // (fsed starts all the same, and queues sheets until the broker answers.)
@@ -317,4 +120,228 @@ fn fsectl_drives_every_method_and_doctor_says_what_is_wrong() {
     let (code, _, err) = fsectl(&socket, &["status"], "");
     assert_eq!(code, 3, "{err}");
     common::delete_queues(&[&return_queue, &format!("insurer.amo.{destination}")]);
+}
+
+/// The doctor before the PIN: every check there, the PIN a warning with its fix (exit 4).
+fn doctor_before_the_pin(socket: &Path, return_queue: &str) {
+    // The doctor before the PIN: every check there, the PIN a warning with its fix (exit 4).
+    let report = json_of(socket, &["doctor"], 4);
+    assert_eq!(report["status"], "warning", "{report}");
+    for name in [
+        "pcscd",
+        "readers",
+        "cards",
+        "certificates",
+        "clock",
+        "database",
+        "disk",
+        "broker",
+        "backlog",
+    ] {
+        assert_eq!(check(&report, name)["status"], "ok", "{name}: {report}");
+    }
+    let pin = check(&report, "pin");
+    assert_eq!(pin["status"], "warning", "{report}");
+    assert!(
+        pin["detail"].as_str().unwrap().contains("tries left"),
+        "{pin}"
+    );
+    assert!(
+        pin["fix"]
+            .as_str()
+            .unwrap()
+            .contains("fsectl cards verify-pin"),
+        "{pin}"
+    );
+    assert!(check(&report, "broker")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(return_queue));
+    assert!(check(&report, "certificates")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("valid until"));
+    // The human form says the same, with the fix under the finding.
+    let (code, out, _) = fsectl(socket, &["doctor"], "");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("[WARN] pin") && out.contains("→ enter the PIN"),
+        "{out}"
+    );
+}
+
+/// Secrets come on standard input; a wrong PIN is an error (exit 1) naming the field. Then the
+/// doctor is content.
+fn secrets_on_standard_input(socket: &Path) {
+    // Secrets come on standard input; a wrong PIN is an error (exit 1) naming the field.
+    let (code, _, err) = fsectl(socket, &["cards", "verify-pin"], "0000\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("[pin]"), "{err}");
+    let status = json_of(socket, &["cards", "pin-status"], 0);
+    assert_eq!(status["tries_left"], 2, "{status}");
+    let (code, out, err) = fsectl(socket, &["cards", "verify-pin"], "1234\n");
+    assert_eq!((code, out.trim()), (0, "PIN verified"), "{err}");
+    let (code, out, err) = fsectl(socket, &["cards", "change-pin"], "1234\n5678\n");
+    assert_eq!((code, out.trim()), (0, "PIN changed"), "{err}");
+    let (code, _, err) = fsectl(socket, &["cards", "change-pin"], "5678\n1234\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = fsectl(socket, &["cards", "unblock-pin"], "00000000\n1234\n");
+    assert_eq!(code, 1, "a wrong PUK is refused: {err}");
+    let (code, _, err) = fsectl(socket, &["cards", "verify-pin"], "1234\n");
+    assert_eq!(code, 0, "{err}");
+
+    // The doctor is content now (exit 0).
+    let report = json_of(socket, &["doctor"], 0);
+    assert_eq!(check(&report, "pin")["status"], "ok", "{report}");
+}
+
+/// Tables for people; returns `fsectl version`'s answer.
+fn tables_for_people(socket: &Path) -> Value {
+    // Tables for people.
+    let (code, out, _) = fsectl(socket, &["cards", "list"], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("READER") && out.contains("verified"),
+        "{out}"
+    );
+    let (code, out, _) = fsectl(socket, &["vitale", "read"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("Anne ROUTE"), "{out}");
+    let v = json_of(socket, &["version"], 0);
+    assert_eq!(v["name"], "fsed");
+
+    v
+}
+
+/// Sheets: create, list, get, cancel (twice: the second is refused), events; returns the id
+/// of the cancelled sheet.
+fn sheets_through_fsectl(socket: &Path) -> i64 {
+    // Sheets: create, list, get, cancel (twice: the second is refused), events.
+    let mut events = Command::new(common::bin("fsectl"))
+        .arg("--socket")
+        .arg(socket)
+        .args([
+            "--json",
+            "events",
+            "--count",
+            "1",
+            "--only",
+            "sheet.accepted",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscription is in place once fsectl says so on standard error.
+    // (The reader lives until fsectl ends: it may still write to standard error.)
+    let mut said = String::new();
+    let mut stderr = std::io::BufReader::new(events.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    assert!(said.contains("subscribed"), "{said}");
+    let (code, out, err) = fsectl(socket, &["fse", "create", "--idempotency-key", "ctl-1"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("sheet ") && out.contains("AMO 19.00 €"),
+        "{out}"
+    );
+    let event: Value = serde_json::from_slice(&events.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(event["event"], "sheet.accepted", "{event}");
+    let again = json_of(socket, &["fse", "create", "--idempotency-key", "ctl-1"], 0);
+    let first = again["id"].as_i64().unwrap();
+    let listed = json_of(socket, &["fse", "list", "--state", "accepted"], 0);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let got = json_of(socket, &["fse", "get", &first.to_string()], 0);
+    assert_eq!(got["state"], "accepted");
+    let (code, out, _) = fsectl(
+        socket,
+        &[
+            "fse",
+            "cancel",
+            &first.to_string(),
+            "--reason",
+            "wrong patient",
+        ],
+        "",
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("sheet {first} cancelled").as_str())
+    );
+    let (code, _, err) = fsectl(
+        socket,
+        &["fse", "cancel", &first.to_string(), "--reason", "again"],
+        "",
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = fsectl(socket, &["fse", "list", "--state", "nonsense"], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("[state]"), "{err}");
+
+    first
+}
+
+/// A backlog with no insurer bound, then an insurer binds and the backlog goes; returns the
+/// insurer, to keep until the test ends.
+fn backlog_then_transmit(socket: &Path, destination: &str, first: i64, v: &Value) -> common::Proc {
+    // A backlog with no insurer bound: transmit --wait gives up (exit 6) and the doctor fails
+    // nothing yet (the deadline is far), then an insurer binds and transmit --wait ends at 0.
+    for _ in 0..4 {
+        assert_eq!(fsectl(socket, &["fse", "create"], "").0, 0);
+    }
+    let (code, _, err) = fsectl(socket, &["transmit", "--wait", "--timeout", "2"], "");
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("unsent"), "{err}");
+    let report = json_of(socket, &["doctor"], 0);
+    assert!(
+        check(&report, "backlog")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4 sheet(s) wait"),
+        "{report}"
+    );
+    let insurer = common::start_insurer(&["--binding", destination]);
+    // The failed sends left a backoff of several seconds running: transmit.now cuts it short.
+    let sent = json_of(socket, &["transmit", "--wait", "--timeout", "3"], 0);
+    assert_eq!(sent["unsent"], 0, "{sent}");
+    let lots = json_of(socket, &["lots", "list"], 0);
+    let lot = lots[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(json_of(socket, &["lots", "get", &lot], 0)["id"], json!(lot));
+    common::wait_for("the ARLs", Duration::from_secs(30), || {
+        let r = json_of(socket, &["returns"], 0);
+        (!r["arls"].as_array().unwrap().is_empty()).then_some(())
+    });
+    let (code, out, _) = fsectl(socket, &["returns"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("positive"), "{out}");
+    let stats = json_of(socket, &["queue", "stats"], 0);
+    assert_eq!(stats["sheets"]["cancelled"], 1, "{stats}");
+    assert!(json_of(socket, &["queue", "alarms"], 0)
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (code, out, _) = fsectl(socket, &["status"], "");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("fsed ") && out.contains("sheets:"), "{out}");
+    let proof = json_of(socket, &["fse", "proof", &(first + 1).to_string()], 0);
+    assert!(proof.is_object(), "{proof}");
+    let called = json_of(socket, &["call", "system.version"], 0);
+    assert_eq!(&called, v);
+
+    insurer
+}
+
+/// Completions, usage errors.
+fn completions_and_usage_errors(socket: &Path) {
+    // Completions, usage errors, an unreachable daemon.
+    let (code, out, _) = fsectl(socket, &["completions", "bash"], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("fsectl") && out.contains("verify-pin"),
+        "completion script"
+    );
+    assert_eq!(fsectl(socket, &["no-such-command"], "").0, 2);
+    assert_eq!(
+        fsectl(socket, &["call", "queue.stats", "{not json"], "").0,
+        2
+    );
 }

@@ -10,6 +10,7 @@
 
 use crate::common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{order, serials, wait_for, Proc, Rpc};
@@ -44,20 +45,33 @@ fn refused(rpc: &mut Rpc, params: &Value, name: &str, rule: &str, field: &str) -
 fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
     let _turn = common::shared_services();
     let dir = tempfile::tempdir().unwrap();
-    let (cps, vitale) = (dir.path().join("cps.vpcd"), dir.path().join("vitale.vpcd"));
+    let (mut fsed, mut rpc, _cards, control) = start_on_virtual_slots(dir.path());
+    remplacant_bills_for_the_titular(&mut rpc);
+    swap_to_dr_martin(&control, &mut rpc);
+    text_fields_name_the_character(&mut rpc);
+    nir_rules_part_by_part(&mut rpc);
+    nfd_text_is_signed_in_nfc(&mut rpc);
+    drop(rpc);
+    assert!(fsed.terminate().success());
+}
+
+/// fsed on its embedded virtual reader (Unix socket slots in `dir`), the remplaçant's CPS in,
+/// the PIN verified; returns fsed, a client, the cards and their control socket.
+fn start_on_virtual_slots(dir: &Path) -> (Proc, Rpc, Proc, PathBuf) {
+    let (cps, vitale) = (dir.join("cps.vpcd"), dir.join("vitale.vpcd"));
     let slots = [
         format!("unix:{}", cps.display()),
         format!("unix:{}", vitale.display()),
     ];
-    let trust = common::write_test_pki(&dir.path().join("trust"));
-    let socket = dir.path().join("fsed.sock");
+    let trust = common::write_test_pki(&dir.join("trust"));
+    let socket = dir.join("fsed.sock");
     let mut fsed = Proc::start(
         "fsed",
         &[
             "--config",
             "/dev/null",
             "--state-dir",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--socket",
             socket.to_str().unwrap(),
             "--cards",
@@ -74,8 +88,8 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
     );
     fsed.wait_line("fsed ready", Duration::from_secs(30));
     let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
-    let (_cards, control) = common::start_fast_cards(
-        dir.path(),
+    let (cards, control) = common::start_fast_cards(
+        dir,
         &[
             "--cps-socket",
             cps.to_str().unwrap(),
@@ -87,8 +101,13 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
     );
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    let (v, r) = ("INVALID_PARAMS", "RULE_VIOLATION");
+    (fsed, rpc, cards, control)
+}
 
+/// A remplaçant bills for the titular he replaces: the billing number's rules, the replaced
+/// practitioner's text.
+fn remplacant_bills_for_the_titular(rpc: &mut Rpc) {
+    let (v, r) = ("INVALID_PARAMS", "RULE_VIOLATION");
     // A remplaçant (LEROY, CPS-0101): his situation 0 replaces the titular of 75123455,
     // situation 1 is his salaried post under 92123454.
     let titular = |number: &str| {
@@ -112,7 +131,7 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         ("75123489", "bills under 75123455"),
     ] {
         let m = refused(
-            &mut rpc,
+            rpc,
             &titular(number),
             r,
             "REPLACED_BILLING_NUMBER_INVALID",
@@ -121,7 +140,7 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         assert!(m.contains(why), "{number}: {m}");
     }
     refused(
-        &mut rpc,
+        rpc,
         &titular("7512345"),
         v,
         "BAD_REQUEST",
@@ -129,16 +148,19 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
     );
     let mut emoji = titular("75123455");
     emoji["replaced"]["surname"] = json!("MARTIN\u{1f600}");
-    let m = refused(&mut rpc, &emoji, v, "BAD_REQUEST", "replaced.surname");
+    let m = refused(rpc, &emoji, v, "BAD_REQUEST", "replaced.surname");
     assert!(m.contains("U+1F600 at position 7"), "{m}");
     assert!(
         !m.contains('\u{1f600}'),
         "the message does not echo the emoji: {m}"
     );
+}
 
+/// Dr MARTIN's card for the degraded sheets.
+fn swap_to_dr_martin(control: &Path, rpc: &mut Rpc) {
     // Dr MARTIN's card for the degraded sheets (the Vitale card left in is not read).
     order(
-        &control,
+        control,
         &[
             "swap",
             "--slot",
@@ -150,13 +172,17 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         ],
     );
     wait_for("Dr MARTIN's CPS", Duration::from_secs(20), || {
-        serials(&mut rpc)
+        serials(rpc)
             .iter()
             .any(|(_, s)| s == "CPS-0001")
             .then_some(())
     });
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+}
 
+/// Text fields: the field, the character as a code point and its position.
+fn text_fields_name_the_character(rpc: &mut Rpc) {
+    let v = "INVALID_PARAMS";
     // Text fields: the field, the character as a code point and its position.
     let long_name = "J".repeat(10_000);
     let text_cases: Vec<(Value, &str, &str)> = vec![
@@ -192,7 +218,7 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         ),
     ];
     for (params, field, reason) in text_cases {
-        let m = refused(&mut rpc, &params, v, "BAD_REQUEST", field);
+        let m = refused(rpc, &params, v, "BAD_REQUEST", field);
         assert!(m.starts_with(reason), "{field}: {m}");
         assert!(
             !m.chars().any(|c| c.is_control() || c == '\u{202e}'),
@@ -201,12 +227,16 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
     }
     let mut code = degraded(json!({}), "oubli");
     code["act"]["code"] = json!("G".repeat(5000));
-    let m = refused(&mut rpc, &code, v, "BAD_REQUEST", "acts[0].code");
+    let m = refused(rpc, &code, v, "BAD_REQUEST", "acts[0].code");
     assert_eq!(m, "is 5000 characters long: at most 16");
     let mut key = degraded(json!({}), "oubli");
     key["idempotency_key"] = json!("visit\t42");
-    refused(&mut rpc, &key, v, "BAD_REQUEST", "idempotency_key");
+    refused(rpc, &key, v, "BAD_REQUEST", "idempotency_key");
+}
 
+/// The NIR, part by part, its key, the rank.
+fn nir_rules_part_by_part(rpc: &mut Rpc) {
+    let (v, r) = ("INVALID_PARAMS", "RULE_VIOLATION");
     // The NIR, part by part (keys worked out in formats/src/ids.rs from 1 85 05 78 006 084,
     // n mod 97 = 6).
     for (nir, part) in [
@@ -222,7 +252,7 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         ("18505780060849", "has 15 characters"),
     ] {
         let m = refused(
-            &mut rpc,
+            rpc,
             &degraded(json!({"nir": nir}), "oubli"),
             r,
             "NIR_INVALID",
@@ -231,20 +261,23 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         assert!(m.contains(part), "{nir}: {m}");
     }
     refused(
-        &mut rpc,
+        rpc,
         &degraded(json!({"nir": "185057800608492"}), "oubli"),
         r,
         "NIR_KEY_MISMATCH",
         "degraded.beneficiary.nir",
     );
     refused(
-        &mut rpc,
+        rpc,
         &degraded(json!({"rank": 0}), "oubli"),
         v,
         "BAD_REQUEST",
         "degraded.beneficiary.rank",
     );
+}
 
+/// Text in NFD with typographic forms: stored, read back and signed in NFC and ASCII forms.
+fn nfd_text_is_signed_in_nfc(rpc: &mut Rpc) {
     // Text in NFD with typographic forms: stored, read back and signed in NFC and ASCII forms.
     // Given name "Le" + U+0301 + "a" → "Léa" (é = U+00E9); "D" + U+2019 + "ARC" → "D'ARC";
     // the reason's no-break space (U+00A0) → space, the spaces around it dropped.
@@ -275,6 +308,4 @@ fn text_nir_rank_and_titular_rules_hold_over_the_socket() {
         signed.degraded_reason.as_deref(),
         Some("carte oubli\u{e9}e")
     );
-    drop(rpc);
-    assert!(fsed.terminate().success());
 }

@@ -121,24 +121,7 @@ fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
     // The return queue is taken away: deleted (fsed's consumer is cancelled), and a queue of
     // that name held by the test, exclusive, so fsed cannot declare it again.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let thief: Connection = rt
-        .block_on(Connection::connect(
-            common::AMQP,
-            ConnectionProperties::default(),
-        ))
-        .unwrap();
-    let channel = rt.block_on(thief.create_channel()).unwrap();
-    rt.block_on(channel.queue_delete(return_queue.as_str().into(), QueueDeleteOptions::default()))
-        .unwrap();
-    rt.block_on(channel.queue_declare(
-        return_queue.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .unwrap();
+    let (thief, channel) = take_return_queue(&rt, &return_queue);
 
     // The insurer comes back, takes the lot and answers: the ARL goes into the test's queue.
     let insurer = common::start_insurer(&["--binding", &destination]);
@@ -153,24 +136,7 @@ fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
         "sent"
     );
 
-    // No ARL within the timeout: the lot is sent again, same id, 4 s after it was sent (less
-    // 250 ms: the lot.sent event is stamped after its commit, the resend counts from it).
-    let resent = watcher.wait_event("lot.resent");
-    assert_eq!(resent["lot_id"], json!(lot_id), "{resent}");
-    assert_eq!(
-        (&resent["attempt"], &resent["max_resends"], &resent["last"]),
-        (&json!(1), &json!(5), &json!(false)),
-        "{resent}"
-    );
-    assert_eq!(
-        (&resent["destination"], &resent["sheets"]),
-        (&json!(destination), &json!(1))
-    );
-    let waited = (at(&resent) - at(&sent)).num_milliseconds();
-    assert!(
-        waited >= ARL_TIMEOUT_SECS * 1000 - 250,
-        "resent after {waited} ms"
-    );
+    let resent = check_first_resend(&mut watcher, &sent, &lot_id, &destination);
     // The insurer knows the lot id and answers again, the same ARL: lost again.
     wait_for(
         "the second ARL in the test's queue",
@@ -178,42 +144,7 @@ fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
         || (depth(&rt, &channel, &return_queue) == 2).then_some(()),
     );
 
-    // While the ARL is missing: the lot is still sent, with its alarm, its count, a warning.
-    assert_eq!(
-        rpc.ok("lots.get", json!({"lot_id": lot_id}))["state"],
-        "sent"
-    );
-    let alarms = rpc.ok("queue.alarms", json!({}));
-    let lost: Vec<&Value> = alarms
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "arl_missing")
-        .collect();
-    assert_eq!(lost.len(), 1, "{alarms}");
-    assert_eq!(lost[0]["lot_id"], json!(lot_id), "{alarms}");
-    assert_eq!(
-        (&lost[0]["resends"], &lost[0]["given_up"]),
-        (&json!(1), &json!(false))
-    );
-    assert_eq!(lost[0]["destination"], json!(destination), "{alarms}");
-    let stats = rpc.ok("queue.stats", json!({}));
-    assert_eq!(
-        stats["resends"],
-        json!({"total": 1, "waiting": 1, "given_up": 0}),
-        "{stats}"
-    );
-    assert_eq!(stats["lots"]["sent"], 1, "{stats}");
-    let check = doctor_arl(&mut rpc);
-    assert_eq!(check["status"], "warning", "{check}");
-    assert!(
-        check["detail"].as_str().unwrap().contains(&lot_id),
-        "{check}"
-    );
-    assert!(
-        check["fix"].as_str().unwrap().contains("return queue"),
-        "{check}"
-    );
+    check_arl_missing(&mut rpc, &lot_id, &destination);
 
     // fsed stops; the test's queue goes, with both answers in it: they are lost for good.
     assert!(fsed.terminate().success());
@@ -253,6 +184,103 @@ fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
         "acknowledged"
     );
 
+    check_acknowledged(&mut rpc);
+    assert!(fsed.terminate().success());
+    drop(insurer);
+    common::delete_queues(&[&return_queue, &insurer_queue]);
+}
+
+/// Takes the return queue away from fsed: deletes it (fsed's consumer is cancelled) and
+/// declares a queue of that name held by the test, exclusive, so fsed cannot declare it again.
+/// Returns the test's connection and the channel that holds the queue.
+fn take_return_queue(rt: &tokio::runtime::Runtime, return_queue: &str) -> (Connection, Channel) {
+    let thief: Connection = rt
+        .block_on(Connection::connect(
+            common::AMQP,
+            ConnectionProperties::default(),
+        ))
+        .unwrap();
+    let channel = rt.block_on(thief.create_channel()).unwrap();
+    rt.block_on(channel.queue_delete(return_queue.into(), QueueDeleteOptions::default()))
+        .unwrap();
+    rt.block_on(channel.queue_declare(
+        return_queue.into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .unwrap();
+    (thief, channel)
+}
+
+/// No ARL within the timeout: the lot is sent again, same id, after the timeout; returns the
+/// `lot.resent` event.
+fn check_first_resend(watcher: &mut Rpc, sent: &Value, lot_id: &str, destination: &str) -> Value {
+    // No ARL within the timeout: the lot is sent again, same id, 4 s after it was sent (less
+    // 250 ms: the lot.sent event is stamped after its commit, the resend counts from it).
+    let resent = watcher.wait_event("lot.resent");
+    assert_eq!(resent["lot_id"], json!(lot_id), "{resent}");
+    assert_eq!(
+        (&resent["attempt"], &resent["max_resends"], &resent["last"]),
+        (&json!(1), &json!(5), &json!(false)),
+        "{resent}"
+    );
+    assert_eq!(
+        (&resent["destination"], &resent["sheets"]),
+        (&json!(destination), &json!(1))
+    );
+    let waited = (at(&resent) - at(sent)).num_milliseconds();
+    assert!(
+        waited >= ARL_TIMEOUT_SECS * 1000 - 250,
+        "resent after {waited} ms"
+    );
+    resent
+}
+
+/// While the ARL is missing: the lot is still sent, with its alarm, its count, a warning.
+fn check_arl_missing(rpc: &mut Rpc, lot_id: &str, destination: &str) {
+    // While the ARL is missing: the lot is still sent, with its alarm, its count, a warning.
+    assert_eq!(
+        rpc.ok("lots.get", json!({"lot_id": lot_id}))["state"],
+        "sent"
+    );
+    let alarms = rpc.ok("queue.alarms", json!({}));
+    let lost: Vec<&Value> = alarms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "arl_missing")
+        .collect();
+    assert_eq!(lost.len(), 1, "{alarms}");
+    assert_eq!(lost[0]["lot_id"], json!(lot_id), "{alarms}");
+    assert_eq!(
+        (&lost[0]["resends"], &lost[0]["given_up"]),
+        (&json!(1), &json!(false))
+    );
+    assert_eq!(lost[0]["destination"], json!(destination), "{alarms}");
+    let stats = rpc.ok("queue.stats", json!({}));
+    assert_eq!(
+        stats["resends"],
+        json!({"total": 1, "waiting": 1, "given_up": 0}),
+        "{stats}"
+    );
+    assert_eq!(stats["lots"]["sent"], 1, "{stats}");
+    let check = doctor_arl(rpc);
+    assert_eq!(check["status"], "warning", "{check}");
+    assert!(
+        check["detail"].as_str().unwrap().contains(lot_id),
+        "{check}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("return queue"),
+        "{check}"
+    );
+}
+
+/// Acknowledged: no alarm; the two resends stay counted; the doctor is content.
+fn check_acknowledged(rpc: &mut Rpc) {
     // Acknowledged: no alarm; the two resends stay counted; the doctor is content.
     let alarms = rpc.ok("queue.alarms", json!({}));
     assert!(
@@ -270,8 +298,5 @@ fn a_lot_whose_arl_is_lost_is_sent_again_by_itself_and_acknowledged() {
         "{stats}"
     );
     assert_eq!(stats["sheets"]["acknowledged"], 1, "{stats}");
-    assert_eq!(doctor_arl(&mut rpc)["status"], "ok");
-    assert!(fsed.terminate().success());
-    drop(insurer);
-    common::delete_queues(&[&return_queue, &insurer_queue]);
+    assert_eq!(doctor_arl(rpc)["status"], "ok");
 }

@@ -77,9 +77,26 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
     let stats = order(&control, &["stats", "--slot", "cps"]);
     assert_eq!(stats["signatures"], json!(5), "{stats}");
 
-    // CMS SignedData: certtool accepts it against the test PKI, and refuses it tampered.
     let trust_dir = dir.path().join("trust");
-    let bundle = dir.path().join("ca-bundle.pem");
+    let (cms, signed) = certtool_checks_the_cms(dir.path(), &trust_dir, &mut rpc, &lots);
+    sheets_proved_alone(&trust_dir, &mut rpc, &cms, &signed, &ids);
+    deadline_closes_a_lot_at_once(dir.path(), &mut rpc);
+
+    let r = rpc.call("fse.proof", json!({"id": 999_999}));
+    assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
+    assert!(fsed.terminate().success());
+}
+
+/// CMS SignedData: certtool accepts the first lot's CMS against the test PKI, and refuses it
+/// tampered. Returns the CMS and the signed lot.
+fn certtool_checks_the_cms(
+    dir: &Path,
+    trust_dir: &Path,
+    rpc: &mut common::Rpc,
+    lots: &[Value],
+) -> (Vec<u8>, fse_formats::lot::SignedLot) {
+    // CMS SignedData: certtool accepts it against the test PKI, and refuses it tampered.
+    let bundle = dir.join("ca-bundle.pem");
     std::fs::write(
         &bundle,
         [
@@ -91,7 +108,7 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
     .unwrap();
     let lot = rpc.ok("lots.get", json!({"lot_id": lots[0]["id"]}));
     let cms = pem_body(lot["cms"].as_str().unwrap());
-    let (ok, text) = certtool_verify(dir.path(), "lot.p7", &cms, &bundle);
+    let (ok, text) = certtool_verify(dir, "lot.p7", &cms, &bundle);
     assert!(ok, "certtool refused the lot's CMS:\n{text}");
     assert!(text.contains("Signature status: ok"), "{text}");
     let header = hex::decode(lot["signed_lot"].as_str().unwrap()).unwrap();
@@ -103,9 +120,21 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
         .expect("the CMS encapsulates the lot header");
     let mut tampered = cms.clone();
     tampered[at + header_der.len() - 1] ^= 0x01;
-    let (ok, text) = certtool_verify(dir.path(), "tampered.p7", &tampered, &bundle);
+    let (ok, text) = certtool_verify(dir, "tampered.p7", &tampered, &bundle);
     assert!(!ok, "certtool accepted a tampered lot:\n{text}");
 
+    (cms, signed)
+}
+
+/// One sheet alone, with its proof, against the trust store and its CRLs; the whole lot with
+/// the certificate its CMS carries.
+fn sheets_proved_alone(
+    trust_dir: &Path,
+    rpc: &mut common::Rpc,
+    cms: &[u8],
+    signed: &fse_formats::lot::SignedLot,
+    ids: &[i64],
+) {
     // One sheet alone, with its proof, against the trust store and its CRLs.
     let mut store = TrustStore::new();
     for f in ["root.pem", "ca.pem"] {
@@ -118,7 +147,7 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
         .unwrap();
     let now = chrono::Utc::now().timestamp();
     // The whole lot, with the certificate its CMS carries.
-    let cert = fse_formats::cms::certificates(&cms).unwrap().remove(0);
+    let cert = fse_formats::cms::certificates(cms).unwrap().remove(0);
     assert_eq!(signed.verify_trusted(&store, &cert, now).unwrap().len(), 10);
     assert!(matches!(
         signed.verify_trusted(&TrustStore::new(), &cert, now),
@@ -146,6 +175,10 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
             Err(LotError::Certificate(_))
         ));
     }
+}
+
+/// A sheet near its sending deadline raises an alarm and its lot closes at once.
+fn deadline_closes_a_lot_at_once(dir: &Path, rpc: &mut common::Rpc) {
     // A sheet near its sending deadline raises an alarm and its lot closes at once (the lots
     // otherwise close at 10 sheets or after an hour).
     use fse_formats::calendar::{add_working_days, sending_deadline, Payment, Region};
@@ -158,7 +191,7 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
             due >= today && due <= cutoff
         })
         .expect("a date of care whose deadline is today or the next working day");
-    let mut watcher = common::Rpc::connect(&dir.path().join("fsed.sock"), Duration::from_secs(5));
+    let mut watcher = common::Rpc::connect(&dir.join("fsed.sock"), Duration::from_secs(5));
     watcher.ok("events.subscribe", json!({}));
     let urgent = rpc.ok(
         "fse.create",
@@ -177,8 +210,4 @@ fn one_signature_per_lot_cms_checked_by_certtool_and_sheets_proved_alone() {
             .any(|a| a["id"] == urgent["id"]),
         "{alarms}"
     );
-
-    let r = rpc.call("fse.proof", json!({"id": 999_999}));
-    assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
-    assert!(fsed.terminate().success());
 }

@@ -406,19 +406,7 @@ fn a_card_pulled_out_mid_pin_or_mid_signature_is_no_wrong_pin_and_the_pin_is_nev
     );
 
     // Back in: fsed presents no PIN by itself, the card still has its 3 tries.
-    common::order(
-        &control,
-        &[
-            "insert",
-            "--slot",
-            "cps",
-            "--profile",
-            "cps-medecin-generaliste",
-        ],
-    );
-    wait_for("the CPS back", Duration::from_secs(30), || {
-        (kinds(&mut rpc) == ["cps", "vitale"]).then_some(())
-    });
+    reinsert_cps(&control, &mut rpc);
     let st = rpc.ok("cards.pin_status", json!({}));
     assert_eq!(st["tries_left"], json!(3), "{st}");
     let stats = common::order(&control, &["stats", "--slot", "cps"]);
@@ -447,8 +435,21 @@ fn a_card_pulled_out_mid_pin_or_mid_signature_is_no_wrong_pin_and_the_pin_is_nev
         "{stats}"
     );
 
+    reinsert_cps(&control, &mut rpc);
+    let st = rpc.ok("cards.pin_status", json!({}));
+    assert_eq!(st["tries_left"], json!(3), "{st}");
+    let stats = common::order(&control, &["stats", "--slot", "cps"]);
+    assert_eq!(
+        stats["verifies"], 0,
+        "fsed never presents the PIN by itself: {stats}"
+    );
+    assert!(fsed.terminate().success());
+}
+
+/// Puts the general practitioner's CPS back in its slot and waits for fsed to read both cards.
+fn reinsert_cps(control: &std::path::Path, rpc: &mut Rpc) {
     common::order(
-        &control,
+        control,
         &[
             "insert",
             "--slot",
@@ -458,14 +459,6 @@ fn a_card_pulled_out_mid_pin_or_mid_signature_is_no_wrong_pin_and_the_pin_is_nev
         ],
     );
     wait_for("the CPS back", Duration::from_secs(30), || {
-        (kinds(&mut rpc) == ["cps", "vitale"]).then_some(())
+        (kinds(rpc) == ["cps", "vitale"]).then_some(())
     });
-    let st = rpc.ok("cards.pin_status", json!({}));
-    assert_eq!(st["tries_left"], json!(3), "{st}");
-    let stats = common::order(&control, &["stats", "--slot", "cps"]);
-    assert_eq!(
-        stats["verifies"], 0,
-        "fsed never presents the PIN by itself: {stats}"
-    );
-    assert!(fsed.terminate().success());
 }

@@ -60,7 +60,7 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     let (_sim, _control) =
         common::start_fast_cards(dir.path(), &["--vitale-profile", profile.to_str().unwrap()]);
     let report = dir.path().join("report");
-    let mut insurer = common::start_insurer(&[
+    let insurer = common::start_insurer(&[
         "--binding",
         &destination,
         "--payments",
@@ -78,12 +78,24 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     let (mut fsed, mut rpc) = common::start_fsed_amqp(dir.path(), &return_queue, 10, 1);
     common::wait_cards(&mut rpc, 2);
 
+    run_practices(dir.path());
+    every_sheet_paid_or_refused_once(&mut rpc);
+    let _answering = early_payment_is_held(&mut rpc, insurer, &return_queue, &destination);
+    assert!(fsed.terminate().success());
+
+    check_events_and_report(dir.path(), &report, &return_queue);
+    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
+}
+
+/// Four practices through the socket (the load generator), until every sheet's lot has its
+/// ARL; its summary counts every sheet and shows the insurer's reply delay.
+fn run_practices(dir: &std::path::Path) {
     // Four practices through the socket, until every sheet's lot has its ARL.
     let out = Command::new(bin("fse-sim"))
         .args([
             "practice",
             "--socket",
-            dir.path().join("fsed.sock").to_str().unwrap(),
+            dir.join("fsed.sock").to_str().unwrap(),
             "--practices",
             "4",
             "--sheets",
@@ -114,7 +126,10 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
         "the insurer's reply delay shows: {summary}"
     );
     assert!(stdout.contains("create → ARL latency"), "{stdout}");
+}
 
+/// Every sheet paid or refused, once (the copies change nothing), and listed by `returns.list`.
+fn every_sheet_paid_or_refused_once(rpc: &mut common::Rpc) {
     // Every sheet paid or refused, once.
     let stats: Value = wait_for("every payment return", Duration::from_secs(60), || {
         let s = rpc.ok("queue.stats", json!({}));
@@ -152,7 +167,16 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     assert_eq!(arls.len(), lots.as_array().unwrap().len(), "{returns}");
     let bad = rpc.call("returns.list", json!({"limit": 0}));
     assert_eq!(bad["error"]["data"]["field"], "limit", "{bad}");
+}
 
+/// A payment return ahead of its lot's ARL is held, then applied. Takes the running insurer
+/// (stopped here); returns the insurer that answers, to keep until the test ends.
+fn early_payment_is_held(
+    rpc: &mut common::Rpc,
+    mut insurer: common::Proc,
+    return_queue: &str,
+    destination: &str,
+) -> common::Proc {
     // A payment return ahead of its lot's ARL in the return queue is held while the returns
     // behind it go on (that very ARL), then applied. The insurer stops; a new lot waits in
     // its queue; its payment return is published first, then an insurer answers the lot.
@@ -169,7 +193,7 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     });
     let early = fse_formats::ack::PaymentReturn {
         lot_id: lot_id.clone(),
-        insurer: destination.clone(),
+        insurer: destination.to_string(),
         issued_at: chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string(),
         payments: made
             .iter()
@@ -185,17 +209,21 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     let early =
         fse_simulator::insurer::sign_return(fse_formats::ack::ReturnContent::Payment(early))
             .unwrap();
-    publish_return(&return_queue, &lot_id, &early);
-    let _answering = common::start_insurer(&["--binding", &destination]);
+    publish_return(return_queue, &lot_id, &early);
+    let answering = common::start_insurer(&["--binding", destination]);
     for m in &made {
         wait_for("the early payment applied", Duration::from_secs(30), || {
             let sheet = rpc.ok("fse.get", json!({"id": m["id"]}));
             (sheet["state"] == "paid").then_some(())
         });
     }
-    assert!(fsed.terminate().success());
+    answering
+}
 
-    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+/// fsed's events (one per sheet, copies ignored), the insurer's report, and the malformed
+/// replies in the dead-letter queue.
+fn check_events_and_report(dir: &std::path::Path, report: &std::path::Path, return_queue: &str) {
+    let q = fse_queue::Queue::open(&dir.join("fsed.db")).unwrap();
     let events = q.events_since(0, 100_000).unwrap();
     let paid_events = events
         .iter()
@@ -221,12 +249,11 @@ fn payment_returns_are_applied_once_and_listed_whatever_the_insurer_does() {
     );
     // Each malformed reply (sent twice, as every reply) was dead-lettered, not lost.
     let malformed = summary["summary"]["malformed"].as_u64().unwrap();
-    let dead = fse_formats::wire::dead_letter_queue(&return_queue);
+    let dead = fse_formats::wire::dead_letter_queue(return_queue);
     // (The broker's queue counts lag by a few seconds.)
     wait_for("the dead letters counted", Duration::from_secs(30), || {
         (common::queue_messages(&dead) == Some(2 * malformed)).then_some(())
     });
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("polyline"), "{html}");
-    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
 }

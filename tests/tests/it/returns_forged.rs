@@ -260,47 +260,7 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
     assert_eq!(lot.header.destination, destination);
 
     // Six returns that must not be believed, in this order.
-    let forged = [
-        (
-            wire::TYPE_ARL,
-            signed_with_another_key(arl(&lot, &destination), &destination),
-            "bad_signature",
-        ),
-        (
-            wire::TYPE_ARL,
-            signed_self_certified(arl(&lot, &destination), &destination),
-            "untrusted_certificate",
-        ),
-        (
-            wire::TYPE_ARL,
-            sign_return(arl(&lot, OTHER_INSURER)).unwrap(),
-            "wrong_insurer",
-        ),
-        (
-            wire::TYPE_ARL,
-            match arl(&lot, &destination) {
-                ReturnContent::Arl(a) => a.to_der().unwrap(),
-                _ => unreachable!(),
-            },
-            "unsigned",
-        ),
-        (
-            wire::TYPE_PAYMENT,
-            sign_return(payment(
-                &lot,
-                &destination,
-                number,
-                HUNDRED_BILLION_EUROS_CENTS,
-            ))
-            .unwrap(),
-            "amount_above_claim",
-        ),
-        (
-            wire::TYPE_PAYMENT,
-            sign_return(payment(&lot, UNKNOWN_INSURER, number, claim)).unwrap(),
-            "wrong_insurer",
-        ),
-    ];
+    let forged = forged_returns(&lot, &destination, number, claim);
     for (kind, der, _) in &forged {
         publish(&return_queue, kind, &lot_id, der);
     }
@@ -372,8 +332,67 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
     assert_eq!(paid["payments"][0]["amount_cents"], claim, "{paid}");
     assert!(fsed.terminate().success());
 
-    // The counts survive a restart, now on the spool transport.
-    let (mut fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
+    spool_refusals(dir.path(), &destination, &dead);
+
+    one_event_per_refusal(dir.path());
+    common::delete_queues(&[&insurer_queue, &return_queue, &dead_queue]);
+}
+
+/// Six returns that must not be believed, in this order, each with the dead-letter reason
+/// fsed must give it: (message type, bytes, reason).
+fn forged_returns(
+    lot: &SignedLot,
+    destination: &str,
+    number: u64,
+    claim: u64,
+) -> [(&'static str, Vec<u8>, &'static str); 6] {
+    [
+        (
+            wire::TYPE_ARL,
+            signed_with_another_key(arl(lot, destination), destination),
+            "bad_signature",
+        ),
+        (
+            wire::TYPE_ARL,
+            signed_self_certified(arl(lot, destination), destination),
+            "untrusted_certificate",
+        ),
+        (
+            wire::TYPE_ARL,
+            sign_return(arl(lot, OTHER_INSURER)).unwrap(),
+            "wrong_insurer",
+        ),
+        (
+            wire::TYPE_ARL,
+            match arl(lot, destination) {
+                ReturnContent::Arl(a) => a.to_der().unwrap(),
+                _ => unreachable!(),
+            },
+            "unsigned",
+        ),
+        (
+            wire::TYPE_PAYMENT,
+            sign_return(payment(
+                lot,
+                destination,
+                number,
+                HUNDRED_BILLION_EUROS_CENTS,
+            ))
+            .unwrap(),
+            "amount_above_claim",
+        ),
+        (
+            wire::TYPE_PAYMENT,
+            sign_return(payment(lot, UNKNOWN_INSURER, number, claim)).unwrap(),
+            "wrong_insurer",
+        ),
+    ]
+}
+
+/// The counts survive a restart, now on the spool transport; two returns refused from the
+/// spool are moved aside with their reason, and the genuine ARL is applied.
+fn spool_refusals(dir: &Path, destination: &str, dead: &Value) {
+    let (mut fsed, mut rpc) = common::start_fsed(dir, &["--transport", "spool"]);
     assert_eq!(
         rpc.ok("queue.stats", json!({}))["dead_letters"],
         dead["dead_letters"]
@@ -386,10 +405,7 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
     );
     let number = made["number"].as_u64().unwrap();
     rpc.ok("lots.close", json!({}));
-    let (outbox, inbox) = (
-        dir.path().join("spool/outbox"),
-        dir.path().join("spool/inbox"),
-    );
+    let (outbox, inbox) = (dir.join("spool/outbox"), dir.join("spool/inbox"));
     let lot = wait_for("the lot in the outbox", Duration::from_secs(30), || {
         let file = std::fs::read_dir(&outbox)
             .ok()?
@@ -409,7 +425,7 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
             format!("{lot_id}.pay"),
             sign_return(payment(
                 &lot,
-                &destination,
+                destination,
                 number,
                 HUNDRED_BILLION_EUROS_CENTS,
             ))
@@ -437,16 +453,18 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
     drop_in(
         &inbox,
         &format!("{lot_id}.arl"),
-        &sign_return(arl(&lot, &destination)).unwrap(),
+        &sign_return(arl(&lot, destination)).unwrap(),
     );
     wait_for("the spool ARL applied", Duration::from_secs(30), || {
         let s = rpc.ok("queue.stats", json!({}));
         (s["lots"]["acknowledged"] == 2).then_some(())
     });
     assert!(fsed.terminate().success());
+}
 
-    // One event per refusal: 6 over AMQP, 2 from the spool.
-    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+/// One event per refusal: 6 over AMQP, 2 from the spool.
+fn one_event_per_refusal(dir: &Path) {
+    let q = fse_queue::Queue::open(&dir.join("fsed.db")).unwrap();
     let events = q.events_since(0, 100_000).unwrap();
     let dead_events: Vec<Value> = events
         .iter()
@@ -456,5 +474,4 @@ fn forged_and_misdirected_returns_are_dead_lettered_with_their_reason() {
     assert_eq!(dead_events.len(), 8, "{dead_events:?}");
     assert_eq!(dead_events[0]["reason"], "bad_signature");
     assert_eq!(dead_events[7]["reason"], "amount_above_claim");
-    common::delete_queues(&[&insurer_queue, &return_queue, &dead_queue]);
 }

@@ -48,7 +48,7 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     assert_eq!(stats["sheets"]["signed"], 3, "{stats}");
 
     // An insurer binds the destination, and answers every lot twice.
-    let mut insurer = common::start_insurer(&["--binding", &destination, "--duplicate-replies"]);
+    let insurer = common::start_insurer(&["--binding", &destination, "--duplicate-replies"]);
     wait_for("the lot acknowledged", Duration::from_secs(60), || {
         let lots = rpc.ok("lots.list", json!({}));
         (lots[0]["state"] == "acknowledged").then_some(())
@@ -57,9 +57,26 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
     let stats = rpc.ok("queue.stats", json!({}));
     assert_eq!(stats["sheets"]["acknowledged"], 3, "{stats}");
 
+    let _insurer = negative_arl_and_resubmission(&mut rpc, insurer, &destination);
+    assert!(fsed.terminate().success());
+
+    assert_arl_applied_once(dir.path(), &lot_id);
+
+    // The insurer's queue for this run's destination goes with it.
+    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
+}
+
+/// A negative ARL: an insurer that refuses every sheet of the first lot it sees; the practice
+/// resubmits the rejected sheets and they are acknowledged in a new lot. Returns the insurer,
+/// which must keep running until the test ends.
+fn negative_arl_and_resubmission(
+    rpc: &mut Rpc,
+    mut insurer: common::Proc,
+    destination: &str,
+) -> common::Proc {
     // A negative ARL: an insurer that refuses every sheet of the first lot it sees.
     insurer.terminate();
-    let _insurer = common::start_insurer(&["--binding", &destination, "--reject-lots", "1"]);
+    let insurer = common::start_insurer(&["--binding", destination, "--reject-lots", "1"]);
     let ids: Vec<i64> = (0..3)
         .map(|_| {
             rpc.ok(
@@ -113,9 +130,12 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
         2,
         "{lots}"
     );
-    assert!(fsed.terminate().success());
+    insurer
+}
 
-    let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
+/// The events fsed recorded: one ARL applied for the lot (the copy ignored), the lot sent once.
+fn assert_arl_applied_once(dir: &std::path::Path, lot_id: &str) {
+    let q = fse_queue::Queue::open(&dir.join("fsed.db")).unwrap();
     let events = q.events_since(0, 100_000).unwrap();
     let arls = events
         .iter()
@@ -127,7 +147,4 @@ fn an_unroutable_lot_waits_with_an_alarm_and_duplicate_arls_change_nothing() {
         .filter(|e| e.kind == "lot.sent" && e.subject == lot_id)
         .count();
     assert_eq!(sent, 1, "sent once");
-
-    // The insurer's queue for this run's destination goes with it.
-    common::delete_queues(&[&format!("insurer.amo.{destination}"), &return_queue]);
 }

@@ -93,10 +93,95 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     let g = json!({"code": "G"});
-    let (v, r, c) = ("INVALID_PARAMS", "RULE_VIOLATION", "CARD_NOT_ALLOWED");
 
     // Dr MARTIN (sector 1) and the DUPONT family's card.
-    let rule_cases: Vec<(Value, &str, &str, &str)> = vec![
+    let rule_cases = request_rule_cases().into_iter().chain(care_rule_cases());
+    for (params, name, rule, field) in rule_cases {
+        refused(&mut rpc, params, name, Some(rule), field);
+    }
+    degraded_sheet_and_keyed_retry(&control, &mut rpc);
+    vitale_card_refusals(&control, &mut rpc);
+    cps_card_refusals(&control, &mut rpc);
+
+    // The participation forfaitaire's daily cap (4 participations with one doctor, 4 × 2 €)
+    // holds across sheets, from the queue (Nadia LAMBERT's card is in the Vitale slot).
+    put(
+        &control,
+        &mut rpc,
+        "cps",
+        Some("cps-medecin-generaliste"),
+        Some("CPS-0001"),
+    );
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    let create = |rpc: &mut Rpc| -> (i64, u64) {
+        let s = rpc.ok("fse.create", json!({"act": g}));
+        (
+            s["id"].as_i64().unwrap(),
+            s["sheet"]["amounts"]["pf_cents"].as_u64().unwrap(),
+        )
+    };
+    let pf = |rpc: &mut Rpc| create(rpc).1;
+    let (first, first_pf) = create(&mut rpc);
+    let next_four = [pf(&mut rpc), pf(&mut rpc), pf(&mut rpc), pf(&mut rpc)];
+    assert_eq!((first_pf, next_four), (200, [200, 200, 200, 0]));
+    // A cancelled sheet's participation no longer counts; it cannot be cancelled twice.
+    let cancelled = rpc.ok("fse.cancel", json!({"id": first, "reason": "patient left"}));
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let r = rpc.call("fse.cancel", json!({"id": first, "reason": "again"}));
+    assert_eq!(r["error"]["data"]["rule"], "NOT_CANCELLABLE", "{r}");
+    let r = rpc.call("fse.cancel", json!({"id": 999_999, "reason": "x"}));
+    assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
+    let r = rpc.call("fse.cancel", json!({"id": first, "reason": " "}));
+    assert_eq!(r["error"]["data"]["field"], "reason", "{r}");
+    assert_eq!(pf(&mut rpc), 200);
+    // … and across a restart: the history is in the SQLite file.
+    assert!(fsed.terminate().success());
+    drop(rpc);
+    let (_fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
+    common::wait_cards(&mut rpc, 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    assert_eq!(pf(&mut rpc), 0);
+
+    // Many requests at once for the same beneficiary, doctor and day: each is priced on the
+    // history it read, and the insert refuses those another sheet outran, which are priced
+    // again; the day's cap still holds: 4 participations of 2 €, 8 €, none more.
+    let socket = dir.path().join("fsed.sock");
+    let yesterday = day(-1);
+    let pfs: Vec<u64> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = Rpc::connect(&socket, Duration::from_secs(10));
+                    let r = c.ok(
+                        "fse.create",
+                        json!({"act": {"code": "G", "date": yesterday}}),
+                    );
+                    r["sheet"]["amounts"]["pf_cents"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(pfs.iter().sum::<u64>(), 800, "{pfs:?}");
+    assert_eq!(pfs.iter().filter(|c| **c == 200).count(), 4, "{pfs:?}");
+
+    let seen = SEEN.lock().unwrap();
+    let missed: Vec<&&str> = fse_formats::build::ALL_RULES
+        .iter()
+        .filter(|r| !seen.contains(**r))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "rules never reached through the socket: {missed:?}"
+    );
+}
+
+/// The refusals of a request's shape, its acts and their dates, as (params, error name, rule,
+/// field).
+fn request_rule_cases() -> Vec<(Value, &'static str, &'static str, &'static str)> {
+    let g = json!({"code": "G"});
+    let (v, r) = ("INVALID_PARAMS", "RULE_VIOLATION");
+    vec![
         (json!({}), v, "BAD_REQUEST", "acts"),
         (json!({"act": g, "acts": [g]}), v, "BAD_REQUEST", "act"),
         (
@@ -168,6 +253,15 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             "ACT_DATE_BEFORE_BIRTH",
             "acts[0].date",
         ),
+    ]
+}
+
+/// The refusals of a sheet's care context (ALD, AT/MP, care path, tiers payant, amounts, the
+/// replaced practitioner, degraded mode), as (params, error name, rule, field).
+fn care_rule_cases() -> Vec<(Value, &'static str, &'static str, &'static str)> {
+    let g = json!({"code": "G"});
+    let (v, r) = ("INVALID_PARAMS", "RULE_VIOLATION");
+    vec![
         (json!({"act": g, "ald": true}), r, "ALD_NOT_OPEN", "ald"),
         (
             json!({"act": g, "at_mp": {"date": day(1), "number": "AT1"}}),
@@ -248,12 +342,15 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             "BAD_REQUEST",
             "degraded.beneficiary",
         ),
-    ];
-    for (params, name, rule, field) in rule_cases {
-        refused(&mut rpc, params, name, Some(rule), field);
-    }
+    ]
+}
+
+/// A degraded sheet needs no Vitale card; a secured one does. A retry answers the sheet
+/// already made with its key, whatever the cards are now.
+fn degraded_sheet_and_keyed_retry(control: &Path, rpc: &mut Rpc) {
+    let g = json!({"code": "G"});
     // A degraded sheet needs no Vitale card; a secured one does.
-    put(&control, &mut rpc, "vitale", None, None);
+    put(control, rpc, "vitale", None, None);
     let degraded = rpc.ok(
         "fse.create",
         json!({"act": g, "tiers_payant": {"amo": true}, "degraded": {"reason": "carte oubliée", "beneficiary": jean()}}),
@@ -265,7 +362,7 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
         "degraded": {"reason": "carte oubliée", "beneficiary": jean()}});
     let first = rpc.ok("fse.create", keyed.clone());
     let cps_serial = first["sheet"]["practitioner"]["cps_serial"].clone();
-    put(&control, &mut rpc, "cps", None, None);
+    put(control, rpc, "cps", None, None);
     let again = rpc.ok("fse.create", keyed.clone());
     assert_eq!(
         (again["id"].clone(), again["number"].clone()),
@@ -273,76 +370,80 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     );
     let mut unkeyed = keyed;
     unkeyed["idempotency_key"] = json!("retry-2");
-    refused(&mut rpc, unkeyed, "CARD_ABSENT", None, "cps");
+    refused(rpc, unkeyed, "CARD_ABSENT", None, "cps");
     put(
-        &control,
-        &mut rpc,
+        control,
+        rpc,
         "cps",
         Some("cps-medecin-generaliste"),
         cps_serial.as_str(),
     );
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
     refused(
-        &mut rpc,
+        rpc,
         json!({"act": g}),
         "CARD_ABSENT",
         Some("VITALE_ABSENT"),
         "vitale",
     );
+}
 
+/// Vitale cards: closed rights, CSS (compulsory tiers payant), opposition.
+fn vitale_card_refusals(control: &Path, rpc: &mut Rpc) {
+    let g = json!({"code": "G"});
+    let (r, c) = ("RULE_VIOLATION", "CARD_NOT_ALLOWED");
     // Vitale cards: closed rights, CSS (compulsory tiers payant), opposition.
     put(
-        &control,
-        &mut rpc,
+        control,
+        rpc,
         "vitale",
         Some("vitale-droits-expires"),
         Some("VIT-0005"),
     );
     refused(
-        &mut rpc,
+        rpc,
         json!({"act": g}),
         r,
         Some("RIGHTS_CLOSED"),
         "beneficiary.rights",
     );
-    put(
-        &control,
-        &mut rpc,
-        "vitale",
-        Some("vitale-css"),
-        Some("VIT-0012"),
-    );
+    put(control, rpc, "vitale", Some("vitale-css"), Some("VIT-0012"));
     refused(
-        &mut rpc,
+        rpc,
         json!({"act": g, "tiers_payant": {"amo": false}}),
         r,
         Some("TIERS_PAYANT_REQUIRED"),
         "tiers_payant.amo",
     );
     put(
-        &control,
-        &mut rpc,
+        control,
+        rpc,
         "vitale",
         Some("vitale-opposition"),
         Some("VIT-0666"),
     );
-    refused(
-        &mut rpc,
-        json!({"act": g}),
-        c,
-        Some("VITALE_OPPOSED"),
-        "vitale",
-    );
+    refused(rpc, json!({"act": g}), c, Some("VITALE_OPPOSED"), "vitale");
     put(
-        &control,
-        &mut rpc,
+        control,
+        rpc,
         "vitale",
         Some("vitale-adulte"),
         Some("VIT-0002"),
     );
+}
 
-    // CPS cards, each with its PIN verified.
-    let cps_cases: Vec<(&str, &str, Value, &str, &str, &str)> = vec![
+/// The CPS cards' refusals, as (profile, serial, params, error name, rule, field).
+fn cps_cases() -> Vec<(
+    &'static str,
+    &'static str,
+    Value,
+    &'static str,
+    &'static str,
+    &'static str,
+)> {
+    let g = json!({"code": "G"});
+    let (r, c) = ("RULE_VIOLATION", "CARD_NOT_ALLOWED");
+    vec![
         (
             "cpe-secretaire",
             "CPE-0001",
@@ -424,15 +525,20 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
             "CARE_PATH_INVALID",
             "care_path",
         ),
-    ];
+    ]
+}
+
+/// CPS cards, each with its PIN verified; then the nurse's sheet once right.
+fn cps_card_refusals(control: &Path, rpc: &mut Rpc) {
+    let cps_cases = cps_cases();
     let mut current = String::new();
     for (profile, serial, params, name, rule, field) in cps_cases {
         if current != serial {
-            put(&control, &mut rpc, "cps", Some(profile), Some(serial));
+            put(control, rpc, "cps", Some(profile), Some(serial));
             rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
             current = serial.to_string();
         }
-        refused(&mut rpc, params, name, Some(rule), field);
+        refused(rpc, params, name, Some(rule), field);
     }
     // The nurse's sheet once right: several acts, coefficients, prescriber, tiers payant.
     let nurse = rpc.ok(
@@ -445,76 +551,4 @@ fn every_refusal_reaches_the_socket_with_its_code_and_field() {
     assert_eq!(nurse["sheet"]["amounts"]["amo_cents"], 567, "{nurse}");
     assert_eq!(nurse["sheet"]["amounts"]["due_cents"], 378, "{nurse}");
     assert_eq!(nurse["sheet"]["care_path"], "not_applicable");
-
-    // The participation forfaitaire's daily cap (4 participations with one doctor, 4 × 2 €)
-    // holds across sheets, from the queue (Nadia LAMBERT's card is in the Vitale slot).
-    put(
-        &control,
-        &mut rpc,
-        "cps",
-        Some("cps-medecin-generaliste"),
-        Some("CPS-0001"),
-    );
-    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    let create = |rpc: &mut Rpc| -> (i64, u64) {
-        let s = rpc.ok("fse.create", json!({"act": g}));
-        (
-            s["id"].as_i64().unwrap(),
-            s["sheet"]["amounts"]["pf_cents"].as_u64().unwrap(),
-        )
-    };
-    let pf = |rpc: &mut Rpc| create(rpc).1;
-    let (first, first_pf) = create(&mut rpc);
-    let next_four = [pf(&mut rpc), pf(&mut rpc), pf(&mut rpc), pf(&mut rpc)];
-    assert_eq!((first_pf, next_four), (200, [200, 200, 200, 0]));
-    // A cancelled sheet's participation no longer counts; it cannot be cancelled twice.
-    let cancelled = rpc.ok("fse.cancel", json!({"id": first, "reason": "patient left"}));
-    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
-    let r = rpc.call("fse.cancel", json!({"id": first, "reason": "again"}));
-    assert_eq!(r["error"]["data"]["rule"], "NOT_CANCELLABLE", "{r}");
-    let r = rpc.call("fse.cancel", json!({"id": 999_999, "reason": "x"}));
-    assert_eq!(r["error"]["data"]["name"], "NOT_FOUND", "{r}");
-    let r = rpc.call("fse.cancel", json!({"id": first, "reason": " "}));
-    assert_eq!(r["error"]["data"]["field"], "reason", "{r}");
-    assert_eq!(pf(&mut rpc), 200);
-    // … and across a restart: the history is in the SQLite file.
-    assert!(fsed.terminate().success());
-    drop(rpc);
-    let (_fsed, mut rpc) = common::start_fsed(dir.path(), &["--transport", "spool"]);
-    common::wait_cards(&mut rpc, 2);
-    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    assert_eq!(pf(&mut rpc), 0);
-
-    // Many requests at once for the same beneficiary, doctor and day: each is priced on the
-    // history it read, and the insert refuses those another sheet outran, which are priced
-    // again; the day's cap still holds: 4 participations of 2 €, 8 €, none more.
-    let socket = dir.path().join("fsed.sock");
-    let yesterday = day(-1);
-    let pfs: Vec<u64> = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..12)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut c = Rpc::connect(&socket, Duration::from_secs(10));
-                    let r = c.ok(
-                        "fse.create",
-                        json!({"act": {"code": "G", "date": yesterday}}),
-                    );
-                    r["sheet"]["amounts"]["pf_cents"].as_u64().unwrap()
-                })
-            })
-            .collect();
-        clients.into_iter().map(|c| c.join().unwrap()).collect()
-    });
-    assert_eq!(pfs.iter().sum::<u64>(), 800, "{pfs:?}");
-    assert_eq!(pfs.iter().filter(|c| **c == 200).count(), 4, "{pfs:?}");
-
-    let seen = SEEN.lock().unwrap();
-    let missed: Vec<&&str> = fse_formats::build::ALL_RULES
-        .iter()
-        .filter(|r| !seen.contains(**r))
-        .collect();
-    assert!(
-        missed.is_empty(),
-        "rules never reached through the socket: {missed:?}"
-    );
 }

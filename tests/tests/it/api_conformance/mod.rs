@@ -21,10 +21,13 @@ use crate::common;
 
 mod description;
 mod examples;
+mod lines;
+mod steps;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_for, Rpc};
@@ -111,8 +114,42 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let mut events = Rpc::connect(&socket, Duration::from_secs(5));
     c.ok(&mut events, "events.subscribe", json!({}));
 
+    methods_served_are_described(&mut c, &mut rpc);
+    let g = json!({"code": "G"});
+    pin_life(&mut c, &mut rpc, &g);
+    invalid_parameters(&mut c, &mut rpc, &g);
+    let (a, b) = sheets_once_per_key(&mut c, &mut rpc, &g);
+    let (db, cancelled) = database_locked(&mut c, &mut rpc, dir.path(), &g);
+    lots_rejected_then_paid(&mut c, &mut rpc, a);
+    doctor_stats_and_backup(&mut c, &mut rpc, dir.path());
+    steps::damaged_sheet(&mut c, &mut rpc, &db, b);
+    steps::swapped_body(&mut c, &mut rpc, &db, a, cancelled);
+    let (runtime, stop) = steps::third_card(&mut c, &mut rpc, dir.path());
+    lines::not_requests(&mut c, &mut rpc);
+    lines::numbers_as_written(&mut c, &mut rpc);
+    lines::one_connection_too_many(&mut c, &socket);
+    let me = lines::user_not_allowed(&mut c);
+    lines::user_past_its_limit_and_idle(&mut c, &me);
+    lines::events_as_described(&mut c, &mut events);
+
+    let never_called: Vec<String> = c.methods().difference(&c.called).cloned().collect();
+    assert!(
+        never_called.is_empty(),
+        "methods never called: {never_called:?}"
+    );
+    let never_produced: Vec<i64> = c.stable_codes().difference(&c.codes).copied().collect();
+    assert!(
+        never_produced.is_empty(),
+        "error codes never produced: {never_produced:?}"
+    );
+    let _ = stop.send(true);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// The methods served are the methods described; each is served (refuses an unknown parameter).
+fn methods_served_are_described(c: &mut Conformance, rpc: &mut Rpc) {
     // The methods served are the methods described.
-    let version = c.ok(&mut rpc, "system.version", json!({}));
+    let version = c.ok(rpc, "system.version", json!({}));
     let served: BTreeSet<String> = version["methods"]
         .as_array()
         .unwrap()
@@ -128,33 +165,35 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         let r = rpc.call(method, json!({"no_such_parameter": 1}));
         assert_eq!(r["error"]["code"], json!(-32602), "{method} is served: {r}");
     }
+}
 
-    common::wait_cards(&mut rpc, 2);
-    let cards = c.ok(&mut rpc, "cards.list", json!({}));
+/// The cards read; the PIN: required, wrong, verified, changed, blocked, unblocked.
+fn pin_life(c: &mut Conformance, rpc: &mut Rpc, g: &Value) {
+    common::wait_cards(rpc, 2);
+    let cards = c.ok(rpc, "cards.list", json!({}));
     assert_eq!(cards.as_array().unwrap().len(), 2, "{cards}");
-    let status = c.ok(&mut rpc, "cards.pin_status", json!({}));
+    let status = c.ok(rpc, "cards.pin_status", json!({}));
     assert_eq!(status["tries_left"], json!(3), "{status}");
 
     // The PIN: required, wrong, verified, changed, blocked, unblocked.
-    let g = json!({"code": "G"});
-    c.refused(&mut rpc, "fse.create", json!({"act": g}), 1004, Some("pin"));
+    c.refused(rpc, "fse.create", json!({"act": g}), 1004, Some("pin"));
     let e = c.refused(
-        &mut rpc,
+        rpc,
         "cards.verify_pin",
         json!({"pin": "0000"}),
         1002,
         Some("pin"),
     );
     assert_eq!(e["data"]["tries_left"], json!(2), "{e}");
-    let v = c.ok(&mut rpc, "cards.verify_pin", json!({"pin": "1234"}));
+    let v = c.ok(rpc, "cards.verify_pin", json!({"pin": "1234"}));
     assert_eq!(v["cps_serial"], json!("CPS-0001"));
     c.ok(
-        &mut rpc,
+        rpc,
         "cards.change_pin",
         json!({"old_pin": "1234", "new_pin": "2468"}),
     );
     c.ok(
-        &mut rpc,
+        rpc,
         "cards.change_pin",
         json!({"old_pin": "2468", "new_pin": "1234"}),
     );
@@ -174,10 +213,10 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         }
     }
     assert!(blocked, "three wrong PINs block it");
-    let status = c.ok(&mut rpc, "cards.pin_status", json!({}));
+    let status = c.ok(rpc, "cards.pin_status", json!({}));
     assert_eq!(status["blocked"], json!(true), "{status}");
     let e = c.refused(
-        &mut rpc,
+        rpc,
         "cards.unblock_pin",
         json!({"puk": "00000000", "new_pin": "1234"}),
         1002,
@@ -185,20 +224,23 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     );
     assert_eq!(e["data"]["tries_left"], json!(9), "{e}");
     c.ok(
-        &mut rpc,
+        rpc,
         "cards.unblock_pin",
         json!({"puk": "12345678", "new_pin": "1234"}),
     );
-    c.ok(&mut rpc, "cards.verify_pin", json!({"pin": "1234"}));
-    c.ok(&mut rpc, "vitale.read", json!({}));
+    c.ok(rpc, "cards.verify_pin", json!({"pin": "1234"}));
+    c.ok(rpc, "vitale.read", json!({}));
     c.refused(
-        &mut rpc,
+        rpc,
         "cards.pin_status",
         json!({"cps_serial": "CPS-9999"}),
         1001,
         Some("cps"),
     );
+}
 
+/// Invalid parameters, each named.
+fn invalid_parameters(c: &mut Conformance, rpc: &mut Rpc, g: &Value) {
     // Invalid parameters, each named.
     for (method, params, field) in [
         ("cards.verify_pin", json!({"pin": "12"}), "pin"),
@@ -217,24 +259,28 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         ("queue.stats", json!({"x": 1}), "x"),
         ("fse.get", json!([1]), "params"),
     ] {
-        c.refused(&mut rpc, method, params, -32602, Some(field));
+        c.refused(rpc, method, params, -32602, Some(field));
     }
+}
 
+/// Sheets: created once per idempotency key, listed a page at a time, refused by a rule;
+/// returns the ids of the first two sheets (`a`, made with a key, and `b`).
+fn sheets_once_per_key(c: &mut Conformance, rpc: &mut Rpc, g: &Value) -> (i64, i64) {
     // Sheets: created once per idempotency key, listed a page at a time, refused by a rule.
     let a = c.ok(
-        &mut rpc,
+        rpc,
         "fse.create",
         json!({"act": g, "idempotency_key": "conformance-a"}),
     );
     let again = c.ok(
-        &mut rpc,
+        rpc,
         "fse.create",
         json!({"act": g, "idempotency_key": "conformance-a"}),
     );
     assert_eq!(again["id"], a["id"], "the same key, the same sheet");
     // The same key with another request: refused, naming the sheet made with it.
     let e = c.refused(
-        &mut rpc,
+        rpc,
         "fse.create",
         json!({"act": g, "tiers_payant": {"amo": true}, "idempotency_key": "conformance-a"}),
         1011,
@@ -243,20 +289,52 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     assert_eq!(e["data"]["sheet_id"], a["id"], "{e}");
     let a = a["id"].as_i64().unwrap();
     let b = c.ok(
-        &mut rpc,
+        rpc,
         "fse.create",
         json!({"act": g, "tiers_payant": {"amo": true}}),
     )["id"]
         .as_i64()
         .unwrap();
     let e = c.refused(
-        &mut rpc,
+        rpc,
         "fse.create",
         json!({"act": {"code": "XYZ"}}),
         1010,
         Some("acts[0].code"),
     );
     assert_eq!(e["data"]["rule"], json!("UNKNOWN_ACT"), "{e}");
+    long_values_are_cut(c, rpc, g);
+    let got = c.ok(rpc, "fse.get", json!({"id": a}));
+    assert_eq!(
+        (got["state"].as_str(), &got["lot_id"]),
+        (Some("accepted"), &Value::Null)
+    );
+    let page = c.ok(rpc, "fse.list", json!({"state": "accepted", "limit": 1}));
+    assert_eq!(page[0]["id"], json!(a), "{page}");
+    let next = c.ok(
+        rpc,
+        "fse.list",
+        json!({"state": "accepted", "limit": 1, "after_id": a}),
+    );
+    assert_eq!(next[0]["id"], json!(b), "{next}");
+    c.refused(rpc, "fse.get", json!({"id": 999_999}), 1020, Some("id"));
+    c.refused(
+        rpc,
+        "lots.get",
+        json!({"lot_id": "810000000009-99999999"}),
+        1020,
+        Some("lot_id"),
+    );
+    c.refused(rpc, "fse.proof", json!({"id": a}), 1020, Some("id"));
+    let e = c.refused(rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
+    assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
+
+    (a, b)
+}
+
+/// A refused value of 5,000 characters is echoed cut to 200, then `…`, whichever check
+/// refuses it.
+fn long_values_are_cut(c: &mut Conformance, rpc: &mut Rpc, g: &Value) {
     // A refused value of 5,000 characters is echoed cut to 200, then `…`, whichever check
     // refuses it (the pricing rules name the act code whole).
     let long = "Z".repeat(5_000);
@@ -290,50 +368,25 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         }
         assert!(message.chars().count() < 600, "{message}");
     }
-    let got = c.ok(&mut rpc, "fse.get", json!({"id": a}));
-    assert_eq!(
-        (got["state"].as_str(), &got["lot_id"]),
-        (Some("accepted"), &Value::Null)
-    );
-    let page = c.ok(
-        &mut rpc,
-        "fse.list",
-        json!({"state": "accepted", "limit": 1}),
-    );
-    assert_eq!(page[0]["id"], json!(a), "{page}");
-    let next = c.ok(
-        &mut rpc,
-        "fse.list",
-        json!({"state": "accepted", "limit": 1, "after_id": a}),
-    );
-    assert_eq!(next[0]["id"], json!(b), "{next}");
-    c.refused(
-        &mut rpc,
-        "fse.get",
-        json!({"id": 999_999}),
-        1020,
-        Some("id"),
-    );
-    c.refused(
-        &mut rpc,
-        "lots.get",
-        json!({"lot_id": "810000000009-99999999"}),
-        1020,
-        Some("lot_id"),
-    );
-    c.refused(&mut rpc, "fse.proof", json!({"id": a}), 1020, Some("id"));
-    let e = c.refused(&mut rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
-    assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
+}
 
+/// The database locked by another process: the cancellation fails, nothing changes. Returns
+/// the test's own connection to the database and the cancelled sheet's id.
+fn database_locked(
+    c: &mut Conformance,
+    rpc: &mut Rpc,
+    dir: &Path,
+    g: &Value,
+) -> (rusqlite::Connection, i64) {
     // The database locked by another process: the cancellation fails, nothing changes.
-    let cancelled = c.ok(&mut rpc, "fse.create", json!({"act": g}))["id"]
+    let cancelled = c.ok(rpc, "fse.create", json!({"act": g}))["id"]
         .as_i64()
         .unwrap();
-    let db = rusqlite::Connection::open(dir.path().join("fsed.db")).unwrap();
+    let db = rusqlite::Connection::open(dir.join("fsed.db")).unwrap();
     db.busy_timeout(Duration::from_secs(20)).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
     c.refused(
-        &mut rpc,
+        rpc,
         "fse.cancel",
         json!({"id": cancelled, "reason": "patient left"}),
         1030,
@@ -341,60 +394,65 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     );
     db.execute_batch("ROLLBACK").unwrap();
     let row = c.ok(
-        &mut rpc,
+        rpc,
         "fse.cancel",
         json!({"id": cancelled, "reason": "patient left"}),
     );
     assert_eq!(row["reason"], json!("patient left"));
 
+    (db, cancelled)
+}
+
+/// Lots: the first one rejected, its sheet sent again, then acknowledged and paid.
+fn lots_rejected_then_paid(c: &mut Conformance, rpc: &mut Rpc, a: i64) {
     // Lots: the first one rejected, its sheet sent again, then acknowledged and paid.
-    c.ok(&mut rpc, "lots.close", json!({}));
+    c.ok(rpc, "lots.close", json!({}));
     wait_for("the first lot's rejection", Duration::from_secs(30), || {
         let s = rpc.ok("fse.get", json!({"id": a}));
         (s["state"] == json!("rejected")).then_some(())
     });
     let e = c.refused(
-        &mut rpc,
+        rpc,
         "fse.cancel",
         json!({"id": a, "reason": "too late"}),
         1010,
         Some("id"),
     );
     assert_eq!(e["data"]["rule"], json!("NOT_CANCELLABLE"), "{e}");
-    let again = c.ok(&mut rpc, "fse.resubmit", json!({"id": a}));
+    let again = c.ok(rpc, "fse.resubmit", json!({"id": a}));
     assert_eq!(again["state"], json!("accepted"));
     c.ok(
-        &mut rpc,
+        rpc,
         "lots.close",
         json!({"practitioner_id": "810000000009"}),
     );
-    c.ok(&mut rpc, "transmit.now", json!({}));
+    c.ok(rpc, "transmit.now", json!({}));
     wait_for("the second lot's payment", Duration::from_secs(30), || {
         let s = rpc.ok("fse.get", json!({"id": a}));
         (s["state"] == json!("paid")).then_some(())
     });
-    let stored = c.ok(&mut rpc, "fse.get", json!({"id": a}));
+    let stored = c.ok(rpc, "fse.get", json!({"id": a}));
     let lot_id = stored["lot_id"].as_str().unwrap().to_string();
-    let lots = c.ok(&mut rpc, "lots.list", json!({}));
+    let lots = c.ok(rpc, "lots.list", json!({}));
     assert_eq!(lots.as_array().unwrap().len(), 2, "{lots}");
-    let lot = c.ok(&mut rpc, "lots.get", json!({"lot_id": lot_id}));
+    let lot = c.ok(rpc, "lots.get", json!({"lot_id": lot_id}));
     assert_eq!(lot["sheet_ids"], json!([a]), "{lot}");
-    let proof = c.ok(&mut rpc, "fse.proof", json!({"id": a}));
+    let proof = c.ok(rpc, "fse.proof", json!({"id": a}));
     assert!(proof["signer_certificate"].is_string(), "{proof}");
-    let returns = c.ok(&mut rpc, "returns.list", json!({}));
+    let returns = c.ok(rpc, "returns.list", json!({}));
     assert_eq!(returns["arls"].as_array().unwrap().len(), 2, "{returns}");
     assert_eq!(
         returns["payments"][0]["outcome"],
         json!("paid"),
         "{returns}"
     );
-    let of_lot = c.ok(
-        &mut rpc,
-        "returns.list",
-        json!({"lot_id": lot_id, "limit": 10}),
-    );
+    let of_lot = c.ok(rpc, "returns.list", json!({"lot_id": lot_id, "limit": 10}));
     assert_eq!(of_lot["arls"][0]["status"], json!("positive"), "{of_lot}");
-    let doctor = c.ok(&mut rpc, "system.doctor", json!({}));
+}
+
+/// The doctor's checks, the queue's counts, and a copy of the database.
+fn doctor_stats_and_backup(c: &mut Conformance, rpc: &mut Rpc, dir: &Path) {
+    let doctor = c.ok(rpc, "system.doctor", json!({}));
     let verdicts: BTreeSet<&str> = doctor["checks"]
         .as_array()
         .unwrap()
@@ -406,345 +464,22 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     ] {
         assert!(verdicts.contains(check), "{check} missing: {doctor}");
     }
-    let stats = c.ok(&mut rpc, "queue.stats", json!({}));
+    let stats = c.ok(rpc, "queue.stats", json!({}));
     assert_eq!(
         (&stats["sheets"]["paid"], &stats["sheets"]["rejected"]),
         (&json!(1), &json!(1)),
         "{stats}"
     );
     // A copy of the database, holding what the database holds.
-    let copy = dir.path().join("backup.db");
-    let backup = c.ok(
-        &mut rpc,
-        "queue.backup",
-        json!({"path": copy.to_str().unwrap()}),
-    );
+    let copy = dir.join("backup.db");
+    let backup = c.ok(rpc, "queue.backup", json!({"path": copy.to_str().unwrap()}));
     assert_eq!(backup["sheets"], stats["sheets"], "{backup}");
     assert!(copy.is_file());
     c.refused(
-        &mut rpc,
+        rpc,
         "queue.backup",
         json!({"path": "backup.db"}),
         -32602,
         Some("path"),
     );
-
-    // A sheet whose stored body changed: named by its id, never served.
-    db.execute(
-        "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
-        [b],
-    )
-    .unwrap();
-    let damaged = json!({"kind": "sheet", "id": b.to_string(), "reason": "checksum mismatch"});
-    let e = c.refused(&mut rpc, "fse.get", json!({"id": b}), 1031, Some("id"));
-    assert_eq!(e["data"]["damaged"], damaged, "{e}");
-    let page = c.ok(&mut rpc, "fse.list", json!({"after_id": b - 1, "limit": 1}));
-    assert_eq!(page, json!([{"id": b, "damaged": "checksum mismatch"}]));
-    // The verify pass names the sheet, and the lot that holds it (the first, rejected).
-    let lot_of_b: Option<String> = db
-        .query_row("SELECT lot_id FROM sheets WHERE id = ?1", [b], |r| r.get(0))
-        .unwrap();
-    let mut want = vec![damaged.clone()];
-    if let Some(lot) = lot_of_b {
-        want.push(json!({"kind": "lot", "id": lot, "reason": format!("its sheet {b} is damaged")}));
-    }
-    let report = c.ok(&mut rpc, "store.verify", json!({}));
-    assert_eq!(report["damaged"], json!(want), "{report}");
-    let doctor = c.ok(&mut rpc, "system.doctor", json!({"thorough": true}));
-    let rows = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "stored_rows")
-        .unwrap();
-    assert_eq!(rows["status"], json!("failure"), "{doctor}");
-
-    // A sheet whose body is another sheet's, its checksum made to match: it is served, but
-    // its lot does not hold it, which fsed cannot explain.
-    let (own, dre): (Vec<u8>, Option<Vec<u8>>) = db
-        .query_row(
-            "SELECT der, dre FROM sheet_bodies WHERE sheet_id = ?1",
-            [a],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    let other: Vec<u8> = db
-        .query_row(
-            "SELECT der FROM sheet_bodies WHERE sheet_id = ?1",
-            [cancelled],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let put = |der: &[u8]| {
-        let sum = fse_queue::sheet_checksum(a, der, dre.as_deref());
-        db.execute(
-            "UPDATE sheet_bodies SET der = ?2, checksum = ?3 WHERE sheet_id = ?1",
-            rusqlite::params![a, der, sum.as_slice()],
-        )
-        .unwrap();
-    };
-    put(&other);
-    c.refused(&mut rpc, "fse.proof", json!({"id": a}), -32603, None);
-    put(&own);
-    c.ok(&mut rpc, "fse.proof", json!({"id": a}));
-
-    // A third card, the test's own: a specialist's CPS whose second situation may not sign,
-    // which then fails in its reader.
-    let broken = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let specialist = match fse_simulator::profiles::Profile::load("cps-medecin-specialiste") {
-        Ok(profile) => profile.card().unwrap().0,
-        Err(e) => panic!("profile: {e}"),
-    };
-    let card: fse_simulator::vpcd::SharedCard = Arc::new(Mutex::new(Box::new(Faulty {
-        inner: specialist,
-        broken: Arc::clone(&broken),
-    })));
-    runtime.spawn(fse_simulator::vpcd::serve(
-        common::virtual_slot_address(dir.path(), 2),
-        card,
-        fse_simulator::vpcd::Latency::NONE,
-        stopped,
-    ));
-    common::wait_cards(&mut rpc, 3);
-    c.ok(
-        &mut rpc,
-        "cards.verify_pin",
-        json!({"pin": "1234", "cps_serial": "CPS-0020"}),
-    );
-    let e = c.refused(
-        &mut rpc,
-        "fse.create",
-        json!({"act": {"code": "CS"}, "situation": 1, "cps_serial": "CPS-0020"}),
-        1006,
-        Some("situation"),
-    );
-    assert_eq!(e["data"]["rule"], json!("SITUATION_MAY_NOT_SIGN"), "{e}");
-    broken.store(true, Ordering::SeqCst);
-    c.refused(
-        &mut rpc,
-        "cards.pin_status",
-        json!({"cps_serial": "CPS-0020"}),
-        1005,
-        Some("cps"),
-    );
-    // A sheet near its deadline, which its broken CPS cannot sign: it stays in the alarms.
-    let late = c.ok(
-        &mut rpc,
-        "fse.create",
-        json!({"act": {"code": "CS", "date": date_near_its_deadline()}, "cps_serial": "CPS-0020", "tiers_payant": {"amo": false}}),
-    )["id"]
-        .as_i64()
-        .unwrap();
-    let alarms = c.ok(&mut rpc, "queue.alarms", json!({}));
-    assert!(
-        alarms
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["id"] == json!(late)),
-        "{alarms}"
-    );
-
-    // Lines that are not requests; one too long, after which the connection goes on.
-    let r = rpc.raw("{oops");
-    c.error_line(&r, -32700, None);
-    rpc.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}\n");
-    let r = rpc.next_line(Duration::from_secs(10)).unwrap();
-    c.error_line(&r, -32700, None);
-    let r = rpc.raw(r#"{"jsonrpc":"1.0","id":"v1","method":"system.version"}"#);
-    c.error_line(&r, -32600, Some("jsonrpc"));
-    assert_eq!(r["id"], json!("v1"));
-    let r = rpc.raw(r#"[{"jsonrpc":"2.0","id":2,"method":"system.version"}]"#);
-    c.error_line(&r, -32600, None);
-    let r = rpc.raw(&"x".repeat(MAX_LINE + 1));
-    let e = c.error_line(&r, -32600, None);
-    assert_eq!(e["data"]["limit"], json!(MAX_LINE), "{e}");
-    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"m","method":"fse.delete"}"#);
-    c.error_line(&r, -32601, Some("method"));
-    // A member given twice is refused by its path, not taken last.
-    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"d1","method":"fse.create","params":{"act":{"code":"XYZ","code":"G"}}}"#);
-    c.error_line(&r, -32602, Some("act.code"));
-    assert_eq!(r["id"], json!("d1"));
-    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":"d2","method":"fse.list","params":{"limit":1},"params":{"limit":2}}"#);
-    c.error_line(&r, -32600, Some("params"));
-    assert_eq!(r["id"], json!("d2"));
-    let r = rpc.raw(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"system.version"}"#);
-    c.error_line(&r, -32600, Some("id"));
-    assert_eq!(r["id"], Value::Null);
-    // A numeric id comes back exactly as written: the reply's text is read, not a parse.
-    for id in [
-        "9007199254740993",
-        "18446744073709551615",
-        "-9223372036854775808",
-        "123456789012345678901234567890",
-        "1e2",
-    ] {
-        rpc.send_bytes(
-            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system.version"}}"#).as_bytes(),
-        );
-        rpc.send_bytes(b"\n");
-        let text = rpc.next_text(Duration::from_secs(30)).unwrap();
-        assert!(
-            text.starts_with(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#)),
-            "{id}: {text}"
-        );
-    }
-    // An integer written with a fraction or an exponent is refused by name, although JSON
-    // Schema's `integer` (which compares values) admits 1500.0 and 1e3 (API.md says so).
-    for (number, schema_admits) in [("1500.0", true), ("1e3", true), ("1500.5", false)] {
-        let line = format!(
-            r#"{{"jsonrpc":"2.0","id":"i","method":"fse.create","params":{{"act":{{"code":"G","excess_cents":{number}}}}}}}"#
-        );
-        let r = rpc.raw(&line);
-        let e = c.error_line(&r, -32602, Some("act.excess_cents"));
-        assert!(
-            e["message"]
-                .as_str()
-                .unwrap()
-                .contains("an integer is expected"),
-            "{e}"
-        );
-        let params: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(
-            c.conforms(&c.params_schema("fse.create"), &params["params"])
-                .is_ok(),
-            schema_admits,
-            "{number}"
-        );
-    }
-    assert_eq!(rpc.ok("system.version", json!({}))["api"], json!(1));
-
-    // One connection more than api.max_connections: one error line, then closed.
-    // fsed reads the refused connection's first request and answers under its id; a write
-    // it would not take is no failure of the test (`send_refusable`).
-    let mut open = Vec::new();
-    let refusal = loop {
-        assert!(open.len() <= MAX_CONNECTIONS, "no connection refused");
-        let mut extra = Rpc::connect(&socket, Duration::from_secs(5));
-        let id = format!("extra-{}", open.len());
-        let request = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"system.version"}}"#);
-        extra.send_refusable(format!("{request}\n").as_bytes());
-        let line = extra.next_line(Duration::from_secs(30)).unwrap();
-        assert_eq!(line["id"], json!(id), "{line}");
-        if line.get("error").is_some() {
-            assert!(extra.closed_within(Duration::from_secs(30)), "closed");
-            break line;
-        }
-        open.push(extra);
-    };
-    let e = c.error_line(&refusal, 1040, None);
-    assert_eq!(e["data"]["limit"], json!(MAX_CONNECTIONS));
-    assert_eq!(
-        open.len(),
-        MAX_CONNECTIONS - 2,
-        "the main and the events connections"
-    );
-    drop(open);
-
-    // A user not allowed: a second fsed that lets only another user in.
-    let closed = tempfile::tempdir().unwrap();
-    let me = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap();
-    let other = if me == "4242" { "4243" } else { "4242" };
-    let (_closed_fsed, mut outsider) = common::start_fsed_virtual(
-        closed.path(),
-        2,
-        &format!("[api]\nallowed_users = [\"{other}\"]\nallowed_groups = []\n"),
-        &[],
-    );
-    // A client that sends nothing: the error line (id null) once fsed stops waiting.
-    let r = outsider.next_line(Duration::from_secs(30)).unwrap();
-    let e = c.error_line(&r, 1041, None);
-    assert_eq!(e["data"]["uid"].to_string(), me, "{e}");
-    assert_eq!(r["id"], Value::Null, "{r}");
-    assert!(outsider.closed_within(Duration::from_secs(30)), "closed");
-    // One that writes first: its write goes, and the error comes under its request's id.
-    let mut outsider = Rpc::connect(&closed.path().join("fsed.sock"), Duration::from_secs(5));
-    outsider.send_refusable(b"{\"jsonrpc\":\"2.0\",\"id\":\"out\",\"method\":\"queue.stats\"}\n");
-    let r = outsider.next_line(Duration::from_secs(30)).unwrap();
-    c.error_line(&r, 1041, None);
-    assert_eq!(r["id"], json!("out"), "{r}");
-    assert!(outsider.closed_within(Duration::from_secs(30)), "closed");
-
-    // A user past its own limit, and a connection idle: a third fsed that serves one
-    // connection per user and closes a connection idle for 1 s.
-    let small = tempfile::tempdir().unwrap();
-    let (_small_fsed, mut first) = common::start_fsed_virtual(
-        small.path(),
-        2,
-        "[api]\nmax_connections_per_uid = 1\nidle_timeout_secs = 1\n",
-        &[],
-    );
-    // `first` is served (it asks nothing yet), so a second connection of the same user is one
-    // too many for it, while the server has room.
-    let mut second = Rpc::connect(&small.path().join("fsed.sock"), Duration::from_secs(5));
-    second
-        .send_refusable(b"{\"jsonrpc\":\"2.0\",\"id\":\"second\",\"method\":\"system.version\"}\n");
-    let r = second.next_line(Duration::from_secs(30)).unwrap();
-    let e = c.error_line(&r, 1042, None);
-    assert_eq!(r["id"], json!("second"), "{r}");
-    assert_eq!(e["data"]["limit"], json!(1), "{e}");
-    assert_eq!(e["data"]["uid"].to_string(), me, "{e}");
-    assert!(second.closed_within(Duration::from_secs(30)), "closed");
-    // `first` sends nothing: closed once idle, with its reason.
-    let r = first.next_line(Duration::from_secs(30)).unwrap();
-    let e = c.error_line(&r, 1043, None);
-    assert_eq!(r["id"], Value::Null, "{r}");
-    assert_eq!(e["data"]["idle_timeout_secs"], json!(1), "{e}");
-    assert!(first.closed_within(Duration::from_secs(30)), "closed");
-
-    // The events of the run, each as described.
-    let mut seen = BTreeMap::<String, usize>::new();
-    let wanted = [
-        "card.inserted",
-        "sheet.accepted",
-        "sheet.cancelled",
-        "sheet.resubmitted",
-        "sheet.deadline",
-        "lot.closed",
-        "lot.signed",
-        "lot.sent",
-        "arl.received",
-        "sheet.paid",
-    ];
-    let notification = json!({"$ref": "#/components/schemas/Notification"});
-    // Every wanted event came long ago (the run waited for each outcome): the wait only
-    // bounds a failing run, and a busy machine may deliver late.
-    while let Some(line) = events.next_line(Duration::from_secs(30)) {
-        c.check("event notification", &notification, &line);
-        *seen
-            .entry(line["params"]["event"].as_str().unwrap().to_string())
-            .or_default() += 1;
-        if wanted.iter().all(|w| seen.contains_key(*w)) {
-            break;
-        }
-    }
-    let missing: Vec<&&str> = wanted.iter().filter(|w| !seen.contains_key(**w)).collect();
-    assert!(
-        missing.is_empty(),
-        "events never seen: {missing:?} (seen {seen:?})"
-    );
-
-    let never_called: Vec<String> = c.methods().difference(&c.called).cloned().collect();
-    assert!(
-        never_called.is_empty(),
-        "methods never called: {never_called:?}"
-    );
-    let never_produced: Vec<i64> = c.stable_codes().difference(&c.codes).copied().collect();
-    assert!(
-        never_produced.is_empty(),
-        "error codes never produced: {never_produced:?}"
-    );
-    let _ = stop.send(true);
-    runtime.shutdown_timeout(Duration::from_secs(5));
 }

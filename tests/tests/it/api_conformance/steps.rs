@@ -1,0 +1,159 @@
+//! The steps of the conformance scenario that reach under fsed: rows of its database changed
+//! behind its back, and a third card of the test's own, which then fails in its reader.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::description::Conformance;
+use super::{date_near_its_deadline, Faulty};
+use crate::common::{self, Rpc};
+
+/// A sheet whose stored body changed: named by its id, never served; the verify pass and
+/// the thorough doctor name it.
+pub(super) fn damaged_sheet(c: &mut Conformance, rpc: &mut Rpc, db: &rusqlite::Connection, b: i64) {
+    // A sheet whose stored body changed: named by its id, never served.
+    db.execute(
+        "UPDATE sheet_bodies SET der = x'3000' WHERE sheet_id = ?1",
+        [b],
+    )
+    .unwrap();
+    let damaged = json!({"kind": "sheet", "id": b.to_string(), "reason": "checksum mismatch"});
+    let e = c.refused(rpc, "fse.get", json!({"id": b}), 1031, Some("id"));
+    assert_eq!(e["data"]["damaged"], damaged, "{e}");
+    let page = c.ok(rpc, "fse.list", json!({"after_id": b - 1, "limit": 1}));
+    assert_eq!(page, json!([{"id": b, "damaged": "checksum mismatch"}]));
+    // The verify pass names the sheet, and the lot that holds it (the first, rejected).
+    let lot_of_b: Option<String> = db
+        .query_row("SELECT lot_id FROM sheets WHERE id = ?1", [b], |r| r.get(0))
+        .unwrap();
+    let mut want = vec![damaged.clone()];
+    if let Some(lot) = lot_of_b {
+        want.push(json!({"kind": "lot", "id": lot, "reason": format!("its sheet {b} is damaged")}));
+    }
+    let report = c.ok(rpc, "store.verify", json!({}));
+    assert_eq!(report["damaged"], json!(want), "{report}");
+    let doctor = c.ok(rpc, "system.doctor", json!({"thorough": true}));
+    let rows = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "stored_rows")
+        .unwrap();
+    assert_eq!(rows["status"], json!("failure"), "{doctor}");
+}
+
+/// A sheet whose body is another sheet's, its checksum made to match: it is served, but its
+/// lot does not hold it, which fsed cannot explain.
+pub(super) fn swapped_body(
+    c: &mut Conformance,
+    rpc: &mut Rpc,
+    db: &rusqlite::Connection,
+    a: i64,
+    cancelled: i64,
+) {
+    // A sheet whose body is another sheet's, its checksum made to match: it is served, but
+    // its lot does not hold it, which fsed cannot explain.
+    let (own, dre): (Vec<u8>, Option<Vec<u8>>) = db
+        .query_row(
+            "SELECT der, dre FROM sheet_bodies WHERE sheet_id = ?1",
+            [a],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let other: Vec<u8> = db
+        .query_row(
+            "SELECT der FROM sheet_bodies WHERE sheet_id = ?1",
+            [cancelled],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let put = |der: &[u8]| {
+        let sum = fse_queue::sheet_checksum(a, der, dre.as_deref());
+        db.execute(
+            "UPDATE sheet_bodies SET der = ?2, checksum = ?3 WHERE sheet_id = ?1",
+            rusqlite::params![a, der, sum.as_slice()],
+        )
+        .unwrap();
+    };
+    put(&other);
+    c.refused(rpc, "fse.proof", json!({"id": a}), -32603, None);
+    put(&own);
+    c.ok(rpc, "fse.proof", json!({"id": a}));
+}
+
+/// A third card, the test's own: a specialist's CPS whose second situation may not sign,
+/// which then fails in its reader. Returns the runtime serving the card and the sender that
+/// stops it.
+pub(super) fn third_card(
+    c: &mut Conformance,
+    rpc: &mut Rpc,
+    dir: &Path,
+) -> (tokio::runtime::Runtime, tokio::sync::watch::Sender<bool>) {
+    // A third card, the test's own: a specialist's CPS whose second situation may not sign,
+    // which then fails in its reader.
+    let broken = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let specialist = match fse_simulator::profiles::Profile::load("cps-medecin-specialiste") {
+        Ok(profile) => profile.card().unwrap().0,
+        Err(e) => panic!("profile: {e}"),
+    };
+    let card: fse_simulator::vpcd::SharedCard = Arc::new(Mutex::new(Box::new(Faulty {
+        inner: specialist,
+        broken: Arc::clone(&broken),
+    })));
+    runtime.spawn(fse_simulator::vpcd::serve(
+        common::virtual_slot_address(dir, 2),
+        card,
+        fse_simulator::vpcd::Latency::NONE,
+        stopped,
+    ));
+    common::wait_cards(rpc, 3);
+    c.ok(
+        rpc,
+        "cards.verify_pin",
+        json!({"pin": "1234", "cps_serial": "CPS-0020"}),
+    );
+    let e = c.refused(
+        rpc,
+        "fse.create",
+        json!({"act": {"code": "CS"}, "situation": 1, "cps_serial": "CPS-0020"}),
+        1006,
+        Some("situation"),
+    );
+    assert_eq!(e["data"]["rule"], json!("SITUATION_MAY_NOT_SIGN"), "{e}");
+    broken.store(true, Ordering::SeqCst);
+    c.refused(
+        rpc,
+        "cards.pin_status",
+        json!({"cps_serial": "CPS-0020"}),
+        1005,
+        Some("cps"),
+    );
+    // A sheet near its deadline, which its broken CPS cannot sign: it stays in the alarms.
+    let late = c.ok(
+        rpc,
+        "fse.create",
+        json!({"act": {"code": "CS", "date": date_near_its_deadline()}, "cps_serial": "CPS-0020", "tiers_payant": {"amo": false}}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let alarms = c.ok(rpc, "queue.alarms", json!({}));
+    assert!(
+        alarms
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == json!(late)),
+        "{alarms}"
+    );
+
+    (runtime, stop)
+}
