@@ -9,6 +9,7 @@
 //! program's database, a newer schema) is reported and never written to.
 
 mod acks;
+mod checksum;
 mod dre_lots;
 mod durable;
 mod error;

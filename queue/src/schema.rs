@@ -275,7 +275,7 @@ CREATE INDEX sheets_lot ON sheets (lot_id) WHERE lot_id IS NOT NULL;
     // 15: a checksum with each stored body (a sheet's DER and DRE, a signed lot and its CMS, a
     // DRE lot), SHA-256 over the row's identity and its bytes, checked on every read that
     // serves the body: a damaged row is reported by its id, never served. The rows already
-    // stored get theirs here (functions of `crate::integrity`).
+    // stored get theirs here (functions of `crate::checksum`).
     r#"
 ALTER TABLE sheet_bodies ADD COLUMN checksum BLOB;
 ALTER TABLE lots ADD COLUMN checksum BLOB;
@@ -318,7 +318,7 @@ pub fn latest_version() -> i64 {
 /// children's references) and `PRAGMA foreign_key_check` must find nothing before each
 /// migration commits; they are back on when this returns.
 pub fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
-    crate::integrity::register_functions(conn)?;
+    crate::checksum::register_functions(conn)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     let result = migrate_all(conn);
     conn.pragma_update(None, "foreign_keys", true)?;

@@ -611,7 +611,7 @@ fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
         // A file at the schema before the resend columns, holding one lot sent.
         let mut conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "foreign_keys", false).unwrap();
-        crate::integrity::register_functions(&conn).unwrap();
+        crate::checksum::register_functions(&conn).unwrap();
         let before = schema::MIGRATIONS
             .iter()
             .position(|m| m.contains("ADD COLUMN sent_at"))
