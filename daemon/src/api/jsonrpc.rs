@@ -6,7 +6,6 @@
 use fse_formats::api::{self, ErrorObject};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use zeroize::Zeroize;
 
 pub use crate::json::JsonText;
 
@@ -289,15 +288,8 @@ pub(super) fn shown(text: &str) -> String {
 }
 
 /// Overwrites every string of a JSON value (the PIN must not linger in memory): fsed's
-/// requests, and fsectl's before they go.
-pub fn scrub(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Array(a) => a.iter_mut().for_each(scrub),
-        Value::Object(o) => o.values_mut().for_each(scrub),
-        _ => {}
-    }
-}
+/// requests wiped as the client crate wipes them before they go, by the same function.
+pub use fsed_client::scrub;
 
 /// A request line read: its envelope, and what the parse noticed.
 pub(super) struct Request {
