@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use fse_formats::fse::CareSheet;
-use fse_queue::NewSheet;
+use fse_queue::{NewSheet, PractitionerId};
 use fsed::store::Store;
 
 fn rate(label: &str, n: u64, d: Duration) -> f64 {
@@ -51,7 +51,9 @@ fn main() {
     let batches = 400u64;
     let t = Instant::now();
     for b in 0..batches {
-        let first = q.reserve_sheet_numbers("810000000009", 64).unwrap();
+        let first = q
+            .reserve_sheet_numbers(&PractitionerId::new("810000000009"), 64)
+            .unwrap();
         let batch: Vec<NewSheet> = (0..64)
             .map(|i| NewSheet {
                 practitioner_id: "810000000009".into(),
@@ -61,8 +63,7 @@ fn main() {
                 // A keyed sheet is stored with its request's hash (schema 14).
                 request_hash: Some([7; 32]),
                 der: der.clone(),
-                json: "{}".into(),
-                created_at: "20261116093000Z".into(),
+                created_at: "20261116093000Z".parse().unwrap(),
                 ..Default::default()
             })
             .collect();
@@ -89,18 +90,17 @@ fn main() {
                 let der = der.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in 0..per_client {
-                        let pid = "810000000009";
-                        let number = store.next_sheet_number(pid).await.unwrap();
+                        let pid = PractitionerId::new("810000000009");
+                        let number = store.next_sheet_number(&pid).await.unwrap();
                         store
                             .insert_sheet(NewSheet {
-                                practitioner_id: pid.into(),
+                                practitioner_id: pid,
                                 number,
                                 destination: "017510001".into(),
                                 idempotency_key: Some(format!("c{c}-{i}")),
                                 request_hash: Some([7; 32]),
                                 der: der.clone(),
-                                json: "{}".into(),
-                                created_at: "20261116093000Z".into(),
+                                created_at: "20261116093000Z".parse().unwrap(),
                                 ..Default::default()
                             })
                             .await

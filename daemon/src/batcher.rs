@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::Utc;
 use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot, SALT_LEN};
 use fse_formats::merkle;
-use fse_queue::{GroupWrite, GroupWritten, LotRow};
+use fse_queue::{CompactTime, GroupWrite, GroupWritten, LotId, LotRow};
 use rand::RngCore;
 use tokio::sync::Notify;
 
@@ -194,10 +194,6 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Longest pause between two sends while the broker keeps failing (the backoff doubles up to it).
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-fn parse_time(s: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%SZ").ok()
-}
-
 impl Batcher {
     /// Publishes a window of signed lots (their stored bytes), a result per lot: what a first
     /// sending and a resend share.
@@ -307,7 +303,7 @@ impl Batcher {
         let cutoff = fse_queue::stamp_ago(timeout);
         let lots = self
             .store
-            .read(move |q| q.lots_to_resend(&cutoff, max))
+            .read(move |q| q.lots_to_resend(cutoff, max))
             .await
             .map_err(|e| e.to_string())?;
         let mut failed = false;
@@ -348,20 +344,17 @@ impl Batcher {
             .read(move |q| q.next_resend_from(max))
             .await
             .map_err(|e| e.to_string())?;
-        let next = oldest
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|sent| {
-                let due = sent
-                    .with_timezone(&Utc)
-                    .checked_add_signed(chrono::Duration::from_std(timeout).ok()?)?;
-                Some(
-                    (due - Utc::now())
-                        .to_std()
-                        .unwrap_or_default()
-                        .max(RESEND_MIN_GAP),
-                )
-            });
+        let next = oldest.and_then(|sent| {
+            let due = sent
+                .time()
+                .checked_add_signed(chrono::Duration::from_std(timeout).ok()?)?;
+            Some(
+                (due - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(RESEND_MIN_GAP),
+            )
+        });
         Ok((false, next))
     }
 
@@ -376,8 +369,8 @@ impl Batcher {
             .map_err(|e| e.to_string())?;
         let mut seen = self.alarmed.lock().unwrap_or_else(|p| p.into_inner());
         for a in &alarms {
-            if seen.insert(a.id) {
-                tracing::warn!(sheet = a.id, deadline = %a.deadline, state = %a.state, "sending deadline near");
+            if seen.insert(a.id.get()) {
+                tracing::warn!(sheet = a.id.get(), deadline = %a.deadline, state = %a.state, "sending deadline near");
                 self.events.publish(
                     "sheet.deadline",
                     serde_json::json!({ "sheet_id": a.id, "number": a.number, "practitioner_id": a.practitioner_id, "deadline": a.deadline, "state": a.state, "lot_id": a.lot_id }),
@@ -415,12 +408,13 @@ impl Batcher {
             .close_now
             .swap(false, std::sync::atomic::Ordering::SeqCst)
             || daily;
-        let age = parse_time(&oldest)
-            .map(|t| (Utc::now().naive_utc() - t).to_std().unwrap_or_default())
-            .unwrap_or(live.max_age);
+        let age = (Utc::now().naive_utc() - oldest.time())
+            .to_std()
+            .unwrap_or_default();
         let old = age >= live.max_age;
         if asked || old || urgent || pending >= max as u64 {
-            let now = Utc::now().format("%Y%m%d%H%M%SZ").to_string();
+            let now = CompactTime::at(Utc::now())
+                .ok_or_else(|| "the clock is past year 9999: no lot closes".to_string())?;
             // By size alone, only full lots close; the others wait for their age.
             let everything = asked || old || urgent;
             let lots = match self
@@ -514,13 +508,13 @@ impl Batcher {
         let root = merkle::root(&lot::leaves(&entries));
         let practitioner = lot.practitioner_id.clone();
         let header = LotHeader {
-            lot_id: lot.id.clone(),
+            lot_id: lot.id.as_str().to_owned(),
             number: lot.number,
-            practitioner_id: lot.practitioner_id.clone(),
+            practitioner_id: lot.practitioner_id.as_str().to_owned(),
             destination: lot.destination.clone(),
             sheet_count: entries.len() as u64,
             merkle_root: root,
-            closed_at: lot.closed_at.clone(),
+            closed_at: lot.closed_at.to_string(),
             cps_serial: String::new(),
             signer_key: [0; 32],
         };
@@ -579,7 +573,7 @@ impl Batcher {
                         tracing::warn!(lot = %lot.id, error = %e, "lot not sent; it stays queued");
                         if e.unroutable {
                             self.unroutable_once(
-                                lot.id.clone(),
+                                lot.id.to_string(),
                                 "lot.unroutable",
                                 serde_json::json!({ "lot_id": lot.id, "destination": lot.destination, "reason": e.message }),
                             );
@@ -652,7 +646,7 @@ impl Batcher {
             .read(|q| q.dre_lots_to_send_checked())
             .await
             .map_err(|e| e.to_string())?;
-        let waiting: Vec<(String, String, Vec<u8>)> = waiting
+        let waiting: Vec<(LotId, String, Vec<u8>)> = waiting
             .into_iter()
             .filter_map(|r| r.map_err(|d| self.damaged_once(&d)).ok())
             .collect();

@@ -13,7 +13,8 @@ use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
 use fse_queue::{
-    Inserted, NewSheet, ParticipationCaps, QueueError, SheetRow, SheetState, Withheld,
+    Inserted, NewSheet, ParticipationCaps, PractitionerId, QueueError, SheetRow, SheetState,
+    Withheld,
 };
 
 use crate::cards::{Cards, Snapshot};
@@ -21,12 +22,17 @@ use crate::error::ApiError;
 use crate::json::JsonText;
 use crate::store::{Store, StoreError};
 
-/// The API view of a stored sheet.
+/// The sheet a stored row's DER holds (the queue checked that it decodes when it read it).
+pub fn stored_sheet(row: &SheetRow) -> Result<CareSheet, ApiError> {
+    CareSheet::from_der(&row.der)
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))
+}
+
+/// The API view of a stored sheet: its DER decoded, rendered at this edge.
 pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
-    let sheet: CareSheet = serde_json::from_str(&row.json)
-        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
+    let sheet = stored_sheet(row)?;
     Ok(FseCreated {
-        id: row.id,
+        id: row.id.get(),
         number: row.number,
         state: row.state.as_str().to_string(),
         sheet,
@@ -34,7 +40,8 @@ pub fn created(row: &SheetRow) -> Result<FseCreated, ApiError> {
 }
 
 /// `fse.create`'s answer: `FseCreated` written around the sheet's JSON text (serialized once,
-/// when the sheet is made; a sheet read back brings the text of its decoded DER).
+/// when the sheet is made, from the sheet in memory; a sheet read back is rendered from its
+/// DER).
 #[derive(Debug)]
 pub struct Created {
     /// Queue id.
@@ -47,15 +54,26 @@ pub struct Created {
 }
 
 impl Created {
-    /// A stored row: the one this very call inserted (its JSON serialized here), or one read
-    /// back (its JSON rendered from its DER by the queue).
-    fn made(row: SheetRow) -> Created {
+    /// The row this very call inserted, with the JSON text of the sheet it was made from.
+    fn made(row: SheetRow, json: String) -> Created {
         Created {
-            id: row.id,
+            id: row.id.get(),
             number: row.number,
             state: row.state,
-            sheet: row.json,
+            sheet: json,
         }
+    }
+
+    /// A row read back (a retry's first sheet): its JSON rendered from its DER.
+    fn stored(row: SheetRow) -> Result<Created, ApiError> {
+        let json = serde_json::to_string(&stored_sheet(&row)?)
+            .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
+        Ok(Created {
+            id: row.id.get(),
+            number: row.number,
+            state: row.state,
+            sheet: json,
+        })
     }
 
     /// The `FseCreated` object, written around the sheet's text.
@@ -147,14 +165,14 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
                 .cps(p.cps_serial.as_deref())
                 .ok()
                 .and_then(|slot| slot.cps.as_ref())
-                .map(|cps| cps.holder.national_id.clone());
+                .map(|cps| PractitionerId::new(cps.holder.national_id.as_str()));
             let found = store
                 .read(move |q| {
-                    q.find_by_idempotency_key(practitioner.as_deref(), &key, hash.as_ref())
+                    q.find_by_idempotency_key(practitioner.as_ref(), &key, hash.as_ref())
                 })
                 .await?;
             match found {
-                Some(row) => Ok(Created::made(row)),
+                Some(row) => Created::stored(row),
                 None => Err(refusal),
             }
         }
@@ -249,14 +267,15 @@ async fn make(
             hash,
             beneficiary_key: &beneficiary,
         };
-        let new = sign_and_encode(cards, store, p, &mut sheet, &signing, &mut number).await?;
+        let (new, json) =
+            sign_and_encode(cards, store, p, &mut sheet, &signing, &mut number).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
-                tracing::info!(sheet = row.id, number = row.number, "sheet accepted");
-                return Ok(Created::made(row));
+                tracing::info!(sheet = row.id.get(), number = row.number, "sheet accepted");
+                return Ok(Created::made(row, json));
             }
             // A retry, or another request with the same key committed first.
-            Ok(Inserted::Existing(row)) => return Ok(Created::made(row)),
+            Ok(Inserted::Existing(row)) => return Created::stored(row),
             Err(StoreError::Queue(QueueError::OverCap(why))) if attempt < MAX_PRICINGS => {
                 tracing::debug!(attempt, reason = %why, "sheet priced again on the history as it is now");
                 // The history in memory may lack a sheet just committed: read it from the file.
@@ -284,7 +303,8 @@ struct Signing<'a> {
 }
 
 /// Numbers the sheet (once), has the Vitale card sign its proof of presence (secured mode), and
-/// encodes what the queue stores, with the caps it was priced under.
+/// encodes what the queue stores, with the caps it was priced under; and the sheet's JSON text,
+/// which the answer is written around.
 async fn sign_and_encode(
     cards: &Cards,
     store: &Store,
@@ -292,9 +312,9 @@ async fn sign_and_encode(
     sheet: &mut CareSheet,
     signing: &Signing<'_>,
     number: &mut Option<u64>,
-) -> Result<NewSheet, ApiError> {
+) -> Result<(NewSheet, String), ApiError> {
     let vitale = signing.vitale;
-    let practitioner_id = sheet.practitioner.national_id.clone();
+    let practitioner_id = PractitionerId::new(sheet.practitioner.national_id.as_str());
     sheet.number = match *number {
         Some(n) => n,
         None => {
@@ -332,15 +352,16 @@ async fn sign_and_encode(
         .and_then(|d| d.map(|d| d.to_der()).transpose())
         .map_err(|e| internal(&e))?;
     let json = serde_json::to_string(&sheet).map_err(|e| internal(&e))?;
-    Ok(NewSheet {
+    // The text `make` wrote: read back digit by digit, without an allocation.
+    let created_at = sheet.created_at.parse().map_err(|e| internal(&e))?;
+    let new = NewSheet {
         practitioner_id,
         number: sheet.number,
         destination: sheet.beneficiary.organism.clone(),
         idempotency_key: p.idempotency_key.clone(),
         request_hash: signing.hash,
         der,
-        json,
-        created_at: sheet.created_at.clone(),
+        created_at,
         dre,
         beneficiary_key: signing.beneficiary_key.to_owned(),
         deadline: Some(sheet.deadline.clone()),
@@ -353,5 +374,6 @@ async fn sign_and_encode(
             })
             .collect(),
         participation_caps: Some(signing.caps),
-    })
+    };
+    Ok((new, json))
 }

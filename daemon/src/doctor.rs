@@ -371,8 +371,7 @@ fn clock(queue: &Result<fse_queue::Backlog, String>) -> Check {
     match queue {
         Ok(b) => match b
             .last_event_at
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.time().fixed_offset())
         {
             Some(last) if last.with_timezone(&Utc) > now + chrono::Duration::minutes(5) => check(
                 "clock",
@@ -519,7 +518,10 @@ fn backlog(ctx: &Context, queue: Result<fse_queue::Backlog, String>) -> Check {
         ),
         Ok(b) if b.unsent == 0 => check("backlog", Status::Ok, "nothing waits to be sent"),
         Ok(b) => {
-            let oldest = b.oldest_created_at.unwrap_or_default();
+            let oldest = b
+                .oldest_created_at
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             let deadline = b.nearest_deadline.unwrap_or_default();
             let detail = format!(
                 "{} sheet(s) wait to be sent; the oldest was made {oldest}; the nearest sending deadline is {deadline}",
@@ -546,7 +548,7 @@ async fn arl(ctx: &Context) -> Check {
     let max = live.arl_max_resends;
     let alarms = match ctx
         .store
-        .read(move |q| q.arl_alarms(&sent_before, max))
+        .read(move |q| q.arl_alarms(sent_before, max))
         .await
     {
         Ok(a) => a,

@@ -540,7 +540,7 @@ fn copy_checked(backup: &Path, tmp: &Path) -> Result<(HighWater, fse_queue::Stat
         if let Err(found) = copy.integrity_check()? {
             return Err(QueueError::Corrupt {
                 path: backup.to_path_buf(),
-                detail: format!("integrity_check: {found}"),
+                detail: format!("integrity_check: {found}").into(),
             });
         }
         Ok((copy.high_water()?, copy.stats()?))

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fse_queue::{LotId, Stamp};
+
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -25,16 +27,15 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Archives and purges every acknowledged lot last changed before `before`
-/// (`YYYY-MM-DDTHH:MM:SSZ`); returns the lots purged. A lot whose files cannot be written
-/// stays in the queue.
+/// Archives and purges every acknowledged lot last changed before `before`; returns the lots
+/// purged. A lot whose files cannot be written stays in the queue.
 pub async fn purge_before(
     store: &Store,
     archive: &Path,
-    before: String,
-) -> Result<Vec<String>, String> {
+    before: Stamp,
+) -> Result<Vec<LotId>, String> {
     let lots = store
-        .call(move |q| q.lots_to_purge(&before))
+        .call(move |q| q.lots_to_purge(before))
         .await
         .map_err(|e| e.to_string())?;
     if lots.is_empty() {
@@ -84,7 +85,7 @@ pub async fn purge_before(
 pub async fn run(store: Store, archive: PathBuf, days: u32, mut shutdown: Shutdown) {
     loop {
         let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days.max(MIN_DAYS)));
-        let before = cutoff.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let before = cutoff_stamp(cutoff);
         if let Err(e) = purge_before(&store, &archive, before).await {
             tracing::warn!(error = %e, "retention pass failed");
         }
@@ -95,10 +96,25 @@ pub async fn run(store: Store, archive: PathBuf, days: u32, mut shutdown: Shutdo
     }
 }
 
+/// The stamp a lot last changed before is purged at `cutoff`: a change within the cutoff's
+/// second counts as before it (the cutoff is taken to the second, as it always was).
+fn cutoff_stamp(cutoff: chrono::DateTime<chrono::Utc>) -> Stamp {
+    use chrono::Timelike;
+    let second = cutoff.with_nanosecond(0).unwrap_or(cutoff);
+    Stamp::at(second + chrono::Duration::seconds(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fse_queue::NewSheet;
+
+    #[test]
+    fn a_change_within_the_cutoffs_second_is_before_it() {
+        // 2026-11-30T09:42:10.500Z is 1 796 031 730 s and 500 ms after the epoch.
+        let cutoff = chrono::DateTime::from_timestamp(1_796_031_730, 500_000_000).unwrap();
+        assert_eq!(cutoff_stamp(cutoff).to_string(), "2026-11-30T09:42:11.000Z");
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn acknowledged_lots_are_archived_then_purged() {
@@ -111,11 +127,12 @@ mod tests {
                     number: 1,
                     destination: "017510001".into(),
                     der: vec![0x30, 0x00],
-                    json: "{}".into(),
-                    created_at: "20261116093000Z".into(),
+                    created_at: "20261116093000Z".parse().unwrap(),
                     ..Default::default()
                 })?;
-                let lot = q.close_lots(None, 10, "20261116093000Z")?.remove(0);
+                let lot = q
+                    .close_lots(None, 10, "20261116093000Z".parse().unwrap())?
+                    .remove(0);
                 q.mark_lot_signed_with_cms(&lot.id, b"signed lot", Some(b"cms"))?;
                 q.mark_lot_sent(&lot.id)?;
                 Ok(lot.id)
@@ -124,15 +141,19 @@ mod tests {
             .unwrap();
         let archive = dir.path().join("archive");
         // Sent but not acknowledged: nothing to purge.
-        let none = purge_before(&store, &archive, "9999-12-31T00:00:00Z".into())
-            .await
-            .unwrap();
+        let none = purge_before(
+            &store,
+            &archive,
+            "9999-12-31T00:00:00.000Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         assert!(none.is_empty());
         let id = lot_id.clone();
         store
             .call(move |q| {
                 let arl = fse_formats::ack::Arl {
-                    lot_id: id.clone(),
+                    lot_id: id.to_string(),
                     merkle_root: hex::encode([0u8; 32]),
                     status: fse_formats::ack::ArlStatus::Positive,
                     insurer: "017510001".into(),
@@ -144,13 +165,21 @@ mod tests {
             .await
             .unwrap();
         // Too recent for this cutoff.
-        let none = purge_before(&store, &archive, "2000-01-01T00:00:00Z".into())
-            .await
-            .unwrap();
+        let none = purge_before(
+            &store,
+            &archive,
+            "2000-01-01T00:00:00.000Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         assert!(none.is_empty());
-        let purged = purge_before(&store, &archive, "9999-12-31T00:00:00Z".into())
-            .await
-            .unwrap();
+        let purged = purge_before(
+            &store,
+            &archive,
+            "9999-12-31T00:00:00.000Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(purged, vec![lot_id.clone()]);
         assert_eq!(
             std::fs::read(archive.join(format!("{lot_id}.lot.der"))).unwrap(),

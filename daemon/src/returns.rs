@@ -211,7 +211,7 @@ pub async fn apply_return(
             ),
         ));
     }
-    let id = lot_id.clone();
+    let id = fse_queue::LotId::new(lot_id.as_str());
     let Some(row) = store
         .call(move |q| q.get_lot(&id))
         .await

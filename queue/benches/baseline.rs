@@ -13,7 +13,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use fse_formats::fse::CareSheet;
 use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot};
 use fse_formats::merkle;
-use fse_queue::{NewSheet, Queue};
+use fse_queue::{NewSheet, PractitionerId, Queue};
 use sha2::{Digest, Sha256};
 
 fn rate(label: &str, n: u64, d: Duration, unit: &str) {
@@ -82,15 +82,16 @@ fn queue_inserts(dir: &Path, der: &[u8]) {
     let mut q = Queue::open(&dir.join("q.db")).unwrap();
     let t = Instant::now();
     for _ in 0..n {
-        let number = q.allocate_sheet_number("810000000009").unwrap();
+        let number = q
+            .allocate_sheet_number(&PractitionerId::new("810000000009"))
+            .unwrap();
         q.insert_sheet(&NewSheet {
             practitioner_id: "810000000009".into(),
             number,
             destination: "017510001".into(),
             idempotency_key: None,
             der: der.to_vec(),
-            json: "{}".into(),
-            created_at: "20261122101500Z".into(),
+            created_at: "20261122101500Z".parse().unwrap(),
             ..Default::default()
         })
         .unwrap();

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::events::{event, stamp};
 use crate::lots::lot_state;
 use crate::rows::{get_u64, limit_i64};
-use crate::{AckRow, ArlAlarm, ArlOutcome, LotState, Queue, QueueError, SheetState};
+use crate::{AckRow, ArlAlarm, ArlOutcome, LotId, LotState, Queue, QueueError, SheetState, Stamp};
 
 impl Queue {
     /// Applies an ARL, idempotently, in one transaction: stores it (table
@@ -59,8 +59,7 @@ impl Queue {
         let (per_sheet, whole_lot) = arl_reasons(arl, &sheets);
 
         let at = stamp();
-        let rejections =
-            serde_json::to_string(&arl.rejections).map_err(|e| QueueError::Data(e.to_string()))?;
+        let rejections = serde_json::to_string(&arl.rejections)?;
         tx.execute(
             "INSERT INTO acks (lot_id, status, der, received_at, rejections, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![lot_id, status, der, arl.received_at, rejections, at],
@@ -93,8 +92,8 @@ impl Queue {
     }
 
     /// ARLs recorded, newest first, at most `limit`; only the one of `lot_id` when given.
-    pub fn acks(&self, lot_id: Option<&str>, limit: usize) -> Result<Vec<AckRow>, QueueError> {
-        let ids: Vec<String> = {
+    pub fn acks(&self, lot_id: Option<&LotId>, limit: usize) -> Result<Vec<AckRow>, QueueError> {
+        let ids: Vec<LotId> = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT lot_id FROM acks WHERE ?1 IS NULL OR lot_id = ?1 ORDER BY recorded_at DESC, lot_id LIMIT ?2",
             )?;
@@ -111,11 +110,11 @@ impl Queue {
     }
 
     /// The ARL recorded for a lot, if any.
-    pub fn get_ack(&self, lot_id: &str) -> Result<Option<AckRow>, QueueError> {
+    pub fn get_ack(&self, lot_id: &LotId) -> Result<Option<AckRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT lot_id, status, der, received_at, rejections, recorded_at FROM acks WHERE lot_id = ?1",
         )?;
-        let raw: Option<(String, String, Vec<u8>, String, String, String)> = stmt
+        let raw: Option<(LotId, String, Vec<u8>, String, String, Stamp)> = stmt
             .query_row([lot_id], |r| {
                 Ok((
                     r.get(0)?,
@@ -139,8 +138,10 @@ impl Queue {
                 )))
             }
         };
-        let rejections = serde_json::from_str(&rejections)
-            .map_err(|e| QueueError::Data(format!("ARL of lot {lot_id}: rejections: {e}")))?;
+        let rejections = serde_json::from_str(&rejections).map_err(|e| QueueError::Decode {
+            what: format!("ARL of lot {lot_id}: rejections"),
+            source: Box::new(e),
+        })?;
         Ok(Some(AckRow {
             lot_id,
             status,
@@ -154,19 +155,20 @@ impl Queue {
     /// The lots whose ARL is missing: sent, no ARL, and either sent again already or last sent
     /// at or before `cutoff` (now less the ARL timeout); `given_up` once `max_resends` resends
     /// are made. Oldest lot first.
-    pub fn arl_alarms(&self, cutoff: &str, max_resends: u32) -> Result<Vec<ArlAlarm>, QueueError> {
+    pub fn arl_alarms(&self, cutoff: Stamp, max_resends: u32) -> Result<Vec<ArlAlarm>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, practitioner_id, destination, sheet_count, sent_at, resends,
                     resends >= ?2 AND sent_at <= ?1
              FROM lots WHERE state = 'sent' AND (resends > 0 OR sent_at <= ?1) ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![cutoff, max_resends], |r| {
+        let rows = stmt.query_map(params![cutoff.text(), max_resends], |r| {
             Ok(ArlAlarm {
                 lot_id: r.get(0)?,
                 practitioner_id: r.get(1)?,
                 destination: r.get(2)?,
                 sheet_count: get_u64(r, 3)?,
-                sent_at: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                // Every lot `sent` has its time of sending (schema 16 gave it to those before).
+                sent_at: r.get(4)?,
                 resends: u32::try_from(get_u64(r, 5)?).unwrap_or(u32::MAX),
                 given_up: r.get(6)?,
             })

@@ -5,14 +5,14 @@ use serde_json::json;
 
 use crate::events::{event, stamp};
 use crate::rows::{checked_row, get_u64};
-use crate::{integrity, DamagedRow, Queue, QueueError};
+use crate::{integrity, DamagedRow, LotId, Queue, QueueError};
 
 impl Queue {
     /// DRE lots waiting to be sent to their AMC, oldest lot first: (lot id, AMC number, DER).
     /// [`QueueError::Damaged`] names the first damaged one (see
     /// [`Queue::dre_lots_to_send_checked`]).
     #[allow(clippy::type_complexity)]
-    pub fn dre_lots_to_send(&self) -> Result<Vec<(String, String, Vec<u8>)>, QueueError> {
+    pub fn dre_lots_to_send(&self) -> Result<Vec<(LotId, String, Vec<u8>)>, QueueError> {
         self.dre_lots_to_send_checked()?
             .into_iter()
             .map(|r| r.map_err(QueueError::Damaged))
@@ -24,14 +24,14 @@ impl Queue {
     #[allow(clippy::type_complexity)]
     pub fn dre_lots_to_send_checked(
         &self,
-    ) -> Result<Vec<Result<(String, String, Vec<u8>), DamagedRow>>, QueueError> {
+    ) -> Result<Vec<Result<(LotId, String, Vec<u8>), DamagedRow>>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.lot_id || '/' || d.amc, d.lot_id, d.amc, d.der, d.checksum FROM dre_lots d \
              JOIN lots l ON l.id = d.lot_id WHERE d.state = 'signed' ORDER BY l.seq, d.amc",
         )?;
         let rows = stmt.query_map([], |r| {
             checked_row::<_, String>("dre_lot", r, |r| {
-                let (lot_id, amc, der): (String, String, Vec<u8>) =
+                let (lot_id, amc, der): (LotId, String, Vec<u8>) =
                     (r.get(1)?, r.get(2)?, r.get(3)?);
                 let stored: Option<Vec<u8>> = r.get(4)?;
                 integrity::check(
@@ -47,7 +47,7 @@ impl Queue {
 
     /// A DRE lot confirmed by the broker (or durable in the spool): `signed` → `sent`, with its
     /// event. Marking it again changes nothing.
-    pub fn mark_dre_lot_sent(&mut self, lot_id: &str, amc: &str) -> Result<(), QueueError> {
+    pub fn mark_dre_lot_sent(&mut self, lot_id: &LotId, amc: &str) -> Result<(), QueueError> {
         let tx = self.write()?;
         let at = stamp();
         let changed = tx.execute(
@@ -62,7 +62,7 @@ impl Queue {
     }
 
     /// A lot's DRE lots: (AMC number, DREs, state).
-    pub fn lot_dre_lots(&self, lot_id: &str) -> Result<Vec<(String, u64, String)>, QueueError> {
+    pub fn lot_dre_lots(&self, lot_id: &LotId) -> Result<Vec<(String, u64, String)>, QueueError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT amc, dres, state FROM dre_lots WHERE lot_id = ?1 ORDER BY amc",
         )?;

@@ -47,11 +47,11 @@ impl Queue {
         q.check_ours(path, true)?;
         if let Err(found) = q.quick_check().map_err(|e| QueueError::Corrupt {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         })? {
             return Err(QueueError::Corrupt {
                 path: path.to_path_buf(),
-                detail: format!("quick_check: {found}"),
+                detail: format!("quick_check: {found}").into(),
             });
         }
         Ok(q)
@@ -62,7 +62,7 @@ impl Queue {
     pub fn open_to_look(path: &Path) -> Result<Queue, QueueError> {
         let conn = crate::integrity::open_read_only(path).map_err(|e| QueueError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| read_error(path, e))?;
@@ -87,7 +87,8 @@ impl Queue {
                 path: path.to_path_buf(),
                 detail: format!(
                     "not an fsed database (application_id {application_id}, user_version {version})"
-                ),
+                )
+                .into(),
             });
         }
         if version > schema::latest_version() {
@@ -177,7 +178,7 @@ impl Queue {
     pub fn backup_into(&self, dest: &Path) -> Result<(HighWater, crate::Stats), QueueError> {
         let mut to = Connection::open(dest).map_err(|e| QueueError::Open {
             path: dest.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         {
             let backup = rusqlite::backup::Backup::new(&self.conn, &mut to)?;
@@ -202,7 +203,7 @@ impl Queue {
         if found != ["ok"] {
             return Err(QueueError::Corrupt {
                 path: dest.to_path_buf(),
-                detail: format!("integrity_check of the copy: {}", found.join("; ")),
+                detail: format!("integrity_check of the copy: {}", found.join("; ")).into(),
             });
         }
         let held = (copy.high_water()?, copy.stats()?);
@@ -215,7 +216,10 @@ impl Queue {
             .and_then(|f| f.sync_all())
             .map_err(|e| QueueError::Open {
                 path: dest.to_path_buf(),
-                detail: format!("cannot sync the copy: {e}"),
+                detail: crate::Detail::IoAt {
+                    step: "cannot sync the copy".into(),
+                    source: e,
+                },
             })?;
         Ok(held)
     }
@@ -273,6 +277,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::PractitionerId;
 
     #[test]
     fn high_water_backup_and_raised_counters() {
@@ -281,8 +286,16 @@ mod tests {
         let mut q = Queue::open(&path).unwrap();
         assert_eq!(q.high_water().unwrap().practitioners.len(), 0);
         // Two blocks of 128 for P1: numbers 1..=256, the next 257.
-        assert_eq!(q.reserve_sheet_numbers("P1", 128).unwrap(), 1);
-        assert_eq!(q.reserve_sheet_numbers("P1", 128).unwrap(), 129);
+        assert_eq!(
+            q.reserve_sheet_numbers(&PractitionerId::new("P1"), 128)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            q.reserve_sheet_numbers(&PractitionerId::new("P1"), 128)
+                .unwrap(),
+            129
+        );
         let hw = q.high_water().unwrap();
         let p1 = hw.practitioners["P1"];
         assert_eq!((p1.next_sheet, p1.next_lot, p1.last_sheet), (257, 1, None));
@@ -309,8 +322,16 @@ mod tests {
         assert_eq!(q.raise_counters(&at_least).unwrap(), Vec::<String>::new());
         at_least.insert("P1".to_string(), (2, 1));
         assert_eq!(q.raise_counters(&at_least).unwrap(), Vec::<String>::new());
-        assert_eq!(q.reserve_sheet_numbers("P1", 128).unwrap(), 385);
-        assert_eq!(q.reserve_sheet_numbers("P2", 128).unwrap(), 129);
+        assert_eq!(
+            q.reserve_sheet_numbers(&PractitionerId::new("P1"), 128)
+                .unwrap(),
+            385
+        );
+        assert_eq!(
+            q.reserve_sheet_numbers(&PractitionerId::new("P2"), 128)
+                .unwrap(),
+            129
+        );
 
         // Not an fsed database: refused by the inspection.
         let other = dir.path().join("other.db");

@@ -2,7 +2,52 @@
 
 use std::path::PathBuf;
 
-use crate::DamagedRow;
+use crate::{DamagedRow, PractitionerId, SheetId};
+
+/// What went wrong opening, checking or copying a file: SQLite's or the system's error, kept
+/// as the source, or a text of the store's own. It displays as the error it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum Detail {
+    /// SQLite's error.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The system's error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The system's error at one step (`{step}: {source}`).
+    #[error("{step}: {source}")]
+    IoAt {
+        /// What was being done.
+        step: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store's own error at an earlier step.
+    #[error(transparent)]
+    Store(Box<QueueError>),
+    /// What the store found, in words.
+    #[error("{0}")]
+    Text(String),
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Detail {
+        Detail::Text(text)
+    }
+}
+
+impl From<QueueError> for Detail {
+    fn from(e: QueueError) -> Detail {
+        Detail::Store(Box::new(e))
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(text: &str) -> Detail {
+        Detail::Text(text.to_owned())
+    }
+}
 
 /// What the store refuses or fails at.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +62,8 @@ pub enum QueueError {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        detail: String,
+        #[source]
+        detail: Detail,
     },
     /// The file is damaged, not SQLite, or another program's database; it
     /// was not modified.
@@ -29,7 +75,8 @@ pub enum QueueError {
         /// The file.
         path: PathBuf,
         /// What SQLite said, or why the file is not ours.
-        detail: String,
+        #[source]
+        detail: Detail,
     },
     /// The file was written by a newer fsed; it was not modified.
     #[error(
@@ -67,6 +114,18 @@ pub enum QueueError {
     /// A value given or stored is not what the schema promises.
     #[error("invalid data: {0}")]
     Data(String),
+    /// A value the store writes or reads as JSON that would not serialize or parse.
+    #[error("invalid data: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A value given or stored that does not decode (`{what}: {source}`).
+    #[error("invalid data: {what}: {source}")]
+    Decode {
+        /// What was decoded.
+        what: String,
+        /// Why it does not decode.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The participation a new sheet withholds no longer fits the caps: another sheet of the
     /// same beneficiary was committed after its history was read. Nothing was inserted; the
     /// sheet is to be priced again on the history as it is now.
@@ -82,8 +141,58 @@ pub enum QueueError {
         /// The key.
         key: String,
         /// Its practitioner.
-        practitioner_id: String,
+        practitioner_id: PractitionerId,
         /// The sheet made with it first.
-        sheet_id: i64,
+        sheet_id: SheetId,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_error_keeps_its_source_and_says_what_it_said() {
+        let sqlite = rusqlite::Connection::open_in_memory()
+            .unwrap()
+            .execute("SELECT nothing FROM nowhere", [])
+            .unwrap_err();
+        let said = sqlite.to_string();
+        let e = QueueError::Open {
+            path: PathBuf::from("/x/q.db"),
+            detail: sqlite.into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("cannot open database /x/q.db: {said}")
+        );
+        let source = e.source().unwrap();
+        assert!(
+            matches!(source.downcast_ref::<Detail>(), Some(Detail::Sqlite(_))),
+            "{source:?}"
+        );
+
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let said = json.to_string();
+        let e = QueueError::from(json);
+        assert_eq!(e.to_string(), format!("invalid data: {said}"));
+        assert!(e.source().unwrap().is::<serde_json::Error>());
+
+        let io = std::io::Error::other("disk gone");
+        let e = QueueError::Open {
+            path: PathBuf::from("/x/copy.db"),
+            detail: Detail::IoAt {
+                step: "cannot sync the copy".into(),
+                source: io,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot open database /x/copy.db: cannot sync the copy: disk gone"
+        );
+        let step = e.source().unwrap();
+        assert!(step.source().unwrap().is::<std::io::Error>());
+    }
 }

@@ -46,20 +46,20 @@ impl crate::Queue {
     /// paths. Reads only; what is damaged is named by id in the report.
     pub fn verify(&self) -> Result<VerifyReport, crate::QueueError> {
         let mut report = VerifyReport::default();
-        let mut after = 0;
+        let mut after = crate::SheetId(0);
         loop {
             let page = self.list_sheets_checked(None, VERIFY_PAGE, after)?;
             let Some(last) = page.last() else { break };
             after = match last {
                 Ok(row) => row.id,
-                Err(d) => d.id.parse().unwrap_or(i64::MAX),
+                Err(d) => crate::SheetId(d.id.parse().unwrap_or(i64::MAX)),
             };
             report.sheets += page.len() as u64;
             report
                 .damaged
                 .extend(page.into_iter().filter_map(Result::err));
         }
-        let lot_ids: Vec<String> = {
+        let lot_ids: Vec<crate::LotId> = {
             let mut stmt = self.conn.prepare("SELECT id FROM lots ORDER BY seq")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
@@ -69,7 +69,7 @@ impl crate::Queue {
             if let Some(reason) = self.lot_damage(&id)? {
                 report.damaged.push(DamagedRow {
                     kind: "lot",
-                    id,
+                    id: id.into_string(),
                     reason,
                 });
             }
@@ -96,7 +96,7 @@ impl crate::Queue {
     }
 
     /// Why lot `id` is damaged, or `None` when it is sound.
-    fn lot_damage(&self, id: &str) -> Result<Option<String>, crate::QueueError> {
+    fn lot_damage(&self, id: &crate::LotId) -> Result<Option<String>, crate::QueueError> {
         let lot = match self.get_lot(id) {
             Ok(Some(lot)) => lot,
             Ok(None) => return Ok(None),
@@ -110,7 +110,7 @@ impl crate::Queue {
             Ok(s) => s,
             Err(e) => return Ok(Some(format!("signed lot does not decode: {e}"))),
         };
-        if signed.header.lot_id != id {
+        if signed.header.lot_id != id.as_str() {
             return Ok(Some(format!(
                 "signed lot names lot {:?}",
                 signed.header.lot_id
@@ -246,11 +246,11 @@ pub(crate) fn open_read_only(path: &std::path::Path) -> rusqlite::Result<Connect
 pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError> {
     let open_error = |e: rusqlite::Error| crate::QueueError::Open {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: e.into(),
     };
     let corrupt = |e: rusqlite::Error| crate::QueueError::Corrupt {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: e.into(),
     };
     if !path.exists() {
         return Err(crate::QueueError::Open {
@@ -268,7 +268,7 @@ pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError
     if found != ["ok"] {
         return Err(crate::QueueError::Corrupt {
             path: path.to_path_buf(),
-            detail: format!("quick_check: {}", found.join("; ")),
+            detail: format!("quick_check: {}", found.join("; ")).into(),
         });
     }
     let pragma = |name: &str| {
@@ -292,7 +292,8 @@ pub fn check_file(path: &std::path::Path) -> Result<FileCheck, crate::QueueError
             path: path.to_path_buf(),
             detail: format!(
                 "not an fsed database (application_id {application_id}, user_version {version})"
-            ),
+            )
+            .into(),
         });
     }
     if version > latest {

@@ -12,6 +12,16 @@ use super::*;
 /// The practitioner of `CareSheet::sample`.
 const PID: &str = "810101234567";
 
+/// A sheet's or a lot's own time.
+fn t(text: &str) -> CompactTime {
+    text.parse().unwrap()
+}
+
+/// A practitioner.
+fn p(id: &str) -> PractitionerId {
+    PractitionerId::new(id)
+}
+
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("q.db")
 }
@@ -24,8 +34,7 @@ fn add(q: &mut Queue, number: u64) -> SheetRow {
         number,
         destination: "D".into(),
         der: sheet.to_der().unwrap(),
-        json: serde_json::to_string(&sheet).unwrap(),
-        created_at: "20261122100000Z".into(),
+        created_at: t("20261122100000Z"),
         ..Default::default()
     };
     match q.insert_sheet(&new).unwrap() {
@@ -36,9 +45,9 @@ fn add(q: &mut Queue, number: u64) -> SheetRow {
 
 /// Sheets 1..=n in one lot, signed for real (Ed25519 over the header, Merkle root over the
 /// stored sheets): returns the lot id, the sheets and the signed lot's DER.
-fn signed_lot(q: &mut Queue, n: u64) -> (String, Vec<SheetRow>, Vec<u8>) {
+fn signed_lot(q: &mut Queue, n: u64) -> (LotId, Vec<SheetRow>, Vec<u8>) {
     let sheets: Vec<SheetRow> = (1..=n).map(|i| add(q, i)).collect();
-    let lots = q.close_lots(None, 100, "20261122110000Z").unwrap();
+    let lots = q.close_lots(None, 100, t("20261122110000Z")).unwrap();
     assert_eq!(lots.len(), 1);
     let lot = &lots[0];
     let key = SigningKey::from_bytes(&[7; 32]);
@@ -51,7 +60,7 @@ fn signed_lot(q: &mut Queue, n: u64) -> (String, Vec<SheetRow>, Vec<u8>) {
         })
         .collect();
     let header = LotHeader {
-        lot_id: lot.id.clone(),
+        lot_id: lot.id.to_string(),
         number: lot.number,
         practitioner_id: PID.into(),
         destination: "D".into(),
@@ -131,13 +140,13 @@ fn a_sheet_body_changed_by_sql_is_reported_by_id_and_not_served() {
         other => panic!("damaged expected, got {other:?}"),
     }
     // The page holds the two sound sheets and the damaged one in its place.
-    let page = q.list_sheets_checked(None, 10, 0).unwrap();
+    let page = q.list_sheets_checked(None, 10, SheetId(0)).unwrap();
     assert_eq!(page.len(), 3);
     assert_eq!(page[0].as_ref().unwrap().id, sheets[0].id);
     assert_eq!(page[1].as_ref().unwrap_err(), &want);
     assert_eq!(page[2].as_ref().unwrap().id, sheets[2].id);
     assert!(matches!(
-        q.list_sheets(None, 10, 0),
+        q.list_sheets(None, 10, SheetId(0)),
         Err(QueueError::Damaged(d)) if d == want
     ));
     assert_eq!(q.verify().unwrap().damaged, [want]);
@@ -177,8 +186,8 @@ fn columns_that_do_not_decode_are_reported_in_listings() {
             sheets[0].id, sheets[1].id, sheets[2].id
         ))
         .unwrap();
-    let page = q.list_sheets_checked(None, 10, 0).unwrap();
-    let ids: Vec<Result<i64, String>> = page
+    let page = q.list_sheets_checked(None, 10, SheetId(0)).unwrap();
+    let ids: Vec<Result<SheetId, String>> = page
         .iter()
         .map(|r| match r {
             Ok(row) => Ok(row.id),
@@ -242,7 +251,7 @@ fn verify_recomputes_each_lot_against_its_signature_and_stored_sheets() {
         .unwrap();
     let report = q.verify().unwrap();
     assert_eq!(report.damaged.len(), 1);
-    assert_eq!(report.damaged[0].id, lot_id);
+    assert_eq!(report.damaged[0].id, lot_id.as_str());
     assert!(
         report.damaged[0].reason.contains("signature"),
         "{:?}",
@@ -258,7 +267,7 @@ fn verify_recomputes_each_lot_against_its_signature_and_stored_sheets() {
         )
         .unwrap();
     let other = CareSheet::sample(9).to_der().unwrap();
-    let checksum = sheet_checksum(sheets[1].id, &other, None);
+    let checksum = sheet_checksum(sheets[1].id.get(), &other, None);
     q.conn
         .execute(
             "UPDATE sheet_bodies SET der = ?2, checksum = ?3 WHERE sheet_id = ?1",
@@ -355,7 +364,10 @@ fn the_migration_fills_the_checksums_of_rows_already_stored() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(stored, sheet_checksum(sheets[0].id, &sheets[0].der, None));
+    assert_eq!(
+        stored,
+        sheet_checksum(sheets[0].id.get(), &sheets[0].der, None)
+    );
     assert!(q.get_lot(&lot_id).unwrap().is_some());
 }
 
@@ -409,7 +421,7 @@ fn a_sheet_sent_again_in_a_later_lot_leaves_both_lots_sound() {
     q.mark_lot_sent(&lot_id).unwrap();
     // The insurer rejects sheet number 2 (the second sheet): it waits, is sent again.
     let arl = fse_formats::ack::Arl {
-        lot_id: lot_id.clone(),
+        lot_id: lot_id.to_string(),
         merkle_root: hex::encode([0u8; 32]),
         status: fse_formats::ack::ArlStatus::Negative,
         insurer: "011751234".into(),
@@ -440,8 +452,7 @@ fn a_retry_that_finds_a_damaged_sheet_is_told_which() {
         destination: "D".into(),
         idempotency_key: Some("k".into()),
         der: sheet.to_der().unwrap(),
-        json: serde_json::to_string(&sheet).unwrap(),
-        created_at: "20261122100000Z".into(),
+        created_at: t("20261122100000Z"),
         ..Default::default()
     };
     let Inserted::New(row) = q.insert_sheet(&new).unwrap() else {
@@ -455,7 +466,7 @@ fn a_retry_that_finds_a_damaged_sheet_is_told_which() {
         .unwrap();
     let want = damaged("sheet", row.id, "checksum mismatch");
     for found in [
-        q.find_by_idempotency_key(Some(PID), "k", None),
+        q.find_by_idempotency_key(Some(&p(PID)), "k", None),
         q.find_by_idempotency_key(None, "k", None),
     ] {
         assert!(

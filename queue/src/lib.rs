@@ -5,6 +5,14 @@
 //! with the event row that records it, committed (and, by
 //! `synchronous=FULL`, on disk) before the call returns.
 //!
+//! The store speaks in types, not text: ids are [`SheetId`], [`LotId`] and
+//! [`PractitionerId`]; times are [`Stamp`] (a row's change) and [`CompactTime`] (a sheet's or
+//! a lot's own time), made into SQLite's text only where a row is written or read. It hands
+//! out DER and rows, never JSON text: a sheet is its DER ([`SheetRow::der`]), which the API
+//! edge renders. The file keeps no JSON of a sheet either (migration 13 dropped the column;
+//! the checksums of migration 15 cover the DER and the DRE only), so nothing was left to
+//! migrate. Event details, stored as JSON text, are read back as values.
+//!
 //! A file that is not a sound fsed database (damaged, not SQLite, another
 //! program's database, a newer schema) is reported and never written to.
 
@@ -14,6 +22,7 @@ mod dre_lots;
 mod durable;
 mod error;
 mod events;
+mod ids;
 mod integrity;
 mod lots;
 mod numbering;
@@ -25,6 +34,7 @@ mod rows;
 mod schema;
 mod sheets;
 mod stats;
+mod time;
 mod types;
 
 use std::time::Duration;
@@ -32,12 +42,14 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use durable::{HighWater, PractitionerMark};
-pub use error::QueueError;
+pub use error::{Detail, QueueError};
 pub use events::stamp_ago;
+pub use ids::{LotId, PractitionerId, SheetId};
 pub use integrity::{
     check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
 };
 pub use schema::APPLICATION_ID;
+pub use time::{BadTime, CompactTime, Stamp, TimeText};
 pub use types::{
     AckRow, ArlAlarm, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,
     GroupWritesOutcome, GroupWritten, Inserted, LotRow, LotState, NewSheet, ParticipationCaps,

@@ -10,7 +10,10 @@ use crate::rows::{
     checked_row, limit_i64, lot_row, row_error, sheet_row, to_i64, LOT_COLS, SHEETS_WITH_BODIES,
     SHEET_COLS,
 };
-use crate::{integrity, DamagedRow, LotRow, LotState, Queue, QueueError, SheetRow, SheetState};
+use crate::{
+    integrity, CompactTime, DamagedRow, LotId, LotRow, LotState, PractitionerId, Queue, QueueError,
+    SheetId, SheetRow, SheetState, Stamp,
+};
 
 /// The practitioners and destinations with open sheets (`?1`: one practitioner, or all).
 pub(crate) const OPEN_GROUPS: &str = "SELECT DISTINCT practitioner_id, destination FROM sheets
@@ -46,9 +49,10 @@ pub(crate) fn lot_state(tx: &Connection, lot_id: &str) -> Result<(LotState, u64)
         )
         .optional()?;
     let (state, count) = found.ok_or_else(|| QueueError::NotFound(format!("lot {lot_id}")))?;
-    let state = state
-        .parse()
-        .map_err(|e| QueueError::Data(format!("lot {lot_id}: {e}")))?;
+    let state = state.parse().map_err(|e| QueueError::Decode {
+        what: format!("lot {lot_id}"),
+        source: Box::new(e),
+    })?;
     let count = u64::try_from(count)
         .map_err(|_| QueueError::Data(format!("lot {lot_id}: sheet count {count}")))?;
     Ok((state, count))
@@ -79,10 +83,11 @@ pub(crate) fn close_lots_in(
     tx: &Connection,
     practitioner_id: Option<&str>,
     max_sheets: usize,
-    now: &str,
+    now: CompactTime,
     full_only: bool,
 ) -> Result<Vec<LotRow>, QueueError> {
     let max_sheets = max_sheets.max(1);
+    let now = now.text();
     let at = stamp();
     let groups: Vec<(String, String)> = {
         let mut stmt = tx.prepare_cached(OPEN_GROUPS)?;
@@ -230,11 +235,11 @@ impl Queue {
     /// One transaction.
     pub fn close_lots(
         &mut self,
-        practitioner_id: Option<&str>,
+        practitioner_id: Option<&PractitionerId>,
         max_sheets: usize,
-        now: &str,
+        now: CompactTime,
     ) -> Result<Vec<LotRow>, QueueError> {
-        self.close_lots_of(practitioner_id, max_sheets, now, false)
+        self.close_lots_of(practitioner_id.map(|p| p.as_str()), max_sheets, now, false)
     }
 
     /// [`Queue::close_lots`], closing only full lots (`max_sheets` sheets of one practitioner
@@ -242,7 +247,7 @@ impl Queue {
     pub fn close_full_lots(
         &mut self,
         max_sheets: usize,
-        now: &str,
+        now: CompactTime,
     ) -> Result<Vec<LotRow>, QueueError> {
         self.close_lots_of(None, max_sheets, now, true)
     }
@@ -251,7 +256,7 @@ impl Queue {
         &mut self,
         practitioner_id: Option<&str>,
         max_sheets: usize,
-        now: &str,
+        now: CompactTime,
         full_only: bool,
     ) -> Result<Vec<LotRow>, QueueError> {
         let tx = self.write()?;
@@ -269,7 +274,7 @@ impl Queue {
             "SELECT {LOT_COLS} FROM lots WHERE state = ?1 AND (?2 IS NULL OR practitioner_id = ?2) ORDER BY seq"
         ))?;
         let rows = stmt.query_map(params![state.as_str(), practitioner_id], |r| {
-            checked_row::<_, String>("lot", r, lot_row)
+            checked_row::<_, LotId>("lot", r, lot_row)
         })?;
         rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
     }
@@ -280,26 +285,29 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots WHERE state = 'signed' ORDER BY seq"
         ))?;
-        let rows = stmt.query_map([], |r| checked_row::<_, String>("lot", r, lot_row))?;
+        let rows = stmt.query_map([], |r| checked_row::<_, LotId>("lot", r, lot_row))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Lots in state `Closed` (waiting for a signature), optionally for one
     /// practitioner, oldest first.
-    pub fn lots_to_sign(&self, practitioner_id: Option<&str>) -> Result<Vec<LotRow>, QueueError> {
-        self.lots_in(LotState::Closed, practitioner_id)
+    pub fn lots_to_sign(
+        &self,
+        practitioner_id: Option<&PractitionerId>,
+    ) -> Result<Vec<LotRow>, QueueError> {
+        self.lots_in(LotState::Closed, practitioner_id.map(|p| p.as_str()))
     }
 
     /// The sheets waiting for a lot: how many (counted up to `cap`) and when the oldest was
     /// created. Cheap: it reads the state index, not the sheets.
-    pub fn accepted_summary(&self, cap: usize) -> Result<(u64, Option<String>), QueueError> {
+    pub fn accepted_summary(&self, cap: usize) -> Result<(u64, Option<CompactTime>), QueueError> {
         let count: i64 = self
             .conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM sheets WHERE state = 'accepted' LIMIT ?1)",
             )?
             .query_row([limit_i64(cap)], |r| r.get(0))?;
-        let oldest: Option<String> = self
+        let oldest: Option<CompactTime> = self
             .conn
             .prepare_cached(
                 "SELECT created_at FROM sheets WHERE state = 'accepted' ORDER BY id LIMIT 1",
@@ -315,7 +323,7 @@ impl Queue {
     }
 
     /// The sheets of a lot in insertion order (empty for an unknown lot).
-    pub fn lot_sheets(&self, lot_id: &str) -> Result<Vec<SheetRow>, QueueError> {
+    pub fn lot_sheets(&self, lot_id: &LotId) -> Result<Vec<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
@@ -326,7 +334,10 @@ impl Queue {
     /// What a lot is built from: each sheet's DER and its DRE (if it has one), in insertion
     /// order (empty for an unknown lot).
     #[allow(clippy::type_complexity)]
-    pub fn lot_bodies(&self, lot_id: &str) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, QueueError> {
+    pub fn lot_bodies(
+        &self,
+        lot_id: &LotId,
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT id, der, dre, checksum FROM {SHEETS_WITH_BODIES} WHERE lot_id = ?1 ORDER BY id"
         ))?;
@@ -348,7 +359,7 @@ impl Queue {
     }
 
     /// The ids of a lot's sheets, in order.
-    pub fn lot_sheet_ids(&self, lot_id: &str) -> Result<Vec<i64>, QueueError> {
+    pub fn lot_sheet_ids(&self, lot_id: &LotId) -> Result<Vec<SheetId>, QueueError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id FROM sheets WHERE lot_id = ?1 ORDER BY id")?;
@@ -357,7 +368,7 @@ impl Queue {
     }
 
     /// One lot; [`QueueError::Damaged`] when its stored row is damaged.
-    pub fn get_lot(&self, lot_id: &str) -> Result<Option<LotRow>, QueueError> {
+    pub fn get_lot(&self, lot_id: &LotId) -> Result<Option<LotRow>, QueueError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"))?;
@@ -384,7 +395,7 @@ impl Queue {
             "SELECT {LOT_COLS} FROM lots ORDER BY seq DESC LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit_i64(limit)], |r| {
-            checked_row::<_, String>("lot", r, lot_row)
+            checked_row::<_, LotId>("lot", r, lot_row)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -393,14 +404,14 @@ impl Queue {
     /// `Signed`. [`QueueError::InvalidTransition`] if the lot is not
     /// `Closed` (so a lot is never signed twice), [`QueueError::NotFound`] if
     /// there is no such lot.
-    pub fn mark_lot_signed(&mut self, lot_id: &str, signed_der: &[u8]) -> Result<(), QueueError> {
+    pub fn mark_lot_signed(&mut self, lot_id: &LotId, signed_der: &[u8]) -> Result<(), QueueError> {
         self.mark_lot_signed_with_cms(lot_id, signed_der, None)
     }
 
     /// [`Queue::mark_lot_signed`], storing also the lot's CMS SignedData in the same transaction.
     pub fn mark_lot_signed_with_cms(
         &mut self,
-        lot_id: &str,
+        lot_id: &LotId,
         signed_der: &[u8],
         cms: Option<&[u8]>,
     ) -> Result<(), QueueError> {
@@ -411,7 +422,7 @@ impl Queue {
     /// number of DREs), to be sent to their AMCs, in the same transaction.
     pub fn mark_lot_signed_with_dres(
         &mut self,
-        lot_id: &str,
+        lot_id: &LotId,
         signed_der: &[u8],
         cms: Option<&[u8]>,
         dre_lots: &[(String, Vec<u8>, u64)],
@@ -424,7 +435,7 @@ impl Queue {
 
     /// The CMS SignedData of a signed lot, when it has one ([`QueueError::Damaged`] when
     /// the lot's stored row is damaged).
-    pub fn lot_cms(&self, lot_id: &str) -> Result<Option<Vec<u8>>, QueueError> {
+    pub fn lot_cms(&self, lot_id: &LotId) -> Result<Option<Vec<u8>>, QueueError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {LOT_COLS} FROM lots WHERE id = ?1"))?;
@@ -442,7 +453,7 @@ impl Queue {
     /// its sheets → `Sent`. Idempotent: `Ok(true)` when it changed,
     /// `Ok(false)` when the lot was already sent or later.
     /// [`QueueError::InvalidTransition`] for a lot not yet signed.
-    pub fn mark_lot_sent(&mut self, lot_id: &str) -> Result<bool, QueueError> {
+    pub fn mark_lot_sent(&mut self, lot_id: &LotId) -> Result<bool, QueueError> {
         let tx = self.write()?;
         let changed = lot_sent_in(&tx, lot_id)?;
         tx.commit()?;
@@ -454,7 +465,7 @@ impl Queue {
     /// what is to be sent again now, oldest lot first; damaged lots are left out.
     pub fn lots_to_resend(
         &self,
-        cutoff: &str,
+        cutoff: Stamp,
         max_resends: u32,
     ) -> Result<Vec<LotRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
@@ -462,8 +473,8 @@ impl Queue {
         ))?;
         // A damaged lot is not sent again (`store.verify` and the thorough doctor name it); the
         // others still are.
-        let rows = stmt.query_map(params![cutoff, max_resends], |r| {
-            checked_row::<_, String>("lot", r, lot_row)
+        let rows = stmt.query_map(params![cutoff.text(), max_resends], |r| {
+            checked_row::<_, LotId>("lot", r, lot_row)
         })?;
         let mut due = Vec::new();
         for row in rows {
@@ -476,7 +487,7 @@ impl Queue {
 
     /// When the next lot sent without its ARL (and with resends left) was last sent: from it
     /// and the ARL timeout comes the time of the next resend.
-    pub fn next_resend_from(&self, max_resends: u32) -> Result<Option<String>, QueueError> {
+    pub fn next_resend_from(&self, max_resends: u32) -> Result<Option<Stamp>, QueueError> {
         Ok(self
             .conn
             .prepare_cached("SELECT MIN(sent_at) FROM lots WHERE state = 'sent' AND resends < ?1")?
@@ -488,7 +499,7 @@ impl Queue {
     /// event. Returns the attempt (1 for the first resend), or `None` when the lot is no
     /// longer `sent` (its ARL came meanwhile): nothing changed. An unknown lot is
     /// [`QueueError::NotFound`].
-    pub fn mark_lot_resent(&mut self, lot_id: &str) -> Result<Option<u32>, QueueError> {
+    pub fn mark_lot_resent(&mut self, lot_id: &LotId) -> Result<Option<u32>, QueueError> {
         let tx = self.write()?;
         let (state, _) = lot_state(&tx, lot_id)?;
         if state != LotState::Sent {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::events::{event, stamp};
 use crate::rows::to_i64;
-use crate::{Queue, QueueError};
+use crate::{PractitionerId, Queue, QueueError};
 
 /// Which per-practitioner counter to advance.
 #[derive(Clone, Copy)]
@@ -75,7 +75,10 @@ impl Queue {
     /// starting at 1; never reused even if the sheet is never inserted). The
     /// allocation is an event (`sheet.number`), so a gap in the numbering
     /// can be explained.
-    pub fn allocate_sheet_number(&mut self, practitioner_id: &str) -> Result<u64, QueueError> {
+    pub fn allocate_sheet_number(
+        &mut self,
+        practitioner_id: &PractitionerId,
+    ) -> Result<u64, QueueError> {
         let tx = self.write()?;
         let at = stamp();
         let n = take_counter(&tx, practitioner_id, Counter::Sheet)?;
@@ -96,7 +99,7 @@ impl Queue {
     /// the numbering can be explained.
     pub fn reserve_sheet_numbers(
         &mut self,
-        practitioner_id: &str,
+        practitioner_id: &PractitionerId,
         count: u64,
     ) -> Result<u64, QueueError> {
         if count == 0 {

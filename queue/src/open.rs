@@ -21,11 +21,11 @@ pub(crate) fn read_error(path: &Path, e: rusqlite::Error) -> QueueError {
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => QueueError::Corrupt {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         },
         _ => QueueError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         },
     }
 }
@@ -40,7 +40,7 @@ impl Queue {
     pub fn open(path: &Path) -> Result<Queue, QueueError> {
         let open_error = |e: rusqlite::Error| QueueError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: e.into(),
         };
         let conn = Connection::open(path).map_err(open_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
@@ -65,7 +65,7 @@ impl Queue {
                 .join("; ");
             return Err(QueueError::Corrupt {
                 path: path.to_path_buf(),
-                detail: format!("quick_check: {detail}"),
+                detail: format!("quick_check: {detail}").into(),
             });
         }
         let pragma_i64 = |name: &str| {
@@ -94,7 +94,7 @@ impl Queue {
                 path: path.to_path_buf(),
                 detail: format!(
                     "not an fsed database (application_id {application_id}, user_version {version}, {objects} schema objects)"
-                ),
+                ).into(),
             });
         }
         if version > schema::latest_version() {
@@ -111,7 +111,7 @@ impl Queue {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(QueueError::Open {
                 path: path.to_path_buf(),
-                detail: format!("cannot use WAL here (journal mode stays {mode})"),
+                detail: format!("cannot use WAL here (journal mode stays {mode})").into(),
             });
         }
         connection_settings(&conn).map_err(open_error)?;
@@ -126,7 +126,8 @@ impl Queue {
                 path: path.to_path_buf(),
                 detail: format!(
                     "synchronous={synchronous} foreign_keys={foreign_keys} (want 2 and 1)"
-                ),
+                )
+                .into(),
             });
         }
         let mut q = Queue { conn };

@@ -75,7 +75,7 @@ pub(crate) fn check_caps(tx: &Connection, new: &NewSheet) -> Result<(), QueueErr
                 e.insert(participation_in(tx, &new.beneficiary_key, &first, &last)?)
             }
         };
-        let mine = |p: &Option<String>| p.as_deref().is_none_or(|p| p == new.practitioner_id);
+        let mine = |p: &Option<String>| p.as_deref().is_none_or(|p| new.practitioner_id == p);
         let day = history
             .iter()
             .filter(|r| r.care_date == date && mine(&r.professional))

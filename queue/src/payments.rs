@@ -6,9 +6,28 @@ use fse_formats::ack::{PaymentOutcome, PaymentReturn};
 use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
-use crate::events::{event, stamp};
+use crate::events::event;
 use crate::rows::{get_u64, limit_i64};
-use crate::{PaymentRow, PaymentsApplied, Queue, QueueError, SheetState};
+use crate::{LotId, PaymentRow, PaymentsApplied, Queue, QueueError, SheetId, SheetState, Stamp};
+
+/// What a payment outcome makes of its sheet: its new state, the amount paid, the refusal's
+/// code and reason, and the event's kind.
+fn outcome_columns(
+    outcome: &PaymentOutcome,
+) -> (SheetState, u64, Option<&str>, Option<&str>, &'static str) {
+    match outcome {
+        PaymentOutcome::Paid { amount_cents } => {
+            (SheetState::Paid, *amount_cents, None, None, "sheet.paid")
+        }
+        PaymentOutcome::Refused { code, reason } => (
+            SheetState::Refused,
+            0,
+            Some(code.as_str()),
+            Some(reason.as_str()),
+            "sheet.refused",
+        ),
+    }
+}
 
 impl Queue {
     /// Applies one payment return, in one transaction: each sheet of the lot it names that is
@@ -20,7 +39,8 @@ impl Queue {
     pub fn record_payments(&mut self, ret: &PaymentReturn) -> Result<PaymentsApplied, QueueError> {
         let tx = self.write()?;
         let mut out = PaymentsApplied::default();
-        let at = stamp();
+        let now = Stamp::now();
+        let at = now.text();
         {
             let mut find = tx.prepare_cached(
                 "SELECT s.id, s.state, p.sheet_id IS NOT NULL FROM sheets s \
@@ -53,8 +73,10 @@ impl Queue {
                     out.duplicates += 1;
                     continue;
                 }
-                let state =
-                    SheetState::from_str(&state).map_err(|e| QueueError::Data(e.to_string()))?;
+                let state = SheetState::from_str(&state).map_err(|e| QueueError::Decode {
+                    what: format!("sheet {id}"),
+                    source: Box::new(e),
+                })?;
                 match state {
                     SheetState::Acknowledged => {}
                     SheetState::InLot | SheetState::Signed | SheetState::Sent => {
@@ -67,18 +89,7 @@ impl Queue {
                         continue;
                     }
                 }
-                let (to, amount, code, reason, kind) = match &p.outcome {
-                    PaymentOutcome::Paid { amount_cents } => {
-                        (SheetState::Paid, *amount_cents, None, None, "sheet.paid")
-                    }
-                    PaymentOutcome::Refused { code, reason } => (
-                        SheetState::Refused,
-                        0,
-                        Some(code.as_str()),
-                        Some(reason.as_str()),
-                        "sheet.refused",
-                    ),
-                };
+                let (to, amount, code, reason, kind) = outcome_columns(&p.outcome);
                 let Ok(amount_i) = i64::try_from(amount) else {
                     out.ignored
                         .push((p.sheet_number, "amount out of range".into()));
@@ -106,13 +117,13 @@ impl Queue {
                     json!({ "lot_id": ret.lot_id, "number": p.sheet_number, "amount_cents": amount, "code": code, "reason": reason, "insurer": ret.insurer }),
                 )?;
                 out.applied.push(PaymentRow {
-                    sheet_id: id,
+                    sheet_id: SheetId(id),
                     number: p.sheet_number,
-                    lot_id: ret.lot_id.clone(),
+                    lot_id: LotId::new(ret.lot_id.as_str()),
                     outcome: p.outcome.clone(),
                     insurer: ret.insurer.clone(),
                     issued_at: ret.issued_at.clone(),
-                    recorded_at: at.clone(),
+                    recorded_at: now,
                 });
             }
         }
@@ -123,7 +134,7 @@ impl Queue {
     /// Payment returns recorded, newest first, at most `limit`; only those of `lot_id` when given.
     pub fn payments(
         &self,
-        lot_id: Option<&str>,
+        lot_id: Option<&LotId>,
         limit: usize,
     ) -> Result<Vec<PaymentRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(

@@ -6,23 +6,25 @@ use serde_json::json;
 use crate::events::{event, stamp};
 use crate::lots::lot_state;
 use crate::rows::{checked_row, lot_row, LOT_COLS};
-use crate::{DeadlineAlarm, LotRow, LotState, Queue, QueueError};
+use crate::{DeadlineAlarm, LotId, LotRow, LotState, Queue, QueueError, Stamp};
 
 impl Queue {
-    /// Acknowledged lots last changed before `before` (an `updated_at` timestamp,
-    /// `YYYY-MM-DDTHH:MM:SSZ`): what retention may archive and purge, oldest first.
-    pub fn lots_to_purge(&self, before: &str) -> Result<Vec<LotRow>, QueueError> {
+    /// Acknowledged lots last changed before `before`: what retention may archive and purge,
+    /// oldest first.
+    pub fn lots_to_purge(&self, before: Stamp) -> Result<Vec<LotRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LOT_COLS} FROM lots WHERE state = 'acknowledged' AND updated_at < ?1 ORDER BY seq"
         ))?;
-        let rows = stmt.query_map([before], |r| checked_row::<_, String>("lot", r, lot_row))?;
+        let rows = stmt.query_map([before.text()], |r| {
+            checked_row::<_, LotId>("lot", r, lot_row)
+        })?;
         rows.map(|r| r?.map_err(QueueError::Damaged)).collect()
     }
 
     /// Purges an acknowledged lot, once archived: its sheets, its ARL and the lot row go, the
     /// participation its sheets withheld is kept (the caps of the year still count it), and a
     /// `lot.purged` event records it. One transaction; returns the number of sheets purged.
-    pub fn purge_lot(&mut self, lot_id: &str) -> Result<u64, QueueError> {
+    pub fn purge_lot(&mut self, lot_id: &LotId) -> Result<u64, QueueError> {
         let tx = self.write()?;
         let (state, _) = lot_state(&tx, lot_id)?;
         if state != LotState::Acknowledged {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use rusqlite::types::Type;
 use rusqlite::Row;
 
-use crate::{integrity, DamagedRow, LotRow, QueueError, SheetRow, UnknownState};
+use crate::{integrity, DamagedRow, LotId, LotRow, QueueError, SheetId, SheetRow, UnknownState};
 
 /// Where [`SHEET_COLS`] are read: a sheet and its body (no column name is in both tables).
 pub(crate) const SHEETS_WITH_BODIES: &str = "sheets JOIN sheet_bodies ON sheet_id = id";
@@ -36,33 +36,31 @@ pub(crate) fn sheet_row(r: &Row<'_>) -> rusqlite::Result<SheetRow> {
         &integrity::sheet_checksum(id, &der, dre.as_deref()),
     )
     .map_err(|m| integrity::mismatch_error(11, m))?;
-    let json = sheet_json(&der)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, e.into()))?;
+    // The DER is the sheet: one that no longer decodes is a damaged row, never served.
+    fse_formats::fse::CareSheet::from_der(&der).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(6, Type::Blob, Box::new(StoredSheet(e)))
+    })?;
     Ok(SheetRow {
-        id,
+        id: SheetId(id),
         practitioner_id: r.get(1)?,
         number: get_u64(r, 2)?,
         destination: r.get(3)?,
         state: get_state(r, 4)?,
         lot_id: r.get(5)?,
         der,
-        json,
         reason: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
     })
 }
 
-/// The JSON of the sheet `der` holds (the file keeps the DER only: it decodes to the very
-/// sheet it was encoded from, and a sheet is read far less often than it is written).
-fn sheet_json(der: &[u8]) -> Result<String, String> {
-    let sheet =
-        fse_formats::fse::CareSheet::from_der(der).map_err(|e| format!("stored sheet: {e}"))?;
-    serde_json::to_string(&sheet).map_err(|e| format!("stored sheet: {e}"))
-}
+/// A stored sheet's DER that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored sheet: {0}")]
+struct StoredSheet(#[source] fse_formats::der::DerError);
 
 pub(crate) fn lot_row(r: &Row<'_>) -> rusqlite::Result<LotRow> {
-    let id: String = r.get(0)?;
+    let id: LotId = r.get(0)?;
     let signed_der: Option<Vec<u8>> = r.get(6)?;
     let cms: Option<Vec<u8>> = r.get(9)?;
     let stored: Option<Vec<u8>> = r.get(10)?;

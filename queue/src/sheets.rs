@@ -13,7 +13,7 @@ use crate::rows::{
 };
 use crate::{
     integrity, DamagedRow, GroupOutcome, GroupWrite, GroupWritesOutcome, GroupWritten, Inserted,
-    NewSheet, Queue, QueueError, SheetRow, SheetState,
+    NewSheet, PractitionerId, Queue, QueueError, SheetId, SheetRow, SheetState, Stamp,
 };
 
 /// A new sheet's row; an idempotency key the practitioner already used inserts nothing.
@@ -41,7 +41,7 @@ fn sheet_row_and_hash(r: &Row<'_>) -> rusqlite::Result<(SheetRow, Option<Vec<u8>
 fn sheet_by_key(
     conn: &Connection,
     key: &str,
-    practitioner_id: &str,
+    practitioner_id: &PractitionerId,
     request_hash: Option<&[u8; 32]>,
 ) -> Result<Option<SheetRow>, QueueError> {
     let found = conn
@@ -56,7 +56,7 @@ fn sheet_by_key(
         Some((row, stored)) if other_request(stored.as_deref(), request_hash) => {
             Err(QueueError::IdempotencyKeyReused {
                 key: key.to_string(),
-                practitioner_id: practitioner_id.to_string(),
+                practitioner_id: practitioner_id.clone(),
                 sheet_id: row.id,
             })
         }
@@ -73,7 +73,8 @@ fn other_request(stored: Option<&[u8]>, new: Option<&[u8; 32]>) -> bool {
 /// Inserts one sheet within `tx` (see [`Queue::insert_sheet`]).
 fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
     let number = to_i64("sheet number", new.number)?;
-    let at = stamp();
+    let now = Stamp::now();
+    let at = now.text();
     // A key already used inserts nothing (and the sheet made with it is the answer); any
     // other conflict is an error.
     // The hash is kept only with a key: it is what a retry is compared on.
@@ -88,7 +89,7 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         new.destination,
         new.idempotency_key,
         hash,
-        new.created_at,
+        new.created_at.text(),
         at,
         new.deadline
     ]);
@@ -159,20 +160,22 @@ fn insert_in(tx: &Connection, new: &NewSheet) -> Result<Inserted, QueueError> {
         number: new.number,
         practitioner_id: &new.practitioner_id,
     })
-    .map_err(|e| QueueError::Data(format!("sheet.accepted event: {e}")))?;
+    .map_err(|e| QueueError::Decode {
+        what: "sheet.accepted event".into(),
+        source: e.into(),
+    })?;
     event_text(tx, &at, "sheet.accepted", &id.to_string(), &detail)?;
     Ok(Inserted::New(SheetRow {
-        id,
+        id: SheetId(id),
         practitioner_id: new.practitioner_id.clone(),
         number: new.number,
         destination: new.destination.clone(),
         state: SheetState::Accepted,
         lot_id: None,
         der: new.der.clone(),
-        json: new.json.clone(),
         reason: None,
-        created_at: new.created_at.clone(),
-        updated_at: at,
+        created_at: new.created_at,
+        updated_at: now,
     }))
 }
 
@@ -213,8 +216,14 @@ fn write_in(tx: &Connection, write: &GroupWrite) -> Result<GroupWritten, QueueEr
             max_sheets,
             now,
             full_only,
-        } => close_lots_in(tx, practitioner_id.as_deref(), *max_sheets, now, *full_only)
-            .map(GroupWritten::Closed),
+        } => close_lots_in(
+            tx,
+            practitioner_id.as_deref(),
+            *max_sheets,
+            *now,
+            *full_only,
+        )
+        .map(GroupWritten::Closed),
         GroupWrite::LotSigned {
             lot_id,
             signed_der,
@@ -236,7 +245,7 @@ impl Queue {
     /// hash (before schema 14) matches any request, as before.
     pub fn find_by_idempotency_key(
         &self,
-        practitioner_id: Option<&str>,
+        practitioner_id: Option<&PractitionerId>,
         key: &str,
         request_hash: Option<&[u8; 32]>,
     ) -> Result<Option<SheetRow>, QueueError> {
@@ -287,7 +296,7 @@ impl Queue {
     /// with a savepoint per item.
     pub fn commit_group(
         &mut self,
-        reservations: &[(String, u64)],
+        reservations: &[(PractitionerId, u64)],
         batch: &[NewSheet],
     ) -> Result<GroupOutcome, QueueError> {
         Ok(self.commit_group_writes(reservations, batch, &[])?.0)
@@ -297,11 +306,12 @@ impl Queue {
     /// transaction (one fsync for all), each succeeding or failing alone as well.
     pub fn commit_group_writes(
         &mut self,
-        reservations: &[(String, u64)],
+        reservations: &[(PractitionerId, u64)],
         batch: &[NewSheet],
         writes: &[GroupWrite],
     ) -> Result<GroupWritesOutcome, QueueError> {
-        let reserve = |tx: &Connection, (pid, count): &(String, u64)| reserve_in(tx, pid, *count);
+        let reserve =
+            |tx: &Connection, (pid, count): &(PractitionerId, u64)| reserve_in(tx, pid, *count);
         {
             let tx = self.write()?;
             let done = all_of(&tx, reservations, reserve).and_then(|numbers| {
@@ -324,7 +334,7 @@ impl Queue {
     /// `Accepted` → `Cancelled`, with the practice's reason: the sheet will never be in a lot;
     /// the participation it withheld no longer counts. A sheet already in a lot (or further) is
     /// refused with [`QueueError::InvalidTransition`].
-    pub fn cancel_sheet(&mut self, id: i64, reason: &str) -> Result<SheetRow, QueueError> {
+    pub fn cancel_sheet(&mut self, id: SheetId, reason: &str) -> Result<SheetRow, QueueError> {
         self.sheet_transition(
             id,
             SheetState::Accepted,
@@ -344,7 +354,7 @@ impl Queue {
     /// signed by the patient's card, goes into a new lot and is sent again (the insurer tells
     /// lots apart by their id). Its rejection stays in the `sheet.resubmitted` event. Any other
     /// state is refused with [`QueueError::InvalidTransition`].
-    pub fn resubmit_sheet(&mut self, id: i64) -> Result<SheetRow, QueueError> {
+    pub fn resubmit_sheet(&mut self, id: SheetId) -> Result<SheetRow, QueueError> {
         self.sheet_transition(id, SheetState::Rejected, SheetState::Accepted, |tx, at, (reason, lot_id)| {
             tx.execute(
                 "UPDATE sheets SET state = 'accepted', lot_id = NULL, reason = NULL, updated_at = ?2 WHERE id = ?1",
@@ -359,7 +369,7 @@ impl Queue {
     /// names the event to record. One transaction; returns the row after the change.
     fn sheet_transition(
         &mut self,
-        id: i64,
+        id: SheetId,
         from: SheetState,
         to: SheetState,
         apply: impl FnOnce(
@@ -401,7 +411,7 @@ impl Queue {
 
     /// The DRE stored with sheet `id`, if it has one ([`QueueError::Damaged`] when the
     /// sheet's body is damaged).
-    pub fn sheet_dre(&self, id: i64) -> Result<Option<Vec<u8>>, QueueError> {
+    pub fn sheet_dre(&self, id: SheetId) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(self
             .conn
             .query_row(
@@ -413,7 +423,7 @@ impl Queue {
                     let stored: Option<Vec<u8>> = r.get(2)?;
                     integrity::check(
                         stored.as_deref(),
-                        &integrity::sheet_checksum(id, &der, dre.as_deref()),
+                        &integrity::sheet_checksum(id.0, &der, dre.as_deref()),
                     )
                     .map_err(|m| integrity::mismatch_error(2, m))?;
                     Ok(dre)
@@ -425,7 +435,7 @@ impl Queue {
     }
 
     /// One sheet by store id; [`QueueError::Damaged`] when its stored row is damaged.
-    pub fn get_sheet(&self, id: i64) -> Result<Option<SheetRow>, QueueError> {
+    pub fn get_sheet(&self, id: SheetId) -> Result<Option<SheetRow>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id = ?1"
         ))?;
@@ -440,7 +450,7 @@ impl Queue {
         &self,
         state: Option<SheetState>,
         limit: usize,
-        after_id: i64,
+        after_id: SheetId,
     ) -> Result<Vec<Result<SheetRow, DamagedRow>>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SHEET_COLS} FROM {SHEETS_WITH_BODIES} WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3"
@@ -460,7 +470,7 @@ impl Queue {
         &self,
         state: Option<SheetState>,
         limit: usize,
-        after_id: i64,
+        after_id: SheetId,
     ) -> Result<Vec<SheetRow>, QueueError> {
         self.list_sheets_checked(state, limit, after_id)?
             .into_iter()

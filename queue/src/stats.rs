@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::events::{event, stamp};
 use crate::rows::get_u64;
-use crate::{Backlog, LotState, Queue, QueueError, ResendStats, SheetState, Stats};
+use crate::{Backlog, LotState, Queue, QueueError, ResendStats, SheetState, Stamp, Stats};
 
 /// How many sheets wait to be sent, the oldest's creation and the nearest deadline: the open
 /// sheets, and those of the lots closed or signed, each found through an index (this runs for
@@ -21,7 +21,7 @@ impl Queue {
     /// Resends over every lot, and the lots without an ARL: still being sent again, or given
     /// up (`max_resends` resends made and the last one also unanswered at `cutoff`, now less
     /// the ARL timeout).
-    pub fn resend_stats(&self, cutoff: &str, max_resends: u32) -> Result<ResendStats, QueueError> {
+    pub fn resend_stats(&self, cutoff: Stamp, max_resends: u32) -> Result<ResendStats, QueueError> {
         let (total, waiting, given_up) = self
             .conn
             .prepare_cached(
@@ -31,7 +31,7 @@ impl Queue {
                         COALESCE(SUM(state = 'sent' AND resends >= ?2 AND sent_at <= ?1), 0)
                  FROM lots",
             )?
-            .query_row(params![cutoff, max_resends], |r| {
+            .query_row(params![cutoff.text(), max_resends], |r| {
                 Ok((get_u64(r, 0)?, get_u64(r, 1)?, get_u64(r, 2)?))
             })?;
         Ok(ResendStats {

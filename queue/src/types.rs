@@ -6,6 +6,8 @@ use std::str::FromStr;
 use fse_formats::ack::{ArlStatus, Rejection};
 use serde::Serialize;
 
+use crate::{CompactTime, LotId, PractitionerId, SheetId, Stamp};
+
 /// A stored state name that no state of this version carries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown state {0:?}")]
@@ -90,7 +92,7 @@ states!(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewSheet {
     /// National id of the practitioner.
-    pub practitioner_id: String,
+    pub practitioner_id: PractitionerId,
     /// Sheet number from `Queue::allocate_sheet_number`.
     pub number: u64,
     /// Destination organism.
@@ -103,11 +105,8 @@ pub struct NewSheet {
     pub request_hash: Option<[u8; 32]>,
     /// DER of the sheet.
     pub der: Vec<u8>,
-    /// JSON rendering of the sheet: answered with the new row, not stored (a row read back
-    /// renders its DER).
-    pub json: String,
-    /// Creation time of the sheet (`YYYYMMDDHHMMSSZ`).
-    pub created_at: String,
+    /// Creation time of the sheet (stored `YYYYMMDDHHMMSSZ`).
+    pub created_at: CompactTime,
     /// DER of the sheet's DRE, when the AMC pays the practitioner directly.
     pub dre: Option<Vec<u8>>,
     /// The beneficiary the participation history is kept under (`fse_formats::build::history_key`).
@@ -162,9 +161,9 @@ pub struct ParticipationCaps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SheetRow {
     /// Store id (increasing with insertion).
-    pub id: i64,
+    pub id: SheetId,
     /// Practitioner.
-    pub practitioner_id: String,
+    pub practitioner_id: PractitionerId,
     /// Sheet number, per practitioner.
     pub number: u64,
     /// Destination organism.
@@ -172,26 +171,24 @@ pub struct SheetRow {
     /// State.
     pub state: SheetState,
     /// Lot, once in one.
-    pub lot_id: Option<String>,
-    /// DER.
+    pub lot_id: Option<LotId>,
+    /// DER: the sheet itself (the store keeps no other rendering of it).
     pub der: Vec<u8>,
-    /// JSON rendering of the sheet the DER holds.
-    pub json: String,
     /// Why the insurer refused it (`CODE: reason`, several joined by `; `).
     pub reason: Option<String>,
-    /// Creation time as given by the caller (`YYYYMMDDHHMMSSZ`).
-    pub created_at: String,
-    /// Last change, `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub updated_at: String,
+    /// Creation time as given by the caller (stored `YYYYMMDDHHMMSSZ`).
+    pub created_at: CompactTime,
+    /// Last change.
+    pub updated_at: Stamp,
 }
 
 /// A stored lot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LotRow {
     /// Lot id, `{practitioner_id}-{number:08}`.
-    pub id: String,
+    pub id: LotId,
     /// Practitioner.
-    pub practitioner_id: String,
+    pub practitioner_id: PractitionerId,
     /// Lot number, per practitioner.
     pub number: u64,
     /// Destination organism.
@@ -203,16 +200,16 @@ pub struct LotRow {
     /// The signed lot (DER), once signed.
     pub signed_der: Option<Vec<u8>>,
     /// Closing time as given to `Queue::close_lots`.
-    pub closed_at: String,
-    /// Last change, `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub updated_at: String,
+    pub closed_at: CompactTime,
+    /// Last change.
+    pub updated_at: Stamp,
 }
 
 /// A stored ARL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRow {
     /// The lot it answers.
-    pub lot_id: String,
+    pub lot_id: LotId,
     /// Positive or negative.
     pub status: ArlStatus,
     /// The ARL as received (DER).
@@ -221,28 +218,28 @@ pub struct AckRow {
     pub received_at: String,
     /// The insurer's reasons.
     pub rejections: Vec<Rejection>,
-    /// When fsed recorded it, `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub recorded_at: String,
+    /// When fsed recorded it.
+    pub recorded_at: Stamp,
 }
 
 /// A sheet's payment return as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PaymentRow {
     /// The sheet.
-    pub sheet_id: i64,
+    pub sheet_id: SheetId,
     /// Its number.
     pub number: u64,
     /// The lot it came in.
-    pub lot_id: String,
+    pub lot_id: LotId,
     /// Paid (with its amount) or refused (with its code and reason).
     #[serde(flatten)]
     pub outcome: fse_formats::ack::PaymentOutcome,
     /// The insurer that paid or refused.
     pub insurer: String,
-    /// When the insurer issued the return, `YYYYMMDDHHMMSSZ`.
+    /// When the insurer issued the return, `YYYYMMDDHHMMSSZ`, as the insurer wrote it.
     pub issued_at: String,
-    /// When fsed recorded it, `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub recorded_at: String,
+    /// When fsed recorded it.
+    pub recorded_at: Stamp,
 }
 
 /// What applying one payment return did.
@@ -303,15 +300,15 @@ pub struct Stats {
 pub struct EventRow {
     /// Event id (increasing).
     pub id: i64,
-    /// Time, `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub at: String,
+    /// Time.
+    pub at: Stamp,
     /// Kind: `sheet.number`, `sheet.accepted`, `lot.closed`, `lot.signed`,
     /// `lot.sent`, `arl.positive`, `arl.negative`.
     pub kind: String,
     /// Practitioner (`sheet.number`), sheet id (`sheet.accepted`) or lot id.
     pub subject: String,
-    /// JSON details.
-    pub detail: String,
+    /// Details (an object; its members depend on the kind).
+    pub detail: serde_json::Value,
 }
 
 /// What one group commit did: each reservation's first number, then each sheet's outcome.
@@ -327,18 +324,18 @@ pub enum GroupWrite {
     /// [`crate::Queue::close_lots`] (`full_only`: [`crate::Queue::close_full_lots`]).
     CloseLots {
         /// Only this practitioner's sheets, or everyone's.
-        practitioner_id: Option<String>,
+        practitioner_id: Option<PractitionerId>,
         /// The most sheets a lot holds.
         max_sheets: usize,
         /// The lots' closing time.
-        now: String,
+        now: CompactTime,
         /// Close only full lots.
         full_only: bool,
     },
     /// [`crate::Queue::mark_lot_signed_with_dres`].
     LotSigned {
         /// The lot.
-        lot_id: String,
+        lot_id: LotId,
         /// Its signed DER.
         signed_der: Vec<u8>,
         /// Its CMS SignedData.
@@ -349,7 +346,7 @@ pub enum GroupWrite {
     /// [`crate::Queue::mark_lot_sent`].
     LotSent {
         /// The lot.
-        lot_id: String,
+        lot_id: LotId,
     },
 }
 
@@ -372,28 +369,27 @@ pub type GroupWritesOutcome = (GroupOutcome, Vec<Result<GroupWritten, crate::Que
 pub struct Backlog {
     /// Sheets not sent yet (accepted, in a lot, signed).
     pub unsent: u64,
-    /// When the oldest of them was created (`YYYYMMDDHHMMSSZ`).
-    pub oldest_created_at: Option<String>,
+    /// When the oldest of them was created.
+    pub oldest_created_at: Option<CompactTime>,
     /// The nearest sending deadline among them (`YYYYMMDD`).
     pub nearest_deadline: Option<String>,
-    /// Time of the last event recorded (`YYYY-MM-DDTHH:MM:SS.sssZ`): the clock was at least
-    /// there.
-    pub last_event_at: Option<String>,
+    /// Time of the last event recorded: the clock was at least there.
+    pub last_event_at: Option<Stamp>,
 }
 
 /// A sheet not sent yet whose sending deadline is near or past.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadlineAlarm {
     /// Store id.
-    pub id: i64,
+    pub id: SheetId,
     /// Practitioner.
-    pub practitioner_id: String,
+    pub practitioner_id: PractitionerId,
     /// Sheet number.
     pub number: u64,
     /// State (`accepted`, `in_lot` or `signed`).
     pub state: String,
     /// Its lot, once in one.
-    pub lot_id: Option<String>,
+    pub lot_id: Option<LotId>,
     /// Last day to send (`YYYYMMDD`).
     pub deadline: String,
 }
@@ -403,15 +399,15 @@ pub struct DeadlineAlarm {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ArlAlarm {
     /// The lot.
-    pub lot_id: String,
+    pub lot_id: LotId,
     /// Its practitioner.
-    pub practitioner_id: String,
+    pub practitioner_id: PractitionerId,
     /// Its destination organism.
     pub destination: String,
     /// Its sheets.
     pub sheet_count: u64,
-    /// When it was last sent (first sending or last resend), `YYYY-MM-DDTHH:MM:SS.sssZ`.
-    pub sent_at: String,
+    /// When it was last sent (first sending or last resend).
+    pub sent_at: Stamp,
     /// How many times it was sent again.
     pub resends: u32,
     /// Its resends are used up: fsed sends it no more; a person asks the insurer.

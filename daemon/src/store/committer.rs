@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, Queue, QueueError};
+use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PractitionerId, Queue, QueueError};
 use tokio::sync::oneshot;
 
 use super::history::{remember_withheld, Histories};
@@ -21,7 +21,7 @@ pub(super) enum Op {
     /// Store a sheet.
     Insert(Box<NewSheet>, InsertReply),
     /// Reserve a block of sheet numbers for a practitioner.
-    Reserve(String, u64, ReserveReply),
+    Reserve(PractitionerId, u64, ReserveReply),
     /// A lot's change of state, in the commit of the sheets stored at that moment.
     Write(Box<GroupWrite>, WriteReply),
     /// Answer once the group it came with is committed (a health check).

@@ -79,7 +79,11 @@ pub(super) fn remember_withheld(
                     *acts = acts.map(|a| a.saturating_add(w.acts));
                     *cents = cents.saturating_add(w.cents);
                 }
-                None => lines.push((Some(new.practitioner_id.clone()), Some(w.acts), w.cents)),
+                None => lines.push((
+                    Some(new.practitioner_id.as_str().to_owned()),
+                    Some(w.acts),
+                    w.cents,
+                )),
             }
         }
     }

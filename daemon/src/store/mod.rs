@@ -24,7 +24,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use fse_queue::{GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, Queue, QueueError};
+use fse_queue::{
+    GroupWrite, GroupWritten, Inserted, NewSheet, PfRecord, PractitionerId, Queue, QueueError,
+};
 use tokio::sync::oneshot;
 
 use crate::mark::Keeper;
@@ -116,7 +118,10 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, QueueError> {
         let private = |e: std::io::Error| QueueError::Open {
             path: path.to_path_buf(),
-            detail: format!("cannot make the database private (mode 0600): {e}"),
+            detail: fse_queue::Detail::IoAt {
+                step: "cannot make the database private (mode 0600)".into(),
+                source: e,
+            },
         };
         crate::mark::make_private(path).map_err(private)?;
         let queue = Queue::open(path)?;
@@ -195,7 +200,10 @@ impl Store {
             let source = lock(&reader).another_connection()?;
             let io = |what: &str, e: std::io::Error| QueueError::Open {
                 path: dest.clone(),
-                detail: format!("{what}: {e}"),
+                detail: fse_queue::Detail::IoAt {
+                    step: what.into(),
+                    source: e,
+                },
             };
             let mut name = dest.file_name().unwrap_or_default().to_os_string();
             name.push(format!(".tmp-{}", std::process::id()));
@@ -403,10 +411,13 @@ impl Store {
     /// The next sheet number of a practitioner: from the block reserved in memory, or from a
     /// new block of [`NUMBER_BLOCK`] reserved by the committer, in the commit of the sheets
     /// being stored at that moment (no commit of its own).
-    pub async fn next_sheet_number(&self, practitioner_id: &str) -> Result<u64, StoreError> {
+    pub async fn next_sheet_number(
+        &self,
+        practitioner_id: &PractitionerId,
+    ) -> Result<u64, StoreError> {
         let take = |numbers: &Mutex<HashMap<String, (u64, u64)>>| {
             let mut cache = lock(numbers);
-            let (next, end) = cache.get_mut(practitioner_id)?;
+            let (next, end) = cache.get_mut(practitioner_id.as_str())?;
             (*next < *end).then(|| {
                 *next += 1;
                 *next - 1
@@ -422,11 +433,7 @@ impl Store {
         }
         let (reply, answer) = oneshot::channel();
         self.ops
-            .send(Op::Reserve(
-                practitioner_id.to_string(),
-                NUMBER_BLOCK,
-                reply,
-            ))
+            .send(Op::Reserve(practitioner_id.clone(), NUMBER_BLOCK, reply))
             .map_err(|_| StoreError::Task("the committer thread stopped".into()))?;
         let first = answer
             .await
@@ -447,7 +454,10 @@ mod tests {
 
     /// A minimal sheet with the practitioner's next number.
     async fn sheet(store: &Store) -> NewSheet {
-        let number = store.next_sheet_number(P).await.unwrap();
+        let number = store
+            .next_sheet_number(&PractitionerId::new(P))
+            .await
+            .unwrap();
         NewSheet {
             practitioner_id: P.into(),
             number,
@@ -455,8 +465,7 @@ mod tests {
             der: fse_formats::fse::CareSheet::sample(number)
                 .to_der()
                 .unwrap(),
-            json: serde_json::to_string(&fse_formats::fse::CareSheet::sample(number)).unwrap(),
-            created_at: "20261130100000Z".into(),
+            created_at: "20261130100000Z".parse().unwrap(),
             ..Default::default()
         }
     }
@@ -520,7 +529,10 @@ mod tests {
         // Written by another connection, out of the committer's sight: the history in memory
         // does not show it until forgotten.
         let mut outside = Queue::open(&path).unwrap();
-        let n = store.next_sheet_number(P).await.unwrap();
+        let n = store
+            .next_sheet_number(&PractitionerId::new(P))
+            .await
+            .unwrap();
         outside
             .insert_sheet(&NewSheet {
                 number: n,
@@ -532,7 +544,10 @@ mod tests {
         assert_eq!(history().await.unwrap()[1], line("20261130", 2, 150));
         // Another professional's sheet of the same day: a line of its own, in memory as in
         // the file.
-        let number = store.next_sheet_number("10000000002").await.unwrap();
+        let number = store
+            .next_sheet_number(&PractitionerId::new("10000000002"))
+            .await
+            .unwrap();
         let theirs = NewSheet {
             practitioner_id: "10000000002".into(),
             number,

@@ -196,7 +196,7 @@ fn arl_for_an_unknown_or_unsigned_lot_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
     add(&mut q, "8A", "D");
-    let lots = q.close_lots(None, 10, "t").unwrap();
+    let lots = q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     let events = q.events_since(0, 100).unwrap().len();
     assert!(matches!(
         q.record_arl(&arl("nope", ArlStatus::Positive, vec![]), b""),

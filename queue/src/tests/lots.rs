@@ -27,7 +27,7 @@ fn full_lifecycle_accepted_to_acknowledged() {
 /// [`full_lifecycle_accepted_to_acknowledged`]: the two accepted sheets `a` and `b` close
 /// into one lot, waiting for its signature.
 fn lifecycle_close(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
-    let lots = q.close_lots(None, 10, "20261122110000Z").unwrap();
+    let lots = q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     assert_eq!(lots.len(), 1);
     let l = &lots[0];
     assert_eq!(
@@ -37,7 +37,7 @@ fn lifecycle_close(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
             l.destination.as_str(),
             l.state,
             l.sheet_count,
-            l.closed_at.as_str()
+            l.closed_at.text().as_str()
         ),
         (
             "8A-00000001",
@@ -57,21 +57,16 @@ fn lifecycle_close(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
         );
     }
     assert_eq!(q.lots_to_sign(None).unwrap(), lots);
-    assert_eq!(q.lots_to_sign(Some("8A")).unwrap(), lots);
-    assert!(q.lots_to_sign(Some("8B")).unwrap().is_empty());
+    assert_eq!(q.lots_to_sign(Some(&p("8A"))).unwrap(), lots);
+    assert!(q.lots_to_sign(Some(&p("8B"))).unwrap().is_empty());
     assert!(q.lots_to_send().unwrap().is_empty());
-    let ids: Vec<i64> = q
-        .lot_sheets("8A-00000001")
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids: Vec<SheetId> = q.lot_sheets(&l.id).unwrap().iter().map(|s| s.id).collect();
     assert_eq!(ids, [a.id, b.id]);
 }
 
 /// [`full_lifecycle_accepted_to_acknowledged`]: the lot is signed, then sent, once.
 fn lifecycle_sign_and_send(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
-    q.mark_lot_signed("8A-00000001", b"signed").unwrap();
+    q.mark_lot_signed(&l("8A-00000001"), b"signed").unwrap();
     assert!(q.lots_to_sign(None).unwrap().is_empty());
     let to_send = q.lots_to_send().unwrap();
     assert_eq!(to_send.len(), 1);
@@ -81,12 +76,12 @@ fn lifecycle_sign_and_send(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
     );
     assert_eq!(sheet(q, a.id).state, SheetState::Signed);
 
-    assert!(q.mark_lot_sent("8A-00000001").unwrap());
+    assert!(q.mark_lot_sent(&l("8A-00000001")).unwrap());
     assert!(q.lots_to_send().unwrap().is_empty());
     assert_eq!(lot(q, "8A-00000001").state, LotState::Sent);
     assert_eq!(sheet(q, b.id).state, SheetState::Sent);
     assert!(
-        !q.mark_lot_sent("8A-00000001").unwrap(),
+        !q.mark_lot_sent(&l("8A-00000001")).unwrap(),
         "already sent: no change"
     );
 }
@@ -104,13 +99,13 @@ fn lifecycle_acknowledge(q: &mut Queue, a: &SheetRow, b: &SheetRow) {
         let s = sheet(q, s.id);
         assert_eq!((s.state, s.reason), (SheetState::Acknowledged, None));
     }
-    let ack = q.get_ack("8A-00000001").unwrap().unwrap();
+    let ack = q.get_ack(&l("8A-00000001")).unwrap().unwrap();
     assert_eq!(
         (ack.status, ack.der.as_slice(), ack.received_at.as_str()),
         (ArlStatus::Positive, &b"arl der"[..], "20261122120000Z")
     );
     assert!(
-        !q.mark_lot_sent("8A-00000001").unwrap(),
+        !q.mark_lot_sent(&l("8A-00000001")).unwrap(),
         "acknowledged: no change"
     );
 }
@@ -137,14 +132,23 @@ fn lifecycle_stats_and_events(q: &Queue) {
         ]
     );
     let events = q.events_since(0, 100).unwrap();
-    // The sheet's event: its detail, member for member, as a JSON object sorts them.
-    assert_eq!(
-        events[1].detail,
-        r#"{"destination":"017510001","idempotency_key":null,"number":1,"practitioner_id":"8A"}"#
-    );
+    // The sheet's event: its detail stored member for member as a JSON object sorts them,
+    // and read back as that object.
+    let stored: String = q
+        .conn
+        .query_row(
+            "SELECT detail FROM events WHERE id = ?1",
+            [events[1].id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let want =
+        r#"{"destination":"017510001","idempotency_key":null,"number":1,"practitioner_id":"8A"}"#;
+    assert_eq!(stored, want);
+    assert_eq!(events[1].detail.to_string(), want);
     let arl_event = events.last().unwrap();
     assert_eq!(arl_event.subject, "8A-00000001");
-    let detail: serde_json::Value = serde_json::from_str(&arl_event.detail).unwrap();
+    let detail: serde_json::Value = arl_event.detail.clone();
     assert_eq!(
         (detail["acknowledged"].as_u64(), detail["rejected"].as_u64()),
         (Some(2), Some(0))
@@ -162,7 +166,9 @@ fn close_lots_splits_by_practitioner_destination_and_size() {
     let other = add(&mut q, "8B", "D1");
 
     // One practitioner only.
-    let lots = q.close_lots(Some("8B"), 2, "t1").unwrap();
+    let lots = q
+        .close_lots(Some(&p("8B")), 2, t("20261122110001Z"))
+        .unwrap();
     assert_eq!(
         lots.iter()
             .map(|l| (l.id.as_str(), l.sheet_count))
@@ -172,7 +178,7 @@ fn close_lots_splits_by_practitioner_destination_and_size() {
     assert_eq!(sheet(&q, other.id).lot_id.as_deref(), Some("8B-00000001"));
     assert_eq!(sheet(&q, d2.id).state, SheetState::Accepted);
 
-    let lots = q.close_lots(None, 2, "t2").unwrap();
+    let lots = q.close_lots(None, 2, t("20261122110002Z")).unwrap();
     let shape: Vec<(&str, &str, u64)> = lots
         .iter()
         .map(|l| (l.id.as_str(), l.destination.as_str(), l.sheet_count))
@@ -188,10 +194,15 @@ fn close_lots_splits_by_practitioner_destination_and_size() {
     );
     assert!(lots
         .iter()
-        .all(|l| l.closed_at == "t2" && l.state == LotState::Closed));
+        .all(|l| l.closed_at == t("20261122110002Z") && l.state == LotState::Closed));
     // Sheets go in insertion order, each in exactly one lot.
-    let members =
-        |id: &str| -> Vec<i64> { q.lot_sheets(id).unwrap().iter().map(|s| s.id).collect() };
+    let members = |id: &str| -> Vec<SheetId> {
+        q.lot_sheets(&LotId::new(id))
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    };
     assert_eq!(members("8A-00000001"), [d1[0].id, d1[1].id]);
     assert_eq!(members("8A-00000002"), [d1[2].id, d1[3].id]);
     assert_eq!(members("8A-00000003"), [d1[4].id]);
@@ -199,8 +210,11 @@ fn close_lots_splits_by_practitioner_destination_and_size() {
     assert_eq!(q.stats().unwrap().sheets["in_lot"], 7);
 
     // Nothing left to close; oldest first for signing, newest first in the list.
-    assert!(q.close_lots(None, 2, "t3").unwrap().is_empty());
-    let to_sign: Vec<String> = q
+    assert!(q
+        .close_lots(None, 2, t("20261122110003Z"))
+        .unwrap()
+        .is_empty());
+    let to_sign: Vec<LotId> = q
         .lots_to_sign(None)
         .unwrap()
         .into_iter()
@@ -216,13 +230,16 @@ fn close_lots_splits_by_practitioner_destination_and_size() {
             "8A-00000004"
         ]
     );
-    let listed: Vec<String> = q.list_lots(2).unwrap().into_iter().map(|l| l.id).collect();
+    let listed: Vec<LotId> = q.list_lots(2).unwrap().into_iter().map(|l| l.id).collect();
     assert_eq!(listed, ["8A-00000004", "8A-00000003"]);
 
     // max_sheets 0 is taken as 1.
     add(&mut q, "8A", "D1");
     add(&mut q, "8A", "D1");
-    assert_eq!(q.close_lots(None, 0, "t4").unwrap().len(), 2);
+    assert_eq!(
+        q.close_lots(None, 0, t("20261122110004Z")).unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -252,17 +269,17 @@ fn a_lot_is_never_signed_twice() {
         Err(QueueError::InvalidTransition { .. })
     ));
     assert!(matches!(
-        q.mark_lot_signed("nope", b"x"),
+        q.mark_lot_signed(&l("nope"), b"x"),
         Err(QueueError::NotFound(_))
     ));
     assert!(matches!(
-        q.mark_lot_sent("nope"),
+        q.mark_lot_sent(&l("nope")),
         Err(QueueError::NotFound(_))
     ));
 
     // A closed lot cannot be sent before it is signed.
     add(&mut q, "8A", "D");
-    let closed = q.close_lots(None, 10, "t").unwrap();
+    let closed = q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     assert!(matches!(
         q.mark_lot_sent(&closed[0].id),
         Err(QueueError::InvalidTransition { .. })
@@ -279,7 +296,7 @@ fn dre_lots_are_stored_with_their_lot_sent_once_and_kept_until_sent() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
     let _ = add(&mut q, "8A", "D");
-    let lots = q.close_lots(None, 100, "20261122110000Z").unwrap();
+    let lots = q.close_lots(None, 100, t("20261122110000Z")).unwrap();
     let lot_id = lots[0].id.clone();
     q.mark_lot_signed_with_dres(
         &lot_id,
@@ -323,7 +340,7 @@ fn closing_by_size_closes_only_full_lots() {
         add(&mut q, "8A", "D");
     }
     add(&mut q, "8A", "E");
-    let lots = q.close_full_lots(2, "20261122110000Z").unwrap();
+    let lots = q.close_full_lots(2, t("20261122110000Z")).unwrap();
     assert_eq!(lots.len(), 1);
     assert_eq!(
         (lots[0].destination.as_str(), lots[0].sheet_count),
@@ -334,7 +351,10 @@ fn closing_by_size_closes_only_full_lots() {
         2,
         "a partial lot per destination waits"
     );
-    assert_eq!(q.close_lots(None, 2, "20261122110000Z").unwrap().len(), 2);
+    assert_eq!(
+        q.close_lots(None, 2, t("20261122110000Z")).unwrap().len(),
+        2
+    );
     assert_eq!(q.accepted_summary(100).unwrap(), (0, None));
 }
 
@@ -410,7 +430,7 @@ fn the_lot_statements_use_the_partial_indexes() {
         (entries(&q, "sheets_accepted"), entries(&q, "sheets_lot")),
         (3, 0)
     );
-    let lots = q.close_lots(None, 2, "20261122100000Z").unwrap();
+    let lots = q.close_lots(None, 2, t("20261122100000Z")).unwrap();
     assert_eq!(
         lots.iter().map(|l| l.sheet_count).collect::<Vec<_>>(),
         [2, 1]
@@ -445,7 +465,7 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     // Now is 16:00 and the ARL timeout 4 hours: the cutoff is 12:00. A was sent at 10:00
     // (6 hours without an ARL: overdue), B at 13:00 (3 hours: not yet), D at 09:00 but
     // acknowledged.
-    let cutoff = "2026-12-01T12:00:00.000Z";
+    let cutoff = st("2026-12-01T12:00:00.000Z");
     set_sent_at(&q, a, "2026-12-01T10:00:00.000Z", 0);
     set_sent_at(&q, b, "2026-12-01T13:00:00.000Z", 0);
     set_sent_at(&q, d, "2026-12-01T09:00:00.000Z", 0);
@@ -462,7 +482,7 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     assert_eq!(q.mark_lot_resent(a).unwrap(), None);
     assert_eq!(q.resend_stats(cutoff, 5).unwrap().total, 5);
     assert!(matches!(
-        q.mark_lot_resent("nope"),
+        q.mark_lot_resent(&l("nope")),
         Err(QueueError::NotFound(_))
     ));
     assert_eq!(q.mark_lot_resent(c).unwrap(), None);
@@ -471,7 +491,7 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
     set_sent_at(&q, b, "2026-12-01T11:00:00.000Z", 2);
     drop(q);
     let q = open(&dir);
-    let due: Vec<String> = q
+    let due: Vec<LotId> = q
         .lots_to_resend(cutoff, 5)
         .unwrap()
         .into_iter()
@@ -484,12 +504,12 @@ fn lots_sent_without_an_arl_past_the_timeout_are_selected_for_resending() {
 
 /// Four lots of one sheet each: A and B sent, C only signed, D sent and acknowledged; their
 /// ids in that order.
-fn four_lots_two_sent_one_signed_one_acknowledged(q: &mut Queue) -> Vec<String> {
+fn four_lots_two_sent_one_signed_one_acknowledged(q: &mut Queue) -> Vec<LotId> {
     let mut ids = Vec::new();
     for _ in 0..4 {
         add(q, "8A", "D");
         let lot = q
-            .close_lots(None, 100, "20261201090000Z")
+            .close_lots(None, 100, t("20261201090000Z"))
             .unwrap()
             .remove(0);
         q.mark_lot_signed(&lot.id, b"signed lot").unwrap();
@@ -510,30 +530,33 @@ fn four_lots_two_sent_one_signed_one_acknowledged(q: &mut Queue) -> Vec<String> 
 
 /// With A sent at 10:00, B at 13:00 and the cutoff `cutoff` at 12:00, only `a` is due for
 /// resending and in the alarms.
-fn resend_only_the_overdue_lot(q: &Queue, a: &str, cutoff: &str) {
-    let due: Vec<String> = q
+fn resend_only_the_overdue_lot(q: &Queue, a: &LotId, cutoff: Stamp) {
+    let due: Vec<LotId> = q
         .lots_to_resend(cutoff, 5)
         .unwrap()
         .into_iter()
         .map(|l| l.id)
         .collect();
-    assert_eq!(due, vec![a]);
+    assert_eq!(due, vec![a.clone()]);
     // The cutoff itself is due (sent exactly 4 hours before now).
     assert_eq!(
-        q.lots_to_resend("2026-12-01T10:00:00.000Z", 5)
+        q.lots_to_resend(st("2026-12-01T10:00:00.000Z"), 5)
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        q.lots_to_resend("2026-12-01T09:59:59.999Z", 5)
+        q.lots_to_resend(st("2026-12-01T09:59:59.999Z"), 5)
             .unwrap()
             .len(),
         0
     );
     // The next resend counts from the oldest sending without an ARL: A's.
     assert_eq!(
-        q.next_resend_from(5).unwrap().as_deref(),
+        q.next_resend_from(5)
+            .unwrap()
+            .map(|s| s.to_string())
+            .as_deref(),
         Some("2026-12-01T10:00:00.000Z")
     );
     let alarms = q.arl_alarms(cutoff, 5).unwrap();
@@ -544,13 +567,13 @@ fn resend_only_the_overdue_lot(q: &Queue, a: &str, cutoff: &str) {
             alarms[0].resends,
             alarms[0].given_up
         ),
-        (a, 0, false)
+        (a.as_str(), 0, false)
     );
     assert_eq!(alarms[0].sheet_count, 1);
 }
 
 /// Lot `a`, overdue at `cutoff`, sent again once, then five times and still unanswered.
-fn resend_counted_then_given_up(q: &mut Queue, a: &str, cutoff: &str) {
+fn resend_counted_then_given_up(q: &mut Queue, a: &LotId, cutoff: Stamp) {
     // Sent again: counted, and waited for from now (after the cutoff): no longer due, still
     // an alarm.
     assert_eq!(q.mark_lot_resent(a).unwrap(), Some(1));
@@ -576,8 +599,8 @@ fn resend_counted_then_given_up(q: &mut Queue, a: &str, cutoff: &str) {
         .collect();
     assert_eq!(resent.len(), 1);
     assert_eq!(
-        (resent[0].subject.as_str(), resent[0].detail.as_str()),
-        (a, r#"{"attempt":1}"#)
+        (resent[0].subject.as_str(), resent[0].detail.to_string()),
+        (a.as_str(), r#"{"attempt":1}"#.to_string())
     );
 
     // Five resends made and the last one unanswered past the timeout: no more resends, the
@@ -585,7 +608,10 @@ fn resend_counted_then_given_up(q: &mut Queue, a: &str, cutoff: &str) {
     set_sent_at(q, a, "2026-12-01T10:00:00.000Z", 5);
     assert!(q.lots_to_resend(cutoff, 5).unwrap().is_empty());
     assert_eq!(
-        q.next_resend_from(5).unwrap().as_deref(),
+        q.next_resend_from(5)
+            .unwrap()
+            .map(|s| s.to_string())
+            .as_deref(),
         Some("2026-12-01T13:00:00.000Z")
     );
     let alarms = q.arl_alarms(cutoff, 5).unwrap();
@@ -633,11 +659,14 @@ fn lots_sent_before_the_resend_columns_count_from_their_last_change() {
     }
     let q = Queue::open(&path).unwrap();
     assert_eq!(
-        q.next_resend_from(5).unwrap().as_deref(),
+        q.next_resend_from(5)
+            .unwrap()
+            .map(|s| s.to_string())
+            .as_deref(),
         Some("2026-12-01T09:30:00.000Z")
     );
     assert_eq!(
-        q.lots_to_resend("2026-12-01T12:00:00.000Z", 5)
+        q.lots_to_resend(st("2026-12-01T12:00:00.000Z"), 5)
             .unwrap()
             .len(),
         1

@@ -13,10 +13,10 @@ fn a_version_1_database_is_migrated_with_its_data() {
         c.pragma_update(None, "user_version", 1).unwrap();
         c.execute_batch(
             "INSERT INTO counters VALUES ('8A', 3, 3);
-             INSERT INTO lots VALUES ('8A-00000002', '8A', 2, 'D', 'closed', 1, NULL, 't', 'u');
-             INSERT INTO lots VALUES ('8A-00000001', '8A', 1, 'D', 'closed', 1, NULL, 't', 'u');
-             INSERT INTO sheets VALUES (1, '8A', 1, 'D', NULL, 'in_lot', '8A-00000002', x'30', '{}', NULL, 'c', 'u');
-             INSERT INTO sheets VALUES (2, '8A', 2, 'D', NULL, 'in_lot', '8A-00000001', x'30', '{}', NULL, 'c', 'u');",
+             INSERT INTO lots VALUES ('8A-00000002', '8A', 2, 'D', 'closed', 1, NULL, '20261116093000Z', '2026-11-16T09:30:00.000Z');
+             INSERT INTO lots VALUES ('8A-00000001', '8A', 1, 'D', 'closed', 1, NULL, '20261116093000Z', '2026-11-16T09:30:00.000Z');
+             INSERT INTO sheets VALUES (1, '8A', 1, 'D', NULL, 'in_lot', '8A-00000002', x'30', '{}', NULL, '20261116080000Z', '2026-11-16T09:30:00.000Z');
+             INSERT INTO sheets VALUES (2, '8A', 2, 'D', NULL, 'in_lot', '8A-00000001', x'30', '{}', NULL, '20261116080000Z', '2026-11-16T09:30:00.000Z');",
         )
         .unwrap();
     }
@@ -30,16 +30,19 @@ fn a_version_1_database_is_migrated_with_its_data() {
         APPLICATION_ID.to_string()
     );
     // Insertion order is kept as the lot order.
-    let ids: Vec<String> = q
+    let ids: Vec<LotId> = q
         .lots_to_sign(None)
         .unwrap()
         .into_iter()
         .map(|l| l.id)
         .collect();
     assert_eq!(ids, ["8A-00000002", "8A-00000001"]);
-    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 3);
+    assert_eq!(q.allocate_sheet_number(&p("8A")).unwrap(), 3);
     add(&mut q, "8A", "D");
-    assert_eq!(q.close_lots(None, 10, "t").unwrap()[0].id, "8A-00000003");
+    assert_eq!(
+        q.close_lots(None, 10, t("20261122110000Z")).unwrap()[0].id,
+        "8A-00000003"
+    );
     assert_eq!(
         q.lots_to_sign(None).unwrap().last().unwrap().id,
         "8A-00000003"
@@ -68,7 +71,7 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
             .unwrap();
         c.execute(
             "INSERT INTO sheets (id, practitioner_id, number, destination, idempotency_key, state, der, json, created_at, updated_at, deadline)
-                 VALUES (7, '8A', 1, 'D', 'k', 'accepted', ?1, ?2, 'c', 'u', '20261119')",
+                 VALUES (7, '8A', 1, 'D', 'k', 'accepted', ?1, ?2, '20261116080000Z', '2026-11-16T09:30:00.000Z', '20261119')",
             rusqlite::params![sample.to_der().unwrap(), json],
         )
         .unwrap();
@@ -81,14 +84,18 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
         schema::latest_version().to_string()
     );
     let s = q
-        .find_by_idempotency_key(Some("8A"), "k", None)
+        .find_by_idempotency_key(Some(&p("8A")), "k", None)
         .unwrap()
         .unwrap();
-    assert_eq!((s.id, s.number, s.state), (7, 1, SheetState::Accepted));
+    assert_eq!(
+        (s.id, s.number, s.state),
+        (SheetId(7), 1, SheetState::Accepted)
+    );
     // Its body moved to its own table (migration 10), its JSON is rendered from its DER
     // (migration 13): the same text.
     assert_eq!(s.der, sample.to_der().unwrap());
-    assert_eq!(s.json, json);
+    let rendered = serde_json::to_string(&fse_formats::fse::CareSheet::from_der(&s.der).unwrap());
+    assert_eq!(rendered.unwrap(), json);
     assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 1);
     // Its professional from its sheet (migration 14), its count unknown.
     assert_eq!(
@@ -97,7 +104,7 @@ fn a_version_6_database_keeps_its_sheets_and_participation_through_the_state_reb
         vec![rec("20261116", Some("8A"), None, 200)]
     );
     assert_eq!(
-        q.cancel_sheet(7, "test").unwrap().state,
+        q.cancel_sheet(SheetId(7), "test").unwrap().state,
         SheetState::Cancelled
     );
     assert!(q.pragma("foreign_keys").unwrap() == "1");
@@ -129,7 +136,7 @@ fn a_version_13_database_keeps_its_participation_and_keys_through_migration_14()
         ] {
             c.execute(
                 "INSERT INTO sheets (id, practitioner_id, number, destination, idempotency_key, state, created_at, updated_at, deadline)
-                     VALUES (?1, ?2, ?1, 'D', ?3, 'accepted', 'c', 'u', '20261119')",
+                     VALUES (?1, ?2, ?1, 'D', ?3, 'accepted', '20261116080000Z', '2026-11-16T09:30:00.000Z', '20261119')",
                 rusqlite::params![id, pid, key],
             )
             .unwrap();
@@ -166,20 +173,21 @@ fn a_version_13_database_keeps_its_participation_and_keys_through_migration_14()
     // An old key answers its sheet whatever the request (its hash is unknown), for its
     // practitioner only; another practitioner may use it for a sheet of his own.
     let found = q
-        .find_by_idempotency_key(Some("8A"), "k1", Some(&[9; 32]))
+        .find_by_idempotency_key(Some(&p("8A")), "k1", Some(&[9; 32]))
         .unwrap()
         .unwrap();
-    assert_eq!((found.id, found.der), (1, der.clone()));
+    assert_eq!((found.id, found.der), (SheetId(1), der.clone()));
     assert_eq!(
-        q.find_by_idempotency_key(Some("8B"), "k1", None).unwrap(),
+        q.find_by_idempotency_key(Some(&p("8B")), "k1", None)
+            .unwrap(),
         None
     );
     let mut retry = new_sheet("8A", 10, "D", Some("k1"));
     retry.request_hash = Some([9; 32]);
-    assert_eq!(q.insert_sheet(&retry).unwrap().row().id, 1);
+    assert_eq!(q.insert_sheet(&retry).unwrap().row().id, SheetId(1));
     let mut other = new_sheet("8B", 10, "D", Some("k1"));
     other.request_hash = Some([9; 32]);
-    assert!(matches!(q.insert_sheet(&other).unwrap(), Inserted::New(r) if r.id > 3));
+    assert!(matches!(q.insert_sheet(&other).unwrap(), Inserted::New(r) if r.id > SheetId(3)));
     // The old rows' counts are unknown: a full day with their professional (8A on the 16th),
     // not with another (8C); the year's cents count for all: 1600 so far.
     let caps = Some(ParticipationCaps {

@@ -33,10 +33,29 @@ fn new_sheet(pid: &str, number: u64, dest: &str, key: Option<&str>) -> NewSheet 
         der: fse_formats::fse::CareSheet::sample(number)
             .to_der()
             .unwrap(),
-        json: serde_json::to_string(&fse_formats::fse::CareSheet::sample(number)).unwrap(),
-        created_at: "20261122100000Z".into(),
+        created_at: t("20261122100000Z"),
         ..Default::default()
     }
+}
+
+/// A sheet's or a lot's own time.
+fn t(text: &str) -> CompactTime {
+    text.parse().unwrap()
+}
+
+/// A row time stamp.
+fn st(text: &str) -> Stamp {
+    text.parse().unwrap()
+}
+
+/// A practitioner.
+fn p(id: &str) -> PractitionerId {
+    PractitionerId::new(id)
+}
+
+/// A lot id.
+fn l(id: &str) -> LotId {
+    LotId::new(id)
 }
 
 /// One date's participation of a new sheet: `acts` participations, `cents` withheld.
@@ -60,7 +79,7 @@ fn rec(date: &str, professional: Option<&str>, acts: Option<u32>, cents: u64) ->
 
 /// Allocates a number and inserts a new sheet.
 fn add(q: &mut Queue, pid: &str, dest: &str) -> SheetRow {
-    let number = q.allocate_sheet_number(pid).unwrap();
+    let number = q.allocate_sheet_number(&p(pid)).unwrap();
     match q.insert_sheet(&new_sheet(pid, number, dest, None)).unwrap() {
         Inserted::New(r) => r,
         Inserted::Existing(r) => panic!("unexpected existing sheet {r:?}"),
@@ -86,12 +105,12 @@ fn rejection(sheet_number: Option<u64>, code: &str) -> Rejection {
     }
 }
 
-fn sheet(q: &Queue, id: i64) -> SheetRow {
-    q.get_sheet(id).unwrap().unwrap()
+fn sheet(q: &Queue, id: impl Into<SheetId>) -> SheetRow {
+    q.get_sheet(id.into()).unwrap().unwrap()
 }
 
 fn lot(q: &Queue, id: &str) -> LotRow {
-    q.get_lot(id).unwrap().unwrap()
+    q.get_lot(&l(id)).unwrap().unwrap()
 }
 
 fn kinds(q: &Queue) -> Vec<String> {
@@ -115,7 +134,7 @@ struct Snapshot {
 fn snapshot(q: &Queue) -> Snapshot {
     let lots = q.list_lots(1000).unwrap();
     Snapshot {
-        sheets: q.list_sheets(None, 1000, 0).unwrap(),
+        sheets: q.list_sheets(None, 1000, SheetId(0)).unwrap(),
         acks: lots.iter().map(|l| q.get_ack(&l.id).unwrap()).collect(),
         lots,
         events: q.events_since(0, 1000).unwrap(),
@@ -124,9 +143,9 @@ fn snapshot(q: &Queue) -> Snapshot {
 }
 
 /// One lot of `n` sheets for practitioner 8A, signed; returns the lot id and sheets.
-fn signed_lot(q: &mut Queue, n: usize) -> (String, Vec<SheetRow>) {
+fn signed_lot(q: &mut Queue, n: usize) -> (LotId, Vec<SheetRow>) {
     let sheets: Vec<SheetRow> = (0..n).map(|_| add(q, "8A", "D")).collect();
-    let lots = q.close_lots(None, 100, "20261122110000Z").unwrap();
+    let lots = q.close_lots(None, 100, t("20261122110000Z")).unwrap();
     assert_eq!(lots.len(), 1);
     q.mark_lot_signed(&lots[0].id, b"signed lot").unwrap();
     (lots[0].id.clone(), sheets)

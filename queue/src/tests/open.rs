@@ -76,7 +76,7 @@ fn everything_survives_a_reopen() {
     q.mark_lot_sent(&rejected).unwrap();
     let (signed, _) = signed_lot(&mut q, 1);
     add(&mut q, "8A", "D");
-    q.close_lots(None, 10, "t").unwrap();
+    q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     add(&mut q, "8A", "D");
     let keyed = q.insert_sheet(&new_sheet("8C", 1, "D", Some("k"))).unwrap();
     q.record_arl(&arl(&acked, ArlStatus::Positive, vec![]), b"ok")
@@ -98,7 +98,7 @@ fn everything_survives_a_reopen() {
     let q = open(&dir);
     assert_eq!(snapshot(&q), before);
     assert_eq!(
-        q.find_by_idempotency_key(Some("8C"), "k", None)
+        q.find_by_idempotency_key(Some(&p("8C")), "k", None)
             .unwrap()
             .as_ref(),
         Some(keyed.row())
@@ -217,7 +217,7 @@ fn another_programs_database_is_refused_and_left_untouched() {
     assert_refused_untouched(
         &path,
         &bytes,
-        |e| matches!(e, QueueError::Corrupt { detail, .. } if detail.contains("not an fsed database")),
+        |e| matches!(e, QueueError::Corrupt { detail, .. } if detail.to_string().contains("not an fsed database")),
     );
 }
 

@@ -8,7 +8,7 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
     let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
     let pid = "810000000009";
     let insert = |q: &mut Queue, who: &str, entries: Vec<(&str, u64)>, dre: Option<Vec<u8>>| {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         let mut s = new_sheet(pid, number, "017510001", None);
         s.beneficiary_key = who.into();
         s.participation = entries.into_iter().map(|(d, c)| w(d, 1, c)).collect();
@@ -54,7 +54,10 @@ fn participation_history_is_kept_per_beneficiary_and_date_with_the_sheet() {
         .unwrap()
         .is_empty());
     assert_eq!(q.sheet_dre(a.id).unwrap(), None);
-    assert_eq!(q.sheet_dre(a.id + 1).unwrap(), Some(vec![0x30, 0]));
+    assert_eq!(
+        q.sheet_dre(SheetId(a.id.get() + 1)).unwrap(),
+        Some(vec![0x30, 0])
+    );
     // Kept across a reopen: the caps hold after a restart.
     drop(q);
     let q = Queue::open(&dir.path().join("q.db")).unwrap();
@@ -79,7 +82,7 @@ fn a_sheet_over_the_participation_caps_is_refused_and_nothing_of_it_written() {
     });
     let pid = "810000000009";
     let sheet = |q: &mut Queue, entries: &[(&str, u64)]| {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         let mut s = new_sheet(pid, number, "017510001", None);
         s.beneficiary_key = "B".into();
         s.participation = entries.iter().map(|(d, c)| w(d, 1, *c)).collect();
@@ -144,7 +147,7 @@ fn a_retry_of_a_sheet_that_filled_the_caps_answers_that_sheet() {
     let mut q = open(&dir);
     let pid = "810000000009";
     let sheet = |q: &mut Queue, key: &str| {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         let mut s = new_sheet(pid, number, "017510001", Some(key));
         s.beneficiary_key = "B".into();
         s.participation = vec![w("20261116", 4, 800)];
@@ -194,7 +197,7 @@ fn the_participation_day_cap_is_per_professional_and_the_year_cap_for_all() {
         per_year_cents: 5000,
     });
     let sheet = |q: &mut Queue, pid: &str, entries: Vec<Withheld>| {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         let mut s = new_sheet(pid, number, "017510001", None);
         s.beneficiary_key = "B".into();
         s.participation = entries;

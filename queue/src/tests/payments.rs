@@ -10,7 +10,7 @@ fn payment_returns_pay_or_refuse_acknowledged_sheets_once() {
     let (lot_id, s) = signed_lot(&mut q, 4);
     q.mark_lot_sent(&lot_id).unwrap();
     let ret = PaymentReturn {
-        lot_id: lot_id.clone(),
+        lot_id: lot_id.to_string(),
         insurer: "011751234".into(),
         issued_at: "20261130120000Z".into(),
         payments: vec![
@@ -100,7 +100,7 @@ fn payment_returns_pay_or_refuse_acknowledged_sheets_once() {
             .any(|r| r.sheet_id == s[0].id
                 && r.outcome == PaymentOutcome::Paid { amount_cents: 1900 })
     );
-    assert_eq!(q.payments(Some("other"), 10).unwrap().len(), 0);
+    assert_eq!(q.payments(Some(&l("other")), 10).unwrap().len(), 0);
     assert_eq!(q.acks(None, 10).unwrap().len(), 1);
     assert_eq!(q.stats().unwrap().sheets["paid"], 1);
 }

@@ -25,7 +25,7 @@ fn deadline_alarms_list_unsent_sheets_due_by_the_cutoff() {
         .iter()
         .all(|a| a.state == "accepted" && a.lot_id.is_none()));
     // Once sent, a sheet raises no alarm.
-    let lots = q.close_lots(None, 10, "20261117120000Z").unwrap();
+    let lots = q.close_lots(None, 10, t("20261117120000Z")).unwrap();
     q.mark_lot_signed(&lots[0].id, &[0x30, 0x00]).unwrap();
     assert_eq!(q.deadline_alarms("20261119").unwrap().len(), 2);
     q.mark_lot_sent(&lots[0].id).unwrap();
@@ -42,7 +42,7 @@ fn retention_purges_acknowledged_lots_and_keeps_their_participation() {
         s.participation = vec![w("20261116", 1, 200)];
         q.insert_sheet(&s).unwrap();
     }
-    let lots = q.close_lots(None, 2, "20261117120000Z").unwrap();
+    let lots = q.close_lots(None, 2, t("20261117120000Z")).unwrap();
     assert_eq!(lots.len(), 2);
     for l in &lots {
         q.mark_lot_signed(&l.id, b"signed").unwrap();
@@ -52,16 +52,19 @@ fn retention_purges_acknowledged_lots_and_keeps_their_participation() {
         .unwrap();
     // Not acknowledged yet: refused.
     assert!(q.purge_lot(&lots[1].id).is_err());
-    let due = q.lots_to_purge("9999-12-31T00:00:00Z").unwrap();
+    let due = q.lots_to_purge(st("9999-12-31T00:00:00.000Z")).unwrap();
     assert_eq!(
         due.iter().map(|l| &l.id).collect::<Vec<_>>(),
         vec![&lots[0].id]
     );
-    assert!(q.lots_to_purge("2000-01-01T00:00:00Z").unwrap().is_empty());
+    assert!(q
+        .lots_to_purge(st("2000-01-01T00:00:00.000Z"))
+        .unwrap()
+        .is_empty());
     assert_eq!(q.purge_lot(&lots[0].id).unwrap(), 2);
     assert!(q.get_lot(&lots[0].id).unwrap().is_none());
     assert!(q.get_ack(&lots[0].id).unwrap().is_none());
-    assert_eq!(q.list_sheets(None, 10, 0).unwrap().len(), 1);
+    assert_eq!(q.list_sheets(None, 10, SheetId(0)).unwrap().len(), 1);
     // The caps still see all three participations, with their professional: 2 kept + 1.
     assert_eq!(
         q.participation_history("B", "20260101", "20261231")

@@ -8,7 +8,7 @@ use super::*;
 fn idempotent_insert_returns_the_existing_sheet() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
-    let n = q.allocate_sheet_number("8A").unwrap();
+    let n = q.allocate_sheet_number(&p("8A")).unwrap();
     let first = match q
         .insert_sheet(&new_sheet("8A", n, "D", Some("key-1")))
         .unwrap()
@@ -17,17 +17,17 @@ fn idempotent_insert_returns_the_existing_sheet() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        q.find_by_idempotency_key(Some("8A"), "key-1", None)
+        q.find_by_idempotency_key(Some(&p("8A")), "key-1", None)
             .unwrap(),
         Some(first.clone())
     );
     assert_eq!(
-        q.find_by_idempotency_key(Some("8A"), "key-2", None)
+        q.find_by_idempotency_key(Some(&p("8A")), "key-2", None)
             .unwrap(),
         None
     );
     assert_eq!(
-        q.find_by_idempotency_key(Some("8B"), "key-1", None)
+        q.find_by_idempotency_key(Some(&p("8B")), "key-1", None)
             .unwrap(),
         None,
         "another practitioner's key"
@@ -35,13 +35,13 @@ fn idempotent_insert_returns_the_existing_sheet() {
     let events = q.events_since(0, 100).unwrap().len();
 
     // A retry of the same call, even with a new number: nothing inserted.
-    let n2 = q.allocate_sheet_number("8A").unwrap();
+    let n2 = q.allocate_sheet_number(&p("8A")).unwrap();
     let again = q
         .insert_sheet(&new_sheet("8A", n2, "D", Some("key-1")))
         .unwrap();
     assert_eq!(again, Inserted::Existing(first.clone()));
     assert_eq!(
-        q.list_sheets(None, 100, 0).unwrap(),
+        q.list_sheets(None, 100, SheetId(0)).unwrap(),
         std::slice::from_ref(&first)
     );
     assert_eq!(
@@ -51,7 +51,7 @@ fn idempotent_insert_returns_the_existing_sheet() {
     );
 
     // Also once the sheet has moved on.
-    q.close_lots(None, 10, "t").unwrap();
+    q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     let moved = q
         .insert_sheet(&new_sheet("8A", n2, "D", Some("key-1")))
         .unwrap();
@@ -76,8 +76,8 @@ fn a_used_number_is_a_conflict_and_inserted_numbers_are_never_allocated() {
     ));
     // A number inserted without allocation moves the counter past it.
     q.insert_sheet(&new_sheet("8A", 10, "D", None)).unwrap();
-    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 11);
-    assert_eq!(q.allocate_sheet_number("8B").unwrap(), s.number + 1);
+    assert_eq!(q.allocate_sheet_number(&p("8A")).unwrap(), 11);
+    assert_eq!(q.allocate_sheet_number(&p("8B")).unwrap(), s.number + 1);
     assert!(matches!(
         q.insert_sheet(&new_sheet("8A", u64::MAX, "D", None)),
         Err(QueueError::Data(_))
@@ -89,30 +89,33 @@ fn numbers_are_never_reused_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
     assert_eq!(
-        q.allocate_sheet_number("8A").unwrap(),
+        q.allocate_sheet_number(&p("8A")).unwrap(),
         1,
         "allocated, never inserted"
     );
     let s = add(&mut q, "8A", "D");
     assert_eq!(s.number, 2);
     assert_eq!(
-        q.allocate_sheet_number("8B").unwrap(),
+        q.allocate_sheet_number(&p("8B")).unwrap(),
         1,
         "per practitioner"
     );
-    assert_eq!(q.close_lots(None, 10, "t").unwrap()[0].number, 1);
+    assert_eq!(
+        q.close_lots(None, 10, t("20261122110000Z")).unwrap()[0].number,
+        1
+    );
     drop(q);
 
     let mut q = open(&dir);
-    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 3);
-    assert_eq!(q.allocate_sheet_number("8B").unwrap(), 2);
+    assert_eq!(q.allocate_sheet_number(&p("8A")).unwrap(), 3);
+    assert_eq!(q.allocate_sheet_number(&p("8B")).unwrap(), 2);
     add(&mut q, "8A", "D");
-    let lots = q.close_lots(None, 10, "t").unwrap();
+    let lots = q.close_lots(None, 10, t("20261122110000Z")).unwrap();
     assert_eq!((lots[0].number, lots[0].id.as_str()), (2, "8A-00000002"));
     drop(q);
 
     let mut q = open(&dir);
-    assert_eq!(q.allocate_sheet_number("8A").unwrap(), 5);
+    assert_eq!(q.allocate_sheet_number(&p("8A")).unwrap(), 5);
     let allocations = q
         .events_since(0, 100)
         .unwrap()
@@ -130,9 +133,9 @@ fn list_sheets_pages_and_filters() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
     let all: Vec<SheetRow> = (0..5).map(|_| add(&mut q, "8A", "D")).collect();
-    q.close_lots(None, 2, "t").unwrap(); // lots of 2, 2, 1: all in_lot
+    q.close_lots(None, 2, t("20261122110000Z")).unwrap(); // lots of 2, 2, 1: all in_lot
     add(&mut q, "8A", "D");
-    let page = q.list_sheets(None, 2, 0).unwrap();
+    let page = q.list_sheets(None, 2, SheetId(0)).unwrap();
     assert_eq!(
         page.iter().map(|s| s.id).collect::<Vec<_>>(),
         [all[0].id, all[1].id]
@@ -143,33 +146,36 @@ fn list_sheets_pages_and_filters() {
         [all[2].id, all[3].id]
     );
     assert_eq!(
-        q.list_sheets(Some(SheetState::InLot), 100, 0)
+        q.list_sheets(Some(SheetState::InLot), 100, SheetId(0))
             .unwrap()
             .len(),
         5
     );
     assert_eq!(
-        q.list_sheets(Some(SheetState::Accepted), 100, 0)
+        q.list_sheets(Some(SheetState::Accepted), 100, SheetId(0))
             .unwrap()
             .len(),
         1
     );
     assert!(q
-        .list_sheets(Some(SheetState::Sent), 100, 0)
+        .list_sheets(Some(SheetState::Sent), 100, SheetId(0))
         .unwrap()
         .is_empty());
-    assert_eq!(q.list_sheets(None, usize::MAX, 0).unwrap().len(), 6);
+    assert_eq!(
+        q.list_sheets(None, usize::MAX, SheetId(0)).unwrap().len(),
+        6
+    );
 }
 
 #[test]
 fn a_group_commit_stores_each_sheet_or_refuses_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
-    let first = q.reserve_sheet_numbers("8A", 10).unwrap();
+    let first = q.reserve_sheet_numbers(&p("8A"), 10).unwrap();
     assert_eq!(first, 1);
     // The next reservation starts after the whole block, even unused.
-    assert_eq!(q.reserve_sheet_numbers("8A", 1).unwrap(), 11);
-    assert!(q.reserve_sheet_numbers("8A", 0).is_err());
+    assert_eq!(q.reserve_sheet_numbers(&p("8A"), 1).unwrap(), 11);
+    assert!(q.reserve_sheet_numbers(&p("8A"), 0).is_err());
     let batch = vec![
         new_sheet("8A", 1, "017510001", Some("k1")),
         new_sheet("8A", 2, "017510001", None),
@@ -189,7 +195,7 @@ fn a_group_commit_stores_each_sheet_or_refuses_it_alone() {
     assert!(matches!(&out[4], Ok(Inserted::New(r)) if r.number == 4));
     drop(q);
     let q = Queue::open(&dir.path().join("q.db")).unwrap();
-    let stored = q.list_sheets(None, 100, 0).unwrap();
+    let stored = q.list_sheets(None, 100, SheetId(0)).unwrap();
     let numbers: Vec<u64> = stored.iter().map(|s| s.number).collect();
     assert_eq!(numbers, vec![1, 2, 4]);
 }
@@ -225,11 +231,11 @@ fn a_sheet_is_cancelled_only_before_it_is_in_a_lot() {
         Err(QueueError::InvalidTransition { .. })
     ));
     assert!(matches!(
-        q.cancel_sheet(999, "x"),
+        q.cancel_sheet(SheetId(999), "x"),
         Err(QueueError::NotFound(_))
     ));
     // The cancelled sheet stays out of lots.
-    let lots = q.close_lots(None, 10, "20261117120000Z").unwrap();
+    let lots = q.close_lots(None, 10, t("20261117120000Z")).unwrap();
     assert_eq!(lots.len(), 1);
     assert_eq!(lots[0].sheet_count, 1);
     assert!(matches!(
@@ -243,7 +249,10 @@ fn a_rejected_sheet_is_resubmitted_into_a_new_lot() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = Queue::open(&dir.path().join("q.db")).unwrap();
     let a = add(&mut q, "8A", "D");
-    let lot = q.close_lots(None, 10, "t").unwrap().remove(0);
+    let lot = q
+        .close_lots(None, 10, t("20261122110000Z"))
+        .unwrap()
+        .remove(0);
     q.mark_lot_signed(&lot.id, b"signed").unwrap();
     q.mark_lot_sent(&lot.id).unwrap();
     assert!(matches!(
@@ -263,11 +272,14 @@ fn a_rejected_sheet_is_resubmitted_into_a_new_lot() {
         (back.state, back.lot_id.clone()),
         (SheetState::Accepted, None)
     );
-    let again = q.close_lots(None, 10, "t2").unwrap().remove(0);
+    let again = q
+        .close_lots(None, 10, t("20261122110002Z"))
+        .unwrap()
+        .remove(0);
     assert_ne!(again.id, lot.id);
     assert_eq!(sheet(&q, a.id).lot_id.as_deref(), Some(again.id.as_str()));
     assert!(matches!(
-        q.resubmit_sheet(999),
+        q.resubmit_sheet(SheetId(999)),
         Err(QueueError::NotFound(_))
     ));
 }
@@ -281,13 +293,13 @@ fn lot_changes_share_a_group_commit_and_fail_alone() {
     let pid = "810000000009";
     let mut sheets = Vec::new();
     for _ in 0..3 {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         sheets.push(new_sheet(pid, number, "017510001", None));
     }
     let close = GroupWrite::CloseLots {
         practitioner_id: None,
         max_sheets: 2,
-        now: "20261130120000Z".into(),
+        now: t("20261130120000Z"),
         full_only: true,
     };
     let ((_, inserted), written) = q
@@ -304,7 +316,7 @@ fn lot_changes_share_a_group_commit_and_fail_alone() {
     let lot_id = lots[0].id.clone();
 
     // In one group: a refused write (sent before signed), then the signature, then the sending.
-    let number = q.allocate_sheet_number(pid).unwrap();
+    let number = q.allocate_sheet_number(&p(pid)).unwrap();
     let more = [new_sheet(pid, number, "017510001", None)];
     let writes = [
         GroupWrite::LotSent {
@@ -353,7 +365,7 @@ fn lot_changes_share_a_group_commit_and_fail_alone() {
 }
 
 #[test]
-fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
+fn a_sheet_read_back_has_its_der_and_a_damaged_der_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(&dir);
     let new = new_sheet("810000000009", 1, "017510001", Some("k"));
@@ -370,14 +382,14 @@ fn a_sheet_read_back_has_the_json_of_its_der_and_a_damaged_der_is_an_error() {
         .unwrap();
     assert_eq!(stored, "sheet_id,der,dre,checksum", "no JSON column");
     let back = q.get_sheet(row.id).unwrap().unwrap();
-    assert_eq!((back.der, back.json), (new.der.clone(), new.json.clone()));
+    assert_eq!(back.der, new.der);
     let by_key = q
-        .find_by_idempotency_key(Some("810000000009"), "k", None)
+        .find_by_idempotency_key(Some(&p("810000000009")), "k", None)
         .unwrap()
         .unwrap();
-    assert_eq!(by_key.json, new.json);
+    assert_eq!(by_key.der, new.der);
     // A DER that no longer decodes, its checksum made to match: the decoding catches it.
-    let checksum = crate::sheet_checksum(row.id, &[0x30, 0x00], None);
+    let checksum = crate::sheet_checksum(row.id.get(), &[0x30, 0x00], None);
     q.conn
         .execute(
             "UPDATE sheet_bodies SET der = x'3000', checksum = ?2 WHERE sheet_id = ?1",
@@ -397,7 +409,7 @@ fn an_idempotency_key_belongs_to_one_practitioner_and_one_request() {
     let mut q = open(&dir);
     let (h1, h2, h3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
     let keyed = |q: &mut Queue, pid: &str, key: &str, hash: [u8; 32]| {
-        let number = q.allocate_sheet_number(pid).unwrap();
+        let number = q.allocate_sheet_number(&p(pid)).unwrap();
         let mut s = new_sheet(pid, number, "D", Some(key));
         s.request_hash = Some(hash);
         s
@@ -428,7 +440,7 @@ fn an_idempotency_key_belongs_to_one_practitioner_and_one_request() {
         x => panic!("expected IdempotencyKeyReused, got {x:?}"),
     }
     assert_eq!(q.events_since(0, 1000).unwrap().len(), events);
-    assert_eq!(q.list_sheets(None, 10, 0).unwrap().len(), 1);
+    assert_eq!(q.list_sheets(None, 10, SheetId(0)).unwrap().len(), 1);
     // Another practitioner's same key: his own sheet.
     let b = keyed(&mut q, "8B", "k", h2);
     let Inserted::New(second) = q.insert_sheet(&b).unwrap() else {
@@ -446,7 +458,7 @@ fn an_idempotency_key_belongs_to_one_practitioner_and_one_request() {
     // Looked up after a refusal: by practitioner, or, without one, the one sheet of the
     // same request.
     let find = |pid: Option<&str>, hash: Option<&[u8; 32]>| {
-        q.find_by_idempotency_key(pid, "k", hash)
+        q.find_by_idempotency_key(pid.map(p).as_ref(), "k", hash)
             .map(|r| r.map(|r| r.id))
     };
     assert_eq!(find(Some("8A"), Some(&h1)).unwrap(), Some(first.id));

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::events::{stamp, stamp_of};
+use crate::events::stamp;
 
 #[test]
 fn states_round_trip_through_their_names() {
@@ -44,13 +44,16 @@ fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
     .enumerate()
     {
         let mut s = new_sheet("PS1", n as u64 + 1, "017510001", None);
-        s.created_at = created.into();
+        s.created_at = t(created);
         s.deadline = Some(deadline.into());
         ids.push(q.insert_sheet(&s).unwrap().row().id);
     }
     let b = q.backlog().unwrap();
     assert_eq!(b.unsent, 2);
-    assert_eq!(b.oldest_created_at.as_deref(), Some("20261120080000Z"));
+    assert_eq!(
+        b.oldest_created_at.map(|t| t.to_string()).as_deref(),
+        Some("20261120080000Z")
+    );
     assert_eq!(b.nearest_deadline.as_deref(), Some("20270115"));
     assert!(b.last_event_at.is_some());
     q.cancel_sheet(ids[1], "patient left").unwrap();
@@ -60,23 +63,29 @@ fn backlog_counts_unsent_sheets_their_oldest_and_nearest_deadline() {
         (1, Some("20270301"))
     );
     // A sheet in a lot closed or signed still waits; once the lot is sent it no longer does.
-    let lots = q.close_lots(None, 100, "20261122100000Z").unwrap();
+    let lots = q.close_lots(None, 100, t("20261122100000Z")).unwrap();
     let unsent = |q: &Queue| q.backlog().unwrap().unsent;
     assert_eq!(unsent(&q), 1);
     q.mark_lot_signed(&lots[0].id, b"signed lot").unwrap();
     assert_eq!(unsent(&q), 1);
     let mut s = new_sheet("PS1", 3, "017510001", None);
-    s.created_at = "20261122080000Z".into();
+    s.created_at = t("20261122080000Z");
     q.insert_sheet(&s).unwrap();
     let b = q.backlog().unwrap();
     assert_eq!(
-        (b.unsent, b.oldest_created_at.as_deref()),
+        (
+            b.unsent,
+            b.oldest_created_at.map(|t| t.to_string()).as_deref()
+        ),
         (2, Some("20261120080000Z"))
     );
     assert!(q.mark_lot_sent(&lots[0].id).unwrap());
     let b = q.backlog().unwrap();
     assert_eq!(
-        (b.unsent, b.oldest_created_at.as_deref()),
+        (
+            b.unsent,
+            b.oldest_created_at.map(|t| t.to_string()).as_deref()
+        ),
         (1, Some("20261122080000Z"))
     );
 }
@@ -90,9 +99,9 @@ fn row_stamps_read_as_sqlite_writes_them() {
         (253_402_300_799, 999_999_999, "9999-12-31T23:59:59.999Z"),
     ] {
         let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
-        assert_eq!(stamp_of(at), want);
+        assert_eq!(Stamp::at(at).to_string(), want);
         assert_eq!(
-            stamp_of(at),
+            Stamp::at(at).to_string(),
             at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
         );
     }

@@ -103,7 +103,7 @@ fn a_30_s_broker_outage_mid_run_loses_nothing_and_delivers_once() {
         "{report}"
     );
     let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
-    let sheets = q.list_sheets(None, 10_000, 0).unwrap();
+    let sheets = q.list_sheets(None, 10_000, fse_queue::SheetId(0)).unwrap();
     assert_eq!(sheets.len() as u64, SHEETS);
     eprintln!(
         "outage test: {SHEETS} sheets, {} lots, insurer {report}",

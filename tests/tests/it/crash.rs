@@ -198,7 +198,7 @@ fn check_database(dir: &Path, accepted: &HashMap<String, i64>, control: &Path) {
     // The database, read directly.
     let q = fse_queue::Queue::open(&dir.join("fsed.db")).unwrap();
     let mut all = Vec::new();
-    let mut after = 0;
+    let mut after = fse_queue::SheetId(0);
     loop {
         let page = q.list_sheets(None, 1000, after).unwrap();
         let Some(last) = page.last() else { break };
@@ -208,7 +208,7 @@ fn check_database(dir: &Path, accepted: &HashMap<String, i64>, control: &Path) {
     assert_eq!(all.len() as u64, SHEETS, "sheets stored");
     let ids: HashSet<i64> = accepted.values().copied().collect();
     assert_eq!(ids.len() as u64, SHEETS, "one sheet per accepted key");
-    assert!(all.iter().all(|s| ids.contains(&s.id)));
+    assert!(all.iter().all(|s| ids.contains(&s.id.get())));
     let numbers: HashSet<u64> = all.iter().map(|s| s.number).collect();
     assert_eq!(numbers.len(), all.len(), "sheet numbers unique");
 

@@ -465,7 +465,7 @@ fn sigterm_under_load_exits_0_and_loses_no_sheet_that_was_answered() {
     assert_eq!(dangling, 0, "foreign keys");
     let q = fse_queue::Queue::open(&dir.path().join("fsed.db")).unwrap();
     let mut numbers = HashSet::new();
-    let mut after = 0;
+    let mut after = fse_queue::SheetId(0);
     loop {
         let page = q.list_sheets(None, 1000, after).unwrap();
         let Some(last) = page.last() else { break };

@@ -2,7 +2,7 @@
 //! again, and proved part of their signed lot.
 
 use fse_formats::api::{self, FseCreateParams, FseGetParams};
-use fse_queue::SheetState;
+use fse_queue::{SheetId, SheetState};
 use serde_json::{json, Value};
 
 use crate::api::jsonrpc::shown;
@@ -66,7 +66,7 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
         };
     let rows = ctx
         .store
-        .call(move |q| q.list_sheets_checked(state, limit.min(1000), after_id))
+        .call(move |q| q.list_sheets_checked(state, limit.min(1000), SheetId(after_id)))
         .await?;
     // A damaged row keeps its place, named by its id, and the page goes on.
     to_value(
@@ -99,7 +99,7 @@ pub(in crate::api) async fn cancel(ctx: &Context, p: Option<Value>) -> Result<Va
     ctx.store.forget_histories();
     let result = ctx
         .store
-        .call(move |q| Ok(q.cancel_sheet(id, reason.trim())))
+        .call(move |q| Ok(q.cancel_sheet(SheetId(id), reason.trim())))
         .await?;
     ctx.store.forget_histories();
     let row = transition(
@@ -121,8 +121,7 @@ pub(in crate::api) async fn cancel(ctx: &Context, p: Option<Value>) -> Result<Va
 pub(in crate::api) async fn resubmit(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
     let FseGetParams { id } = params(p)?;
     let row = stored_sheet(ctx, id).await?;
-    let sheet: fse_formats::fse::CareSheet = serde_json::from_str(&row.json)
-        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, format!("stored sheet: {e}"), None))?;
+    let sheet = billing::stored_sheet(&row)?;
     let today = chrono::Utc::now().format("%Y%m%d").to_string();
     if sheet.deadline < today {
         return Err(ApiError::rule_named(
@@ -134,7 +133,10 @@ pub(in crate::api) async fn resubmit(ctx: &Context, p: Option<Value>) -> Result<
             ),
         ));
     }
-    let result = ctx.store.call(move |q| Ok(q.resubmit_sheet(id))).await?;
+    let result = ctx
+        .store
+        .call(move |q| Ok(q.resubmit_sheet(SheetId(id))))
+        .await?;
     let row = transition(
         id,
         result,
@@ -181,7 +183,7 @@ pub(in crate::api) async fn proof(ctx: &Context, p: Option<Value>) -> Result<Val
 /// The stored sheet `id`, or `NOT_FOUND`.
 async fn stored_sheet(ctx: &Context, id: i64) -> Result<fse_queue::SheetRow, ApiError> {
     ctx.store
-        .call(move |q| q.get_sheet(id))
+        .call(move |q| q.get_sheet(SheetId(id)))
         .await?
         .ok_or_else(|| ApiError::new(api::NOT_FOUND, format!("no sheet {id}"), Some("id")))
 }

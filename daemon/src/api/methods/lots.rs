@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use fse_formats::api::{self, LotsCloseParams};
+use fse_queue::LotId;
 use serde_json::{json, Value};
 
 use crate::api::jsonrpc::shown;
@@ -35,7 +36,7 @@ pub(in crate::api) async fn get(ctx: &Context, p: Option<Value>) -> Result<Value
         lot_id: String,
     }
     let P { lot_id } = params(p)?;
-    let id = lot_id.clone();
+    let id = LotId::new(lot_id.as_str());
     let (lot, cms, sheet_ids, dre_lots) = ctx
         .store
         .read(move |q| {

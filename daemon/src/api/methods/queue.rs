@@ -20,7 +20,7 @@ pub(in crate::api) async fn alarms(ctx: &Context, p: Option<Value>) -> Result<Va
         .call(move |q| {
             Ok((
                 q.deadline_alarms(&cutoff)?,
-                q.arl_alarms(&sent_before, live.arl_max_resends)?,
+                q.arl_alarms(sent_before, live.arl_max_resends)?,
             ))
         })
         .await?;
@@ -37,7 +37,7 @@ pub(in crate::api) async fn stats(ctx: &Context, p: Option<Value>) -> Result<Val
         .call(move |q| {
             Ok((
                 q.stats()?,
-                q.resend_stats(&sent_before, live.arl_max_resends)?,
+                q.resend_stats(sent_before, live.arl_max_resends)?,
             ))
         })
         .await?;

@@ -1,5 +1,6 @@
 //! `returns.list`: the ARLs and payment returns recorded.
 
+use fse_queue::LotId;
 use serde_json::{json, Value};
 
 use crate::api::params::params;
@@ -18,6 +19,7 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
         limit: Option<usize>,
     }
     let P { lot_id, limit } = params(p)?;
+    let lot_id = lot_id.map(LotId::from);
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
@@ -26,8 +28,8 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
         .store
         .call(move |q| {
             Ok((
-                q.acks(lot_id.as_deref(), limit)?,
-                q.payments(lot_id.as_deref(), limit)?,
+                q.acks(lot_id.as_ref(), limit)?,
+                q.payments(lot_id.as_ref(), limit)?,
             ))
         })
         .await?;
