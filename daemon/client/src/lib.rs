@@ -147,8 +147,9 @@ impl Client {
         Client {
             stream: BufReader::new(stream),
             next: 0,
-            line: Vec::new(),
-            out: Vec::new(),
+            // Room for a created sheet's answer and a request, from the first call on.
+            line: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
             wait: None,
         }
     }
