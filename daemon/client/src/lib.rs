@@ -7,6 +7,11 @@
 //! and reads raw lines ([`Client::write_raw`], [`Client::read_line`]). An error fsed answers
 //! is a [`PeerError`] keeping its code, message and data.
 //!
+//! For callers that make many calls (the load generator), a fast path (`typed.rs`):
+//! [`Client::call_typed`] and [`Client::call_json`] reuse the client's buffers from one call
+//! to the next, read only the members of the result the caller's type has, and keep an error
+//! as its JSON text.
+//!
 //! The parameters of a request may hold a PIN or a PUK: every string of them and the line
 //! written are wiped once sent ([`scrub`]).
 //!
@@ -19,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
+
+mod typed;
 
 /// The socket fsed listens on under systemd (`fsed.socket`).
 pub const DEFAULT_SOCKET: &str = "/run/fsed/fsed.sock";
@@ -108,10 +115,19 @@ pub fn scrub(v: &mut Value) {
     }
 }
 
+/// Waits until a stream has something to read (or is closed); see [`Client::wait_with`].
+pub type WaitReadable = fn(&UnixStream) -> std::io::Result<()>;
+
 /// A connection to fsed's socket. Request ids count from 1 on each connection.
 pub struct Client {
     stream: BufReader<UnixStream>,
     next: u64,
+    /// The line the fast path reads, its buffer kept from one answer to the next.
+    line: Vec<u8>,
+    /// The line the fast path sends (likewise).
+    out: Vec<u8>,
+    /// Called by the fast path before it reads with nothing buffered.
+    wait: Option<WaitReadable>,
 }
 
 impl Client {
@@ -131,6 +147,10 @@ impl Client {
         Client {
             stream: BufReader::new(stream),
             next: 0,
+            // Room for a created sheet's answer and a request, from the first call on.
+            line: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
+            wait: None,
         }
     }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::client::{error_key, Client, Created};
+use fsed_client::Client;
+
+use super::client::{connect, error_key, setup, Created};
 use super::report::percentiles;
 use super::scenario::{new_key, practices, Patients, Practice, Scenario};
 use super::{Keys, PracticeArgs, PracticeError, Summary, Wait};
@@ -30,19 +32,20 @@ fn follow_events(
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), PracticeError> {
-    let mut c = Client::connect(path)?;
+    let mut c = connect(path)?;
     // Only what is counted here: fsed then sends no line per sheet.
-    c.setup(
+    setup(
+        &mut c,
+        path,
         "events.subscribe",
         json!({"events": ["lot.sent", "arl.received"]}),
     )?;
     let _ = c
-        .reader
-        .get_ref()
+        .stream()
         .set_read_timeout(Some(Duration::from_millis(200)));
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            let Ok(v) = c.read() else {
+            let Ok(v) = c.read_typed::<serde_json::Value>() else {
                 continue;
             };
             let ev = &v["params"];
@@ -67,7 +70,7 @@ fn follow_events(
 
 /// Runs the load; prints a progress bar on stderr unless `quiet`.
 pub fn run(args: &PracticeArgs) -> Result<Summary, PracticeError> {
-    let mut admin = Client::connect(&args.socket)?;
+    let mut admin = connect(&args.socket)?;
     let (list, patients) = prepare(&mut admin, args)?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,7 +136,7 @@ fn prepare(
     admin: &mut Client,
     args: &PracticeArgs,
 ) -> Result<(Vec<Practice>, Patients), PracticeError> {
-    let cards = admin.setup("cards.list", json!({}))?;
+    let cards = setup(admin, &args.socket, "cards.list", json!({}))?;
     let (list, pins, patients) = practices(&cards);
     if list.is_empty() {
         return Err(PracticeError::NoCps("fsed sees no CPS card".into()));
@@ -147,7 +150,9 @@ fn prepare(
                 "the PIN of {serial} is not verified: give --pin"
             )));
         };
-        admin.setup(
+        setup(
+            admin,
+            &args.socket,
             "cards.verify_pin",
             json!({"pin": pin, "cps_serial": serial}),
         )?;
@@ -197,7 +202,7 @@ impl PracticeLoad {
         let mut lat = Vec::with_capacity(share as usize);
         let mut ids: Vec<(i64, Instant)> = Vec::with_capacity(share as usize);
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let mut client = Client::connect(&socket).ok();
+        let mut client = connect(&socket).ok();
         // The params of the request being sent, their buffer kept from one to the next.
         let mut params = Vec::with_capacity(1024);
         // Practices start spread over one interval, not all at once.
@@ -212,21 +217,21 @@ impl PracticeLoad {
             let key = new_key(keys, &mut rng);
             scenario.request(&mut rng, &key, &mut params);
             let t = Instant::now();
-            let answer = match client.as_mut() {
-                Some(c) => c.call_as::<Created>("fse.create", &params),
-                None => Err(std::io::Error::other("not connected")),
-            };
+            let answer = client
+                .as_mut()
+                .map(|c| c.call_json::<Created>("fse.create", &params));
             match answer {
-                Ok(Ok(created)) => {
+                Some(Ok(Ok(created))) => {
                     lat.push(t.elapsed().as_micros() as u64);
                     ids.push((created.id, t));
                 }
-                Ok(Err(e)) => {
+                Some(Ok(Err(e))) => {
                     *errors.entry(error_key(&e)).or_default() += 1;
                 }
-                Err(_) => {
+                // Not connected, or the connection failed: counted, then connected anew.
+                None | Some(Err(_)) => {
                     *errors.entry("io".into()).or_default() += 1;
-                    client = Client::connect(&socket).ok();
+                    client = connect(&socket).ok();
                 }
             }
             done.fetch_add(1, Ordering::Relaxed);
@@ -290,8 +295,8 @@ fn wait_for_lots(
 ) -> Result<(), PracticeError> {
     let created = ids.len() as u64;
     // Whatever is still open is closed and sent now.
-    admin.setup("lots.close", json!({}))?;
-    admin.setup("transmit.now", json!({}))?;
+    setup(admin, &args.socket, "lots.close", json!({}))?;
+    setup(admin, &args.socket, "transmit.now", json!({}))?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     loop {
         let (sent, last) = {
@@ -344,7 +349,7 @@ fn wait_for_lots(
     let created_at: HashMap<i64, Instant> = ids.iter().copied().collect();
     let mut lat = Vec::with_capacity(ids.len());
     for lot in &lots {
-        let l = admin.setup("lots.get", json!({"lot_id": lot}))?;
+        let l = setup(admin, &args.socket, "lots.get", json!({"lot_id": lot}))?;
         let Some(at) = arl_at.get(lot) else { continue };
         for id in l["sheet_ids"].as_array().into_iter().flatten() {
             if let Some(t) = id.as_i64().and_then(|id| created_at.get(&id)) {

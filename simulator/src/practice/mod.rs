@@ -22,9 +22,10 @@
 //! advises practice software: keys that grow with time are added at the end of
 //! fsed's key index, where random keys (UUIDv4, `--keys v4`) each rewrite a page of it.
 //!
-//! Layout: `client.rs` is the JSON-RPC client on fsed's socket, `scenario.rs` what each
-//! practice bills and the requests it sends, `load.rs` the run itself (the practices'
-//! threads, the events followed, the wait for lots), `report.rs` its summary.
+//! Layout: `client.rs` connects to fsed's socket (through `fsed_client`) and reads its
+//! answers, `scenario.rs` what each practice bills and the requests it sends, `load.rs` the
+//! run itself (the practices' threads, the events followed, the wait for lots), `report.rs`
+//! its summary.
 
 use std::path::PathBuf;
 
