@@ -3,6 +3,7 @@
 //! Vitale card sign the proof of presence, and commits it to the queue
 //! before answering.
 
+use crate::caller::Caller;
 use chrono::{Datelike, Timelike, Utc};
 use fse_formats::api::{self, FseCreateParams, FseCreated};
 use fse_formats::build::{self, parse_date};
@@ -142,7 +143,12 @@ fn read_cards<'a>(
 /// (PIN verified or not), or, with no CPS, among every practitioner's sheets of the same
 /// request (answered when there is exactly one). A retry that gets as far as the insert has
 /// used a sheet number (a gap, as a restart leaves) and a proof of presence.
-pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<Created, ApiError> {
+pub async fn create(
+    cards: &Cards,
+    store: &Store,
+    caller: &Caller,
+    p: FseCreateParams,
+) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
         if key.is_empty() || key.len() > 128 {
             return Err(ApiError::invalid(
@@ -153,7 +159,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
     }
     // Only a keyed request is compared with another.
     let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
-    match make(cards, store, &p, hash).await {
+    match make(cards, store, caller, &p, hash).await {
         Ok(created) => Ok(created),
         Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
@@ -184,6 +190,7 @@ pub async fn create(cards: &Cards, store: &Store, p: FseCreateParams) -> Result<
 async fn make(
     cards: &Cards,
     store: &Store,
+    caller: &Caller,
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
 ) -> Result<Created, ApiError> {
@@ -268,7 +275,7 @@ async fn make(
             beneficiary_key: &beneficiary,
         };
         let (new, json) =
-            sign_and_encode(cards, store, p, &mut sheet, &signing, &mut number).await?;
+            sign_and_encode(cards, store, caller, p, &mut sheet, &signing, &mut number).await?;
         match store.insert_sheet(new).await {
             Ok(Inserted::New(row)) => {
                 tracing::info!(sheet = row.id.get(), number = row.number, "sheet accepted");
@@ -308,6 +315,7 @@ struct Signing<'a> {
 async fn sign_and_encode(
     cards: &Cards,
     store: &Store,
+    _caller: &Caller,
     p: &FseCreateParams,
     sheet: &mut CareSheet,
     signing: &Signing<'_>,

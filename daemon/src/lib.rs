@@ -5,7 +5,7 @@
 //! Module map: [`config`] (settings), [`cards`] (the one card thread),
 //! [`api`] (JSON-RPC on the Unix socket), [`context`] (what its handlers,
 //! billing and the doctor share), [`json`] (JSON text fsed made itself),
-//! [`access`] (who may connect to it), [`billing`] (one sheet from the cards
+//! [`access`] (who may connect to it), [`caller`] (the client behind a request), [`billing`] (one sheet from the cards
 //! and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`logging`]
@@ -18,6 +18,7 @@ pub mod access;
 pub mod api;
 pub mod batcher;
 pub mod billing;
+pub mod caller;
 pub mod cards;
 pub mod config;
 pub mod context;

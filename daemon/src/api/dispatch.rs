@@ -11,6 +11,7 @@ use super::jsonrpc::{
 };
 use super::methods::{cards, events, fse, lots, queue, returns, store, system};
 use super::server::Conn;
+use crate::caller::Caller;
 use crate::context::Context;
 use crate::error::ApiError;
 
@@ -129,30 +130,42 @@ async fn call(
             .and_then(|v| JsonText::of(&v))
     } else {
         use tracing::Instrument;
-        dispatch(ctx, method, params).instrument(span).await
+        dispatch(ctx, &conn.caller, method, params)
+            .instrument(span)
+            .await
     }
 }
 
 /// Answers a method with its result as JSON text. `fse.create`, the hot path, writes its
 /// answer around the sheet's stored JSON text; the others go through a `Value`.
-async fn dispatch(ctx: &Context, method: &str, p: Option<Value>) -> Result<JsonText, ApiError> {
+async fn dispatch(
+    ctx: &Context,
+    caller: &Caller,
+    method: &str,
+    p: Option<Value>,
+) -> Result<JsonText, ApiError> {
     if method == "fse.create" {
-        return fse::create(ctx, p).await;
+        return fse::create(ctx, caller, p).await;
     }
-    JsonText::of(&dispatch_value(ctx, method, p).await?)
+    JsonText::of(&dispatch_value(ctx, caller, method, p).await?)
 }
 
 /// The method table: each name of [`METHODS`] (but `fse.create` and `events.subscribe`) and
-/// its handler.
-async fn dispatch_value(ctx: &Context, method: &str, p: Option<Value>) -> Result<Value, ApiError> {
+/// its handler; the handlers that use a card are given the caller.
+async fn dispatch_value(
+    ctx: &Context,
+    caller: &Caller,
+    method: &str,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
     match method {
         "system.version" => system::version(p).await,
         "cards.list" => cards::list(ctx, p).await,
-        "cards.verify_pin" => cards::verify_pin(ctx, p).await,
-        "cards.pin_status" => cards::pin_status(ctx, p).await,
-        "cards.change_pin" => cards::change_pin(ctx, p).await,
-        "cards.unblock_pin" => cards::unblock_pin(ctx, p).await,
-        "vitale.read" => cards::vitale_read(ctx, p).await,
+        "cards.verify_pin" => cards::verify_pin(ctx, caller, p).await,
+        "cards.pin_status" => cards::pin_status(ctx, caller, p).await,
+        "cards.change_pin" => cards::change_pin(ctx, caller, p).await,
+        "cards.unblock_pin" => cards::unblock_pin(ctx, caller, p).await,
+        "vitale.read" => cards::vitale_read(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,
         "fse.list" => fse::list(ctx, p).await,
         "lots.list" => lots::list(ctx, p).await,

@@ -16,6 +16,7 @@ use zeroize::Zeroize;
 use super::dispatch::handle_line;
 use super::jsonrpc::{readable, Id, Reply, MAX_LINE};
 use crate::access::Access;
+use crate::caller::Caller;
 use crate::config::ApiSection;
 use crate::context::Context;
 use crate::shutdown::Shutdown;
@@ -30,6 +31,8 @@ pub struct Conn {
     pub(super) subscription: Option<tokio::task::JoinHandle<()>>,
     /// The events this connection asked for (`None`: all); `lagged` always comes.
     pub(super) selection: crate::events::Selection,
+    /// The client on this connection.
+    pub caller: Caller,
 }
 
 impl Drop for Conn {
@@ -172,7 +175,7 @@ pub async fn serve_with(
         let sd = shutdown.clone();
         let (queued, idle) = (settings.max_queued_replies, settings.idle_timeout);
         tokio::spawn(async move {
-            serve_connection(stream, ctx, queued, idle, sd).await;
+            serve_connection(stream, Caller::local(uid), ctx, queued, idle, sd).await;
             drop(uid_slot);
             drop(permit);
         });
@@ -376,14 +379,19 @@ fn first_line_id(line: &[u8]) -> Id {
     }
 }
 
-async fn serve_connection(
-    stream: UnixStream,
+/// Serves one accepted connection (a Unix socket, or a TLS stream from the network) for
+/// `caller` until it closes, is idle, or shutdown.
+pub async fn serve_connection<S>(
+    stream: S,
+    caller: Caller,
     ctx: Context,
     queued: usize,
     idle: std::time::Duration,
     mut shutdown: Shutdown,
-) {
-    let (read, write) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     // Replies are written by the request's own task (one request is served at a time, in
     // order: while a reply waits for the client to read, this connection's requests wait in
@@ -414,6 +422,7 @@ async fn serve_connection(
         out: Some(out_tx),
         subscription: None,
         selection: Default::default(),
+        caller,
     };
     serve_lines(&mut reader, &ctx, &mut conn, &write, idle, &mut shutdown).await;
     drop(conn);
@@ -425,14 +434,17 @@ async fn serve_connection(
 /// slower than that counts as none). An idle connection gets an `IDLE_TIMEOUT` line (id null),
 /// its writing half is closed and what it still sends is drained (as a refusal's), then it
 /// closes; its slots are free for others. A subscribed connection is never idle.
-async fn serve_lines(
-    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+async fn serve_lines<R, W>(
+    reader: &mut BufReader<R>,
     ctx: &Context,
     conn: &mut Conn,
-    out: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    out: &tokio::sync::Mutex<W>,
     idle: std::time::Duration,
     shutdown: &mut Shutdown,
-) {
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -492,11 +504,14 @@ async fn serve_lines(
 }
 
 /// Closes an idle connection: its `IDLE_TIMEOUT` line, then as a refusal's end.
-async fn close_idle(
-    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
-    out: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+async fn close_idle<R, W>(
+    reader: &mut BufReader<R>,
+    out: &tokio::sync::Mutex<W>,
     idle: std::time::Duration,
-) {
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     use tokio::time::timeout;
     let secs = idle.as_secs();
     tracing::debug!(idle_secs = secs, "API connection closed: idle");

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroize;
 
 use crate::api::params::{no_params, params, secret_params};
+use crate::caller::Caller;
 use crate::context::Context;
 use crate::error::ApiError;
 
@@ -22,6 +23,7 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
 /// `vitale.read`: the Vitale card's contents and the outcome of its certificate check.
 pub(in crate::api) async fn vitale_read(
     ctx: &Context,
+    _caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     no_params(p)?;
@@ -49,7 +51,11 @@ fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
 }
 
 /// `cards.pin_status`: whether the CPS's PIN is verified, its tries left.
-pub(in crate::api) async fn pin_status(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+pub(in crate::api) async fn pin_status(
+    ctx: &Context,
+    _caller: &Caller,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct P {
@@ -68,7 +74,11 @@ pub(in crate::api) async fn pin_status(ctx: &Context, p: Option<Value>) -> Resul
 }
 
 /// `cards.change_pin`: the CPS's PIN changed.
-pub(in crate::api) async fn change_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+pub(in crate::api) async fn change_pin(
+    ctx: &Context,
+    _caller: &Caller,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct P {
@@ -93,6 +103,7 @@ pub(in crate::api) async fn change_pin(ctx: &Context, p: Option<Value>) -> Resul
 /// `cards.unblock_pin`: the CPS's PIN unblocked with its unblocking code.
 pub(in crate::api) async fn unblock_pin(
     ctx: &Context,
+    _caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
@@ -136,7 +147,11 @@ pub(in crate::api) async fn unblock_pin(
 }
 
 /// `cards.verify_pin`: the CPS's PIN presented once.
-pub(in crate::api) async fn verify_pin(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
+pub(in crate::api) async fn verify_pin(
+    ctx: &Context,
+    _caller: &Caller,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
     let VerifyPinParams { pin, cps_serial } = secret_params(p)?;
     let pin = take_pin(pin, "pin")?;
     ctx.cards

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::api::jsonrpc::shown;
 use crate::api::params::params;
 use crate::billing;
+use crate::caller::Caller;
 use crate::context::Context;
 use crate::error::ApiError;
 use crate::json::JsonText;
@@ -16,9 +17,13 @@ use super::{damaged_entry, to_value};
 
 /// `fse.create`: a sheet made from the cards and the request, committed, then answered around
 /// its stored JSON text (the hot path: no `Value` in between).
-pub(in crate::api) async fn create(ctx: &Context, p: Option<Value>) -> Result<JsonText, ApiError> {
+pub(in crate::api) async fn create(
+    ctx: &Context,
+    caller: &Caller,
+    p: Option<Value>,
+) -> Result<JsonText, ApiError> {
     let params: FseCreateParams = params(p)?;
-    let created = billing::create(&ctx.cards, &ctx.store, params).await?;
+    let created = billing::create(&ctx.cards, &ctx.store, caller, params).await?;
     ctx.events.publish(
         "sheet.accepted",
         json!({ "id": created.id, "number": created.number }),
