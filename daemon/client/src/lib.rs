@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+pub mod enroll;
 pub mod tls;
 mod typed;
 
