@@ -312,3 +312,78 @@ pub fn enroll(net: &Network, params: &Value) -> Result<Value, ErrorObject> {
         "api_port": net.bound().map(|a| a.port()),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fsed_client::enroll::normalize_code;
+
+    /// A network part in `dir` with an enrollment address on 127.0.0.1 (port 0).
+    fn network(dir: &tempfile::TempDir) -> Arc<Network> {
+        let mut cfg = crate::config::Config {
+            state_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        cfg.network.enroll_listen = Some("127.0.0.1:0".parse().unwrap());
+        Arc::new(Network::new(&cfg).unwrap())
+    }
+
+    /// A CSR (PEM, DER) of a fresh key.
+    fn csr() -> (String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        (csr.pem().unwrap(), csr.der().to_vec())
+    }
+
+    fn ask(net: &Network, name: &str, csr: &(String, Vec<u8>), code: &str) -> Result<Value, i64> {
+        let key = normalize_code(code).unwrap();
+        let params = json!({"name": name, "csr": csr.0, "proof": proof(&key, &[&csr.1])});
+        enroll(net, &params).map_err(|e| e.code)
+    }
+
+    #[tokio::test]
+    async fn a_code_serves_once_its_name_only_and_five_bad_proofs_drop_every_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = network(&dir);
+        let paired = pair(&net, "reception", 60).unwrap();
+        let request = csr();
+        let wrong = "0000-0000-0000-0000";
+        // Four bad proofs (a wrong code, the right code for another name) leave the code.
+        for _ in 0..2 {
+            assert_eq!(ask(&net, "reception", &request, wrong), Err(-32602));
+            assert_eq!(ask(&net, "doctor", &request, &paired.code), Err(-32602));
+        }
+        let answer = ask(&net, "reception", &request, &paired.code).unwrap();
+        // The answer proves the code over the CA and the certificate, as sent.
+        let key = normalize_code(&paired.code).unwrap();
+        let pem_der = |m: &str| {
+            rustls::pki_types::CertificateDer::from_pem_slice(
+                answer[m].as_str().unwrap().as_bytes(),
+            )
+            .unwrap()
+        };
+        let (ca, cert) = (pem_der("ca"), pem_der("certificate"));
+        assert!(proof_holds(
+            &key,
+            &[&ca, &cert],
+            answer["proof"].as_str().unwrap()
+        ));
+        assert_eq!(fingerprint(&ca), paired.ca_fingerprint);
+        assert!(net.store.in_force(&fingerprint(&cert)).is_some());
+        // Used once: never again. (That was the fifth bad proof: 4 + 1; the count starts
+        // again from 0, with no code pending to drop.)
+        assert_eq!(ask(&net, "reception", &csr(), &paired.code), Err(-32602));
+        // A new code: four bad proofs leave it, the fifth drops it, and then the right code
+        // is refused.
+        let paired = pair(&net, "reception", 60).unwrap();
+        for _ in 0..4 {
+            assert_eq!(ask(&net, "reception", &request, wrong), Err(-32602));
+        }
+        assert_eq!(net.enroll.pending(chrono::Utc::now().timestamp()), 1);
+        assert_eq!(ask(&net, "reception", &request, wrong), Err(-32602));
+        assert_eq!(net.enroll.pending(chrono::Utc::now().timestamp()), 0);
+        assert_eq!(ask(&net, "reception", &csr(), &paired.code), Err(-32602));
+    }
+}
