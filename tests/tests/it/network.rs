@@ -233,6 +233,12 @@ fn workstations_pair_enroll_call_under_their_rights_and_are_revoked() {
     ]);
     assert!(!ok, "a code used once was accepted again: {text}");
 
+    let socket = dir.path().join("fsed.sock");
+    let (ok, text) = fsectl(&["--socket", socket.to_str().unwrap(), "workstations", "list"]);
+    assert!(
+        ok && text.contains("reception"),
+        "fsectl workstations list: {text}"
+    );
     let me = Identity::load(&identity_dir).unwrap();
     // The identity records the API's address (the enrollment answer gives its port).
     assert_eq!(me.host, api);
@@ -306,6 +312,22 @@ fn unknown_expired_and_certificate_less_clients_are_refused_at_the_handshake() {
         .as_str()
         .unwrap()
         .to_string();
+    // The doctor reports the listener and the server certificate's end (397 days ahead).
+    let doctor = rpc.ok("system.doctor", json!({}));
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "network")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], json!("ok"), "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        // 397 × 86400 s from when it was made, a few seconds ago: 396 whole days and more.
+        detail.contains(&api) && (detail.contains("(396 days)") || detail.contains("(397 days)")),
+        "{check}"
+    );
     let network = dir.path().join("network");
     let ca_pem = std::fs::read_to_string(network.join("ca.crt")).unwrap();
     let ca_der = CertificateDer::from(pem::parse(&ca_pem).unwrap().contents().to_vec());
