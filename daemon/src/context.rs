@@ -33,6 +33,8 @@ pub struct Context {
     pub live: crate::config::Live,
     /// What `system.doctor` checks.
     pub doctor: Arc<DoctorSetup>,
+    /// The network API's state (CA, enrolled workstations, rights, pairing codes).
+    pub network: Arc<crate::net::Network>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

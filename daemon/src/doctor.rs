@@ -41,7 +41,8 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`,
+    /// `network`).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -97,6 +98,8 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(backlog(ctx, queue));
     checks.push(arl(ctx).await);
     checks.push(returns(ctx, setup).await);
+    checks.push(network(ctx));
+    // Remote cards out of reach (issue 21): their own check goes here, after `network`.
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -636,4 +639,50 @@ async fn returns(ctx: &Context, setup: &Setup) -> Check {
         format!("{total} return(s) refused and dead-lettered: {listed}"),
     )
     .fix("look at the dead-letter queue (`<return queue>.dead`, header x-fsed-reason) or the spool inbox's `refused/` folder, and ask the insurer about them")
+}
+
+/// The network API: its listener's address (or off), the server certificate's end (a warning
+/// within [`CERT_WARNING_DAYS`]), the workstations enrolled and revoked.
+fn network(ctx: &Context) -> Check {
+    let net = &ctx.network;
+    let all = net.store.all();
+    let revoked = all.iter().filter(|e| e.revoked_at.is_some()).count();
+    let enrolled = all.len() - revoked;
+    let Some(address) = net.bound() else {
+        return check(
+            "network",
+            Status::Ok,
+            format!("network API off (network.listen unset); {enrolled} workstation certificate(s) in force, {revoked} revoked"),
+        );
+    };
+    let now = Utc::now().timestamp();
+    let (status, ends) = match net.server_not_after() {
+        Some(t) => {
+            let days = (t - now) / 86_400;
+            let status = if t <= now {
+                Status::Failure
+            } else if days < CERT_WARNING_DAYS {
+                Status::Warning
+            } else {
+                Status::Ok
+            };
+            (
+                status,
+                format!(
+                    "server certificate ends {} ({days} days)",
+                    crate::net::rfc3339(t)
+                ),
+            )
+        }
+        None => (Status::Warning, "no server certificate yet".to_string()),
+    };
+    let c = check(
+        "network",
+        status,
+        format!("network API listening on {address}; {ends}; {enrolled} workstation certificate(s) in force, {revoked} revoked"),
+    );
+    match status {
+        Status::Ok => c,
+        _ => c.fix("restart fsed: it makes a new server certificate when the current one ends within 30 days"),
+    }
 }

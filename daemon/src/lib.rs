@@ -5,7 +5,8 @@
 //! Module map: [`config`] (settings), [`cards`] (the one card thread),
 //! [`api`] (JSON-RPC on the Unix socket), [`context`] (what its handlers,
 //! billing and the doctor share), [`json`] (JSON text fsed made itself),
-//! [`access`] (who may connect to it), [`caller`] (the client behind a request), [`billing`] (one sheet from the cards
+//! [`access`] (who may connect to it), [`net`] (the network API over mutual TLS, the
+//! practice CA, enrollment, workstation rights), [`caller`] (the client behind a request), [`billing`] (one sheet from the cards
 //! and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
 //! [`returns`] (ARLs applied), [`events`] (the event bus), [`logging`]
@@ -28,6 +29,7 @@ pub mod events;
 pub mod json;
 pub mod logging;
 pub mod mark;
+pub mod net;
 pub mod retention;
 pub mod returns;
 pub mod service;

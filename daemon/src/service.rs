@@ -65,6 +65,9 @@ pub enum StartError {
     /// The high-water mark cannot be read, or another fsed uses the state directory.
     #[error("{0}")]
     State(String),
+    /// The network API: its directory, CA, certificate or listener.
+    #[error("network API: {0}")]
+    Network(#[from] crate::net::NetError),
 }
 
 impl StartError {
@@ -174,6 +177,12 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     let (cards, card_thread) = Cards::start(backend, trust.clone())?;
     let transport = Arc::new(open_transport(&cfg).await?);
     let (listener, bound) = listen(&cfg, options.activated.take())?;
+    let network = Arc::new(crate::net::Network::new(&cfg)?);
+    // Bound now, the CA and the server certificate made now: a problem stops the start.
+    let network_listener = crate::net::server::bind(&network)?;
+    if network_listener.is_some() {
+        crate::net::server::api_config(&network)?;
+    }
     let opened = Opened {
         store,
         cards,
@@ -181,6 +190,8 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
         transport,
         trust,
         bound,
+        network,
+        network_listener,
     };
     let service = Service::spawn(&cfg, opened, listener);
     let status = service.announce_ready(&notifier).await;
@@ -259,6 +270,10 @@ struct Opened {
     trust: Option<Arc<TrustStore>>,
     /// The socket path this process bound; none when systemd passed the socket.
     bound: Option<PathBuf>,
+    /// The network API's state.
+    network: Arc<crate::net::Network>,
+    /// Its listener, when `network.listen` is set.
+    network_listener: Option<tokio::net::TcpListener>,
 }
 
 /// The running service: what start-up wired together, held by the main loop and taken down,
@@ -293,6 +308,8 @@ impl Service {
             transport,
             trust,
             bound,
+            network,
+            network_listener,
         } = opened;
         let (trigger, shutdown) = shutdown::channel();
         let events = crate::events::Bus::default();
@@ -342,7 +359,24 @@ impl Service {
             events,
             live: live.clone(),
             doctor: Arc::new(doctor_setup(cfg, &transport, trust.is_some())),
+            network: Arc::clone(&network),
         };
+        if let Some(listener) = network_listener {
+            tasks.spawn(crate::net::server::serve(
+                Arc::clone(&network),
+                listener,
+                ctx.clone(),
+                crate::net::Network::limits(cfg),
+                shutdown.clone(),
+            ));
+        }
+        {
+            let (network, mut stop) = (Arc::clone(&network), shutdown.clone());
+            tasks.spawn(async move {
+                stop.wait().await;
+                network.stop();
+            });
+        }
         tasks.spawn(crate::retention::run(
             store.clone(),
             cfg.state_path(&cfg.retention.archive_dir),

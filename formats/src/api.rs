@@ -51,6 +51,10 @@ pub const TOO_MANY_CONNECTIONS_FOR_PEER: i64 = 1042;
 /// The connection sent no request line for `api.idle_timeout_secs` while subscribed to no
 /// events: it gets this error line (id null) and is closed.
 pub const IDLE_TIMEOUT: i64 = 1043;
+/// A workstation over the network asked for a method, or a CPS, its rights
+/// (`[network.workstations.<name>]`) do not give it: `data.workstation` and `data.method` or
+/// `data.cps_serial` say which. Nothing was run.
+pub const NOT_PERMITTED: i64 = 1044;
 
 /// Every stable error code, in the order `daemon/API.md` lists them.
 pub const ERROR_CODES: &[i64] = &[
@@ -74,6 +78,7 @@ pub const ERROR_CODES: &[i64] = &[
     PEER_NOT_ALLOWED,
     TOO_MANY_CONNECTIONS_FOR_PEER,
     IDLE_TIMEOUT,
+    NOT_PERMITTED,
 ];
 
 /// A request as received.
@@ -150,6 +155,7 @@ pub fn code_name(code: i64) -> &'static str {
         PEER_NOT_ALLOWED => "PEER_NOT_ALLOWED",
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
+        NOT_PERMITTED => "NOT_PERMITTED",
         _ => "ERROR",
     }
 }

@@ -17,6 +17,22 @@ pub(crate) struct Cli {
     /// Print the JSON results instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// A remote fsed's network API (`host:port`): the command goes there over mutual TLS
+    /// with the identity of `--identity`, instead of to the local socket.
+    #[arg(
+        long = "host",
+        id = "remote",
+        env = "FSED_HOST",
+        value_name = "HOST:PORT"
+    )]
+    pub(crate) remote: Option<String>,
+    /// The enrolled identity used with `--host` (written by `fsectl enroll`).
+    #[arg(
+        long,
+        env = "FSED_IDENTITY",
+        default_value = "/var/lib/fsed/network/identity"
+    )]
+    pub(crate) identity: PathBuf,
     #[command(subcommand)]
     pub(crate) command: Cmd,
 }
@@ -94,6 +110,28 @@ pub(crate) enum Cmd {
         /// Only this event (repeat for several; `lagged` always comes).
         #[arg(long = "only", value_name = "EVENT")]
         only: Vec<String>,
+    },
+    /// The workstations enrolled with this fsed's network API (on the fsed host, local
+    /// socket only).
+    #[command(subcommand)]
+    Workstations(WorkstationsCmd),
+    /// Enrolls this workstation with a remote fsed: exchanges the one-time code shown by
+    /// `fsectl workstations pair` on the fsed host for a certificate. The key is made here and
+    /// never leaves; the CA answered is trusted only when the answer proves it knows the code.
+    Enroll {
+        /// The enrollment address `workstations pair` printed (`host:port`).
+        #[arg(long, value_name = "HOST:PORT")]
+        host: String,
+        /// The one-time code (`K7QF-2MXD-9TPA-WR4E`).
+        #[arg(long)]
+        code: String,
+        /// The name the code was made for.
+        #[arg(long)]
+        name: String,
+        /// Where the identity is written (`ca.crt`, `client.crt`, `client.key`,
+        /// `enrollment.json`).
+        #[arg(long, default_value = "/var/lib/fsed/network/identity")]
+        out: PathBuf,
     },
     /// Prints a shell completion script.
     Completions {
@@ -234,4 +272,29 @@ pub(crate) enum QueueCmd {
     /// Sheets near or past their sending deadline, and lots sent whose ARL has not come
     /// (`queue.alarms`).
     Alarms,
+}
+
+/// `fsectl workstations …`.
+#[derive(Subcommand)]
+pub(crate) enum WorkstationsCmd {
+    /// Makes a one-time code for a workstation and prints it with the enrollment address and
+    /// the CA's fingerprint (`workstations.pair`).
+    Pair {
+        /// The workstation's name (a-z, 0-9, '-', '_', '.'): its rights are
+        /// `[network.workstations.<name>]`.
+        #[arg(long)]
+        name: String,
+        /// How long the code lasts, in seconds.
+        #[arg(long)]
+        valid_secs: Option<u64>,
+    },
+    /// The workstation certificates issued, revoked or in force, and who is connected
+    /// (`workstations.list`).
+    List,
+    /// Revokes a workstation: its certificates are refused from now on and its connections
+    /// close (`workstations.revoke`).
+    Revoke {
+        /// The workstation's name.
+        name: String,
+    },
 }

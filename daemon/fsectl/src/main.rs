@@ -4,6 +4,9 @@
 //! Exit codes: 0 success; 1 fsed answered an error; 2 usage; 3 fsed is unreachable;
 //! 4 `doctor` found a warning; 5 `doctor` found a failure; 6 `transmit --wait` timed out with
 //! sheets still unsent; 7 `verify` found damaged rows.
+//!
+//! With `--host H:PORT` (and `--identity DIR`) a command goes to a remote fsed's network API
+//! over mutual TLS; `fsectl enroll` makes that identity.
 
 mod cli;
 mod cmd;
@@ -26,16 +29,30 @@ fn run(cli: Cli) -> Result<(), CallError> {
         return Ok(());
     }
     let j = cli.json;
-    let mut c = match (Client::connect(&cli.socket), &cli.command) {
+    if let Cmd::Enroll {
+        host,
+        code,
+        name,
+        out,
+    } = &cli.command
+    {
+        return cmd::enroll(j, host, code, name, out);
+    }
+    let connected = match &cli.remote {
+        Some(remote) => cmd::connect_remote(remote, &cli.identity),
+        None => Client::connect(&cli.socket).map_err(CallError::from),
+    };
+    let mut c = match (connected, &cli.command) {
         (Ok(c), _) => c,
-        (Err(e), Cmd::Doctor { database, .. }) => {
-            return cmd::offline_doctor(&e.to_string(), database, j)
+        (Err(CallError::Unreachable(e)), Cmd::Doctor { database, .. }) if cli.remote.is_none() => {
+            return cmd::offline_doctor(&e, database, j)
         }
-        (Err(e), _) => return Err(e.into()),
+        (Err(e), _) => return Err(e),
     };
     let c = &mut c;
     match cli.command {
-        Cmd::Completions { .. } => Ok(()),
+        Cmd::Completions { .. } | Cmd::Enroll { .. } => Ok(()),
+        Cmd::Workstations(sub) => cmd::workstations(c, j, sub),
         Cmd::Status => cmd::status(c, j),
         Cmd::Version => cmd::version(c, j),
         Cmd::Doctor { thorough, database } => cmd::doctor_or_offline(c, j, thorough, &database),
@@ -99,9 +116,10 @@ mod man_tests {
     fn man_pages_are_current() {
         // The command is named fsed (`fsectl --version`: see cli.rs); the binary is fsectl.
         let pages = super::man_pages::render(super::cli::Cli::command().name("fsectl"), "1");
-        // The command, its 15 subcommands (backup and verify among them) and the 17 of its
-        // groups: cards (5), vitale (1), fse (6), lots (3), queue (2); 1 + 15 + 17 = 33.
-        assert_eq!(pages.len(), 33);
+        // The command, its 17 subcommands (backup, verify, workstations and enroll among them)
+        // and the 20 of its groups: cards (5), vitale (1), fse (6), lots (3), queue (2),
+        // workstations (3); 1 + 17 + 20 = 38.
+        assert_eq!(pages.len(), 38);
         assert!(names_of(&pages).contains(&"fsectl-backup.1"));
         assert!(names_of(&pages).contains(&"fsectl-verify.1"));
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();

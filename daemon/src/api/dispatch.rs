@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
-use super::methods::{cards, events, fse, lots, queue, returns, store, system};
+use super::methods::{cards, events, fse, lots, queue, returns, store, system, workstations};
 use super::server::Conn;
-use crate::caller::Caller;
+use crate::caller::{Caller, Peer};
 use crate::context::Context;
 use crate::error::ApiError;
 
@@ -43,6 +43,9 @@ pub const METHODS: &[&str] = &[
     "events.subscribe",
     "system.doctor",
     "store.verify",
+    "workstations.pair",
+    "workstations.list",
+    "workstations.revoke",
 ];
 
 /// Answers one line; `None` for a notification (a request without an `id` member) and for
@@ -59,6 +62,10 @@ pub async fn handle_line(ctx: &Context, conn: &mut Conn, line: &mut [u8]) -> Opt
     let params = match check(&method, params, duplicate.as_ref()) {
         Ok(params) => params,
         // Not run, and a notification is not answered.
+        Err(refusal) => return id.map(|id| Reply::err(id, refusal)),
+    };
+    let params = match permitted(ctx, &conn.caller, &method, params) {
+        Ok(params) => params,
         Err(refusal) => return id.map(|id| Reply::err(id, refusal)),
     };
     // Values longer than a message echoes, kept (rarely) to cut them out of the message.
@@ -112,6 +119,53 @@ fn check(
         ));
     }
     Ok(params)
+}
+
+/// A workstation's rights (`net::rights`): the method, then the CPS it would use (its
+/// `cps_serial` or `serial` parameter, or the CPS the cards' snapshot would pick). Other
+/// callers pass. A request refused has its parameters wiped.
+fn permitted(
+    ctx: &Context,
+    caller: &Caller,
+    method: &str,
+    mut params: Option<Value>,
+) -> Result<Option<Value>, ErrorObject> {
+    use crate::net::rights;
+    let Peer::Workstation { name, .. } = &caller.peer else {
+        return Ok(params);
+    };
+    let rights_of = ctx.network.rights(name);
+    let refusal = if !rights::method_allowed(rights_of, method) {
+        Some(rights::method_refused(name, method))
+    } else if rights::CPS_METHODS.contains(&method) {
+        let named = rights::named_cps(params.as_ref());
+        let snapshot = ctx.cards.snapshot();
+        // A serial that is no CPS present (a Vitale card to lock, say) needs no CPS right;
+        // with no CPS at all the handler answers CARD_ABSENT.
+        let serial = match named {
+            Some(s) => snapshot.cps(Some(&s)).ok().map(|_| s),
+            None => snapshot
+                .cps(None)
+                .ok()
+                .and_then(|slot| slot.cps.as_ref())
+                .map(|c| c.holder.serial.clone()),
+        };
+        serial
+            .filter(|s| !rights::cps_allowed(rights_of, s))
+            .map(|s| rights::cps_refused(name, &s))
+    } else {
+        None
+    };
+    match refusal {
+        None => Ok(params),
+        Some(e) => {
+            if let Some(p) = params.as_mut() {
+                scrub(p);
+            }
+            tracing::warn!(workstation = %name, method, "network API: request not permitted");
+            Err(e)
+        }
+    }
 }
 
 /// Runs `method` in its request's span: `events.subscribe` with the connection, the others
@@ -181,6 +235,9 @@ async fn dispatch_value(
         "system.doctor" => system::doctor(ctx, p).await,
         "store.verify" => store::verify(ctx, p).await,
         "queue.backup" => queue::backup(ctx, p).await,
+        "workstations.pair" => workstations::pair(ctx, p).await,
+        "workstations.list" => workstations::list(ctx, p).await,
+        "workstations.revoke" => workstations::revoke(ctx, p).await,
         // `handle_line` lets only the names of `METHODS` through; a test calls each of them.
         other => Err(ApiError::new(
             api::INTERNAL_ERROR,

@@ -42,6 +42,13 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
             )),
             trust_configured: false,
         }),
+        network: Arc::new(
+            crate::net::Network::new(&crate::config::Config {
+                state_dir: dir.path().to_path_buf(),
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
     }
 }
 

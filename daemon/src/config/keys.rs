@@ -54,6 +54,12 @@ pub const KEYS: &[Key] = &[
     key("api.idle_timeout_secs", Kind::Number, false),
     key("api.allowed_users", Kind::List, false),
     key("api.allowed_groups", Kind::List, false),
+    key("network.listen", Kind::Text, false),
+    key("network.enroll_listen", Kind::Text, false),
+    key("network.dir", Kind::Text, false),
+    key("network.certificate_days", Kind::Number, false),
+    key("network.server_names", Kind::List, false),
+    key("network.workstations", Kind::Text, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {
@@ -92,6 +98,8 @@ mod tests {
         cfg.lots.close_at = Some("18:00".into());
         cfg.api.allowed_users = Some(vec!["root".into()]);
         cfg.api.allowed_groups = Some(vec!["root".into()]);
+        cfg.network.listen = Some("127.0.0.1:7443".parse().unwrap());
+        cfg.network.enroll_listen = Some("127.0.0.1:7444".parse().unwrap());
         let flat = cfg.flat();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
         assert_eq!(

@@ -14,6 +14,7 @@
 //! and `reload` (what a SIGHUP may change). Every item is reachable as `config::X`.
 
 mod keys;
+mod network;
 mod reload;
 mod sections;
 mod sources;
@@ -25,6 +26,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use keys::{env_var, find_key, Key, Kind, ENV_ALIASES, KEYS};
+pub use network::{
+    workstation_name_problem, NetworkSection, WorkstationRights, DEFAULT_CERTIFICATE_DAYS,
+};
 pub use reload::{Change, Live, LiveSettings};
 pub use sections::{
     ApiSection, CardBackend, CardsSection, LotsSection, RetentionSection, TransportKind,
@@ -64,6 +68,8 @@ pub struct Config {
     pub retention: RetentionSection,
     /// The local API: limits and who may connect.
     pub api: ApiSection,
+    /// The network API (mutual TLS), enrollment and workstation rights.
+    pub network: NetworkSection,
 }
 
 impl Default for Config {
@@ -85,6 +91,7 @@ impl Default for Config {
             lots: LotsSection::default(),
             retention: RetentionSection::default(),
             api: ApiSection::default(),
+            network: NetworkSection::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ impl Config {
         if let Err(e) = self.api.validate() {
             out.push(e);
         }
+        out.extend(self.network.problems());
         let mut bad = |key: &'static str, reason: String| {
             out.push(ConfigError::Invalid { key, reason });
         };

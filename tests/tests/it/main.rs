@@ -52,6 +52,8 @@ mod lost_arl;
 #[cfg(feature = "full")]
 mod lots;
 #[cfg(feature = "full")]
+mod network;
+#[cfg(feature = "full")]
 mod pcscd_life;
 #[cfg(feature = "full")]
 mod pki;

@@ -4,6 +4,7 @@ mod cards;
 mod events;
 mod fse;
 mod lots;
+mod network;
 mod system;
 mod transmit;
 
@@ -11,5 +12,6 @@ pub(crate) use cards::{cards, vitale};
 pub(crate) use events::events;
 pub(crate) use fse::fse;
 pub(crate) use lots::{lots, queue, returns};
+pub(crate) use network::{connect_remote, enroll, workstations};
 pub(crate) use system::{backup, doctor_or_offline, offline_doctor, status, verify, version};
 pub(crate) use transmit::transmit;

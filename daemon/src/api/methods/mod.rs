@@ -1,5 +1,5 @@
 //! Each method's handler, its parameters beside it, by group: `system`, `cards` (and
-//! `vitale.read`), `fse`, `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`.
+//! `vitale.read`), `fse`, `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
 //! `dispatch` calls them by name.
 
 pub(super) mod cards;
@@ -10,6 +10,7 @@ pub(super) mod queue;
 pub(super) mod returns;
 pub(super) mod store;
 pub(super) mod system;
+pub(super) mod workstations;
 
 use fse_formats::api;
 use serde_json::{json, Value};

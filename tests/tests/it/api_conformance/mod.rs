@@ -8,8 +8,8 @@
 //! every stable error code is produced — by bad lines, bad parameters,
 //! cards (PIN, absent, faulty, not allowed), state rules, the database
 //! locked or holding a sheet it cannot read, one connection too many, a
-//! user not allowed, one connection too many for a user, a connection idle
-//! — and each error object is checked against the error
+//! user not allowed, one connection too many for a user, a connection idle,
+//! a workstation over the network asking beyond its rights — and each error object is checked against the error
 //! schema and against the errors its method declares. The test fails when a
 //! described method is never called, a stable code never produced, or the
 //! daemon serves a method the description lacks. The examples of
@@ -89,7 +89,9 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let (_fsed, mut rpc) = common::start_fsed_virtual(
         dir.path(),
         SLOTS,
-        &format!("[api]\nmax_connections = {MAX_CONNECTIONS}\n"),
+        &format!(
+            "[api]\nmax_connections = {MAX_CONNECTIONS}\n\n[network]\nlisten = \"127.0.0.1:0\"\nenroll_listen = \"127.0.0.1:0\"\n"
+        ),
         &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
     );
     // fsed listens on the slots once ready; the cards connect to them.
@@ -122,6 +124,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let (db, cancelled) = database_locked(&mut c, &mut rpc, dir.path(), &g);
     lots_rejected_then_paid(&mut c, &mut rpc, a);
     doctor_stats_and_backup(&mut c, &mut rpc, dir.path());
+    steps::workstations(&mut c, &mut rpc);
     steps::damaged_sheet(&mut c, &mut rpc, &db, b);
     steps::swapped_body(&mut c, &mut rpc, &db, a, cancelled);
     let (runtime, stop) = steps::third_card(&mut c, &mut rpc, dir.path());

@@ -157,3 +157,42 @@ pub(super) fn third_card(
 
     (runtime, stop)
 }
+
+/// The network API's enrollment: a code made, a workstation enrolled with it, a method its
+/// default (read-only) rights do not give refused over mutual TLS, the workstation listed,
+/// then revoked.
+pub(super) fn workstations(c: &mut Conformance, rpc: &mut Rpc) {
+    let listed = c.ok(rpc, "workstations.list", json!({}));
+    let api = listed["listen"].as_str().unwrap().to_string();
+    let paired = c.ok(
+        rpc,
+        "workstations.pair",
+        json!({"name": "desk-1", "valid_secs": 60}),
+    );
+    let identity = fsed_client::enroll::enroll(&fsed_client::enroll::Request {
+        enroll_address: paired["enroll_address"].as_str().unwrap(),
+        host: &api,
+        name: "desk-1",
+        code: paired["code"].as_str().unwrap(),
+        timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap();
+    let mut desk = fsed_client::Client::connect_tls(&api, &identity).unwrap();
+    desk.stream()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    // Without a rights entry a workstation may only read: lots.close is refused.
+    let id = desk.send("lots.close", json!({})).unwrap();
+    let reply = desk.reply(id).unwrap();
+    let e = c.error_line(&reply, 1044, None);
+    assert_eq!(e["data"]["method"], json!("lots.close"), "{e}");
+    assert!(c.method_codes("lots.close").contains(&1044));
+    let listed = c.ok(rpc, "workstations.list", json!({}));
+    assert_eq!(
+        listed["workstations"][0]["name"],
+        json!("desk-1"),
+        "{listed}"
+    );
+    let revoked = c.ok(rpc, "workstations.revoke", json!({"name": "desk-1"}));
+    assert_eq!(revoked["revoked"], json!(1), "{revoked}");
+}
