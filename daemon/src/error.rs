@@ -3,7 +3,7 @@
 
 use fse_formats::api::{self, ErrorObject};
 use fse_formats::build::{self, Refusal, RefusalKind};
-use fse_formats::channel::CardError;
+use fse_formats::channel::{CardError, ChannelError};
 use serde_json::json;
 
 use crate::cards::CardsError;
@@ -60,6 +60,16 @@ impl ApiError {
             CardError::WrongCard => ApiError::new(
                 api::CARD_ABSENT,
                 format!("no {what} card present"),
+                Some(what),
+            ),
+            // Pulled out mid-operation: the card is absent, and nothing (a PIN try above all)
+            // is counted or retried.
+            CardError::Channel(ChannelError::CardRemoved) => ApiError::new(
+                api::CARD_ABSENT,
+                format!(
+                    "the {what} card was removed during the operation: nothing was counted \
+                     against it; insert it again"
+                ),
                 Some(what),
             ),
             other => ApiError::new(api::CARD_ERROR, format!("{what} card: {other}"), Some(what)),

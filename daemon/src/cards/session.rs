@@ -130,6 +130,10 @@ impl Registry {
                 Some(_) => None,
             };
             if let Some(reason) = reason {
+                if matches!(reason, "lots" | "hours") {
+                    // The card is still verified: it forgets its PIN too.
+                    slot.forget_pin();
+                }
                 end(slot, reason, self.events.as_ref());
             }
         }
@@ -140,6 +144,7 @@ impl Registry {
         let events = self.events.clone();
         if let Ok(slot) = self.cps(Some(serial)) {
             if slot.session.is_some() || slot.pin_verified {
+                slot.forget_pin();
                 end(slot, reason, events.as_ref());
             }
         }

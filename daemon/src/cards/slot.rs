@@ -119,6 +119,16 @@ impl Slot {
         self.track(r)
     }
 
+    /// Has the card forget its verified PIN (a signing session ended): nothing is signed
+    /// until the PIN is presented again. A card that refuses is only logged: fsed's own PIN
+    /// state, already dropped, keeps it from signing.
+    pub fn forget_pin(&mut self) {
+        let r = cards::reset_pin_status(&mut self.channel);
+        if let Err(e) = self.track(r) {
+            tracing::warn!(reader = %self.reader, error = %e, "the card did not reset its PIN status");
+        }
+    }
+
     /// PIN tries left, `None` when verified.
     pub fn pin_tries_left(&mut self) -> Result<Option<u8>, CardError> {
         let r = cards::pin_tries_left(&mut self.channel);
