@@ -170,3 +170,77 @@ fn end(
         let _ = events.send(CardEvent::SessionEnded { serial, reason });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use fse_formats::cards::Pin;
+    use fse_formats::channel::{CardChannel, ChannelError};
+    use fse_simulator::card::VirtualCard;
+    use std::sync::Arc;
+
+    /// The simulated CPS, in process.
+    struct Cps(fse_simulator::card::VirtualCps);
+
+    impl CardChannel for Cps {
+        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+            Ok(self.0.process(command))
+        }
+    }
+
+    fn registry(limits: Limits) -> (Registry, tokio::sync::broadcast::Receiver<CardEvent>) {
+        let cps = fse_simulator::profiles::default_cps();
+        let atr = cps.atr();
+        let mut slot = Slot::open("r".into(), atr, Box::new(Cps(cps)));
+        slot.verify_pin(&Pin::new(fse_simulator::profiles::DEFAULT_PIN).unwrap())
+            .unwrap();
+        let (tx, rx) = tokio::sync::broadcast::channel(8);
+        let reg = Registry {
+            slots: vec![slot],
+            limits: Arc::new(limits),
+            events: Some(tx),
+            ..Registry::default()
+        };
+        (reg, rx)
+    }
+
+    fn ended(rx: &mut tokio::sync::broadcast::Receiver<CardEvent>) -> &'static str {
+        match rx.try_recv().unwrap() {
+            CardEvent::SessionEnded { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_ends_after_its_lots_and_the_card_forgets_its_pin() {
+        let (mut reg, mut rx) = registry(Limits::new(2000, 30, 2, 12));
+        reg.sessions();
+        let info = reg.slots[0].session_info(&reg.limits).unwrap();
+        assert_eq!((info.lots_signed, info.lots_left), (0, 2));
+        reg.slots[0].lot_signed();
+        reg.sessions();
+        // 1 of 2 lots: still on.
+        assert!(reg.slots[0].pin_verified);
+        reg.slots[0].lot_signed();
+        reg.sessions();
+        assert_eq!(ended(&mut rx), "lots");
+        assert!(!reg.slots[0].pin_verified && reg.slots[0].session.is_none());
+        // The card itself no longer holds the PIN verified: 3 tries shown, not "verified".
+        assert_eq!(reg.slots[0].pin_tries_left().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_session_ends_after_its_hours() {
+        let (mut reg, mut rx) = registry(Limits::new(2000, 30, 1000, 12));
+        reg.sessions();
+        // Started 12 h ago (the bound), to the second: over.
+        if let Some(s) = &mut reg.slots[0].session {
+            s.started -= chrono::Duration::hours(12);
+        }
+        reg.sessions();
+        assert_eq!(ended(&mut rx), "hours");
+        assert!(!reg.slots[0].pin_verified);
+    }
+}

@@ -267,3 +267,51 @@ impl Cards {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::cards::{Backend, VirtualReaderConfig};
+
+    #[tokio::test]
+    async fn a_lease_ends_when_its_holders_guard_is_dropped() {
+        // A card layer without cards: the scheduler alone is looked at.
+        let slot = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (cards, _thread) = Cards::start(
+            Backend::Virtual(VirtualReaderConfig {
+                slots: vec![fse_formats::vpcd::Endpoint::Tcp(slot)],
+            }),
+            None,
+            Limits::default(),
+        )
+        .unwrap();
+        let (holder, other) = (Caller::local(1000), Caller::local(1000));
+        let now = tokio::time::Instant::now();
+        let key = CardKey::Cps(Some("C1"));
+        {
+            let mut state = cards.shared.state();
+            let card = state.card(key, "C1");
+            state
+                .lock(
+                    card,
+                    holder.client,
+                    holder.label(),
+                    std::time::Duration::from_secs(30),
+                    now,
+                )
+                .unwrap();
+        }
+        let guard = cards.guard(&holder);
+        // Another client's guard going changes nothing.
+        drop(cards.guard(&other));
+        assert!(cards.shared.state().lease_of(key, "C1", now).is_some());
+        drop(guard);
+        assert!(
+            cards.shared.state().lease_of(key, "C1", now).is_none(),
+            "the holder's connection closed: its lease ended"
+        );
+        cards.stop();
+    }
+}
