@@ -97,6 +97,9 @@ struct CardQueue {
     running: Option<ClientId>,
     /// Clients with jobs waiting, in turn order; each with its jobs in arrival order.
     ring: VecDeque<(ClientId, VecDeque<Job>)>,
+    /// Emptied job queues kept for the next client that waits: no allocation per job in a
+    /// steady stream of clients taking turns.
+    spare: Vec<VecDeque<Job>>,
     /// Moving average of this card's job time (exponential, weight 1/8), in microseconds.
     avg_us: u64,
     /// The exclusive lease, while one is held (an expired one is dropped when next looked at).
@@ -145,6 +148,7 @@ impl Share {
             serial: serial.to_owned(),
             running: None,
             ring: VecDeque::new(),
+            spare: Vec::new(),
             avg_us: 0,
             lease: None,
         });
@@ -211,7 +215,11 @@ impl Share {
         }
         match q.ring.iter_mut().find(|(c, _)| *c == client) {
             Some((_, jobs)) => jobs.push_back(job),
-            None => q.ring.push_back((client, VecDeque::from([job]))),
+            None => {
+                let mut jobs = q.spare.pop().unwrap_or_default();
+                jobs.push_back(job);
+                q.ring.push_back((client, jobs));
+            }
         }
         Ok(Submitted::Queued(lease))
     }
@@ -230,7 +238,9 @@ impl Share {
         };
         let (client, mut jobs) = q.ring.remove(at)?;
         let job = jobs.pop_front()?;
-        if !jobs.is_empty() {
+        if jobs.is_empty() {
+            q.spare.push(jobs);
+        } else {
             // Served: to the back of the turn order.
             q.ring.push_back((client, jobs));
         }
