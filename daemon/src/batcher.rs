@@ -12,7 +12,7 @@ use fse_queue::{CompactTime, GroupWrite, GroupWritten, LotId, LotRow};
 use rand::RngCore;
 use tokio::sync::Notify;
 
-use crate::cards::Cards;
+use crate::cards::{CardKey, Cards};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::transport::Transport;
@@ -46,6 +46,8 @@ pub struct Batcher {
     pub backoff: std::sync::Mutex<(Duration, Option<std::time::Instant>)>,
     /// Lots whose unroutable alarm this process already published.
     pub unroutable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The batcher as a client of the cards: its lot signatures take their turns on a CPS.
+    pub caller: crate::caller::Caller,
 }
 
 /// Whether the daily closing is due at `now` (it was not done today and the time has come),
@@ -145,6 +147,8 @@ fn sign_with_cps(
     let signature = slot
         .sign(&der)
         .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
+    // Counted in the signing session; its last lot ends it (`cards::session`).
+    slot.lot_signed();
     Ok((
         SignedLot {
             header,
@@ -519,11 +523,29 @@ impl Batcher {
             signer_key: [0; 32],
         };
         let today = Utc::now().date_naive();
-        let signed = self
-            .cards
-            .run(move |reg| sign_with_cps(reg, &practitioner, header, entries, today))
-            .await
-            .map_err(|e| SignError::Other(e.to_string()))??;
+        // The practitioner's CPS, by its serial, as the card thread last saw it.
+        let serial = self.cards.snapshot().slots.iter().find_map(|s| {
+            s.cps
+                .as_ref()
+                .filter(|c| c.holder.national_id == practitioner.as_str())
+                .map(|c| c.holder.serial.clone())
+        });
+        let sign = move |reg: &mut crate::cards::Registry| {
+            sign_with_cps(reg, &practitioner, header, entries, today)
+        };
+        let signed = match &serial {
+            Some(serial) => {
+                self.cards
+                    .run_for(&self.caller, CardKey::Cps(Some(serial)), sign)
+                    .await
+            }
+            None => self.cards.run(sign).await,
+        }
+        .map_err(|e| match e {
+            // Other clients hold the card: the lot waits for its next turn.
+            crate::cards::CardsError::Busy(b) => SignError::Waiting(b.to_string()),
+            e => SignError::Other(e.to_string()),
+        })??;
         let (signed, header_der, certificate) = signed;
         let der = signed
             .to_der()

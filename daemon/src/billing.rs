@@ -18,7 +18,7 @@ use fse_queue::{
     Withheld,
 };
 
-use crate::cards::{Cards, Snapshot};
+use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
 use crate::store::{Store, StoreError};
@@ -315,7 +315,7 @@ struct Signing<'a> {
 async fn sign_and_encode(
     cards: &Cards,
     store: &Store,
-    _caller: &Caller,
+    caller: &Caller,
     p: &FseCreateParams,
     sheet: &mut CareSheet,
     signing: &Signing<'_>,
@@ -337,7 +337,7 @@ async fn sign_and_encode(
             .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;
         let vitale_serial = vitale.serial.clone();
         let signature = cards
-            .run(move |reg| {
+            .run_for(caller, CardKey::Vitale(Some(&vitale.serial)), move |reg| {
                 let slot = reg.vitale().map_err(|e| ApiError::card("vitale", e))?;
                 if slot.vitale.as_ref().map(|v| &v.serial) != Some(&vitale_serial) {
                     return Err(ApiError::card("vitale", CardError::WrongCard));

@@ -3,7 +3,7 @@
 
 use fse_formats::api::{self, ErrorObject};
 use fse_formats::build::{self, Refusal, RefusalKind};
-use fse_formats::channel::CardError;
+use fse_formats::channel::{CardError, ChannelError};
 use serde_json::json;
 
 use crate::cards::CardsError;
@@ -62,6 +62,16 @@ impl ApiError {
                 format!("no {what} card present"),
                 Some(what),
             ),
+            // Pulled out mid-operation: the card is absent, and nothing (a PIN try above all)
+            // is counted or retried.
+            CardError::Channel(ChannelError::CardRemoved) => ApiError::new(
+                api::CARD_ABSENT,
+                format!(
+                    "the {what} card was removed during the operation: nothing was counted \
+                     against it; insert it again"
+                ),
+                Some(what),
+            ),
             other => ApiError::new(api::CARD_ERROR, format!("{what} card: {other}"), Some(what)),
         }
     }
@@ -81,7 +91,34 @@ impl From<Refusal> for ApiError {
 
 impl From<CardsError> for ApiError {
     fn from(e: CardsError) -> Self {
-        ApiError::new(api::INTERNAL_ERROR, e.to_string(), None)
+        match e {
+            CardsError::Busy(busy) => ApiError::busy(&busy),
+            e => ApiError::new(api::INTERNAL_ERROR, e.to_string(), None),
+        }
+    }
+}
+
+impl ApiError {
+    /// `CARD_BUSY`: the card is taken by other clients (or a lease) for longer than the wait
+    /// bound; `retry_after_ms` says when it would likely be served.
+    pub fn busy(busy: &crate::cards::Busy) -> Self {
+        let message = match busy.reason {
+            "lock" => format!(
+                "the {} {} is locked by another client: retry after {} ms",
+                busy.card, busy.serial, busy.retry_after_ms
+            ),
+            _ => format!(
+                "the {} {} is busy with other clients' work: retry after {} ms",
+                busy.card, busy.serial, busy.retry_after_ms
+            ),
+        };
+        ApiError(
+            ErrorObject::new(api::CARD_BUSY, message, Some("card"))
+                .with("card", serde_json::json!(busy.card))
+                .with("serial", serde_json::json!(busy.serial))
+                .with("retry_after_ms", serde_json::json!(busy.retry_after_ms))
+                .with("reason", serde_json::json!(busy.reason)),
+        )
     }
 }
 

@@ -162,6 +162,9 @@ pub async fn forward_cards(mut rx: broadcast::Receiver<crate::cards::CardEvent>,
             Ok(crate::cards::CardEvent::ReaderLost { reader, reason }) => {
                 bus.publish("reader.lost", json!({ "reader": reader, "reason": reason }))
             }
+            Ok(crate::cards::CardEvent::SessionEnded { serial, reason }) => {
+                bus.publish("card.session_ended", json!({ "serial": serial, "reason": reason }))
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }

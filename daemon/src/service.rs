@@ -174,7 +174,7 @@ pub async fn run(cfg: Config, mut options: Options) -> Result<(), StartError> {
     let backend = card_backend(&cfg);
     let trust = configured_trust(&cfg)?;
     // The same store authenticates the insurers' returns (their CA is one of its CAs).
-    let (cards, card_thread) = Cards::start(backend, trust.clone())?;
+    let (cards, card_thread) = Cards::start(backend, trust.clone(), cfg.cards.limits())?;
     let transport = Arc::new(open_transport(&cfg).await?);
     let (listener, bound) = listen(&cfg, options.activated.take())?;
     let network = Arc::new(crate::net::Network::new(&cfg)?);
@@ -330,6 +330,7 @@ impl Service {
             closed_on: Default::default(),
             unroutable: Default::default(),
             backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
+            caller: crate::caller::Caller::internal("batcher"),
         };
         let mut tasks = JoinSet::new();
         let summaries = tokio::spawn(crate::logging::run_summaries(

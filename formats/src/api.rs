@@ -27,6 +27,10 @@ pub const PIN_REQUIRED: i64 = 1004;
 pub const CARD_ERROR: i64 = 1005;
 /// The card may not do this (staff card, situation without signing rights, expired card).
 pub const CARD_NOT_ALLOWED: i64 = 1006;
+/// The card is taken by other clients' work, or locked by another client (`cards.lock`), for
+/// longer than `[cards] max_wait_ms`: refused at once. `data.retry_after_ms` says when it would
+/// likely be served, `data.card` (`cps` or `vitale`) and `data.serial` name the card.
+pub const CARD_BUSY: i64 = 1007;
 /// A business rule refused the sheet; `data.field` names the field.
 pub const RULE_VIOLATION: i64 = 1010;
 /// The practitioner already used this idempotency key for another request (`data.field` is
@@ -69,6 +73,7 @@ pub const ERROR_CODES: &[i64] = &[
     PIN_REQUIRED,
     CARD_ERROR,
     CARD_NOT_ALLOWED,
+    CARD_BUSY,
     RULE_VIOLATION,
     IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
@@ -146,6 +151,7 @@ pub fn code_name(code: i64) -> &'static str {
         PIN_REQUIRED => "PIN_REQUIRED",
         CARD_ERROR => "CARD_ERROR",
         CARD_NOT_ALLOWED => "CARD_NOT_ALLOWED",
+        CARD_BUSY => "CARD_BUSY",
         RULE_VIOLATION => "RULE_VIOLATION",
         IDEMPOTENCY_KEY_REUSED => "IDEMPOTENCY_KEY_REUSED",
         NOT_FOUND => "NOT_FOUND",

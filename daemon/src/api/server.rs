@@ -33,6 +33,8 @@ pub struct Conn {
     pub(super) selection: crate::events::Selection,
     /// The client on this connection.
     pub caller: Caller,
+    /// Ends the client's card leases and drops its waiting card jobs when the connection goes.
+    pub(super) _cards: Option<crate::cards::ClientGuard>,
 }
 
 impl Drop for Conn {
@@ -422,6 +424,7 @@ pub async fn serve_connection<S>(
         out: Some(out_tx),
         subscription: None,
         selection: Default::default(),
+        _cards: Some(ctx.cards.guard(&caller)),
         caller,
     };
     serve_lines(&mut reader, &ctx, &mut conn, &write, idle, &mut shutdown).await;

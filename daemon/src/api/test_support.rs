@@ -22,6 +22,7 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
             slots: vec![fse_formats::vpcd::Endpoint::Tcp(slot)],
         }),
         None,
+        Default::default(),
     )
     .unwrap();
     Context {

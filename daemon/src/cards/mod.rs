@@ -1,14 +1,18 @@
 //! The card layer: one thread owns every reader (PC/SC context or the
-//! embedded virtual reader) and runs card operations one at a time, in the
-//! order they were asked. Async code reaches it through [`Cards`], which
-//! sends a closure to the thread and awaits its answer.
+//! embedded virtual reader) and runs card operations one at a time. Async code
+//! reaches it through [`Cards`], which sends a closure to the thread and awaits
+//! its answer: [`Cards::run_for`] hands one card's jobs over in turns per client
+//! (`share`), [`Cards::run`] in the order they come.
 //!
 //! The thread finds by itself which slot holds which card (CPS, Vitale,
 //! unknown): no reader configuration. It blocks on `SCardGetStatusChange`
 //! (or on its request channel for the virtual reader): no polling.
 
 mod pcsc_reader;
+mod session;
+mod share;
 mod slot;
+mod turns;
 mod virtual_reader;
 
 use std::sync::mpsc;
@@ -20,7 +24,11 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::{broadcast, oneshot};
 
+pub use session::{Limits, SessionInfo};
+pub use share::{Busy, CardKey, Lease};
 pub use slot::{refusal_to_sign, Slot};
+pub use turns::ClientGuard;
+
 pub use virtual_reader::VirtualReaderConfig;
 
 /// What `cards.list` shows of one card.
@@ -36,6 +44,15 @@ pub struct CardInfo {
     pub serial: Option<String>,
     /// PIN verified (CPS).
     pub pin_verified: bool,
+    /// The CPS's signing session (`null` without a verified PIN); absent for other cards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<Option<SessionInfo>>,
+    /// Who holds the card (`cards.lock`), while someone does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_by: Option<String>,
+    /// When that lease ends (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_expires_at: Option<String>,
     /// Why the card could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -75,6 +92,13 @@ pub enum CardEvent {
         reader: String,
         /// Why: `unplugged`, or the PC/SC error that ended the context.
         reason: String,
+    },
+    /// A CPS's signing session ended: its PIN must be verified again.
+    SessionEnded {
+        /// The CPS's serial.
+        serial: String,
+        /// `lots`, `hours`, `locked`, `removed` or `pin` (see [`session`]).
+        reason: &'static str,
     },
 }
 
@@ -208,6 +232,10 @@ pub struct Registry {
     pub trust: Option<Arc<TrustStore>>,
     /// Where [`Registry::publish`] puts the snapshot.
     published: Published,
+    /// Signing sessions' bounds.
+    pub limits: Arc<Limits>,
+    /// Where session ends are announced (none in tests of the registry alone).
+    events: Option<broadcast::Sender<CardEvent>>,
 }
 
 impl Registry {
@@ -280,6 +308,10 @@ impl Registry {
     /// Forgets the card of a reader; returns whether there was one.
     pub fn remove(&mut self, reader: &str) -> bool {
         let before = self.slots.len();
+        for slot in self.slots.iter_mut().filter(|s| s.reader == reader) {
+            slot.removed = true;
+        }
+        self.sessions();
         self.slots.retain(|s| s.reader != reader);
         self.publish();
         before != self.slots.len()
@@ -354,6 +386,9 @@ pub enum CardsError {
     /// The card thread has stopped.
     #[error("card thread stopped")]
     Stopped,
+    /// The card is taken by other clients for longer than `[cards] max_wait_ms`.
+    #[error("{0}")]
+    Busy(Busy),
 }
 
 /// Async handle to the card thread.
@@ -364,6 +399,7 @@ pub struct Cards {
     events: broadcast::Sender<CardEvent>,
     published: Published,
     service: ServiceView,
+    shared: Arc<turns::Shared>,
 }
 
 #[derive(Clone)]
@@ -393,14 +429,18 @@ impl Cards {
     pub fn start(
         backend: Backend,
         trust: Option<Arc<TrustStore>>,
+        limits: Limits,
     ) -> Result<(Cards, std::thread::JoinHandle<()>), CardsError> {
         let (tx, rx) = mpsc::channel();
         let (events, _) = broadcast::channel(64);
         let published = Published::default();
+        let limits = Arc::new(limits);
         let reg = Registry {
             slots: Vec::new(),
             trust,
             published: Arc::clone(&published),
+            limits: Arc::clone(&limits),
+            events: Some(events.clone()),
         };
         let (wake, service, handle) = match backend {
             Backend::Pcsc => {
@@ -424,6 +464,11 @@ impl Cards {
                 )
             }
         };
+        let shared = Arc::new(turns::Shared {
+            state: Default::default(),
+            tx: tx.clone(),
+            limits,
+        });
         Ok((
             Cards {
                 tx,
@@ -431,6 +476,7 @@ impl Cards {
                 events,
                 published,
                 service,
+                shared,
             },
             handle,
         ))
@@ -456,7 +502,9 @@ impl Cards {
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |reg| {
+            reg.sessions();
             let out = f(reg);
+            reg.sessions();
             // Before the answer: whoever gets it sees its job's effects in the snapshot.
             reg.publish();
             let _ = reply.send(out);
@@ -488,10 +536,41 @@ impl Cards {
         self.wake.wake();
     }
 
-    /// The cards present.
+    /// The cards present, with their signing sessions and leases.
     pub async fn list(&self) -> Result<Vec<CardInfo>, CardsError> {
-        self.run(|reg| reg.slots.iter().map(Slot::info).collect())
-            .await
+        let mut cards: Vec<CardInfo> = self
+            .run(|reg| {
+                let limits = Arc::clone(&reg.limits);
+                reg.slots
+                    .iter()
+                    .map(|s| {
+                        let mut info = s.info();
+                        if s.cps.is_some() {
+                            info.session = Some(s.session_info(&limits));
+                        }
+                        info
+                    })
+                    .collect()
+            })
+            .await?;
+        let now = tokio::time::Instant::now();
+        let state = self.shared.state();
+        for card in &mut cards {
+            let key = match card.kind {
+                CardKind::Cps => CardKey::Cps(None),
+                CardKind::Vitale => CardKey::Vitale(None),
+                _ => continue,
+            };
+            if let Some(lease) = card
+                .serial
+                .as_deref()
+                .and_then(|serial| state.lease_of(key, serial, now))
+            {
+                card.locked_by = Some(lease.holder.clone());
+                card.lock_expires_at = Some(lease.expires_at.clone());
+            }
+        }
+        Ok(cards)
     }
 }
 
@@ -560,6 +639,8 @@ mod tests {
             slots: vec![slot],
             trust: None,
             published: Arc::clone(&published),
+            limits: Default::default(),
+            events: None,
         };
         let snapshot = || Arc::clone(&published.read().unwrap());
         reg.publish();

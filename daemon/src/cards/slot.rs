@@ -21,6 +21,8 @@ pub struct Slot {
     pub vitale: Option<VitaleData>,
     /// Whether the CPS PIN was verified in this card session.
     pub pin_verified: bool,
+    /// The CPS's signing session, while its PIN is verified (`session`).
+    pub session: Option<super::session::Session>,
     /// The link broke during an operation: the card left.
     pub removed: bool,
     /// The card could not be read (link error, not a clean answer): worth another try.
@@ -47,6 +49,7 @@ impl Slot {
             cps: None,
             vitale: None,
             pin_verified: false,
+            session: None,
             removed: false,
             unreadable: None,
             certificate: None,
@@ -94,6 +97,10 @@ impl Slot {
         let r = cards::verify_pin(&mut self.channel, pin);
         let r = self.track(r);
         self.pin_verified = r.is_ok();
+        if r.is_ok() {
+            // A PIN verified anew opens a new session (`Registry::sessions`).
+            self.session = None;
+        }
         r
     }
 
@@ -110,6 +117,16 @@ impl Slot {
         let r = cards::unblock_pin(&mut self.channel, puk, new);
         self.pin_verified = false;
         self.track(r)
+    }
+
+    /// Has the card forget its verified PIN (a signing session ended): nothing is signed
+    /// until the PIN is presented again. A card that refuses is only logged: fsed's own PIN
+    /// state, already dropped, keeps it from signing.
+    pub fn forget_pin(&mut self) {
+        let r = cards::reset_pin_status(&mut self.channel);
+        if let Err(e) = self.track(r) {
+            tracing::warn!(reader = %self.reader, error = %e, "the card did not reset its PIN status");
+        }
     }
 
     /// PIN tries left, `None` when verified.
@@ -165,6 +182,9 @@ impl Slot {
                 .map(|c| c.holder.serial.clone())
                 .or_else(|| self.vitale.as_ref().map(|v| v.serial.clone())),
             pin_verified: self.pin_verified,
+            session: None,
+            locked_by: None,
+            lock_expires_at: None,
             error: self.unreadable.clone(),
             certificate: self.certificate.clone(),
             cps: self.cps.clone(),

@@ -38,6 +38,72 @@ pub struct CardsSection {
     pub backend: CardBackend,
     /// Where the virtual reader's slots listen: `host:port` (as vpcd) or `unix:/path`.
     pub virtual_slots: Vec<Endpoint>,
+    /// Longest expected wait, in ms, for a card job queued behind other clients (or a lease
+    /// held by another client) before it is refused at once with `CARD_BUSY` (0 to 600000).
+    pub max_wait_ms: u64,
+    /// Longest lease of `cards.lock`, in seconds (1 to 3600).
+    pub max_lease_secs: u64,
+    /// Lots a CPS signs after its PIN at most; then the PIN is asked again (1 to 1000000).
+    pub session_max_lots: u64,
+    /// Hours a CPS signing session lasts at most after the PIN (1 to 720).
+    pub session_max_hours: u64,
+}
+
+/// Largest `cards.max_wait_ms`: 10 minutes.
+pub const MAX_CARD_WAIT_MS: u64 = 600_000;
+/// Largest `cards.max_lease_secs`: an hour.
+pub const MAX_LEASE_SECS: u64 = 3600;
+/// Largest `cards.session_max_lots`.
+pub const MAX_SESSION_LOTS: u64 = 1_000_000;
+/// Largest `cards.session_max_hours`: 30 days.
+pub const MAX_SESSION_HOURS: u64 = 720;
+
+impl CardsSection {
+    /// The `[cards]` bounds that cannot work, each with its key.
+    pub fn bound_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.max_wait_ms > MAX_CARD_WAIT_MS {
+            out.push((
+                "cards.max_wait_ms",
+                format!("must be at most {MAX_CARD_WAIT_MS} ms"),
+            ));
+        }
+        for (key, value, max, unit) in [
+            (
+                "cards.max_lease_secs",
+                self.max_lease_secs,
+                MAX_LEASE_SECS,
+                "seconds",
+            ),
+            (
+                "cards.session_max_lots",
+                self.session_max_lots,
+                MAX_SESSION_LOTS,
+                "lots",
+            ),
+            (
+                "cards.session_max_hours",
+                self.session_max_hours,
+                MAX_SESSION_HOURS,
+                "hours",
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                out.push((key, format!("must be between 1 and {max} {unit}")));
+            }
+        }
+        out
+    }
+
+    /// The scheduler's and sessions' bounds.
+    pub fn limits(&self) -> crate::cards::Limits {
+        crate::cards::Limits::new(
+            self.max_wait_ms,
+            self.max_lease_secs,
+            self.session_max_lots,
+            self.session_max_hours,
+        )
+    }
 }
 
 impl Default for CardsSection {
@@ -54,6 +120,10 @@ impl Default for CardsSection {
                     fse_formats::vpcd::VPCD_PORT + 1,
                 ))),
             ],
+            max_wait_ms: 2000,
+            max_lease_secs: 30,
+            session_max_lots: 10_000,
+            session_max_hours: 12,
         }
     }
 }

@@ -38,6 +38,9 @@ impl Config {
         if self.cards.backend == CardBackend::Virtual && self.cards.virtual_slots.is_empty() {
             bad("cards.virtual_slots", "at least one slot is needed".into());
         }
+        for (key, reason) in self.cards.bound_problems() {
+            bad(key, reason);
+        }
         self.transport_problems(&mut bad);
         out
     }

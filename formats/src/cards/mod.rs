@@ -29,7 +29,9 @@ pub use model::{
 pub use read::{read_current_file, read_file};
 pub use select::{identify, select_aid, select_file};
 pub use sign::{cps_sign, verify_signature};
-pub use verify_pin::{change_pin, pin_tries_left, unblock_pin, verify_pin, Pin, Puk};
+pub use verify_pin::{
+    change_pin, pin_tries_left, reset_pin_status, unblock_pin, verify_pin, Pin, Puk,
+};
 pub use vitale::read_vitale;
 
 /// AID of the CPS application (the public CPS3 IAS-ECC AID).

@@ -128,6 +128,21 @@ pub fn pin_tries_left<C: CardChannel + ?Sized>(ch: &mut C) -> Result<Option<u8>,
     }
 }
 
+/// Resets the PIN's verification status on the card (VERIFY with P1 = `FF` and no data,
+/// ISO/IEC 7816-4): the card signs nothing more until the PIN is presented again. No try is
+/// spent.
+pub fn reset_pin_status<C: CardChannel + ?Sized>(ch: &mut C) -> Result<(), CardError> {
+    select_aid(ch, AID_CPS)?;
+    let resp = exchange(ch, &Command::new(0x00, INS_VERIFY, 0xFF, PIN_REF))?;
+    match resp.sw {
+        apdu::SW_OK => Ok(()),
+        sw => Err(CardError::Status {
+            command: "VERIFY (reset)",
+            sw,
+        }),
+    }
+}
+
 fn pin_status(sw: u16) -> Result<(), CardError> {
     match sw {
         apdu::SW_OK => Ok(()),

@@ -79,6 +79,11 @@ impl VirtualCps {
     }
 
     fn verify(&mut self, cmd: &Command) -> Response {
+        if (cmd.p1, cmd.p2) == (0xFF, cards::PIN_REF) && cmd.data.is_empty() {
+            // ISO/IEC 7816-4: reset the verification status; no try spent.
+            self.verified = false;
+            return Response::status(apdu::SW_OK);
+        }
         if cmd.p1 != 0x00 || cmd.p2 != cards::PIN_REF {
             return Response::status(apdu::SW_WRONG_P1P2);
         }

@@ -63,6 +63,8 @@ mod returns;
 mod returns_forged;
 mod service;
 #[cfg(feature = "full")]
+mod sharing;
+#[cfg(feature = "full")]
 mod socket_fuzz;
 #[cfg(feature = "full")]
 mod transport;

@@ -26,10 +26,43 @@ pub(crate) fn status(c: &mut Client, j: bool) -> Result<(), CallError> {
                 r["version"]["api"]
             );
             print_cards(&r["cards"]);
+            for line in session_lines(&r["cards"]) {
+                println!("{line}");
+            }
             print_stats(&r["queue"]);
         },
     );
     Ok(())
+}
+
+/// One line per CPS: its signing session (lots signed and left, when it ends) or that its PIN
+/// is needed; and who holds a locked card, until when.
+fn session_lines(cards: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for card in cards.as_array().into_iter().flatten() {
+        let serial = cell(&card["serial"]);
+        if card["kind"] == "cps" {
+            let s = &card["session"];
+            out.push(if s.is_object() {
+                format!(
+                    "session {serial}: {} lots signed, {} left, since {}, ends by {}",
+                    s["lots_signed"],
+                    s["lots_left"],
+                    cell(&s["started_at"]),
+                    cell(&s["expires_at"])
+                )
+            } else {
+                format!("session {serial}: none (PIN to verify)")
+            });
+        }
+        if let Some(holder) = card["locked_by"].as_str() {
+            out.push(format!(
+                "lock {serial}: held by {holder} until {}",
+                cell(&card["lock_expires_at"])
+            ));
+        }
+    }
+    out
 }
 
 /// `fsectl version` (`system.version`).
@@ -188,4 +221,26 @@ pub(crate) fn offline_doctor(
         }
     }
     Err(CallError::Exit("fsed does not answer".into(), 5))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_session_line_per_cps_and_a_lock_line_per_locked_card() {
+        let cards = serde_json::json!([
+            {"kind": "cps", "serial": "CPS-0001", "session": {"lots_signed": 3, "lots_left": 997,
+             "started_at": "2026-12-07T08:00:00Z", "expires_at": "2026-12-07T20:00:00Z"},
+             "locked_by": "local:1000#4", "lock_expires_at": "2026-12-07T08:00:30.000Z"},
+            {"kind": "cps", "serial": "CPS-0002", "session": null},
+            {"kind": "vitale", "serial": "VIT-0001"}
+        ]);
+        assert_eq!(
+            super::session_lines(&cards),
+            [
+                "session CPS-0001: 3 lots signed, 997 left, since 2026-12-07T08:00:00Z, ends by 2026-12-07T20:00:00Z",
+                "lock CPS-0001: held by local:1000#4 until 2026-12-07T08:00:30.000Z",
+                "session CPS-0002: none (PIN to verify)",
+            ]
+        );
+    }
 }

@@ -9,6 +9,7 @@ use zeroize::Zeroize;
 
 use crate::api::params::{no_params, params, secret_params};
 use crate::caller::Caller;
+use crate::cards::CardKey;
 use crate::context::Context;
 use crate::error::ApiError;
 
@@ -23,13 +24,13 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
 /// `vitale.read`: the Vitale card's contents and the outcome of its certificate check.
 pub(in crate::api) async fn vitale_read(
     ctx: &Context,
-    _caller: &Caller,
+    caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     no_params(p)?;
     let (data, certificate) = ctx
         .cards
-        .run(|reg| {
+        .run_for(caller, CardKey::Vitale(None), |reg| {
             reg.vitale()
                 .map(|s| (s.vitale.clone(), s.certificate.clone()))
         })
@@ -53,7 +54,7 @@ fn take_pin(mut s: String, field: &str) -> Result<Pin, ApiError> {
 /// `cards.pin_status`: whether the CPS's PIN is verified, its tries left.
 pub(in crate::api) async fn pin_status(
     ctx: &Context,
-    _caller: &Caller,
+    caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
@@ -63,8 +64,9 @@ pub(in crate::api) async fn pin_status(
         cps_serial: Option<String>,
     }
     let P { cps_serial } = params(p)?;
+    let key = cps_serial.clone();
     ctx.cards
-        .run(move |reg| {
+        .run_for(caller, CardKey::Cps(key.as_deref()), move |reg| {
             let slot = reg.cps(cps_serial.as_deref())?;
             slot.pin_tries_left()
         })
@@ -76,7 +78,7 @@ pub(in crate::api) async fn pin_status(
 /// `cards.change_pin`: the CPS's PIN changed.
 pub(in crate::api) async fn change_pin(
     ctx: &Context,
-    _caller: &Caller,
+    caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
@@ -93,8 +95,11 @@ pub(in crate::api) async fn change_pin(
         cps_serial,
     } = secret_params(p)?;
     let (old, new) = (take_pin(old_pin, "old_pin")?, take_pin(new_pin, "new_pin")?);
+    let key = cps_serial.clone();
     ctx.cards
-        .run(move |reg| reg.cps(cps_serial.as_deref())?.change_pin(&old, &new))
+        .run_for(caller, CardKey::Cps(key.as_deref()), move |reg| {
+            reg.cps(cps_serial.as_deref())?.change_pin(&old, &new)
+        })
         .await?
         .map(|()| json!({ "changed": true }))
         .map_err(|e| ApiError::card("cps", e))
@@ -103,7 +108,7 @@ pub(in crate::api) async fn change_pin(
 /// `cards.unblock_pin`: the CPS's PIN unblocked with its unblocking code.
 pub(in crate::api) async fn unblock_pin(
     ctx: &Context,
-    _caller: &Caller,
+    caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
@@ -124,8 +129,11 @@ pub(in crate::api) async fn unblock_pin(
     let puk =
         checked.ok_or_else(|| ApiError::invalid("puk", "puk: the unblocking code is 8 digits"))?;
     let new = take_pin(new_pin, "new_pin")?;
+    let key = cps_serial.clone();
     ctx.cards
-        .run(move |reg| reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new))
+        .run_for(caller, CardKey::Cps(key.as_deref()), move |reg| {
+            reg.cps(cps_serial.as_deref())?.unblock_pin(&puk, &new)
+        })
         .await?
         .map(|()| json!({ "unblocked": true }))
         .map_err(|e| match e {
@@ -149,13 +157,14 @@ pub(in crate::api) async fn unblock_pin(
 /// `cards.verify_pin`: the CPS's PIN presented once.
 pub(in crate::api) async fn verify_pin(
     ctx: &Context,
-    _caller: &Caller,
+    caller: &Caller,
     p: Option<Value>,
 ) -> Result<Value, ApiError> {
     let VerifyPinParams { pin, cps_serial } = secret_params(p)?;
     let pin = take_pin(pin, "pin")?;
+    let key = cps_serial.clone();
     ctx.cards
-        .run(move |reg| {
+        .run_for(caller, CardKey::Cps(key.as_deref()), move |reg| {
             let slot = reg.cps(cps_serial.as_deref())?;
             // One VERIFY per call: a wrong PIN is reported with its tries left, never retried.
             slot.verify_pin(&pin)?;
@@ -168,4 +177,77 @@ pub(in crate::api) async fn verify_pin(
             json!({ "verified": true, "cps_serial": serial })
         })
         .map_err(|e| ApiError::card("cps", e))
+}
+
+/// `cards.lock`: the card held by this client alone for a lease (renewed when asked again);
+/// a CPS's signing session ends at once.
+pub(in crate::api) async fn lock(
+    ctx: &Context,
+    caller: &Caller,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        card: String,
+        #[serde(default)]
+        serial: Option<String>,
+        #[serde(default)]
+        lease_secs: Option<u64>,
+    }
+    let P {
+        card,
+        serial,
+        lease_secs,
+    } = params(p)?;
+    let key = match card.as_str() {
+        "cps" => CardKey::Cps(serial.as_deref()),
+        "vitale" => CardKey::Vitale(serial.as_deref()),
+        _ => return Err(ApiError::invalid("card", "card: \"cps\" or \"vitale\"")),
+    };
+    let max = ctx.cards.limits().max_lease();
+    let lease = match lease_secs {
+        Some(0) => return Err(ApiError::invalid("lease_secs", "lease_secs: at least 1")),
+        Some(s) => std::time::Duration::from_secs(s).min(max),
+        None => max,
+    };
+    let Some((lease, serial)) = ctx.cards.lock(caller, key, lease).await? else {
+        return Err(ApiError::card(key.kind(), CardError::WrongCard));
+    };
+    let left = lease
+        .expires
+        .saturating_duration_since(tokio::time::Instant::now());
+    Ok(json!({
+        "lock": lease.id.to_string(),
+        "card": key.kind(),
+        "serial": serial,
+        "expires_at": lease.expires_at,
+        // Whole seconds granted (the request capped by `[cards] max_lease_secs`).
+        "lease_secs": left.as_secs_f64().round() as u64,
+    }))
+}
+
+/// `cards.unlock`: this client's lease ended; a CPS's signing session ends with it.
+pub(in crate::api) async fn unlock(
+    ctx: &Context,
+    caller: &Caller,
+    p: Option<Value>,
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        lock: String,
+    }
+    let P { lock } = params(p)?;
+    let id: u64 = lock
+        .parse()
+        .map_err(|_| ApiError::invalid("lock", "lock: the id cards.lock answered"))?;
+    match ctx.cards.unlock(caller, id).await? {
+        Some((card, serial)) => Ok(json!({ "unlocked": true, "card": card, "serial": serial })),
+        None => Err(ApiError::new(
+            api::NOT_FOUND,
+            format!("lock {lock}: not held by this client (ended, expired or unknown)"),
+            Some("lock"),
+        )),
+    }
 }

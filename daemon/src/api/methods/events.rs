@@ -14,6 +14,7 @@ use crate::error::ApiError;
 pub const EVENT_NAMES: &[&str] = &[
     "card.inserted",
     "card.removed",
+    "card.session_ended",
     "reader.found",
     "reader.lost",
     "sheet.accepted",

@@ -128,6 +128,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     steps::damaged_sheet(&mut c, &mut rpc, &db, b);
     steps::swapped_body(&mut c, &mut rpc, &db, a, cancelled);
     let (runtime, stop) = steps::third_card(&mut c, &mut rpc, dir.path());
+    steps::card_shared(&mut c, &mut rpc, &socket);
     lines::not_requests(&mut c, &mut rpc);
     lines::numbers_as_written(&mut c, &mut rpc);
     lines::one_connection_too_many(&mut c, &socket);

@@ -196,3 +196,39 @@ pub(super) fn workstations(c: &mut Conformance, rpc: &mut Rpc) {
     let revoked = c.ok(rpc, "workstations.revoke", json!({"name": "desk-1"}));
     assert_eq!(revoked["revoked"], json!(1), "{revoked}");
 }
+
+/// One card shared by two connections: a lease held by one, the other refused at once with
+/// `CARD_BUSY`; unlocked, and then nothing left to unlock. The PIN, which the lock asked
+/// again, verified again.
+pub(super) fn card_shared(c: &mut Conformance, rpc: &mut Rpc, socket: &Path) {
+    let mut other = Rpc::connect(socket, std::time::Duration::from_secs(5));
+    let lock = c.ok(
+        rpc,
+        "cards.lock",
+        json!({"card": "cps", "serial": "CPS-0001", "lease_secs": 30}),
+    );
+    assert_eq!(lock["serial"], json!("CPS-0001"), "{lock}");
+    // 30 s of lease left > the 2 s a request may wait (the default): refused at once.
+    let e = c.refused(
+        &mut other,
+        "cards.pin_status",
+        json!({"cps_serial": "CPS-0001"}),
+        1007,
+        Some("card"),
+    );
+    assert_eq!(e["data"]["reason"], json!("lock"), "{e}");
+    assert!(e["data"]["retry_after_ms"].as_u64().unwrap() > 2000, "{e}");
+    c.ok(rpc, "cards.unlock", json!({"lock": lock["lock"]}));
+    c.refused(
+        rpc,
+        "cards.unlock",
+        json!({"lock": lock["lock"]}),
+        1020,
+        Some("lock"),
+    );
+    c.ok(
+        rpc,
+        "cards.verify_pin",
+        json!({"pin": "1234", "cps_serial": "CPS-0001"}),
+    );
+}
