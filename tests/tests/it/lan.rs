@@ -84,6 +84,11 @@ fn connect_cut_restore(mode: LanMode) -> Lan {
     }
 
     lan.restore(1);
+    assert_eq!(
+        lan.connects(0, 1, port, OK_WAIT),
+        Ok(()),
+        "after the restore"
+    );
     probe
         .connect(to, OK_WAIT)
         .expect("0 connects to 1 again after the restore");
@@ -203,8 +208,8 @@ fn fsed_runs_inside_a_workstation_with_its_cards() {
     }
 }
 
-/// A namespace named for a run whose process is gone is removed when the next LAN is made; a
-/// live run's is kept.
+/// A namespace named for a run whose process is gone is removed when the next LAN is made,
+/// with what that run left running inside it; a live run's is kept.
 #[test]
 fn namespaces_of_a_dead_run_are_removed() {
     // A pid that was alive and is no longer: a child that ran and was waited for.
@@ -213,6 +218,13 @@ fn namespaces_of_a_dead_run_are_removed() {
     let stale = format!("fsedlan-{}-0-hub", gone.id());
     ip(&["netns", "add", &stale]);
     assert!(namespaces_listed().contains(&stale));
+    // What the dead run left running inside: a listener, as an fsed would be.
+    let mut left = common::Proc::start_in(
+        &["ip", "netns", "exec", &stale].map(std::ffi::OsString::from),
+        "lan-probe",
+        &["listen", "127.0.0.1"],
+    );
+    left.wait_line("listening ", OK_WAIT);
 
     let lan = Lan::with_mode(1, LanMode::Namespaces);
     let listed = namespaces_listed();
@@ -220,6 +232,10 @@ fn namespaces_of_a_dead_run_are_removed() {
     for name in lan.namespaces() {
         assert!(listed.contains(&name), "{name} not in {listed:?}");
     }
+    let status = common::wait_for("the stale run's process to end", OK_WAIT, || {
+        left.child.try_wait().unwrap()
+    });
+    assert!(!status.success(), "killed, not ended by itself: {status}");
 }
 
 /// Each workstation reaches every other (three, as in the practice scenarios), each through
@@ -251,6 +267,7 @@ fn three_workstations_reach_each_other_and_a_cut_isolates_one() {
         probes[from]
             .connect(route(from, to), FAIL_WAIT)
             .expect_err("no way across the cut");
+        assert!(lan.connects(from, to, listeners[to].1, FAIL_WAIT).is_err());
     }
     lan.restore(2);
     probes[2]

@@ -217,6 +217,34 @@ impl Lan {
         }
     }
 
+    /// A port number for a service of workstation `i` to listen on, handed out by the system
+    /// (no fixed port): on loopback one free on `i`'s address, released at once (take it
+    /// before anything else runs); in namespaces any port of the workstation's own port space
+    /// is free, and the number is one the system hands out on the test's loopback.
+    pub fn listen_port(&self, i: usize) -> u16 {
+        let ip = match self.mode {
+            LanMode::Loopback => self.address(i),
+            LanMode::Namespaces => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("lan: no free port on {ip}: {e}"));
+        listener.local_addr().unwrap().port()
+    }
+
+    /// Whether a TCP connection from workstation `from` to `port` of workstation `to` (through
+    /// [`Lan::route`]) is taken within `wait`, tried once by a probe inside `from`: `Err` says
+    /// why not (`timeout …`, `refused …`, `unreachable …`).
+    pub fn connects(
+        &self,
+        from: usize,
+        to: usize,
+        port: u16,
+        wait: Duration,
+    ) -> Result<(), String> {
+        let to = self.route(from, to, port);
+        self.probe_client(from).connect(to, wait)
+    }
+
     /// Cuts workstation `i` off the LAN; returns once the cut holds (its interface is down,
     /// or its relays closed and refusing).
     pub fn cut(&self, i: usize) {

@@ -4,8 +4,15 @@
 //! A relay listens on its destination workstation's address at a port of its own and carries
 //! each connection to the destination's `port` (two threads copying, one each way). A cut of
 //! workstation `i` shuts down every relayed connection to or from `i` (both sides see the end
-//! of the stream) and closes the listeners of its relays (a new connection is refused); a
-//! restore listens again on the same addresses once neither end is cut.
+//! of the stream) and shuts down the listeners of its relays (a new connection is refused); a
+//! restore listens again on the same sockets once neither end is cut.
+//!
+//! Sockets are shut down, never merely closed: the test process forks children all the time
+//! (other tests run on parallel threads), and a child holds a copy of every descriptor until
+//! it execs, which would keep a closed listener listening or a relayed connection open. A
+//! shutdown acts on the socket itself, whatever copies exist; and a listener kept (in the
+//! closed state) keeps its port, so the restore never races another program for it: for that
+//! it is bound to its port by number ([`bind_kept`]).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -54,10 +61,11 @@ impl Link {
     }
 }
 
-/// One relay: where it listens, where it carries to, and its accepting thread while not cut.
+/// One relay: its listener, where it carries to, and its accepting thread while not cut.
 struct Route {
     from: usize,
     to: usize,
+    listener: Arc<TcpListener>,
     listen: SocketAddr,
     target: SocketAddr,
     accepting: Option<Acceptor>,
@@ -76,12 +84,33 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// Stops the thread, which closes the listener: a connection is refused from then on.
-    fn stop(self, listen: SocketAddr) {
+    /// Shuts `listener` down (it stops listening: a connection is refused from then on, and
+    /// the ones waiting in its backlog are reset) and stops the thread, which the shutdown wakes
+    /// out of `accept`.
+    fn stop(self, listener: &TcpListener) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the thread out of `accept`: it sees the flag and returns, dropping the listener.
-        let _ = TcpStream::connect_timeout(&listen, CONNECT_WAIT);
+        let _ = socket2::SockRef::from(listener).shutdown(Shutdown::Both);
         let _ = self.thread.join();
+    }
+}
+
+/// A listener on `ip` at a port the system hands out, bound by number: a socket bound to port 0
+/// gives its port back when shut down, one bound to a number keeps it (Linux), so that it can
+/// listen again on the same port.
+fn bind_kept(ip: Ipv4Addr) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|probe| probe.local_addr())
+            .unwrap_or_else(|e| panic!("lan: relay on {ip}: {e}"))
+            .port();
+        // The probe is closed; a forked child may still hold it until it execs, or another
+        // program may take the port meanwhile: another number then.
+        match TcpListener::bind((ip, port)) {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => tries += 1,
+            Err(e) => panic!("lan: relay on {ip}:{port}: {e}"),
+        }
     }
 }
 
@@ -112,21 +141,23 @@ impl Relays {
         if let Some(route) = routes.get(&(from, to, port)) {
             return route.listen;
         }
-        let listener = TcpListener::bind((self.addresses[to], 0))
-            .unwrap_or_else(|e| panic!("lan: relay on {}: {e}", self.addresses[to]));
+        let listener = bind_kept(self.addresses[to]);
         let listen = listener.local_addr().unwrap();
         let mut route = Route {
             from,
             to,
+            listener: Arc::new(listener),
             listen,
             target: SocketAddr::new(self.addresses[to].into(), port),
             accepting: None,
         };
         let cut = lock(&self.shared.state).cut.clone();
-        if !cut[from] && !cut[to] {
-            route.accepting = Some(self.accept(listener, &route));
+        if cut[from] || cut[to] {
+            // Refused until the restore listens again.
+            let _ = socket2::SockRef::from(&*route.listener).shutdown(Shutdown::Both);
+        } else {
+            route.accepting = Some(self.accept(&route));
         }
-        // Else the listener is dropped here: refused until the restore listens again.
         routes.insert((from, to, port), route);
         listen
     }
@@ -147,13 +178,13 @@ impl Relays {
         }
         for route in routes.values_mut().filter(|r| r.touches(i)) {
             if let Some(acceptor) = route.accepting.take() {
-                acceptor.stop(route.listen);
+                acceptor.stop(&route.listener);
             }
         }
     }
 
     /// Restores workstation `i`: its relays whose other end is not cut listen again, on the
-    /// same addresses, before this returns.
+    /// same sockets, before this returns.
     pub(super) fn restore(&self, i: usize) {
         let mut routes = lock(&self.routes);
         let cut = {
@@ -163,21 +194,25 @@ impl Relays {
         };
         for route in routes.values_mut() {
             if route.touches(i) && !cut[route.from] && !cut[route.to] && route.accepting.is_none() {
-                // std sets SO_REUSEADDR: the port of the closed listener can be taken again.
-                let listener = TcpListener::bind(route.listen)
+                // A shut down listener is closed but still bound to its port: it may listen again.
+                socket2::SockRef::from(&*route.listener)
+                    .listen(128)
                     .unwrap_or_else(|e| panic!("lan: relay on {} again: {e}", route.listen));
-                route.accepting = Some(self.accept(listener, route));
+                route.accepting = Some(self.accept(route));
             }
         }
     }
 
-    /// Starts the accepting thread of `route` on `listener`.
-    fn accept(&self, listener: TcpListener, route: &Route) -> Acceptor {
+    /// Starts the accepting thread of `route`, on its listener (listening).
+    fn accept(&self, route: &Route) -> Acceptor {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, shared) = (stop.clone(), self.shared.clone());
         let (from, to, target) = (route.from, route.to, route.target);
+        let listener = route.listener.clone();
         let thread = std::thread::spawn(move || {
             for client in listener.incoming() {
+                // A shutdown wakes `accept` with an error; a connection that came just before
+                // is dropped (the stream closes).
                 if flag.load(Ordering::SeqCst) {
                     return;
                 }
@@ -205,8 +240,11 @@ impl Drop for Relays {
             state.links.clear();
         }
         for route in routes.values_mut() {
-            if let Some(acceptor) = route.accepting.take() {
-                acceptor.stop(route.listen);
+            match route.accepting.take() {
+                Some(acceptor) => acceptor.stop(&route.listener),
+                None => {
+                    let _ = socket2::SockRef::from(&*route.listener).shutdown(Shutdown::Both);
+                }
             }
         }
     }
