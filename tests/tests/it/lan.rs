@@ -18,6 +18,12 @@ use crate::common::{
     netns::{Lan, LanMode, LAN_INTERFACE},
 };
 
+// A Lan is shared by the threads of a scenario (programs on several workstations at once).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Lan>();
+};
+
 /// The bound of an exchange that must fail: long enough for any answer that would come on a
 /// live link, short enough to keep the test quick.
 const FAIL_WAIT: Duration = Duration::from_secs(3);
