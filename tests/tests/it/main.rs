@@ -18,6 +18,10 @@
 //! driver's two fixed slots, and the broker, which `broker_outage` stops) are taken in turn
 //! through [`common::shared_services`]; everything else a test uses is its own (a temporary
 //! directory, Unix sockets in it, broker names made unique).
+//!
+//! Tests of several fseds on a LAN make their own workstations with [`common::netns::Lan`]
+//! (network namespaces, or loopback addresses where namespaces cannot be made;
+//! `FSED_TEST_LAN=loopback` forces the latter), so they need no turn either.
 
 mod common;
 
@@ -47,6 +51,8 @@ mod golden;
 #[cfg(feature = "full")]
 mod input_rules;
 mod inputs;
+#[cfg(feature = "full")]
+mod lan;
 #[cfg(feature = "full")]
 mod lost_arl;
 #[cfg(feature = "full")]

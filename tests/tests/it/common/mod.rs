@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
+
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +48,19 @@ pub fn write_test_pki(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// A command running `program` after `prefix` (a program and its arguments, such as
+/// `ip netns exec NAMESPACE`: see [`netns::Lan::prefix`]); an empty prefix runs it directly.
+pub fn command_in(prefix: &[OsString], program: impl AsRef<OsStr>) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+    }
+}
+
 /// A child process killed on drop, with its stdout lines forwarded to a channel.
 pub struct Proc {
     /// The child.
@@ -57,7 +73,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin(name)` with `args`.
     pub fn start(name: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(bin(name))
+        Proc::start_in(&[], name, args)
+    }
+
+    /// [`Proc::start`] after a command `prefix` ([`command_in`]): with `ip netns exec NS`, the
+    /// prefix execs the program in place, so the child is the program itself (killed on drop).
+    pub fn start_in(prefix: &[OsString], name: &str, args: &[&str]) -> Proc {
+        let mut child = command_in(prefix, bin(name))
             .args(args)
             .env("FSED_LOG", "info")
             .env("RUST_LOG", "info")
@@ -169,6 +191,19 @@ pub fn virtual_slot_address(dir: &Path, i: usize) -> String {
 /// `dir`, `config` (TOML) as its configuration file and these extra flags; returns it, ready,
 /// and a client.
 pub fn start_fsed_virtual(dir: &Path, slots: usize, config: &str, extra: &[&str]) -> (Proc, Rpc) {
+    start_fsed_virtual_in(&[], dir, slots, config, extra)
+}
+
+/// [`start_fsed_virtual`] run after a command `prefix` ([`command_in`]), such as a workstation
+/// of a [`netns::Lan`]: its socket and reader slots are Unix sockets in `dir`, which work across
+/// network namespaces, so the client returned is the test's own.
+pub fn start_fsed_virtual_in(
+    prefix: &[OsString],
+    dir: &Path,
+    slots: usize,
+    config: &str,
+    extra: &[&str],
+) -> (Proc, Rpc) {
     let socket = dir.join("fsed.sock");
     let trust = write_test_pki(&dir.join("trust"));
     let config_file = dir.join("fsed.toml");
@@ -192,7 +227,7 @@ pub fn start_fsed_virtual(dir: &Path, slots: usize, config: &str, extra: &[&str]
         args.extend_from_slice(&["--virtual-slot", slot]);
     }
     args.extend_from_slice(extra);
-    let mut fsed = Proc::start("fsed", &args);
+    let mut fsed = Proc::start_in(prefix, "fsed", &args);
     fsed.wait_line("fsed ready", Duration::from_secs(30));
     let rpc = Rpc::connect(&socket, Duration::from_secs(10));
     (fsed, rpc)
@@ -516,14 +551,22 @@ pub fn queue_messages(name: &str) -> Option<u64> {
 /// Starts `fse-sim cards` on the vpcd slots at full speed (no simulated card latency), with
 /// its control socket in `dir` and `extra` flags; returns it, ready, and its control socket.
 pub fn start_fast_cards(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
-    fast_cards(dir, &[], extra)
+    fast_cards(&[], dir, &[], extra)
 }
 
 /// [`start_fast_cards`] on fsed's embedded virtual reader started by [`start_fsed_virtual`]
 /// in the same `dir`: the CPS in [`virtual_slot`] 0, the Vitale card in slot 1.
 pub fn start_fast_cards_on(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    start_fast_cards_on_in(&[], dir, extra)
+}
+
+/// [`start_fast_cards_on`] run after a command `prefix` ([`command_in`]), such as the
+/// workstation of a [`netns::Lan`] whose fsed holds the reader (its slots and the control
+/// socket are Unix sockets in `dir`).
+pub fn start_fast_cards_on_in(prefix: &[OsString], dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
     let (cps, vitale) = (virtual_slot(dir, 0), virtual_slot(dir, 1));
     fast_cards(
+        prefix,
         dir,
         &[
             "--cps-socket",
@@ -535,7 +578,7 @@ pub fn start_fast_cards_on(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
     )
 }
 
-fn fast_cards(dir: &Path, ports: &[&str], extra: &[&str]) -> (Proc, PathBuf) {
+fn fast_cards(prefix: &[OsString], dir: &Path, ports: &[&str], extra: &[&str]) -> (Proc, PathBuf) {
     let control = dir.join("control.sock");
     let mut args = vec![
         "cards",
@@ -548,7 +591,7 @@ fn fast_cards(dir: &Path, ports: &[&str], extra: &[&str]) -> (Proc, PathBuf) {
     ];
     args.extend_from_slice(ports);
     args.extend_from_slice(extra);
-    let mut sim = Proc::start("fse-sim", &args);
+    let mut sim = Proc::start_in(prefix, "fse-sim", &args);
     sim.wait_line("cards ready", Duration::from_secs(20));
     (sim, control)
 }
