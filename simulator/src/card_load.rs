@@ -25,6 +25,12 @@ pub struct CardLoadArgs {
     /// fsed's API socket (when no `--host`).
     #[arg(long, env = "FSED_SOCKET", default_value = "/run/fsed/fsed.sock")]
     pub socket: PathBuf,
+    /// Another fsed's network API (`host:port`), reached over mutual TLS with `--identity`.
+    #[arg(long, requires = "identity")]
+    pub host: Option<String>,
+    /// The enrolled identity directory (`fsectl enroll --out`) for `--host`.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
     /// Clients (one connection and one thread each).
     #[arg(long, default_value_t = 3)]
     pub clients: usize,
@@ -199,9 +205,19 @@ pub fn run_with(
     Ok(report)
 }
 
-/// Runs the clients on fsed's socket `args.socket`.
+/// Runs the clients on fsed's socket `args.socket`, or on `args.host` over mutual TLS.
 pub fn run(args: &CardLoadArgs) -> Result<CardLoadReport, CardLoadError> {
-    run_with(args, |_| Client::connect(&args.socket))
+    match (&args.host, &args.identity) {
+        (Some(host), Some(dir)) => {
+            let identity =
+                fsed_client::tls::Identity::load(dir).map_err(|e| CardLoadError::Connect {
+                    client: 0,
+                    source: e.into(),
+                })?;
+            run_with(args, |_| Client::connect_tls(host, &identity))
+        }
+        _ => run_with(args, |_| Client::connect(&args.socket)),
+    }
 }
 
 /// One client's loop: the method called until `stop`, a `CARD_BUSY` waited out and sent again.
@@ -310,6 +326,8 @@ mod tests {
     fn params_that_are_not_an_object_are_refused_before_connecting() {
         let args = CardLoadArgs {
             socket: "/nonexistent".into(),
+            host: None,
+            identity: None,
             clients: 1,
             secs: 0.0,
             method: "cards.pin_status".into(),
