@@ -1,9 +1,11 @@
 //! `fse_simulator`: simulated CPS and Vitale cards (ISO 7816-4) with their
 //! vpcd link, the insurer simulator (AMQP and spool), the load generator
 //! that drives fsed like many practices (`practice`), and the demo that runs
-//! fsed on its embedded defaults. Binary: `fse-sim`.
+//! fsed on its embedded defaults, and programs sharing one card (`card_load`). Binary:
+//! `fse-sim`.
 
 pub mod card;
+pub mod card_load;
 pub mod cards_cmd;
 pub mod control;
 pub mod demo;

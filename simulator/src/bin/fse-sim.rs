@@ -30,6 +30,8 @@ enum Cmd {
     Demo(fse_simulator::demo::DemoArgs),
     /// Drive fsed like many practices: create sheets through its socket at a rate, print a summary.
     Practice(fse_simulator::practice::PracticeArgs),
+    /// Programs sharing one card: clients calling a card method as fast as answered, for a time; prints each one's share and longest wait.
+    CardLoad(fse_simulator::card_load::CardLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::CardLoad(args) = &cli.command {
+        return match fse_simulator::card_load::run(args) {
+            Ok(r) => {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim card-load: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {
             Ok(s) => {
@@ -109,7 +123,7 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) => Ok(()),
+            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) | Cmd::CardLoad(_) => Ok(()),
         }
     });
     match result {
