@@ -23,6 +23,13 @@ pub struct Batcher {
     pub store: Store,
     /// The cards.
     pub cards: Cards,
+    /// The cards of the other fseds: a practitioner whose CPS is there has his lots signed
+    /// there.
+    pub remote: crate::remote::RemoteCards,
+    /// The salted entries of lots sent to a remote CPS and not yet stored signed, by lot id: a
+    /// pass after a cut asks for the very same header (the same `request_id`), which the other
+    /// fsed answers from memory without signing twice.
+    pub remote_entries: std::sync::Mutex<std::collections::HashMap<String, RemoteEntries>>,
     /// The transport.
     pub transport: Arc<Transport>,
     /// Lot size and age limits, deadline alarm days, daily closing time, window, ARL timeout
@@ -97,6 +104,9 @@ enum SignError {
 /// A lot's entries (each sheet with its salt) and the DRE made with each sheet, in the same
 /// order.
 type LotEntries = (Vec<LotEntry>, Vec<Option<Vec<u8>>>);
+
+/// A lot's salted entries and DREs, kept while a remote CPS signs it ([`Batcher::remote_entries`]).
+pub struct RemoteEntries(LotEntries);
 
 /// A lot signed by a CPS: the signed lot, the DER of its header (what was signed) and the
 /// card's certificate, when it holds one.
@@ -189,6 +199,9 @@ fn encode_dres_and_cms(
 /// not at once).
 const RESEND_MIN_GAP: Duration = Duration::from_secs(1);
 
+/// How often lots waiting for a remote CPS are looked at again.
+const REMOTE_RETRY: Duration = Duration::from_secs(5);
+
 /// Pause before a failed turn is tried again, and the first pause after a failed send.
 const RETRY: Duration = Duration::from_secs(2);
 /// Longest pause between two sends while the broker keeps failing (the backoff doubles up to it).
@@ -251,7 +264,7 @@ impl Batcher {
     /// One pass: close, sign, send. Returns when the next timed pass is due, if one is.
     pub async fn turn(&self) -> Result<Option<Duration>, String> {
         let age = self.close().await?;
-        self.sign().await?;
+        let remote = self.sign().await?;
         // After a failed send, sends wait for the backoff whatever wakes the batcher, unless
         // `transmit.now` asked (the pause still doubles if this send fails too).
         let hold = {
@@ -289,7 +302,7 @@ impl Batcher {
                 }
             }
         };
-        Ok([age, retry, resend].into_iter().flatten().min())
+        Ok([age, retry, resend, remote].into_iter().flatten().min())
     }
 
     /// Sends again, same bytes and lot id, each lot sent whose ARL has not come within
@@ -441,13 +454,19 @@ impl Batcher {
         Ok(Some((live.max_age - age).min(next_look)))
     }
 
-    async fn sign(&self) -> Result<(), String> {
+    /// Signs the closed lots whose CPS may sign; returns when to look again for lots that wait
+    /// for a remote CPS (its PIN verified there wakes nothing here).
+    async fn sign(&self) -> Result<Option<Duration>, String> {
         let lots = self
             .store
             .read(|q| q.lots_to_sign(None))
             .await
             .map_err(|e| e.to_string())?;
+        let mut again = None;
         for lot in lots {
+            if self.remote.cps_of(lot.practitioner_id.as_str()).is_some() {
+                again = Some(REMOTE_RETRY);
+            }
             match self.sign_one(&lot).await {
                 Ok(()) => {}
                 Err(SignError::Waiting(why)) => {
@@ -466,7 +485,7 @@ impl Batcher {
                 Err(SignError::Other(e)) => return Err(e),
             }
         }
-        Ok(())
+        Ok(again)
     }
 
     /// The lot's sheets, each with a fresh salt, and the DRE made with each (none for a sheet
@@ -501,10 +520,43 @@ impl Batcher {
         })
     }
 
+    /// The entries a lot was first sent to a remote CPS with, or new ones kept for the
+    /// passes after this one.
+    async fn kept_entries(&self, lot: &LotRow) -> Result<LotEntries, SignError> {
+        let kept = self
+            .remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lot.id.as_str())
+            .map(|k| k.0.clone());
+        if let Some(kept) = kept {
+            return Ok(kept);
+        }
+        let fresh = self.salted_entries(lot).await?;
+        self.remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lot.id.as_str().to_owned(), RemoteEntries(fresh.clone()));
+        Ok(fresh)
+    }
+
     /// Signs one closed lot with its practitioner's CPS and stores it signed, with its DRE lots
     /// and CMS form.
     async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
-        let (entries, dres) = self.salted_entries(lot).await?;
+        // The practitioner's CPS here first; on another fsed when it is not here.
+        let here = self.cards.snapshot().slots.iter().any(|s| {
+            s.cps
+                .as_ref()
+                .is_some_and(|c| c.holder.national_id == lot.practitioner_id.as_str())
+        });
+        let remote = match here {
+            true => None,
+            false => self.remote.cps_of(lot.practitioner_id.as_str()),
+        };
+        let (entries, dres) = match &remote {
+            Some(_) => self.kept_entries(lot).await?,
+            None => self.salted_entries(lot).await?,
+        };
         let root = merkle::root(&lot::leaves(&entries));
         let practitioner = lot.practitioner_id.clone();
         let header = LotHeader {
@@ -519,11 +571,20 @@ impl Batcher {
             signer_key: [0; 32],
         };
         let today = Utc::now().date_naive();
-        let signed = self
-            .cards
-            .run(move |reg| sign_with_cps(reg, &practitioner, header, entries, today))
-            .await
-            .map_err(|e| SignError::Other(e.to_string()))??;
+        let signed = match &remote {
+            // share: run_for(caller, ...) once card work is served in turns.
+            None => self
+                .cards
+                .run(move |reg| sign_with_cps(reg, &practitioner, header, entries, today))
+                .await
+                .map_err(|e| SignError::Other(e.to_string()))??,
+            Some(card) => crate::remote::lots::sign(&self.remote, card, header, entries, today)
+                .await
+                .map_err(|e| match e {
+                    crate::remote::lots::Refused::Waiting(why) => SignError::Waiting(why),
+                    crate::remote::lots::Refused::Failed(why) => SignError::Failed(why),
+                })?,
+        };
         let (signed, header_der, certificate) = signed;
         let der = signed
             .to_der()
@@ -539,6 +600,10 @@ impl Batcher {
             })
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
+        self.remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(lot.id.as_str());
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
         self.events.publish(
             "lot.signed",

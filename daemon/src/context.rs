@@ -33,6 +33,10 @@ pub struct Context {
     pub live: crate::config::Live,
     /// What `system.doctor` checks.
     pub doctor: Arc<DoctorSetup>,
+    /// The cards of the other fseds (`[remote]`).
+    pub remote: crate::remote::RemoteCards,
+    /// The `cards.sign` answers kept for repeats (by `request_id`).
+    pub sign_cache: Arc<tokio::sync::Mutex<crate::remote::SignCache>>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

@@ -41,7 +41,8 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`,
+    /// `remote_cards` (only with `[[remote.fsed]]`)).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -97,6 +98,9 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(backlog(ctx, queue));
     checks.push(arl(ctx).await);
     checks.push(returns(ctx, setup).await);
+    if ctx.remote.is_configured() {
+        checks.push(remote_cards(&ctx.remote.status()));
+    }
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -636,4 +640,33 @@ async fn returns(ctx: &Context, setup: &Setup) -> Check {
         format!("{total} return(s) refused and dead-lettered: {listed}"),
     )
     .fix("look at the dead-letter queue (`<return queue>.dead`, header x-fsed-reason) or the spool inbox's `refused/` folder, and ask the insurer about them")
+}
+
+/// The other fseds whose cards this one may use: each reachable or not, since when, why not,
+/// and the cards seen there. One out of reach is a warning (sheets and lots wait for it or use
+/// cards here).
+pub fn remote_cards(links: &[crate::remote::LinkStatus]) -> Check {
+    let words: Vec<String> = links
+        .iter()
+        .map(|l| match (l.reachable, &l.last_error) {
+            (true, _) => format!(
+                "{} ({}): reachable since {}, {} card(s)",
+                l.name, l.address, l.since, l.cards
+            ),
+            (false, why) => format!(
+                "{} ({}): out of reach since {}: {}",
+                l.name,
+                l.address,
+                l.since,
+                why.as_deref().unwrap_or("not connected yet")
+            ),
+        })
+        .collect();
+    let down = links.iter().filter(|l| !l.reachable).count();
+    if down == 0 {
+        return check("remote_cards", Status::Ok, words.join("; "));
+    }
+    check("remote_cards", Status::Warning, words.join("; ")).fix(
+        "check that the other fsed runs and listens (`[network]` there), the address in `[[remote.fsed]]`, and this fsed's enrolled identity (`remote.identity_dir`)",
+    )
 }

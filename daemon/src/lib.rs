@@ -28,6 +28,7 @@ pub mod events;
 pub mod json;
 pub mod logging;
 pub mod mark;
+pub mod remote;
 pub mod retention;
 pub mod returns;
 pub mod service;

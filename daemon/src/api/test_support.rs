@@ -42,6 +42,8 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
             )),
             trust_configured: false,
         }),
+        remote: Default::default(),
+        sign_cache: Default::default(),
     }
 }
 

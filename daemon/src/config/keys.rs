@@ -54,6 +54,8 @@ pub const KEYS: &[Key] = &[
     key("api.idle_timeout_secs", Kind::Number, false),
     key("api.allowed_users", Kind::List, false),
     key("api.allowed_groups", Kind::List, false),
+    key("remote.identity_dir", Kind::Text, false),
+    key("remote.timeout_ms", Kind::Number, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {
@@ -92,6 +94,7 @@ mod tests {
         cfg.lots.close_at = Some("18:00".into());
         cfg.api.allowed_users = Some(vec!["root".into()]);
         cfg.api.allowed_groups = Some(vec!["root".into()]);
+        cfg.remote.identity_dir = Some("/i".into());
         let flat = cfg.flat();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
         assert_eq!(

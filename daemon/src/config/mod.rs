@@ -64,6 +64,8 @@ pub struct Config {
     pub retention: RetentionSection,
     /// The local API: limits and who may connect.
     pub api: ApiSection,
+    /// The other fseds whose cards this one may use.
+    pub remote: crate::remote::config::RemoteSection,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             lots: LotsSection::default(),
             retention: RetentionSection::default(),
             api: ApiSection::default(),
+            remote: Default::default(),
         }
     }
 }

@@ -38,6 +38,9 @@ impl Config {
             bad("cards.virtual_slots", "at least one slot is needed".into());
         }
         self.transport_problems(&mut bad);
+        for (key, reason) in self.remote.problems() {
+            bad(key, reason);
+        }
         out
     }
 
