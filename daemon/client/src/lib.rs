@@ -15,16 +15,22 @@
 //! The parameters of a request may hold a PIN or a PUK: every string of them and the line
 //! written are wiped once sent ([`scrub`]).
 //!
+//! The same client speaks to a remote fsed's network API over mutual TLS 1.3
+//! ([`Client::connect_tls`], with an enrolled [`tls::Identity`]).
+//!
 //! It depends on neither the daemon nor the queue: `fsectl`, the simulator's demo and the
 //! end-to-end tests use it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+pub mod tls;
 mod typed;
 
 /// The socket fsed listens on under systemd (`fsed.socket`).
@@ -75,6 +81,26 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The network address could not be connected to.
+    #[error("{address}: {source}")]
+    ConnectTcp {
+        /// The address (`host:port`).
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The identity could not be loaded or the TLS configuration built.
+    #[error("{0}")]
+    Tls(#[from] tls::Error),
+    /// The TLS handshake with the remote fsed failed (its certificate is not of the
+    /// identity's CA, ours was refused…).
+    #[error("{address}: TLS handshake: {reason}")]
+    Handshake {
+        /// The address (`host:port`).
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// Writing or reading the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -118,9 +144,86 @@ pub fn scrub(v: &mut Value) {
 /// Waits until a stream has something to read (or is closed); see [`Client::wait_with`].
 pub type WaitReadable = fn(&UnixStream) -> std::io::Result<()>;
 
-/// A connection to fsed's socket. Request ids count from 1 on each connection.
+/// What a client is connected over: fsed's Unix socket or its network API.
+enum Transport {
+    Unix(UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Unix(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Unix(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Unix(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The socket under a client, to set its timeouts ([`Client::stream`]).
+pub enum Stream<'a> {
+    /// fsed's Unix socket.
+    Unix(&'a UnixStream),
+    /// The TCP connection under the TLS session.
+    Tcp(&'a TcpStream),
+}
+
+impl Stream<'_> {
+    /// Sets the socket's read timeout (`None`: reads wait for ever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Sets the socket's write timeout (`None`: writes wait for ever).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+        }
+    }
+}
+
+/// The timeouts of a network connection ([`Client::connect_tls_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long connecting the TCP socket and the TLS handshake may take.
+    pub connect: Duration,
+    /// How long a read may wait (`None`: for ever).
+    pub read: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    /// 10 s to connect and shake hands, reads unbounded (as on the Unix socket).
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: None,
+        }
+    }
+}
+
+/// A connection to fsed's socket or network API. Request ids count from 1 on each
+/// connection.
 pub struct Client {
-    stream: BufReader<UnixStream>,
+    stream: BufReader<Transport>,
     next: u64,
     /// The line the fast path reads, its buffer kept from one answer to the next.
     line: Vec<u8>,
@@ -142,10 +245,74 @@ impl Client {
             })
     }
 
+    /// Connects to the network API of the fsed at `address` (`host:port`) with mutual TLS
+    /// 1.3 as `identity`, with the default [`Timeouts`].
+    pub fn connect_tls(address: &str, identity: &tls::Identity) -> Result<Client, Error> {
+        Client::connect_tls_with(address, identity, Timeouts::default())
+    }
+
+    /// [`Client::connect_tls`] with the given timeouts. The handshake is completed here: a
+    /// server that is not of the identity's CA is refused before any request is sent. (A
+    /// server refusing our certificate says so after the client's side of the handshake is
+    /// done: the first read then fails.)
+    pub fn connect_tls_with(
+        address: &str,
+        identity: &tls::Identity,
+        timeouts: Timeouts,
+    ) -> Result<Client, Error> {
+        let config = tls::client_config(identity)?;
+        let connect_error = |source| Error::ConnectTcp {
+            address: address.to_string(),
+            source,
+        };
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        );
+        let mut tcp = None;
+        for a in address.to_socket_addrs().map_err(connect_error)? {
+            match TcpStream::connect_timeout(&a, timeouts.connect) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let Some(mut tcp) = tcp else {
+            return Err(connect_error(last));
+        };
+        tcp.set_nodelay(true).map_err(connect_error)?;
+        // The handshake is bounded by the connect timeout, later reads by the read timeout.
+        tcp.set_read_timeout(Some(timeouts.connect))
+            .map_err(connect_error)?;
+        tcp.set_write_timeout(Some(timeouts.connect))
+            .map_err(connect_error)?;
+        let handshake_error = |reason: String| Error::Handshake {
+            address: address.to_string(),
+            reason,
+        };
+        let mut conn = rustls::ClientConnection::new(config, tls::server_name())
+            .map_err(|e| handshake_error(e.to_string()))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)
+                .map_err(|e| handshake_error(e.to_string()))?;
+        }
+        tcp.set_read_timeout(timeouts.read).map_err(connect_error)?;
+        tcp.set_write_timeout(None).map_err(connect_error)?;
+        Ok(Client::from_transport(Transport::Tls(Box::new(
+            rustls::StreamOwned::new(conn, tcp),
+        ))))
+    }
+
     /// A client on a stream already connected.
     pub fn from_stream(stream: UnixStream) -> Client {
+        Client::from_transport(Transport::Unix(stream))
+    }
+
+    fn from_transport(transport: Transport) -> Client {
         Client {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(transport),
             next: 0,
             // Room for a created sheet's answer and a request, from the first call on.
             line: Vec::with_capacity(4096),
@@ -154,9 +321,17 @@ impl Client {
         }
     }
 
-    /// The stream, to set its timeouts.
-    pub fn stream(&self) -> &UnixStream {
-        self.stream.get_ref()
+    /// The socket under the client, to set its timeouts.
+    pub fn stream(&self) -> Stream<'_> {
+        match self.stream.get_ref() {
+            Transport::Unix(s) => Stream::Unix(s),
+            Transport::Tls(s) => Stream::Tcp(s.get_ref()),
+        }
+    }
+
+    /// Whether the client speaks to a remote fsed over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream.get_ref(), Transport::Tls(_))
     }
 
     /// Sends one request and returns its id; its answer is read by [`Client::reply`], so
@@ -171,12 +346,14 @@ impl Client {
         let mut line = Zeroizing::new(encoded.map_err(Error::Encode)?);
         line.push(b'\n');
         self.stream.get_mut().write_all(&line)?;
+        self.stream.get_mut().flush()?;
         Ok(self.next)
     }
 
     /// Writes `bytes` as they are (no newline added), keeping the I/O error's kind.
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.get_mut().write_all(bytes)
+        self.stream.get_mut().write_all(bytes)?;
+        self.stream.get_mut().flush()
     }
 
     /// Reads one line as text, newline included, appended to `line`; `Ok(0)` at the end.

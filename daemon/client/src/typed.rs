@@ -84,8 +84,9 @@ impl Client {
     pub fn read_typed<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         self.line.clear();
         if self.stream.buffer().is_empty() {
-            if let Some(wait) = self.wait {
-                wait(self.stream.get_ref())?;
+            // Over TLS, rustls may hold plaintext already: only a Unix socket is waited on.
+            if let (Some(wait), crate::Transport::Unix(s)) = (self.wait, self.stream.get_ref()) {
+                wait(s)?;
             }
         }
         if self.stream.read_until(b'\n', &mut self.line)? == 0 {
@@ -111,6 +112,7 @@ impl Client {
     fn end_request(&mut self) -> Result<(), Error> {
         self.out.extend_from_slice(b"}\n");
         self.stream.get_mut().write_all(&self.out)?;
+        self.stream.get_mut().flush()?;
         Ok(())
     }
 
