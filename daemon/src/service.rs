@@ -724,6 +724,16 @@ impl Signals {
 
 /// How the links to other fseds connect: `unix:/path` addresses directly; `host:port`
 /// addresses with mutual TLS under the enrolled identity (`remote.identity_dir`).
-fn remote_connector(_cfg: &Config) -> Arc<dyn crate::remote::connector::Connector> {
-    Arc::new(crate::remote::connector::Plain)
+fn remote_connector(cfg: &Config) -> Arc<dyn crate::remote::connector::Connector> {
+    if cfg
+        .remote
+        .fsed
+        .iter()
+        .all(|f| f.address.starts_with("unix:"))
+    {
+        return Arc::new(crate::remote::connector::Plain);
+    }
+    Arc::new(crate::remote::connector::Tls::load(
+        &cfg.remote.identity_dir(&cfg.state_dir),
+    ))
 }

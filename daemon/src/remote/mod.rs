@@ -93,8 +93,18 @@ impl RemoteCard {
         }
         let reader = entry["reader"].as_str()?.to_string();
         let kind: CardKind = serde_json::from_value(entry["kind"].clone()).ok()?;
-        let cps: Option<CpsData> = serde_json::from_value(entry["cps"].clone()).ok();
-        let vitale: Option<VitaleData> = serde_json::from_value(entry["vitale"].clone()).ok();
+        let mut cps: Option<CpsData> = serde_json::from_value(entry["cps"].clone()).ok();
+        let mut vitale: Option<VitaleData> = serde_json::from_value(entry["vitale"].clone()).ok();
+        // The certificate travels beside the contents (which never serialize it).
+        let der = entry["certificate_der"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok());
+        if let Some(c) = cps.as_mut() {
+            c.certificate = der.clone();
+        }
+        if let Some(v) = vitale.as_mut() {
+            v.certificate = der;
+        }
         let card = match (&cps, &vitale) {
             (Some(c), _) => Some((c.certificate.as_deref(), &c.public_key)),
             (None, Some(v)) => Some((v.certificate.as_deref(), &v.public_key)),
