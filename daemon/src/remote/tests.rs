@@ -204,3 +204,77 @@ async fn a_link_cut_during_a_call_fails_it_cleanly() {
     assert_eq!(err.0.code, api::CARD_UNREACHABLE, "{err:?}");
     assert!(err.0.message.contains("desk2"), "{}", err.0.message);
 }
+
+#[test]
+fn the_doctor_names_each_remote_fsed_and_warns_of_one_out_of_reach() {
+    let up = LinkStatus {
+        name: "reception".into(),
+        address: "10.0.0.2:7380".into(),
+        reachable: true,
+        since: "2026-12-07T07:00:00Z".into(),
+        last_error: None,
+        cards: 2,
+    };
+    let ok = crate::doctor::remote_cards(std::slice::from_ref(&up));
+    assert_eq!(ok.status, crate::doctor::Status::Ok);
+    assert!(
+        ok.detail
+            .contains("reception (10.0.0.2:7380): reachable since 2026-12-07T07:00:00Z, 2 card(s)"),
+        "{}",
+        ok.detail
+    );
+    let down = LinkStatus {
+        name: "desk2".into(),
+        address: "10.0.0.3:7380".into(),
+        reachable: false,
+        since: "2026-12-07T07:10:00Z".into(),
+        last_error: Some("connection refused".into()),
+        cards: 0,
+    };
+    let warn = crate::doctor::remote_cards(&[up, down]);
+    assert_eq!(warn.status, crate::doctor::Status::Warning);
+    assert!(
+        warn.detail.contains(
+            "desk2 (10.0.0.3:7380): out of reach since 2026-12-07T07:10:00Z: connection refused"
+        ),
+        "{}",
+        warn.detail
+    );
+    assert!(warn.fix.is_some());
+}
+
+#[test]
+fn the_remote_section_names_its_bad_values() {
+    let mut s = config::RemoteSection::default();
+    assert!(s.problems().is_empty());
+    assert_eq!(s.timeout_ms, 10_000);
+    assert_eq!(
+        s.identity_dir(std::path::Path::new("/var/lib/fsed")),
+        std::path::Path::new("/var/lib/fsed/network/identity")
+    );
+    s.timeout_ms = 50;
+    s.fsed = vec![
+        config::RemoteFsed {
+            name: "local".into(),
+            address: "unix:/run/a.sock".into(),
+        },
+        config::RemoteFsed {
+            name: "desk".into(),
+            address: "nowhere".into(),
+        },
+        config::RemoteFsed {
+            name: "desk".into(),
+            address: "10.0.0.2:7380".into(),
+        },
+    ];
+    let keys: Vec<&str> = s.problems().iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "remote.timeout_ms",
+            "remote.fsed.name",
+            "remote.fsed.address",
+            "remote.fsed.name"
+        ]
+    );
+}
