@@ -113,6 +113,25 @@ fn a_sheet_made_at_the_doctors_desk_with_the_vitale_card_at_reception() {
         "one proof of presence on reception's card"
     );
 
+    // The doctor reports reception reachable, with its two cards.
+    let report = doc.ok("system.doctor", json!({}));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "remote_cards")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reachable since")
+            && check["detail"].as_str().unwrap().contains("2 card(s)"),
+        "{check}"
+    );
+
     // The Vitale card leaves reception: the event crosses, the doctor no longer lists it, and
     // a secured sheet is refused for want of a Vitale card.
     let mut watcher = Rpc::connect(&d.path().join("fsed.sock"), Duration::from_secs(5));

@@ -86,14 +86,20 @@ fn date_near_its_deadline() -> String {
 fn every_method_and_every_error_code_conforms_to_the_description() {
     let mut c = Conformance::load();
     let dir = tempfile::tempdir().unwrap();
+    // Another fsed whose card is used, then cut off: a fake one (`steps::fake_remote`).
+    let desk = dir.path().join("desk.sock");
+    let announce = steps::fake_remote(&desk);
     let (_fsed, mut rpc) = common::start_fsed_virtual(
         dir.path(),
         SLOTS,
-        &format!("[api]\nmax_connections = {MAX_CONNECTIONS}\n"),
+        &format!(
+            "[api]\nmax_connections = {MAX_CONNECTIONS}\n\n[[remote.fsed]]\nname = \"desk\"\naddress = \"unix:{}\"\n",
+            desk.display()
+        ),
         &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
     );
     // fsed listens on the slots once ready; the cards connect to them.
-    let (_cards, _control) = common::start_fast_cards_on(dir.path(), &[]);
+    let (_cards, control) = common::start_fast_cards_on(dir.path(), &[]);
     let spool = dir.path().join("spool");
     let _insurer = common::Proc::start(
         "fse-sim",
@@ -131,6 +137,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let me = lines::user_not_allowed(&mut c);
     lines::user_past_its_limit_and_idle(&mut c, &me);
     lines::events_as_described(&mut c, &mut events);
+    steps::remote_card_cut(&mut c, &mut rpc, &control, &announce);
 
     let never_called: Vec<String> = c.methods().difference(&c.called).cloned().collect();
     assert!(
