@@ -34,7 +34,8 @@ pub const CARD_UNREACHABLE: i64 = 1008;
 /// A business rule refused the sheet; `data.field` names the field.
 pub const RULE_VIOLATION: i64 = 1010;
 /// The practitioner already used this idempotency key for another request (`data.field` is
-/// `idempotency_key`; `data.sheet_id` the sheet made with it): nothing was made.
+/// `idempotency_key`; `data.sheet_id` the sheet made with it): nothing was made; or a
+/// `cards.sign` request_id used for another card or message (`data.field` is `request_id`).
 pub const IDEMPOTENCY_KEY_REUSED: i64 = 1011;
 /// Not found (sheet, lot).
 pub const NOT_FOUND: i64 = 1020;
