@@ -220,6 +220,11 @@ impl Task {
     fn incoming(&self, msg: Value, pending: &mut HashMap<u64, Waiter>) -> Incoming {
         if msg["method"] == "event" {
             let ev = &msg["params"];
+            // An event of a card the other fsed itself holds remotely (it carries a location):
+            // not one of its own cards, maybe one of this fsed's.
+            if ev.get("location").is_some() {
+                return Incoming::Nothing;
+            }
             return match ev["event"].as_str() {
                 // Its contents come with the list.
                 Some("card.inserted") => Incoming::Relist,

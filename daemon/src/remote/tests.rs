@@ -136,6 +136,24 @@ async fn the_remote_snapshot_follows_the_other_fseds_events() {
         remote.vitale(Some("VIT-8")).unwrap().location.reader,
         "slot 2"
     );
+    // The other fsed re-publishes the removal of a card it holds remotely (with its
+    // location), in a reader of the same name: not its own card, nothing changes here.
+    write(&mut wr, json!({"jsonrpc":"2.0","method":"event","params":{"event":"card.removed","at":"x","reader":"slot 2","location":{"fsed":"desk","address":"unix:/d","reader":"slot 2"}}})).await;
+    // A marker after it (`lagged` makes the link list again): once that list is asked for,
+    // the event before it was read.
+    write(
+        &mut wr,
+        json!({"jsonrpc":"2.0","method":"event","params":{"event":"lagged","at":"x","missed":1}}),
+    )
+    .await;
+    let (id, m) = request(&mut rd).await;
+    assert_eq!(m, "cards.list");
+    assert!(remote.vitale(Some("VIT-8")).is_some(), "still known");
+    write(
+        &mut wr,
+        json!({"jsonrpc":"2.0","id":id,"result":[vitale_entry("slot 2", "VIT-8")]}),
+    )
+    .await;
 
     // The link breaks: the card is no longer usable, its removal announced, a call refused
     // with CARD_UNREACHABLE naming the fsed.
