@@ -21,6 +21,7 @@ use fse_queue::{
 use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
+use crate::remote::{RemoteCard, RemoteCards};
 use crate::store::{Store, StoreError};
 
 /// The sheet a stored row's DER holds (the queue checked that it decodes when it read it).
@@ -143,8 +144,14 @@ fn read_cards<'a>(
 /// (PIN verified or not), or, with no CPS, among every practitioner's sheets of the same
 /// request (answered when there is exactly one). A retry that gets as far as the insert has
 /// used a sheet number (a gap, as a restart leaves) and a proof of presence.
+///
+/// Without a Vitale card here (and not in degraded mode), the first Vitale card present on
+/// another fsed (`remote`) is used: its contents and this fsed's check of its certificate for
+/// the sheet, and its proof of presence signed over the link (verified here). A link cut
+/// during the proof fails the call with `CARD_UNREACHABLE` and nothing is stored.
 pub async fn create(
     cards: &Cards,
+    remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
     p: FseCreateParams,
@@ -159,7 +166,7 @@ pub async fn create(
     }
     // Only a keyed request is compared with another.
     let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
-    match make(cards, store, caller, &p, hash).await {
+    match make(cards, remote, store, caller, &p, hash).await {
         Ok(created) => Ok(created),
         Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
@@ -189,6 +196,7 @@ pub async fn create(
 /// request's, when it has a key.
 async fn make(
     cards: &Cards,
+    remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
     p: &FseCreateParams,
@@ -203,8 +211,17 @@ async fn make(
     // The card thread publishes what the cards hold after every change: no trip to it here.
     // The request borrows from that snapshot; nothing is copied.
     let snapshot = cards.snapshot();
-    let (cps, cps_cert, vitale, vitale_cert) =
+    let (cps, cps_cert, mut vitale, mut vitale_cert) =
         read_cards(&snapshot, p.cps_serial.as_deref(), degraded)?;
+    // No Vitale card here: the first one on another fsed, if any.
+    let remote_vitale = match (degraded, vitale) {
+        (false, None) => remote.vitale(None),
+        _ => None,
+    };
+    if let Some(card) = &remote_vitale {
+        vitale = card.vitale.as_ref();
+        vitale_cert = card.certificate.as_ref();
+    }
     let read = build::CardsRead {
         cps,
         cps_certificate: cps_cert,
@@ -270,6 +287,7 @@ async fn make(
         })?;
         let signing = Signing {
             vitale,
+            remote: remote_vitale.as_ref().map(|card| (remote, card)),
             caps,
             hash,
             beneficiary_key: &beneficiary,
@@ -301,6 +319,8 @@ const MAX_PRICINGS: u32 = 8;
 struct Signing<'a> {
     /// The Vitale card that signs its proof of presence (secured mode).
     vitale: Option<&'a VitaleData>,
+    /// The other fsed holding that Vitale card, when it is not here.
+    remote: Option<(&'a RemoteCards, &'a RemoteCard)>,
     /// The participation caps it was priced under.
     caps: ParticipationCaps,
     /// The hash of its request, when it has an idempotency key.
@@ -336,16 +356,21 @@ async fn sign_and_encode(
             .presence_challenge()
             .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;
         let vitale_serial = vitale.serial.clone();
-        let signature = cards
-            .run_for(caller, CardKey::Vitale(Some(&vitale.serial)), move |reg| {
-                let slot = reg.vitale().map_err(|e| ApiError::card("vitale", e))?;
-                if slot.vitale.as_ref().map(|v| &v.serial) != Some(&vitale_serial) {
-                    return Err(ApiError::card("vitale", CardError::WrongCard));
-                }
-                slot.authenticate(&challenge)
-                    .map_err(|e| ApiError::card("vitale", e))
-            })
-            .await??;
+        let signature = match signing.remote {
+            Some((remote, card)) => remote.authenticate(card, &challenge).await?,
+            None => {
+                cards
+                    .run_for(caller, CardKey::Vitale(Some(&vitale.serial)), move |reg| {
+                        let slot = reg.vitale().map_err(|e| ApiError::card("vitale", e))?;
+                        if slot.vitale.as_ref().map(|v| &v.serial) != Some(&vitale_serial) {
+                            return Err(ApiError::card("vitale", CardError::WrongCard));
+                        }
+                        slot.authenticate(&challenge)
+                            .map_err(|e| ApiError::card("vitale", e))
+                    })
+                    .await??
+            }
+        };
         sheet.presence = Some(Presence {
             vitale_serial: vitale.serial.clone(),
             public_key: hex::encode(vitale.public_key),

@@ -35,6 +35,10 @@ pub struct Context {
     pub doctor: Arc<DoctorSetup>,
     /// The network API's state (CA, enrolled workstations, rights, pairing codes).
     pub network: Arc<crate::net::Network>,
+    /// The cards of the other fseds (`[remote]`).
+    pub remote: crate::remote::RemoteCards,
+    /// The `cards.sign` answers kept for repeats (by `request_id`).
+    pub sign_cache: Arc<tokio::sync::Mutex<crate::remote::SignCache>>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

@@ -42,7 +42,7 @@ pub enum Status {
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
     /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`,
-    /// `network`).
+    /// `network`, `remote_cards` (only with `[[remote.fsed]]`)).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -99,7 +99,9 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(arl(ctx).await);
     checks.push(returns(ctx, setup).await);
     checks.push(network(ctx));
-    // Remote cards out of reach (issue 21): their own check goes here, after `network`.
+    if ctx.remote.is_configured() {
+        checks.push(remote_cards(&ctx.remote.status()));
+    }
     let status = checks
         .iter()
         .map(|c| c.status)
@@ -685,4 +687,33 @@ fn network(ctx: &Context) -> Check {
         Status::Ok => c,
         _ => c.fix("restart fsed: it makes a new server certificate when the current one ends within 30 days"),
     }
+}
+
+/// The other fseds whose cards this one may use: each reachable or not, since when, why not,
+/// and the cards seen there. One out of reach is a warning (sheets and lots wait for it or use
+/// cards here).
+pub fn remote_cards(links: &[crate::remote::LinkStatus]) -> Check {
+    let words: Vec<String> = links
+        .iter()
+        .map(|l| match (l.reachable, &l.last_error) {
+            (true, _) => format!(
+                "{} ({}): reachable since {}, {} card(s)",
+                l.name, l.address, l.since, l.cards
+            ),
+            (false, why) => format!(
+                "{} ({}): out of reach since {}: {}",
+                l.name,
+                l.address,
+                l.since,
+                why.as_deref().unwrap_or("not connected yet")
+            ),
+        })
+        .collect();
+    let down = links.iter().filter(|l| !l.reachable).count();
+    if down == 0 {
+        return check("remote_cards", Status::Ok, words.join("; "));
+    }
+    check("remote_cards", Status::Warning, words.join("; ")).fix(
+        "check that the other fsed runs and listens (`[network]` there), the address in `[[remote.fsed]]`, and this fsed's enrolled identity (`remote.identity_dir`)",
+    )
 }

@@ -30,6 +30,7 @@ pub mod json;
 pub mod logging;
 pub mod mark;
 pub mod net;
+pub mod remote;
 pub mod retention;
 pub mod returns;
 pub mod service;

@@ -296,6 +296,34 @@ struct Service {
     card_wake: JoinHandle<()>,
 }
 
+/// The network API's tasks: its listener (when `[network] listen` is set) serving `ctx` to the
+/// enrolled workstations, and the stop of its enrollment listener at shutdown.
+fn spawn_network(
+    tasks: &mut JoinSet<()>,
+    cfg: &Config,
+    network: &Arc<crate::net::Network>,
+    network_listener: Option<tokio::net::TcpListener>,
+    ctx: &crate::api::Context,
+    shutdown: &shutdown::Shutdown,
+) {
+    if let Some(listener) = network_listener {
+        tasks.spawn(crate::net::server::serve(
+            Arc::clone(network),
+            listener,
+            ctx.clone(),
+            crate::net::Network::limits(cfg),
+            shutdown.clone(),
+        ));
+    }
+    {
+        let (network, mut stop) = (Arc::clone(network), shutdown.clone());
+        tasks.spawn(async move {
+            stop.wait().await;
+            network.stop();
+        });
+    }
+}
+
 impl Service {
     /// Starts the tasks on what start-up opened, in this order: the warnings' summaries, the
     /// card events' forwarding and wake-ups, the batcher, the returns reader, retention, and
@@ -317,9 +345,19 @@ impl Service {
         let close_now = Arc::new(AtomicBool::new(false));
         let send_now = Arc::new(AtomicBool::new(false));
         let live = Live::new(cfg.live());
+        let remote = crate::remote::RemoteCards::start(
+            &cfg.remote,
+            remote_connector(cfg),
+            trust.clone(),
+            events.clone(),
+            Arc::clone(&wake),
+            shutdown.clone(),
+        );
         let batcher = Batcher {
             store: store.clone(),
             cards: cards.clone(),
+            remote: remote.clone(),
+            remote_entries: Default::default(),
             transport: Arc::clone(&transport),
             live: live.clone(),
             wake: Arc::clone(&wake),
@@ -361,23 +399,10 @@ impl Service {
             live: live.clone(),
             doctor: Arc::new(doctor_setup(cfg, &transport, trust.is_some())),
             network: Arc::clone(&network),
+            remote,
+            sign_cache: Default::default(),
         };
-        if let Some(listener) = network_listener {
-            tasks.spawn(crate::net::server::serve(
-                Arc::clone(&network),
-                listener,
-                ctx.clone(),
-                crate::net::Network::limits(cfg),
-                shutdown.clone(),
-            ));
-        }
-        {
-            let (network, mut stop) = (Arc::clone(&network), shutdown.clone());
-            tasks.spawn(async move {
-                stop.wait().await;
-                network.stop();
-            });
-        }
+        spawn_network(&mut tasks, cfg, &network, network_listener, &ctx, &shutdown);
         tasks.spawn(crate::retention::run(
             store.clone(),
             cfg.state_path(&cfg.retention.archive_dir),
@@ -743,4 +768,20 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
         })
     }
+}
+
+/// How the links to other fseds connect: `unix:/path` addresses directly; `host:port`
+/// addresses with mutual TLS under the enrolled identity (`remote.identity_dir`).
+fn remote_connector(cfg: &Config) -> Arc<dyn crate::remote::connector::Connector> {
+    if cfg
+        .remote
+        .fsed
+        .iter()
+        .all(|f| f.address.starts_with("unix:"))
+    {
+        return Arc::new(crate::remote::connector::Plain);
+    }
+    Arc::new(crate::remote::connector::Tls::load(
+        &cfg.remote.identity_dir(&cfg.state_dir),
+    ))
 }

@@ -124,10 +124,11 @@ fn uncommented_default_lines_are_the_defaults() {
         .collect::<Vec<_>>()
         .join("\n");
     let defaults = commented_keys(&text).iter().filter(|l| l.default).count();
-    // 39 keys (29, the 4 sharing and session bounds of [cards], the 6 of [network]), of which
-    // 6 have no default value (trust_dir, lots.close_at, api.allowed_users, api.allowed_groups,
-    // network.listen, network.enroll_listen): 39 - 6 = 33 lines hold a default.
-    assert_eq!(defaults, 33);
+    // 41 keys (29, the 4 sharing and session bounds of [cards], the 6 of [network], the 2 of
+    // [remote]), of which 7 have no default value (trust_dir, lots.close_at,
+    // api.allowed_users, api.allowed_groups, network.listen, network.enroll_listen,
+    // remote.identity_dir): 41 - 7 = 34 lines hold a default.
+    assert_eq!(defaults, 34);
     let cfg = load(dir.path(), &uncommented).unwrap();
     assert_eq!(serde_json::to_value(&cfg).unwrap(), documented_defaults());
 }
@@ -151,7 +152,8 @@ fn example_lines_hold_a_value_of_their_key() {
             "api.allowed_users",
             "api.allowed_groups",
             "network.listen",
-            "network.enroll_listen"
+            "network.enroll_listen",
+            "remote.identity_dir"
         ]
     );
     for line in &examples {

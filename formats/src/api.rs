@@ -31,10 +31,15 @@ pub const CARD_NOT_ALLOWED: i64 = 1006;
 /// longer than `[cards] max_wait_ms`: refused at once. `data.retry_after_ms` says when it would
 /// likely be served, `data.card` (`cps` or `vitale`) and `data.serial` name the card.
 pub const CARD_BUSY: i64 = 1007;
+/// A card held by another fsed could not be reached, or the link to it broke during the
+/// operation: nothing was stored; `data.fsed` names that fsed, `data.retry_safe` is true (a
+/// repeat does not sign twice).
+pub const CARD_UNREACHABLE: i64 = 1008;
 /// A business rule refused the sheet; `data.field` names the field.
 pub const RULE_VIOLATION: i64 = 1010;
 /// The practitioner already used this idempotency key for another request (`data.field` is
-/// `idempotency_key`; `data.sheet_id` the sheet made with it): nothing was made.
+/// `idempotency_key`; `data.sheet_id` the sheet made with it): nothing was made; or a
+/// `cards.sign` request_id used for another card or message (`data.field` is `request_id`).
 pub const IDEMPOTENCY_KEY_REUSED: i64 = 1011;
 /// Not found (sheet, lot).
 pub const NOT_FOUND: i64 = 1020;
@@ -74,6 +79,7 @@ pub const ERROR_CODES: &[i64] = &[
     CARD_ERROR,
     CARD_NOT_ALLOWED,
     CARD_BUSY,
+    CARD_UNREACHABLE,
     RULE_VIOLATION,
     IDEMPOTENCY_KEY_REUSED,
     NOT_FOUND,
@@ -162,6 +168,7 @@ pub fn code_name(code: i64) -> &'static str {
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
         NOT_PERMITTED => "NOT_PERMITTED",
+        CARD_UNREACHABLE => "CARD_UNREACHABLE",
         _ => "ERROR",
     }
 }

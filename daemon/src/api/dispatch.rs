@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
-use super::methods::{cards, events, fse, lots, queue, returns, store, system, workstations};
+use super::methods::{
+    card_ops, cards, events, fse, lots, queue, returns, store, system, workstations,
+};
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
 use crate::context::Context;
@@ -27,6 +29,8 @@ pub const METHODS: &[&str] = &[
     "cards.unblock_pin",
     "cards.lock",
     "cards.unlock",
+    "cards.authenticate",
+    "cards.sign",
     "vitale.read",
     "fse.create",
     "fse.get",
@@ -224,6 +228,8 @@ async fn dispatch_value(
         "cards.lock" => cards::lock(ctx, caller, p).await,
         "cards.unlock" => cards::unlock(ctx, caller, p).await,
         "vitale.read" => cards::vitale_read(ctx, caller, p).await,
+        "cards.authenticate" => card_ops::authenticate(ctx, caller, p).await,
+        "cards.sign" => card_ops::sign(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,
         "fse.list" => fse::list(ctx, p).await,
         "lots.list" => lots::list(ctx, p).await,

@@ -50,6 +50,8 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
             })
             .unwrap(),
         ),
+        remote: Default::default(),
+        sign_cache: Default::default(),
     }
 }
 

@@ -64,6 +64,8 @@ pub const KEYS: &[Key] = &[
     key("network.certificate_days", Kind::Number, false),
     key("network.server_names", Kind::List, false),
     key("network.workstations", Kind::Text, false),
+    key("remote.identity_dir", Kind::Text, false),
+    key("remote.timeout_ms", Kind::Number, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {
@@ -104,6 +106,7 @@ mod tests {
         cfg.api.allowed_groups = Some(vec!["root".into()]);
         cfg.network.listen = Some("127.0.0.1:7443".parse().unwrap());
         cfg.network.enroll_listen = Some("127.0.0.1:7444".parse().unwrap());
+        cfg.remote.identity_dir = Some("/i".into());
         let flat = cfg.flat();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
         assert_eq!(

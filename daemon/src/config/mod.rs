@@ -70,6 +70,8 @@ pub struct Config {
     pub api: ApiSection,
     /// The network API (mutual TLS), enrollment and workstation rights.
     pub network: NetworkSection,
+    /// The other fseds whose cards this one may use.
+    pub remote: crate::remote::config::RemoteSection,
 }
 
 impl Default for Config {
@@ -92,6 +94,7 @@ impl Default for Config {
             retention: RetentionSection::default(),
             api: ApiSection::default(),
             network: NetworkSection::default(),
+            remote: Default::default(),
         }
     }
 }

@@ -42,6 +42,9 @@ impl Config {
             bad(key, reason);
         }
         self.transport_problems(&mut bad);
+        for (key, reason) in self.remote.problems() {
+            bad(key, reason);
+        }
         out
     }
 

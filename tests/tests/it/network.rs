@@ -170,6 +170,39 @@ fn wait_logged(fsed: &Logged, a: &str, b: &str) -> String {
     )
 }
 
+/// A workstation with no rights entry over mutual TLS: `vitale.read` yes; the doctor's CPS,
+/// `fse.create` and `workstations.*` no (`NOT_PERMITTED`), the PIN never presented; the
+/// connection, still open.
+fn calls_under_the_default_rights(rpc: &mut common::Rpc, api: &str, me: &Identity) -> Client {
+    // Calls under the rights: vitale.read yes; the doctor's CPS no; fse.create no;
+    // workstations.* never over the network.
+    let mut c = connect(api, me).unwrap();
+    let vitale = call(&mut c, "vitale.read", json!({})).unwrap();
+    assert!(vitale.get("result").is_some(), "{vitale}");
+    let cps = common::serials(rpc)
+        .into_iter()
+        .find(|(kind, _)| kind == "cps")
+        .unwrap()
+        .1;
+    let r = call(&mut c, "cards.verify_pin", json!({"pin": "1234"})).unwrap();
+    assert_eq!(r["error"]["code"], json!(1044), "{r}");
+    assert_eq!(r["error"]["data"]["workstation"], json!("reception"), "{r}");
+    assert_eq!(r["error"]["data"]["cps_serial"], json!(cps), "{r}");
+    let r = call(&mut c, "fse.create", json!({"act": {"code": "G"}})).unwrap();
+    assert_eq!(r["error"]["code"], json!(1044), "{r}");
+    assert_eq!(r["error"]["data"]["method"], json!("fse.create"), "{r}");
+    let r = call(&mut c, "workstations.list", json!({})).unwrap();
+    assert_eq!(r["error"]["code"], json!(1044), "{r}");
+    // The PIN was never presented: the CPS still has its 3 tries, none spent.
+    let status = rpc.ok("cards.pin_status", json!({}));
+    assert_eq!(
+        (&status["verified"], &status["tries_left"]),
+        (&json!(false), &json!(3)),
+        "{status}"
+    );
+    c
+}
+
 #[test]
 fn workstations_pair_enroll_call_under_their_rights_and_are_revoked() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,32 +288,7 @@ fn workstations_pair_enroll_call_under_their_rights_and_are_revoked() {
     );
     assert!(ok, "openssl verify: {text}");
 
-    // Calls under the rights: vitale.read yes; the doctor's CPS no; fse.create no;
-    // workstations.* never over the network.
-    let mut c = connect(&api, &me).unwrap();
-    let vitale = call(&mut c, "vitale.read", json!({})).unwrap();
-    assert!(vitale.get("result").is_some(), "{vitale}");
-    let cps = common::serials(&mut rpc)
-        .into_iter()
-        .find(|(kind, _)| kind == "cps")
-        .unwrap()
-        .1;
-    let r = call(&mut c, "cards.verify_pin", json!({"pin": "1234"})).unwrap();
-    assert_eq!(r["error"]["code"], json!(1044), "{r}");
-    assert_eq!(r["error"]["data"]["workstation"], json!("reception"), "{r}");
-    assert_eq!(r["error"]["data"]["cps_serial"], json!(cps), "{r}");
-    let r = call(&mut c, "fse.create", json!({"act": {"code": "G"}})).unwrap();
-    assert_eq!(r["error"]["code"], json!(1044), "{r}");
-    assert_eq!(r["error"]["data"]["method"], json!("fse.create"), "{r}");
-    let r = call(&mut c, "workstations.list", json!({})).unwrap();
-    assert_eq!(r["error"]["code"], json!(1044), "{r}");
-    // The PIN was never presented: the CPS still has its 3 tries, none spent.
-    let status = rpc.ok("cards.pin_status", json!({}));
-    assert_eq!(
-        (&status["verified"], &status["tries_left"]),
-        (&json!(false), &json!(3)),
-        "{status}"
-    );
+    let mut c = calls_under_the_default_rights(&mut rpc, &api, &me);
 
     // fsectl talks to the remote fsed with the identity.
     let (ok, text) = fsectl(&["--host", &api, "--identity", out, "--json", "version"]);

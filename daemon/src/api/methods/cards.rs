@@ -15,10 +15,37 @@ use crate::error::ApiError;
 
 use super::to_value;
 
-/// `cards.list`: the readers and the cards in them.
+/// `cards.list`: the cards in this fsed's readers and in the other fseds' (`[remote]`), each
+/// with its `location`.
 pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
     no_params(p)?;
-    to_value(ctx.cards.list().await?)
+    let mut out = Vec::new();
+    for card in ctx.cards.list().await? {
+        let location = crate::remote::Location::local(&card.reader);
+        // The certificate itself, so that whoever lists the card (another fsed) checks it
+        // against its own trust store.
+        let der = card
+            .cps
+            .as_ref()
+            .and_then(|c| c.certificate.as_deref())
+            .or_else(|| card.vitale.as_ref().and_then(|v| v.certificate.as_deref()))
+            .map(hex::encode);
+        let mut v = to_value(card)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("location".into(), to_value(location)?);
+            if let Some(der) = der {
+                obj.insert("certificate_der".into(), Value::String(der));
+            }
+        }
+        out.push(v);
+    }
+    out.extend(
+        ctx.remote
+            .snapshot()
+            .iter()
+            .map(crate::remote::RemoteCard::shown),
+    );
+    Ok(Value::Array(out))
 }
 
 /// `vitale.read`: the Vitale card's contents and the outcome of its certificate check.

@@ -2,6 +2,7 @@
 //! `vitale.read`), `fse`, `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
 //! `dispatch` calls them by name.
 
+pub(super) mod card_ops;
 pub(super) mod cards;
 pub(super) mod events;
 pub(super) mod fse;

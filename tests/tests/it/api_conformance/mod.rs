@@ -86,16 +86,20 @@ fn date_near_its_deadline() -> String {
 fn every_method_and_every_error_code_conforms_to_the_description() {
     let mut c = Conformance::load();
     let dir = tempfile::tempdir().unwrap();
+    // Another fsed whose card is used, then cut off: a fake one (`steps::fake_remote`).
+    let desk = dir.path().join("desk.sock");
+    let announce = steps::fake_remote(&desk);
     let (_fsed, mut rpc) = common::start_fsed_virtual(
         dir.path(),
         SLOTS,
         &format!(
-            "[api]\nmax_connections = {MAX_CONNECTIONS}\n\n[network]\nlisten = \"127.0.0.1:0\"\nenroll_listen = \"127.0.0.1:0\"\n"
+            "[api]\nmax_connections = {MAX_CONNECTIONS}\n\n[network]\nlisten = \"127.0.0.1:0\"\nenroll_listen = \"127.0.0.1:0\"\n\n[[remote.fsed]]\nname = \"desk\"\naddress = \"unix:{}\"\n",
+            desk.display()
         ),
         &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
     );
     // fsed listens on the slots once ready; the cards connect to them.
-    let (_cards, _control) = common::start_fast_cards_on(dir.path(), &[]);
+    let (_cards, control) = common::start_fast_cards_on(dir.path(), &[]);
     let spool = dir.path().join("spool");
     let _insurer = common::Proc::start(
         "fse-sim",
@@ -128,6 +132,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     steps::damaged_sheet(&mut c, &mut rpc, &db, b);
     steps::swapped_body(&mut c, &mut rpc, &db, a, cancelled);
     let (runtime, stop) = steps::third_card(&mut c, &mut rpc, dir.path());
+    let mut runtime = Background(Some(runtime));
     steps::card_shared(&mut c, &mut rpc, &socket);
     lines::not_requests(&mut c, &mut rpc);
     lines::numbers_as_written(&mut c, &mut rpc);
@@ -135,6 +140,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     let me = lines::user_not_allowed(&mut c);
     lines::user_past_its_limit_and_idle(&mut c, &me);
     lines::events_as_described(&mut c, &mut events);
+    steps::remote_card_cut(&mut c, &mut rpc, &control, &announce);
 
     let never_called: Vec<String> = c.methods().difference(&c.called).cloned().collect();
     assert!(
@@ -147,7 +153,22 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
         "error codes never produced: {never_produced:?}"
     );
     let _ = stop.send(true);
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Some(runtime) = runtime.0.take() {
+        runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// The third card's runtime, shut down without waiting for its blocking tasks when the test
+/// fails: a plain drop would wait for the card's reader thread for ever, and a failed
+/// assertion would hang instead of failing.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The methods served are the methods described; each is served (refuses an unknown parameter).

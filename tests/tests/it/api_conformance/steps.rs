@@ -4,12 +4,13 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::description::Conformance;
 use super::{date_near_its_deadline, Faulty};
-use crate::common::{self, Rpc};
+use crate::common::{self, wait_for, Rpc};
 
 /// A sheet whose stored body changed: named by its id, never served; the verify pass and
 /// the thorough doctor name it.
@@ -231,4 +232,142 @@ pub(super) fn card_shared(c: &mut Conformance, rpc: &mut Rpc, socket: &Path) {
         "cards.verify_pin",
         json!({"pin": "1234", "cps_serial": "CPS-0001"}),
     );
+}
+
+/// A fake other fsed on a Unix socket (`[[remote.fsed]] name = "desk"`): it answers the
+/// link's subscription and first list (no card), announces the card `announce` gives it (an
+/// entry of `cards.list`), lists it, and closes the link when asked for its proof of presence:
+/// the link cut in the middle of the operation.
+pub(super) fn fake_remote(path: &Path) -> std::sync::mpsc::Sender<Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let (announce, announced) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        let mut card = Value::Null;
+        let mut listed = 0;
+        let reply = |out: &mut std::os::unix::net::UnixStream, v: Value| {
+            let _ = out.write_all(format!("{v}\n").as_bytes());
+        };
+        while let Some(Ok(line)) = lines.next() {
+            let req: Value = serde_json::from_str(&line).unwrap();
+            let id = req["id"].clone();
+            match req["method"].as_str() {
+                Some("events.subscribe") => {
+                    reply(
+                        &mut out,
+                        json!({"jsonrpc": "2.0", "id": id, "result": {"subscribed": true}}),
+                    );
+                }
+                Some("cards.list") if listed == 0 => {
+                    listed += 1;
+                    reply(&mut out, json!({"jsonrpc": "2.0", "id": id, "result": []}));
+                    // The card comes when the test says so.
+                    let Ok(c) = announced.recv() else {
+                        return;
+                    };
+                    card = c;
+                    reply(
+                        &mut out,
+                        json!({"jsonrpc": "2.0", "method": "event",
+                        "params": {"event": "card.inserted", "at": "2026-12-07T00:00:00Z",
+                        "reader": card["reader"], "kind": "vitale", "serial": card["serial"], "atr": card["atr"]}}),
+                    );
+                }
+                Some("cards.list") => {
+                    reply(
+                        &mut out,
+                        json!({"jsonrpc": "2.0", "id": id, "result": [card.clone()]}),
+                    );
+                }
+                // The link is cut before the card's answer.
+                _ => return,
+            }
+        }
+    });
+    announce
+}
+
+/// A sheet whose Vitale card is on another fsed, the link cut during its proof of presence:
+/// `CARD_UNREACHABLE`, nothing stored. Then `cards.authenticate` and `cards.sign` (a repeat
+/// answered from memory, the same request_id for another message refused).
+pub(super) fn remote_card_cut(
+    c: &mut Conformance,
+    rpc: &mut Rpc,
+    control: &Path,
+    announce: &std::sync::mpsc::Sender<Value>,
+) {
+    c.ok(
+        rpc,
+        "cards.verify_pin",
+        json!({"pin": "1234", "cps_serial": "CPS-0001"}),
+    );
+    let proof = c.ok(
+        rpc,
+        "cards.authenticate",
+        json!({"challenge": "07".repeat(32)}),
+    );
+    assert_eq!(proof["serial"], json!("VIT-0001"), "{proof}");
+    let ask =
+        json!({"cps_serial": "CPS-0001", "message": "3003020101", "request_id": "conformance:1"});
+    let first = c.ok(rpc, "cards.sign", ask.clone());
+    let again = c.ok(rpc, "cards.sign", ask);
+    assert_eq!(
+        (first["repeated"].clone(), again["repeated"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(first["signature"], again["signature"]);
+    c.refused(
+        rpc,
+        "cards.sign",
+        json!({"cps_serial": "CPS-0001", "message": "3003020102", "request_id": "conformance:1"}),
+        1011,
+        Some("request_id"),
+    );
+
+    // The local Vitale card leaves (seen at the next exchange with it) for desk's reader.
+    let listed = c.ok(rpc, "cards.list", json!({}));
+    let vitale = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "vitale")
+        .unwrap()
+        .clone();
+    assert!(vitale["certificate_der"].is_string(), "{vitale}");
+    common::order(control, &["remove", "--slot", "vitale"]);
+    wait_for(
+        "the local Vitale card gone",
+        Duration::from_secs(30),
+        || {
+            let _ = rpc.call("cards.authenticate", json!({"challenge": "07".repeat(32)}));
+            let l = rpc.ok("cards.list", json!({}));
+            (!l.as_array().unwrap().iter().any(|c| c["kind"] == "vitale")).then_some(())
+        },
+    );
+    announce.send(vitale).unwrap();
+    wait_for("desk's Vitale card", Duration::from_secs(30), || {
+        let l = rpc.ok("cards.list", json!({}));
+        l.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["location"]["fsed"] == "desk")
+            .then_some(())
+    });
+    let before = c.ok(rpc, "queue.stats", json!({}));
+    let e = c.refused(
+        rpc,
+        "fse.create",
+        json!({"act": {"code": "G"}, "cps_serial": "CPS-0001"}),
+        1008,
+        None,
+    );
+    assert_eq!(e["data"]["fsed"], json!("desk"), "{e}");
+    assert_eq!(e["data"]["retry_safe"], json!(true), "{e}");
+    let after = c.ok(rpc, "queue.stats", json!({}));
+    assert_eq!(before["sheets"], after["sheets"], "nothing stored");
 }

@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use fse_formats::lot::{self, LotEntry, LotHeader, SignedLot, SALT_LEN};
+use fse_formats::lot::{self, LotEntry, LotHeader, SALT_LEN};
 use fse_formats::merkle;
 use fse_queue::{CompactTime, GroupWrite, GroupWritten, LotId, LotRow};
 use rand::RngCore;
 use tokio::sync::Notify;
 
-use crate::cards::{CardKey, Cards};
+use crate::cards::Cards;
+
+mod sign;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::transport::Transport;
+use sign::{encode_dres_and_cms, LotEntries, SignError};
 
 /// What the batcher needs.
 pub struct Batcher {
@@ -23,6 +26,13 @@ pub struct Batcher {
     pub store: Store,
     /// The cards.
     pub cards: Cards,
+    /// The cards of the other fseds: a practitioner whose CPS is there has his lots signed
+    /// there.
+    pub remote: crate::remote::RemoteCards,
+    /// The salted entries of lots sent to a remote CPS and not yet stored signed, by lot id: a
+    /// pass after a cut asks for the very same header (the same `request_id`), which the other
+    /// fsed answers from memory without signing twice.
+    pub remote_entries: std::sync::Mutex<std::collections::HashMap<String, RemoteEntries>>,
     /// The transport.
     pub transport: Arc<Transport>,
     /// Lot size and age limits, deadline alarm days, daily closing time, window, ARL timeout
@@ -86,112 +96,15 @@ pub fn alarm_cutoff(days: u32) -> String {
         .to_string()
 }
 
-/// Why a lot was not signed at this turn.
-enum SignError {
-    /// Its card is absent, locked or not allowed to sign: it waits, quietly.
-    Waiting(String),
-    /// The card was asked and did not sign (removed mid-signature, card error).
-    Failed(String),
-    /// The queue or the encoder failed.
-    Other(String),
-}
-
-/// A lot's entries (each sheet with its salt) and the DRE made with each sheet, in the same
-/// order.
-type LotEntries = (Vec<LotEntry>, Vec<Option<Vec<u8>>>);
-
-/// A lot signed by a CPS: the signed lot, the DER of its header (what was signed) and the
-/// card's certificate, when it holds one.
-type CpsSigned = (SignedLot, Vec<u8>, Option<Vec<u8>>);
-
-/// A signed lot's DRE lots: for each AMC paid directly, its id, the DRE lot's DER and how many
-/// DREs it holds.
-type DreLots = Vec<(String, Vec<u8>, u64)>;
-
-/// The lot's header signed by its practitioner's CPS, when present, its PIN verified and allowed
-/// to sign lots on `today`: the signed lot, the DER of its header and the card's certificate
-/// (when it holds one).
-fn sign_with_cps(
-    reg: &mut crate::cards::Registry,
-    practitioner: &str,
-    mut header: LotHeader,
-    entries: Vec<LotEntry>,
-    today: chrono::NaiveDate,
-) -> Result<CpsSigned, SignError> {
-    let slot = reg.cps_of(practitioner).ok_or(SignError::Waiting(
-        "the practitioner's CPS is not present".into(),
-    ))?;
-    if !slot.pin_verified {
-        return Err(SignError::Waiting(
-            "the practitioner's CPS PIN is not verified".into(),
-        ));
-    }
-    let cps = slot
-        .cps
-        .as_ref()
-        .ok_or(SignError::Waiting("not a CPS".into()))?;
-    if let Some(why) = crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today) {
-        return Err(SignError::Waiting(why));
-    }
-    if !cps.situations.iter().any(|s| s.may_sign_lot) {
-        return Err(SignError::Waiting(
-            "no situation of this CPS may sign lots".into(),
-        ));
-    }
-    header.cps_serial = cps.holder.serial.clone();
-    header.signer_key = cps.public_key;
-    let der = header
-        .to_der()
-        .map_err(|e| SignError::Other(format!("lot header encoding: {e}")))?;
-    let certificate = cps.certificate.clone();
-    let signature = slot
-        .sign(&der)
-        .map_err(|e| SignError::Failed(format!("CPS {}: {e}", header.cps_serial)))?;
-    // Counted in the signing session; its last lot ends it (`cards::session`).
-    slot.lot_signed();
-    Ok((
-        SignedLot {
-            header,
-            signature,
-            entries,
-            signer_certificate: certificate.clone(),
-        },
-        der,
-        certificate,
-    ))
-}
-
-/// The DRE lots of a signed lot (one per AMC paid directly: AMC, DER, DRE count) and, when the
-/// card holds its certificate, the same signature as CMS SignedData over `header_der`.
-fn encode_dres_and_cms(
-    signed: &SignedLot,
-    dres: &[Option<Vec<u8>>],
-    header_der: &[u8],
-    certificate: Option<&[u8]>,
-) -> Result<(DreLots, Option<Vec<u8>>), SignError> {
-    // The DREs of this lot (made with their sheets), one DRE lot per AMC paid directly,
-    // under the same signature.
-    let dre_lots = fse_formats::dre_lot::DreLot::from_signed_with_dres(signed, dres)
-        .and_then(|lots| {
-            lots.into_iter()
-                .map(|d| Ok((d.amc.clone(), d.to_der()?, d.entries.len() as u64)))
-                .collect::<Result<Vec<_>, fse_formats::lot::LotError>>()
-        })
-        .map_err(|e| SignError::Other(format!("DRE lots: {e}")))?;
-    // The same signature as CMS SignedData, when the card holds its certificate.
-    let cms = match certificate {
-        Some(cert) => Some(
-            fse_formats::cms::signed_data(header_der, &signed.signature, cert, &[])
-                .map_err(|e| SignError::Other(format!("CMS: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok((dre_lots, cms))
-}
+/// A lot's salted entries and DREs, kept while a remote CPS signs it ([`Batcher::remote_entries`]).
+pub struct RemoteEntries(LotEntries);
 
 /// The shortest wait for the next resend (a lot due now and not sent is looked at again after it,
 /// not at once).
 const RESEND_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// How often lots waiting for a remote CPS are looked at again.
+const REMOTE_RETRY: Duration = Duration::from_secs(5);
 
 /// Pause before a failed turn is tried again, and the first pause after a failed send.
 const RETRY: Duration = Duration::from_secs(2);
@@ -255,7 +168,7 @@ impl Batcher {
     /// One pass: close, sign, send. Returns when the next timed pass is due, if one is.
     pub async fn turn(&self) -> Result<Option<Duration>, String> {
         let age = self.close().await?;
-        self.sign().await?;
+        let remote = self.sign().await?;
         // After a failed send, sends wait for the backoff whatever wakes the batcher, unless
         // `transmit.now` asked (the pause still doubles if this send fails too).
         let hold = {
@@ -293,7 +206,7 @@ impl Batcher {
                 }
             }
         };
-        Ok([age, retry, resend].into_iter().flatten().min())
+        Ok([age, retry, resend, remote].into_iter().flatten().min())
     }
 
     /// Sends again, same bytes and lot id, each lot sent whose ARL has not come within
@@ -445,13 +358,19 @@ impl Batcher {
         Ok(Some((live.max_age - age).min(next_look)))
     }
 
-    async fn sign(&self) -> Result<(), String> {
+    /// Signs the closed lots whose CPS may sign; returns when to look again for lots that wait
+    /// for a remote CPS (its PIN verified there wakes nothing here).
+    async fn sign(&self) -> Result<Option<Duration>, String> {
         let lots = self
             .store
             .read(|q| q.lots_to_sign(None))
             .await
             .map_err(|e| e.to_string())?;
+        let mut again = None;
         for lot in lots {
+            if self.remote.cps_of(lot.practitioner_id.as_str()).is_some() {
+                again = Some(REMOTE_RETRY);
+            }
             match self.sign_one(&lot).await {
                 Ok(()) => {}
                 Err(SignError::Waiting(why)) => {
@@ -470,7 +389,7 @@ impl Batcher {
                 Err(SignError::Other(e)) => return Err(e),
             }
         }
-        Ok(())
+        Ok(again)
     }
 
     /// The lot's sheets, each with a fresh salt, and the DRE made with each (none for a sheet
@@ -505,10 +424,43 @@ impl Batcher {
         })
     }
 
+    /// The entries a lot was first sent to a remote CPS with, or new ones kept for the
+    /// passes after this one.
+    async fn kept_entries(&self, lot: &LotRow) -> Result<LotEntries, SignError> {
+        let kept = self
+            .remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(lot.id.as_str())
+            .map(|k| k.0.clone());
+        if let Some(kept) = kept {
+            return Ok(kept);
+        }
+        let fresh = self.salted_entries(lot).await?;
+        self.remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lot.id.as_str().to_owned(), RemoteEntries(fresh.clone()));
+        Ok(fresh)
+    }
+
     /// Signs one closed lot with its practitioner's CPS and stores it signed, with its DRE lots
     /// and CMS form.
     async fn sign_one(&self, lot: &LotRow) -> Result<(), SignError> {
-        let (entries, dres) = self.salted_entries(lot).await?;
+        // The practitioner's CPS here first; on another fsed when it is not here.
+        let here = self.cards.snapshot().slots.iter().any(|s| {
+            s.cps
+                .as_ref()
+                .is_some_and(|c| c.holder.national_id == lot.practitioner_id.as_str())
+        });
+        let remote = match here {
+            true => None,
+            false => self.remote.cps_of(lot.practitioner_id.as_str()),
+        };
+        let (entries, dres) = match &remote {
+            Some(_) => self.kept_entries(lot).await?,
+            None => self.salted_entries(lot).await?,
+        };
         let root = merkle::root(&lot::leaves(&entries));
         let practitioner = lot.practitioner_id.clone();
         let header = LotHeader {
@@ -523,29 +475,15 @@ impl Batcher {
             signer_key: [0; 32],
         };
         let today = Utc::now().date_naive();
-        // The practitioner's CPS, by its serial, as the card thread last saw it.
-        let serial = self.cards.snapshot().slots.iter().find_map(|s| {
-            s.cps
-                .as_ref()
-                .filter(|c| c.holder.national_id == practitioner.as_str())
-                .map(|c| c.holder.serial.clone())
-        });
-        let sign = move |reg: &mut crate::cards::Registry| {
-            sign_with_cps(reg, &practitioner, header, entries, today)
+        let signed = match &remote {
+            None => self.sign_here(practitioner, header, entries, today).await?,
+            Some(card) => crate::remote::lots::sign(&self.remote, card, header, entries, today)
+                .await
+                .map_err(|e| match e {
+                    crate::remote::lots::Refused::Waiting(why) => SignError::Waiting(why),
+                    crate::remote::lots::Refused::Failed(why) => SignError::Failed(why),
+                })?,
         };
-        let signed = match &serial {
-            Some(serial) => {
-                self.cards
-                    .run_for(&self.caller, CardKey::Cps(Some(serial)), sign)
-                    .await
-            }
-            None => self.cards.run(sign).await,
-        }
-        .map_err(|e| match e {
-            // Other clients hold the card: the lot waits for its next turn.
-            crate::cards::CardsError::Busy(b) => SignError::Waiting(b.to_string()),
-            e => SignError::Other(e.to_string()),
-        })??;
         let (signed, header_der, certificate) = signed;
         let der = signed
             .to_der()
@@ -561,6 +499,10 @@ impl Batcher {
             })
             .await
             .map_err(|e| SignError::Other(e.to_string()))?;
+        self.remote_entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(lot.id.as_str());
         tracing::info!(lot = %lot.id, sheets = lot.sheet_count, "lot signed");
         self.events.publish(
             "lot.signed",
