@@ -5,7 +5,7 @@
 //!
 //! - `{"cmd":"insert","slot":0,"profile":"cps-medecin-generaliste"}`
 //! - `{"cmd":"remove","slot":0}`
-//! - `{"cmd":"stats","slot":0}` → `{"ok":{"profile":…,"apdus":…,"signatures":…}}`
+//! - `{"cmd":"stats","slot":0}` → `{"ok":{"profile":…,"apdus":…,"received":…,"signatures":…}}`
 //! - `{"cmd":"list"}` → `{"ok":[{"slot":0,"profile":…}, …]}`
 //!
 //! Errors are `{"error":{"field":…,"message":…}}`. Slot 0 is the first
@@ -79,6 +79,7 @@ fn stats_json(profile: &Option<String>, s: &CardStats) -> Value {
     json!({
         "profile": profile,
         "apdus": s.apdus.load(Ordering::Relaxed),
+        "received": s.received.load(Ordering::Relaxed),
         "verifies": s.verifies.load(Ordering::Relaxed),
         "signatures": s.signatures.load(Ordering::Relaxed),
         "authentications": s.authentications.load(Ordering::Relaxed),

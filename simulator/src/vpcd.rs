@@ -289,6 +289,7 @@ fn session(
             CardStep::Atr => Some(lock(card).atr()),
             CardStep::Status(sw) => Some(sw.to_be_bytes().to_vec()),
             CardStep::Apdu(apdu) => {
+                lock(card).received();
                 let delay = latency.for_apdu(&apdu);
                 let still_in = if delay.is_zero() {
                     matches!(pulled.try_recv(), Err(TryRecvError::Empty))

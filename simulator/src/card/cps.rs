@@ -194,6 +194,10 @@ impl VirtualCps {
 }
 
 impl VirtualCard for VirtualCps {
+    fn received(&mut self) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn atr(&self) -> Vec<u8> {
         ATR_CPS.to_vec()
     }

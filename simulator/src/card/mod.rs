@@ -40,6 +40,9 @@ pub const PUK_TRIES: u8 = 10;
 pub struct CardStats {
     /// Command APDUs processed.
     pub apdus: AtomicU64,
+    /// Command APDUs received, counted before the card's time to answer them: one more than
+    /// `apdus` while the card works on one (a test can act in the middle of an operation).
+    pub received: AtomicU64,
     /// VERIFY commands with a PIN.
     pub verifies: AtomicU64,
     /// Signatures made (PSO: COMPUTE DIGITAL SIGNATURE).
@@ -63,6 +66,9 @@ pub trait VirtualCard: Send {
     fn process(&mut self, apdu: &[u8]) -> Vec<u8>;
     /// Warm reset: security state and selection are cleared.
     fn reset(&mut self);
+    /// A command APDU arrived; the card is about to work on it (counted in
+    /// [`CardStats::received`] by the cards that keep counters).
+    fn received(&mut self) {}
 }
 
 /// A card with neither application: every SELECT by AID answers `6A82`, other instructions `6D00`.

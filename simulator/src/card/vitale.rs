@@ -52,6 +52,10 @@ impl VirtualVitale {
 }
 
 impl VirtualCard for VirtualVitale {
+    fn received(&mut self) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn atr(&self) -> Vec<u8> {
         ATR_VITALE.to_vec()
     }

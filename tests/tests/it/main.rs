@@ -64,6 +64,8 @@ mod pcscd_life;
 #[cfg(feature = "full")]
 mod pki;
 #[cfg(feature = "full")]
+mod practice_lan;
+#[cfg(feature = "full")]
 mod remote;
 #[cfg(feature = "full")]
 mod returns;
