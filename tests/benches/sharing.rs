@@ -83,31 +83,24 @@ fn start(dir: &Path, latency_ms: u64) -> (Kill, Kill, std::path::PathBuf) {
     (fsed, cards, socket)
 }
 
-/// `clients` connections sending `cards.pin_status` for [`RUN`]: operations per client and the
-/// longest wait for one answer.
+/// `clients` connections sending `cards.pin_status` for [`RUN`] (`fse_simulator::card_load`):
+/// operations per client and the longest wait for one answer.
 fn run(socket: &Path, clients: usize) -> (Vec<u64>, Duration) {
-    let end = Instant::now() + RUN;
-    let results: Vec<(u64, Duration)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                s.spawn(move || {
-                    let mut c = fsed_client::Client::connect(socket).unwrap();
-                    let (mut n, mut longest) = (0u64, Duration::ZERO);
-                    while Instant::now() < end {
-                        let t = Instant::now();
-                        c.call("cards.pin_status", json!({})).unwrap();
-                        longest = longest.max(t.elapsed());
-                        n += 1;
-                    }
-                    (n, longest)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let args = fse_simulator::card_load::CardLoadArgs {
+        socket: socket.to_path_buf(),
+        host: None,
+        identity: None,
+        clients,
+        secs: RUN.as_secs_f64(),
+        method: "cards.pin_status".into(),
+        params: "{}".into(),
+        label: "bench".into(),
+        json: None,
+    };
+    let report = fse_simulator::card_load::run(&args).unwrap();
     (
-        results.iter().map(|r| r.0).collect(),
-        results.iter().map(|r| r.1).max().unwrap_or_default(),
+        report.clients.iter().map(|c| c.ops).collect(),
+        Duration::from_secs_f64(report.longest_wait_ms / 1e3),
     )
 }
 

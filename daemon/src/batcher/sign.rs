@@ -51,13 +51,10 @@ fn sign_with_cps(
         .cps
         .as_ref()
         .ok_or(SignError::Waiting("not a CPS".into()))?;
-    if let Some(why) = crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today) {
+    if let Some((why, _)) =
+        crate::cards::refusal_to_sign_lots(cps, slot.certificate.as_ref(), today)
+    {
         return Err(SignError::Waiting(why));
-    }
-    if !cps.situations.iter().any(|s| s.may_sign_lot) {
-        return Err(SignError::Waiting(
-            "no situation of this CPS may sign lots".into(),
-        ));
     }
     header.cps_serial = cps.holder.serial.clone();
     header.signer_key = cps.public_key;

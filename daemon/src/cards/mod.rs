@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, oneshot};
 
 pub use session::{Limits, SessionInfo};
 pub use share::{Busy, CardKey, Lease};
-pub use slot::{refusal_to_sign, Slot};
+pub use slot::{refusal_to_sign, refusal_to_sign_lots, Slot};
 pub use turns::ClientGuard;
 
 pub use virtual_reader::VirtualReaderConfig;
@@ -221,6 +221,29 @@ impl Snapshot {
     }
 }
 
+/// A card's certificate checked against `trust` at `now` (seconds since the epoch): unchecked
+/// without a trust store, missing when the card holds none. For a card in this fsed's reader
+/// and for another fsed's card alike (whose verdict is never taken).
+pub fn check_certificate(
+    trust: Option<&TrustStore>,
+    certificate: Option<&[u8]>,
+    key: &[u8; 32],
+    now: i64,
+) -> CertCheck {
+    match (trust, certificate) {
+        (None, _) => CertCheck::unchecked(),
+        (Some(_), None) => CertCheck {
+            status: CertStatus::Missing,
+            subject: None,
+            serial: None,
+            not_after: None,
+            revocation_checked: false,
+            reason: Some("the card holds no certificate".into()),
+        },
+        (Some(trust), Some(cert)) => trust.check(cert, key, now),
+    }
+}
+
 type Published = Arc<std::sync::RwLock<Arc<Snapshot>>>;
 
 /// The cards currently present, owned by the card thread.
@@ -283,18 +306,8 @@ impl Registry {
             (None, Some(v)) => Some((v.certificate.as_deref(), &v.public_key)),
             (None, None) => None,
         };
-        slot.certificate = card.map(|(cert, key)| match (&self.trust, cert) {
-            (None, _) => CertCheck::unchecked(),
-            (Some(_), None) => CertCheck {
-                status: CertStatus::Missing,
-                subject: None,
-                serial: None,
-                not_after: None,
-                revocation_checked: false,
-                reason: Some("the card holds no certificate".into()),
-            },
-            (Some(trust), Some(cert)) => trust.check(cert, key, now),
-        });
+        slot.certificate =
+            card.map(|(cert, key)| check_certificate(self.trust.as_deref(), cert, key, now));
         if let Some(why) = slot.certificate.as_ref().and_then(CertCheck::refusal) {
             tracing::warn!(reader = %slot.reader, reason = %why, "card certificate refused");
         }

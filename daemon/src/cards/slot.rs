@@ -222,6 +222,25 @@ pub fn refusal_to_sign(
     }
 }
 
+/// Why this CPS may not sign a lot today, if it may not: [`refusal_to_sign`]'s reasons (named
+/// by the field `cps`), or no situation of the card that may sign lots (field `situation`).
+/// The batcher, a lot signed at another fsed and `cards.sign` ask the same.
+pub fn refusal_to_sign_lots(
+    cps: &CpsData,
+    certificate: Option<&CertCheck>,
+    today: chrono::NaiveDate,
+) -> Option<(String, &'static str)> {
+    if let Some(why) = refusal_to_sign(cps, certificate, today) {
+        return Some((why, "cps"));
+    }
+    (!cps.situations.iter().any(|s| s.may_sign_lot)).then(|| {
+        (
+            "no situation of this CPS may sign lots".to_string(),
+            "situation",
+        )
+    })
+}
+
 /// Logs every APDU at debug level: commands with PINs masked, answers as length and status word only.
 struct Traced {
     reader: String,

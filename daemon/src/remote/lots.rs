@@ -37,13 +37,10 @@ pub async fn sign(
         .cps
         .as_ref()
         .ok_or_else(|| Refused::Waiting(format!("the card on fsed {at} is not a CPS")))?;
-    if let Some(why) = crate::cards::refusal_to_sign(cps, card.certificate.as_ref(), today) {
+    if let Some((why, _)) =
+        crate::cards::refusal_to_sign_lots(cps, card.certificate.as_ref(), today)
+    {
         return Err(Refused::Waiting(format!("on fsed {at}: {why}")));
-    }
-    if !cps.situations.iter().any(|s| s.may_sign_lot) {
-        return Err(Refused::Waiting(format!(
-            "on fsed {at}: no situation of this CPS may sign lots"
-        )));
     }
     header.cps_serial = cps.holder.serial.clone();
     header.signer_key = cps.public_key;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use fse_formats::api::{self, ErrorObject};
 use fse_formats::cards::{verify_signature, CardKind, CpsData, VitaleData};
-use fse_formats::pki::{CertCheck, CertStatus, TrustStore};
+use fse_formats::pki::{CertCheck, TrustStore};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -110,7 +110,8 @@ impl RemoteCard {
             (None, Some(v)) => Some((v.certificate.as_deref(), &v.public_key)),
             (None, None) => None,
         };
-        let certificate = card.map(|(cert, key)| check(trust, cert, key, now));
+        let certificate =
+            card.map(|(cert, key)| crate::cards::check_certificate(trust, cert, key, now));
         Some(RemoteCard {
             location: Location {
                 fsed: fsed.to_string(),
@@ -143,23 +144,6 @@ impl RemoteCard {
             obj.insert("location".into(), json!(self.location));
         }
         v
-    }
-}
-
-/// A card's certificate checked against this fsed's trust store (as the card thread does for
-/// a local card).
-fn check(trust: Option<&TrustStore>, cert: Option<&[u8]>, key: &[u8; 32], now: i64) -> CertCheck {
-    match (trust, cert) {
-        (None, _) => CertCheck::unchecked(),
-        (Some(_), None) => CertCheck {
-            status: CertStatus::Missing,
-            subject: None,
-            serial: None,
-            not_after: None,
-            revocation_checked: false,
-            reason: Some("the card holds no certificate".into()),
-        },
-        (Some(trust), Some(cert)) => trust.check(cert, key, now),
     }
 }
 

@@ -8,10 +8,11 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{order, serials, start_fast_cards_on, start_fsed_virtual, wait_for, Proc, Rpc};
+use fse_simulator::card_load::{self, CardLoadArgs, CardLoadReport};
 use serde_json::{json, Value};
 
 /// fsed on two virtual slots with `config`, the simulated CPS and Vitale card at full speed
@@ -269,58 +270,34 @@ fn a_cps_pulled_out_during_verify_is_absent_and_spends_no_try() {
     assert!(fsed.terminate().success());
 }
 
-/// What a fairness run measured.
-#[derive(Debug)]
-pub struct Fairness {
-    /// Operations completed per client.
-    pub ops: Vec<u64>,
-    /// The longest wait for one answer, over every client.
-    pub longest_wait: Duration,
-}
-
 /// `clients` clients, each connected by `connect(i)`, send `cards.pin_status` (one card
-/// operation, always the same) to the one CPS as fast as they can for `secs`; each client's
-/// share of the card's time (its completed operations, all alike) must be within ±20 % of an
-/// equal share. Returns the counts and the longest wait.
+/// operation, always the same) to the one CPS as fast as they can for `secs`
+/// (`fse_simulator::card_load`); each client's share of the card's time (its completed
+/// operations, all alike) must be within ±20 % of an equal share. Returns the run's report.
 pub fn fairness(
-    connect: impl Fn(usize) -> fsed_client::Client + Sync,
+    connect: impl Fn(usize) -> fsed_client::Client,
     clients: usize,
     secs: u64,
-) -> Fairness {
-    let end = Instant::now() + Duration::from_secs(secs);
-    let results: Vec<(u64, Duration)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|i| {
-                let connect = &connect;
-                s.spawn(move || {
-                    let mut client = connect(i);
-                    let (mut n, mut longest) = (0u64, Duration::ZERO);
-                    while Instant::now() < end {
-                        let t = Instant::now();
-                        client.call("cards.pin_status", json!({})).unwrap();
-                        longest = longest.max(t.elapsed());
-                        n += 1;
-                    }
-                    (n, longest)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let ops: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
-    let longest_wait = results.iter().map(|(_, w)| *w).max().unwrap_or_default();
-    let total: u64 = ops.iter().sum();
-    // An equal share is total / clients; each client's count within ±20 % of it:
-    // |n × clients − total| ≤ total / 5, in integers.
-    for (i, &n) in ops.iter().enumerate() {
-        let diff = (n * clients as u64).abs_diff(total);
+) -> CardLoadReport {
+    let args = CardLoadArgs {
+        socket: PathBuf::new(),
+        host: None,
+        identity: None,
+        clients,
+        secs: secs as f64,
+        method: "cards.pin_status".into(),
+        params: "{}".into(),
+        label: "local".into(),
+        json: None,
+    };
+    let report = card_load::run_with(&args, |i| Ok(connect(i))).unwrap();
+    for (client, share) in report.shares() {
         assert!(
-            diff * 5 <= total,
-            "client {i}: {n} of {total} operations, an equal share is {}: {ops:?}",
-            total / clients as u64
+            (0.8..=1.2).contains(&share),
+            "{client}: {share:.3} of an equal share: {report:?}"
         );
     }
-    Fairness { ops, longest_wait }
+    report
 }
 
 #[test]
@@ -329,13 +306,11 @@ fn nine_local_clients_share_one_cps_fairly() {
     let (mut fsed, _sim, _rpc) = start(dir.path(), "", &[]);
     let socket = dir.path().join("fsed.sock");
     let run = fairness(|_| fsed_client::Client::connect(&socket).unwrap(), 9, 60);
-    let total: u64 = run.ops.iter().sum();
-    assert!(total > 0);
+    let ops: Vec<u64> = run.clients.iter().map(|c| c.ops).collect();
+    assert!(ops.iter().sum::<u64>() > 0);
     println!(
-        "fairness, 9 local clients, 60 s: {total} pin_status ({:.0}/s), per client {:?}, longest wait {:.1} ms",
-        total as f64 / 60.0,
-        run.ops,
-        run.longest_wait.as_secs_f64() * 1e3
+        "fairness, 9 local clients, 60 s: {:.0} pin_status/s, per client {ops:?}, longest wait {:.1} ms",
+        run.ops_per_sec, run.longest_wait_ms
     );
     assert!(fsed.terminate().success());
 }

@@ -147,16 +147,10 @@ pub(in crate::api) async fn sign(
                 .cps
                 .as_ref()
                 .ok_or_else(|| ApiError::card("cps", CardError::WrongCard))?;
-            if let Some(why) = crate::cards::refusal_to_sign(cps, slot.certificate.as_ref(), today)
+            if let Some((why, field)) =
+                crate::cards::refusal_to_sign_lots(cps, slot.certificate.as_ref(), today)
             {
-                return Err(ApiError::new(api::CARD_NOT_ALLOWED, why, Some("cps")));
-            }
-            if !cps.situations.iter().any(|s| s.may_sign_lot) {
-                return Err(ApiError::new(
-                    api::CARD_NOT_ALLOWED,
-                    "no situation of this CPS may sign lots",
-                    Some("situation"),
-                ));
+                return Err(ApiError::new(api::CARD_NOT_ALLOWED, why, Some(field)));
             }
             let signature = slot.sign(&msg).map_err(|e| ApiError::card("cps", e))?;
             // A lot signed for another fsed counts in this card's signing session as its own.
