@@ -183,4 +183,27 @@ fn main() {
         "  the network hop adds {:.2} ms at the median",
         percentile(&there, 0.5) - percentile(&here, 0.5)
     );
+    // The limit the hop is compared with: the proof of presence alone, asked of reception
+    // over mutual TLS from the doctor's workstation, one request at a time.
+    let report = remote_dir.path().join("raw.json");
+    let raw = lan
+        .command(1, common::bin("fse-sim"))
+        .args(["card-load", "--clients", "1", "--secs", "5"])
+        .args(["--method", "cards.authenticate"])
+        .args([
+            "--params",
+            &json!({"challenge": "07".repeat(32)}).to_string(),
+        ])
+        .args(["--host", &lan.route(1, 0, api).to_string()])
+        .args(["--identity", identity.to_str().unwrap()])
+        .args(["--json", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{raw:?}");
+    let raw: fse_simulator::card_load::CardLoadReport =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    println!(
+        "  raw cards.authenticate over mTLS from the desk: {:.0}/s, mean {:.2} ms ({} requests, {} errors)",
+        raw.ops_per_sec, raw.clients[0].mean_ms, raw.clients[0].ops, raw.clients[0].errors
+    );
 }
