@@ -183,9 +183,13 @@ fn main() {
         "  the network hop adds {:.2} ms at the median",
         percentile(&there, 0.5) - percentile(&here, 0.5)
     );
-    // The limit the hop is compared with: the proof of presence alone, asked of reception
-    // over mutual TLS from the doctor's workstation, one request at a time.
-    let report = remote_dir.path().join("raw.json");
+    raw_proofs(&lan, remote_dir.path(), api, &identity);
+}
+
+/// The limit the hop is compared with: the proof of presence alone, asked of reception over
+/// mutual TLS from the doctor's workstation (1), one request at a time for 5 s.
+fn raw_proofs(lan: &Lan, dir: &Path, api: u16, identity: &Path) {
+    let report = dir.join("raw.json");
     let raw = lan
         .command(1, common::bin("fse-sim"))
         .args(["card-load", "--clients", "1", "--secs", "5"])
