@@ -226,6 +226,8 @@ fn reception_s_vitale_card_serves_two_doctors_through_cuts_and_a_revocation() {
     presence_cut_in_the_middle(&lan, &mut doc_a, a_socket, &rec_vitale, &vitale);
     lot_signature_cut_in_the_middle(&lan, &mut rec, &mut doc_b, &rec_cps, &b_control);
 
+    card_events_cross_the_network(&mut rec, dirs[2].path(), &rec_vitale);
+
     // Doctor A's workstation revoked: its link is refused at the handshake from now on.
     let revoked = rec.ok("workstations.revoke", json!({"name": "doctor-a"}));
     assert_eq!(revoked["revoked"], json!(1), "{revoked}");
@@ -267,6 +269,28 @@ fn reception_s_vitale_card_serves_two_doctors_through_cuts_and_a_revocation() {
         a["revoked_at"].is_string() && a["connected"] == json!(false),
         "{a}"
     );
+}
+
+/// Reception's Vitale card leaves its reader and comes back: both events reach doctor B's fsed
+/// over the network, with where the card is.
+fn card_events_cross_the_network(rec: &mut Rpc, doctor_b: &Path, rec_vitale: &Path) {
+    let mut watcher = Rpc::connect(&doctor_b.join("fsed.sock"), Duration::from_secs(10));
+    watcher.ok(
+        "events.subscribe",
+        json!({"events": ["card.removed", "card.inserted"]}),
+    );
+    order(rec_vitale, &["remove", "--slot", "vitale"]);
+    // Reception's embedded virtual reader sees a card gone at its next exchange with it.
+    rec.call("cards.authenticate", json!({"challenge": "07".repeat(32)}));
+    let gone = watcher.wait_event("card.removed");
+    assert_eq!(gone["location"]["fsed"], json!("reception"), "{gone}");
+    order(
+        rec_vitale,
+        &["insert", "--slot", "vitale", "--profile", "vitale-famille"],
+    );
+    let back = watcher.wait_event("card.inserted");
+    assert_eq!(back["location"]["fsed"], json!("reception"), "{back}");
+    assert_eq!(back["kind"], json!("vitale"), "{back}");
 }
 
 /// Doctor A's link cut while reception's Vitale card makes the proof of presence of his sheet:
