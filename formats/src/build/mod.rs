@@ -226,6 +226,8 @@ impl<'a> Prepared<'a> {
             deadline: ymd(deadline),
             tables_version: priced.tables_version,
             presence: None,
+            rights: None,
+            app_presence: None,
         })
     }
 }

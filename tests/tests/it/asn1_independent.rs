@@ -65,6 +65,7 @@ fn write_lot_structures(dir: &Path) {
             &degraded.to_der().unwrap(),
         );
     }
+    write_version_3_sheets(dir, &lot.entries[0].sheet);
     let positive = fse_simulator::insurer::answer_lot(&lot_der, "017510001", "20261122120000Z");
     assert!(positive.rejections.is_empty());
     write(dir, "Arl", "positive", &positive.to_der().unwrap());
@@ -108,6 +109,47 @@ fn write_lot_structures(dir: &Path) {
     );
 }
 
+/// Version 3 sheets made from `secured` (a version 2 sheet): priced on an online answer, on
+/// the card's rights after a failed lookup, and vouched for by the Vitale app.
+fn write_version_3_sheets(dir: &Path, secured: &[u8]) {
+    use fse_formats::fse::{AppPresence, Mode, RightsOrigin, RightsSource};
+    let base = CareSheet::from_der(secured).unwrap();
+    let mut online = base.clone();
+    online.rights = Some(RightsOrigin {
+        source: RightsSource::Online,
+        read_at: "20261122101459Z".into(),
+        answer_digest: Some("5a".repeat(32)),
+        fallback: None,
+    });
+    write(dir, "CareSheet", "v3-online", &online.to_der().unwrap());
+    let mut fallback = base.clone();
+    fallback.rights = Some(RightsOrigin {
+        source: RightsSource::Card,
+        read_at: "20261122101500Z".into(),
+        answer_digest: None,
+        fallback: Some("rights service unreachable".into()),
+    });
+    write(
+        dir,
+        "CareSheet",
+        "v3-card-fallback",
+        &fallback.to_der().unwrap(),
+    );
+    let mut app = base;
+    app.mode = Mode::App;
+    app.presence = None;
+    app.rights = Some(RightsOrigin {
+        source: RightsSource::App,
+        read_at: "20261122101400Z".into(),
+        answer_digest: None,
+        fallback: None,
+    });
+    app.app_presence = Some(AppPresence {
+        token: "3003020101".into(),
+    });
+    write(dir, "CareSheet", "v3-app", &app.to_der().unwrap());
+}
+
 /// Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex; returns how many.
 fn write_goldens(dir: &Path) -> usize {
     let golden = workspace().join("tests/golden");
@@ -148,7 +190,8 @@ fn check_with_asn1tools(dir: &Path, goldens: usize) {
     );
     assert!(out.status.success(), "asn1tools disagrees:\n{text}");
     let ok = text.lines().filter(|l| l.starts_with("ok ")).count();
-    // Lot and header, 3 sheets secured and degraded, 2 ARLs, a DRE lot and a payment return,
-    // 2 signed returns, the goldens.
-    assert_eq!(ok, 2 + 3 * 2 + 2 + 2 + 2 + goldens, "{text}");
+    // Every file written: the samples and the goldens, each decoded and re-encoded.
+    let written = std::fs::read_dir(dir).unwrap().count();
+    assert!(written > goldens, "{written} files, {goldens} goldens");
+    assert_eq!(ok, written, "{text}");
 }
