@@ -5,7 +5,7 @@
 //! the database's integrity and the free disk, the broker (or spool directories) and its
 //! topology, the backlog and the oldest unsent sheet against its sending deadline, the lots sent
 //! whose ARL has not come in time, and the returns refused (dead-lettered, per reason) or not
-//! authenticable (no trust store).
+//! authenticable (no trust store), and the paper duplicates fsed could not write.
 
 use chrono::{NaiveDate, Utc};
 use fse_formats::cards::CardKind;
@@ -42,7 +42,7 @@ pub enum Status {
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
     /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`,
-    /// `network`, `remote_cards` (only with `[[remote.fsed]]`)).
+    /// `network`, `paper`, `remote_cards` (only with `[[remote.fsed]]`)).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -99,6 +99,7 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(arl(ctx).await);
     checks.push(returns(ctx, setup).await);
     checks.push(network(ctx));
+    checks.push(paper(&ctx.paper));
     if ctx.remote.is_configured() {
         checks.push(remote_cards(&ctx.remote.status()));
     }
@@ -687,6 +688,35 @@ fn network(ctx: &Context) -> Check {
         Status::Ok => c,
         _ => c.fix("restart fsed: it makes a new server certificate when the current one ends within 30 days"),
     }
+}
+
+/// The paper duplicates fsed made by itself and could not write (each tried again at the
+/// next look, `[paper] check_secs`).
+pub fn paper(paper: &crate::paper::Paper) -> Check {
+    let failures = paper.failures();
+    let dir = paper.dir().display();
+    let Some(first) = failures.first() else {
+        return check(
+            "paper",
+            Status::Ok,
+            format!("every paper duplicate fsed made was written (in {dir})"),
+        );
+    };
+    let sheets: Vec<String> = failures.iter().map(|f| f.sheet_id.to_string()).collect();
+    check(
+        "paper",
+        Status::Warning,
+        format!(
+            "{} paper duplicate(s) not written (sheets {}); the first at {}: {}",
+            failures.len(),
+            sheets.join(", "),
+            first.at,
+            first.error
+        ),
+    )
+    .fix(format!(
+        "make {dir} writable by fsed (or set [paper] dir); fsed tries again every [paper] check_secs, or ask now with `fsectl fse duplicate ID`"
+    ))
 }
 
 /// The other fseds whose cards this one may use: each reachable or not, since when, why not,

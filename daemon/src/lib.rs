@@ -9,7 +9,7 @@
 //! practice CA, enrollment, workstation rights), [`caller`] (the client behind a request), [`billing`] (one sheet from the cards
 //! and the rules), [`store`] (the queue behind an async handle),
 //! [`batcher`] (lots closed, signed, sent), [`transport`] (AMQP or spool),
-//! [`returns`] (ARLs applied), [`events`] (the event bus), [`logging`]
+//! [`returns`] (ARLs applied), [`paper`] (the paper duplicate of a sheet, as a PDF), [`events`] (the event bus), [`logging`]
 //! (repeated warnings bounded), [`doctor`]
 //! (self-diagnosis), [`service`] (wiring, reload and shutdown), [`systemd`]
 //! (notifications, watchdog, socket activation), [`shutdown`] (the stop
@@ -30,6 +30,7 @@ pub mod json;
 pub mod logging;
 pub mod mark;
 pub mod net;
+pub mod paper;
 pub mod remote;
 pub mod retention;
 pub mod returns;

@@ -401,6 +401,7 @@ impl Service {
             network: Arc::clone(&network),
             remote,
             sign_cache: Default::default(),
+            paper: Arc::new(crate::paper::Paper::new(&cfg.paper, cfg.paper_dir())),
         };
         spawn_network(&mut tasks, cfg, &network, network_listener, &ctx, &shutdown);
         tasks.spawn(crate::retention::run(
@@ -409,6 +410,7 @@ impl Service {
             cfg.retention.days,
             shutdown.clone(),
         ));
+        tasks.spawn(crate::paper::task(&ctx, shutdown.clone()));
         let api = crate::api::Settings::from_config(&cfg.api);
         tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
         Service {

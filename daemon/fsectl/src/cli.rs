@@ -247,6 +247,19 @@ pub(crate) enum FseCmd {
         /// Sheet id.
         id: i64,
     },
+    /// Writes the paper duplicate of a sheet as a PDF in fsed's `[paper] dir`
+    /// (`fse.duplicate`); with `--out`, copies it there, checked against its SHA-256 (the
+    /// file is on fsed's host: `--out` works on that host).
+    Duplicate {
+        /// Sheet id.
+        id: i64,
+        /// Why the duplicate is made, printed on it.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Where to copy the PDF (`-`: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `fsectl lots …`.

@@ -10,7 +10,7 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    card_ops, cards, events, fse, lots, queue, returns, store, system, workstations,
+    card_ops, cards, events, fse, lots, paper, queue, returns, store, system, workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -38,6 +38,7 @@ pub const METHODS: &[&str] = &[
     "fse.cancel",
     "fse.resubmit",
     "fse.proof",
+    "fse.duplicate",
     "lots.list",
     "lots.get",
     "lots.close",
@@ -237,6 +238,7 @@ async fn dispatch_value(
         "fse.cancel" => fse::cancel(ctx, p).await,
         "fse.resubmit" => fse::resubmit(ctx, p).await,
         "fse.proof" => fse::proof(ctx, p).await,
+        "fse.duplicate" => paper::duplicate(ctx, p).await,
         "lots.close" => lots::close(ctx, p).await,
         "transmit.now" => lots::transmit_now(ctx, p).await,
         "queue.alarms" => queue::alarms(ctx, p).await,

@@ -52,6 +52,10 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
         ),
         remote: Default::default(),
         sign_cache: Default::default(),
+        paper: Arc::new(crate::paper::Paper::new(
+            &Default::default(),
+            dir.path().join("paper"),
+        )),
     }
 }
 

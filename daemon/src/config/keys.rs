@@ -8,6 +8,8 @@ pub enum Kind {
     Text,
     /// A whole number.
     Number,
+    /// `true` or `false` (also `1` or `0`).
+    Bool,
     /// A list, comma-separated (`127.0.0.1:35963,127.0.0.1:35964`).
     List,
 }
@@ -66,6 +68,10 @@ pub const KEYS: &[Key] = &[
     key("network.workstations", Kind::Text, false),
     key("remote.identity_dir", Kind::Text, false),
     key("remote.timeout_ms", Kind::Number, false),
+    key("paper.dir", Kind::Text, false),
+    key("paper.auto", Kind::Bool, false),
+    key("paper.days_before", Kind::Number, false),
+    key("paper.check_secs", Kind::Number, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {
@@ -107,6 +113,7 @@ mod tests {
         cfg.network.listen = Some("127.0.0.1:7443".parse().unwrap());
         cfg.network.enroll_listen = Some("127.0.0.1:7444".parse().unwrap());
         cfg.remote.identity_dir = Some("/i".into());
+        cfg.paper.dir = Some("/p".into());
         let flat = cfg.flat();
         let keys: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
         assert_eq!(

@@ -72,6 +72,8 @@ pub struct Config {
     pub network: NetworkSection,
     /// The other fseds whose cards this one may use.
     pub remote: crate::remote::config::RemoteSection,
+    /// The paper duplicates of care sheets.
+    pub paper: crate::paper::PaperSection,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             api: ApiSection::default(),
             network: NetworkSection::default(),
             remote: Default::default(),
+            paper: Default::default(),
         }
     }
 }
@@ -107,6 +110,11 @@ impl Config {
         } else {
             self.state_dir.join(p)
         }
+    }
+
+    /// The folder of the paper duplicates (`[paper] dir`, else `paper` beside the database).
+    pub fn paper_dir(&self) -> PathBuf {
+        self.paper.dir(&self.state_dir, &self.database)
     }
 
     /// Lot maximum age.

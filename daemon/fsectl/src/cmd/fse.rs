@@ -1,7 +1,11 @@
 //! Care sheets: `fsectl fse …`.
 
+use std::io::Write;
+use std::path::PathBuf;
+
 use fsed_client::Client;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::cli::FseCmd;
 use crate::error::CallError;
@@ -76,6 +80,68 @@ pub(crate) fn fse(c: &mut Client, j: bool, cmd: FseCmd) -> Result<(), CallError>
             show(j, c.call("fse.resubmit", json!({"id": id}))?, &print_sheet)
         }
         FseCmd::Proof { id } => show(j, c.call("fse.proof", json!({"id": id}))?, &pretty),
+        FseCmd::Duplicate { id, reason, out } => duplicate(c, j, id, reason, out)?,
     }
+    Ok(())
+}
+
+/// `fsectl fse duplicate`: the duplicate written by fsed, then copied to `out` when asked.
+fn duplicate(
+    c: &mut Client,
+    j: bool,
+    id: i64,
+    reason: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<(), CallError> {
+    let mut params = json!({ "id": id });
+    if let Some(r) = reason {
+        params["reason"] = json!(r);
+    }
+    let r = c.call("fse.duplicate", params)?;
+    let Some(out) = out else {
+        show(j, r, &|r| {
+            println!(
+                "sheet {} ({}): {} ({} bytes, sha256 {})",
+                r["id"],
+                cell(&r["lot_id"]),
+                cell(&r["path"]),
+                r["size"],
+                cell(&r["sha256"])
+            )
+        });
+        return Ok(());
+    };
+    let path = r["path"].as_str().unwrap_or_default();
+    let bytes = std::fs::read(path).map_err(|e| {
+        CallError::Exit(
+            format!("{path}: {e} (the duplicate is on fsed's host, readable by the fsed group)"),
+            1,
+        )
+    })?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    if r["sha256"].as_str() != Some(sha256.as_str()) {
+        return Err(CallError::Exit(
+            format!("{path}: changed since fsed wrote it (sha256 {sha256}); ask again"),
+            1,
+        ));
+    }
+    if out.as_os_str() == "-" {
+        return std::io::stdout()
+            .write_all(&bytes)
+            .and_then(|()| std::io::stdout().flush())
+            .map_err(|e| CallError::Exit(format!("standard output: {e}"), 1));
+    }
+    std::fs::write(&out, &bytes)
+        .map_err(|e| CallError::Exit(format!("{}: {e}", out.display()), 2))?;
+    show(j, r, &|r| {
+        println!(
+            "sheet {} ({}): {} ({} bytes, sha256 {})",
+            r["id"],
+            cell(&r["lot_id"]),
+            out.display(),
+            r["size"],
+            cell(&r["sha256"])
+        )
+    });
     Ok(())
 }

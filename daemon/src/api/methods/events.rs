@@ -21,6 +21,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "sheet.cancelled",
     "sheet.resubmitted",
     "sheet.deadline",
+    "sheet.paper_duplicate",
     "sheet.paid",
     "sheet.refused",
     "lot.closed",

@@ -23,12 +23,28 @@ pub(in crate::api) async fn create(
     p: Option<Value>,
 ) -> Result<JsonText, ApiError> {
     let params: FseCreateParams = params(p)?;
+    let degraded = params.degraded.is_some();
     let created = billing::create(&ctx.cards, &ctx.remote, &ctx.store, caller, params).await?;
     ctx.events.publish(
         "sheet.accepted",
         json!({ "id": created.id, "number": created.number }),
     );
     ctx.batcher_wake.notify_one();
+    if degraded && ctx.paper.auto() {
+        // After the commit, beside the answer: the sheet stands whatever becomes of its paper.
+        let (paper, store, events, id) = (
+            std::sync::Arc::clone(&ctx.paper),
+            ctx.store.clone(),
+            ctx.events.clone(),
+            created.id,
+        );
+        tokio::spawn(async move {
+            let reason = crate::paper::DEGRADED_REASON;
+            paper
+                .automatic(&store, &events, id, reason, crate::paper::Trigger::Degraded)
+                .await;
+        });
+    }
     Ok(created.into_json())
 }
 

@@ -1,5 +1,5 @@
 //! Each method's handler, its parameters beside it, by group: `system`, `cards` (and
-//! `vitale.read`), `fse`, `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
+//! `vitale.read`), `fse` (and `paper`: `fse.duplicate`), `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
 //! `dispatch` calls them by name.
 
 pub(super) mod card_ops;
@@ -7,6 +7,7 @@ pub(super) mod cards;
 pub(super) mod events;
 pub(super) mod fse;
 pub(super) mod lots;
+pub(super) mod paper;
 pub(super) mod queue;
 pub(super) mod returns;
 pub(super) mod store;
