@@ -154,7 +154,12 @@ fn people(s: &CareSheet, out: &mut Vec<Line>) {
     field(out, "Rang", &b.rank.to_string());
     field(out, "Organisme (AMO)", &b.organism);
     let c = &s.cover;
-    let mut cover = json_name(&c.kind);
+    let mut cover = match json_name(&c.kind).as_str() {
+        "maladie" => "maladie".to_string(),
+        "maternite" => "maternité".to_string(),
+        "at_mp" => "accident du travail / maladie professionnelle".to_string(),
+        other => other.to_string(),
+    };
     if c.ald {
         cover.push_str(", ALD");
     }
@@ -164,7 +169,15 @@ fn people(s: &CareSheet, out: &mut Vec<Line>) {
     if let Some(at) = &c.at_mp {
         cover.push_str(&format!(", AT/MP n° {} du {}", at.number, date(&at.date)));
     }
-    field(out, "Parcours de soins", &json_name(&s.care_path));
+    let path = match json_name(&s.care_path).as_str() {
+        "treating" => "médecin traitant".to_string(),
+        "direct_access" => "accès direct spécifique".to_string(),
+        "emergency" => "urgence ou hors résidence".to_string(),
+        "out_of_path" => "hors parcours de soins".to_string(),
+        "not_applicable" => "sans objet".to_string(),
+        other => other.to_string(),
+    };
+    field(out, "Parcours de soins", &path);
     field(out, "Couverture", &cover);
 }
 

@@ -13,11 +13,12 @@ use super::*;
 use crate::events::{Received, Selection};
 
 /// A degraded-mode sheet of Dr Hélène LŒUVRE for Zoé ŠIMEK: one G (30 €) at 70 % in the care
-/// path, less the 2 € participation: AMO 30 × 70 % − 2 = 21 − 2 = 19,00 €; the patient bears
-/// 30 − 19 = 11,00 € and pays it all (no tiers payant).
+/// path (the act's AMO share 30 × 70 % = 21,00 €), less the 2 € participation: the sheet's AMO
+/// share 21 − 2 = 19,00 €; the patient bears 30 − 19 = 11,00 € and pays it all (no tiers
+/// payant).
 fn sheet_json(acts: usize) -> Value {
     let act = json!({"code": "G", "coefficient": 100, "quantity": 1, "date": "20261207",
-        "base_cents": 3000, "excess_cents": 0, "rate": 70, "amo_cents": 1900, "pf_cents": 200});
+        "base_cents": 3000, "excess_cents": 0, "rate": 70, "amo_cents": 2100, "pf_cents": 200});
     json!({
         "number": 42,
         "created_at": "20261207101502Z",
@@ -93,12 +94,16 @@ fn the_duplicate_shows_the_sheet_its_lot_and_its_amounts_the_same_each_time() {
         "NIR : 285057800608436",
         "Né(e) le : 12/05/1985",
         "Organisme (AMO) : 017510001",
-        // The act: G, 30 € base at 70 %, AMO 19 € after the 2 € participation.
+        // The act: G, 30 € base at 70 % = 21 € AMO, 2 € participation; the sheet's AMO share
+        // 21 − 2 = 19 €.
         "G",
         "30,00 €",
         "70 %",
-        "19,00 €",
+        "21,00 €",
         "2,00 €",
+        "19,00 €",
+        "Parcours de soins : médecin traitant",
+        "Couverture : maladie",
         // Patient's share 30 − 19 = 11 €.
         "11,00 €",
         "Tiers payant : AMO non, AMC non",

@@ -59,6 +59,7 @@ mod lost_arl;
 mod lots;
 #[cfg(feature = "full")]
 mod network;
+mod paper;
 #[cfg(feature = "full")]
 mod pcscd_life;
 #[cfg(feature = "full")]
