@@ -194,6 +194,7 @@ pub(super) fn events_as_described(c: &mut Conformance, events: &mut Rpc) {
         "sheet.cancelled",
         "sheet.resubmitted",
         "sheet.deadline",
+        "sheet.paper_duplicate",
         "lot.closed",
         "lot.signed",
         "lot.sent",

@@ -279,6 +279,7 @@ fn invalid_parameters(c: &mut Conformance, rpc: &mut Rpc, g: &Value) {
         ("fse.get", json!({}), "id"),
         ("fse.list", json!({"state": "lost"}), "state"),
         ("fse.cancel", json!({"id": 1, "reason": ""}), "reason"),
+        ("fse.duplicate", json!({"id": 1, "reason": " "}), "reason"),
         ("lots.get", json!({"lot_id": 5}), "lot_id"),
         ("returns.list", json!({"limit": 0}), "limit"),
         ("queue.stats", json!({"x": 1}), "x"),
@@ -351,6 +352,10 @@ fn sheets_once_per_key(c: &mut Conformance, rpc: &mut Rpc, g: &Value) -> (i64, i
         Some("lot_id"),
     );
     c.refused(rpc, "fse.proof", json!({"id": a}), 1020, Some("id"));
+    // Its paper duplicate, before any lot; none for a sheet that does not exist.
+    let paper = c.ok(rpc, "fse.duplicate", json!({"id": a}));
+    assert_eq!((&paper["id"], &paper["lot_id"]), (&json!(a), &Value::Null));
+    c.refused(rpc, "fse.duplicate", json!({"id": 999_999}), 1020, Some("id"));
     let e = c.refused(rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
     assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
 
