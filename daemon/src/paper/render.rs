@@ -3,7 +3,7 @@
 //! names print and `pdftotext` reads them back. Pure and deterministic: the same sheet, lot and
 //! reason give the same bytes (no clock: the only time in the file is the sheet's own).
 
-use fse_formats::fse::{Act, CareSheet};
+use fse_formats::fse::{Act, CarePath, CareSheet, CoverKind, Mode, RightsSource};
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use super::text::{coefficient, date, euros, time, win_ansi, wrap};
@@ -87,22 +87,33 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// The name of `v`'s variant as the API writes it (`secured`, `degraded`, `app` …).
-fn json_name<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
+/// The sheet's mode in words.
+fn mode(sheet: &CareSheet) -> String {
+    match sheet.mode {
+        Mode::Secured => "sécurisé (carte Vitale)".into(),
+        Mode::Degraded => "dégradé (sans carte Vitale)".into(),
+        Mode::App => "application carte Vitale".into(),
     }
 }
 
-/// The sheet's mode in words.
-fn mode(sheet: &CareSheet) -> String {
-    match json_name(&sheet.mode).as_str() {
-        "secured" => "sécurisé (carte Vitale)".into(),
-        "degraded" => "dégradé (sans carte Vitale)".into(),
-        "app" => "application carte Vitale".into(),
-        other => other.to_string(),
+/// Where the rights the sheet was priced on came from, and when they were read.
+fn rights(sheet: &CareSheet) -> String {
+    let Some(r) = &sheet.rights else {
+        return match sheet.mode {
+            Mode::Degraded => "saisis (attestation papier)".into(),
+            _ => "lus sur la carte Vitale".into(),
+        };
+    };
+    let source = match r.source {
+        RightsSource::Card => "lus sur la carte Vitale",
+        RightsSource::Online => "service de droits en ligne",
+        RightsSource::App => "application carte Vitale",
+    };
+    let mut out = format!("{source}, le {}", time(&r.read_at));
+    if let Some(why) = &r.fallback {
+        out.push_str(&format!(" (consultation en ligne impossible : {why})"));
     }
+    out
 }
 
 /// The heading lines: what the paper is, which sheet, which lot, when, how it was made.
@@ -154,12 +165,12 @@ fn people(s: &CareSheet, out: &mut Vec<Line>) {
     field(out, "Rang", &b.rank.to_string());
     field(out, "Organisme (AMO)", &b.organism);
     let c = &s.cover;
-    let mut cover = match json_name(&c.kind).as_str() {
-        "maladie" => "maladie".to_string(),
-        "maternite" => "maternité".to_string(),
-        "at_mp" => "accident du travail / maladie professionnelle".to_string(),
-        other => other.to_string(),
-    };
+    let mut cover = match c.kind {
+        CoverKind::Maladie => "maladie",
+        CoverKind::Maternite => "maternité",
+        CoverKind::AtMp => "accident du travail / maladie professionnelle",
+    }
+    .to_string();
     if c.ald {
         cover.push_str(", ALD");
     }
@@ -169,16 +180,16 @@ fn people(s: &CareSheet, out: &mut Vec<Line>) {
     if let Some(at) = &c.at_mp {
         cover.push_str(&format!(", AT/MP n° {} du {}", at.number, date(&at.date)));
     }
-    let path = match json_name(&s.care_path).as_str() {
-        "treating" => "médecin traitant".to_string(),
-        "direct_access" => "accès direct spécifique".to_string(),
-        "emergency" => "urgence ou hors résidence".to_string(),
-        "out_of_path" => "hors parcours de soins".to_string(),
-        "not_applicable" => "sans objet".to_string(),
-        other => other.to_string(),
+    let path = match s.care_path {
+        CarePath::Treating => "médecin traitant",
+        CarePath::DirectAccess => "accès direct spécifique",
+        CarePath::Emergency => "urgence ou hors résidence",
+        CarePath::OutOfPath => "hors parcours de soins",
+        CarePath::NotApplicable => "sans objet",
     };
-    field(out, "Parcours de soins", &path);
+    field(out, "Parcours de soins", path);
     field(out, "Couverture", &cover);
+    field(out, "Droits", &rights(s));
 }
 
 /// One act as a row of the table.

@@ -47,15 +47,18 @@ fn sheet(acts: usize) -> CareSheet {
 }
 
 /// Whether `pdf` shows `text` as one piece (one cell): a literal string when its WinAnsi bytes
-/// are ASCII, else a hex string.
+/// are ASCII (its parentheses escaped when they do not pair), else a hex string.
 fn shows(pdf: &[u8], text: &str) -> bool {
     let bytes = text::win_ansi(text);
-    let needle = if bytes.is_ascii() {
-        format!("({text})").into_bytes()
+    let needles = if bytes.is_ascii() {
+        let escaped = text.replace('(', "\\(").replace(')', "\\)");
+        vec![format!("({text})"), format!("({escaped})")]
     } else {
-        format!("<{}>", hex::encode_upper(&bytes)).into_bytes()
+        vec![format!("<{}>", hex::encode_upper(&bytes))]
     };
-    pdf.windows(needle.len()).any(|w| w == needle.as_slice())
+    needles
+        .iter()
+        .any(|n| pdf.windows(n.len()).any(|w| w == n.as_bytes()))
 }
 
 /// How many pages `pdf` has (`/Type /Page` objects, not the `/Pages` tree).
@@ -104,6 +107,7 @@ fn the_duplicate_shows_the_sheet_its_lot_and_its_amounts_the_same_each_time() {
         "19,00 €",
         "Parcours de soins : médecin traitant",
         "Couverture : maladie",
+        "Droits : saisis (attestation papier)",
         // Patient's share 30 − 19 = 11 €.
         "11,00 €",
         "Tiers payant : AMO non, AMC non",
@@ -117,6 +121,32 @@ fn the_duplicate_shows_the_sheet_its_lot_and_its_amounts_the_same_each_time() {
     });
     assert!(shows(&in_lot, "Lot : 810000000009-00000007"));
     assert!(!shows(&in_lot, "Lot : hors lot"));
+}
+
+#[test]
+fn the_rights_origin_and_the_app_mode_are_shown() {
+    // A sheet vouched for by the Vitale app, priced on the card's rights after an online
+    // lookup failed (a version 3 sheet).
+    let mut json = sheet_json(1);
+    json["mode"] = json!("app");
+    json["degraded_reason"] = Value::Null;
+    json["app_presence"] = json!({"token": "3000"});
+    json["rights"] = json!({"source": "card", "read_at": "20261207101000Z",
+        "answer_digest": null, "fallback": "service injoignable"});
+    let s: CareSheet = serde_json::from_value(json).unwrap();
+    let pdf = render(&Duplicate {
+        sheet: &s,
+        lot_id: None,
+        reason: "x",
+    });
+    assert!(shows(&pdf, "Mode : application carte Vitale"));
+    // 117 characters: cut at the last space within 95 (after "impossible", the 94th).
+    assert!(shows(
+        &pdf,
+        "Droits : lus sur la carte Vitale, le 07/12/2026 10:10:00 UTC (consultation en ligne \
+         impossible"
+    ));
+    assert!(shows(&pdf, ": service injoignable)"));
 }
 
 #[test]
@@ -147,9 +177,9 @@ fn accented_names_are_winansi_in_a_base_font() {
 
 #[test]
 fn many_acts_take_several_pages() {
-    // 40 lines besides the acts (9 heading, 16 people, 3 table heading, 12 amounts); 56 lines
-    // a page ((790 − 64) / 13 + 1): 16 acts fill one page, 17 need two, 120 need
-    // ⌈160 / 56⌉ = 3.
+    // 41 lines besides the acts (9 heading, 17 people, 3 table heading, 12 amounts); 56 lines
+    // a page ((790 − 64) / 13 + 1): 15 acts fill one page, 16 need two, 120 need
+    // ⌈161 / 56⌉ = 3.
     let one = |n| {
         let s = sheet(n);
         pages(&render(&Duplicate {
@@ -158,7 +188,7 @@ fn many_acts_take_several_pages() {
             reason: "x",
         }))
     };
-    assert_eq!((one(16), one(17), one(120)), (1, 2, 3));
+    assert_eq!((one(15), one(16), one(120)), (1, 2, 3));
     let s = sheet(120);
     let pdf = render(&Duplicate {
         sheet: &s,

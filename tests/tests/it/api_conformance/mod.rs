@@ -355,7 +355,13 @@ fn sheets_once_per_key(c: &mut Conformance, rpc: &mut Rpc, g: &Value) -> (i64, i
     // Its paper duplicate, before any lot; none for a sheet that does not exist.
     let paper = c.ok(rpc, "fse.duplicate", json!({"id": a}));
     assert_eq!((&paper["id"], &paper["lot_id"]), (&json!(a), &Value::Null));
-    c.refused(rpc, "fse.duplicate", json!({"id": 999_999}), 1020, Some("id"));
+    c.refused(
+        rpc,
+        "fse.duplicate",
+        json!({"id": 999_999}),
+        1020,
+        Some("id"),
+    );
     let e = c.refused(rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
     assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
 
