@@ -181,6 +181,9 @@ impl Paper {
             .await?
             .ok_or(PaperError::NotFound(id))?;
         let path = self.file_of(&row)?;
+        // Held from the look for the file to its rename: an automatic duplicate never lands
+        // over one asked for meanwhile.
+        let one = self.writing.lock().await;
         if only_if_missing && path.exists() {
             return Ok(None);
         }
@@ -197,16 +200,14 @@ impl Paper {
         });
         let sha256 = hex::encode(Sha256::digest(&pdf));
         let size = pdf.len() as u64;
-        {
-            let _one = self.writing.lock().await;
-            let (dir, file) = (self.dir.clone(), path.clone());
-            tokio::task::spawn_blocking(move || write_durably(&dir, &file, &pdf))
-                .await
-                .map_err(|e| PaperError::Write {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
-        }
+        let (dir, file) = (self.dir.clone(), path.clone());
+        tokio::task::spawn_blocking(move || write_durably(&dir, &file, &pdf))
+            .await
+            .map_err(|e| PaperError::Write {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        drop(one);
         self.lock().remove(&id);
         let written = Written {
             id,
