@@ -64,6 +64,9 @@ pub const IDLE_TIMEOUT: i64 = 1043;
 /// (`[network.workstations.<name>]`) do not give it: `data.workstation` and `data.method` or
 /// `data.cps_serial` say which. Nothing was run.
 pub const NOT_PERMITTED: i64 = 1044;
+/// `fse.attach` refused a document: `data.field` (`content`, `kind`, `id`) and `data.reason`
+/// (`type`, `resolution`, `size`, `malformed`, `state`) say why. Nothing was stored.
+pub const ATTACHMENT_REFUSED: i64 = 1053;
 
 /// Every stable error code, in the order `daemon/API.md` lists them.
 pub const ERROR_CODES: &[i64] = &[
@@ -90,6 +93,7 @@ pub const ERROR_CODES: &[i64] = &[
     TOO_MANY_CONNECTIONS_FOR_PEER,
     IDLE_TIMEOUT,
     NOT_PERMITTED,
+    ATTACHMENT_REFUSED,
 ];
 
 /// A request as received.
@@ -168,6 +172,7 @@ pub fn code_name(code: i64) -> &'static str {
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
         NOT_PERMITTED => "NOT_PERMITTED",
+        ATTACHMENT_REFUSED => "ATTACHMENT_REFUSED",
         CARD_UNREACHABLE => "CARD_UNREACHABLE",
         _ => "ERROR",
     }

@@ -7,6 +7,7 @@
 
 pub mod ack;
 pub mod apdu;
+pub mod attachment;
 pub mod api;
 pub mod build;
 pub mod calendar;

@@ -6,12 +6,16 @@
 use asn1_rs::{DerSequence, FromDer, OctetString, Tagged, ToDer, ToDerSequence};
 use thiserror::Error;
 
+use crate::attachment::AttachmentRef;
 use crate::der::{bytes_n, DerError};
 use crate::fse::CareSheet;
 use crate::merkle::{self, Hash};
 
-/// Version of the lot encoding.
+/// Version of the lot header encoding without attachments.
 pub const LOT_VERSION: u32 = 1;
+/// Version of a lot header that references attachments (a trailing `attachments` list, never
+/// empty: a header without any is version 1, byte for byte).
+pub const LOT_VERSION_ATTACHMENTS: u32 = 2;
 /// Salt length per leaf.
 pub const SALT_LEN: usize = 16;
 
@@ -36,6 +40,9 @@ pub struct LotHeader {
     pub cps_serial: String,
     /// Ed25519 public key of the signing CPS.
     pub signer_key: [u8; 32],
+    /// The supporting documents this lot references (their hashes, under the CPS signature);
+    /// empty: a version 1 header.
+    pub attachments: Vec<AttachmentRef>,
 }
 
 /// One sheet in a lot.
@@ -207,12 +214,24 @@ struct EntryDer<'a> {
 impl LotHeader {
     /// DER of the header: the bytes the CPS signs.
     pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
-        Ok(self.as_der().to_der_vec()?)
+        let v1 = self.as_der().to_der_vec()?;
+        if self.attachments.is_empty() {
+            return Ok(v1);
+        }
+        // Version 2: the version 1 fields, then the attachments list.
+        let (_, seq) = asn1_rs::Sequence::from_der(&v1)?;
+        let mut content = seq.content.as_ref().to_vec();
+        content.extend(AttachmentRef::list_to_der(&self.attachments)?);
+        Ok(crate::der::sequence(&content))
     }
 
     fn as_der(&self) -> HeaderDer<'_> {
         HeaderDer {
-            version: LOT_VERSION,
+            version: if self.attachments.is_empty() {
+                LOT_VERSION
+            } else {
+                LOT_VERSION_ATTACHMENTS
+            },
             lot_id: self.lot_id.clone(),
             number: self.number,
             practitioner_id: self.practitioner_id.clone(),
@@ -225,8 +244,41 @@ impl LotHeader {
         }
     }
 
+    /// Decodes the header at the start of `input`; returns it and what follows. A version 2
+    /// header is the version 1 fields and a trailing non-empty `attachments` list.
+    fn take(input: &[u8]) -> Result<(Self, &[u8]), DerError> {
+        let (rest, seq) = asn1_rs::Sequence::from_der(input)?;
+        let fields = crate::der::values(seq.content.as_ref())?;
+        let (first, attachments) = match fields.as_slice() {
+            [first @ .., (0x30, last, _)] if first.len() == 10 => (first, Some(*last)),
+            all => (all, None),
+        };
+        let v1: Vec<u8> = first.iter().flat_map(|f| f.1.iter().copied()).collect();
+        let v1 = crate::der::sequence(&v1);
+        let (after, h) = HeaderDer::from_der(&v1)?;
+        if !after.is_empty() {
+            return Err(DerError::field("header", "trailing bytes"));
+        }
+        let version = h.version;
+        let mut header = Self::from_der_struct(h)?;
+        match (version, attachments) {
+            (LOT_VERSION, None) => {}
+            (LOT_VERSION_ATTACHMENTS, Some(list)) => {
+                header.attachments = AttachmentRef::list_from_der(list)?;
+                if header.attachments.is_empty() {
+                    return Err(DerError::field(
+                        "header.attachments",
+                        "empty in a version 2 header (a header without any is version 1)",
+                    ));
+                }
+            }
+            _ => return Err(DerError::field("header.version", "unsupported lot version")),
+        }
+        Ok((header, rest))
+    }
+
     fn from_der_struct(h: HeaderDer<'_>) -> Result<Self, DerError> {
-        if h.version != LOT_VERSION {
+        if h.version != LOT_VERSION && h.version != LOT_VERSION_ATTACHMENTS {
             return Err(DerError::field("header.version", "unsupported lot version"));
         }
         Ok(LotHeader {
@@ -239,17 +291,17 @@ impl LotHeader {
             closed_at: h.closed_at,
             cps_serial: h.cps_serial,
             signer_key: bytes_n(h.signer_key.as_ref(), "header.signer_key")?,
+            attachments: Vec::new(),
         })
     }
 
     /// Decodes a header.
     pub fn from_der(bytes: &[u8]) -> Result<Self, DerError> {
         crate::der::check_structure(bytes)?;
-        let (rest, h) = HeaderDer::from_der(bytes)?;
+        let (header, rest) = Self::take(bytes)?;
         if !rest.is_empty() {
             return Err(DerError::field("header", "trailing bytes"));
         }
-        let header = Self::from_der_struct(h)?;
         crate::der::require_canonical(bytes, &header.to_der()?, "header")?;
         Ok(header)
     }
@@ -267,7 +319,7 @@ impl SignedLot {
     /// DER: `SEQUENCE { header LotHeader, signature OCTET STRING, entries SEQUENCE OF LotEntry,
     /// signerCertificate [0] IMPLICIT OCTET STRING OPTIONAL }`.
     pub fn to_der(&self) -> Result<Vec<u8>, DerError> {
-        let mut content = self.header.as_der().to_der_vec()?;
+        let mut content = self.header.to_der()?;
         content.extend(OctetString::new(&self.signature).to_der_vec()?);
         let entries: Vec<EntryDer> = self
             .entries
@@ -294,7 +346,7 @@ impl SignedLot {
             return Err(DerError::field("lot", "trailing bytes"));
         }
         let inner = seq.content.as_ref();
-        let (inner, h) = HeaderDer::from_der(inner)?;
+        let (header, inner) = LotHeader::take(inner)?;
         let (inner, sig) = OctetString::from_der(inner)?;
         let (inner, entries) = <Vec<EntryDer>>::from_der(inner)?;
         let signer_certificate = match crate::der::values(inner)?.as_slice() {
@@ -312,7 +364,7 @@ impl SignedLot {
             })
             .collect::<Result<Vec<_>, DerError>>()?;
         let lot = SignedLot {
-            header: LotHeader::from_der_struct(h)?,
+            header,
             signature: bytes_n(sig.as_ref(), "signature")?,
             entries,
             signer_certificate,
@@ -436,6 +488,7 @@ pub(crate) mod tests {
             closed_at: "20261122120000Z".into(),
             cps_serial: "CPS0001".into(),
             signer_key: key.verifying_key().to_bytes(),
+            attachments: Vec::new(),
         };
         let signature = key.sign(&header.to_der().unwrap()).to_bytes();
         SignedLot {
@@ -494,6 +547,58 @@ pub(crate) mod tests {
             Err(LotError::Certificate(_))
         ));
         assert!(l.proof(9, None).is_err());
+    }
+
+    #[test]
+    fn header_with_attachments_is_version_2_and_canonical() {
+        let l = lot(2);
+        let v1 = l.header.to_der().unwrap();
+        // Without attachments: version 1 (02 01 01 right after the SEQUENCE header: 30 81 LL,
+        // the header being over 127 bytes), ten fields.
+        assert_eq!(v1[1], 0x81);
+        assert_eq!(&v1[3..6], &[0x02, 0x01, 0x01]);
+        let mut h = l.header.clone();
+        h.attachments = vec![
+            crate::attachment::tests::sample_ref(0),
+            crate::attachment::tests::sample_ref(1),
+        ];
+        let v2 = h.to_der().unwrap();
+        // A ref: 30 LL, number 02 01 NN, kind 02 01 01, "image/png" 0C 09 + 9, size 1234 =
+        // 02 02 04 D2, sha256 04 20 + 32: 2 + 3 + 3 + 11 + 4 + 34 = 57 bytes; the list
+        // 2 + 2 × 57 = 116; the header 133 + 116 = 249 < 256, still 30 81 LL.
+        assert_eq!(v2[1], 0x81);
+        assert_eq!(&v2[3..6], &[0x02, 0x01, 0x02]);
+        assert_eq!(LotHeader::from_der(&v2).unwrap(), h);
+        // The version 1 fields are the same bytes, then the list.
+        let list = AttachmentRef::list_to_der(&h.attachments).unwrap();
+        assert_eq!(v2.len(), v1.len() + list.len());
+        assert_eq!(list.len(), 2 + 2 * 57);
+        assert_eq!(&v2[v2.len() - list.len()..], &list[..]);
+        // A lot with that header round-trips.
+        let mut signed = l.clone();
+        signed.header = h.clone();
+        assert_eq!(SignedLot::from_der(&signed.to_der().unwrap()).unwrap(), signed);
+        // Version 2 with an empty list, and version 1 with a list, are refused.
+        let fields = &v1[3..];
+        let mut empty = vec![0x02, 0x01, 0x02];
+        empty.extend_from_slice(&fields[3..]);
+        empty.extend_from_slice(&[0x30, 0x00]);
+        assert!(LotHeader::from_der(&crate::der::sequence(&empty)).is_err());
+        let mut v1_list = fields.to_vec();
+        v1_list.extend_from_slice(&list);
+        assert!(LotHeader::from_der(&crate::der::sequence(&v1_list)).is_err());
+        // Version 2 without the list.
+        let mut v2_bare = vec![0x02, 0x01, 0x02];
+        v2_bare.extend_from_slice(&fields[3..]);
+        assert!(LotHeader::from_der(&crate::der::sequence(&v2_bare)).is_err());
+        // The signature covers the references: a changed hash breaks it.
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut s = signed.clone();
+        s.header.signer_key = key.verifying_key().to_bytes();
+        s.signature = key.sign(&s.header.to_der().unwrap()).to_bytes();
+        assert_eq!(s.verify().unwrap().len(), 2);
+        s.header.attachments[1].sha256[0] ^= 1;
+        assert_eq!(s.verify().unwrap_err(), LotError::Signature);
     }
 
     #[test]

@@ -154,6 +154,7 @@ fn lot_build(key: &SigningKey) {
             closed_at: "20261122120000Z".into(),
             cps_serial: "CPS-0001".into(),
             signer_key: key.verifying_key().to_bytes(),
+            attachments: Vec::new(),
         };
         let signature = key.sign(&header.to_der().unwrap()).to_bytes();
         std::hint::black_box(

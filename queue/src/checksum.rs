@@ -63,6 +63,24 @@ pub fn dre_lot_checksum(lot_id: &str, amc: &str, der: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The checksum of attachment `id`: its sheet, kind, media type and bytes.
+pub fn attachment_checksum(
+    id: i64,
+    sheet_id: i64,
+    kind: &str,
+    media_type: &str,
+    content: &[u8],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"fsed attachment\0");
+    h.update(id.to_be_bytes());
+    h.update(sheet_id.to_be_bytes());
+    put_part(&mut h, Some(kind.as_bytes()));
+    put_part(&mut h, Some(media_type.as_bytes()));
+    put_part(&mut h, Some(content));
+    h.finalize().into()
+}
+
 /// Checks a stored checksum against the one computed: `Err` names why they differ.
 pub(crate) fn check(stored: Option<&[u8]>, computed: &[u8; 32]) -> Result<(), Mismatch> {
     match stored {

@@ -69,6 +69,7 @@ fn signed_lot(q: &mut Queue, n: u64) -> (LotId, Vec<SheetRow>, Vec<u8>) {
         closed_at: "20261122110000Z".into(),
         cps_serial: "CPS0001".into(),
         signer_key: key.verifying_key().to_bytes(),
+        attachments: Vec::new(),
     };
     let signature = key.sign(&header.to_der().unwrap()).to_bytes();
     let der = SignedLot {

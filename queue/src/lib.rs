@@ -17,6 +17,7 @@
 //! program's database, a newer schema) is reported and never written to.
 
 mod acks;
+mod attachments;
 mod checksum;
 mod dre_lots;
 mod durable;
@@ -41,12 +42,15 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use attachments::{
+    AttachmentArl, AttachmentLotToSend, AttachmentRow, NewAttachment, StoredAttachment,
+};
 pub use durable::{HighWater, PractitionerMark};
 pub use error::{Detail, QueueError};
 pub use events::stamp_ago;
 pub use ids::{LotId, PractitionerId, SheetId};
 pub use integrity::{
-    check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
+    attachment_checksum, check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
 };
 pub use schema::APPLICATION_ID;
 pub use time::{BadTime, CompactTime, Stamp, TimeText};

@@ -184,6 +184,7 @@ pub(crate) fn lot_signed_in(
         count,
         &at,
     )?;
+    crate::attachments::reference_in(tx, lot_id, signed_der, &at)?;
     for (amc, der, dres) in dre_lots {
         let checksum = integrity::dre_lot_checksum(lot_id, amc, der);
         tx.execute(

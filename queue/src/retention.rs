@@ -59,6 +59,10 @@ impl Queue {
             [lot_id],
         )?;
         tx.execute(
+            "DELETE FROM attachments WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
+            [lot_id],
+        )?;
+        tx.execute(
             "DELETE FROM sheet_bodies WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
             [lot_id],
         )?;

@@ -303,6 +303,32 @@ CREATE TABLE return_dead_letters (
     last_at  TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 18: supporting documents (SCOR): a document attached to a sheet, its bytes and checksum,
+    // and where it stands: stored → referenced (its hash in a signed lot's header) → sent (in
+    // an attachment lot) → acknowledged | rejected (that lot's ARL). The same bytes attached
+    // twice to a sheet are one row.
+    r#"
+CREATE TABLE attachments (
+    id                INTEGER PRIMARY KEY,
+    sheet_id          INTEGER NOT NULL REFERENCES sheets (id),
+    kind              TEXT NOT NULL CHECK (kind IN ('prescription','degraded_paper','other')),
+    media_type        TEXT NOT NULL,
+    size              INTEGER NOT NULL CHECK (size > 0),
+    sha256            BLOB NOT NULL,
+    content           BLOB NOT NULL,
+    checksum          BLOB NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('stored','referenced','sent','acknowledged','rejected')),
+    signed_lot_id     TEXT,
+    attachment_lot_id TEXT,
+    lot_digest        BLOB,
+    reason            TEXT,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL,
+    UNIQUE (sheet_id, sha256)
+);
+CREATE INDEX attachments_open ON attachments (state) WHERE state IN ('stored','referenced','sent');
+CREATE INDEX attachments_lot ON attachments (attachment_lot_id) WHERE attachment_lot_id IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

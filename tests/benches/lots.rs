@@ -56,6 +56,7 @@ fn main() {
             closed_at: "20261122120000Z".into(),
             cps_serial: data.holder.serial.clone(),
             signer_key: data.public_key,
+            attachments: Vec::new(),
         };
         cards::select_aid(&mut card, cards::AID_CPS).unwrap();
         cards::cps_sign(&mut card, &header.to_der().unwrap()).unwrap();

@@ -119,6 +119,7 @@ fn lot_signed_by(
         closed_at: "20261122120000Z".into(),
         cps_serial: holder.serial.clone(),
         signer_key: cps_key.verifying_key().to_bytes(),
+        attachments: Vec::new(),
     };
     let signature = cps_key
         .sign(&header.to_der().unwrap_or_default())
