@@ -56,4 +56,6 @@ pub struct DoctorSetup {
     pub transport: Arc<Transport>,
     /// Whether a trust store is configured (without one, every return is refused).
     pub trust_configured: bool,
+    /// `[attachments]`: the largest document, the days a degraded sheet's paper may wait.
+    pub attachments: crate::config::AttachmentsSection,
 }

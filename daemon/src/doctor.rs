@@ -41,8 +41,9 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// Stable name of the check (`pcscd`, `readers`, `cards`, `certificates`, `pin`, `clock`,
-    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`, `returns`,
-    /// `network`, `paper`, `remote_cards` (only with `[[remote.fsed]]`)).
+    /// `database`, `stored_rows` (thorough only), `disk`, `broker`, `backlog`, `arl`,
+    /// `paper_missing`, `returns`, `network`, `paper`, `remote_cards` (only with
+    /// `[[remote.fsed]]`)).
     pub check: &'static str,
     /// Verdict.
     pub status: Status,
@@ -97,6 +98,7 @@ pub async fn run(ctx: &Context, setup: &Setup, thorough: bool) -> Report {
     checks.push(broker(setup).await);
     checks.push(backlog(ctx, queue));
     checks.push(arl(ctx).await);
+    checks.push(papers(ctx, setup).await);
     checks.push(returns(ctx, setup).await);
     checks.push(network(ctx));
     checks.push(paper(&ctx.paper));
@@ -604,6 +606,50 @@ async fn arl(ctx: &Context) -> Check {
              that the return queue exists and that nothing deletes or purges it",
         )
     }
+}
+
+/// Degraded-mode sheets without their `degraded_paper` document `[attachments]
+/// degraded_paper_days` calendar days after their creation: a warning naming them.
+async fn papers(ctx: &Context, setup: &Setup) -> Check {
+    let days = setup.attachments.degraded_paper_days;
+    let cutoff = crate::batcher::paper_cutoff(days, Utc::now());
+    let rows = match ctx
+        .store
+        .read(move |q| q.sheets_without_paper(&cutoff))
+        .await
+    {
+        Ok(rows) => crate::batcher::degraded(rows),
+        Err(e) => {
+            return check(
+                "paper_missing",
+                Status::Failure,
+                format!("cannot read the queue: {e}"),
+            )
+        }
+    };
+    if rows.is_empty() {
+        return check(
+            "paper_missing",
+            Status::Ok,
+            format!("no degraded-mode sheet waits for its paper more than {days} day(s)"),
+        );
+    }
+    let named: Vec<String> = rows
+        .iter()
+        .take(20)
+        .map(|(id, p, n, c)| format!("sheet {id} ({p} no. {n}, made {c})"))
+        .collect();
+    check(
+        "paper_missing",
+        Status::Warning,
+        format!(
+            "{} degraded-mode sheet(s) without their paper after {days} day(s): {}{}",
+            rows.len(),
+            named.join("; "),
+            if rows.len() > 20 { "; …" } else { "" }
+        ),
+    )
+    .fix("scan each sheet's signed paper form and attach it: fse.attach with kind degraded_paper")
 }
 
 /// Returns refused and dead-lettered so far (per reason), and whether returns can be

@@ -211,6 +211,11 @@ pub async fn apply_return(
             ),
         ));
     }
+    if let ReturnContent::Arl(arl) = &signed.content {
+        if is_attachment_lot(&arl.lot_id) {
+            return apply_attachment_arl(store, arl, &code).await;
+        }
+    }
     let id = fse_queue::LotId::new(lot_id.as_str());
     let Some(row) = store
         .call(move |q| q.get_lot(&id))
@@ -290,6 +295,68 @@ async fn apply_payments(
         Applied::NotYet
     } else {
         Applied::Payments(done)
+    })
+}
+
+/// Whether `lot_id` names an attachment lot: `<practitioner>-A<8 digits>`.
+fn is_attachment_lot(lot_id: &str) -> bool {
+    lot_id
+        .rsplit_once("-A")
+        .is_some_and(|(_, n)| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Applies an authenticated ARL of an attachment lot (idempotent): its merkle root must be the
+/// SHA-256 of the attachment lot's DER as sent, its insurer the lot's destination.
+async fn apply_attachment_arl(store: &Store, arl: &Arl, code: &str) -> Result<Applied, String> {
+    use fse_queue::AttachmentArl;
+    let lot = Some(arl.lot_id.as_str());
+    let Some(digest) = hex::decode(&arl.merkle_root)
+        .ok()
+        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+    else {
+        return Ok(refused(Reason::Unreadable, lot, "merkle root not 32 bytes"));
+    };
+    let positive = arl.status == fse_formats::ack::ArlStatus::Positive;
+    let reason = (!arl.rejections.is_empty()).then(|| {
+        arl.rejections
+            .iter()
+            .map(|r| format!("{}: {}", r.code, r.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let (id, insurer) = (arl.lot_id.clone(), code.to_string());
+    let outcome = store
+        .call(move |q| q.apply_attachment_arl(&id, &insurer, &digest, positive, reason.as_deref()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(match outcome {
+        AttachmentArl::Applied(_) => Applied::Recorded {
+            lot_id: arl.lot_id.clone(),
+            status: arl.status,
+            rejections: arl.rejections.len(),
+        },
+        AttachmentArl::Duplicate => Applied::Duplicate,
+        AttachmentArl::Unknown => refused(
+            Reason::UnknownLot,
+            lot,
+            format!("return for unknown attachment lot {}", arl.lot_id),
+        ),
+        AttachmentArl::Mismatch => refused(
+            Reason::MerkleRootMismatch,
+            lot,
+            format!(
+                "ARL for attachment lot {} names another content",
+                arl.lot_id
+            ),
+        ),
+        AttachmentArl::WrongInsurer(dest) => refused(
+            Reason::WrongInsurer,
+            lot,
+            format!(
+                "attachment lot {} was sent to {dest}, the return is signed by {code}",
+                arl.lot_id
+            ),
+        ),
     })
 }
 

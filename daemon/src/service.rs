@@ -369,6 +369,8 @@ impl Service {
             unroutable: Default::default(),
             backoff: std::sync::Mutex::new((std::time::Duration::ZERO, None)),
             caller: crate::caller::Caller::internal("batcher"),
+            attachments: cfg.attachments.clone(),
+            paper_alarmed: Default::default(),
         };
         let mut tasks = JoinSet::new();
         let summaries = tokio::spawn(crate::logging::run_summaries(
@@ -648,6 +650,7 @@ fn doctor_setup(
         state_dir: cfg.state_dir.clone(),
         transport: Arc::clone(transport),
         trust_configured,
+        attachments: cfg.attachments.clone(),
     }
 }
 

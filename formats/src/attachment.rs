@@ -234,7 +234,10 @@ fn png_dpi(bytes: &[u8]) -> Result<(u32, u32), Refusal> {
         let len = be32(rest) as usize;
         let kind = &rest[4..8];
         if rest.len() - 12 < len {
-            return Err(refuse(RefusalReason::Malformed, "PNG chunk beyond the file"));
+            return Err(refuse(
+                RefusalReason::Malformed,
+                "PNG chunk beyond the file",
+            ));
         }
         let data = &rest[8..8 + len];
         if first && (kind != b"IHDR" || len != 13) {
@@ -251,9 +254,7 @@ fn png_dpi(bytes: &[u8]) -> Result<(u32, u32), Refusal> {
                     )),
                 }
             }
-            b"IDAT" | b"IEND" => {
-                return Err(refuse(RefusalReason::Resolution, "PNG without pHYs"))
-            }
+            b"IDAT" | b"IEND" => return Err(refuse(RefusalReason::Resolution, "PNG without pHYs")),
             _ => rest = &rest[12 + len..],
         }
     }
@@ -275,7 +276,10 @@ fn jpeg_dpi(bytes: &[u8]) -> Result<(u32, u32), Refusal> {
         }
         let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
         if len < 2 || rest.len() - 2 < len {
-            return Err(refuse(RefusalReason::Malformed, "JPEG segment beyond the file"));
+            return Err(refuse(
+                RefusalReason::Malformed,
+                "JPEG segment beyond the file",
+            ));
         }
         let data = &rest[4..2 + len];
         if marker == 0xE0 && data.len() >= 12 && data.starts_with(b"JFIF\0") {
@@ -406,7 +410,9 @@ impl AttachmentRef {
         if !rest.is_empty() {
             return Err(DerError::field("attachments", "trailing bytes"));
         }
-        list.into_iter().map(AttachmentRef::from_der_struct).collect()
+        list.into_iter()
+            .map(AttachmentRef::from_der_struct)
+            .collect()
     }
 }
 

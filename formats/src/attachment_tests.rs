@@ -75,7 +75,10 @@ fn the_type_comes_from_the_bytes() {
     assert_eq!(i.dpi, None);
     assert_eq!(i.sha256, <[u8; 32]>::from(Sha256::digest(pdf)));
     // Text, whatever its name, is refused by type; a PDF without its end marker is malformed.
-    assert_eq!(reason(b"just some text, named scan.pdf"), RefusalReason::Type);
+    assert_eq!(
+        reason(b"just some text, named scan.pdf"),
+        RefusalReason::Type
+    );
     assert_eq!(reason(b"%PDF-1.4\n1 0 obj\n"), RefusalReason::Malformed);
     assert_eq!(reason(b"GIF89a...."), RefusalReason::Type);
 }
@@ -87,11 +90,20 @@ fn png_resolution_from_phys() {
     assert_eq!(i.media_type, MediaType::Png);
     assert_eq!(i.dpi, Some((300, 300)));
     // 2835 px/m × 0.0254 = 72.009 → 72 dpi: refused.
-    assert_eq!(reason(&png(Some((2835, 2835, 1)))), RefusalReason::Resolution);
+    assert_eq!(
+        reason(&png(Some((2835, 2835, 1)))),
+        RefusalReason::Resolution
+    );
     // 300 dpi across but 5000 px/m × 0.0254 = 127 dpi down: refused (either axis).
-    assert_eq!(reason(&png(Some((11811, 5000, 1)))), RefusalReason::Resolution);
+    assert_eq!(
+        reason(&png(Some((11811, 5000, 1)))),
+        RefusalReason::Resolution
+    );
     // Unit 0 (aspect ratio only) and no pHYs at all: no resolution.
-    assert_eq!(reason(&png(Some((11811, 11811, 0)))), RefusalReason::Resolution);
+    assert_eq!(
+        reason(&png(Some((11811, 11811, 0)))),
+        RefusalReason::Resolution
+    );
     assert_eq!(reason(&png(None)), RefusalReason::Resolution);
     // Cut in the middle of a chunk.
     let p = png(Some((11811, 11811, 1)));
@@ -100,15 +112,27 @@ fn png_resolution_from_phys() {
 
 #[test]
 fn jpeg_resolution_from_jfif_and_exif() {
-    assert_eq!(inspect(&jpeg(1, 200, 300), 1 << 20).unwrap().dpi, Some((200, 300)));
+    assert_eq!(
+        inspect(&jpeg(1, 200, 300), 1 << 20).unwrap().dpi,
+        Some((200, 300))
+    );
     // 118 dots/cm × 2.54 = 299.72 → 300 dpi.
-    assert_eq!(inspect(&jpeg(2, 118, 118), 1 << 20).unwrap().dpi, Some((300, 300)));
+    assert_eq!(
+        inspect(&jpeg(2, 118, 118), 1 << 20).unwrap().dpi,
+        Some((300, 300))
+    );
     assert_eq!(reason(&jpeg(1, 72, 72)), RefusalReason::Resolution);
     // Units 0: aspect ratio only, no EXIF: no resolution.
     assert_eq!(reason(&jpeg(0, 1, 1)), RefusalReason::Resolution);
-    assert_eq!(inspect(&jpeg_exif(600, 600), 1 << 20).unwrap().dpi, Some((600, 600)));
+    assert_eq!(
+        inspect(&jpeg_exif(600, 600), 1 << 20).unwrap().dpi,
+        Some((600, 600))
+    );
     assert_eq!(reason(&jpeg_exif(96, 96)), RefusalReason::Resolution);
-    assert_eq!(reason(&[0xFF, 0xD8, 0xFF, 0xE0, 0x40, 0x00]), RefusalReason::Malformed);
+    assert_eq!(
+        reason(&[0xFF, 0xD8, 0xFF, 0xE0, 0x40, 0x00]),
+        RefusalReason::Malformed
+    );
 }
 
 #[test]
@@ -116,7 +140,10 @@ fn size_limits() {
     let p = png(Some((11811, 11811, 1)));
     assert_eq!(reason(&[]), RefusalReason::Size);
     assert!(inspect(&p, p.len() as u64).is_ok());
-    assert_eq!(inspect(&p, p.len() as u64 - 1).unwrap_err().reason, RefusalReason::Size);
+    assert_eq!(
+        inspect(&p, p.len() as u64 - 1).unwrap_err().reason,
+        RefusalReason::Size
+    );
 }
 
 pub(crate) fn sample_ref(n: u64) -> AttachmentRef {

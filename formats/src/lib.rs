@@ -7,8 +7,8 @@
 
 pub mod ack;
 pub mod apdu;
-pub mod attachment;
 pub mod api;
+pub mod attachment;
 pub mod build;
 pub mod calendar;
 pub mod cards;

@@ -577,7 +577,10 @@ pub(crate) mod tests {
         // A lot with that header round-trips.
         let mut signed = l.clone();
         signed.header = h.clone();
-        assert_eq!(SignedLot::from_der(&signed.to_der().unwrap()).unwrap(), signed);
+        assert_eq!(
+            SignedLot::from_der(&signed.to_der().unwrap()).unwrap(),
+            signed
+        );
         // Version 2 with an empty list, and version 1 with a list, are refused.
         let fields = &v1[3..];
         let mut empty = vec![0x02, 0x01, 0x02];

@@ -24,6 +24,11 @@ pub const TYPE_ARL: &str = "fsed.arl.v1";
 pub const TYPE_PAYMENT: &str = "fsed.payment.v1";
 /// AMQP `type` of a DRE lot message (to the AMC).
 pub const TYPE_DRE_LOT: &str = "fsed.dre-lot.v1";
+/// AMQP `type` of an attachment lot message (`AttachmentLot`, to the AMO exchange with the
+/// destination as routing key, like the lot whose header references its documents).
+pub const TYPE_ATTACHMENT_LOT: &str = "fsed.attachment-lot.v1";
+/// Spool suffix of an attachment lot file (`<attachment lot id>.att`).
+pub const SPOOL_ATTACHMENT_LOT_SUFFIX: &str = "att";
 /// Content type of DER payloads.
 pub const CONTENT_TYPE_DER: &str = "application/der";
 /// Spool suffix of a lot file.

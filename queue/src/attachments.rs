@@ -85,7 +85,7 @@ pub struct AttachmentLotToSend {
 }
 
 /// What an attachment lot's ARL did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachmentArl {
     /// Applied: this many documents acknowledged or rejected.
     Applied(usize),
@@ -95,6 +95,8 @@ pub enum AttachmentArl {
     Unknown,
     /// The ARL names other content (its digest differs from the lot sent).
     Mismatch,
+    /// Signed by another insurer than the lot's destination (the destination is given).
+    WrongInsurer(String),
 }
 
 const COLUMNS: &str = "a.id, a.sheet_id, s.number, s.practitioner_id, s.destination, a.kind, \
@@ -351,6 +353,7 @@ impl Queue {
     pub fn apply_attachment_arl(
         &mut self,
         lot_id: &str,
+        insurer: &str,
         digest: &[u8; 32],
         positive: bool,
         reason: Option<&str>,
@@ -358,7 +361,8 @@ impl Queue {
         let tx = self.write()?;
         let found: Vec<(Option<Vec<u8>>, String)> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT lot_digest, state FROM attachments WHERE attachment_lot_id = ?1",
+                "SELECT a.lot_digest, s.destination FROM attachments a \
+                 JOIN sheets s ON s.id = a.sheet_id WHERE a.attachment_lot_id = ?1",
             )?;
             let rows = stmt.query_map([lot_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
@@ -366,7 +370,13 @@ impl Queue {
         if found.is_empty() {
             return Ok(AttachmentArl::Unknown);
         }
-        if found.iter().any(|(d, _)| d.as_deref() != Some(digest.as_slice())) {
+        if let Some((_, other)) = found.iter().find(|(_, d)| d != insurer) {
+            return Ok(AttachmentArl::WrongInsurer(other.clone()));
+        }
+        if found
+            .iter()
+            .any(|(d, _)| d.as_deref() != Some(digest.as_slice()))
+        {
             return Ok(AttachmentArl::Mismatch);
         }
         let at = stamp();
@@ -390,7 +400,7 @@ impl Queue {
         Ok(AttachmentArl::Applied(changed))
     }
 
-    /// Sheets created at or before `created_before` (`YYYYMMDDHHMMSSZ`) without a
+    /// Sheets created before `created_before` (`YYYYMMDDHHMMSSZ`) without a
     /// `degraded_paper` document, not cancelled: (id, practitioner, number, created_at, DER),
     /// for the caller to keep those made in degraded mode.
     #[allow(clippy::type_complexity)]
@@ -401,7 +411,7 @@ impl Queue {
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.id, s.practitioner_id, s.number, s.created_at, b.der FROM sheets s \
              JOIN sheet_bodies b ON b.sheet_id = s.id \
-             WHERE s.created_at <= ?1 AND s.state != 'cancelled' AND NOT EXISTS \
+             WHERE s.created_at < ?1 AND s.state != 'cancelled' AND NOT EXISTS \
              (SELECT 1 FROM attachments a WHERE a.sheet_id = s.id AND a.kind = 'degraded_paper') \
              ORDER BY s.id",
         )?;

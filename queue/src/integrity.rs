@@ -6,8 +6,8 @@
 
 use rusqlite::Connection;
 
-pub(crate) use crate::checksum::{check, damage_reason, is_damage, mismatch_error};
 pub use crate::checksum::{attachment_checksum, dre_lot_checksum, lot_checksum, sheet_checksum};
+pub(crate) use crate::checksum::{check, damage_reason, is_damage, mismatch_error};
 
 /// A stored row fsed will not serve: its checksum does not match its bytes, or a column no
 /// longer decodes.

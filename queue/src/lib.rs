@@ -50,7 +50,8 @@ pub use error::{Detail, QueueError};
 pub use events::stamp_ago;
 pub use ids::{LotId, PractitionerId, SheetId};
 pub use integrity::{
-    attachment_checksum, check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
+    attachment_checksum, check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow,
+    FileCheck, VerifyReport,
 };
 pub use schema::APPLICATION_ID;
 pub use time::{BadTime, CompactTime, Stamp, TimeText};

@@ -10,7 +10,8 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    card_ops, cards, events, fse, lots, paper, queue, returns, store, system, workstations,
+    attach, card_ops, cards, events, fse, lots, paper, queue, returns, store, system,
+    workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -39,6 +40,7 @@ pub const METHODS: &[&str] = &[
     "fse.resubmit",
     "fse.proof",
     "fse.duplicate",
+    "fse.attach",
     "lots.list",
     "lots.get",
     "lots.close",
@@ -239,6 +241,7 @@ async fn dispatch_value(
         "fse.resubmit" => fse::resubmit(ctx, p).await,
         "fse.proof" => fse::proof(ctx, p).await,
         "fse.duplicate" => paper::duplicate(ctx, p).await,
+        "fse.attach" => attach::attach(ctx, p).await,
         "lots.close" => lots::close(ctx, p).await,
         "transmit.now" => lots::transmit_now(ctx, p).await,
         "queue.alarms" => queue::alarms(ctx, p).await,

@@ -42,6 +42,7 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
                     .unwrap(),
             )),
             trust_configured: false,
+            attachments: Default::default(),
         }),
         network: Arc::new(
             crate::net::Network::new(&crate::config::Config {

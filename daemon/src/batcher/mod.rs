@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 
 use crate::cards::Cards;
 
+mod attachments;
+pub(crate) use attachments::{degraded, paper_cutoff};
 mod sign;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -58,6 +60,14 @@ pub struct Batcher {
     pub unroutable: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The batcher as a client of the cards: its lot signatures take their turns on a CPS.
     pub caller: crate::caller::Caller,
+    /// `[attachments]`: the days a degraded-mode sheet's paper may wait.
+    pub attachments: crate::config::AttachmentsSection,
+    /// Sheets whose `sheet.paper_missing` alarm this process already published.
+    /// Sheets whose `sheet.paper_missing` alarm this process already published, and when it
+    /// last looked.
+    #[allow(clippy::type_complexity)]
+    pub paper_alarmed:
+        std::sync::Mutex<(std::collections::HashSet<i64>, Option<std::time::Instant>)>,
 }
 
 /// Whether the daily closing is due at `now` (it was not done today and the time has come),
@@ -167,6 +177,10 @@ impl Batcher {
 
     /// One pass: close, sign, send. Returns when the next timed pass is due, if one is.
     pub async fn turn(&self) -> Result<Option<Duration>, String> {
+        let asked = self.close_now.load(std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = self.paper_alarms(asked).await {
+            tracing::warn!(error = %e, "look for degraded-mode sheets without their paper failed");
+        }
         let age = self.close().await?;
         let remote = self.sign().await?;
         // After a failed send, sends wait for the backoff whatever wakes the batcher, unless
@@ -185,6 +199,8 @@ impl Batcher {
             Some(left) => (Some(left), None),
             None => {
                 let failed = self.send().await?.is_some();
+                // The documents of the lots now sent follow them.
+                let failed = self.send_attachments().await? || failed;
                 // Lots whose ARL did not come go again once the new ones are out (not while the
                 // broker fails: the backoff comes first).
                 let (failed, resend) = if failed {
@@ -473,6 +489,7 @@ impl Batcher {
             closed_at: lot.closed_at.to_string(),
             cps_serial: String::new(),
             signer_key: [0; 32],
+            attachments: self.header_refs(lot).await.map_err(SignError::Other)?,
         };
         let today = Utc::now().date_naive();
         let signed = match &remote {

@@ -54,6 +54,8 @@ pub const KEYS: &[Key] = &[
     key("lots.close_at", Kind::Text, true),
     key("retention.days", Kind::Number, false),
     key("retention.archive_dir", Kind::Text, false),
+    key("attachments.max_bytes", Kind::Number, false),
+    key("attachments.degraded_paper_days", Kind::Number, false),
     key("api.max_connections", Kind::Number, false),
     key("api.max_queued_replies", Kind::Number, false),
     key("api.max_connections_per_uid", Kind::Number, false),

@@ -31,10 +31,11 @@ pub use network::{
 };
 pub use reload::{Change, Live, LiveSettings};
 pub use sections::{
-    ApiSection, CardBackend, CardsSection, LotsSection, RetentionSection, TransportKind,
-    TransportSection, DEFAULT_ARL_MAX_RESENDS, DEFAULT_ARL_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS,
-    DEFAULT_MAX_CONNECTIONS_PER_UID, MAX_ALARM_DAYS, MAX_ARL_RESENDS, MAX_ARL_TIMEOUT_SECS,
-    MAX_IDLE_TIMEOUT_SECS, MAX_LOT_AGE_SECS, MAX_LOT_SHEETS, MAX_SOCKET_PATH, SPOOL_RETURN_BYTES,
+    ApiSection, AttachmentsSection, CardBackend, CardsSection, LotsSection, RetentionSection,
+    TransportKind, TransportSection, DEFAULT_ARL_MAX_RESENDS, DEFAULT_ARL_TIMEOUT_SECS,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS_PER_UID, MAX_ALARM_DAYS, MAX_ARL_RESENDS,
+    MAX_ARL_TIMEOUT_SECS, MAX_IDLE_TIMEOUT_SECS, MAX_LOT_AGE_SECS, MAX_LOT_SHEETS, MAX_SOCKET_PATH,
+    SPOOL_RETURN_BYTES,
 };
 pub use sources::{ConfigError, ConfigErrors, Sources};
 
@@ -66,6 +67,8 @@ pub struct Config {
     /// Retention and archive.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Supporting documents.
+    pub attachments: AttachmentsSection,
     /// The local API: limits and who may connect.
     pub api: ApiSection,
     /// The network API (mutual TLS), enrollment and workstation rights.
@@ -94,6 +97,7 @@ impl Default for Config {
             transport: TransportSection::default(),
             lots: LotsSection::default(),
             retention: RetentionSection::default(),
+            attachments: AttachmentsSection::default(),
             api: ApiSection::default(),
             network: NetworkSection::default(),
             remote: Default::default(),

@@ -246,6 +246,31 @@ impl Default for RetentionSection {
     }
 }
 
+/// `[attachments]`: supporting documents (`fse.attach`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachmentsSection {
+    /// Largest document accepted, in bytes (1 to 5 MiB; default 5 MiB). Over the local API a
+    /// request is one line of at most 64 KiB, which bounds a document sent there to about
+    /// 48,000 bytes whatever this says (its base64 takes 4/3 of it).
+    pub max_bytes: u64,
+    /// Calendar days after its creation a degraded-mode sheet may go without its
+    /// `degraded_paper` document before the alarm (0 to 365; default 3).
+    pub degraded_paper_days: u32,
+}
+
+/// The default and largest `attachments.max_bytes`: 5 MiB.
+pub const MAX_ATTACHMENT_BYTES: u64 = 5 * 1024 * 1024;
+
+impl Default for AttachmentsSection {
+    fn default() -> Self {
+        AttachmentsSection {
+            max_bytes: MAX_ATTACHMENT_BYTES,
+            degraded_paper_days: 3,
+        }
+    }
+}
+
 /// The default of `api.max_connections_per_uid`: half the default `api.max_connections`, so
 /// one program that leaks connections leaves the other half to the practice's other programs
 /// (and the load generator's 64 practices under one user still fit).

@@ -35,6 +35,18 @@ impl Config {
                 format!("at least {} days", crate::retention::MIN_DAYS),
             );
         }
+        if !(1..=super::sections::MAX_ATTACHMENT_BYTES).contains(&self.attachments.max_bytes) {
+            bad(
+                "attachments.max_bytes",
+                format!(
+                    "between 1 and {} bytes",
+                    super::sections::MAX_ATTACHMENT_BYTES
+                ),
+            );
+        }
+        if self.attachments.degraded_paper_days > 365 {
+            bad("attachments.degraded_paper_days", "at most 365 days".into());
+        }
         if self.cards.backend == CardBackend::Virtual && self.cards.virtual_slots.is_empty() {
             bad("cards.virtual_slots", "at least one slot is needed".into());
         }

@@ -475,6 +475,24 @@ impl AmqpTransport {
             .await
     }
 
+    /// Publishes one attachment lot to [`wire::EXCHANGE_AMO`] with routing key = its
+    /// destination, `type` = [`wire::TYPE_ATTACHMENT_LOT`], `message_id` = its id.
+    pub async fn publish_attachment_lot(
+        &self,
+        lot_id: &str,
+        destination: &str,
+        der: &[u8],
+    ) -> Result<(), TransportError> {
+        self.publish_to(
+            wire::EXCHANGE_AMO,
+            wire::TYPE_ATTACHMENT_LOT,
+            &[(lot_id, destination, der)],
+        )
+        .await
+        .pop()
+        .unwrap_or(Err(TransportError::Closed))
+    }
+
     /// Publishes `(message id, routing key, body)` messages to `exchange` (see
     /// [`AmqpTransport::publish_lots`]).
     async fn publish_to(

@@ -141,4 +141,24 @@ impl Transport {
             }
         }
     }
+
+    /// Sends one attachment lot: over AMQP to the AMO exchange (routing key = destination,
+    /// `type` = `fsed.attachment-lot.v1`); in the spool as `<id>.att`.
+    pub async fn send_attachment_lot(
+        &self,
+        lot_id: &str,
+        destination: &str,
+        der: &[u8],
+    ) -> Result<(), SendFailure> {
+        match self {
+            Transport::Amqp(a) => a
+                .publish_attachment_lot(lot_id, destination, der)
+                .await
+                .map_err(SendFailure::from),
+            Transport::Spool(s) => {
+                let (s, id, der) = (s.clone(), lot_id.to_string(), der.to_vec());
+                spooled(move || s.send_attachment_lot(&id, &der)).await
+            }
+        }
+    }
 }

@@ -278,6 +278,22 @@ impl Spool {
         )
     }
 
+    /// Puts an attachment lot in the outbox as `<attachment lot id>.att`, as [`Spool::send`]
+    /// does a lot.
+    pub fn send_attachment_lot(&self, lot_id: &str, der: &[u8]) -> std::io::Result<()> {
+        let name = safe_name(lot_id).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "attachment lot id not usable as a file name",
+            )
+        })?;
+        write_atomic(
+            &self.outbox,
+            &format!("{name}.{}", fse_formats::wire::SPOOL_ATTACHMENT_LOT_SUFFIX),
+            der,
+        )
+    }
+
     /// Puts a lot in the outbox. Writing the same lot again replaces it whole (the insurer dedups by lot id).
     pub fn send(&self, lot_id: &str, der: &[u8]) -> std::io::Result<()> {
         let name = safe_name(lot_id).ok_or_else(|| {

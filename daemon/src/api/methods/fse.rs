@@ -55,6 +55,14 @@ pub(in crate::api) async fn get(ctx: &Context, p: Option<Value>) -> Result<Value
     let mut v = to_value(billing::created(&row)?)?;
     v["lot_id"] = json!(row.lot_id);
     v["reason"] = json!(row.reason);
+    let attachments = ctx
+        .store
+        .read(move |q| q.sheet_attachments(SheetId(id)))
+        .await?;
+    v["attachments"] = attachments
+        .iter()
+        .map(super::attach::shown_attachment)
+        .collect();
     Ok(v)
 }
 

@@ -2,6 +2,7 @@
 //! `vitale.read`), `fse` (and `paper`: `fse.duplicate`), `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
 //! `dispatch` calls them by name.
 
+pub(super) mod attach;
 pub(super) mod card_ops;
 pub(super) mod cards;
 pub(super) mod events;
