@@ -346,6 +346,7 @@ fn the_migration_fills_the_checksums_of_rows_already_stored() {
                  ALTER TABLE lots DROP COLUMN sent_at;
                  ALTER TABLE lots DROP COLUMN resends;
                  DROP TABLE return_dead_letters;
+                 DROP TABLE attachments;
                  PRAGMA user_version = {checksums};"
             ))
             .unwrap();

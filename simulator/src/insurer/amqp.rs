@@ -290,7 +290,13 @@ async fn answer_delivery(
 ) -> Result<(), InsurerError> {
     let (arl, payment, malformed) = {
         let mut g = insurer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut arl = g.receive(&delivery.data);
+        let attachments = delivery.properties.kind().as_ref().map(|k| k.as_str())
+            == Some(wire::TYPE_ATTACHMENT_LOT);
+        let mut arl = if attachments {
+            g.receive_attachments(&delivery.data)
+        } else {
+            g.receive(&delivery.data)
+        };
         if arl.lot_id == UNKNOWN_LOT_ID {
             if let Some(id) = delivery.properties.message_id() {
                 arl.lot_id = id.to_string();

@@ -39,6 +39,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 mod amqp;
+mod attachments;
 mod cli;
 mod judge;
 mod report;
@@ -139,6 +140,8 @@ pub struct Insurer {
     rng: rand::rngs::StdRng,
     started: Instant,
     lots: Vec<LotSeen>,
+    /// The attachment references of the signed lots judged (in memory).
+    attachment_refs: attachments::Remembered,
 }
 
 impl Insurer {
@@ -156,6 +159,7 @@ impl Insurer {
             rng: rand::rngs::StdRng::seed_from_u64(0),
             started: Instant::now(),
             lots: Vec::new(),
+            attachment_refs: Default::default(),
         }
     }
 
@@ -209,6 +213,9 @@ impl Insurer {
         }
         let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
         let known = decoded.is_ok();
+        if let Ok(lot) = &decoded {
+            self.attachment_refs.remember(&lot.header);
+        }
         // Number and AMO share of each sheet, for the payment return.
         let sheets: Vec<(u64, u64)> = match &decoded {
             Ok(lot) => lot

@@ -53,11 +53,13 @@ pub fn spool_pass(
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == wire::SPOOL_LOT_SUFFIX || x == wire::SPOOL_DRE_LOT_SUFFIX)
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            p.extension().is_some_and(|x| {
+                x == wire::SPOOL_LOT_SUFFIX
+                    || x == wire::SPOOL_DRE_LOT_SUFFIX
+                    || x == wire::SPOOL_ATTACHMENT_LOT_SUFFIX
+            }) && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
                 && p.is_file()
         })
         .collect();
@@ -96,7 +98,14 @@ fn take_dre_file(insurer: &mut Insurer, path: &Path) -> Result<(), String> {
 /// Answers one lot file of the outbox.
 fn answer_file(insurer: &mut Insurer, path: &Path, inbox: &Path) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let mut arl = insurer.receive(&bytes);
+    let mut arl = if path
+        .extension()
+        .is_some_and(|x| x == wire::SPOOL_ATTACHMENT_LOT_SUFFIX)
+    {
+        insurer.receive_attachments(&bytes)
+    } else {
+        insurer.receive(&bytes)
+    };
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
