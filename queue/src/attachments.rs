@@ -267,6 +267,21 @@ impl Queue {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many documents each sheet with an id in `first ..= last` has (sheets without any
+    /// are not named).
+    pub fn attachment_counts(
+        &self,
+        first: SheetId,
+        last: SheetId,
+    ) -> Result<std::collections::HashMap<i64, u64>, QueueError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sheet_id, count(*) FROM attachments WHERE sheet_id BETWEEN ?1 AND ?2 \
+             GROUP BY sheet_id",
+        )?;
+        let rows = stmt.query_map(params![first, last], |r| Ok((r.get(0)?, get_u64(r, 1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The documents the header of lot `lot_id` is to reference when it is signed: those
     /// stored (not yet referenced) of its practitioner's sheets to its destination whose sheet
     /// is in this lot or in a lot signed already (documents attached after their sheet's lot

@@ -7,6 +7,7 @@ use fse_formats::ack::{Arl, ArlStatus, Rejection};
 use super::*;
 
 mod acks;
+mod attachments;
 mod lots;
 mod migrations;
 mod open;

@@ -93,15 +93,25 @@ pub(in crate::api) async fn list(ctx: &Context, p: Option<Value>) -> Result<Valu
             })?),
             None => None,
         };
-    let rows = ctx
+    let (rows, counts) = ctx
         .store
-        .call(move |q| q.list_sheets_checked(state, limit.min(1000), SheetId(after_id)))
+        .call(move |q| {
+            let rows = q.list_sheets_checked(state, limit.min(1000), SheetId(after_id))?;
+            let ids = rows
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(|r| r.id.get()));
+            let counts = match (ids.clone().min(), ids.max()) {
+                (Some(first), Some(last)) => q.attachment_counts(SheetId(first), SheetId(last))?,
+                _ => Default::default(),
+            };
+            Ok((rows, counts))
+        })
         .await?;
     // A damaged row keeps its place, named by its id, and the page goes on.
     to_value(
         rows.iter()
             .map(|r| match r {
-                Ok(r) => json!({ "id": r.id, "number": r.number, "state": r.state.as_str(), "lot_id": r.lot_id, "destination": r.destination, "reason": r.reason }),
+                Ok(r) => json!({ "id": r.id, "number": r.number, "state": r.state.as_str(), "lot_id": r.lot_id, "destination": r.destination, "reason": r.reason, "attachments": counts.get(&r.id.get()).copied().unwrap_or(0) }),
                 Err(d) => damaged_entry(d),
             })
             .collect::<Vec<_>>(),
