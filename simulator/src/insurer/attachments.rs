@@ -130,3 +130,69 @@ impl Insurer {
         arl
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::Signer;
+    use fse_formats::attachment::{AttachmentEntry, AttachmentKind};
+
+    use super::*;
+
+    /// A judged lot of two sheets whose signed header references `content` for sheet 1, and
+    /// the attachment lot carrying `sent` in its place.
+    fn judged_then(content: &[u8], sent: &[u8], signed_lot_id: &str) -> Arl {
+        let mut lot = crate::insurer::sample_lot("8-00000001", 2);
+        let reference = AttachmentRef {
+            sheet_number: 1,
+            kind: AttachmentKind::Prescription,
+            media_type: "application/pdf".into(),
+            size: content.len() as u64,
+            sha256: Sha256::digest(content).into(),
+        };
+        lot.header.attachments = vec![reference.clone()];
+        let key = crate::profile_keys::test_key(&lot.header.cps_serial);
+        lot.signature = key.sign(&lot.header.to_der().unwrap()).to_bytes();
+        let mut ins = Insurer::new("ins");
+        let arl = ins.receive(&lot.to_der().unwrap());
+        assert_eq!(arl.status, ArlStatus::Positive, "{arl:?}");
+        let att = AttachmentLot {
+            lot_id: AttachmentLot::id(&lot.header.practitioner_id, 1),
+            practitioner_id: lot.header.practitioner_id.clone(),
+            destination: lot.header.destination.clone(),
+            signed_lot_id: signed_lot_id.into(),
+            entries: vec![AttachmentEntry {
+                reference,
+                content: sent.to_vec(),
+            }],
+        };
+        let der = att.to_der().unwrap();
+        let arl = ins.receive_attachments(&der);
+        assert_eq!(arl.merkle_root, hex::encode(Sha256::digest(&der)));
+        assert_eq!(arl.lot_id, att.lot_id);
+        // Delivered again: the same answer.
+        assert_eq!(ins.receive_attachments(&der), arl);
+        arl
+    }
+
+    #[test]
+    fn an_attachment_lot_is_checked_against_the_signed_references() {
+        let pdf = b"%PDF-1.4\n%%EOF\n";
+        let good = judged_then(pdf, pdf, "8-00000001");
+        assert_eq!(good.status, ArlStatus::Positive, "{good:?}");
+        let codes = |a: &Arl| {
+            a.rejections
+                .iter()
+                .map(|r| r.code.clone())
+                .collect::<Vec<_>>()
+        };
+        let swapped = judged_then(pdf, b"%PDF-1.4\nother\n%%EOF\n", "8-00000001");
+        assert_eq!(swapped.status, ArlStatus::Negative);
+        assert_eq!(codes(&swapped), ["ATTACHMENT_HASH"]);
+        assert_eq!(swapped.rejections[0].sheet_number, Some(1));
+        // Named under a lot the insurer never judged.
+        let stray = judged_then(pdf, pdf, "8-00000002");
+        assert_eq!(codes(&stray), ["ATTACHMENT_UNREFERENCED"]);
+        let malformed = Insurer::new("ins").receive_attachments(b"\x30\x00");
+        assert_eq!(codes(&malformed), ["ATTACHMENT_LOT_MALFORMED"]);
+    }
+}

@@ -213,9 +213,6 @@ impl Insurer {
         }
         let now = chrono::Utc::now().format("%Y%m%d%H%M%SZ").to_string();
         let known = decoded.is_ok();
-        if let Ok(lot) = &decoded {
-            self.attachment_refs.remember(&lot.header);
-        }
         // Number and AMO share of each sheet, for the payment return.
         let sheets: Vec<(u64, u64)> = match &decoded {
             Ok(lot) => lot
@@ -237,7 +234,14 @@ impl Insurer {
             Ok(lot) if self.as_destination => lot.header.destination.clone(),
             _ => self.name.clone(),
         };
+        let header = decoded.as_ref().ok().map(|l| l.header.clone());
         let mut arl = judge::judge(decoded, &name, &now, self.trust.as_ref());
+        // A lot refused whole (signature, certificate, root …) vouches for no document.
+        if let Some(header) =
+            header.filter(|_| arl.rejections.iter().all(|r| r.sheet_number.is_some()))
+        {
+            self.attachment_refs.remember(&header);
+        }
         if forced {
             arl.status = ArlStatus::Negative;
             arl.rejections = sheets
