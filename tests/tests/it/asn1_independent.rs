@@ -2,7 +2,8 @@
 //! asn1tools compiles `formats/asn1/fsed.asn` and decodes, then re-encodes
 //! byte for byte, every structure fsed and the insurer simulator write — a
 //! signed lot with its header and sheets, sheets in secured and degraded
-//! mode, positive and negative ARLs, a DRE lot, a payment return — and every
+//! mode, positive and negative ARLs, a DRE lot, a payment return, a lot header
+//! referencing supporting documents and an attachment lot — and every
 //! golden sheet and DRE under
 //! `tests/golden/`. `tests/run` installs asn1tools in a
 //! virtual environment (`target/asn1-venv`).
@@ -76,6 +77,8 @@ fn write_lot_structures(dir: &Path) {
     assert!(!negative.rejections.is_empty());
     write(dir, "Arl", "negative", &negative.to_der().unwrap());
 
+    write_attachment_structures(dir, &lot);
+
     // A DRE lot (two DREs with their sheets' audit paths) and a payment return.
     let with_dres =
         fse_simulator::insurer::sample_lot_with_dres("81000000000-00000002", 4, "75500017")
@@ -148,6 +151,60 @@ fn write_version_3_sheets(dir: &Path, secured: &[u8]) {
         token: "3003020101".into(),
     });
     write(dir, "CareSheet", "v3-app", &app.to_der().unwrap());
+}
+
+/// A version 2 lot header referencing two documents, a signed lot with it, and the
+/// attachment lot carrying them.
+fn write_attachment_structures(dir: &Path, lot: &fse_formats::lot::SignedLot) {
+    use fse_formats::attachment::{AttachmentEntry, AttachmentKind, AttachmentLot, AttachmentRef};
+    let docs: [(&[u8], AttachmentKind, &str); 2] = [
+        (
+            b"%PDF-1.4\n%%EOF\n",
+            AttachmentKind::Prescription,
+            "application/pdf",
+        ),
+        (
+            b"\x89PNG\r\n\x1a\n",
+            AttachmentKind::DegradedPaper,
+            "image/png",
+        ),
+    ];
+    let entries: Vec<AttachmentEntry> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (content, kind, media))| AttachmentEntry {
+            reference: AttachmentRef {
+                sheet_number: i as u64 + 1,
+                kind: *kind,
+                media_type: (*media).into(),
+                size: content.len() as u64,
+                sha256: [i as u8 + 1; 32],
+            },
+            content: content.to_vec(),
+        })
+        .collect();
+    let mut v2 = lot.clone();
+    v2.header.attachments = entries.iter().map(|e| e.reference.clone()).collect();
+    write(
+        dir,
+        "LotHeader",
+        "with-attachments",
+        &v2.header.to_der().unwrap(),
+    );
+    write(dir, "SignedLot", "with-attachments", &v2.to_der().unwrap());
+    let att = AttachmentLot {
+        lot_id: AttachmentLot::id(&lot.header.practitioner_id, 1),
+        practitioner_id: lot.header.practitioner_id.clone(),
+        destination: lot.header.destination.clone(),
+        signed_lot_id: lot.header.lot_id.clone(),
+        entries,
+    };
+    write(
+        dir,
+        "AttachmentLot",
+        "two-documents",
+        &att.to_der().unwrap(),
+    );
 }
 
 /// Every golden sheet and DRE: tests/golden/<case>/sheet.der.hex, dre.der.hex; returns how many.

@@ -30,6 +30,7 @@ mod amqp_transport;
 mod api_conformance;
 #[cfg(feature = "full")]
 mod asn1_independent;
+mod attachments;
 #[cfg(feature = "full")]
 mod broker_outage;
 #[cfg(feature = "full")]
