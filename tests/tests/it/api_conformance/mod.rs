@@ -362,6 +362,22 @@ fn sheets_once_per_key(c: &mut Conformance, rpc: &mut Rpc, g: &Value) -> (i64, i
         1020,
         Some("id"),
     );
+    // A supporting document: text (base64 of "hello") refused by type, a minimal PDF
+    // ("%PDF-1.4\n%%EOF\n") stored.
+    let e = c.refused(
+        rpc,
+        "fse.attach",
+        json!({"id": a, "kind": "prescription", "content": "aGVsbG8=", "name": "rx.pdf"}),
+        1053,
+        Some("content"),
+    );
+    assert_eq!(e["data"]["reason"], json!("type"), "{e}");
+    let doc = c.ok(
+        rpc,
+        "fse.attach",
+        json!({"id": a, "kind": "other", "content": "JVBERi0xLjQKJSVFT0YK"}),
+    );
+    assert_eq!(doc["media_type"], json!("application/pdf"), "{doc}");
     let e = c.refused(rpc, "fse.resubmit", json!({"id": a}), 1010, Some("id"));
     assert_eq!(e["data"]["rule"], json!("NOT_REJECTED"), "{e}");
 
