@@ -16,6 +16,40 @@ pub(super) use request::Duplicate;
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Longest `fse.attach` request line accepted, in bytes: the largest document
+/// (`attachments.max_bytes` at most 5 MiB = 5,242,880 bytes) in base64 (⌈5,242,880 / 3⌉ × 4 =
+/// 6,990,508 characters) and [`MAX_LINE`] for the rest of the request: 7,056,044.
+pub const MAX_ATTACH_LINE: usize = (5 * 1024 * 1024usize).div_ceil(3) * 4 + MAX_LINE;
+
+/// Whether the first [`MAX_LINE`] bytes of a longer line start an `fse.attach` request: its
+/// `"method"` member, written before `params`, names `fse.attach` (spaces allowed around the
+/// colon). Only such a line is read past [`MAX_LINE`], up to [`MAX_ATTACH_LINE`]; once whole,
+/// its top-level method is checked again ([`top_method_is_attach`]).
+pub fn starts_attach(head: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = head[at..].windows(8).position(|w| w == b"\"method\"") {
+        let rest = &head[at + i + 8..];
+        let rest = rest.trim_ascii_start();
+        if let Some(value) = rest.strip_prefix(b":") {
+            if value.trim_ascii_start().starts_with(b"\"fse.attach\"") {
+                return true;
+            }
+        }
+        at += i + 8;
+    }
+    false
+}
+
+/// Whether a whole request line's top-level `method` is `fse.attach`.
+pub fn top_method_is_attach(line: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Method<'a> {
+        #[serde(borrow)]
+        method: Option<&'a str>,
+    }
+    serde_json::from_slice::<Method>(line).is_ok_and(|m| m.method == Some("fse.attach"))
+}
+
 /// A request's id as its reply carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Id {

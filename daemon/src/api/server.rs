@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use zeroize::Zeroize;
 
 use super::dispatch::handle_line;
-use super::jsonrpc::{readable, Id, Reply, MAX_LINE};
+use super::jsonrpc::{readable, Id, Reply, MAX_ATTACH_LINE, MAX_LINE};
 use crate::access::Access;
 use crate::caller::Caller;
 use crate::config::ApiSection;
@@ -469,9 +469,25 @@ async fn serve_lines<R, W>(
                 return;
             }
         };
+        let n = match n {
+            // A document for fse.attach: read on, to its own bound.
+            Ok(n)
+                if line.len() > MAX_LINE
+                    && line.last() != Some(&b'\n')
+                    && super::jsonrpc::starts_attach(&line[..MAX_LINE]) =>
+            {
+                let mut more = (&mut *reader).take((MAX_ATTACH_LINE - line.len() + 1) as u64);
+                match more.read_until(b'\n', &mut line).await {
+                    Ok(m) if m > 0 => Ok(n + m),
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        let long = line.len() > MAX_LINE;
         let reply = match n {
             Ok(0) | Err(_) => return,
-            Ok(_) if line.len() > MAX_LINE && line.last() != Some(&b'\n') => {
+            Ok(_) if long && line.last() != Some(&b'\n') => {
                 // Skip the rest of the oversized line, then answer.
                 let mut rest = Vec::new();
                 loop {
@@ -483,16 +499,10 @@ async fn serve_lines<R, W>(
                         Ok(_) => {}
                     }
                 }
-                Some(Reply::err(
-                    Id::Null,
-                    ErrorObject::new(
-                        api::INVALID_REQUEST,
-                        format!("request line longer than {MAX_LINE} bytes: skipped"),
-                        None,
-                    )
-                    .with("limit", json!(MAX_LINE)),
-                ))
+                Some(too_long())
             }
+            // A long line is served only as the fse.attach it started as.
+            Ok(_) if long && !super::jsonrpc::top_method_is_attach(&line) => Some(too_long()),
             Ok(_) => handle_line(ctx, conn, &mut line).await,
         };
         // The filled part only: the bytes past it were wiped with the line that left them.
@@ -504,6 +514,20 @@ async fn serve_lines<R, W>(
             }
         }
     }
+}
+
+/// The reply to a request line over the limit ([`MAX_LINE`]; [`MAX_ATTACH_LINE`] for
+/// `fse.attach`).
+fn too_long() -> Reply {
+    Reply::err(
+        Id::Null,
+        ErrorObject::new(
+            api::INVALID_REQUEST,
+            format!("request line longer than {MAX_LINE} bytes: skipped"),
+            None,
+        )
+        .with("limit", json!(MAX_LINE)),
+    )
 }
 
 /// Closes an idle connection: its `IDLE_TIMEOUT` line, then as a refusal's end.

@@ -250,9 +250,9 @@ impl Default for RetentionSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttachmentsSection {
-    /// Largest document accepted, in bytes (1 to 5 MiB; default 5 MiB). Over the local API a
-    /// request is one line of at most 64 KiB, which bounds a document sent there to about
-    /// 48,000 bytes whatever this says (its base64 takes 4/3 of it).
+    /// Largest document accepted, in bytes (1 to 5 MiB; default 5 MiB). An `fse.attach`
+    /// request line may be up to 7,056,044 bytes (5 MiB in base64 and 64 KiB), other request
+    /// lines 64 KiB.
     pub max_bytes: u64,
     /// Calendar days after its creation a degraded-mode sheet may go without its
     /// `degraded_paper` document before the alarm (0 to 365; default 3).

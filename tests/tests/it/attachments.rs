@@ -42,8 +42,18 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 
 /// A 1×1 grey PNG with `ppm` pixels per metre on both axes (`pHYs`, unit the metre).
 fn png(ppm: u32) -> Vec<u8> {
+    png_with_text(ppm, 0)
+}
+
+/// [`png`] with a `tEXt` chunk of `text` bytes (a scan's size without its pixels).
+fn png_with_text(ppm: u32, text: usize) -> Vec<u8> {
     let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
     chunk(&mut p, b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]);
+    if text > 0 {
+        let mut t = b"Comment\0".to_vec();
+        t.resize(text, b'x');
+        chunk(&mut p, b"tEXt", &t);
+    }
     let mut phys = ppm.to_be_bytes().to_vec();
     phys.extend(ppm.to_be_bytes());
     phys.push(1);
@@ -92,25 +102,9 @@ fn refusal(reply: &Value) -> (String, String, String) {
     )
 }
 
-#[test]
-fn bad_documents_are_refused_and_a_degraded_sheet_without_its_paper_raises_the_alarm() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (_fsed, mut rpc) =
-        common::start_fsed_virtual(d, 2, "[attachments]\ndegraded_paper_days = 0\n", &[]);
-    let _cards = common::start_fast_cards_on(d, &[]).0;
-    common::wait_cards(&mut rpc, 2);
-    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
-    let sheet = rpc.ok(
-        "fse.create",
-        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true},
-               "degraded": {"reason": "carte oubliée", "beneficiary":
-                 {"nir": "185057800608491", "surname": "DUPONT", "given_name": "Jean",
-                  "birth_date": "19850512", "rank": 1, "organism": "017510001"}}}),
-    );
-    assert_eq!(sheet["sheet"]["mode"], "degraded", "{sheet}");
-    let id = sheet["id"].as_i64().unwrap();
-
+/// A 72-dpi PNG, text named `.pdf`, an unknown kind and an unknown sheet: each refused
+/// with its field and reason.
+fn refusals(rpc: &mut common::Rpc, id: i64) {
     let low = rpc.call(
         "fse.attach",
         json!({"id": id, "kind": "degraded_paper", "content": base64(&png(PPM_72_DPI))}),
@@ -145,6 +139,40 @@ fn bad_documents_are_refused_and_a_degraded_sheet_without_its_paper_raises_the_a
         json!({"id": 999, "kind": "other", "content": base64(&png(PPM_300_DPI))}),
     );
     assert_eq!(missing["error"]["data"]["name"], "NOT_FOUND", "{missing}");
+}
+
+/// The doctor's `papers` check.
+fn papers_check(rpc: &mut common::Rpc) -> Value {
+    let doctor = rpc.ok("system.doctor", json!({}));
+    doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "papers")
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn bad_documents_are_refused_and_a_degraded_sheet_without_its_paper_raises_the_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_fsed, mut rpc) =
+        common::start_fsed_virtual(d, 2, "[attachments]\ndegraded_paper_days = 0\n", &[]);
+    let _cards = common::start_fast_cards_on(d, &[]).0;
+    common::wait_cards(&mut rpc, 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    let sheet = rpc.ok(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true},
+               "degraded": {"reason": "carte oubliée", "beneficiary":
+                 {"nir": "185057800608491", "surname": "DUPONT", "given_name": "Jean",
+                  "birth_date": "19850512", "rank": 1, "organism": "017510001"}}}),
+    );
+    assert_eq!(sheet["sheet"]["mode"], "degraded", "{sheet}");
+    let id = sheet["id"].as_i64().unwrap();
+
+    refusals(&mut rpc, id);
     // Nothing was stored.
     assert_eq!(
         rpc.ok("fse.get", json!({"id": id}))["attachments"],
@@ -152,14 +180,7 @@ fn bad_documents_are_refused_and_a_degraded_sheet_without_its_paper_raises_the_a
     );
 
     // Made today with 0 days allowed: the paper is missing now.
-    let doctor = rpc.ok("system.doctor", json!({}));
-    let papers = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "papers")
-        .unwrap()
-        .clone();
+    let papers = papers_check(&mut rpc);
     assert_eq!(papers["status"], "warning", "{papers}");
     assert!(
         papers["detail"]
@@ -196,18 +217,24 @@ fn bad_documents_are_refused_and_a_degraded_sheet_without_its_paper_raises_the_a
         (again["id"].clone(), again["new"].clone()),
         (att["id"].clone(), json!(false))
     );
+    // A scan of 4 MiB: its line (5.6 MB of base64) is over the 64 KiB of other requests.
+    let big = png_with_text(PPM_300_DPI, 4 << 20);
+    let att = rpc.ok(
+        "fse.attach",
+        json!({"id": id, "kind": "other", "content": base64(&big)}),
+    );
+    assert_eq!(att["size"], big.len(), "{att}");
+    // Another method's line as long, even naming fse.attach inside, is refused.
+    let long = rpc.raw(&format!(
+        r#"{{"jsonrpc":"2.0","id":40,"method":"fse.get","params":{{"id":{id},"method":"fse.attach","pad":"{}"}}}}"#,
+        "x".repeat(70_000)
+    ));
+    assert_eq!(long["error"]["data"]["limit"], 65536, "{long}");
     let got = rpc.ok("fse.get", json!({"id": id}));
-    assert_eq!(got["attachments"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(got["attachments"].as_array().unwrap().len(), 2, "{got}");
     let listed = rpc.ok("fse.list", json!({}));
-    assert_eq!(listed[0]["attachments"], 1, "{listed}");
-    let doctor = rpc.ok("system.doctor", json!({}));
-    let papers = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "papers")
-        .unwrap()
-        .clone();
+    assert_eq!(listed[0]["attachments"], 2, "{listed}");
+    let papers = papers_check(&mut rpc);
     assert_eq!(papers["status"], "ok", "{papers}");
 }
 

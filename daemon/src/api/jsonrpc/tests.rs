@@ -463,3 +463,30 @@ async fn a_long_value_is_echoed_cut_to_200_characters() {
     // A message already short enough is left alone.
     assert_eq!(cut_echoes("no sheet 9", &[]), "no sheet 9");
 }
+
+#[test]
+fn only_an_attach_request_may_be_longer_than_a_line() {
+    use super::{starts_attach, top_method_is_attach, MAX_ATTACH_LINE};
+    // 5 MiB in base64: ⌈5,242,880 / 3⌉ × 4 = 6,990,508, and a line's 65,536 for the rest.
+    assert_eq!(MAX_ATTACH_LINE, 6_990_508 + 65_536);
+    assert!(starts_attach(
+        br#"{"jsonrpc":"2.0","id":1,"method":"fse.attach","params":{"content":"AAAA"#
+    ));
+    assert!(starts_attach(
+        br#"{"id":1, "method" : "fse.attach", "params":{"#
+    ));
+    assert!(!starts_attach(
+        br#"{"jsonrpc":"2.0","id":1,"method":"fse.get","params":{"x":"AAAA"#
+    ));
+    assert!(!starts_attach(
+        br#"{"id":1,"params":{"content":"fse.attach","#
+    ));
+    // The whole line's own method decides: a nested "method" does not make it an attach.
+    assert!(top_method_is_attach(
+        br#"{"id":1,"method":"fse.attach","params":{}}"#
+    ));
+    assert!(!top_method_is_attach(
+        br#"{"id":1,"method":"fse.get","params":{"method":"fse.attach"}}"#
+    ));
+    assert!(!top_method_is_attach(br#"{"id":1,"method":"fse.attach""#));
+}
