@@ -10,8 +10,7 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    attach, card_ops, cards, events, fse, lots, paper, queue, returns, store, system,
-    workstations,
+    attach, card_ops, cards, events, fse, lots, paper, queue, returns, store, system, workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};

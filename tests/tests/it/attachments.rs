@@ -141,14 +141,14 @@ fn refusals(rpc: &mut common::Rpc, id: i64) {
     assert_eq!(missing["error"]["data"]["name"], "NOT_FOUND", "{missing}");
 }
 
-/// The doctor's `papers` check.
+/// The doctor's `paper_missing` check.
 fn papers_check(rpc: &mut common::Rpc) -> Value {
     let doctor = rpc.ok("system.doctor", json!({}));
     doctor["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["check"] == "papers")
+        .find(|c| c["check"] == "paper_missing")
         .unwrap()
         .clone()
 }
