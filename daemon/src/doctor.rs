@@ -613,43 +613,17 @@ async fn arl(ctx: &Context) -> Check {
 async fn papers(ctx: &Context, setup: &Setup) -> Check {
     let days = setup.attachments.degraded_paper_days;
     let cutoff = crate::batcher::paper_cutoff(days, Utc::now());
-    let rows = match ctx
+    let found = ctx
         .store
         .read(move |q| q.sheets_without_paper(&cutoff))
-        .await
-    {
-        Ok(rows) => crate::batcher::degraded(rows),
-        Err(e) => {
-            return check(
-                "paper_missing",
-                Status::Failure,
-                format!("cannot read the queue: {e}"),
-            )
-        }
-    };
-    if rows.is_empty() {
-        return check(
-            "paper_missing",
-            Status::Ok,
-            format!("no degraded-mode sheet waits for its paper more than {days} day(s)"),
-        );
-    }
-    let named: Vec<String> = rows
-        .iter()
-        .take(20)
-        .map(|(id, p, n, c)| format!("sheet {id} ({p} no. {n}, made {c})"))
-        .collect();
-    check(
-        "paper_missing",
-        Status::Warning,
-        format!(
-            "{} degraded-mode sheet(s) without their paper after {days} day(s): {}{}",
-            rows.len(),
-            named.join("; "),
-            if rows.len() > 20 { "; …" } else { "" }
+        .await;
+    match found.map(|rows| crate::batcher::missing_papers(crate::batcher::degraded(rows), days)) {
+        Err(e) => check("paper_missing", Status::Failure, format!("cannot read the queue: {e}")),
+        Ok(Ok(fine)) => check("paper_missing", Status::Ok, fine),
+        Ok(Err(late)) => check("paper_missing", Status::Warning, late).fix(
+            "scan each sheet's signed paper form and attach it: fse.attach with kind degraded_paper",
         ),
-    )
-    .fix("scan each sheet's signed paper form and attach it: fse.attach with kind degraded_paper")
+    }
 }
 
 /// Returns refused and dead-lettered so far (per reason), and whether returns can be

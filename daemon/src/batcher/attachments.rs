@@ -161,6 +161,31 @@ pub(crate) fn degraded(
         .collect()
 }
 
+/// What the doctor says of the degraded-mode sheets still without their paper after `days`
+/// days: `Ok` when there is none, else `Err` naming them (the first 20).
+#[allow(clippy::type_complexity)]
+pub(crate) fn missing_papers(
+    rows: Vec<(fse_queue::SheetId, fse_queue::PractitionerId, u64, String)>,
+    days: u32,
+) -> Result<String, String> {
+    if rows.is_empty() {
+        return Ok(format!(
+            "no degraded-mode sheet waits for its paper more than {days} day(s)"
+        ));
+    }
+    let named: Vec<String> = rows
+        .iter()
+        .take(20)
+        .map(|(id, p, n, c)| format!("sheet {id} ({p} no. {n}, made {c})"))
+        .collect();
+    Err(format!(
+        "{} degraded-mode sheet(s) without their paper after {days} day(s): {}{}",
+        rows.len(),
+        named.join("; "),
+        if rows.len() > 20 { "; …" } else { "" }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

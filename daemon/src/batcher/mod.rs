@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::cards::Cards;
 
 mod attachments;
-pub(crate) use attachments::{degraded, paper_cutoff};
+pub(crate) use attachments::{degraded, missing_papers, paper_cutoff};
 mod sign;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
