@@ -302,13 +302,38 @@ impl Queue {
     /// The attachment lots to send: the documents referenced by lots sent already (or
     /// answered), grouped by lot, their bytes checked.
     pub fn attachment_lots_to_send(&self) -> Result<Vec<AttachmentLotToSend>, QueueError> {
+        self.attachment_lots_where(
+            "a.state = 'referenced' AND l.state IN ('sent','acknowledged','rejected')",
+            params![],
+        )
+    }
+
+    /// The attachment lots sent whose ARL has not come: last sent at or before `sent_before`,
+    /// sent again fewer than `max_resends` times (the same id and bytes: the insurer answers
+    /// it again).
+    pub fn attachment_lots_to_resend(
+        &self,
+        sent_before: Stamp,
+        max_resends: u32,
+    ) -> Result<Vec<AttachmentLotToSend>, QueueError> {
+        self.attachment_lots_where(
+            "a.state = 'sent' AND a.updated_at <= ?1 AND a.resends < ?2",
+            params![sent_before, max_resends],
+        )
+    }
+
+    /// The documents of `filter` grouped by attachment lot.
+    fn attachment_lots_where(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AttachmentLotToSend>, QueueError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS}, a.content, a.checksum, l.number FROM attachments a \
              JOIN sheets s ON s.id = a.sheet_id JOIN lots l ON l.id = a.signed_lot_id \
-             WHERE a.state = 'referenced' AND l.state IN ('sent','acknowledged','rejected') \
-             ORDER BY l.seq, a.id"
+             WHERE {filter} ORDER BY l.seq, a.id"
         ))?;
-        let rows = stmt.query_map([], |r| Ok((stored(r)?, get_u64(r, 16)?)))?;
+        let rows = stmt.query_map(args, |r| Ok((stored(r)?, get_u64(r, 16)?)))?;
         let mut out: Vec<AttachmentLotToSend> = Vec::new();
         for item in rows {
             let (att, number) = item.map_err(|e| match integrity::is_damage(&e) {
@@ -330,6 +355,35 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// An attachment lot without its ARL sent again: counted, its time restarted, with its
+    /// event. Returns how many times it was sent again (0: its ARL came meanwhile).
+    pub fn mark_attachment_lot_resent(&mut self, lot_id: &str) -> Result<u32, QueueError> {
+        let tx = self.write()?;
+        let at = stamp();
+        let changed = tx.execute(
+            "UPDATE attachments SET resends = resends + 1, updated_at = ?2 \
+             WHERE attachment_lot_id = ?1 AND state = 'sent'",
+            params![lot_id, at],
+        )?;
+        let resends: u32 = tx.query_row(
+            "SELECT coalesce(max(resends), 0) FROM attachments WHERE attachment_lot_id = ?1 \
+                 AND state = 'sent'",
+            [lot_id],
+            |r| r.get(0),
+        )?;
+        if changed > 0 {
+            event(
+                &tx,
+                &at,
+                "attachment_lot.resent",
+                lot_id,
+                json!({ "attempt": resends }),
+            )?;
+        }
+        tx.commit()?;
+        Ok(resends)
     }
 
     /// An attachment lot confirmed by the broker (or durable in the spool): its documents

@@ -305,8 +305,8 @@ CREATE TABLE return_dead_letters (
 "#,
     // 18: supporting documents (SCOR): a document attached to a sheet, its bytes and checksum,
     // and where it stands: stored → referenced (its hash in a signed lot's header) → sent (in
-    // an attachment lot) → acknowledged | rejected (that lot's ARL). The same bytes attached
-    // twice to a sheet are one row.
+    // an attachment lot) → acknowledged | rejected (that lot's ARL); an attachment lot without
+    // its ARL is sent again (`resends`). The same bytes attached twice to a sheet are one row.
     r#"
 CREATE TABLE attachments (
     id                INTEGER PRIMARY KEY,
@@ -321,6 +321,7 @@ CREATE TABLE attachments (
     signed_lot_id     TEXT,
     attachment_lot_id TEXT,
     lot_digest        BLOB,
+    resends           INTEGER NOT NULL DEFAULT 0 CHECK (resends >= 0),
     reason            TEXT,
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL,

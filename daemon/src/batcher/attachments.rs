@@ -99,6 +99,40 @@ impl Batcher {
                 serde_json::json!({ "lot_id": id, "signed_lot_id": signed, "attachments": n }),
             );
         }
+        Ok(failed || self.resend_attachments().await?)
+    }
+
+    /// Sends again, same id and bytes, the attachment lots whose ARL has not come within
+    /// `transport.arl_timeout_secs` of their last sending, at most `transport.arl_max_resends`
+    /// times (at a turn of the batcher after that time); returns whether one failed.
+    async fn resend_attachments(&self) -> Result<bool, String> {
+        let live = self.live.get();
+        let (cutoff, max) = (fse_queue::stamp_ago(live.arl_timeout), live.arl_max_resends);
+        let lots = self
+            .store
+            .read(move |q| q.attachment_lots_to_resend(cutoff, max))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut failed = false;
+        for lot in lots {
+            let der = encode(&lot)?;
+            if let Err(e) = self
+                .transport
+                .send_attachment_lot(&lot.lot_id, &lot.destination, &der)
+                .await
+            {
+                tracing::warn!(lot = %lot.lot_id, error = %e, "attachment lot without its ARL not sent again; tried later");
+                failed = true;
+                continue;
+            }
+            let id = lot.lot_id.clone();
+            let attempt = self
+                .store
+                .call(move |q| q.mark_attachment_lot_resent(&id))
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(lot = %lot.lot_id, attempt, max_resends = max, "no ARL for this attachment lot in time: sent again");
+        }
         Ok(failed)
     }
 

@@ -205,3 +205,40 @@ fn sheets_without_paper_and_damaged_content() {
         Err(QueueError::Data(_))
     ));
 }
+
+#[test]
+fn an_attachment_lot_without_its_arl_is_sent_again_a_bounded_number_of_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(&dir);
+    let a = add(&mut q, "8A", "D");
+    let (row, _) = q.insert_attachment(&doc(&a, "other", b"doc")).unwrap();
+    let lots = q.close_lots(None, 10, t("20261122110000Z")).unwrap();
+    q.mark_lot_signed(
+        &lots[0].id,
+        &signed_with(&lots[0].id, vec![reference(&row)]),
+    )
+    .unwrap();
+    q.mark_lot_sent(&lots[0].id).unwrap();
+    let lot = q.attachment_lots_to_send().unwrap().remove(0);
+    q.mark_attachment_lot_sent(&lot, &[1; 32]).unwrap();
+    // Sent just now: not due for a time in the past, due for one to come.
+    let past = st("2000-01-01T00:00:00.000Z");
+    let future = st("2999-01-01T00:00:00.000Z");
+    assert!(q.attachment_lots_to_resend(past, 2).unwrap().is_empty());
+    let due = q.attachment_lots_to_resend(future, 2).unwrap();
+    assert_eq!(due.len(), 1);
+    // The same lot id and documents as the first sending.
+    assert_eq!(
+        (due[0].lot_id.as_str(), due[0].attachments.len()),
+        ("8A-A00000001", 1)
+    );
+    assert_eq!(q.mark_attachment_lot_resent("8A-A00000001").unwrap(), 1);
+    assert_eq!(q.mark_attachment_lot_resent("8A-A00000001").unwrap(), 2);
+    // Two resends used up.
+    assert!(q.attachment_lots_to_resend(future, 2).unwrap().is_empty());
+    // Its ARL ends it: nothing more to resend, whatever the bound.
+    q.apply_attachment_arl("8A-A00000001", "D", &[1; 32], true, None)
+        .unwrap();
+    assert!(q.attachment_lots_to_resend(future, 9).unwrap().is_empty());
+    assert_eq!(q.mark_attachment_lot_resent("8A-A00000001").unwrap(), 0);
+}
