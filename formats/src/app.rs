@@ -224,7 +224,11 @@ impl AppTokenBody {
                 "rights_until",
                 "not YYYYMMDD",
             ),
-            (parse_time(&self.issued_at).is_some(), "issued_at", "not YYYYMMDDHHMMSSZ"),
+            (
+                parse_time(&self.issued_at).is_some(),
+                "issued_at",
+                "not YYYYMMDDHHMMSSZ",
+            ),
             (
                 parse_time(&self.expires_at).is_some(),
                 "expires_at",
@@ -407,7 +411,9 @@ impl AppToken {
         let b = &self.body;
         let public_key = x509_parser::parse_x509_certificate(&self.app_certificate)
             .ok()
-            .and_then(|(_, c)| <[u8; 32]>::try_from(c.public_key().subject_public_key.data.as_ref()).ok())
+            .and_then(|(_, c)| {
+                <[u8; 32]>::try_from(c.public_key().subject_public_key.data.as_ref()).ok()
+            })
             .unwrap_or([0; 32]);
         VitaleData {
             serial: b.app_serial.clone(),

@@ -59,7 +59,10 @@ fn base64url_matches_rfc_4648_vectors() {
     // 0xFB 0xFF: "+/8" in standard base64, "-_8" here.
     assert_eq!(base64url(&[0xFB, 0xFF]), "-_8");
     assert!(from_base64url("Zg==").is_none(), "padding refused");
-    assert!(from_base64url("Zh").is_none(), "non-zero unused bits refused");
+    assert!(
+        from_base64url("Zh").is_none(),
+        "non-zero unused bits refused"
+    );
     assert!(from_base64url("Z").is_none());
     assert!(from_base64url("Zm9v+A").is_none());
 }
@@ -78,18 +81,12 @@ fn non_canonical_and_misshapen_tokens_are_malformed() {
     // A challenge of 15 bytes, a version 2, an organism of letters.
     let mut b = body();
     b.organism = "01751ABCD".into();
-    let t = AppToken {
-        body: b,
-        ..token()
-    };
+    let t = AppToken { body: b, ..token() };
     let err = AppToken::from_der(&t.to_der().unwrap()).unwrap_err();
     assert_eq!(err, DerError::field("organism", "not 9 digits"));
     let mut b = body();
     b.expires_at = "20261207102000".into();
-    let t = AppToken {
-        body: b,
-        ..token()
-    };
+    let t = AppToken { body: b, ..token() };
     assert!(AppToken::from_der(&t.to_der().unwrap()).is_err());
     for bad in ["", "FSEDAPP2:AAAA", "FSEDAPP1:!!!!", "FSEDAPP1:MAA"] {
         let e = AppToken::from_text(bad).unwrap_err();
