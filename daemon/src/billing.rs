@@ -11,7 +11,7 @@ use fse_formats::build::{self, parse_date};
 use fse_formats::cards::{CpsData, VitaleData};
 use fse_formats::channel::CardError;
 use fse_formats::dre::Dre;
-use fse_formats::fse::{CareSheet, Mode, Presence};
+use fse_formats::fse::{AppPresence, CareSheet, Mode, Presence, RightsOrigin, RightsSource};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
 use fse_queue::{
@@ -22,7 +22,7 @@ use fse_queue::{
 use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
-use crate::presence::AppPresence;
+use crate::presence::AppPresence as AppTokens;
 use crate::remote::{RemoteCard, RemoteCards};
 use crate::store::{Store, StoreError};
 
@@ -156,7 +156,7 @@ pub async fn create(
     remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
-    presence: &AppPresence,
+    presence: &AppTokens,
     p: FseCreateParams,
 ) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
@@ -202,7 +202,7 @@ async fn make(
     remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
-    presence: &AppPresence,
+    presence: &AppTokens,
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
 ) -> Result<Created, ApiError> {
@@ -328,7 +328,7 @@ async fn make(
 /// The Vitale app's token of `p`, accepted for the CPS holder (`crate::presence`), and the
 /// beneficiary it vouches for, as a card read would give it.
 async fn shown_app(
-    presence: &AppPresence,
+    presence: &AppTokens,
     store: &Store,
     cps: &CpsData,
     p: &FseCreateParams,
@@ -349,14 +349,24 @@ async fn shown_app(
     Ok(Some((token, data)))
 }
 
-/// A sheet made from a Vitale app's token: its mode and presence say so.
+/// A sheet made from a Vitale app's token: mode `app`, the token as its presence, and its
+/// rights the ones the app carried, read when the token was made.
 fn app_sheet(sheet: &mut CareSheet, token: &AppToken) -> Result<(), ApiError> {
-    let _ = (sheet, token);
-    Err(ApiError::new(
-        api::INTERNAL_ERROR,
-        "Vitale app sheets need the sheet's version 3",
-        Some("presence.app"),
-    ))
+    let der = token
+        .to_der()
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))?;
+    sheet.mode = Mode::App;
+    sheet.presence = None;
+    sheet.app_presence = Some(AppPresence {
+        token: hex::encode(der),
+    });
+    sheet.rights = Some(RightsOrigin {
+        source: RightsSource::App,
+        read_at: token.body.issued_at.clone(),
+        answer_digest: None,
+        fallback: None,
+    });
+    Ok(())
 }
 
 /// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary

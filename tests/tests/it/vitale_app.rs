@@ -1,0 +1,179 @@
+//! The Vitale app (ApCV) end to end: `fse-sim app` makes a token over fsed's challenge
+//! (`presence.challenge`), `fse.create` with `presence.app` accepts it once and makes an app
+//! sheet whose beneficiary is the token's; a token replayed (a restart included), expired,
+//! bound to another practitioner, signed under a CA nobody trusts or over a challenge fsed
+//! never gave is refused with its reason. Fast tier: the virtual reader and the spool. Full
+//! tier: the QR code read back from its PNG by `zbarimg` (Debian's zbar-tools), and an app
+//! sheet sent over RabbitMQ to the insurer simulator, which verifies the token (a tampered
+//! one is rejected).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::{self, Rpc};
+
+/// `fse-sim app` with `args` (after `app`): the token's text (its stdout's one line).
+fn app_token(args: &[&str]) -> String {
+    let out = Command::new(common::bin("fse-sim"))
+        .arg("app")
+        .args(args)
+        .output()
+        .expect("fse-sim app");
+    assert!(
+        out.status.success(),
+        "fse-sim app: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.trim().to_string();
+    assert!(line.starts_with("FSEDAPP1:"), "{line}");
+    // The QR code went to the terminal (stderr): Unicode half blocks.
+    assert!(String::from_utf8_lossy(&out.stderr).contains('█'));
+    line
+}
+
+/// A challenge of fsed's and the practitioner it names.
+fn challenge(rpc: &mut Rpc) -> (String, String) {
+    let c = rpc.ok("presence.challenge", json!({}));
+    let hex = c["challenge"].as_str().unwrap().to_string();
+    assert_eq!(hex.len(), 32, "{c}");
+    (hex, c["practitioner_id"].as_str().unwrap().to_string())
+}
+
+/// A token of beneficiary 1 (Léa) of the default card, over `challenge`, for `practitioner`,
+/// with `extra` knobs.
+fn token_for(challenge: &str, practitioner: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--beneficiary",
+        "1",
+        "--challenge",
+        challenge,
+        "--practitioner",
+        practitioner,
+    ];
+    args.extend_from_slice(extra);
+    app_token(&args)
+}
+
+fn create(rpc: &mut Rpc, token: &str) -> Value {
+    rpc.call(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": token}}),
+    )
+}
+
+/// The refusal of `reply`: `APP_TOKEN_REFUSED` on `presence.app`, with `reason`.
+fn assert_refused(reply: &Value, reason: &str) {
+    assert_eq!(reply["error"]["code"], json!(1052), "{reply}");
+    assert_eq!(
+        reply["error"]["data"]["field"],
+        json!("presence.app"),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["data"]["reason"], json!(reason), "{reply}");
+}
+
+/// fsed on the virtual reader with the default cards, the CPS's PIN verified.
+fn fsed_with_cards(dir: &Path) -> (common::Proc, Rpc, common::Proc) {
+    let (fsed, mut rpc) = common::start_fsed_virtual(dir, 2, "", &[]);
+    let (cards, _) = common::start_fast_cards_on(dir, &[]);
+    common::wait_cards(&mut rpc, 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    (fsed, rpc, cards)
+}
+
+/// The app sheet made from Léa's token: mode `app`, her identity, the token as its presence,
+/// rights from the app read when the token was made.
+fn assert_app_sheet(created: &Value, token: &str) {
+    let sheet = &created["sheet"];
+    assert_eq!(sheet["mode"], json!("app"), "{created}");
+    assert_eq!(sheet["beneficiary"]["given_name"], json!("Léa"), "{sheet}");
+    assert_eq!(sheet["presence"], Value::Null);
+    assert_eq!(sheet["rights_source"], json!("app"));
+    let der = hex::decode(sheet["app_presence"]["token"].as_str().unwrap()).unwrap();
+    let shown = fse_formats::app::AppToken::from_text(token).unwrap();
+    assert_eq!(der, shown.to_der().unwrap(), "the token as shown, DER");
+    assert_eq!(sheet["rights"]["read_at"], json!(shown.body.issued_at));
+}
+
+#[test]
+fn an_app_token_makes_one_sheet_and_every_bad_token_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut fsed, mut rpc, cards) = fsed_with_cards(dir.path());
+    let (c, practitioner) = challenge(&mut rpc);
+    let token = token_for(&c, &practitioner, &[]);
+    let created = rpc.ok(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": token}}),
+    );
+    assert_app_sheet(&created, &token);
+    // The stored sheet reads back the same.
+    let id = created["id"].as_i64().unwrap();
+    let stored = rpc.ok("fse.get", json!({"id": id}));
+    assert_eq!(stored["sheet"]["mode"], json!("app"));
+
+    // The same token again: replayed, and so after a restart.
+    assert_refused(&create(&mut rpc, &token), "replayed");
+    assert!(fsed.terminate().success());
+    drop((rpc, cards));
+    let (_fsed, mut rpc, _cards) = fsed_with_cards(dir.path());
+    assert_refused(&create(&mut rpc, &token), "replayed");
+
+    // Expired, another practitioner, an unknown CA, a challenge fsed never gave, garbage.
+    let (c, practitioner) = challenge(&mut rpc);
+    let expired = token_for(&c, &practitioner, &["--expired"]);
+    assert_refused(&create(&mut rpc, &expired), "expired");
+    let other = token_for(&c, "810009999999", &[]);
+    assert_refused(&create(&mut rpc, &other), "wrong_practitioner");
+    let rogue = token_for(&c, &practitioner, &["--sign-with-unknown-ca"]);
+    assert_refused(&create(&mut rpc, &rogue), "untrusted");
+    let never = token_for("00112233445566778899aabbccddeeff", &practitioner, &[]);
+    assert_refused(&create(&mut rpc, &never), "unknown_challenge");
+    assert_refused(&create(&mut rpc, "FSEDAPP1:AAAA"), "malformed");
+    // A token living 10 minutes when 5 are allowed.
+    let long = token_for(&c, &practitioner, &["--lifetime-secs", "600"]);
+    assert_refused(&create(&mut rpc, &long), "expired");
+    // None of them spent the challenge: a good token over it is still accepted, once.
+    let good = token_for(&c, &practitioner, &[]);
+    assert_app_sheet(
+        &rpc.ok(
+            "fse.create",
+            json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": good}}),
+        ),
+        &good,
+    );
+    let again = token_for(&c, &practitioner, &["--lifetime-secs", "119"]);
+    assert_refused(&create(&mut rpc, &again), "unknown_challenge");
+    // Degraded and app at once: a parameter error.
+    let both = rpc.call(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": again},
+               "degraded": {"reason": "x", "beneficiary": {"nir": "185057800608491", "surname": "DUPONT", "given_name": "Jean", "birth_date": "19850512", "rank": 1, "organism": "017510001"}}}),
+    );
+    assert_eq!(both["error"]["code"], json!(-32602), "{both}");
+}
+
+/// The QR code read back from its PNG by an independent decoder, then accepted.
+#[cfg(feature = "full")]
+#[test]
+fn zbarimg_reads_the_qr_code_fsed_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fsed, mut rpc, _cards) = fsed_with_cards(dir.path());
+    let (c, practitioner) = challenge(&mut rpc);
+    let png = dir.path().join("token.png");
+    let shown = token_for(&c, &practitioner, &["--png", png.to_str().unwrap()]);
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q", png.to_str().unwrap()])
+        .output()
+        .expect("zbarimg (Debian's zbar-tools)");
+    assert!(out.status.success(), "zbarimg: {out:?}");
+    let read = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(read, shown, "the QR code says what fse-sim app printed");
+    let created = rpc.ok(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": read}}),
+    );
+    assert_app_sheet(&created, &shown);
+}
