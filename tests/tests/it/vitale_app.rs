@@ -7,6 +7,8 @@
 //! sheet sent over RabbitMQ to the insurer simulator, which verifies the token (a tampered
 //! one is rejected).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 
