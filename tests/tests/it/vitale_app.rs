@@ -179,3 +179,151 @@ fn zbarimg_reads_the_qr_code_fsed_accepts() {
     );
     assert_app_sheet(&created, &shown);
 }
+
+/// Organism of the default Vitale card (régime 01, caisse 751, centre 0001): the insurer.
+#[cfg(feature = "full")]
+const DESTINATION: &str = "017510001";
+
+/// fsed on its virtual reader (slots in `dir`) and the AMQP transport with `return_queue`.
+#[cfg(feature = "full")]
+fn fsed_amqp(dir: &Path, return_queue: &str) -> (common::Proc, Rpc) {
+    let socket = dir.join("fsed.sock");
+    let trust = common::write_test_pki(&dir.join("trust"));
+    let slots: Vec<String> = (0..2)
+        .map(|i| common::virtual_slot_address(dir, i))
+        .collect();
+    let mut args = vec![
+        "--config",
+        "/dev/null",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--cards",
+        "virtual",
+        "--trust-dir",
+        trust.to_str().unwrap(),
+        "--transport",
+        "amqp",
+        "--return-queue",
+        return_queue,
+    ];
+    for slot in &slots {
+        args.extend_from_slice(&["--virtual-slot", slot]);
+    }
+    let mut fsed = common::Proc::start("fsed", &args);
+    fsed.wait_line("fsed ready", std::time::Duration::from_secs(30));
+    (
+        fsed,
+        Rpc::connect(&socket, std::time::Duration::from_secs(10)),
+    )
+}
+
+/// An app lot whose first sheet names another beneficiary than its token does, signed again
+/// by the CPS as fsed would (so only the app check can refuse it).
+#[cfg(feature = "full")]
+fn tampered_app_lot(lot_id: &str) -> fse_formats::lot::SignedLot {
+    use ed25519_dalek::Signer;
+    let mut lot = fse_simulator::insurer::sample_app_lot(lot_id, 2).unwrap();
+    let mut sheet = fse_formats::fse::CareSheet::from_der(&lot.entries[0].sheet).unwrap();
+    sheet.beneficiary.given_name = "Léa".into();
+    lot.entries[0].sheet = sheet.to_der().unwrap();
+    lot.header.merkle_root = fse_formats::merkle::root(&fse_formats::lot::leaves(&lot.entries));
+    let key = fse_simulator::profiles::test_key(&lot.header.cps_serial);
+    lot.signature = key.sign(&lot.header.to_der().unwrap()).to_bytes();
+    lot
+}
+
+/// The ARL of `lot` sent over the broker to the insurer bound to [`DESTINATION`].
+#[cfg(feature = "full")]
+fn arl_over_the_broker(lot: &fse_formats::lot::SignedLot) -> fse_formats::ack::Arl {
+    use fse_formats::ack::{ReturnContent, SignedReturn};
+    use fsed::transport::amqp::{AmqpConfig, AmqpTransport};
+    let return_queue = format!("fsed.returns.app.{}", common::unique());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let arl = rt.block_on(async {
+        let transport = AmqpTransport::connect(&AmqpConfig {
+            url: common::AMQP.into(),
+            return_queue: return_queue.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        transport
+            .publish_lot(&lot.header.lot_id, DESTINATION, &lot.to_der().unwrap())
+            .await
+            .unwrap();
+        let mut returns = transport.returns().await.unwrap();
+        loop {
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(30), returns.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let signed = SignedReturn::from_der(&msg.body).unwrap();
+            msg.ack().await.unwrap();
+            if let ReturnContent::Arl(arl) = signed.content {
+                break arl;
+            }
+        }
+    });
+    common::delete_queues(&[&return_queue]);
+    arl
+}
+
+/// An app sheet made by fsed goes over RabbitMQ to the insurer simulator, which verifies its
+/// token against its trust store and acknowledges it; a lot whose app sheet names another
+/// beneficiary than its token is rejected `APP_PRESENCE`.
+#[cfg(feature = "full")]
+#[test]
+fn the_insurer_verifies_an_app_sheet_over_rabbitmq_and_rejects_a_tampered_one() {
+    let _turn = common::shared_services();
+    let dir = tempfile::tempdir().unwrap();
+    let return_queue = format!("fsed.returns.app.{}", common::unique());
+    // Lots another run left in the default organism's queue would be answered first.
+    common::delete_queues(&[&format!("insurer.amo.{DESTINATION}")]);
+    let (_fsed, mut rpc) = fsed_amqp(dir.path(), &return_queue);
+    let trust = dir.path().join("trust");
+    let _insurer = common::start_insurer(&[
+        "--binding",
+        DESTINATION,
+        "--trust-dir",
+        trust.to_str().unwrap(),
+    ]);
+    let (_cards, _) = common::start_fast_cards_on(dir.path(), &[]);
+    common::wait_cards(&mut rpc, 2);
+    rpc.ok("cards.verify_pin", json!({"pin": "1234"}));
+    let (c, practitioner) = challenge(&mut rpc);
+    let token = token_for(&c, &practitioner, &[]);
+    let created = rpc.ok(
+        "fse.create",
+        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": token}}),
+    );
+    assert_app_sheet(&created, &token);
+    let id = created["id"].as_i64().unwrap();
+    rpc.ok("lots.close", json!({}));
+    let sheet = common::wait_for(
+        "the app sheet acknowledged",
+        std::time::Duration::from_secs(60),
+        || {
+            let s = rpc.ok("fse.get", json!({"id": id}));
+            (s["state"] != json!("accepted")
+                && s["state"] != json!("in_lot")
+                && s["state"] != json!("signed")
+                && s["state"] != json!("sent"))
+            .then_some(s)
+        },
+    );
+    assert_eq!(sheet["state"], json!("acknowledged"), "{sheet}");
+
+    let arl = arl_over_the_broker(&tampered_app_lot(&format!("LOT-APP-{}", common::unique())));
+    assert_eq!(arl.status, fse_formats::ack::ArlStatus::Negative, "{arl:?}");
+    assert_eq!(arl.rejections.len(), 1, "{arl:?}");
+    assert_eq!(arl.rejections[0].code, "APP_PRESENCE");
+    assert_eq!(arl.rejections[0].sheet_number, Some(1));
+    assert!(
+        arl.rejections[0].reason.starts_with("wrong_beneficiary"),
+        "{arl:?}"
+    );
+    common::delete_queues(&[&return_queue]);
+}
