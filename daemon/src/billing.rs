@@ -11,7 +11,7 @@ use fse_formats::build::{self, parse_date};
 use fse_formats::cards::{CpsData, VitaleData};
 use fse_formats::channel::CardError;
 use fse_formats::dre::Dre;
-use fse_formats::fse::{AppPresence, CareSheet, Mode, Presence, RightsOrigin, RightsSource};
+use fse_formats::fse::{CareSheet, Mode, Presence};
 use fse_formats::pki::CertCheck;
 use fse_formats::rules;
 use fse_queue::{
@@ -352,21 +352,9 @@ async fn shown_app(
 /// A sheet made from a Vitale app's token: mode `app`, the token as its presence, and its
 /// rights the ones the app carried, read when the token was made.
 fn app_sheet(sheet: &mut CareSheet, token: &AppToken) -> Result<(), ApiError> {
-    let der = token
-        .to_der()
-        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))?;
-    sheet.mode = Mode::App;
-    sheet.presence = None;
-    sheet.app_presence = Some(AppPresence {
-        token: hex::encode(der),
-    });
-    sheet.rights = Some(RightsOrigin {
-        source: RightsSource::App,
-        read_at: token.body.issued_at.clone(),
-        answer_digest: None,
-        fallback: None,
-    });
-    Ok(())
+    token
+        .vouch(sheet)
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))
 }
 
 /// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary

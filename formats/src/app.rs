@@ -435,6 +435,28 @@ impl AppToken {
     }
 }
 
+impl AppToken {
+    /// Makes `sheet` (built from [`AppToken::vitale_data`]) the app sheet this token vouches
+    /// for: mode `app`, no card proof, the token (DER, hex) as its presence, and its rights the
+    /// app's, read when the token was made (`issuedAt`).
+    pub fn vouch(&self, sheet: &mut crate::fse::CareSheet) -> Result<(), DerError> {
+        use crate::fse::{AppPresence, Mode, RightsOrigin, RightsSource};
+        let der = self.to_der()?;
+        sheet.mode = Mode::App;
+        sheet.presence = None;
+        sheet.app_presence = Some(AppPresence {
+            token: hex::encode(der),
+        });
+        sheet.rights = Some(RightsOrigin {
+            source: RightsSource::App,
+            read_at: self.body.issued_at.clone(),
+            answer_digest: None,
+            fallback: None,
+        });
+        Ok(())
+    }
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// base64url (RFC 4648 §5) without padding.

@@ -147,7 +147,6 @@ fn lot_signed_by(
 /// Makes `sheet` an app sheet: the default card's assuré's Vitale app token, made 30 s before
 /// the sheet for its practitioner, living 2 minutes, and the rights it carried.
 fn app_presence(sheet: &mut fse_formats::fse::CareSheet) {
-    use fse_formats::fse::{AppPresence, Mode, RightsOrigin, RightsSource};
     let created = fse_formats::app::parse_time(&sheet.created_at).unwrap_or_default();
     let token =
         crate::app::App::from_profile(crate::profiles::DEFAULT_VITALE, 0, false).and_then(|app| {
@@ -159,17 +158,8 @@ fn app_presence(sheet: &mut fse_formats::fse::CareSheet) {
             )
         });
     // The built-in profile and the test PKI are valid (`crate::app` tests): a failure leaves a
-    // sheet without its token, which the insurer rejects.
-    let der = token.ok().and_then(|t| t.to_der().ok()).unwrap_or_default();
-    sheet.mode = Mode::App;
-    sheet.presence = None;
-    sheet.rights = Some(RightsOrigin {
-        source: RightsSource::App,
-        read_at: fse_formats::app::format_time(created - 30),
-        answer_digest: None,
-        fallback: None,
-    });
-    sheet.app_presence = Some(AppPresence {
-        token: hex::encode(der),
-    });
+    // secured sheet without its proof, which the insurer rejects.
+    if let Ok(token) = token {
+        let _ = token.vouch(sheet);
+    }
 }
