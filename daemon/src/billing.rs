@@ -22,7 +22,7 @@ use fse_queue::{
 use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
-use crate::presence::AppPresence as AppTokens;
+use crate::presence::AppTokens;
 use crate::remote::{RemoteCard, RemoteCards};
 use crate::store::{Store, StoreError};
 

@@ -1,7 +1,7 @@
 //! The Vitale app (ApCV) in place of the card's proof of presence: `presence.challenge`
 //! hands out challenges bound to a practitioner ([`Challenges`], in memory, bounded, each
 //! living `[app] challenge_ttl_secs`), and `fse.create` with `presence.app` accepts a token
-//! ([`AppPresence::accept`]) when it is new (the queue keeps every used token's digest, so a
+//! ([`AppTokens::accept`]) when it is new (the queue keeps every used token's digest, so a
 //! replay is refused even after a restart), verifies under the trust directory
 //! ([`fse_formats::app::AppToken::verify`]) and names a challenge issued here for the CPS
 //! holder. An accepted token's challenge is spent.
@@ -86,16 +86,16 @@ impl Challenges {
 /// What `presence.challenge` and `fse.create` share: the trust store, the settings, the
 /// challenges.
 #[derive(Debug)]
-pub struct AppPresence {
+pub struct AppTokens {
     trust: Option<Arc<TrustStore>>,
     ttl: Duration,
     max_lifetime_secs: i64,
     challenges: Mutex<Challenges>,
 }
 
-impl Default for AppPresence {
+impl Default for AppTokens {
     fn default() -> Self {
-        AppPresence::new(None, &config::AppSection::default())
+        AppTokens::new(None, &config::AppSection::default())
     }
 }
 
@@ -111,10 +111,10 @@ pub fn refused(r: &AppRefusal) -> ApiError {
     )
 }
 
-impl AppPresence {
+impl AppTokens {
     /// Over `trust` (none: every token is `untrusted`) with the `[app]` settings.
-    pub fn new(trust: Option<Arc<TrustStore>>, cfg: &config::AppSection) -> AppPresence {
-        AppPresence {
+    pub fn new(trust: Option<Arc<TrustStore>>, cfg: &config::AppSection) -> AppTokens {
+        AppTokens {
             trust,
             ttl: Duration::from_secs(cfg.challenge_ttl_secs),
             max_lifetime_secs: i64::try_from(cfg.max_token_lifetime_secs).unwrap_or(i64::MAX),
