@@ -327,3 +327,50 @@ fn the_insurer_verifies_an_app_sheet_over_rabbitmq_and_rejects_a_tampered_one() 
     );
     common::delete_queues(&[&return_queue]);
 }
+
+/// OpenSSL, an independent X.509 implementation, accepts each built-in app certificate's
+/// chain and reads its Vitale-app extended key usage (the object identifier of
+/// `fse_formats::pki::OID_VITALE_APP`), which the app CA carries too.
+#[cfg(feature = "full")]
+#[test]
+fn openssl_accepts_the_app_certificates_and_reads_their_key_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = common::write_test_pki(dir.path());
+    let apps: Vec<_> = std::fs::read_dir(trust.join("apps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // vitale-famille has 2 beneficiaries: at least their 2 apps.
+    assert!(apps.len() >= 2, "{apps:?}");
+    for app in &apps {
+        let out = Command::new("openssl")
+            .current_dir(&trust)
+            .args(["verify", "-CAfile", "root.pem", "-untrusted", "ca.pem"])
+            .arg(app)
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(": OK"),
+            "{text}{out:?}"
+        );
+        let shown = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(app)
+            .output()
+            .expect("openssl");
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.contains(fse_formats::pki::OID_VITALE_APP),
+            "{}: {shown}",
+            app.display()
+        );
+        let name = app.file_stem().unwrap().to_str().unwrap();
+        // "serialNumber = X" (OpenSSL 3's default name format) or "serialNumber=X".
+        assert!(
+            shown.contains(&format!("serialNumber = {name}"))
+                || shown.contains(&format!("serialNumber={name}")),
+            "{shown}"
+        );
+    }
+}
