@@ -106,15 +106,16 @@ fn an_app_token_makes_one_sheet_and_every_bad_token_is_refused_with_its_reason()
     let (mut fsed, mut rpc, cards) = fsed_with_cards(dir.path());
     let (c, practitioner) = challenge(&mut rpc);
     let token = token_for(&c, &practitioner, &[]);
-    let created = rpc.ok(
-        "fse.create",
-        json!({"act": {"code": "G"}, "tiers_payant": {"amo": true}, "presence": {"app": token}}),
-    );
+    let keyed = json!({"act": {"code": "G"}, "tiers_payant": {"amo": true},
+                       "presence": {"app": token}, "idempotency_key": "app-1"});
+    let created = rpc.ok("fse.create", keyed.clone());
     assert_app_sheet(&created, &token);
     // The stored sheet reads back the same.
     let id = created["id"].as_i64().unwrap();
     let stored = rpc.ok("fse.get", json!({"id": id}));
     assert_eq!(stored["sheet"]["mode"], json!("app"));
+    // A retry of the same request (its key, its token) answers the sheet made first.
+    assert_eq!(rpc.ok("fse.create", keyed)["id"], json!(id));
 
     // The same token again: replayed, and so after a restart.
     assert_refused(&create(&mut rpc, &token), "replayed");
