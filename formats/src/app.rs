@@ -333,9 +333,11 @@ impl AppToken {
         AppToken::from_der(&der).map_err(|e| AppRefusal::Malformed(e.to_string()))
     }
 
-    /// SHA-256 of the DER, hex: what a verifier records to refuse the token a second time.
+    /// SHA-256 of the DER of its body (what the app signed), hex: what a verifier records to
+    /// refuse the token a second time. The body alone, so that the same signed body carried
+    /// with another certificate of the same key is the same token.
     pub fn digest(&self) -> Result<String, DerError> {
-        Ok(hex::encode(Sha256::digest(self.to_der()?)))
+        Ok(hex::encode(Sha256::digest(self.body.to_der()?)))
     }
 
     /// Verifies the token: its certificate is a Vitale app's under `trust` at `expected.now`

@@ -8,7 +8,7 @@ use crate::events::{event, stamp};
 use crate::{PractitionerId, Queue, QueueError};
 
 impl Queue {
-    /// Records the token `digest` (hex SHA-256 of its DER) as used by `practitioner`, with its
+    /// Records the token `digest` (hex SHA-256 of its body's DER) as used by `practitioner`, with its
     /// event row. `false` (nothing written) when it was used already.
     pub fn claim_app_token(
         &mut self,

@@ -303,9 +303,9 @@ CREATE TABLE return_dead_letters (
     last_at  TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
-    // The Vitale app's presence tokens already used (SHA-256 of the token DER, hex): a token
-    // is accepted once, a restart included. (`IF NOT EXISTS`: a test replays the migrations
-    // after an older version on a file that keeps this table.)
+    // The Vitale app's presence tokens already used (SHA-256 of the token body's DER, hex):
+    // a token is accepted once, a restart included. (`IF NOT EXISTS`: a test replays the
+    // migrations after an older version on a file that keeps this table.)
     r#"
 CREATE TABLE IF NOT EXISTS app_tokens_used (
     digest          TEXT PRIMARY KEY,

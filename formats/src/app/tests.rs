@@ -39,6 +39,13 @@ fn round_trips_in_der_and_text() {
     let data = t.vitale_data();
     assert_eq!(data.beneficiaries[0].nir, "180017512345678");
     assert_eq!(data.organism.caisse, "751");
+    // The digest is the body's: the same body with another certificate is the same token.
+    let other = AppToken {
+        app_certificate: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        ..t.clone()
+    };
+    assert_eq!(other.digest().unwrap(), t.digest().unwrap());
+    assert_eq!(t.digest().unwrap().len(), 64);
 }
 
 #[test]
