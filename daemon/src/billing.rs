@@ -6,6 +6,7 @@
 use crate::caller::Caller;
 use chrono::{Datelike, Timelike, Utc};
 use fse_formats::api::{self, FseCreateParams, FseCreated};
+use fse_formats::app::AppToken;
 use fse_formats::build::{self, parse_date};
 use fse_formats::cards::{CpsData, VitaleData};
 use fse_formats::channel::CardError;
@@ -21,6 +22,7 @@ use fse_queue::{
 use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
+use crate::presence::AppTokens;
 use crate::remote::{RemoteCard, RemoteCards};
 use crate::store::{Store, StoreError};
 
@@ -154,6 +156,7 @@ pub async fn create(
     remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
+    presence: &AppTokens,
     p: FseCreateParams,
 ) -> Result<Created, ApiError> {
     if let Some(key) = &p.idempotency_key {
@@ -166,7 +169,7 @@ pub async fn create(
     }
     // Only a keyed request is compared with another.
     let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
-    match make(cards, remote, store, caller, &p, hash).await {
+    match make(cards, remote, store, caller, presence, &p, hash).await {
         Ok(created) => Ok(created),
         Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
@@ -199,6 +202,7 @@ async fn make(
     remote: &RemoteCards,
     store: &Store,
     caller: &Caller,
+    presence: &AppTokens,
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
 ) -> Result<Created, ApiError> {
@@ -211,10 +215,16 @@ async fn make(
     // The card thread publishes what the cards hold after every change: no trip to it here.
     // The request borrows from that snapshot; nothing is copied.
     let snapshot = cards.snapshot();
+    // The Vitale app in place of a card: the card in the reader, if any, is not used.
+    let with_card = degraded || p.presence.is_some();
     let (cps, cps_cert, mut vitale, mut vitale_cert) =
-        read_cards(&snapshot, p.cps_serial.as_deref(), degraded)?;
+        read_cards(&snapshot, p.cps_serial.as_deref(), with_card)?;
+    let app = shown_app(presence, store, cps, p).await?;
+    if let Some((_, data)) = &app {
+        vitale = Some(data);
+    }
     // No Vitale card here: the first one on another fsed, if any.
-    let remote_vitale = match (degraded, vitale) {
+    let remote_vitale = match (with_card, vitale) {
         (false, None) => remote.vitale(None),
         _ => None,
     };
@@ -285,7 +295,11 @@ async fn make(
         let mut sheet = ready.make_sheet(&created_at, tables, &|date| {
             build::history_on(&history, professional, date)
         })?;
+        if let Some((token, _)) = &app {
+            app_sheet(&mut sheet, token)?;
+        }
         let signing = Signing {
+            app: app.is_some(),
             vitale,
             remote: remote_vitale.as_ref().map(|card| (remote, card)),
             caps,
@@ -311,12 +325,46 @@ async fn make(
     }
 }
 
+/// The Vitale app's token of `p`, accepted for the CPS holder (`crate::presence`), and the
+/// beneficiary it vouches for, as a card read would give it.
+async fn shown_app(
+    presence: &AppTokens,
+    store: &Store,
+    cps: &CpsData,
+    p: &FseCreateParams,
+) -> Result<Option<(AppToken, VitaleData)>, ApiError> {
+    let Some(shown) = &p.presence else {
+        return Ok(None);
+    };
+    if p.degraded.is_some() {
+        return Err(ApiError::invalid(
+            "presence",
+            "degraded mode has no proof of presence: give degraded or presence, not both",
+        ));
+    }
+    let token = presence
+        .accept(store, &cps.holder.national_id, &shown.app)
+        .await?;
+    let data = token.vitale_data();
+    Ok(Some((token, data)))
+}
+
+/// A sheet made from a Vitale app's token: mode `app`, the token as its presence, and its
+/// rights the ones the app carried, read when the token was made.
+fn app_sheet(sheet: &mut CareSheet, token: &AppToken) -> Result<(), ApiError> {
+    token
+        .vouch(sheet)
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))
+}
+
 /// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary
 /// keep taking the caps' room first.
 const MAX_PRICINGS: u32 = 8;
 
 /// What a sheet is signed and stored with, besides itself.
 struct Signing<'a> {
+    /// Its presence is a Vitale app's token (no card signs).
+    app: bool,
     /// The Vitale card that signs its proof of presence (secured mode).
     vitale: Option<&'a VitaleData>,
     /// The other fsed holding that Vitale card, when it is not here.
@@ -351,7 +399,7 @@ async fn sign_and_encode(
             n
         }
     };
-    if let (Mode::Secured, Some(vitale)) = (sheet.mode, vitale) {
+    if let (Mode::Secured, Some(vitale), false) = (sheet.mode, vitale, signing.app) {
         let challenge = sheet
             .presence_challenge()
             .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), None))?;

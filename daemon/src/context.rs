@@ -41,6 +41,8 @@ pub struct Context {
     pub sign_cache: Arc<tokio::sync::Mutex<crate::remote::SignCache>>,
     /// The paper duplicates' writer (`[paper]`).
     pub paper: Arc<crate::paper::Paper>,
+    /// The Vitale app's challenges and token checks (`presence.challenge`, `fse.create`).
+    pub presence: Arc<crate::presence::AppTokens>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

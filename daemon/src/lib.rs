@@ -31,6 +31,7 @@ pub mod logging;
 pub mod mark;
 pub mod net;
 pub mod paper;
+pub mod presence;
 pub mod remote;
 pub mod retention;
 pub mod returns;

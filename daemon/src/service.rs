@@ -404,6 +404,7 @@ impl Service {
             remote,
             sign_cache: Default::default(),
             paper: Arc::new(crate::paper::Paper::new(&cfg.paper, cfg.paper_dir())),
+            presence: Arc::new(crate::presence::AppTokens::new(trust.clone(), &cfg.app)),
         };
         spawn_network(&mut tasks, cfg, &network, network_listener, &ctx, &shutdown);
         tasks.spawn(crate::retention::run(

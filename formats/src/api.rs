@@ -64,6 +64,10 @@ pub const IDLE_TIMEOUT: i64 = 1043;
 /// (`[network.workstations.<name>]`) do not give it: `data.workstation` and `data.method` or
 /// `data.cps_serial` say which. Nothing was run.
 pub const NOT_PERMITTED: i64 = 1044;
+/// A Vitale app presence token (`presence.app` of `fse.create`) is refused: `data.field` is
+/// `presence.app`, `data.reason` one of `malformed`, `untrusted`, `bad_signature`, `expired`,
+/// `wrong_practitioner`, `unknown_challenge`, `replayed`. Nothing was made.
+pub const APP_TOKEN_REFUSED: i64 = 1052;
 /// `fse.attach` refused a document: `data.field` (`content`, `kind`, `id`) and `data.reason`
 /// (`type`, `resolution`, `size`, `malformed`, `state`) say why. Nothing was stored.
 pub const ATTACHMENT_REFUSED: i64 = 1053;
@@ -93,6 +97,7 @@ pub const ERROR_CODES: &[i64] = &[
     TOO_MANY_CONNECTIONS_FOR_PEER,
     IDLE_TIMEOUT,
     NOT_PERMITTED,
+    APP_TOKEN_REFUSED,
     ATTACHMENT_REFUSED,
 ];
 
@@ -172,6 +177,7 @@ pub fn code_name(code: i64) -> &'static str {
         TOO_MANY_CONNECTIONS_FOR_PEER => "TOO_MANY_CONNECTIONS_FOR_PEER",
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
         NOT_PERMITTED => "NOT_PERMITTED",
+        APP_TOKEN_REFUSED => "APP_TOKEN_REFUSED",
         ATTACHMENT_REFUSED => "ATTACHMENT_REFUSED",
         CARD_UNREACHABLE => "CARD_UNREACHABLE",
         _ => "ERROR",
@@ -372,6 +378,39 @@ pub struct FseCreateParams {
     /// The amounts the practice software expects.
     #[serde(default)]
     pub expected: Option<ExpectedAmounts>,
+    /// The patient's presence shown otherwise than by the Vitale card in the reader: the
+    /// Vitale app's token (`{"app": "FSEDAPP1:…"}`). The beneficiary is then the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<PresenceRequest>,
+}
+
+/// `fse.create`'s `presence`: how the patient's presence is shown without the card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    /// The Vitale app's presence token, in its text form (`FSEDAPP1:` + base64url), as the
+    /// QR code reads.
+    pub app: String,
+}
+
+/// `presence.challenge` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceChallengeParams {
+    /// Serial of the CPS whose holder the token will be bound to, when several are present.
+    #[serde(default)]
+    pub cps_serial: Option<String>,
+}
+
+/// `presence.challenge` result: what the Vitale app binds its token to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChallenge {
+    /// 16 random bytes, hex (32 digits).
+    pub challenge: String,
+    /// National id of the practitioner (the CPS holder) the token must name.
+    pub practitioner_id: String,
+    /// When the challenge stops being accepted, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub expires_at: String,
 }
 
 impl FseCreateParams {

@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod apdu;
 pub mod api;
+pub mod app;
 pub mod attachment;
 pub mod build;
 pub mod calendar;

@@ -64,6 +64,18 @@ pub const OID_INSURER_RETURNS_DER: [u8; 20] = [
     0x98, 0x9e, 0x9c, 0x73,
 ];
 
+/// Extended key usage of a Vitale app's certificate (the key the phone app signs its presence
+/// tokens with, [`crate::app`]) and of the Vitale-app CA that issues them: as for insurers, a
+/// certificate is an app's only when it and its issuing CA carry it, so neither a card CA nor
+/// the insurer CA can make an app. (A UUID-based object identifier, X.667.)
+pub const OID_VITALE_APP: &str = "2.25.306431764273232319308911419822678654026";
+
+/// [`OID_VITALE_APP`] as the content octets of its DER `OBJECT IDENTIFIER`.
+pub const OID_VITALE_APP_DER: [u8; 20] = [
+    0x69, 0x83, 0xcd, 0x88, 0xce, 0x9b, 0xe7, 0xfb, 0xaa, 0xaa, 0x99, 0x88, 0xfb, 0x90, 0xf2, 0x81,
+    0x8d, 0xca, 0xf8, 0x4a,
+];
+
 /// Object identifier of the X.520 `serialNumber` attribute: in an insurer's certificate, the
 /// insurer's code (AMO organism code or AMC number); in a card's, the holder's identifier.
 pub const OID_SERIAL_NUMBER_ATTRIBUTE: &str = "2.5.4.5";
@@ -246,11 +258,46 @@ fn is_ca(cert: &X509Certificate<'_>) -> bool {
     ca && may_sign
 }
 
-/// Whether `cert` lists [`OID_INSURER_RETURNS`] among its extended key usages.
-fn may_sign_returns(cert: &X509Certificate<'_>) -> bool {
+/// Whether `cert` lists the purpose `oid` (DER content octets) among its extended key usages.
+fn has_purpose(cert: &X509Certificate<'_>, oid: &[u8]) -> bool {
     matches!(cert.extended_key_usage(), Ok(Some(eku))
-        if eku.value.other.iter().any(|o| o.as_bytes() == OID_INSURER_RETURNS_DER))
+        if eku.value.other.iter().any(|o| o.as_bytes() == oid))
 }
+
+/// A signer whose certificate and CA carry a dedicated extended key usage: an insurer or a
+/// Vitale app. The words name it in refusals.
+struct Purpose {
+    /// The usage webpki requires of the certificate and every intermediate CA.
+    usage: KeyUsage,
+    /// Its DER content octets.
+    oid: &'static [u8],
+    /// "insurer", "Vitale app".
+    what: &'static str,
+    /// "an insurer", "a Vitale app".
+    a_what: &'static str,
+    /// "insurer-returns", "Vitale-app".
+    usage_name: &'static str,
+    /// What the subject serialNumber names: "insurer code", "app serial".
+    names: &'static str,
+}
+
+const INSURER: Purpose = Purpose {
+    usage: INSURER_USAGE,
+    oid: &OID_INSURER_RETURNS_DER,
+    what: "insurer",
+    a_what: "an insurer",
+    usage_name: "insurer-returns",
+    names: "insurer code",
+};
+
+const VITALE_APP: Purpose = Purpose {
+    usage: KeyUsage::required(&OID_VITALE_APP_DER),
+    oid: &OID_VITALE_APP_DER,
+    what: "Vitale app",
+    a_what: "a Vitale app",
+    usage_name: "Vitale-app",
+    names: "app serial",
+};
 
 /// The subject's `serialNumber` attribute, when there is exactly one and it is text.
 fn subject_serial_number(cert: &X509Certificate<'_>) -> Option<String> {
@@ -296,22 +343,45 @@ impl TrustStore {
     /// dates, CRLs), carry the extended key usage [`OID_INSURER_RETURNS`], and so must the CA
     /// that issued it. `Err` says why not, in words.
     pub fn check_insurer(&self, cert_der: &[u8], now: i64) -> Result<(String, [u8; 32]), String> {
+        self.check_signer(cert_der, now, &INSURER)
+    }
+
+    /// Checks the certificate (DER) of a Vitale app ([`crate::app`]) at `now` (Unix seconds)
+    /// as [`TrustStore::check_insurer`] checks an insurer's, with the usage [`OID_VITALE_APP`]
+    /// on it and its CA; gives the app serial it names (subject `serialNumber`) and its key.
+    pub fn check_app(&self, cert_der: &[u8], now: i64) -> Result<(String, [u8; 32]), String> {
+        self.check_signer(cert_der, now, &VITALE_APP)
+    }
+
+    fn check_signer(
+        &self,
+        cert_der: &[u8],
+        now: i64,
+        purpose: &Purpose,
+    ) -> Result<(String, [u8; 32]), String> {
+        let what = purpose.what;
         let leaf = X509Certificate::from_der(cert_der)
-            .map_err(|e| format!("insurer certificate does not parse: {e}"))?
+            .map_err(|e| format!("{what} certificate does not parse: {e}"))?
             .1;
         let key = <[u8; 32]>::try_from(leaf.public_key().subject_public_key.data.as_ref())
             .ok()
             .filter(|_| leaf.public_key().algorithm.algorithm.to_id_string() == OID_ED25519)
-            .ok_or_else(|| "insurer certificate: not an Ed25519 key".to_string())?;
-        let intermediates = match self.verify_chain(cert_der, now, INSURER_USAGE) {
+            .ok_or_else(|| format!("{what} certificate: not an Ed25519 key"))?;
+        let intermediates = match self.verify_chain(cert_der, now, purpose.usage) {
             Ok(n) => n,
-            Err(webpki::Error::RequiredEkuNotFoundContext(_)) if !may_sign_returns(&leaf) => {
+            Err(webpki::Error::RequiredEkuNotFoundContext(_))
+                if !has_purpose(&leaf, purpose.oid) =>
+            {
                 return Err(format!(
-                    "certificate {} is not an insurer's (no insurer-returns key usage)",
-                    leaf.subject()
+                    "certificate {} is not {}'s (no {} key usage)",
+                    leaf.subject(),
+                    purpose.a_what,
+                    purpose.usage_name
                 ))
             }
-            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => return Err(issuer_may_not(&leaf)),
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
+                return Err(issuer_may_not(&leaf, purpose))
+            }
             Err(e) => return Err(self.refusal(&e, &leaf).1),
         };
         // webpki does not look at a trust anchor's extensions: a root that issued the
@@ -323,18 +393,19 @@ impl TrustStore {
                 .any(|c| {
                     c.subject().as_raw() == leaf.issuer().as_raw()
                         && cert_verifies(&leaf, &c)
-                        && may_sign_returns(&c)
+                        && has_purpose(&c, purpose.oid)
                 })
         };
         if intermediates == 0 && !root_may() {
-            return Err(issuer_may_not(&leaf));
+            return Err(issuer_may_not(&leaf, purpose));
         }
         let code = subject_serial_number(&leaf)
             .filter(|c| !c.is_empty())
             .ok_or_else(|| {
                 format!(
-                    "certificate {} names no insurer code (one subject serialNumber)",
-                    leaf.subject()
+                    "certificate {} names no {} (one subject serialNumber)",
+                    leaf.subject(),
+                    purpose.names
                 )
             })?;
         Ok((code, key))
@@ -672,11 +743,13 @@ fn dated<'a>(
     known.iter().find(|c| dated(c)).unwrap_or(leaf)
 }
 
-/// Why the issuer of `leaf` may not certify insurers.
-fn issuer_may_not(leaf: &X509Certificate<'_>) -> String {
+/// Why the issuer of `leaf` may not certify this kind of signer.
+fn issuer_may_not(leaf: &X509Certificate<'_>, purpose: &Purpose) -> String {
     format!(
-        "CA {} may not certify insurers (no insurer-returns key usage)",
-        leaf.issuer()
+        "CA {} may not certify {}s (no {} key usage)",
+        leaf.issuer(),
+        purpose.what,
+        purpose.usage_name
     )
 }
 
@@ -714,6 +787,7 @@ mod tests {
             let _ = s.add_crls(&bytes);
             let _ = s.check(&bytes, &[7; 32], 1_700_000_000);
             let _ = s.check_insurer(&bytes, 1_700_000_000);
+            let _ = s.check_app(&bytes, 1_700_000_000);
         }
     }
 }

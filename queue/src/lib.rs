@@ -17,6 +17,7 @@
 //! program's database, a newer schema) is reported and never written to.
 
 mod acks;
+mod app_tokens;
 mod attachments;
 mod checksum;
 mod dre_lots;

@@ -330,6 +330,16 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_open ON attachments (state) WHERE state IN ('stored','referenced','sent');
 CREATE INDEX attachments_lot ON attachments (attachment_lot_id) WHERE attachment_lot_id IS NOT NULL;
 "#,
+    // 19: the Vitale app's presence tokens already used (SHA-256 of the token body's DER, hex):
+    // a token is accepted once, a restart included. (`IF NOT EXISTS`: a test replays the
+    // migrations after an older version on a file that keeps this table.)
+    r#"
+CREATE TABLE IF NOT EXISTS app_tokens_used (
+    digest          TEXT PRIMARY KEY,
+    practitioner_id TEXT NOT NULL,
+    used_at         TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

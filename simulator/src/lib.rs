@@ -4,6 +4,7 @@
 //! fsed on its embedded defaults, and programs sharing one card (`card_load`). Binary:
 //! `fse-sim`.
 
+pub mod app;
 pub mod card;
 pub mod card_load;
 pub mod cards_cmd;

@@ -1,5 +1,6 @@
-//! The test PKI of the simulated cards and insurers: a root CA, three
-//! intermediate CAs (one for CPS, one for Vitale cards, one for insurers), an
+//! The test PKI of the simulated cards and insurers: a root CA, four
+//! intermediate CAs (one for CPS, one for Vitale cards, one for insurers, one for
+//! Vitale apps: `crate::app::pki`), an
 //! X.509 certificate per card (Ed25519, RFC 8410) and a CRL per card CA: the
 //! CPS CA's lists revoked CPS, the Vitale CA's is the opposition list of lost
 //! or stolen Vitale cards. The insurer CA certifies the key each simulated
@@ -61,13 +62,13 @@ pub enum PkiError {
 }
 
 /// An Ed25519 key usable by rcgen to sign (a CA key).
-struct CaKey {
+pub(crate) struct CaKey {
     key: ed25519_dalek::SigningKey,
     public: [u8; 32],
 }
 
 impl CaKey {
-    fn derive(label: &str) -> CaKey {
+    pub(crate) fn derive(label: &str) -> CaKey {
         let key = test_key(&format!("ca:{label}"));
         let public = key.verifying_key().to_bytes();
         CaKey { key, public }
@@ -90,7 +91,7 @@ impl rcgen::SigningKey for CaKey {
 }
 
 /// The public key of a card, to be certified.
-struct CardKey([u8; 32]);
+pub(crate) struct CardKey(pub(crate) [u8; 32]);
 
 impl PublicKeyData for CardKey {
     fn der_bytes(&self) -> &[u8] {
@@ -102,7 +103,7 @@ impl PublicKeyData for CardKey {
 }
 
 /// RFC 7093 method 1 key identifier: the first 20 bytes of SHA-256 of the SubjectPublicKeyInfo.
-fn key_id(key: &impl PublicKeyData) -> KeyIdMethod {
+pub(crate) fn key_id(key: &impl PublicKeyData) -> KeyIdMethod {
     KeyIdMethod::PreSpecified(Sha256::digest(key.subject_public_key_info())[..20].to_vec())
 }
 
@@ -113,7 +114,7 @@ pub fn certificate_serial(card_serial: &str) -> Vec<u8> {
     b
 }
 
-fn date(yyyymmdd: &str, end_of_day: bool) -> Result<OffsetDateTime, PkiError> {
+pub(crate) fn date(yyyymmdd: &str, end_of_day: bool) -> Result<OffsetDateTime, PkiError> {
     let d = chrono::NaiveDate::parse_from_str(yyyymmdd, "%Y%m%d")
         .map_err(|_| PkiError::Date(yyyymmdd.to_string()))?;
     let t = if end_of_day {
@@ -126,7 +127,7 @@ fn date(yyyymmdd: &str, end_of_day: bool) -> Result<OffsetDateTime, PkiError> {
         .map_err(|_| PkiError::Date(yyyymmdd.to_string()))
 }
 
-fn name(cn: &str, extra: &[(DnType, String)]) -> DistinguishedName {
+pub(crate) fn name(cn: &str, extra: &[(DnType, String)]) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, "FR");
     dn.push(DnType::OrganizationName, "fsed TEST PKI");
@@ -138,14 +139,23 @@ fn name(cn: &str, extra: &[(DnType, String)]) -> DistinguishedName {
 }
 
 /// OID of the X.520 serialNumber attribute, used for the card holder's identifier.
-const SERIAL_NUMBER_ATTRIBUTE: &[u64] = &[2, 5, 4, 5];
+pub(crate) const SERIAL_NUMBER_ATTRIBUTE: &[u64] = &[2, 5, 4, 5];
 
 /// The extended key usage extension (2.5.29.37) listing the insurer-returns purpose alone.
 fn insurer_returns_usage() -> CustomExtension {
-    let oid = fse_formats::pki::OID_INSURER_RETURNS_DER;
+    usage_extension(&fse_formats::pki::OID_INSURER_RETURNS_DER)
+}
+
+/// The extended key usage extension listing the Vitale-app purpose alone.
+pub(crate) fn vitale_app_usage() -> CustomExtension {
+    usage_extension(&fse_formats::pki::OID_VITALE_APP_DER)
+}
+
+/// An extended key usage extension (2.5.29.37) listing the purpose `oid` (DER content) alone.
+fn usage_extension(oid: &[u8; 20]) -> CustomExtension {
     // SEQUENCE { OBJECT IDENTIFIER }: both lengths are under 128 (20 and 22 bytes).
     let mut der = vec![0x30, oid.len() as u8 + 2, 0x06, oid.len() as u8];
-    der.extend_from_slice(&oid);
+    der.extend_from_slice(oid);
     CustomExtension::from_oid_content(&[2, 5, 29, 37], der)
 }
 
@@ -190,7 +200,7 @@ pub fn self_signed_insurer_certificate(
     Ok(p.self_signed(&forger)?.der().to_vec())
 }
 
-fn ca_params(
+pub(crate) fn ca_params(
     cn: &str,
     key: &CaKey,
     path_len: Option<u8>,
@@ -211,12 +221,13 @@ fn ca_params(
     Ok(p)
 }
 
-/// The test root, the CPS CA, the Vitale CA and the insurer CA.
+/// The test root, the CPS CA, the Vitale CA, the insurer CA and the Vitale-app CA.
 pub struct TestPki {
-    root: CertifiedIssuer<'static, CaKey>,
+    pub(crate) root: CertifiedIssuer<'static, CaKey>,
     cps_ca: CertifiedIssuer<'static, CaKey>,
     vitale_ca: CertifiedIssuer<'static, CaKey>,
     insurer_ca: CertifiedIssuer<'static, CaKey>,
+    pub(crate) app_ca: CertifiedIssuer<'static, CaKey>,
 }
 
 impl TestPki {
@@ -255,11 +266,13 @@ impl TestPki {
             .custom_extensions
             .push(insurer_returns_usage());
         let insurer_ca = CertifiedIssuer::signed_by(insurer_params, insurer_key, &root)?;
+        let app_ca = crate::app::pki::app_ca(&root)?;
         Ok(TestPki {
             root,
             cps_ca,
             vitale_ca,
             insurer_ca,
+            app_ca,
         })
     }
 
@@ -276,13 +289,14 @@ impl TestPki {
         self.root.pem()
     }
 
-    /// The intermediate CA certificates, PEM: CPS, Vitale, insurers.
+    /// The intermediate CA certificates, PEM: CPS, Vitale, insurers, Vitale apps.
     pub fn ca_pem(&self) -> String {
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             self.cps_ca.pem(),
             self.vitale_ca.pem(),
-            self.insurer_ca.pem()
+            self.insurer_ca.pem(),
+            self.app_ca.pem()
         )
     }
 

@@ -26,3 +26,14 @@ pub enum ProfileError {
 pub fn test_key(serial: &str) -> SigningKey {
     SigningKey::from_bytes(&Sha256::digest(format!("fsed-sim:{serial}")).into())
 }
+
+/// The serial of the Vitale app of beneficiary `index` (0 = the assuré) of the Vitale card
+/// `card_serial`: each beneficiary has an app of their own.
+pub fn app_serial(card_serial: &str, index: usize) -> String {
+    format!("APP-{card_serial}-{index}")
+}
+
+/// The test key of the Vitale app `app_serial`, derived from it as a card's from its serial.
+pub fn app_key(app_serial: &str) -> SigningKey {
+    SigningKey::from_bytes(&Sha256::digest(format!("fsed-sim-app:{app_serial}")).into())
+}

@@ -8,6 +8,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use crate::pki::{pem_block, PkiError, TestPki, CA_FILE, CRL_FILE, INSURERS_DIR, ROOT_FILE};
+use crate::profile_keys::{app_key, app_serial};
 use crate::profiles::{self, test_key, Profile};
 
 impl TestPki {
@@ -39,6 +40,7 @@ impl TestPki {
                     self.cps_certificate(&holder, &test_key(&c.serial).verifying_key().to_bytes())?
                 }
                 Profile::Vitale(v) => {
+                    self.write_apps(dir, &v.serial, v.beneficiaries.len())?;
                     if v.opposed {
                         opposed.push(v.serial.clone());
                     }
@@ -74,6 +76,36 @@ impl TestPki {
     }
 }
 
+impl TestPki {
+    /// Writes under `apps/` the certificate of the Vitale app of each of the `beneficiaries`
+    /// of the card `card_serial` (`APP-<card>-<index>.pem`).
+    fn write_apps(
+        &self,
+        dir: &Path,
+        card_serial: &str,
+        beneficiaries: usize,
+    ) -> Result<(), PkiError> {
+        let apps = dir.join("apps");
+        std::fs::create_dir_all(&apps).map_err(|source| PkiError::Write {
+            path: apps.display().to_string(),
+            source,
+        })?;
+        for index in 0..beneficiaries {
+            let serial = app_serial(card_serial, index);
+            let cert =
+                self.app_certificate(&serial, &app_key(&serial).verifying_key().to_bytes())?;
+            let path = apps.join(format!("{serial}.pem"));
+            std::fs::write(&path, pem_block("CERTIFICATE", &cert)).map_err(|source| {
+                PkiError::Write {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::pki::{run, PkiArgs, CA_FILE, CRL_FILE, INSURERS_DIR, ROOT_FILE};
@@ -99,6 +131,15 @@ mod tests {
         // profile (75500017) each have a certificate.
         for code in ["017510001", "75500017"] {
             let path = dir.path().join(INSURERS_DIR).join(format!("{code}.pem"));
+            assert!(path.exists(), "{}", path.display());
+        }
+        // The default card's two beneficiaries each have their Vitale app's certificate.
+        let card = match profiles::Profile::load(profiles::DEFAULT_VITALE).unwrap() {
+            profiles::Profile::Vitale(v) => v.serial,
+            _ => unreachable!(),
+        };
+        for i in 0..2 {
+            let path = dir.path().join("apps").join(format!("APP-{card}-{i}.pem"));
             assert!(path.exists(), "{}", path.display());
         }
     }

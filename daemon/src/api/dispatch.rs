@@ -10,7 +10,8 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    attach, card_ops, cards, events, fse, lots, paper, queue, returns, store, system, workstations,
+    attach, card_ops, cards, events, fse, lots, paper, presence, queue, returns, store, system,
+    workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -32,6 +33,7 @@ pub const METHODS: &[&str] = &[
     "cards.authenticate",
     "cards.sign",
     "vitale.read",
+    "presence.challenge",
     "fse.create",
     "fse.get",
     "fse.list",
@@ -230,6 +232,7 @@ async fn dispatch_value(
         "cards.lock" => cards::lock(ctx, caller, p).await,
         "cards.unlock" => cards::unlock(ctx, caller, p).await,
         "vitale.read" => cards::vitale_read(ctx, caller, p).await,
+        "presence.challenge" => presence::challenge(ctx, p).await,
         "cards.authenticate" => card_ops::authenticate(ctx, caller, p).await,
         "cards.sign" => card_ops::sign(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,

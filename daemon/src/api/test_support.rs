@@ -57,6 +57,7 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
             &Default::default(),
             dir.path().join("paper"),
         )),
+        presence: Default::default(),
     }
 }
 

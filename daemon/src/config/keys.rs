@@ -74,6 +74,8 @@ pub const KEYS: &[Key] = &[
     key("paper.auto", Kind::Bool, false),
     key("paper.days_before", Kind::Number, false),
     key("paper.check_secs", Kind::Number, false),
+    key("app.challenge_ttl_secs", Kind::Number, false),
+    key("app.max_token_lifetime_secs", Kind::Number, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {

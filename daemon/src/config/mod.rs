@@ -77,6 +77,8 @@ pub struct Config {
     pub remote: crate::remote::config::RemoteSection,
     /// The paper duplicates of care sheets.
     pub paper: crate::paper::PaperSection,
+    /// The Vitale app: its challenges and tokens.
+    pub app: crate::presence::config::AppSection,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             network: NetworkSection::default(),
             remote: Default::default(),
             paper: Default::default(),
+            app: Default::default(),
         }
     }
 }

@@ -60,6 +60,9 @@ impl Config {
         for (key, reason) in self.paper.problems() {
             bad(key, reason);
         }
+        for (key, reason) in self.app.problems() {
+            bad(key, reason);
+        }
         out
     }
 

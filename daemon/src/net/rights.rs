@@ -33,6 +33,7 @@ pub const CPS_METHODS: &[&str] = &[
     "cards.change_pin",
     "cards.unblock_pin",
     "fse.create",
+    "presence.challenge",
     "cards.sign",
     "cards.lock",
     "cards.unlock",

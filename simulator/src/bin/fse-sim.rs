@@ -30,8 +30,45 @@ enum Cmd {
     Demo(fse_simulator::demo::DemoArgs),
     /// Drive fsed like many practices: create sheets through its socket at a rate, print a summary.
     Practice(fse_simulator::practice::PracticeArgs),
+    /// The Vitale app: a presence token bound to fsed's challenge and a practitioner, printed, shown as a QR code (stderr) and written as a PNG.
+    App(fse_simulator::app::AppArgs),
     /// Programs sharing one card: clients calling a card method as fast as answered, for a time; prints each one's share and longest wait.
     CardLoad(fse_simulator::card_load::CardLoadArgs),
+}
+
+/// `fse-sim pki`: writes the test PKI.
+fn pki(args: &fse_simulator::pki::PkiArgs) -> ExitCode {
+    match fse_simulator::pki::run(args) {
+        Ok(n) => {
+            println!(
+                "test PKI written to {}: {}, {}, {}, cards/ ({n} card certificates), {}/",
+                args.out.display(),
+                fse_simulator::pki::ROOT_FILE,
+                fse_simulator::pki::CA_FILE,
+                fse_simulator::pki::CRL_FILE,
+                fse_simulator::pki::INSURERS_DIR
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fse-sim pki: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fse-sim app`: the token's text on stdout.
+fn app(args: &fse_simulator::app::AppArgs) -> ExitCode {
+    match fse_simulator::app::run(args) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fse-sim app: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -44,23 +81,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Cmd::Pki(args) = &cli.command {
-        return match fse_simulator::pki::run(args) {
-            Ok(n) => {
-                println!(
-                    "test PKI written to {}: {}, {}, {}, cards/ ({n} card certificates), {}/",
-                    args.out.display(),
-                    fse_simulator::pki::ROOT_FILE,
-                    fse_simulator::pki::CA_FILE,
-                    fse_simulator::pki::CRL_FILE,
-                    fse_simulator::pki::INSURERS_DIR
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("fse-sim pki: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return pki(args);
     }
     if let Cmd::Practice(args) = &cli.command {
         return match fse_simulator::practice::run(args) {
@@ -74,6 +95,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Cmd::App(args) = &cli.command {
+        return app(args);
     }
     if let Cmd::CardLoad(args) = &cli.command {
         return match fse_simulator::card_load::run(args) {
@@ -123,7 +147,9 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) | Cmd::CardLoad(_) => Ok(()),
+            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) | Cmd::CardLoad(_) | Cmd::App(_) => {
+                Ok(())
+            }
         }
     });
     match result {

@@ -75,6 +75,7 @@ pub(super) fn judge(
                     .err()
                     .map(|e| rejection(Some(sheet.number), "SHEET_SHARES", e.to_string()))
             })
+            .chain(super::app_check::rejections(&sheets, trust))
             .collect(),
         Err(e) => {
             let (code, sheet) = match &e {

@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 mod amqp;
 mod attachments;
+pub mod app_check;
 mod cli;
 mod judge;
 mod report;
@@ -54,7 +55,7 @@ pub use cli::{load_trust, run_cli, InsurerArgs};
 pub use judge::answer_lot;
 pub use report::{report_html, write_report};
 pub use returns::sign_return;
-pub use samples::{sample_lot, sample_lot_by, sample_lot_with_dres};
+pub use samples::{sample_app_lot, sample_lot, sample_lot_by, sample_lot_with_dres};
 pub use spool::{run_spool, spool_pass, SpoolPass};
 
 /// Lot id of an ARL answering bytes that do not decode as a lot (the spool

@@ -6,27 +6,34 @@ use fse_formats::lot::SignedLot;
 /// Builds a signed lot of `n` secured sheets from the default cards, as fsed would (for tests of insurers and transports).
 pub fn sample_lot(lot_id: &str, n: u64) -> SignedLot {
     let (holder, situations) = crate::profiles::default_cps_holder();
-    lot_signed_by(&holder, &situations, None, lot_id, n, None)
+    lot_signed_by(&holder, &situations, None, lot_id, n, None, false)
+}
+
+/// [`sample_lot_by`] of the default CPS where every sheet is an app sheet: Jean DUPONT's
+/// Vitale app vouched for him with a token made 30 s before the sheet, for the CPS holder.
+pub fn sample_app_lot(lot_id: &str, n: u64) -> Result<SignedLot, String> {
+    certified(crate::profiles::DEFAULT_CPS, lot_id, n, None, true)
 }
 
 /// [`sample_lot`] signed by the CPS of `profile`, carrying its certificate from the test PKI
 /// (an expired or revoked card's lot, for insurers' checks).
 pub fn sample_lot_by(profile: &str, lot_id: &str, n: u64) -> Result<SignedLot, String> {
-    certified_lot(profile, lot_id, n, None)
+    certified(profile, lot_id, n, None, false)
 }
 
 /// [`sample_lot_by`] of the default CPS where every even-numbered sheet is in tiers payant AMC
 /// with `amc` paying directly: its DREs make a [`fse_formats::dre_lot::DreLot`].
 pub fn sample_lot_with_dres(lot_id: &str, n: u64, amc: &str) -> Result<SignedLot, String> {
-    certified_lot(crate::profiles::DEFAULT_CPS, lot_id, n, Some(amc))
+    certified(crate::profiles::DEFAULT_CPS, lot_id, n, Some(amc), false)
 }
 
 /// A lot signed by the CPS of `profile`, carrying its certificate from the test PKI.
-fn certified_lot(
+fn certified(
     profile: &str,
     lot_id: &str,
     n: u64,
     amc: Option<&str>,
+    app: bool,
 ) -> Result<SignedLot, String> {
     let crate::profiles::Profile::Cps(c) =
         crate::profiles::Profile::load(profile).map_err(|e| e.to_string())?
@@ -45,6 +52,7 @@ fn certified_lot(
         lot_id,
         n,
         amc,
+        app,
     ))
 }
 
@@ -55,6 +63,7 @@ fn lot_signed_by(
     lot_id: &str,
     n: u64,
     amc: Option<&str>,
+    app: bool,
 ) -> SignedLot {
     use ed25519_dalek::Signer;
     use fse_formats::fse::{CareSheet, Mode, Presence, SheetBeneficiary, SheetPractitioner};
@@ -97,12 +106,16 @@ fn lot_signed_by(
             };
             sheet.mode = Mode::Secured;
             sheet.degraded_reason = None;
-            let challenge = sheet.presence_challenge().unwrap_or_default();
-            sheet.presence = Some(Presence {
-                vitale_serial: vitale.serial.clone(),
-                public_key: hex::encode(vit_key.verifying_key().to_bytes()),
-                signature: hex::encode(vit_key.sign(&challenge).to_bytes()),
-            });
+            if app {
+                app_presence(&mut sheet);
+            } else {
+                let challenge = sheet.presence_challenge().unwrap_or_default();
+                sheet.presence = Some(Presence {
+                    vitale_serial: vitale.serial.clone(),
+                    public_key: hex::encode(vit_key.verifying_key().to_bytes()),
+                    signature: hex::encode(vit_key.sign(&challenge).to_bytes()),
+                });
+            }
             LotEntry {
                 salt: [number as u8; 16],
                 sheet: sheet.to_der().unwrap_or_default(),
@@ -129,5 +142,25 @@ fn lot_signed_by(
         signature,
         signer_certificate: certificate,
         entries,
+    }
+}
+
+/// Makes `sheet` an app sheet: the default card's assuré's Vitale app token, made 30 s before
+/// the sheet for its practitioner, living 2 minutes, and the rights it carried.
+fn app_presence(sheet: &mut fse_formats::fse::CareSheet) {
+    let created = fse_formats::app::parse_time(&sheet.created_at).unwrap_or_default();
+    let token =
+        crate::app::App::from_profile(crate::profiles::DEFAULT_VITALE, 0, false).and_then(|app| {
+            app.token(
+                [0x11; 16],
+                &sheet.practitioner.national_id,
+                created - 30,
+                120,
+            )
+        });
+    // The built-in profile and the test PKI are valid (`crate::app` tests): a failure leaves a
+    // secured sheet without its proof, which the insurer rejects.
+    if let Ok(token) = token {
+        let _ = token.vouch(sheet);
     }
 }

@@ -67,6 +67,7 @@ fn write_lot_structures(dir: &Path) {
         );
     }
     write_version_3_sheets(dir, &lot.entries[0].sheet);
+    write_app_structures(dir);
     let positive = fse_simulator::insurer::answer_lot(&lot_der, "017510001", "20261122120000Z");
     assert!(positive.rejections.is_empty());
     write(dir, "Arl", "positive", &positive.to_der().unwrap());
@@ -109,6 +110,23 @@ fn write_lot_structures(dir: &Path) {
         "SignedReturn",
         "payment",
         &sign_return(ReturnContent::Payment(ret.clone())).unwrap(),
+    );
+}
+
+/// The Vitale app's structures as `fse-sim app` and fsed make them: a token (and its signed
+/// body) of the test app, and an app sheet carrying such a token.
+fn write_app_structures(dir: &Path) {
+    let lot = fse_simulator::insurer::sample_app_lot("81000000000-00000003", 1).unwrap();
+    let sheet = CareSheet::from_der(&lot.entries[0].sheet).unwrap();
+    write(dir, "CareSheet", "app-with-token", &lot.entries[0].sheet);
+    let token_der = hex::decode(&sheet.app_presence.unwrap().token).unwrap();
+    write(dir, "AppToken", "test-app", &token_der);
+    let token = fse_formats::app::AppToken::from_der(&token_der).unwrap();
+    write(
+        dir,
+        "AppTokenBody",
+        "test-app",
+        &token.body.to_der().unwrap(),
     );
 }
 

@@ -10,6 +10,10 @@
 //! "cents": 800}` (`practitioner` and `acts` null: unknown, as rows kept from
 //! before fsed recorded them).
 //!
+//! A case with `app` in place of `vitale` is an app sheet: the simulator's Vitale app makes
+//! its token (`profile`, `beneficiary`, `challenge`, `issued_at`, `lifetime_secs`) for the
+//! CPS holder, the sheet is built on the beneficiary it vouches for and carries it.
+//!
 //! Each `case.json` also carries `expect`: the figures worked out by hand
 //! (amounts, rate, or the refusal's rule and field), checked apart from the
 //! recorded files. `FSED_GOLDEN_BLESS=1 cargo test -p fsed_tests --test
@@ -81,11 +85,19 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         },
         None => None,
     };
-    let vitale: Option<VitaleData> = vitale_card
-        .as_mut()
-        .map(|c| cards::read_vitale(&mut InProcess(c)).unwrap());
+    // The Vitale app in place of a card: its token, made for the CPS holder.
+    let app = case
+        .get("app")
+        .map(|a| app_token(a, &cps.holder.national_id));
+    let vitale: Option<VitaleData> = match &app {
+        Some(token) => Some(token.vitale_data()),
+        None => vitale_card
+            .as_mut()
+            .map(|c| cards::read_vitale(&mut InProcess(c)).unwrap()),
+    };
     let vitale_check = vitale
         .as_ref()
+        .filter(|_| app.is_none())
         .map(|v| store.check(v.certificate.as_deref().unwrap(), &v.public_key, now));
 
     let history: Vec<PfEntry> = case["history"]
@@ -120,7 +132,20 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         Err(r) => return Outcome::Refused(r),
     };
     sheet.number = case["number"].as_u64().unwrap();
-    if sheet.mode == Mode::Secured {
+    if let Some(token) = &app {
+        token
+            .verify(
+                store,
+                &fse_formats::app::Expected {
+                    practitioner_id: &cps.holder.national_id,
+                    challenge: Some(&token.body.challenge),
+                    now,
+                    max_lifetime_secs: fse_formats::app::DEFAULT_MAX_LIFETIME_SECS,
+                },
+            )
+            .unwrap();
+        token.vouch(&mut sheet).unwrap();
+    } else if sheet.mode == Mode::Secured {
         let v = vitale.as_ref().unwrap();
         let challenge = sheet.presence_challenge().unwrap();
         let sig =
@@ -134,6 +159,31 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
     }
     let dre = Dre::from_sheet(&sheet).unwrap();
     Outcome::Sheet(Box::new(sheet), Box::new(dre))
+}
+
+/// The token of `app` (`{"profile", "beneficiary", "challenge": hex, "issued_at",
+/// "lifetime_secs"}`) made by the simulator's Vitale app for `practitioner`: the same bytes on
+/// every run (test keys, Ed25519 signatures are deterministic).
+fn app_token(app: &Value, practitioner: &str) -> fse_formats::app::AppToken {
+    let holder = fse_simulator::app::App::from_profile(
+        app["profile"].as_str().unwrap(),
+        usize::try_from(app["beneficiary"].as_u64().unwrap()).unwrap(),
+        false,
+    )
+    .unwrap();
+    let challenge: [u8; 16] = hex::decode(app["challenge"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let issued = fse_formats::app::parse_time(app["issued_at"].as_str().unwrap()).unwrap();
+    holder
+        .token(
+            challenge,
+            practitioner,
+            issued,
+            app["lifetime_secs"].as_i64().unwrap(),
+        )
+        .unwrap()
 }
 
 /// Compares `text` with the recorded file, or records it when blessing.
@@ -195,6 +245,7 @@ fn check_expect(name: &str, expect: &Value, outcome: &Outcome, failures: &mut Ve
                     | "payee_billing_number"
                     | "beneficiary"
                     | "replaced"
+                    | "rights_source"
                     | "degraded_reason" => sheet_json[key].clone(),
                     _ => amounts[key].clone(),
                 };

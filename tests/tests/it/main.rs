@@ -82,3 +82,4 @@ mod socket_fuzz;
 mod transport;
 #[cfg(feature = "full")]
 mod validation_api;
+mod vitale_app;

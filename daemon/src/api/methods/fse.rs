@@ -24,7 +24,15 @@ pub(in crate::api) async fn create(
 ) -> Result<JsonText, ApiError> {
     let params: FseCreateParams = params(p)?;
     let degraded = params.degraded.is_some();
-    let created = billing::create(&ctx.cards, &ctx.remote, &ctx.store, caller, params).await?;
+    let created = billing::create(
+        &ctx.cards,
+        &ctx.remote,
+        &ctx.store,
+        caller,
+        &ctx.presence,
+        params,
+    )
+    .await?;
     ctx.events.publish(
         "sheet.accepted",
         json!({ "id": created.id, "number": created.number }),

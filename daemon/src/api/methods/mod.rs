@@ -9,6 +9,7 @@ pub(super) mod events;
 pub(super) mod fse;
 pub(super) mod lots;
 pub(super) mod paper;
+pub(super) mod presence;
 pub(super) mod queue;
 pub(super) mod returns;
 pub(super) mod store;

@@ -19,6 +19,7 @@
 
 use crate::common;
 
+mod app;
 mod description;
 mod examples;
 mod lines;
@@ -125,6 +126,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     pin_life(&mut c, &mut rpc, &g);
     invalid_parameters(&mut c, &mut rpc, &g);
     let (a, b) = sheets_once_per_key(&mut c, &mut rpc, &g);
+    app::app_presence(&mut c, &mut rpc, &g);
     let (db, cancelled) = database_locked(&mut c, &mut rpc, dir.path(), &g);
     lots_rejected_then_paid(&mut c, &mut rpc, a);
     doctor_stats_and_backup(&mut c, &mut rpc, dir.path());
