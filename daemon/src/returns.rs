@@ -177,6 +177,13 @@ pub async fn apply_return(
     let content_kind = match &signed.content {
         ReturnContent::Arl(_) => Kind::Arl,
         ReturnContent::Payment(_) => Kind::Payment,
+        ReturnContent::Rights(_) => {
+            return Ok(refused(
+                Reason::Unreadable,
+                None,
+                "a rights answer, not a lot's return: it belongs on a rights reply queue",
+            ))
+        }
     };
     if content_kind != kind {
         return Ok(refused(
@@ -240,6 +247,8 @@ pub async fn apply_return(
     match signed.content {
         ReturnContent::Arl(arl) => apply_arl(store, arl, content, bytes).await,
         ReturnContent::Payment(ret) => apply_payments(store, ret, content, &code).await,
+        // Refused above, before any lookup.
+        ReturnContent::Rights(_) => Ok(refused(Reason::Unreadable, lot, "a rights answer")),
     }
 }
 

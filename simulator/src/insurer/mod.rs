@@ -43,6 +43,8 @@ mod cli;
 mod judge;
 mod report;
 mod returns;
+pub mod rights;
+mod rights_amqp;
 mod samples;
 mod spool;
 #[cfg(test)]
@@ -52,7 +54,9 @@ pub use amqp::{run_amqp, AmqpInsurerConfig, InsurerKind};
 pub use cli::{load_trust, run_cli, InsurerArgs};
 pub use judge::answer_lot;
 pub use report::{report_html, write_report};
-pub use returns::sign_return;
+pub use returns::{sign_return, sign_return_as};
+pub use rights::RightsKnobs;
+pub use rights_amqp::run_rights_amqp;
 pub use samples::{sample_lot, sample_lot_by, sample_lot_with_dres};
 pub use spool::{run_spool, spool_pass, SpoolPass};
 
