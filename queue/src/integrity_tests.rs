@@ -345,6 +345,7 @@ fn the_migration_fills_the_checksums_of_rows_already_stored() {
                  ALTER TABLE lots DROP COLUMN sent_at;
                  ALTER TABLE lots DROP COLUMN resends;
                  DROP TABLE return_dead_letters;
+                 DROP TABLE rights_cache;
                  PRAGMA user_version = {checksums};"
             ))
             .unwrap();

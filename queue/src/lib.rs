@@ -30,6 +30,7 @@ mod open;
 mod participation;
 mod payments;
 mod retention;
+mod rights;
 mod rows;
 mod schema;
 mod sheets;
@@ -48,6 +49,7 @@ pub use ids::{LotId, PractitionerId, SheetId};
 pub use integrity::{
     check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow, FileCheck, VerifyReport,
 };
+pub use rights::{RightsEntry, RightsSourceKind};
 pub use schema::APPLICATION_ID;
 pub use time::{BadTime, CompactTime, Stamp, TimeText};
 pub use types::{

@@ -13,6 +13,7 @@ mod open;
 mod participation;
 mod payments;
 mod retention;
+mod rights;
 mod sheets;
 mod stats;
 
