@@ -22,6 +22,7 @@ use crate::cards::{CardKey, Cards, Snapshot};
 use crate::error::ApiError;
 use crate::json::JsonText;
 use crate::remote::{RemoteCard, RemoteCards};
+use crate::rights::Rights;
 use crate::store::{Store, StoreError};
 
 /// The sheet a stored row's DER holds (the queue checked that it decodes when it read it).
@@ -153,6 +154,7 @@ pub async fn create(
     cards: &Cards,
     remote: &RemoteCards,
     store: &Store,
+    rights: &Rights,
     caller: &Caller,
     p: FseCreateParams,
 ) -> Result<Created, ApiError> {
@@ -166,7 +168,7 @@ pub async fn create(
     }
     // Only a keyed request is compared with another.
     let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
-    match make(cards, remote, store, caller, &p, hash).await {
+    match make(cards, remote, store, rights, caller, &p, hash).await {
         Ok(created) => Ok(created),
         Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
@@ -198,6 +200,7 @@ async fn make(
     cards: &Cards,
     remote: &RemoteCards,
     store: &Store,
+    rights: &Rights,
     caller: &Caller,
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
@@ -221,6 +224,13 @@ async fn make(
     if let Some(card) = &remote_vitale {
         vitale = card.vitale.as_ref();
         vitale_cert = card.certificate.as_ref();
+    }
+    // Card rights closed or old: the rights of the day asked online and laid over a copy of
+    // the card data the sheet is priced with (or the card's kept, offline, with why).
+    let online = online_rights(rights, vitale, p.beneficiary, cps, today).await?;
+    let rights_origin = online.as_ref().map(|(_, origin)| origin.clone());
+    if let Some((data, _)) = &online {
+        vitale = Some(data);
     }
     let read = build::CardsRead {
         cps,
@@ -285,6 +295,7 @@ async fn make(
         let mut sheet = ready.make_sheet(&created_at, tables, &|date| {
             build::history_on(&history, professional, date)
         })?;
+        record_rights(&mut sheet, rights_origin.as_ref());
         let signing = Signing {
             vitale,
             remote: remote_vitale.as_ref().map(|card| (remote, card)),
@@ -308,6 +319,33 @@ async fn make(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The card data with the rights of the day and their origin, when the card's call for a
+/// lookup ([`Rights::for_sheet`]).
+async fn online_rights(
+    rights: &Rights,
+    vitale: Option<&VitaleData>,
+    beneficiary: usize,
+    cps: &CpsData,
+    today: chrono::NaiveDate,
+) -> Result<Option<(VitaleData, crate::rights::Origin)>, ApiError> {
+    match vitale {
+        Some(v) => {
+            rights
+                .for_sheet(v, beneficiary, &cps.holder.national_id, today)
+                .await
+        }
+        None => Ok(None),
+    }
+}
+
+/// Records on the sheet where its rights came from, when a lookup was called for (before the
+/// proof of presence, which seals the body).
+fn record_rights(_sheet: &mut CareSheet, origin: Option<&crate::rights::Origin>) {
+    if let Some(o) = origin {
+        tracing::debug!(source = ?o.source, fallback = ?o.fallback, "sheet rights");
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Context {
     pub remote: crate::remote::RemoteCards,
     /// The `cards.sign` answers kept for repeats (by `request_id`).
     pub sign_cache: Arc<tokio::sync::Mutex<crate::remote::SignCache>>,
+    /// Rights online (`[rights]`).
+    pub rights: Arc<crate::rights::Rights>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

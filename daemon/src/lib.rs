@@ -33,6 +33,7 @@ pub mod net;
 pub mod remote;
 pub mod retention;
 pub mod returns;
+pub mod rights;
 pub mod service;
 pub mod shutdown;
 pub mod store;

@@ -124,11 +124,11 @@ fn uncommented_default_lines_are_the_defaults() {
         .collect::<Vec<_>>()
         .join("\n");
     let defaults = commented_keys(&text).iter().filter(|l| l.default).count();
-    // 41 keys (29, the 4 sharing and session bounds of [cards], the 6 of [network], the 2 of
-    // [remote]), of which 7 have no default value (trust_dir, lots.close_at,
-    // api.allowed_users, api.allowed_groups, network.listen, network.enroll_listen,
-    // remote.identity_dir): 41 - 7 = 34 lines hold a default.
-    assert_eq!(defaults, 34);
+    // 46 keys (29, the 4 sharing and session bounds of [cards], the 6 of [network], the 2 of
+    // [remote], the 5 of [rights]), of which 7 have no default value (trust_dir,
+    // lots.close_at, api.allowed_users, api.allowed_groups, network.listen,
+    // network.enroll_listen, remote.identity_dir): 46 - 7 = 39 lines hold a default.
+    assert_eq!(defaults, 39);
     let cfg = load(dir.path(), &uncommented).unwrap();
     assert_eq!(serde_json::to_value(&cfg).unwrap(), documented_defaults());
 }

@@ -64,6 +64,13 @@ pub const IDLE_TIMEOUT: i64 = 1043;
 /// (`[network.workstations.<name>]`) do not give it: `data.workstation` and `data.method` or
 /// `data.cps_serial` say which. Nothing was run.
 pub const NOT_PERMITTED: i64 = 1044;
+/// The card's rights are closed or too old and no online answer could be used (rights service
+/// out of reach, timed out, or its answer refused) while `[rights] offline = "refuse"`:
+/// `data.field` is `vitale.rights`, `data.reason` says why. Nothing was stored.
+pub const RIGHTS_STALE: i64 = 1050;
+/// The insurer's rights service does not know the beneficiary (NIR, birth date, rank):
+/// `data.field` is `vitale.rights`. Nothing was stored.
+pub const RIGHTS_UNKNOWN: i64 = 1051;
 
 /// Every stable error code, in the order `daemon/API.md` lists them.
 pub const ERROR_CODES: &[i64] = &[
@@ -90,6 +97,8 @@ pub const ERROR_CODES: &[i64] = &[
     TOO_MANY_CONNECTIONS_FOR_PEER,
     IDLE_TIMEOUT,
     NOT_PERMITTED,
+    RIGHTS_STALE,
+    RIGHTS_UNKNOWN,
 ];
 
 /// A request as received.
@@ -169,6 +178,8 @@ pub fn code_name(code: i64) -> &'static str {
         IDLE_TIMEOUT => "IDLE_TIMEOUT",
         NOT_PERMITTED => "NOT_PERMITTED",
         CARD_UNREACHABLE => "CARD_UNREACHABLE",
+        RIGHTS_STALE => "RIGHTS_STALE",
+        RIGHTS_UNKNOWN => "RIGHTS_UNKNOWN",
         _ => "ERROR",
     }
 }

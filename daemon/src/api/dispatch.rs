@@ -10,7 +10,7 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    card_ops, cards, events, fse, lots, queue, returns, store, system, workstations,
+    card_ops, cards, events, fse, lots, queue, returns, rights, store, system, workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -32,6 +32,7 @@ pub const METHODS: &[&str] = &[
     "cards.authenticate",
     "cards.sign",
     "vitale.read",
+    "rights.get",
     "fse.create",
     "fse.get",
     "fse.list",
@@ -228,6 +229,7 @@ async fn dispatch_value(
         "cards.lock" => cards::lock(ctx, caller, p).await,
         "cards.unlock" => cards::unlock(ctx, caller, p).await,
         "vitale.read" => cards::vitale_read(ctx, caller, p).await,
+        "rights.get" => rights::get(ctx, caller, p).await,
         "cards.authenticate" => card_ops::authenticate(ctx, caller, p).await,
         "cards.sign" => card_ops::sign(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,

@@ -8,6 +8,8 @@ pub enum Kind {
     Text,
     /// A whole number.
     Number,
+    /// `true` or `false`.
+    Bool,
     /// A list, comma-separated (`127.0.0.1:35963,127.0.0.1:35964`).
     List,
 }
@@ -66,6 +68,11 @@ pub const KEYS: &[Key] = &[
     key("network.workstations", Kind::Text, false),
     key("remote.identity_dir", Kind::Text, false),
     key("remote.timeout_ms", Kind::Number, false),
+    key("rights.enabled", Kind::Bool, false),
+    key("rights.max_card_age_days", Kind::Number, false),
+    key("rights.max_answer_age_secs", Kind::Number, false),
+    key("rights.timeout_ms", Kind::Number, false),
+    key("rights.offline", Kind::Text, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {

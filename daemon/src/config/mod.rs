@@ -72,6 +72,8 @@ pub struct Config {
     pub network: NetworkSection,
     /// The other fseds whose cards this one may use.
     pub remote: crate::remote::config::RemoteSection,
+    /// Rights online (ADRi).
+    pub rights: crate::rights::config::RightsSection,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             api: ApiSection::default(),
             network: NetworkSection::default(),
             remote: Default::default(),
+            rights: Default::default(),
         }
     }
 }

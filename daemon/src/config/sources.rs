@@ -147,6 +147,11 @@ fn env_value(key: &Key, text: &str) -> Result<toml::Value, String> {
                 .parse::<i64>()
                 .map_err(|_| format!("{text:?} is not a whole number"))?,
         ),
+        Kind::Bool => match text.trim() {
+            "true" => toml::Value::Boolean(true),
+            "false" => toml::Value::Boolean(false),
+            _ => return Err(format!("{text:?} is not true or false")),
+        },
         Kind::List => toml::Value::Array(
             text.split(',')
                 .map(str::trim)

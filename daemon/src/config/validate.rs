@@ -45,6 +45,9 @@ impl Config {
         for (key, reason) in self.remote.problems() {
             bad(key, reason);
         }
+        for (key, reason) in self.rights.problems() {
+            bad(key, reason);
+        }
         out
     }
 

@@ -23,7 +23,15 @@ pub(in crate::api) async fn create(
     p: Option<Value>,
 ) -> Result<JsonText, ApiError> {
     let params: FseCreateParams = params(p)?;
-    let created = billing::create(&ctx.cards, &ctx.remote, &ctx.store, caller, params).await?;
+    let created = billing::create(
+        &ctx.cards,
+        &ctx.remote,
+        &ctx.store,
+        &ctx.rights,
+        caller,
+        params,
+    )
+    .await?;
     ctx.events.publish(
         "sheet.accepted",
         json!({ "id": created.id, "number": created.number }),

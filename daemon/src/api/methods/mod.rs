@@ -9,6 +9,7 @@ pub(super) mod fse;
 pub(super) mod lots;
 pub(super) mod queue;
 pub(super) mod returns;
+pub(super) mod rights;
 pub(super) mod store;
 pub(super) mod system;
 pub(super) mod workstations;
