@@ -343,10 +343,17 @@ async fn online_rights(
 
 /// Records on the sheet where its rights came from, when a lookup was called for (before the
 /// proof of presence, which seals the body).
-fn record_rights(_sheet: &mut CareSheet, origin: Option<&crate::rights::Origin>) {
-    if let Some(o) = origin {
-        tracing::debug!(source = ?o.source, fallback = ?o.fallback, "sheet rights");
-    }
+fn record_rights(sheet: &mut CareSheet, origin: Option<&crate::rights::Origin>) {
+    use fse_formats::fse::{RightsOrigin, RightsSource};
+    sheet.rights = origin.map(|o| RightsOrigin {
+        source: match o.source {
+            crate::rights::Source::Card => RightsSource::Card,
+            crate::rights::Source::Online => RightsSource::Online,
+        },
+        read_at: o.read_at.clone(),
+        answer_digest: o.answer_digest.clone(),
+        fallback: o.fallback.clone(),
+    });
 }
 
 /// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary
