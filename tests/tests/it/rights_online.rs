@@ -3,6 +3,8 @@
 //! broker (AMQP request/reply on `fsed.rights`) and over the spool, and prices the sheet on
 //! them; offline it falls back to the card (recorded on the sheet) or refuses, as configured.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -58,6 +60,7 @@ fn start(dir: &Path, config: &str, vitale: &str) -> (Proc, Rpc, Proc) {
     (fsed, rpc, cards)
 }
 
+#[cfg(feature = "full")]
 /// The `[transport]` of fsed on the test broker, with its own return queue.
 fn amqp_transport(url: &str) -> String {
     format!(
@@ -75,6 +78,7 @@ fn consult(rpc: &mut Rpc) -> Value {
     rpc.call("fse.create", json!({"act": {"code": "G"}}))
 }
 
+#[cfg(feature = "full")]
 fn error_of(reply: &Value) -> (&str, &str, String) {
     let e = &reply["error"];
     (
@@ -86,6 +90,7 @@ fn error_of(reply: &Value) -> (&str, &str, String) {
     )
 }
 
+#[cfg(feature = "full")]
 /// A sheet made on the card's rights after a failed lookup: the fallback recorded, the card's
 /// amounts.
 fn assert_card_fallback(reply: &Value, why: &str) -> String {
@@ -253,6 +258,7 @@ fn over_the_spool_too() {
     let sheet = &reply["result"]["sheet"];
     assert_eq!(sheet["rights"]["source"], "online", "{reply}");
     assert_eq!(sheet["amounts"]["amo_cents"], G_AMO_CENTS, "{reply}");
+    assert_eq!(sheet["amounts"]["patient_cents"], G_PATIENT_CENTS, "{reply}");
     // Nothing left behind in the rights folders.
     for sub in ["requests", "answers"] {
         let left = std::fs::read_dir(outbox.join("rights").join(sub))
