@@ -66,7 +66,7 @@ pub const IDLE_TIMEOUT: i64 = 1043;
 pub const NOT_PERMITTED: i64 = 1044;
 /// The card's rights are closed or too old and no online answer could be used (rights service
 /// out of reach, timed out, or its answer refused) while `[rights] offline = "refuse"`:
-/// `data.field` is `vitale.rights`, `data.reason` says why. Nothing was stored.
+/// `data.field` is `vitale.rights`, `data.lookup` says why. Nothing was stored.
 pub const RIGHTS_STALE: i64 = 1050;
 /// The insurer's rights service does not know the beneficiary (NIR, birth date, rank):
 /// `data.field` is `vitale.rights`. Nothing was stored.

@@ -313,7 +313,7 @@ pub fn stale(reason: &str) -> ApiError {
             format!("the card's rights cannot be used and no online answer can: {reason}"),
             Some(FIELD),
         )
-        .with("reason", json!(reason)),
+        .with("lookup", json!(reason)),
     )
 }
 
@@ -442,7 +442,7 @@ mod tests {
         let data = e.0.data.unwrap();
         assert_eq!(data["field"], "vitale.rights");
         assert!(
-            data["reason"]
+            data["lookup"]
                 .as_str()
                 .unwrap()
                 .contains("no trust directory"),

@@ -175,7 +175,7 @@ fn offline_the_card_is_used_with_the_reason_or_the_sheet_refused() {
     let (name, field, message) = error_of(&reply);
     assert_eq!((name, field), ("RIGHTS_STALE", "vitale.rights"), "{reply}");
     assert!(message.contains("no answer within 1500 ms"), "{message}");
-    let reason = reply["error"]["data"]["reason"].as_str().unwrap();
+    let reason = reply["error"]["data"]["lookup"].as_str().unwrap();
     assert!(message.ends_with(reason), "{reply}");
     insurer.terminate();
 }
@@ -258,7 +258,10 @@ fn over_the_spool_too() {
     let sheet = &reply["result"]["sheet"];
     assert_eq!(sheet["rights"]["source"], "online", "{reply}");
     assert_eq!(sheet["amounts"]["amo_cents"], G_AMO_CENTS, "{reply}");
-    assert_eq!(sheet["amounts"]["patient_cents"], G_PATIENT_CENTS, "{reply}");
+    assert_eq!(
+        sheet["amounts"]["patient_cents"], G_PATIENT_CENTS,
+        "{reply}"
+    );
     // Nothing left behind in the rights folders.
     for sub in ["requests", "answers"] {
         let left = std::fs::read_dir(outbox.join("rights").join(sub))
