@@ -81,7 +81,7 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         },
         None => None,
     };
-    let vitale: Option<VitaleData> = vitale_card
+    let mut vitale: Option<VitaleData> = vitale_card
         .as_mut()
         .map(|c| cards::read_vitale(&mut InProcess(c)).unwrap());
     let vitale_check = vitale
@@ -101,6 +101,17 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
                 .collect()
         })
         .unwrap_or_default();
+    // Rights online: the insurer simulator's signed answer, checked as fsed checks it, laid
+    // over the card's before the sheet is built.
+    let rights = case.get("rights_online").map(|r| {
+        online_rights(
+            r["answered_at"].as_str().unwrap(),
+            vitale.as_mut().unwrap(),
+            request.beneficiary,
+            &cps.holder.national_id,
+            store,
+        )
+    });
     let read = CardsRead {
         cps: &cps,
         cps_certificate: Some(&cps_check),
@@ -120,6 +131,7 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         Err(r) => return Outcome::Refused(r),
     };
     sheet.number = case["number"].as_u64().unwrap();
+    sheet.rights = rights;
     if sheet.mode == Mode::Secured {
         let v = vitale.as_ref().unwrap();
         let challenge = sheet.presence_challenge().unwrap();
@@ -134,6 +146,47 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
     }
     let dre = Dre::from_sheet(&sheet).unwrap();
     Outcome::Sheet(Box::new(sheet), Box::new(dre))
+}
+
+/// The insurer simulator's answer for the beneficiary at `index` of `vitale`, answered at
+/// `answered_at` (`YYYYMMDDHHMMSSZ`), checked against `store` as fsed checks it and laid over
+/// `vitale`; the sheet's record of it.
+fn online_rights(
+    answered_at: &str,
+    vitale: &mut VitaleData,
+    index: usize,
+    practitioner: &str,
+    store: &TrustStore,
+) -> fse_formats::fse::RightsOrigin {
+    use fse_formats::rights::{check_answer, stamp_seconds, RightsRequest};
+    use fse_simulator::insurer::rights::{answer_request, sign_answer};
+    use sha2::Digest;
+    let b = &vitale.beneficiaries[index];
+    let request = RightsRequest {
+        request_id: "golden".into(),
+        nir: b.nir.clone(),
+        birth_date: b.birth_date.clone(),
+        rank: b.rank,
+        practitioner_id: practitioner.into(),
+        asked_at: answered_at.into(),
+    };
+    let at = stamp_seconds(answered_at).unwrap();
+    let knobs = fse_simulator::insurer::RightsKnobs::default();
+    let answer = answer_request(
+        &request,
+        &knobs,
+        chrono::DateTime::from_timestamp(at, 0).unwrap(),
+    );
+    let der = sign_answer(answer, &knobs).unwrap();
+    let signed = fse_formats::ack::SignedReturn::from_der(&der).unwrap();
+    let answer = check_answer(&signed, &request, store, at, 86_400).unwrap();
+    answer.overlay(vitale, index);
+    fse_formats::fse::RightsOrigin {
+        source: fse_formats::fse::RightsSource::Online,
+        read_at: answered_at.into(),
+        answer_digest: Some(hex::encode(sha2::Sha256::digest(&der))),
+        fallback: None,
+    }
 }
 
 /// Compares `text` with the recorded file, or records it when blessing.
@@ -195,7 +248,8 @@ fn check_expect(name: &str, expect: &Value, outcome: &Outcome, failures: &mut Ve
                     | "payee_billing_number"
                     | "beneficiary"
                     | "replaced"
-                    | "degraded_reason" => sheet_json[key].clone(),
+                    | "degraded_reason"
+                    | "rights_source" => sheet_json[key].clone(),
                     _ => amounts[key].clone(),
                 };
                 if &got != want {
