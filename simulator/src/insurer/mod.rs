@@ -24,6 +24,11 @@
 //! and certificate the test PKI makes for the insurer code it names
 //! ([`crate::pki::TestPki::insurer_certificate`]).
 //!
+//! It also answers rights requests (rights online, ADRi: [`rights`]): over AMQP on the queue
+//! `fsed.rights` (request/reply, `rights_amqp.rs`) and over the spool's `rights/` folder, from
+//! the beneficiaries of the built-in Vitale profiles, signed as each one's organism; knobs for
+//! latency, outage, stale answers, unknown beneficiaries, a wrong signer and a forged signature.
+//!
 //! Layout: `judge.rs` checks a lot; the [`Insurer`] here keeps what it answered, its knobs
 //! and its counters; `returns.rs` prepares and signs ARLs and payment returns; `report.rs`
 //! writes what was received; `spool.rs` and `amqp.rs` are the two transports; `cli.rs` the
