@@ -24,8 +24,7 @@ const PER_ROUND: usize = 50;
 const ROUNDS: usize = 4;
 
 /// fsed on the virtual reader and the broker, `rights` its `[rights]` section, with fast cards.
-fn fsed(dir: &Path, rights: &str) -> (Proc, Rpc, Proc) {
-    let queue = format!("fsed.returns.bench-rights.{}", common::unique());
+fn fsed(dir: &Path, rights: &str, queue: &str) -> (Proc, Rpc, Proc) {
     let config = format!(
         "[transport]\nkind = \"amqp\"\nreturn_queue = \"{queue}\"\n\n[lots]\nmax_sheets = 1000\nmax_age_secs = 3600\n\n{rights}"
     );
@@ -87,12 +86,19 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let _insurer = common::start_insurer(&[]);
+    let binding = format!("benchrights{}", common::unique());
+    let _insurer = common::start_insurer(&["--binding", &binding]);
     let (off_dir, on_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_off, mut off, _off_cards) = fsed(off_dir.path(), "[rights]\nenabled = false\n");
+    let queues = [
+        format!("fsed.returns.bench-rights.{}", common::unique()),
+        format!("fsed.returns.bench-rights.{}", common::unique()),
+    ];
+    let (_off, mut off, _off_cards) =
+        fsed(off_dir.path(), "[rights]\nenabled = false\n", &queues[0]);
     let (_on, mut on, _on_cards) = fsed(
         on_dir.path(),
         "[rights]\nenabled = true\noffline = \"refuse\"\n",
+        &queues[1],
     );
     let db = rusqlite::Connection::open(on_dir.path().join("fsed.db")).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -137,4 +143,10 @@ fn main() {
         "  the lookup adds {:.2} ms at the median",
         percentile(&online, 0.5) - percentile(&without, 0.5)
     );
+    common::delete_queues(&[
+        &fse_formats::wire::insurer_queue("amo", &binding),
+        fse_formats::wire::RIGHTS_QUEUE,
+        &queues[0],
+        &queues[1],
+    ]);
 }

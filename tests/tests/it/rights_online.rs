@@ -18,6 +18,42 @@ use crate::common::{self, Proc, Rpc};
 const G_AMO_CENTS: u64 = 1900;
 const G_PATIENT_CENTS: u64 = 1100;
 
+/// The insurer simulator on the broker, answering rights requests with `knobs`; its lot queue
+/// bound to a key of its own (its name deleted when the test ends with [`Cleanup`]), so that no
+/// queue bound to every destination outlives the test.
+#[cfg(feature = "full")]
+fn rights_insurer(knobs: &[&str]) -> Proc {
+    let binding = format!("rights{}", common::unique());
+    let mut args = vec!["--binding", binding.as_str()];
+    args.extend_from_slice(knobs);
+    let p = common::start_insurer(&args);
+    CREATED.with(|c| {
+        c.borrow_mut()
+            .push(fse_formats::wire::insurer_queue("amo", &binding))
+    });
+    p
+}
+
+#[cfg(feature = "full")]
+thread_local! {
+    static CREATED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Deletes the broker queues the test made (the insurers', fsed's return queues and
+/// `fsed.rights`) when dropped.
+#[cfg(feature = "full")]
+struct Cleanup;
+
+#[cfg(feature = "full")]
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut names = CREATED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        names.push(fse_formats::wire::RIGHTS_QUEUE.to_string());
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        common::delete_queues(&names);
+    }
+}
+
 /// fsed on the virtual reader with `config` (TOML: `[transport]`, `[rights]`), the test PKI,
 /// and fast cards with `vitale` in slot 1; the PIN verified. Returns fsed, a client, the cards.
 fn start(dir: &Path, config: &str, vitale: &str) -> (Proc, Rpc, Proc) {
@@ -63,10 +99,9 @@ fn start(dir: &Path, config: &str, vitale: &str) -> (Proc, Rpc, Proc) {
 #[cfg(feature = "full")]
 /// The `[transport]` of fsed on the test broker, with its own return queue.
 fn amqp_transport(url: &str) -> String {
-    format!(
-        "[transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\nreturn_queue = \"fsed.returns.rights.{}\"\n",
-        common::unique()
-    )
+    let queue = format!("fsed.returns.rights.{}", common::unique());
+    CREATED.with(|c| c.borrow_mut().push(queue.clone()));
+    format!("[transport]\nkind = \"amqp\"\namqp_url = \"{url}\"\nreturn_queue = \"{queue}\"\n")
 }
 
 fn rights(offline: &str) -> String {
@@ -109,8 +144,9 @@ fn assert_card_fallback(reply: &Value, why: &str) -> String {
 #[test]
 fn a_stale_card_is_priced_on_the_rights_online_over_the_broker() {
     let _turn = common::shared_services();
+    let _cleanup = Cleanup;
     let dir = tempfile::tempdir().unwrap();
-    let mut insurer = common::start_insurer(&[]);
+    let mut insurer = rights_insurer(&[]);
     let config = format!("{}{}", amqp_transport(common::AMQP), rights("refuse"));
     let (_fsed, mut rpc, _cards) = start(dir.path(), &config, "vitale-droits-expires");
     // The card says rights closed on 2023-12-31 (fsed alone refuses RIGHTS_CLOSED); the
@@ -156,6 +192,7 @@ fn a_stale_card_is_priced_on_the_rights_online_over_the_broker() {
 #[test]
 fn offline_the_card_is_used_with_the_reason_or_the_sheet_refused() {
     let _turn = common::shared_services();
+    let _cleanup = Cleanup;
     // Broker down: a port bound to 0 and released, nothing listens there.
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("amqp://127.0.0.1:{}/%2f", gone.local_addr().unwrap().port());
@@ -167,7 +204,7 @@ fn offline_the_card_is_used_with_the_reason_or_the_sheet_refused() {
     assert_card_fallback(&reply, "out of reach");
 
     // Broker up, insurer in outage: no answer within the 1500 ms; refused as configured.
-    let mut insurer = common::start_insurer(&["--rights-outage"]);
+    let mut insurer = rights_insurer(&["--rights-outage"]);
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{}{}", amqp_transport(common::AMQP), rights("refuse"));
     let (_fsed, mut rpc, _cards) = start(dir.path(), &config, "vitale-adulte");
@@ -184,9 +221,10 @@ fn offline_the_card_is_used_with_the_reason_or_the_sheet_refused() {
 #[test]
 fn unknown_beneficiaries_and_forged_answers_are_refused() {
     let _turn = common::shared_services();
+    let _cleanup = Cleanup;
     let adult = fse_simulator::profiles::nir("2780275056123");
     // Unknown to the insurer: RIGHTS_UNKNOWN, whatever the offline setting.
-    let mut insurer = common::start_insurer(&["--rights-unknown", &adult]);
+    let mut insurer = rights_insurer(&["--rights-unknown", &adult]);
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{}{}", amqp_transport(common::AMQP), rights("card"));
     let (_fsed, mut rpc, _cards) = start(dir.path(), &config, "vitale-adulte");
@@ -202,7 +240,7 @@ fn unknown_beneficiaries_and_forged_answers_are_refused() {
 
     // Signed by another insurer (019999999) than the organism it names: not believed, the
     // card's rights used and why recorded.
-    let mut insurer = common::start_insurer(&["--rights-wrong-signer"]);
+    let mut insurer = rights_insurer(&["--rights-wrong-signer"]);
     let dir = tempfile::tempdir().unwrap();
     let (_fsed, mut rpc, _cards) = start(dir.path(), &config, "vitale-adulte");
     let fallback = assert_card_fallback(&consult(&mut rpc), "signed by insurer 019999999");
@@ -210,7 +248,7 @@ fn unknown_beneficiaries_and_forged_answers_are_refused() {
     insurer.terminate();
 
     // A forged signature, fsed refusing: RIGHTS_STALE saying why.
-    let mut insurer = common::start_insurer(&["--rights-bad-signature"]);
+    let mut insurer = rights_insurer(&["--rights-bad-signature"]);
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{}{}", amqp_transport(common::AMQP), rights("refuse"));
     let (_fsed, mut rpc, _cards) = start(dir.path(), &config, "vitale-adulte");
@@ -220,7 +258,7 @@ fn unknown_beneficiaries_and_forged_answers_are_refused() {
     assert!(message.contains("signature"), "{message}");
     // Stale answers (answered 7 days ago, 86400 s allowed) are refused too.
     insurer.terminate();
-    let mut insurer = common::start_insurer(&["--rights-stale"]);
+    let mut insurer = rights_insurer(&["--rights-stale"]);
     let r = rpc.call(
         "rights.get",
         json!({"nir": adult, "birth_date": "19780214", "rank": 1}),
