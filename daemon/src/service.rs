@@ -212,30 +212,6 @@ fn card_backend(cfg: &Config) -> Backend {
     }
 }
 
-/// Rights online over the configured transport.
-fn rights_service(
-    cfg: &Config,
-    store: &Store,
-    trust: &Option<Arc<TrustStore>>,
-) -> Arc<crate::rights::Rights> {
-    Arc::new(crate::rights::Rights::new(
-        cfg.rights.clone(),
-        Some(rights_link(cfg)),
-        store.clone(),
-        trust.clone(),
-    ))
-}
-
-/// The way to the insurer's rights service: the configured transport's.
-fn rights_link(cfg: &Config) -> crate::rights::link::Link {
-    match cfg.transport.kind {
-        TransportKind::Spool => {
-            crate::rights::link::Link::spool(&cfg.state_path(&cfg.transport.spool_outbox))
-        }
-        TransportKind::Amqp => crate::rights::link::Link::amqp(&cfg.transport.amqp_url),
-    }
-}
-
 /// The trust store of the configured trust directory, or none (with a warning) without one.
 fn configured_trust(cfg: &Config) -> Result<Option<Arc<TrustStore>>, StartError> {
     Ok(match &cfg.trust_dir {
@@ -425,7 +401,7 @@ impl Service {
             network: Arc::clone(&network),
             remote,
             sign_cache: Default::default(),
-            rights: rights_service(cfg, &store, &trust),
+            rights: Arc::new(crate::rights::Rights::from_config(cfg, &store, &trust)),
         };
         spawn_network(&mut tasks, cfg, &network, network_listener, &ctx, &shutdown);
         tasks.spawn(crate::retention::run(

@@ -111,6 +111,20 @@ impl Rights {
         }
     }
 
+    /// The service of a running fsed: `[rights]` over the configured transport.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        store: &Store,
+        trust: &Option<Arc<TrustStore>>,
+    ) -> Rights {
+        use crate::config::TransportKind;
+        let link = match cfg.transport.kind {
+            TransportKind::Spool => Link::spool(&cfg.state_path(&cfg.transport.spool_outbox)),
+            TransportKind::Amqp => Link::amqp(&cfg.transport.amqp_url),
+        };
+        Rights::new(cfg.rights.clone(), Some(link), store.clone(), trust.clone())
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &RightsSection {
         &self.cfg
