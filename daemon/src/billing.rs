@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::json::JsonText;
 use crate::presence::AppTokens;
 use crate::remote::{RemoteCard, RemoteCards};
+use crate::rights::Rights;
 use crate::store::{Store, StoreError};
 
 /// The sheet a stored row's DER holds (the queue checked that it decodes when it read it).
@@ -155,6 +156,7 @@ pub async fn create(
     cards: &Cards,
     remote: &RemoteCards,
     store: &Store,
+    rights: &Rights,
     caller: &Caller,
     presence: &AppTokens,
     p: FseCreateParams,
@@ -169,7 +171,8 @@ pub async fn create(
     }
     // Only a keyed request is compared with another.
     let hash = p.idempotency_key.as_ref().map(|_| p.request_hash());
-    match make(cards, remote, store, caller, presence, &p, hash).await {
+    let with = With { rights, presence };
+    match make(cards, remote, store, &with, caller, &p, hash).await {
         Ok(created) => Ok(created),
         Err(refusal) if refusal.0.code == api::IDEMPOTENCY_KEY_REUSED => Err(refusal),
         Err(refusal) => {
@@ -201,8 +204,8 @@ async fn make(
     cards: &Cards,
     remote: &RemoteCards,
     store: &Store,
+    with: &With<'_>,
     caller: &Caller,
-    presence: &AppTokens,
     p: &FseCreateParams,
     hash: Option<[u8; 32]>,
 ) -> Result<Created, ApiError> {
@@ -219,7 +222,7 @@ async fn make(
     let with_card = degraded || p.presence.is_some();
     let (cps, cps_cert, mut vitale, mut vitale_cert) =
         read_cards(&snapshot, p.cps_serial.as_deref(), with_card)?;
-    let app = shown_app(presence, store, cps, p).await?;
+    let app = shown_app(with.presence, store, cps, p).await?;
     if let Some((_, data)) = &app {
         vitale = Some(data);
     }
@@ -231,6 +234,22 @@ async fn make(
     if let Some(card) = &remote_vitale {
         vitale = card.vitale.as_ref();
         vitale_cert = card.certificate.as_ref();
+    }
+    // Card rights closed or old: the rights of the day asked online and laid over a copy of
+    // the card data the sheet is priced with (or the card's kept, offline, with why).
+    // The Vitale app's rights are always asked online (the app calls for a lookup).
+    let online = online_rights(
+        with.rights,
+        vitale,
+        p.beneficiary,
+        cps,
+        today,
+        app.is_some(),
+    )
+    .await?;
+    let rights_origin = online.as_ref().map(|(_, origin)| origin.clone());
+    if let Some((data, _)) = &online {
+        vitale = Some(data);
     }
     let read = build::CardsRead {
         cps,
@@ -272,20 +291,7 @@ async fn make(
     loop {
         attempt += 1;
         // The participation already withheld for this beneficiary.
-        let history = store
-            .participation_history(&beneficiary, &from, &until)
-            .await?;
-        let history: Vec<rules::PfEntry> = history
-            .into_iter()
-            .filter_map(|r| {
-                Some(rules::PfEntry {
-                    date: parse_date(&r.care_date)?,
-                    professional: r.professional,
-                    acts: r.acts,
-                    cents: r.cents,
-                })
-            })
-            .collect();
+        let history = withheld(store, &beneficiary, &from, &until).await?;
 
         // A price again (after `OverCap`) checks the request again, on the same cards.
         let ready = match prepared.take() {
@@ -295,6 +301,7 @@ async fn make(
         let mut sheet = ready.make_sheet(&created_at, tables, &|date| {
             build::history_on(&history, professional, date)
         })?;
+        record_rights(&mut sheet, rights_origin.as_ref());
         if let Some((token, _)) = &app {
             app_sheet(&mut sheet, token)?;
         }
@@ -350,16 +357,95 @@ async fn shown_app(
 }
 
 /// A sheet made from a Vitale app's token: mode `app`, the token as its presence, and its
-/// rights the ones the app carried, read when the token was made.
+/// rights an online answer's when one was had (`record_rights` put it there), else the ones
+/// the app carried, read when the token was made (with why no answer was had, if one was
+/// asked for).
 fn app_sheet(sheet: &mut CareSheet, token: &AppToken) -> Result<(), ApiError> {
+    let looked_up = sheet.rights.take();
     token
         .vouch(sheet)
-        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))
+        .map_err(|e| ApiError::new(api::INTERNAL_ERROR, e.to_string(), Some("presence.app")))?;
+    match looked_up {
+        Some(r) if r.source == fse_formats::fse::RightsSource::Online => sheet.rights = Some(r),
+        Some(r) => {
+            if let Some(own) = sheet.rights.as_mut() {
+                own.fallback = r.fallback;
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The card data with the rights of the day and their origin, when the card's call for a
+/// lookup ([`Rights::for_sheet`]).
+async fn online_rights(
+    rights: &Rights,
+    vitale: Option<&VitaleData>,
+    beneficiary: usize,
+    cps: &CpsData,
+    today: chrono::NaiveDate,
+    app: bool,
+) -> Result<Option<(VitaleData, crate::rights::Origin)>, ApiError> {
+    match vitale {
+        Some(v) => {
+            rights
+                .for_sheet(v, beneficiary, &cps.holder.national_id, today, app)
+                .await
+        }
+        None => Ok(None),
+    }
+}
+
+/// Records on the sheet where its rights came from, when a lookup was called for (before the
+/// proof of presence, which seals the body).
+fn record_rights(sheet: &mut CareSheet, origin: Option<&crate::rights::Origin>) {
+    use fse_formats::fse::{RightsOrigin, RightsSource};
+    sheet.rights = origin.map(|o| RightsOrigin {
+        source: match o.source {
+            crate::rights::Source::Card => RightsSource::Card,
+            crate::rights::Source::Online => RightsSource::Online,
+        },
+        read_at: o.read_at.clone(),
+        answer_digest: o.answer_digest.clone(),
+        fallback: o.fallback.clone(),
+    });
+}
+
+/// The participation already withheld for `beneficiary` on care from `from` to `until`.
+async fn withheld(
+    store: &Store,
+    beneficiary: &str,
+    from: &str,
+    until: &str,
+) -> Result<Vec<rules::PfEntry>, ApiError> {
+    let history = store
+        .participation_history(beneficiary, from, until)
+        .await?;
+    Ok(history
+        .into_iter()
+        .filter_map(|r| {
+            Some(rules::PfEntry {
+                date: parse_date(&r.care_date)?,
+                professional: r.professional,
+                acts: r.acts,
+                cents: r.cents,
+            })
+        })
+        .collect())
 }
 
 /// How many times one `fse.create` prices its sheet again when sheets of the same beneficiary
 /// keep taking the caps' room first.
 const MAX_PRICINGS: u32 = 8;
+
+/// The services `fse.create` asks besides the cards and the queue.
+struct With<'a> {
+    /// Rights online (`[rights]`).
+    rights: &'a Rights,
+    /// The Vitale app's challenges and tokens.
+    presence: &'a AppTokens,
+}
 
 /// What a sheet is signed and stored with, besides itself.
 struct Signing<'a> {

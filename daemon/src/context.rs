@@ -43,6 +43,8 @@ pub struct Context {
     pub paper: Arc<crate::paper::Paper>,
     /// The Vitale app's challenges and token checks (`presence.challenge`, `fse.create`).
     pub presence: Arc<crate::presence::AppTokens>,
+    /// Rights online (`[rights]`).
+    pub rights: Arc<crate::rights::Rights>,
 }
 
 /// What the doctor needs to know of the running service beyond the API context

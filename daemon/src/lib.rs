@@ -35,6 +35,7 @@ pub mod presence;
 pub mod remote;
 pub mod retention;
 pub mod returns;
+pub mod rights;
 pub mod service;
 pub mod shutdown;
 pub mod store;

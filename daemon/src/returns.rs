@@ -147,22 +147,17 @@ impl Kind {
     }
 }
 
-/// Applies one return of `kind` given as DER (a [`SignedReturn`]), once it is authenticated
-/// against `trust` and fits its lot. `Err` only when the store failed (retry later).
-pub async fn apply_return(
-    store: &Store,
-    trust: Option<&TrustStore>,
-    kind: Kind,
-    bytes: Vec<u8>,
-) -> Result<Applied, String> {
-    let signed = match SignedReturn::from_der(&bytes) {
+/// The signed return in `bytes`, holding a return of `kind`; else the refusal to apply (a bare
+/// or unreadable return, a rights answer, or a return of another kind).
+fn signed_return(bytes: &[u8], kind: Kind) -> Result<SignedReturn, Applied> {
+    let signed = match SignedReturn::from_der(bytes) {
         Ok(s) => s,
         Err(e) => {
-            let bare = match Arl::from_der(&bytes) {
+            let bare = match Arl::from_der(bytes) {
                 Ok(a) => Some(a.lot_id),
-                Err(_) => PaymentReturn::from_der(&bytes).ok().map(|p| p.lot_id),
+                Err(_) => PaymentReturn::from_der(bytes).ok().map(|p| p.lot_id),
             };
-            return Ok(match bare {
+            return Err(match bare {
                 Some(lot) => refused(
                     Reason::Unsigned,
                     Some(&lot),
@@ -172,19 +167,42 @@ pub async fn apply_return(
             });
         }
     };
-    let lot_id = signed.content.lot_id().to_string();
-    let lot = Some(lot_id.as_str());
+    let lot = Some(signed.content.lot_id());
     let content_kind = match &signed.content {
         ReturnContent::Arl(_) => Kind::Arl,
         ReturnContent::Payment(_) => Kind::Payment,
+        ReturnContent::Rights(_) => {
+            return Err(refused(
+                Reason::Unreadable,
+                None,
+                "a rights answer, not a lot's return: it belongs on a rights reply queue",
+            ))
+        }
     };
     if content_kind != kind {
-        return Ok(refused(
+        return Err(refused(
             Reason::Unreadable,
             lot,
             format!("sent as {kind:?} but holds {content_kind:?}"),
         ));
     }
+    Ok(signed)
+}
+
+/// Applies one return of `kind` given as DER (a [`SignedReturn`]), once it is authenticated
+/// against `trust` and fits its lot. `Err` only when the store failed (retry later).
+pub async fn apply_return(
+    store: &Store,
+    trust: Option<&TrustStore>,
+    kind: Kind,
+    bytes: Vec<u8>,
+) -> Result<Applied, String> {
+    let signed = match signed_return(&bytes, kind) {
+        Ok(signed) => signed,
+        Err(refusal) => return Ok(refusal),
+    };
+    let lot_id = signed.content.lot_id().to_string();
+    let lot = Some(lot_id.as_str());
     let Some(trust) = trust else {
         return Ok(refused(
             Reason::NoTrustStore,
@@ -245,6 +263,8 @@ pub async fn apply_return(
     match signed.content {
         ReturnContent::Arl(arl) => apply_arl(store, arl, content, bytes).await,
         ReturnContent::Payment(ret) => apply_payments(store, ret, content, &code).await,
+        // Refused above, before any lookup.
+        ReturnContent::Rights(_) => Ok(refused(Reason::Unreadable, lot, "a rights answer")),
     }
 }
 

@@ -292,22 +292,26 @@ pub enum ReturnContent {
     Arl(Arl),
     /// A payment return.
     Payment(PaymentReturn),
+    /// A rights answer ([`crate::rights::RightsAnswer`]), kind `rights(2)`.
+    Rights(Box<crate::rights::RightsAnswer>),
 }
 
 impl ReturnContent {
-    /// The lot it answers.
+    /// The lot it answers (a rights answer: the request it answers).
     pub fn lot_id(&self) -> &str {
         match self {
             ReturnContent::Arl(a) => &a.lot_id,
             ReturnContent::Payment(p) => &p.lot_id,
+            ReturnContent::Rights(r) => &r.request_id,
         }
     }
 
-    /// The insurer it says it comes from (its `insurer` field).
+    /// The insurer it says it comes from (its `insurer` field; a rights answer's organism).
     pub fn insurer(&self) -> &str {
         match self {
             ReturnContent::Arl(a) => &a.insurer,
             ReturnContent::Payment(p) => &p.insurer,
+            ReturnContent::Rights(r) => &r.organism,
         }
     }
 
@@ -315,6 +319,7 @@ impl ReturnContent {
         match self {
             ReturnContent::Arl(_) => 0,
             ReturnContent::Payment(_) => 1,
+            ReturnContent::Rights(_) => 2,
         }
     }
 
@@ -322,11 +327,12 @@ impl ReturnContent {
         match self {
             ReturnContent::Arl(a) => a.to_der(),
             ReturnContent::Payment(p) => p.to_der(),
+            ReturnContent::Rights(r) => r.to_der(),
         }
     }
 }
 
-/// An ARL or payment return as it travels: signed by the insurer, with its certificate.
+/// An ARL, payment return or rights answer as it travels: signed by the insurer, with its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedReturn {
     /// The ARL or payment return.
@@ -423,6 +429,9 @@ impl SignedReturn {
         let content = match r.kind {
             0 => ReturnContent::Arl(Arl::from_der(r.content.as_ref())?),
             1 => ReturnContent::Payment(PaymentReturn::from_der(r.content.as_ref())?),
+            2 => ReturnContent::Rights(Box::new(crate::rights::RightsAnswer::from_der(
+                r.content.as_ref(),
+            )?)),
             _ => return Err(DerError::field("kind", "unknown return kind")),
         };
         let ret = SignedReturn {

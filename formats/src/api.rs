@@ -64,6 +64,13 @@ pub const IDLE_TIMEOUT: i64 = 1043;
 /// (`[network.workstations.<name>]`) do not give it: `data.workstation` and `data.method` or
 /// `data.cps_serial` say which. Nothing was run.
 pub const NOT_PERMITTED: i64 = 1044;
+/// The card's rights are closed or too old and no online answer could be used (rights service
+/// out of reach, timed out, or its answer refused) while `[rights] offline = "refuse"`:
+/// `data.field` is `vitale.rights`, `data.lookup` says why. Nothing was stored.
+pub const RIGHTS_STALE: i64 = 1050;
+/// The insurer's rights service does not know the beneficiary (NIR, birth date, rank):
+/// `data.field` is `vitale.rights`. Nothing was stored.
+pub const RIGHTS_UNKNOWN: i64 = 1051;
 /// A Vitale app presence token (`presence.app` of `fse.create`) is refused: `data.field` is
 /// `presence.app`, `data.reason` one of `malformed`, `untrusted`, `bad_signature`, `expired`,
 /// `wrong_practitioner`, `unknown_challenge`, `replayed`. Nothing was made.
@@ -97,6 +104,8 @@ pub const ERROR_CODES: &[i64] = &[
     TOO_MANY_CONNECTIONS_FOR_PEER,
     IDLE_TIMEOUT,
     NOT_PERMITTED,
+    RIGHTS_STALE,
+    RIGHTS_UNKNOWN,
     APP_TOKEN_REFUSED,
     ATTACHMENT_REFUSED,
 ];
@@ -180,6 +189,8 @@ pub fn code_name(code: i64) -> &'static str {
         APP_TOKEN_REFUSED => "APP_TOKEN_REFUSED",
         ATTACHMENT_REFUSED => "ATTACHMENT_REFUSED",
         CARD_UNREACHABLE => "CARD_UNREACHABLE",
+        RIGHTS_STALE => "RIGHTS_STALE",
+        RIGHTS_UNKNOWN => "RIGHTS_UNKNOWN",
         _ => "ERROR",
     }
 }

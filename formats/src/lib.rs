@@ -24,6 +24,7 @@ pub mod ids;
 pub mod lot;
 pub mod merkle;
 pub mod pki;
+pub mod rights;
 pub mod rules;
 pub mod text;
 pub mod tlv;

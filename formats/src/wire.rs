@@ -39,6 +39,24 @@ pub const SPOOL_DRE_LOT_SUFFIX: &str = "dre";
 pub const SPOOL_ARL_SUFFIX: &str = "arl";
 /// Spool suffix of a payment return file.
 pub const SPOOL_PAYMENT_SUFFIX: &str = "pay";
+/// Queue the insurers' rights responders consume rights requests from (AMQP request/reply:
+/// `reply_to` = the asker's reply queue, `correlation_id` = the request id, `expiration` = the
+/// asker's deadline in milliseconds).
+pub const RIGHTS_QUEUE: &str = "fsed.rights";
+/// AMQP `type` of a rights request message.
+pub const TYPE_RIGHTS_REQUEST: &str = "fsed.rights-request.v1";
+/// AMQP `type` of a rights answer message (a `SignedReturn` of kind rights).
+pub const TYPE_RIGHTS_ANSWER: &str = "fsed.rights-answer.v1";
+/// Folder of the spool outbox holding rights exchanges: the asker writes
+/// `rights/requests/<request id>.der`, the insurer answers `rights/answers/<request id>.der`
+/// (both written under a hidden temporary name and renamed).
+pub const SPOOL_RIGHTS_DIR: &str = "rights";
+/// Sub-folder of [`SPOOL_RIGHTS_DIR`] of the requests.
+pub const SPOOL_RIGHTS_REQUESTS: &str = "requests";
+/// Sub-folder of [`SPOOL_RIGHTS_DIR`] of the answers.
+pub const SPOOL_RIGHTS_ANSWERS: &str = "answers";
+/// Suffix of a rights request or answer file.
+pub const SPOOL_RIGHTS_SUFFIX: &str = "der";
 /// Default return queue of an fsed instance (one per practice).
 pub const DEFAULT_RETURN_QUEUE: &str = "fsed.returns";
 

@@ -81,6 +81,24 @@ pub fn attachment_checksum(
     h.finalize().into()
 }
 
+/// The checksum of a rights cache entry: its key, source and body.
+pub fn rights_checksum(
+    nir: &str,
+    birth_date: &str,
+    rank: u8,
+    source: &str,
+    body: &[u8],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"fsed rights\0");
+    put_part(&mut h, Some(nir.as_bytes()));
+    put_part(&mut h, Some(birth_date.as_bytes()));
+    h.update([rank]);
+    put_part(&mut h, Some(source.as_bytes()));
+    put_part(&mut h, Some(body));
+    h.finalize().into()
+}
+
 /// Checks a stored checksum against the one computed: `Err` names why they differ.
 pub(crate) fn check(stored: Option<&[u8]>, computed: &[u8; 32]) -> Result<(), Mismatch> {
     match stored {

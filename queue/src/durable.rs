@@ -149,25 +149,33 @@ impl Queue {
     /// waiting up to [`STOP_CHECKPOINT_WAIT`] for readers): afterwards the file alone holds
     /// every commit. Refused ([`QueueError::Data`]) when a reader kept it from finishing.
     pub fn checkpoint_truncate(&self) -> Result<(), QueueError> {
-        self.conn.busy_timeout(STOP_CHECKPOINT_WAIT)?;
-        let done = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            });
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
-        let (busy, log, copied) = done?;
-        if busy != 0 {
-            return Err(QueueError::Data(format!(
-                "WAL checkpoint incomplete: a reader kept {} of {log} pages in the WAL",
-                log - copied
-            )));
+        // Another connection's checkpoint (fsed's checkpointer thread) makes this one answer
+        // busy at once, without waiting: it is asked again until the wait is over.
+        let deadline = std::time::Instant::now() + STOP_CHECKPOINT_WAIT;
+        loop {
+            self.conn.busy_timeout(STOP_CHECKPOINT_WAIT)?;
+            let done = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                });
+            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            let (busy, log, copied) = done?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(QueueError::Data(format!(
+                    "WAL checkpoint incomplete: a reader kept {} of {log} pages in the WAL",
+                    log - copied
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Ok(())
     }
 
     /// Copies the database as it is now (one consistent snapshot: commits go on meanwhile)

@@ -347,6 +347,7 @@ fn the_migration_fills_the_checksums_of_rows_already_stored() {
                  ALTER TABLE lots DROP COLUMN resends;
                  DROP TABLE return_dead_letters;
                  DROP TABLE attachments;
+                 DROP TABLE rights_cache;
                  PRAGMA user_version = {checksums};"
             ))
             .unwrap();

@@ -32,6 +32,7 @@ mod open;
 mod participation;
 mod payments;
 mod retention;
+mod rights;
 mod rows;
 mod schema;
 mod sheets;
@@ -54,6 +55,7 @@ pub use integrity::{
     attachment_checksum, check_file, dre_lot_checksum, lot_checksum, sheet_checksum, DamagedRow,
     FileCheck, VerifyReport,
 };
+pub use rights::{RightsEntry, RightsSourceKind};
 pub use schema::APPLICATION_ID;
 pub use time::{BadTime, CompactTime, Stamp, TimeText};
 pub use types::{

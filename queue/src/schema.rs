@@ -340,6 +340,22 @@ CREATE TABLE IF NOT EXISTS app_tokens_used (
     used_at         TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 20: the rights cache (rights online): per beneficiary (NIR, birth date, rank) the last
+    // rights fsed used, read from the card ('card': the card's rights as an unsigned
+    // RightsAnswer DER) or answered by the insurer ('online': the SignedReturn DER as it came),
+    // when they were read or fetched, and a checksum over the key and the body.
+    r#"
+CREATE TABLE rights_cache (
+    nir         TEXT NOT NULL,
+    birth_date  TEXT NOT NULL,
+    rank        INTEGER NOT NULL CHECK (rank BETWEEN 1 AND 255),
+    source      TEXT NOT NULL CHECK (source IN ('card', 'online')),
+    body        BLOB NOT NULL,
+    fetched_at  TEXT NOT NULL,
+    checksum    BLOB NOT NULL,
+    PRIMARY KEY (nir, birth_date, rank)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

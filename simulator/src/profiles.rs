@@ -200,6 +200,23 @@ pub struct BeneficiaryProfile {
     /// Coverage periods: ALD, maternity, AT/MP, CSS.
     #[serde(default)]
     pub coverages: Vec<Coverage>,
+    /// The rights the insurer's online service answers when they differ from the card's
+    /// (renewed since the card was last updated); absent: the same as the card's.
+    #[serde(default)]
+    pub online: Option<OnlineRightsProfile>,
+}
+
+/// The rights of the day the insurer holds for one beneficiary (`[beneficiaries.online]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineRightsProfile {
+    /// Rights open from `YYYYMMDD`.
+    pub rights_from: String,
+    /// Rights open until `YYYYMMDD`.
+    pub rights_until: String,
+    /// Coverage periods of the day (absent: the card's).
+    #[serde(default)]
+    pub coverages: Option<Vec<Coverage>>,
 }
 
 /// A Vitale profile.

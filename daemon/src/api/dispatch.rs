@@ -10,8 +10,8 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    attach, card_ops, cards, events, fse, lots, paper, presence, queue, returns, store, system,
-    workstations,
+    attach, card_ops, cards, events, fse, lots, paper, presence, queue, returns, rights, store,
+    system, workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -34,6 +34,7 @@ pub const METHODS: &[&str] = &[
     "cards.sign",
     "vitale.read",
     "presence.challenge",
+    "rights.get",
     "fse.create",
     "fse.get",
     "fse.list",
@@ -233,6 +234,7 @@ async fn dispatch_value(
         "cards.unlock" => cards::unlock(ctx, caller, p).await,
         "vitale.read" => cards::vitale_read(ctx, caller, p).await,
         "presence.challenge" => presence::challenge(ctx, p).await,
+        "rights.get" => rights::get(ctx, caller, p).await,
         "cards.authenticate" => card_ops::authenticate(ctx, caller, p).await,
         "cards.sign" => card_ops::sign(ctx, caller, p).await,
         "fse.get" => fse::get(ctx, p).await,

@@ -25,9 +25,16 @@ pub(crate) fn context(dir: &tempfile::TempDir) -> Context {
         Default::default(),
     )
     .unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
     Context {
         cards,
-        store: Store::open(&dir.path().join("t.db")).unwrap(),
+        rights: Arc::new(crate::rights::Rights::new(
+            Default::default(),
+            None,
+            store.clone(),
+            None,
+        )),
+        store,
         batcher_wake: Arc::new(Notify::new()),
         close_now: Arc::new(AtomicBool::new(false)),
         send_now: Arc::new(AtomicBool::new(false)),

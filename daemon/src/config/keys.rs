@@ -76,6 +76,11 @@ pub const KEYS: &[Key] = &[
     key("paper.check_secs", Kind::Number, false),
     key("app.challenge_ttl_secs", Kind::Number, false),
     key("app.max_token_lifetime_secs", Kind::Number, false),
+    key("rights.enabled", Kind::Bool, false),
+    key("rights.max_card_age_days", Kind::Number, false),
+    key("rights.max_answer_age_secs", Kind::Number, false),
+    key("rights.timeout_ms", Kind::Number, false),
+    key("rights.offline", Kind::Text, false),
 ];
 
 const fn key(path: &'static str, kind: Kind, live: bool) -> Key {

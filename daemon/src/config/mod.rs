@@ -79,6 +79,8 @@ pub struct Config {
     pub paper: crate::paper::PaperSection,
     /// The Vitale app: its challenges and tokens.
     pub app: crate::presence::config::AppSection,
+    /// Rights online (ADRi).
+    pub rights: crate::rights::config::RightsSection,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             remote: Default::default(),
             paper: Default::default(),
             app: Default::default(),
+            rights: Default::default(),
         }
     }
 }

@@ -63,6 +63,9 @@ impl Config {
         for (key, reason) in self.app.problems() {
             bad(key, reason);
         }
+        for (key, reason) in self.rights.problems() {
+            bad(key, reason);
+        }
         out
     }
 

@@ -14,6 +14,7 @@ mod open;
 mod participation;
 mod payments;
 mod retention;
+mod rights;
 mod sheets;
 mod stats;
 

@@ -70,9 +70,40 @@ pub struct InsurerArgs {
     /// Write `report.json` and `report.html` (everything received) into this directory on stop.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Answer each rights request (ADRi) this many milliseconds after taking it.
+    #[arg(long, default_value_t = 0)]
+    pub rights_latency_ms: u64,
+    /// Take rights requests and answer none: the rights service is out.
+    #[arg(long)]
+    pub rights_outage: bool,
+    /// Answer rights requests with an `answeredAt` seven days old.
+    #[arg(long)]
+    pub rights_stale: bool,
+    /// Answer "unknown" to rights requests for this NIR (13 characters or 15 with the key);
+    /// may be given several times.
+    #[arg(long, value_name = "NIR")]
+    pub rights_unknown: Vec<String>,
+    /// Sign rights answers with another insurer's key and certificate (019999999).
+    #[arg(long)]
+    pub rights_wrong_signer: bool,
+    /// Sign rights answers, then flip a bit of the signature: a forged answer.
+    #[arg(long)]
+    pub rights_bad_signature: bool,
 }
 
 impl InsurerArgs {
+    /// The knobs of the rights responder.
+    pub fn rights_knobs(&self) -> super::RightsKnobs {
+        super::RightsKnobs {
+            latency: Duration::from_millis(self.rights_latency_ms),
+            outage: self.rights_outage,
+            stale: self.rights_stale,
+            unknown: self.rights_unknown.clone(),
+            wrong_signer: self.rights_wrong_signer,
+            bad_signature: self.rights_bad_signature,
+        }
+    }
+
     /// The name the insurer answers as.
     pub fn insurer_name(&self) -> String {
         match &self.insurer {
@@ -114,8 +145,21 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let report_dir = args.report.clone();
     let (stop_tx, stop) = watch::channel(false);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let knobs = args.rights_knobs();
+    let (rights_tx, rights_rx) = tokio::sync::oneshot::channel::<()>();
     let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
         (Some(url), _, _) => {
+            // The AMO also answers rights requests; "ready" waits for both consumers.
+            if args.kind == InsurerKind::Amo {
+                tokio::spawn(super::run_rights_amqp(
+                    url.clone(),
+                    knobs,
+                    stop.clone(),
+                    Some(rights_tx),
+                ));
+            } else {
+                let _ = rights_tx.send(());
+            }
             let cfg = AmqpInsurerConfig {
                 url,
                 binding: args.binding,
@@ -129,6 +173,12 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
             std::fs::create_dir_all(&outbox)?;
             std::fs::create_dir_all(&inbox)?;
             let _ = ready_tx.send(());
+            let _ = rights_tx.send(());
+            tokio::spawn(super::rights::run_rights_spool(
+                outbox.clone(),
+                knobs,
+                stop.clone(),
+            ));
             tokio::spawn(run_spool(outbox, inbox, Arc::clone(&insurer), stop))
         }
         _ => {
@@ -139,7 +189,10 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     };
     let signal = crate::wait_for_signal();
     tokio::pin!(signal);
-    let mut ready = ready_rx;
+    let mut ready = Box::pin(async move {
+        ready_rx.await?;
+        rights_rx.await
+    });
     let mut announced = false;
     let result = loop {
         tokio::select! {

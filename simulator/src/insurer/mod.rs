@@ -24,6 +24,11 @@
 //! and certificate the test PKI makes for the insurer code it names
 //! ([`crate::pki::TestPki::insurer_certificate`]).
 //!
+//! It also answers rights requests (rights online, ADRi: [`rights`]): over AMQP on the queue
+//! `fsed.rights` (request/reply, `rights_amqp.rs`) and over the spool's `rights/` folder, from
+//! the beneficiaries of the built-in Vitale profiles, signed as each one's organism; knobs for
+//! latency, outage, stale answers, unknown beneficiaries, a wrong signer and a forged signature.
+//!
 //! Layout: `judge.rs` checks a lot; the [`Insurer`] here keeps what it answered, its knobs
 //! and its counters; `returns.rs` prepares and signs ARLs and payment returns; `report.rs`
 //! writes what was received; `spool.rs` and `amqp.rs` are the two transports; `cli.rs` the
@@ -39,12 +44,14 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 mod amqp;
-mod attachments;
 pub mod app_check;
+mod attachments;
 mod cli;
 mod judge;
 mod report;
 mod returns;
+pub mod rights;
+mod rights_amqp;
 mod samples;
 mod spool;
 #[cfg(test)]
@@ -54,7 +61,9 @@ pub use amqp::{run_amqp, AmqpInsurerConfig, InsurerKind};
 pub use cli::{load_trust, run_cli, InsurerArgs};
 pub use judge::answer_lot;
 pub use report::{report_html, write_report};
-pub use returns::sign_return;
+pub use returns::{sign_return, sign_return_as};
+pub use rights::RightsKnobs;
+pub use rights_amqp::run_rights_amqp;
 pub use samples::{sample_app_lot, sample_lot, sample_lot_by, sample_lot_with_dres};
 pub use spool::{run_spool, spool_pass, SpoolPass};
 

@@ -12,8 +12,15 @@ use super::Insurer;
 /// [`crate::pki::insurer_key`], with the certificate the test PKI makes for that code (made
 /// once per code and process).
 pub fn sign_return(content: ReturnContent) -> Result<Vec<u8>, String> {
-    static CERTIFICATES: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
     let code = content.insurer().to_string();
+    sign_return_as(content, &code)
+}
+
+/// The DER of `content` signed with the key and certificate of insurer `code`, whatever
+/// insurer the content names (a test platform's wrong signer).
+pub fn sign_return_as(content: ReturnContent, code: &str) -> Result<Vec<u8>, String> {
+    static CERTIFICATES: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
+    let code = code.to_string();
     let cached = CERTIFICATES
         .lock()
         .unwrap_or_else(|p| p.into_inner())

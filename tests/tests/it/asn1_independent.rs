@@ -68,6 +68,7 @@ fn write_lot_structures(dir: &Path) {
     }
     write_version_3_sheets(dir, &lot.entries[0].sheet);
     write_app_structures(dir);
+    write_rights_samples(dir);
     let positive = fse_simulator::insurer::answer_lot(&lot_der, "017510001", "20261122120000Z");
     assert!(positive.rejections.is_empty());
     write(dir, "Arl", "positive", &positive.to_der().unwrap());
@@ -222,6 +223,45 @@ fn write_attachment_structures(dir: &Path, lot: &fse_formats::lot::SignedLot) {
         "AttachmentLot",
         "two-documents",
         &att.to_der().unwrap(),
+    );
+}
+
+/// Rights online: a request, a found answer with a coverage and an AMC (vitale-amc-tiers-payant's
+/// beneficiary as the insurer simulator answers it), an unknown one, and one as it travels.
+fn write_rights_samples(dir: &Path) {
+    use fse_formats::rights::{RightsRequest, RightsStatus};
+    use fse_simulator::insurer::rights::{answer_request, sign_answer};
+    use fse_simulator::insurer::RightsKnobs;
+    let card = match fse_simulator::profiles::Profile::load("vitale-amc-tiers-payant").unwrap() {
+        fse_simulator::profiles::Profile::Vitale(v) => v.data(),
+        _ => unreachable!("a Vitale profile"),
+    };
+    let b = &card.beneficiaries[0];
+    let request = RightsRequest {
+        request_id: "00112233445566778899aabbccddeeff".into(),
+        nir: b.nir.clone(),
+        birth_date: b.birth_date.clone(),
+        rank: b.rank,
+        practitioner_id: "810000000009".into(),
+        asked_at: "20261207101500Z".into(),
+    };
+    write(dir, "RightsRequest", "amc", &request.to_der().unwrap());
+    let knobs = RightsKnobs::default();
+    let found = answer_request(&request, &knobs, chrono::Utc::now());
+    assert_eq!(found.status, RightsStatus::Found);
+    assert!(found.amc.is_some(), "{found:?}");
+    write(dir, "RightsAnswer", "found", &found.to_der().unwrap());
+    let unknown = RightsKnobs {
+        unknown: vec![b.nir.clone()],
+        ..RightsKnobs::default()
+    };
+    let answer = answer_request(&request, &unknown, chrono::Utc::now());
+    write(dir, "RightsAnswer", "unknown", &answer.to_der().unwrap());
+    write(
+        dir,
+        "SignedReturn",
+        "rights",
+        &sign_answer(found, &knobs).unwrap(),
     );
 }
 

@@ -89,7 +89,7 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
     let app = case
         .get("app")
         .map(|a| app_token(a, &cps.holder.national_id));
-    let vitale: Option<VitaleData> = match &app {
+    let mut vitale: Option<VitaleData> = match &app {
         Some(token) => Some(token.vitale_data()),
         None => vitale_card
             .as_mut()
@@ -113,6 +113,17 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
                 .collect()
         })
         .unwrap_or_default();
+    // Rights online: the insurer simulator's signed answer, checked as fsed checks it, laid
+    // over the card's before the sheet is built.
+    let rights = case.get("rights_online").map(|r| {
+        online_rights(
+            r["answered_at"].as_str().unwrap(),
+            vitale.as_mut().unwrap(),
+            request.beneficiary,
+            &cps.holder.national_id,
+            store,
+        )
+    });
     let read = CardsRead {
         cps: &cps,
         cps_certificate: Some(&cps_check),
@@ -132,6 +143,7 @@ fn run_case(case: &Value, store: &TrustStore) -> Outcome {
         Err(r) => return Outcome::Refused(r),
     };
     sheet.number = case["number"].as_u64().unwrap();
+    sheet.rights = rights;
     if let Some(token) = &app {
         token
             .verify(
@@ -184,6 +196,47 @@ fn app_token(app: &Value, practitioner: &str) -> fse_formats::app::AppToken {
             app["lifetime_secs"].as_i64().unwrap(),
         )
         .unwrap()
+}
+
+/// The insurer simulator's answer for the beneficiary at `index` of `vitale`, answered at
+/// `answered_at` (`YYYYMMDDHHMMSSZ`), checked against `store` as fsed checks it and laid over
+/// `vitale`; the sheet's record of it.
+fn online_rights(
+    answered_at: &str,
+    vitale: &mut VitaleData,
+    index: usize,
+    practitioner: &str,
+    store: &TrustStore,
+) -> fse_formats::fse::RightsOrigin {
+    use fse_formats::rights::{check_answer, stamp_seconds, RightsRequest};
+    use fse_simulator::insurer::rights::{answer_request, sign_answer};
+    use sha2::Digest;
+    let b = &vitale.beneficiaries[index];
+    let request = RightsRequest {
+        request_id: "golden".into(),
+        nir: b.nir.clone(),
+        birth_date: b.birth_date.clone(),
+        rank: b.rank,
+        practitioner_id: practitioner.into(),
+        asked_at: answered_at.into(),
+    };
+    let at = stamp_seconds(answered_at).unwrap();
+    let knobs = fse_simulator::insurer::RightsKnobs::default();
+    let answer = answer_request(
+        &request,
+        &knobs,
+        chrono::DateTime::from_timestamp(at, 0).unwrap(),
+    );
+    let der = sign_answer(answer, &knobs).unwrap();
+    let signed = fse_formats::ack::SignedReturn::from_der(&der).unwrap();
+    let answer = check_answer(&signed, &request, store, at, 86_400).unwrap();
+    answer.overlay(vitale, index);
+    fse_formats::fse::RightsOrigin {
+        source: fse_formats::fse::RightsSource::Online,
+        read_at: answered_at.into(),
+        answer_digest: Some(hex::encode(sha2::Sha256::digest(&der))),
+        fallback: None,
+    }
 }
 
 /// Compares `text` with the recorded file, or records it when blessing.

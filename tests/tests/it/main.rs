@@ -73,6 +73,7 @@ mod remote;
 mod returns;
 #[cfg(feature = "full")]
 mod returns_forged;
+mod rights_online;
 mod service;
 #[cfg(feature = "full")]
 mod sharing;

@@ -63,10 +63,18 @@ pub(in crate::api) async fn vitale_read(
         })
         .await?
         .map_err(|e| ApiError::card("vitale", e))?;
+    let online = match &data {
+        Some(d) => super::rights::for_vitale_read(ctx, d).await,
+        None => None,
+    };
     let mut v = to_value(data)?;
     // The outcome of the certificate check (opposition list) travels with the contents.
     if let (Some(obj), Some(c)) = (v.as_object_mut(), certificate) {
         obj.insert("certificate".into(), to_value(c)?);
+    }
+    // Rights online, for the beneficiaries whose card rights are closed or old.
+    if let (Some(obj), Some(r)) = (v.as_object_mut(), online) {
+        obj.insert("rights".into(), r);
     }
     Ok(v)
 }

@@ -28,6 +28,7 @@ pub(in crate::api) async fn create(
         &ctx.cards,
         &ctx.remote,
         &ctx.store,
+        &ctx.rights,
         caller,
         &ctx.presence,
         params,

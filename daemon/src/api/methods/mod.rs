@@ -12,6 +12,7 @@ pub(super) mod paper;
 pub(super) mod presence;
 pub(super) mod queue;
 pub(super) mod returns;
+pub(super) mod rights;
 pub(super) mod store;
 pub(super) mod system;
 pub(super) mod workstations;

@@ -23,6 +23,7 @@ mod app;
 mod description;
 mod examples;
 mod lines;
+mod rights;
 mod steps;
 
 use std::collections::BTreeSet;
@@ -131,6 +132,7 @@ fn every_method_and_every_error_code_conforms_to_the_description() {
     lots_rejected_then_paid(&mut c, &mut rpc, a);
     doctor_stats_and_backup(&mut c, &mut rpc, dir.path());
     steps::workstations(&mut c, &mut rpc);
+    rights::rights_online(&mut c, &mut rpc, dir.path());
     steps::damaged_sheet(&mut c, &mut rpc, &db, b);
     steps::swapped_body(&mut c, &mut rpc, &db, a, cancelled);
     let (runtime, stop) = steps::third_card(&mut c, &mut rpc, dir.path());

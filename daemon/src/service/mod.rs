@@ -28,6 +28,9 @@ use crate::transport::amqp::{AmqpConfig, AmqpTransport};
 use crate::transport::spool::Spool;
 use crate::transport::Transport;
 
+mod tasks;
+use tasks::{spawn_card_wake, spawn_network, spawn_upkeep_and_api, Returns};
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -296,34 +299,6 @@ struct Service {
     card_wake: JoinHandle<()>,
 }
 
-/// The network API's tasks: its listener (when `[network] listen` is set) serving `ctx` to the
-/// enrolled workstations, and the stop of its enrollment listener at shutdown.
-fn spawn_network(
-    tasks: &mut JoinSet<()>,
-    cfg: &Config,
-    network: &Arc<crate::net::Network>,
-    network_listener: Option<tokio::net::TcpListener>,
-    ctx: &crate::api::Context,
-    shutdown: &shutdown::Shutdown,
-) {
-    if let Some(listener) = network_listener {
-        tasks.spawn(crate::net::server::serve(
-            Arc::clone(network),
-            listener,
-            ctx.clone(),
-            crate::net::Network::limits(cfg),
-            shutdown.clone(),
-        ));
-    }
-    {
-        let (network, mut stop) = (Arc::clone(network), shutdown.clone());
-        tasks.spawn(async move {
-            stop.wait().await;
-            network.stop();
-        });
-    }
-}
-
 impl Service {
     /// Starts the tasks on what start-up opened, in this order: the warnings' summaries, the
     /// card events' forwarding and wake-ups, the batcher, the returns reader, retention, and
@@ -405,17 +380,10 @@ impl Service {
             sign_cache: Default::default(),
             paper: Arc::new(crate::paper::Paper::new(&cfg.paper, cfg.paper_dir())),
             presence: Arc::new(crate::presence::AppTokens::new(trust.clone(), &cfg.app)),
+            rights: Arc::new(crate::rights::Rights::from_config(cfg, &store, &trust)),
         };
         spawn_network(&mut tasks, cfg, &network, network_listener, &ctx, &shutdown);
-        tasks.spawn(crate::retention::run(
-            store.clone(),
-            cfg.state_path(&cfg.retention.archive_dir),
-            cfg.retention.days,
-            shutdown.clone(),
-        ));
-        tasks.spawn(crate::paper::task(&ctx, shutdown.clone()));
-        let api = crate::api::Settings::from_config(&cfg.api);
-        tasks.spawn(crate::api::serve_with(listener, ctx, api, shutdown.clone()));
+        spawn_upkeep_and_api(&mut tasks, cfg, ctx, listener, &shutdown);
         Service {
             store,
             cards,
@@ -580,55 +548,6 @@ impl Service {
             );
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-        }
-    }
-}
-
-/// Wakes the batcher on every card event: a CPS coming back may unblock lots waiting for their
-/// signature.
-fn spawn_card_wake(cards: &Cards, wake: &Arc<Notify>) -> JoinHandle<()> {
-    let (mut rx, wake) = (cards.subscribe(), Arc::clone(wake));
-    tokio::spawn(async move {
-        while !matches!(
-            rx.recv().await,
-            Err(tokio::sync::broadcast::error::RecvError::Closed)
-        ) {
-            wake.notify_one();
-        }
-    })
-}
-
-/// What the returns reader is started with.
-struct Returns<'a> {
-    store: &'a Store,
-    transport: &'a Arc<Transport>,
-    trust: &'a Option<Arc<TrustStore>>,
-    events: &'a crate::events::Bus,
-    shutdown: &'a shutdown::Shutdown,
-}
-
-impl Returns<'_> {
-    /// Starts the returns reader of the transport: the spool's inbox or the broker's queue.
-    fn spawn(self, tasks: &mut JoinSet<()>) {
-        match self.transport.as_ref() {
-            Transport::Spool(s) => {
-                tasks.spawn(crate::returns::run_spool(
-                    self.store.clone(),
-                    s.clone(),
-                    self.trust.clone(),
-                    self.events.clone(),
-                    self.shutdown.clone(),
-                ));
-            }
-            Transport::Amqp(_) => {
-                tasks.spawn(crate::returns::run_amqp(
-                    self.store.clone(),
-                    Arc::clone(self.transport),
-                    self.trust.clone(),
-                    self.events.clone(),
-                    self.shutdown.clone(),
-                ));
-            }
         }
     }
 }
