@@ -28,34 +28,7 @@ fn fsed(dir: &Path, rights: &str, queue: &str) -> (Proc, Rpc, Proc) {
     let config = format!(
         "[transport]\nkind = \"amqp\"\nreturn_queue = \"{queue}\"\n\n[lots]\nmax_sheets = 1000\nmax_age_secs = 3600\n\n{rights}"
     );
-    let (socket, config_file) = (dir.join("fsed.sock"), dir.join("fsed.toml"));
-    std::fs::write(&config_file, config).unwrap();
-    let trust = common::write_test_pki(&dir.join("trust"));
-    let (s0, s1) = (
-        common::virtual_slot_address(dir, 0),
-        common::virtual_slot_address(dir, 1),
-    );
-    let mut proc_ = Proc::start(
-        "fsed",
-        &[
-            "--config",
-            config_file.to_str().unwrap(),
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--cards",
-            "virtual",
-            "--trust-dir",
-            trust.to_str().unwrap(),
-            "--virtual-slot",
-            &s0,
-            "--virtual-slot",
-            &s1,
-        ],
-    );
-    proc_.wait_line("fsed ready", Duration::from_secs(30));
-    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
+    let (proc_, mut rpc) = common::start_fsed_virtual(dir, 2, &config, &[]);
     let (cards, _) = common::start_fast_cards_on(dir, &["--vitale-profile", "vitale-adulte"]);
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));

@@ -484,7 +484,9 @@ async fn serve_lines<R, W>(
             }
             other => other,
         };
-        let long = line.len() > MAX_LINE;
+        // Over the limit: more than MAX_LINE bytes before the newline (a line of exactly
+        // MAX_LINE bytes and its newline is served).
+        let long = line.len() - usize::from(line.last() == Some(&b'\n')) > MAX_LINE;
         let reply = match n {
             Ok(0) | Err(_) => return,
             Ok(_) if long && line.last() != Some(&b'\n') => {

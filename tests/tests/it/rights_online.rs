@@ -57,39 +57,12 @@ impl Drop for Cleanup {
 /// fsed on the virtual reader with `config` (TOML: `[transport]`, `[rights]`), the test PKI,
 /// and fast cards with `vitale` in slot 1; the PIN verified. Returns fsed, a client, the cards.
 fn start(dir: &Path, config: &str, vitale: &str) -> (Proc, Rpc, Proc) {
-    let socket = dir.join("fsed.sock");
-    let trust = common::write_test_pki(&dir.join("trust"));
-    let config_file = dir.join("fsed.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let (s0, s1) = (
-        common::virtual_slot_address(dir, 0),
-        common::virtual_slot_address(dir, 1),
+    let (fsed, mut rpc) = common::start_fsed_virtual(
+        dir,
+        2,
+        config,
+        &["--lot-max-sheets", "100", "--lot-max-age-secs", "3600"],
     );
-    let mut fsed = Proc::start(
-        "fsed",
-        &[
-            "--config",
-            config_file.to_str().unwrap(),
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--cards",
-            "virtual",
-            "--trust-dir",
-            trust.to_str().unwrap(),
-            "--virtual-slot",
-            &s0,
-            "--virtual-slot",
-            &s1,
-            "--lot-max-sheets",
-            "100",
-            "--lot-max-age-secs",
-            "3600",
-        ],
-    );
-    fsed.wait_line("fsed ready", Duration::from_secs(30));
-    let mut rpc = Rpc::connect(&socket, Duration::from_secs(10));
     let (cards, _control) = common::start_fast_cards_on(dir, &["--vitale-profile", vitale]);
     common::wait_cards(&mut rpc, 2);
     rpc.ok("cards.verify_pin", json!({"pin": "1234"}));

@@ -188,35 +188,11 @@ const DESTINATION: &str = "017510001";
 /// fsed on its virtual reader (slots in `dir`) and the AMQP transport with `return_queue`.
 #[cfg(feature = "full")]
 fn fsed_amqp(dir: &Path, return_queue: &str) -> (common::Proc, Rpc) {
-    let socket = dir.join("fsed.sock");
-    let trust = common::write_test_pki(&dir.join("trust"));
-    let slots: Vec<String> = (0..2)
-        .map(|i| common::virtual_slot_address(dir, i))
-        .collect();
-    let mut args = vec![
-        "--config",
-        "/dev/null",
-        "--state-dir",
-        dir.to_str().unwrap(),
-        "--socket",
-        socket.to_str().unwrap(),
-        "--cards",
-        "virtual",
-        "--trust-dir",
-        trust.to_str().unwrap(),
-        "--transport",
-        "amqp",
-        "--return-queue",
-        return_queue,
-    ];
-    for slot in &slots {
-        args.extend_from_slice(&["--virtual-slot", slot]);
-    }
-    let mut fsed = common::Proc::start("fsed", &args);
-    fsed.wait_line("fsed ready", std::time::Duration::from_secs(30));
-    (
-        fsed,
-        Rpc::connect(&socket, std::time::Duration::from_secs(10)),
+    common::start_fsed_virtual(
+        dir,
+        2,
+        "",
+        &["--transport", "amqp", "--return-queue", return_queue],
     )
 }
 

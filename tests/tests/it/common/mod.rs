@@ -187,9 +187,9 @@ pub fn virtual_slot_address(dir: &Path, i: usize) -> String {
 }
 
 /// Starts `fsed` with its embedded virtual reader on `slots` Unix socket slots in `dir`
-/// ([`virtual_slot`] 0, 1, …; no pcscd), the spool transport and the test PKI, its state in
-/// `dir`, `config` (TOML) as its configuration file and these extra flags; returns it, ready,
-/// and a client.
+/// ([`virtual_slot`] 0, 1, …; no pcscd), the spool transport (unless `config` or `extra`
+/// names one) and the test PKI, its state in `dir`, `config` (TOML) as its configuration file
+/// and these extra flags; returns it, ready, and a client.
 pub fn start_fsed_virtual(dir: &Path, slots: usize, config: &str, extra: &[&str]) -> (Proc, Rpc) {
     start_fsed_virtual_in(&[], dir, slots, config, extra)
 }
@@ -220,9 +220,11 @@ pub fn start_fsed_virtual_in(
         "virtual",
         "--trust-dir",
         trust.to_str().unwrap(),
-        "--transport",
-        "spool",
     ];
+    // The spool unless the configuration or the flags name a transport.
+    if !config.contains("[transport]") && !extra.contains(&"--transport") {
+        args.extend_from_slice(&["--transport", "spool"]);
+    }
     for slot in &slots {
         args.extend_from_slice(&["--virtual-slot", slot]);
     }
