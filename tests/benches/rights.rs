@@ -50,6 +50,108 @@ fn sheet(rpc: &mut Rpc, db: Option<&rusqlite::Connection>, tag: &str) -> Duratio
     took
 }
 
+/// The transport's own limit, in the same run: `n` bare request/reply round trips over the
+/// broker (lapin, confirms on, a 32-byte request to a queue whose consumer answers at once to
+/// the direct reply-to), none of fsed's work around it.
+fn raw_round_trips(n: usize) -> Vec<Duration> {
+    use futures_lite::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let queue = format!("bench.rpc.{}", common::unique());
+        let conn = Connection::connect(common::AMQP, ConnectionProperties::default())
+            .await
+            .unwrap();
+        // The answering side: a channel of its own, answering each request to its reply_to.
+        let server = conn.create_channel().await.unwrap();
+        let declare = QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        server
+            .queue_declare(queue.as_str().into(), declare, FieldTable::default())
+            .await
+            .unwrap();
+        let mut requests = server
+            .basic_consume(
+                queue.as_str().into(),
+                "bench-server".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = requests.next().await {
+                let to = d.properties.reply_to().clone().unwrap();
+                let id = d.properties.correlation_id().clone().unwrap();
+                server
+                    .basic_publish(
+                        "".into(),
+                        to.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &d.data,
+                        BasicProperties::default().with_correlation_id(id),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        let client = conn.create_channel().await.unwrap();
+        client
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let mut replies = client
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "bench-client".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut took = Vec::with_capacity(n);
+        for i in 0..n + 10 {
+            let t = Instant::now();
+            client
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &[7u8; 32],
+                    BasicProperties::default()
+                        .with_correlation_id(i.to_string().into())
+                        .with_reply_to("amq.rabbitmq.reply-to".into()),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            let reply = replies.next().await.unwrap().unwrap();
+            assert_eq!(reply.data, [7u8; 32]);
+            // The first ten warm the connection up.
+            if i >= 10 {
+                took.push(t.elapsed());
+            }
+        }
+        took
+    })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -92,7 +194,8 @@ fn main() {
             cached.push(sheet(&mut on, None, &format!("cached-{round}-{k}")));
         }
     }
-    for v in [&mut without, &mut online, &mut cached] {
+    let mut raw = raw_round_trips(without.len());
+    for v in [&mut without, &mut online, &mut cached, &mut raw] {
         v.sort();
     }
     println!(
@@ -103,6 +206,7 @@ fn main() {
         ("card rights (no lookup)", &without),
         ("rights online (AMQP round trip)", &online),
         ("rights online (cached answer)", &cached),
+        ("limit: bare AMQP request/reply", &raw),
     ] {
         println!(
             "  {name:34} p50 {:6.2} ms  p95 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms",
