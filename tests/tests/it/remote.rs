@@ -113,12 +113,21 @@ fn a_sheet_made_at_the_doctors_desk_with_the_vitale_card_at_reception() {
     let (_doctor, mut doc) = common::start_fsed_virtual(d.path(), 2, &config, &[]);
     let (_doc_cards, doc_control) =
         common::start_fast_cards_on(d.path(), &["--vitale-profile", "none"]);
-    let vitale_serial = wait_for("reception's Vitale card", Duration::from_secs(30), || {
-        remote_cards(&mut doc, "reception")
-            .into_iter()
-            .find(|(k, _)| k == "vitale")
-            .map(|(_, s)| s)
-    });
+    // Both the doctor's own CPS (inserted in his embedded reader) and reception's Vitale card
+    // must be seen before the listing is checked: they arrive independently.
+    let vitale_serial = wait_for(
+        "the doctor's CPS and reception's Vitale card",
+        Duration::from_secs(30),
+        || {
+            let local_cps = remote_cards(&mut doc, "local")
+                .iter()
+                .any(|(k, _)| k == "cps");
+            remote_cards(&mut doc, "reception")
+                .into_iter()
+                .find(|(k, _)| k == "vitale" && local_cps)
+                .map(|(_, s)| s)
+        },
+    );
     cards_listed_where_they_are(&mut doc, r.path());
 
     // A secured sheet at the doctor's: the proof of presence is signed by reception's card.
