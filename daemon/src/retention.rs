@@ -1,5 +1,5 @@
 //! Retention: acknowledged lots are kept `retention.days` (never under 90),
-//! then archived — the signed lot, its CMS and its ARL written as files,
+//! then archived — the signed lot, its CMS, its ARL and its payment returns written as files,
 //! synced — and only then purged from the queue. Runs at start-up and every
 //! six hours.
 
@@ -45,8 +45,14 @@ pub async fn purge_before(
     let mut purged = Vec::new();
     for lot in lots {
         let id = lot.id.clone();
-        let (cms, ack) = store
-            .call(move |q| Ok((q.lot_cms(&id)?, q.get_ack(&id)?)))
+        let (cms, ack, payments) = store
+            .call(move |q| {
+                Ok((
+                    q.lot_cms(&id)?,
+                    q.get_ack(&id)?,
+                    q.payments(Some(&id), usize::MAX)?,
+                ))
+            })
             .await
             .map_err(|e| e.to_string())?;
         let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
@@ -58,6 +64,12 @@ pub async fn purge_before(
         }
         if let Some(ack) = ack {
             files.push((archive.join(format!("{}.arl.der", lot.id)), ack.der));
+        }
+        if !payments.is_empty() {
+            // The lot's payment returns as recorded (per sheet: paid or refused, the insurer's
+            // date, when fsed recorded it): the late-payment history outlives the queue's rows.
+            let json = serde_json::to_vec_pretty(&payments).map_err(|e| e.to_string())?;
+            files.push((archive.join(format!("{}.payments.json", lot.id)), json));
         }
         let written = files.iter().try_for_each(|(p, b)| {
             write_durably(p, b).map_err(|e| format!("{}: {e}", p.display()))
@@ -160,7 +172,19 @@ mod tests {
                     received_at: "20261116100000Z".into(),
                     rejections: vec![],
                 };
-                q.record_arl(&arl, b"arl der").map(|_| ())
+                q.record_arl(&arl, b"arl der")?;
+                // Paid: its row references the sheet, and goes to the archive with it.
+                let paid = fse_formats::ack::PaymentReturn {
+                    lot_id: id.to_string(),
+                    insurer: "017510001".into(),
+                    issued_at: "20261120100000Z".into(),
+                    payments: vec![fse_formats::ack::Payment {
+                        sheet_number: 1,
+                        outcome: fse_formats::ack::PaymentOutcome::Paid { amount_cents: 1900 },
+                    }],
+                };
+                assert_eq!(q.record_payments(&paid)?.applied.len(), 1);
+                Ok(())
             })
             .await
             .unwrap();
@@ -193,6 +217,13 @@ mod tests {
             std::fs::read(archive.join(format!("{lot_id}.arl.der"))).unwrap(),
             b"arl der"
         );
+        let payments: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(archive.join(format!("{lot_id}.payments.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(payments[0]["number"], 1, "{payments}");
+        assert_eq!(payments[0]["amount_cents"], 1900, "{payments}");
+        assert_eq!(payments[0]["issued_at"], "20261120100000Z", "{payments}");
         let id = lot_id.clone();
         assert!(store.call(move |q| q.get_lot(&id)).await.unwrap().is_none());
     }

@@ -62,6 +62,12 @@ impl Queue {
             "DELETE FROM attachments WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
             [lot_id],
         )?;
+        // The payment returns go with their sheets (retention archived them first): their
+        // rows reference the sheets, so a paid lot could not be purged otherwise.
+        tx.execute(
+            "DELETE FROM payments WHERE lot_id = ?1 OR sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
+            [lot_id],
+        )?;
         tx.execute(
             "DELETE FROM sheet_bodies WHERE sheet_id IN (SELECT id FROM sheets WHERE lot_id = ?1)",
             [lot_id],
