@@ -40,13 +40,15 @@ pub(in crate::api) async fn status(ctx: &Context, p: Option<Value>) -> Result<Va
                         Some("number"),
                     ))
                 }
-                _ => return Err(ApiError::invalid(
-                    "number",
-                    format!(
+                _ => {
+                    return Err(ApiError::invalid(
+                        "number",
+                        format!(
                         "{} sheets are numbered {n} (one per practitioner): give `sheet`, the id",
                         ids.len()
                     ),
-                )),
+                    ))
+                }
             }
         }
         _ => {
