@@ -27,6 +27,15 @@ struct P {
 /// sheet, or it was purged once archived).
 pub(in crate::api) async fn status(ctx: &Context, p: Option<Value>) -> Result<Value, ApiError> {
     let P { sheet, number } = params(p)?;
+    if sheet.is_some_and(|id| id < 1) {
+        return Err(ApiError::invalid("sheet", "sheet: a sheet id, 1 or more"));
+    }
+    if number == Some(0) {
+        return Err(ApiError::invalid(
+            "number",
+            "number: a sheet number, 1 or more",
+        ));
+    }
     let id = match (sheet, number) {
         (Some(id), None) => SheetId(id),
         (None, Some(n)) => {
