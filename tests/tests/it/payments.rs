@@ -386,6 +386,25 @@ fn csv_for_the_accountant(d: &Path, all: &[&Value], expected: &[Expected], lots:
         })
         .count();
     assert_eq!(marked, 2, "{table}");
+    // `fsectl status SHEET`: the second sheet, paid on day 8, owes 1 €; never send it again.
+    let out = Command::new(bin("fsectl"))
+        .arg("--socket")
+        .arg(d.join("fsed.sock"))
+        .args(["status", &all[1]["id"].to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(": paid\n"), "{text}");
+    assert!(
+        text.contains("8 working day(s) after the ARL, flat_1_eur: 1.00 € owed"),
+        "{text}"
+    );
+    assert!(text.contains("resend    NOT safe: acknowledged"), "{text}");
 }
 
 /// The insurer simulator's late-payment knob over the real broker: every payment return
