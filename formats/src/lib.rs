@@ -21,6 +21,7 @@ pub mod dre;
 pub mod dre_lot;
 pub mod fse;
 pub mod ids;
+pub mod late_payment;
 pub mod lot;
 pub mod merkle;
 pub mod pki;

@@ -37,6 +37,7 @@ mod rows;
 mod schema;
 mod sheets;
 mod stats;
+mod status;
 mod time;
 mod types;
 
@@ -57,6 +58,7 @@ pub use integrity::{
 };
 pub use rights::{RightsEntry, RightsSourceKind};
 pub use schema::APPLICATION_ID;
+pub use status::{LotSending, SheetTrail};
 pub use time::{BadTime, CompactTime, Stamp, TimeText};
 pub use types::{
     AckRow, ArlAlarm, ArlOutcome, Backlog, DeadlineAlarm, EventRow, GroupOutcome, GroupWrite,

@@ -141,28 +141,31 @@ impl Queue {
             "SELECT sheet_id, number, lot_id, outcome, amount_cents, code, reason, insurer, issued_at, recorded_at \
              FROM payments WHERE ?1 IS NULL OR lot_id = ?1 ORDER BY recorded_at DESC, sheet_id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![lot_id, limit_i64(limit)], |r| {
-            let outcome: String = r.get(3)?;
-            let outcome = if outcome == "paid" {
-                PaymentOutcome::Paid {
-                    amount_cents: get_u64(r, 4)?,
-                }
-            } else {
-                PaymentOutcome::Refused {
-                    code: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                    reason: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                }
-            };
-            Ok(PaymentRow {
-                sheet_id: r.get(0)?,
-                number: get_u64(r, 1)?,
-                lot_id: r.get(2)?,
-                outcome,
-                insurer: r.get(7)?,
-                issued_at: r.get(8)?,
-                recorded_at: r.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![lot_id, limit_i64(limit)], payment_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A `payments` row read in the column order of [`Queue::payments`].
+pub(crate) fn payment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRow> {
+    let outcome: String = r.get(3)?;
+    let outcome = if outcome == "paid" {
+        PaymentOutcome::Paid {
+            amount_cents: get_u64(r, 4)?,
+        }
+    } else {
+        PaymentOutcome::Refused {
+            code: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            reason: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+        }
+    };
+    Ok(PaymentRow {
+        sheet_id: r.get(0)?,
+        number: get_u64(r, 1)?,
+        lot_id: r.get(2)?,
+        outcome,
+        insurer: r.get(7)?,
+        issued_at: r.get(8)?,
+        recorded_at: r.get(9)?,
+    })
 }

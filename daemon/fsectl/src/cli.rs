@@ -40,8 +40,15 @@ pub(crate) struct Cli {
 /// The commands.
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
-    /// Version, cards present and queue counts.
-    Status,
+    /// Version, cards present and queue counts; with a sheet id (or `--number`), where that
+    /// sheet is from created to paid and whether sending it again is safe (`fse.status`).
+    Status {
+        /// The sheet's id.
+        sheet: Option<i64>,
+        /// The sheet's number instead of its id.
+        #[arg(long, conflicts_with = "sheet")]
+        number: Option<u64>,
+    },
     /// fsed's version (`system.version`).
     Version,
     /// Checks what fsed depends on and says how to fix what is wrong (`system.doctor`). When
@@ -98,6 +105,27 @@ pub(crate) enum Cmd {
         /// At most this many.
         #[arg(long)]
         limit: Option<usize>,
+    },
+    /// Sheets in AMO tiers payant with a positive ARL: when the AMO paid, the working days
+    /// it took and the late-payment penalty it owes (décret 2016-1069: 1 € on day 8 or 9,
+    /// 10 % of its share from day 10), totals per insurer (`payments.list`).
+    Payments {
+        /// Only unpaid sheets past their 7 working days.
+        #[arg(long)]
+        overdue: bool,
+        /// Also write the list to FILE for the accountant: CSV, `;` and decimal comma,
+        /// UTF-8, written durably.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+        /// Only sheets whose ARL is dated on or after this day (YYYYMMDD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only sheets whose ARL is dated on or before this day (YYYYMMDD).
+        #[arg(long)]
+        to: Option<String>,
+        /// Count unpaid sheets up to this day (YYYYMMDD; default today in France).
+        #[arg(long = "as-of")]
+        as_of: Option<String>,
     },
     /// The queue.
     #[command(subcommand)]

@@ -53,7 +53,28 @@ fn run(cli: Cli) -> Result<(), CallError> {
     match cli.command {
         Cmd::Completions { .. } | Cmd::Enroll { .. } => Ok(()),
         Cmd::Workstations(sub) => cmd::workstations(c, j, sub),
-        Cmd::Status => cmd::status(c, j),
+        Cmd::Status {
+            sheet: None,
+            number: None,
+        } => cmd::status(c, j),
+        Cmd::Status { sheet, number } => cmd::sheet_status(c, j, sheet, number),
+        Cmd::Payments {
+            overdue,
+            csv,
+            from,
+            to,
+            as_of,
+        } => cmd::payments(
+            c,
+            j,
+            cmd::PaymentsArgs {
+                overdue,
+                csv,
+                from,
+                to,
+                as_of,
+            },
+        ),
         Cmd::Version => cmd::version(c, j),
         Cmd::Doctor { thorough, database } => cmd::doctor_or_offline(c, j, thorough, &database),
         Cmd::Verify => cmd::verify(c, j),
@@ -116,10 +137,11 @@ mod man_tests {
     fn man_pages_are_current() {
         // The command is named fsed (`fsectl --version`: see cli.rs); the binary is fsectl.
         let pages = super::man_pages::render(super::cli::Cli::command().name("fsectl"), "1");
-        // The command, its 17 subcommands (backup, verify, workstations and enroll among them)
-        // and the 21 of its groups: cards (5), vitale (1), fse (7), lots (3), queue (2),
-        // workstations (3); 1 + 17 + 21 = 39.
-        assert_eq!(pages.len(), 39);
+        // The command, its 18 subcommands (backup, verify, workstations, enroll and payments
+        // among them) and the 21 of its groups: cards (5), vitale (1), fse (7), lots (3),
+        // queue (2), workstations (3); 1 + 18 + 21 = 40.
+        assert_eq!(pages.len(), 40);
+        assert!(names_of(&pages).contains(&"fsectl-payments.1"));
         assert!(names_of(&pages).contains(&"fsectl-backup.1"));
         assert!(names_of(&pages).contains(&"fsectl-verify.1"));
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();

@@ -10,8 +10,8 @@ use super::jsonrpc::{
     self, cut_echoes, long_strings, scrub, shown, Envelope, JsonText, Reply, Request, SHOWN,
 };
 use super::methods::{
-    attach, card_ops, cards, events, fse, lots, paper, presence, queue, returns, rights, store,
-    system, workstations,
+    attach, card_ops, cards, events, fse, lots, paper, payments, presence, queue, returns, rights,
+    status, store, system, workstations,
 };
 use super::server::Conn;
 use crate::caller::{Caller, Peer};
@@ -41,6 +41,7 @@ pub const METHODS: &[&str] = &[
     "fse.cancel",
     "fse.resubmit",
     "fse.proof",
+    "fse.status",
     "fse.duplicate",
     "fse.attach",
     "lots.list",
@@ -48,6 +49,7 @@ pub const METHODS: &[&str] = &[
     "lots.close",
     "transmit.now",
     "returns.list",
+    "payments.list",
     "queue.stats",
     "queue.alarms",
     "queue.backup",
@@ -250,6 +252,8 @@ async fn dispatch_value(
         "transmit.now" => lots::transmit_now(ctx, p).await,
         "queue.alarms" => queue::alarms(ctx, p).await,
         "returns.list" => returns::list(ctx, p).await,
+        "fse.status" => status::status(ctx, p).await,
+        "payments.list" => payments::list(ctx, p).await,
         "queue.stats" => queue::stats(ctx, p).await,
         "system.doctor" => system::doctor(ctx, p).await,
         "store.verify" => store::verify(ctx, p).await,

@@ -17,6 +17,8 @@ pub const DEFAULT_METHODS: &[&str] = &[
     "lots.list",
     "lots.get",
     "returns.list",
+    "fse.status",
+    "payments.list",
     "queue.stats",
     "system.version",
     "events.subscribe",

@@ -17,6 +17,7 @@ mod retention;
 mod rights;
 mod sheets;
 mod stats;
+mod status;
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("q.db")

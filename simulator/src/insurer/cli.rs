@@ -89,6 +89,11 @@ pub struct InsurerArgs {
     /// Sign rights answers, then flip a bit of the signature: a forged answer.
     #[arg(long)]
     pub rights_bad_signature: bool,
+    /// Date each payment return N working days after the ARL it follows (French calendar,
+    /// the ARL's day in France not counted): an AMO paying late, for fsed's late-payment
+    /// penalties. The return still goes right after its ARL; only its signed date moves.
+    #[arg(long, value_name = "N", requires = "payments")]
+    pub pay_after_working_days: Option<u32>,
 }
 
 impl InsurerArgs {
@@ -134,6 +139,7 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
         reply_delay: Duration::from_millis(args.reply_delay_ms),
         slow_consumer: Duration::from_millis(args.slow_consumer_ms),
         seed: args.seed,
+        pay_after_working_days: args.pay_after_working_days,
     });
     if let Some(dir) = &args.trust_dir {
         judge = judge.with_trust(load_trust(dir)?);

@@ -48,6 +48,7 @@ pub mod app_check;
 mod attachments;
 mod cli;
 mod judge;
+pub mod late;
 mod report;
 mod returns;
 pub mod rights;
@@ -119,6 +120,9 @@ pub struct Knobs {
     pub slow_consumer: Duration,
     /// Seed of the random draws (rates).
     pub seed: u64,
+    /// Date each payment return this many working days after its ARL (`late`); `None`: the
+    /// ARL's own time.
+    pub pay_after_working_days: Option<u32>,
 }
 
 /// One lot as the report shows it.

@@ -74,12 +74,17 @@ impl Insurer {
             });
         }
         if !payments.is_empty() {
+            let issued_at = self
+                .knobs
+                .pay_after_working_days
+                .and_then(|n| super::late::payment_issued_at(&arl.received_at, n))
+                .unwrap_or_else(|| now.to_string());
             self.payments.insert(
                 arl.lot_id.clone(),
                 PaymentReturn {
                     lot_id: arl.lot_id.clone(),
                     insurer: arl.insurer.clone(),
-                    issued_at: now.to_string(),
+                    issued_at,
                     payments,
                 },
             );

@@ -61,6 +61,7 @@ mod lots;
 #[cfg(feature = "full")]
 mod network;
 mod paper;
+mod payments;
 #[cfg(feature = "full")]
 mod pcscd_life;
 #[cfg(feature = "full")]

@@ -5,6 +5,7 @@ mod events;
 mod fse;
 mod lots;
 mod network;
+mod payments;
 mod system;
 mod transmit;
 
@@ -13,5 +14,6 @@ pub(crate) use events::events;
 pub(crate) use fse::fse;
 pub(crate) use lots::{lots, queue, returns};
 pub(crate) use network::{connect_remote, enroll, workstations};
+pub(crate) use payments::{payments, sheet_status, PaymentsArgs};
 pub(crate) use system::{backup, doctor_or_offline, offline_doctor, status, verify, version};
 pub(crate) use transmit::transmit;

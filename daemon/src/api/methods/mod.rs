@@ -1,5 +1,5 @@
 //! Each method's handler, its parameters beside it, by group: `system`, `cards` (and
-//! `vitale.read`), `fse` (and `paper`: `fse.duplicate`), `lots` (and `transmit.now`), `returns`, `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
+//! `vitale.read`), `fse` (and `paper`: `fse.duplicate`; `status`: `fse.status`), `lots` (and `transmit.now`), `returns`, `payments` (`payments.list`), `queue`, `events`, `store`, `workstations` (enrollment, local socket only).
 //! `dispatch` calls them by name.
 
 pub(super) mod attach;
@@ -9,10 +9,12 @@ pub(super) mod events;
 pub(super) mod fse;
 pub(super) mod lots;
 pub(super) mod paper;
+pub(super) mod payments;
 pub(super) mod presence;
 pub(super) mod queue;
 pub(super) mod returns;
 pub(super) mod rights;
+pub(super) mod status;
 pub(super) mod store;
 pub(super) mod system;
 pub(super) mod workstations;

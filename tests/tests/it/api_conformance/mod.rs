@@ -286,6 +286,8 @@ fn invalid_parameters(c: &mut Conformance, rpc: &mut Rpc, g: &Value) {
         ("fse.duplicate", json!({"id": 1, "reason": " "}), "reason"),
         ("lots.get", json!({"lot_id": 5}), "lot_id"),
         ("returns.list", json!({"limit": 0}), "limit"),
+        ("fse.status", json!({"sheet": 0}), "sheet"),
+        ("payments.list", json!({"from": "2026-12-01"}), "from"),
         ("queue.stats", json!({"x": 1}), "x"),
         ("fse.get", json!([1]), "params"),
     ] {
@@ -504,6 +506,23 @@ fn lots_rejected_then_paid(c: &mut Conformance, rpc: &mut Rpc, a: i64) {
     );
     let of_lot = c.ok(rpc, "returns.list", json!({"lot_id": lot_id, "limit": 10}));
     assert_eq!(of_lot["arls"][0]["status"], json!("positive"), "{of_lot}");
+    // Paid, acknowledged: sending it again would be a duplicate.
+    let status = c.ok(rpc, "fse.status", json!({"sheet": a}));
+    assert_eq!(status["resend_safe"]["safe"], json!(false), "{status}");
+    assert_eq!(status["lot"]["id"], json!(lot_id), "{status}");
+    c.refused(
+        rpc,
+        "fse.status",
+        json!({"sheet": 999_999}),
+        1020,
+        Some("sheet"),
+    );
+    // The patient paid this sheet (no tiers payant): no late-payment rule applies to it, and
+    // the listing (sheets in AMO tiers payant only) is empty.
+    assert_eq!(status["late_payment"], Value::Null, "{status}");
+    let payments = c.ok(rpc, "payments.list", json!({"overdue_only": false}));
+    assert_eq!(payments["sheets"], json!([]), "{payments}");
+    assert_eq!(payments["totals"], json!([]), "{payments}");
 }
 
 /// The doctor's checks, the queue's counts, and a copy of the database.
