@@ -87,6 +87,16 @@ pub fn check_reply(expect: &Expect, reply: &Value, resolve: &dyn Fn(Value) -> Va
         let v = resolve(serde_json::to_value(v).unwrap_or(Value::Null));
         check(&format!("result.{path}"), v);
     }
+    for path in &expect.absent {
+        let field = format!("result.{path}");
+        if let Some(got) = at(reply, &field) {
+            out.push(Mismatch {
+                field,
+                expected: Value::String("absent".into()),
+                got: got.clone(),
+            });
+        }
+    }
     out
 }
 

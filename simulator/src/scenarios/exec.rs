@@ -157,6 +157,8 @@ fn run_on(
     if own {
         setup_cards(s, &mut ctx)?;
     }
+    // The set-up's own events (the cards coming in) are not the steps' to wait for.
+    ctx.rpc.events.clear();
     for (i, step) in s.steps.iter().enumerate() {
         let label = step.label(i);
         let t = Instant::now();
@@ -290,6 +292,16 @@ fn card_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
     let answer = crate::control::request(&world.control(), &req)?;
     if let Some(e) = answer.get("error") {
         return Err(format!("card simulator: {e}"));
+    }
+    if step.action == Action::Remove {
+        // fsed's embedded virtual reader sees a card gone at its next exchange with it: one
+        // that spends nothing (the CPS's PIN status, a Vitale challenge).
+        let (method, params) = if slot == 0 {
+            ("cards.pin_status", json!({}))
+        } else {
+            ("cards.authenticate", json!({"challenge": "07".repeat(32)}))
+        };
+        ctx.rpc.call(method, &params)?;
     }
     wait_step(ctx, event, Duration::from_secs(10), step)
 }

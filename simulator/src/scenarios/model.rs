@@ -251,6 +251,9 @@ pub struct Expect {
     /// Other members of the result by dotted path (`sheet.cover.css`, `acts.0.rate`).
     #[serde(default)]
     pub result: BTreeMap<String, toml::Value>,
+    /// Members of the result (dotted paths) that must be absent, e.g. `["0"]`: an empty list.
+    #[serde(default)]
+    pub absent: Vec<String>,
     /// `wait`: the event's fields.
     #[serde(default)]
     pub fields: BTreeMap<String, toml::Value>,
