@@ -188,9 +188,7 @@ fn main() -> ExitCode {
             | Cmd::Practice(_)
             | Cmd::CardLoad(_)
             | Cmd::App(_)
-            | Cmd::Scenarios(_) => {
-                Ok(())
-            }
+            | Cmd::Scenarios(_) => Ok(()),
         }
     });
     match result {

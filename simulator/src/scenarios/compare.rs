@@ -34,7 +34,11 @@ fn same(expected: &Value, got: &Value) -> bool {
 
 /// The checks of `expect` on a reply (`{"result": …}` or `{"error": …}`), in a fixed order:
 /// success, error name, rule, field, state, amounts, other members.
-pub fn check_reply(expect: &Expect, reply: &Value, resolve: &dyn Fn(Value) -> Value) -> Vec<Mismatch> {
+pub fn check_reply(
+    expect: &Expect,
+    reply: &Value,
+    resolve: &dyn Fn(Value) -> Value,
+) -> Vec<Mismatch> {
     let mut out = Vec::new();
     let mut check = |field: &str, expected: Value| {
         let got = at(reply, field).cloned().unwrap_or(Value::Null);
@@ -125,7 +129,9 @@ mod tests {
     fn one_cent_off_names_the_amount_with_both_figures() {
         // G at 30.00 €: AMO 70 % = 2100 − 200 participation = 1900.
         let reply = json!({"result": {"state": "accepted", "sheet": {"amounts": {"amo_cents": 1900, "total_cents": 3000}}}});
-        assert!(check_reply(&expect("amo_cents = 1900\ntotal_cents = 3000"), &reply, &id).is_empty());
+        assert!(
+            check_reply(&expect("amo_cents = 1900\ntotal_cents = 3000"), &reply, &id).is_empty()
+        );
         let m = check_reply(&expect("amo_cents = 1901"), &reply, &id);
         assert_eq!(
             m,
@@ -140,7 +146,12 @@ mod tests {
     #[test]
     fn a_refusal_is_checked_by_rule_and_field_and_an_unexpected_one_by_its_name() {
         let reply = json!({"error": {"code": 1010, "data": {"name": "RULE_VIOLATION", "rule": "UNKNOWN_ACT", "field": "acts[0].code"}}});
-        assert!(check_reply(&expect("rule = \"UNKNOWN_ACT\"\nfield = \"acts[0].code\""), &reply, &id).is_empty());
+        assert!(check_reply(
+            &expect("rule = \"UNKNOWN_ACT\"\nfield = \"acts[0].code\""),
+            &reply,
+            &id
+        )
+        .is_empty());
         let m = check_reply(&expect("rule = \"RIGHTS_CLOSED\""), &reply, &id);
         assert_eq!(m[0].field, "error.data.rule");
         assert_eq!(m[0].got, json!("UNKNOWN_ACT"));
@@ -156,10 +167,31 @@ mod tests {
     #[test]
     fn dotted_paths_reach_into_arrays_and_events_match_on_their_fields() {
         let reply = json!({"result": {"sheet": {"acts": [{"rate": 70}, {"rate": 100}]}}});
-        assert!(check_reply(&expect("[result]\n\"sheet.acts.1.rate\" = 100"), &reply, &id).is_empty());
-        assert_eq!(check_reply(&expect("[result]\n\"sheet.acts.2.rate\" = 100"), &reply, &id)[0].got, Value::Null);
+        assert!(check_reply(
+            &expect("[result]\n\"sheet.acts.1.rate\" = 100"),
+            &reply,
+            &id
+        )
+        .is_empty());
+        assert_eq!(
+            check_reply(
+                &expect("[result]\n\"sheet.acts.2.rate\" = 100"),
+                &reply,
+                &id
+            )[0]
+            .got,
+            Value::Null
+        );
         let e = expect("[fields]\nstatus = \"negative\"\nrejections = 1");
-        assert!(event_matches(&e, &json!({"event": "arl.received", "status": "negative", "rejections": 1}), &id));
-        assert!(!event_matches(&e, &json!({"event": "arl.received", "status": "positive", "rejections": 0}), &id));
+        assert!(event_matches(
+            &e,
+            &json!({"event": "arl.received", "status": "negative", "rejections": 1}),
+            &id
+        ));
+        assert!(!event_matches(
+            &e,
+            &json!({"event": "arl.received", "status": "positive", "rejections": 0}),
+            &id
+        ));
     }
 }

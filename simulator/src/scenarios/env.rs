@@ -96,9 +96,8 @@ impl World {
             .map_err(|e| fail(format!("test PKI: {e}")))?;
         world.start_fsed(s, tools, &trust)?;
         if !s.insurer.absent {
-            world.insurer = Some(
-                InsurerLoop::start(&s.insurer, &dir.join("spool"), &trust).map_err(fail)?,
-            );
+            world.insurer =
+                Some(InsurerLoop::start(&s.insurer, &dir.join("spool"), &trust).map_err(fail)?);
         }
         world.cards_args = cards_args(s, &dir);
         world.start_cards(tools)?;

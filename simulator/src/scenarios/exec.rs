@@ -154,20 +154,25 @@ fn run_on(
         tools,
         today: chrono::Utc::now().date_naive(),
     };
-    if own {
-        setup_cards(s, &mut ctx)?;
-    }
+    setup_cards(s, &mut ctx, own)?;
     // The set-up's own events (the cards coming in) are not the steps' to wait for.
     ctx.rpc.events.clear();
+    let mut skipping = false;
     for (i, step) in s.steps.iter().enumerate() {
         let label = step.label(i);
         let t = Instant::now();
-        if !own && step.needs_own() {
+        if !own && (skipping || step.needs_own()) {
+            // What follows a skipped step expects the state it would have made: skipped too.
+            let detail = if skipping {
+                "follows a skipped step"
+            } else {
+                "needs the runner's own cards, insurer or fsed (run without --socket)"
+            };
+            skipping = true;
             out.steps.push(StepOutcome {
                 label,
                 status: Status::Skipped,
-                detail: "needs the runner's own cards, insurer or fsed (run without --socket)"
-                    .into(),
+                detail: detail.into(),
                 mismatch: None,
                 ms: 0,
             });
@@ -175,7 +180,14 @@ fn run_on(
         }
         let (detail, mismatch) = match run_step(step, &mut ctx) {
             Ok(r) => r,
-            Err(e) => (e.clone(), Some(Mismatch { field: "step".into(), expected: json!("to run"), got: json!(e) })),
+            Err(e) => (
+                e.clone(),
+                Some(Mismatch {
+                    field: "step".into(),
+                    expected: json!("to run"),
+                    got: json!(e),
+                }),
+            ),
         };
         let failed = mismatch.is_some();
         if let Some(m) = &mismatch {
@@ -186,7 +198,11 @@ fn run_on(
         }
         out.steps.push(StepOutcome {
             label,
-            status: if failed { Status::Failed } else { Status::Passed },
+            status: if failed {
+                Status::Failed
+            } else {
+                Status::Passed
+            },
             detail,
             mismatch,
             ms: u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -203,14 +219,15 @@ fn run_on(
     Ok(())
 }
 
-/// Waits until fsed lists the scenario's cards, then verifies the CPS PIN when it says one.
-fn setup_cards(s: &Scenario, ctx: &mut Ctx<'_>) -> Result<(), String> {
+/// Waits until fsed lists the scenario's cards (its own world), then verifies the CPS PIN when
+/// the scenario gives one.
+fn setup_cards(s: &Scenario, ctx: &mut Ctx<'_>, own: bool) -> Result<(), String> {
     let want = [&s.cards.cps, &s.cards.vitale]
         .iter()
         .filter(|p| p.as_str() != "none")
         .count();
     let end = Instant::now() + Duration::from_secs(20);
-    loop {
+    while own {
         let list = ctx.rpc.call("cards.list", &json!({}))?;
         let n = list["result"].as_array().map_or(0, Vec::len);
         if n >= want {
@@ -330,7 +347,14 @@ fn wait_step(ctx: &mut Ctx<'_>, name: &str, timeout: Duration, step: &Step) -> S
             } else {
                 Value::Array(seen)
             };
-            Ok((String::new(), Some(Mismatch { field: format!("event {name}"), expected, got })))
+            Ok((
+                String::new(),
+                Some(Mismatch {
+                    field: format!("event {name}"),
+                    expected,
+                    got,
+                }),
+            ))
         }
     }
 }
@@ -350,7 +374,11 @@ fn fault_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
         }
         Some(Fault::TransportDown) => {
             std::fs::rename(spool.join("outbox"), spool.join("outbox.down")).map_err(io)?;
-            std::fs::write(spool.join("outbox"), b"not a folder: the transport is out\n").map_err(io)?;
+            std::fs::write(
+                spool.join("outbox"),
+                b"not a folder: the transport is out\n",
+            )
+            .map_err(io)?;
             Ok(("spool outbox replaced by a file".into(), None))
         }
         Some(Fault::TransportUp) => {
@@ -387,5 +415,8 @@ fn fill(path: &Path) -> StepResult {
         }
     }
     let _ = f.sync_all();
-    Ok((format!("{written} bytes written until the file system was full"), None))
+    Ok((
+        format!("{written} bytes written until the file system was full"),
+        None,
+    ))
 }

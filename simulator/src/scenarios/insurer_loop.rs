@@ -101,7 +101,10 @@ impl Delivery {
         let mut files: Vec<PathBuf> = dir
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .collect();
         files.sort_by_key(|p| (p.file_stem().map(ToOwned::to_owned), !is_arl(p)));
         let mut lost_stems = Vec::new();

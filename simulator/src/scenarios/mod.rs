@@ -205,7 +205,8 @@ fn write_reports(args: &RunArgs, run: &Run) -> Result<(), String> {
     let write = |path: &Option<PathBuf>, text: String| -> Result<(), String> {
         if let Some(p) = path {
             if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
         }

@@ -279,10 +279,8 @@ impl Step {
 
     /// Whether it needs the runner's own cards, insurer or fsed (skipped on a given socket).
     pub fn needs_own(&self) -> bool {
-        matches!(
-            self.action,
-            Action::Insert | Action::Remove | Action::Fault
-        ) || self.pull_after_ms.is_some()
+        matches!(self.action, Action::Insert | Action::Remove | Action::Fault)
+            || self.pull_after_ms.is_some()
     }
 }
 
@@ -347,7 +345,10 @@ fn check(s: &Scenario) -> Result<(), (String, String)> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(("id".into(), "letters, digits, `-` and `_` only, not empty".into()));
+        return Err((
+            "id".into(),
+            "letters, digits, `-` and `_` only, not empty".into(),
+        ));
     }
     if s.steps.is_empty() {
         return Err(("steps".into(), "at least one step".into()));
@@ -363,7 +364,10 @@ fn check_step(step: &Step) -> Result<(), (String, String)> {
         if v {
             Ok(())
         } else {
-            Err((key.to_string(), format!("required by do = {:?}", step.action)))
+            Err((
+                key.to_string(),
+                format!("required by do = {:?}", step.action),
+            ))
         }
     };
     match step.action {

@@ -142,7 +142,9 @@ pub fn html(run: &Run) -> String {
         run.failed,
         run.skipped
     );
-    h.push_str("<table><tr><th>scenario</th><th>title</th><th>tags</th><th>verdict</th><th>ms</th></tr>\n");
+    h.push_str(
+        "<table><tr><th>scenario</th><th>title</th><th>tags</th><th>verdict</th><th>ms</th></tr>\n",
+    );
     for o in &run.scenarios {
         let st = status_name(o.status);
         let _ = writeln!(
@@ -172,7 +174,11 @@ fn status_name(s: Status) -> &'static str {
 
 fn scenario_html(h: &mut String, o: &Outcome) {
     let st = status_name(o.status);
-    let open = if o.status == Status::Failed { " open" } else { "" };
+    let open = if o.status == Status::Failed {
+        " open"
+    } else {
+        ""
+    };
     let _ = write!(
         h,
         "<details id=\"{}\"{open}><summary><span class=\"{st}\">{st}</span> {} — {}</summary>\n<p><code>{}</code></p>\n",
@@ -187,9 +193,12 @@ fn scenario_html(h: &mut String, o: &Outcome) {
     h.push_str("<table><tr><th>step</th><th>verdict</th><th>expected</th><th>got</th><th>detail</th></tr>\n");
     for s in &o.steps {
         let sst = status_name(s.status);
-        let (exp, got) = s.mismatch.as_ref().map_or((String::new(), String::new()), |m| {
-            (format!("{}: {}", m.field, m.expected), m.got.to_string())
-        });
+        let (exp, got) = s
+            .mismatch
+            .as_ref()
+            .map_or((String::new(), String::new()), |m| {
+                (format!("{}: {}", m.field, m.expected), m.got.to_string())
+            });
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"{sst}\">{sst}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
@@ -238,7 +247,11 @@ mod tests {
             2000,
             vec![
                 outcome("a", Status::Passed, None),
-                outcome("b", Status::Failed, Some("steps[0] create: amo_cents: expected 1901, got 1900 <x>")),
+                outcome(
+                    "b",
+                    Status::Failed,
+                    Some("steps[0] create: amo_cents: expected 1901, got 1900 <x>"),
+                ),
                 outcome("c", Status::Skipped, Some("needs root")),
             ],
         );

@@ -34,8 +34,8 @@ impl Rpc {
     pub fn send(&mut self, method: &str, params: &Value) -> Result<u64, String> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-            .to_string();
+        let mut line =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
         line.push('\n');
         self.writer
             .write_all(line.as_bytes())

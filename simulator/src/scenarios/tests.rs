@@ -71,7 +71,8 @@ fn checks_after_parsing_name_the_step_and_key() {
     assert!(e.reason.contains("required"), "{e}");
     let e = refused(&GOOD.replace("id = \"gp-consultation\"", "id = \"gp consultation\""));
     assert_eq!(e.key, "id");
-    let text = format!("{GOOD}\n[[steps]]\ndo = \"insert\"\nslot = \"tray\"\nprofile = \"vitale-css\"\n");
+    let text =
+        format!("{GOOD}\n[[steps]]\ndo = \"insert\"\nslot = \"tray\"\nprofile = \"vitale-css\"\n");
     let e = refused(&text);
     assert_eq!(e.key, "steps[2].slot", "{e}");
     let e = refused("id = \"x\"\ntitle = \"t\"\nsteps = []\n");
@@ -84,8 +85,18 @@ fn the_catalogue_refuses_two_files_with_one_id_and_filters_by_tag() {
     std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();
     let all = super::catalogue(dir.path(), &[]).unwrap();
     assert_eq!(all.len(), 1);
-    assert_eq!(super::catalogue(dir.path(), &["pricing".into()]).unwrap().len(), 1);
-    assert_eq!(super::catalogue(dir.path(), &["faults".into()]).unwrap().len(), 0);
+    assert_eq!(
+        super::catalogue(dir.path(), &["pricing".into()])
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        super::catalogue(dir.path(), &["faults".into()])
+            .unwrap()
+            .len(),
+        0
+    );
     std::fs::write(dir.path().join("b.toml"), GOOD).unwrap();
     let errors = super::catalogue(dir.path(), &[]).unwrap_err();
     assert_eq!(errors.len(), 1);
