@@ -226,17 +226,8 @@ fn setup_cards(s: &Scenario, ctx: &mut Ctx<'_>, own: bool) -> Result<(), String>
         .iter()
         .filter(|p| p.as_str() != "none")
         .count();
-    let end = Instant::now() + Duration::from_secs(20);
-    while own {
-        let list = ctx.rpc.call("cards.list", &json!({}))?;
-        let n = list["result"].as_array().map_or(0, Vec::len);
-        if n >= want {
-            break;
-        }
-        if Instant::now() >= end {
-            return Err(format!("set-up: fsed lists {n} cards of {want} after 20 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if own {
+        wait_cards(ctx, want)?;
     }
     if s.cards.cps != "none" && !s.cards.pin.is_empty() {
         let r = ctx
@@ -247,6 +238,22 @@ fn setup_cards(s: &Scenario, ctx: &mut Ctx<'_>, own: bool) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// Waits until fsed lists `want` cards, at most 20 s.
+fn wait_cards(ctx: &mut Ctx<'_>, want: usize) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = ctx.rpc.call("cards.list", &json!({}))?;
+        let n = list["result"].as_array().map_or(0, Vec::len);
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(format!("set-up: fsed lists {n} cards of {want} after 20 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 type StepResult = Result<(String, Option<Mismatch>), String>;

@@ -4,6 +4,8 @@
 //! expecting one cent too many makes the run fail, naming the step, the field and both figures;
 //! and the runner on a given fsed socket runs what it can and skips the rest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
