@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// The `fsed` program [default: `fsed` beside `fse-sim`].
     #[arg(long)]
     pub fsed: Option<PathBuf>,
-    /// Scenarios run at once (each on its own fsed).
+    /// Scenarios run at once, each on its own fsed (one at a time with `--socket`).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
     /// Folder the scenarios' worlds are made in [default: the temporary folder].
@@ -171,7 +171,12 @@ pub fn run(args: &RunArgs) -> Result<Run, String> {
     };
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let t = Instant::now();
-    let outcomes = run_all(&scenarios, &mode, args.jobs.max(1));
+    // One fsed shared by every scenario: one at a time, so that their sheets do not mix.
+    let jobs = match mode {
+        Mode::Socket(_) => 1,
+        Mode::Own { .. } => args.jobs.max(1),
+    };
+    let outcomes = run_all(&scenarios, &mode, jobs);
     if let Mode::Own { base, .. } = &mode {
         let _ = std::fs::remove_dir_all(base);
     }

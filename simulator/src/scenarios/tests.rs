@@ -103,3 +103,54 @@ fn the_catalogue_refuses_two_files_with_one_id_and_filters_by_tag() {
     assert_eq!(errors[0].key, "id");
     assert!(errors[0].file.ends_with("b.toml"));
 }
+
+/// The catalogue shipped in `simulator/scenarios/`.
+fn shipped() -> Vec<super::Scenario> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    super::catalogue(&dir, &[]).unwrap()
+}
+
+#[test]
+fn the_shipped_catalogue_reads_and_holds_at_least_80_scenarios() {
+    let all = shipped();
+    assert!(all.len() >= 80, "{} scenarios", all.len());
+}
+
+#[test]
+fn every_refusal_rule_is_expected_by_a_scenario() {
+    let all = shipped();
+    let expected: std::collections::BTreeSet<String> = all
+        .iter()
+        .flat_map(|s| s.steps.iter().filter_map(|st| st.expect.rule.clone()))
+        .collect();
+    let missing: Vec<&str> = fse_formats::build::ALL_RULES
+        .iter()
+        .copied()
+        .filter(|r| !expected.contains(*r))
+        .collect();
+    assert!(missing.is_empty(), "rules no scenario expects: {missing:?}");
+}
+
+#[test]
+fn every_card_profile_is_in_a_scenario() {
+    let all = shipped();
+    let used: std::collections::BTreeSet<String> = all
+        .iter()
+        .flat_map(|s| {
+            let inserted = s.steps.iter().filter_map(|st| st.profile.clone());
+            [s.cards.cps.clone(), s.cards.vitale.clone()]
+                .into_iter()
+                .chain(inserted)
+        })
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        if !used.contains(&name) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "profiles no scenario uses: {missing:?}");
+}
