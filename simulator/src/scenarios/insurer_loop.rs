@@ -120,6 +120,9 @@ impl Delivery {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
+            if !self.due(&path) {
+                continue;
+            }
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
@@ -127,6 +130,14 @@ impl Delivery {
             let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                 continue;
             };
+            if self.spec.malformed_replies {
+                // Half the return, under a name read before the whole one.
+                let _ = put(
+                    &self.inbox,
+                    &format!("0-malformed-{name}"),
+                    &bytes[..bytes.len() / 2],
+                );
+            }
             if put(&self.inbox, &name, &bytes).is_err() {
                 continue;
             }
@@ -135,6 +146,20 @@ impl Delivery {
             }
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+impl Delivery {
+    /// Whether a staged return has waited its `reply_delay_ms`.
+    fn due(&self, path: &Path) -> bool {
+        if self.spec.reply_delay_ms == 0 {
+            return true;
+        }
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= Duration::from_millis(self.spec.reply_delay_ms))
     }
 }
 

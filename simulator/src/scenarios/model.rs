@@ -109,6 +109,12 @@ pub struct InsurerSpec {
     /// Hold every return until a `release_insurer` fault (a late ARL).
     #[serde(default)]
     pub hold: bool,
+    /// Precede every return with a malformed copy (cut short), which fsed must dead-letter.
+    #[serde(default)]
+    pub malformed_replies: bool,
+    /// Deliver each return this many milliseconds after the insurer made it.
+    #[serde(default)]
+    pub reply_delay_ms: u64,
     /// The key returns are signed with: `current`, `rotated` (a new key the insurer CA
     /// certified) or `self_signed` (a certificate no CA fsed trusts made).
     #[serde(default)]
