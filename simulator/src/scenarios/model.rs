@@ -318,30 +318,59 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     Ok(s)
 }
 
-/// The key a TOML error names: the word in backticks of serde's message, else the key on the
-/// line of its span; and the reason on one line.
+/// The key a TOML error names, as a dotted path (`steps[1].expect.amo_cent`): the table the
+/// error's line is in, the key on that line, and the word in backticks of serde's message;
+/// and the reason on one line, with the line number.
 fn toml_error_key(text: &str, e: &toml::de::Error) -> (String, String) {
     let msg = e.message().trim().replace('\n', " ");
-    let line_key = e.span().and_then(|span| {
-        let start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
-        let line = text.get(start..)?.lines().next()?;
-        let (k, _) = line.split_once('=')?;
-        Some(k.trim().to_string())
-    });
+    let Some(span) = e.span() else {
+        return ("-".into(), msg);
+    };
+    let before = text.get(..span.start).unwrap_or("");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .and_then(|t| t.lines().next())
+        .unwrap_or("");
+    let line_key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.starts_with('['));
     let ticked = msg
         .split('`')
         .nth(1)
         .filter(|_| msg.contains("field"))
         .map(str::to_string);
-    let line_no = e
-        .span()
-        .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1);
-    let key = ticked.or(line_key).unwrap_or_else(|| "-".into());
-    let reason = match line_no {
-        Some(n) => format!("{msg} (line {n})"),
-        None => msg,
+    let mut key = match (line_key, ticked) {
+        (Some(l), Some(t)) if l != t => format!("{l}.{t}"),
+        (Some(l), _) => l,
+        (None, Some(t)) => t,
+        (None, None) => String::new(),
     };
-    (key, reason)
+    // The table the line is in: the last header above it.
+    let headers: Vec<&str> = before
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    if let Some(h) = headers.last() {
+        let table = if *h == "[[steps]]" {
+            let n = headers.iter().filter(|h| **h == "[[steps]]").count();
+            format!("steps[{}]", n.saturating_sub(1))
+        } else {
+            h.trim_matches(|c| c == '[' || c == ']').to_string()
+        };
+        key = if key.is_empty() {
+            table
+        } else {
+            format!("{table}.{key}")
+        };
+    }
+    if key.is_empty() {
+        key = "-".into();
+    }
+    let line_no = before.matches('\n').count() + 1;
+    (key, format!("{msg} (line {line_no})"))
 }
 
 fn check(s: &Scenario) -> Result<(), (String, String)> {

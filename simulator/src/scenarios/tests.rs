@@ -43,7 +43,11 @@ fn an_unknown_key_is_named_with_the_file_and_line() {
     assert!(e.reason.contains("unknown field"), "{e}");
     assert!(e.reason.contains("line 4"), "{e}");
     let e = refused(&GOOD.replace("amo_cents = 1900", "amo_cent = 1900"));
-    assert_eq!(e.key, "amo_cent", "{e}");
+    assert_eq!(e.key, "steps[0].expect.amo_cent", "{e}");
+    let e = refused(&GOOD.replace("fault = \"transport_down\"", "fault = \"meteor\""));
+    assert_eq!(e.key, "steps[1].fault", "{e}");
+    let e = refused(&format!("{GOOD}\n[cards]\ncpss = \"x\"\n"));
+    assert_eq!(e.key, "cards.cpss", "{e}");
 }
 
 #[test]
