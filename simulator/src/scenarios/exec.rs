@@ -287,7 +287,10 @@ fn call_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
         .as_ref()
         .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
         .unwrap_or_else(|| json!({}));
-    let params = ctx.resolve()(params);
+    let mut params = ctx.resolve()(params);
+    if let Some(world) = ctx.world.as_deref() {
+        world_paths(&mut params, &world.dir.display().to_string());
+    }
     let id = ctx.rpc.send(&method, &params)?;
     if let (Some(ms), Some(slot)) = (step.pull_after_ms, step.slot.as_deref()) {
         std::thread::sleep(Duration::from_millis(ms));
@@ -298,6 +301,17 @@ fn call_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
     let reply = ctx.rpc.reply(id, Duration::from_secs(30))?;
     let m = compare::check_reply(&step.expect, &reply, &ctx.resolve());
     Ok((cut(&reply), m.into_iter().next()))
+}
+
+/// `$WORLD` in the strings of `v` (a path a method takes, such as `queue.backup`'s) becomes
+/// the world's folder.
+fn world_paths(v: &mut Value, dir: &str) {
+    match v {
+        Value::String(s) if s.contains("$WORLD") => *s = s.replace("$WORLD", dir),
+        Value::Array(items) => items.iter_mut().for_each(|x| world_paths(x, dir)),
+        Value::Object(map) => map.values_mut().for_each(|x| world_paths(x, dir)),
+        _ => {}
+    }
 }
 
 fn card_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
