@@ -256,6 +256,9 @@ fn wait_cards(ctx: &mut Ctx<'_>, want: usize) -> Result<(), String> {
     }
 }
 
+/// The name fsed gives its embedded virtual reader's slots, followed by the slot's index.
+const VIRTUAL_READER: &str = "fsed virtual reader";
+
 type StepResult = Result<(String, Option<Mismatch>), String>;
 
 fn run_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
@@ -347,10 +350,19 @@ fn card_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
 fn wait_step(ctx: &mut Ctx<'_>, name: &str, timeout: Duration, step: &Step) -> StepResult {
     let resolve = ctx.resolve();
     let expect = step.expect.clone();
-    let wanted = if step.action == Action::Wait {
-        expect.fields.clone()
-    } else {
-        Default::default()
+    let wanted = match step.action {
+        Action::Wait => expect.fields.clone(),
+        // A card step waits for its own slot's event (the other card's may come meanwhile).
+        Action::Insert | Action::Remove => step
+            .slot
+            .as_deref()
+            .and_then(slot_index)
+            .map(|i| {
+                let reader = toml::Value::String(format!("{VIRTUAL_READER} {i}"));
+                std::iter::once(("reader".to_string(), reader)).collect()
+            })
+            .unwrap_or_default(),
+        _ => Default::default(),
     };
     let e = super::model::Expect {
         fields: wanted,

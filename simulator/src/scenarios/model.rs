@@ -275,7 +275,13 @@ impl Step {
             Action::Insert => format!("insert {}", self.profile.as_deref().unwrap_or("?")),
             Action::Remove => format!("remove {}", self.slot.as_deref().unwrap_or("?")),
             Action::Wait => format!("wait {}", self.event.as_deref().unwrap_or("?")),
-            Action::Fault => format!("fault {:?}", self.fault),
+            Action::Fault => format!(
+                "fault {}",
+                self.fault
+                    .and_then(|f| serde_json::to_value(f).ok())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "?".into())
+            ),
         };
         match &self.name {
             Some(n) => format!("steps[{index}] {n}"),
