@@ -311,6 +311,21 @@ impl TestPki {
             .to_vec())
     }
 
+    /// The certificate (DER) of insurer `code` for another `key` than [`insurer_key`], issued
+    /// by the insurer CA: the insurer's key after a rotation, which a trust store holding the
+    /// insurer CA accepts without being told.
+    pub fn insurer_certificate_for_key(
+        &self,
+        code: &str,
+        key: &ed25519_dalek::VerifyingKey,
+    ) -> Result<Vec<u8>, PkiError> {
+        let key = CardKey(key.to_bytes());
+        Ok(insurer_params(code, &key)?
+            .signed_by(&key, &self.insurer_ca)?
+            .der()
+            .to_vec())
+    }
+
     /// The certificate (DER) of a CPS: subject = holder, serialNumber attribute = national id;
     /// valid up to the card's last day.
     pub fn cps_certificate(

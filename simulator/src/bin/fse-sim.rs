@@ -34,6 +34,8 @@ enum Cmd {
     App(fse_simulator::app::AppArgs),
     /// Programs sharing one card: clients calling a card method as fast as answered, for a time; prints each one's share and longest wait.
     CardLoad(fse_simulator::card_load::CardLoadArgs),
+    /// The scenario catalogue: run scenarios against fsed (JUnit XML, JSON, HTML), or list them.
+    Scenarios(fse_simulator::scenarios::ScenariosArgs),
 }
 
 /// `fse-sim pki`: writes the test PKI.
@@ -68,6 +70,37 @@ fn app(args: &fse_simulator::app::AppArgs) -> ExitCode {
             eprintln!("fse-sim app: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `fse-sim scenarios`: the list, or a run's summary (failure when a scenario fails).
+fn scenarios(args: &fse_simulator::scenarios::ScenariosArgs) -> ExitCode {
+    use fse_simulator::scenarios::{self as sc, ScenariosCmd};
+    match &args.command {
+        ScenariosCmd::List(a) => match sc::list(a) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim scenarios: {e}");
+                ExitCode::from(2)
+            }
+        },
+        ScenariosCmd::Run(a) => match sc::run(a) {
+            Ok(run) => {
+                println!("{}", sc::summary(&run));
+                if run.failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("fse-sim scenarios: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -111,6 +144,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::Scenarios(args) = &cli.command {
+        return scenarios(args);
+    }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {
             Ok(s) => {
@@ -147,9 +183,12 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) | Cmd::CardLoad(_) | Cmd::App(_) => {
-                Ok(())
-            }
+            Cmd::Demo(_)
+            | Cmd::Pki(_)
+            | Cmd::Practice(_)
+            | Cmd::CardLoad(_)
+            | Cmd::App(_)
+            | Cmd::Scenarios(_) => Ok(()),
         }
     });
     match result {

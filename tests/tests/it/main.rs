@@ -75,6 +75,7 @@ mod returns;
 #[cfg(feature = "full")]
 mod returns_forged;
 mod rights_online;
+mod scenarios;
 mod service;
 #[cfg(feature = "full")]
 mod sharing;
