@@ -34,6 +34,8 @@ enum Cmd {
     App(fse_simulator::app::AppArgs),
     /// Programs sharing one card: clients calling a card method as fast as answered, for a time; prints each one's share and longest wait.
     CardLoad(fse_simulator::card_load::CardLoadArgs),
+    /// The peak-day replay: pre-generate a day's signed lots, then push them through the insurer side and the consumer.
+    Replay(fse_simulator::replay::ReplayArgs),
 }
 
 /// `fse-sim pki`: writes the test PKI.
@@ -111,6 +113,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::Replay(args) = &cli.command {
+        return match fse_simulator::replay::run_cli(args) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fse-sim replay: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {
             Ok(s) => {
@@ -147,9 +161,12 @@ fn main() -> ExitCode {
             Cmd::Insurer(a) => fse_simulator::insurer::run_cli(a)
                 .await
                 .map_err(|e| e.to_string()),
-            Cmd::Demo(_) | Cmd::Pki(_) | Cmd::Practice(_) | Cmd::CardLoad(_) | Cmd::App(_) => {
-                Ok(())
-            }
+            Cmd::Demo(_)
+            | Cmd::Pki(_)
+            | Cmd::Practice(_)
+            | Cmd::CardLoad(_)
+            | Cmd::App(_)
+            | Cmd::Replay(_) => Ok(()),
         }
     });
     match result {
