@@ -73,6 +73,20 @@ fn app(args: &fse_simulator::app::AppArgs) -> ExitCode {
     }
 }
 
+/// `fse-sim replay`: the report's JSON on stdout.
+fn replay(args: &fse_simulator::replay::ReplayArgs) -> ExitCode {
+    match fse_simulator::replay::run_cli(args) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fse-sim replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -114,16 +128,7 @@ fn main() -> ExitCode {
         };
     }
     if let Cmd::Replay(args) = &cli.command {
-        return match fse_simulator::replay::run_cli(args) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("fse-sim replay: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return replay(args);
     }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {

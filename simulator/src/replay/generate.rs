@@ -64,7 +64,7 @@ pub fn damage_of(p: u64, plan: &Plan) -> Option<Damage> {
     }
     let stride = (plan.practitioners / plan.tampered).max(1);
     let k = p / stride;
-    (p % stride == 0 && k < plan.tampered).then_some(match k % 3 {
+    (p.is_multiple_of(stride) && k < plan.tampered).then_some(match k % 3 {
         0 => Damage::Signature,
         1 => Damage::SheetAfterSigning,
         _ => Damage::Presence,
