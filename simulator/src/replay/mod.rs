@@ -170,7 +170,8 @@ pub fn run_cli(args: &ReplayArgs) -> Result<String, String> {
 /// A few lines for people.
 pub fn human(r: &RunReport) -> String {
     let mut s = format!(
-        "replay: {} sheets in {} lots, {:.1} s: {:.0} sheets/s, {:.0} lots/s (8.5 M: {:.0} s)\n\
+        "replay: {} sheets in {} lots, {:.1} s: {:.0} sheets/s, {:.0} lots/s (8.5 M: {:.0} s; \
+         {:.1} CPU s, 8.5 M on idle cores: {:.0} s)\n\
          verified {} sheets ({} lots by batch, {} one by one); consumer: {} ARLs ({} negative), \
          {} payments\npeak RSS {} MiB, {} workers on {} cores, load {} → {}\n",
         r.sheets,
@@ -179,6 +180,8 @@ pub fn human(r: &RunReport) -> String {
         r.sheets_per_sec,
         r.lots_per_sec,
         r.projected_secs_8_5m,
+        r.cpu_secs,
+        r.projected_idle_secs_8_5m,
         r.sheets_verified,
         r.lots_fast,
         r.lots_single,

@@ -54,6 +54,11 @@ pub struct RunReport {
     pub lots_per_sec: f64,
     /// Seconds 8.5 million sheets would take at this rate.
     pub projected_secs_8_5m: f64,
+    /// CPU seconds the process spent in the pipeline (user + system, all threads).
+    pub cpu_secs: f64,
+    /// Seconds 8.5 million sheets would take with every core to itself: the pipeline's CPU
+    /// per sheet times 8.5 million, over the cores (an estimate for a shared machine).
+    pub projected_idle_secs_8_5m: f64,
     /// Peak resident set of the process, KiB (`VmHWM`).
     pub peak_rss_kib: u64,
     /// Workers judging lots.
@@ -117,6 +122,7 @@ pub fn run(path: &std::path::Path, options: &RunOptions) -> Result<RunReport, St
     let certs = CertCache::default();
     let now = chrono::Utc::now();
     let started = Instant::now();
+    let cpu_start = cpu_secs();
     let (lot_tx, lot_rx) = mpsc::sync_channel::<Vec<u8>>(LOTS_IN_FLIGHT * workers);
     let lot_rx = Mutex::new(lot_rx);
     let (ret_tx, ret_rx) = mpsc::sync_channel::<Vec<u8>>(RETURNS_IN_FLIGHT);
@@ -155,6 +161,8 @@ pub fn run(path: &std::path::Path, options: &RunOptions) -> Result<RunReport, St
     })?;
     read?;
     let wall_secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu_start;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let sheets_per_sec = tally.sheets as f64 / wall_secs.max(1e-9);
     Ok(RunReport {
         plan,
@@ -172,9 +180,13 @@ pub fn run(path: &std::path::Path, options: &RunOptions) -> Result<RunReport, St
         sheets_per_sec,
         lots_per_sec: tally.lots as f64 / wall_secs.max(1e-9),
         projected_secs_8_5m: 8_500_000.0 / sheets_per_sec.max(1e-9),
+        cpu_secs: cpu,
+        projected_idle_secs_8_5m: 8_500_000.0 * cpu
+            / (tally.sheets.max(1) as f64)
+            / workers.min(cores) as f64,
         peak_rss_kib: peak_rss_kib(),
         workers,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores,
         load: [load_start, loadavg()],
         rates,
     })
@@ -244,6 +256,22 @@ pub fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds of this process so far (user + system, from `/proc/self/stat`, at the usual
+/// 100 ticks a second); 0 where `/proc` does not say.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command's closing parenthesis: utime and stime are the 12th
+            // and 13th of them (fields 14 and 15 of the line).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn loadavg() -> String {
