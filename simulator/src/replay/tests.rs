@@ -96,3 +96,57 @@ fn a_plan_out_of_bounds_is_refused_with_its_field() {
     // 20,000 sheets: ⌈20,000 / 14⌉ = 1,429 practitioners by default.
     assert_eq!(plan_of(&args(20_000, None)).unwrap().practitioners, 1_429);
 }
+
+/// The batch path answers what the insurer simulator's single checks answer: the same ARL
+/// for a good lot, and for a lot whose sheet is priced wrong (re-signed by its CPS, so every
+/// signature holds and the refusal is the sheet's share).
+#[test]
+fn the_batch_path_answers_as_the_single_checks_do() {
+    use ed25519_dalek::Signer;
+    use fse_formats::ack::{ReturnContent, SignedReturn};
+    let trust = run::test_trust().unwrap();
+    let certs = check::CertCache::default();
+    let now = chrono::Utc::now();
+    let now_text = now.format("%Y%m%d%H%M%SZ").to_string();
+    let mut j = check::Judge {
+        trust: &trust,
+        certs: &certs,
+        now: now.timestamp(),
+        now_text: now_text.clone(),
+        insurers: Default::default(),
+    };
+    let good = crate::insurer::sample_lot_by("cps-medecin-generaliste", "L-good", 4).unwrap();
+    let mut wrong = good.clone();
+    wrong.header.lot_id = "L-wrong".into();
+    let mut sheet = fse_formats::fse::CareSheet::from_der(&wrong.entries[2].sheet).unwrap();
+    // The AMO share of the G consultation is 1,900 cents; 1 cent more does not re-price.
+    sheet.amounts.amo_cents += 1;
+    // The patient's card proves the sheet as it now is (its challenge covers the amounts).
+    let vitale = crate::profiles::default_vitale_data();
+    let challenge = sheet.presence_challenge().unwrap();
+    sheet.presence.as_mut().unwrap().signature = hex::encode(
+        crate::profiles::test_key(&vitale.serial)
+            .sign(&challenge)
+            .to_bytes(),
+    );
+    wrong.entries[2].sheet = sheet.to_der().unwrap();
+    wrong.header.merkle_root = fse_formats::merkle::root(&fse_formats::lot::leaves(&wrong.entries));
+    let key = crate::profiles::test_key(&wrong.header.cps_serial);
+    wrong.signature = key.sign(&wrong.header.to_der().unwrap()).to_bytes();
+    for (lot, fast, refused) in [(&good, true, 0), (&wrong, true, 1)] {
+        let der = lot.to_der().unwrap();
+        let judged = j.lot(&der, "unused").unwrap();
+        assert_eq!(judged.fast, fast, "{}", lot.header.lot_id);
+        let ReturnContent::Arl(arl) = SignedReturn::from_der(&judged.arl).unwrap().content else {
+            panic!("not an ARL");
+        };
+        let single = crate::insurer::judge::judge(
+            fse_formats::lot::SignedLot::from_der(&der),
+            &lot.header.destination,
+            &now_text,
+            Some(&trust),
+        );
+        assert_eq!(arl, single);
+        assert_eq!(arl.rejections.len(), refused);
+    }
+}
