@@ -1,25 +1,17 @@
-//! Ed25519 batch verification: many signatures checked with one multi-scalar multiplication.
-//!
-//! For signatures `(Aᵢ, Mᵢ, Rᵢ ‖ sᵢ)` and random 128-bit weights `zᵢ`, the batch holds when
-//! `[8]·([−Σ zᵢsᵢ]B + Σ [zᵢ]Rᵢ + Σ [zᵢkᵢ]Aᵢ)` is the identity, `kᵢ = SHA-512(Rᵢ ‖ Aᵢ ‖ Mᵢ) mod ℓ`.
-//! The weights come from the thread's CSPRNG (seeded by the OS), so a signer cannot choose
-//! signatures that cancel each other: a batch holding a signature its key's holder did not
-//! make passes with probability about 2⁻¹²⁸.
+//! Ed25519 batch verification: many signatures checked with one multi-scalar multiplication,
+//! by ed25519-dalek's own `verify_batch` (random weights from a transcript of the batch and the
+//! thread's CSPRNG, so a signer cannot choose signatures that cancel each other).
 //!
 //! Soundness against `verify_strict` (what [`fse_formats::cards::verify_signature`] and the
-//! insurer's single checks use): the same inputs are refused up front — a key or `R` that
-//! does not decompress or is of small order, an `s` that is not canonical. What remains
-//! different is the cofactor: a signature whose `R` carries a small-order component added by
-//! the key's own holder passes here and fails `verify_strict`. Nobody without the private key
-//! can make one, so the batch never accepts a forgery; a caller that must name the exact
-//! culprit of a failed batch checks the items one by one ([`verify_one`]).
+//! insurer's single checks use): a key that does not decompress or is weak (of small order)
+//! is refused up front, as `verify_strict` refuses it, and ed25519-dalek refuses a
+//! non-canonical `s`. What remains different is a signature whose `R` carries a small-order
+//! component added by the key's own holder: the batch may pass it and `verify_strict` fails it.
+//! Nobody without the private key can make one, so the batch never accepts a forgery; a caller
+//! that must name the exact culprit of a failed batch checks the items one by one
+//! ([`verify_one`]).
 
-use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-use rand::RngCore;
-use sha2::{Digest, Sha512};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 /// One signature to check: the signer's public key, the signed message, the signature.
 #[derive(Debug, Clone, Copy)]
@@ -32,55 +24,25 @@ pub struct Item<'a> {
     pub signature: &'a [u8; 64],
 }
 
-/// The decoded parts of one item, or `None` when `verify_strict` would refuse it outright.
-fn parts(item: &Item<'_>) -> Option<(EdwardsPoint, EdwardsPoint, Scalar, Scalar)> {
-    let a = CompressedEdwardsY(*item.key).decompress()?;
-    let mut r_bytes = [0u8; 32];
-    r_bytes.copy_from_slice(&item.signature[..32]);
-    let r = CompressedEdwardsY(r_bytes).decompress()?;
-    if a.is_small_order() || r.is_small_order() {
-        return None;
-    }
-    let mut s_bytes = [0u8; 32];
-    s_bytes.copy_from_slice(&item.signature[32..]);
-    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
-    let mut h = Sha512::new();
-    h.update(r_bytes);
-    h.update(item.key);
-    h.update(item.message);
-    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-    Some((a, r, s, k))
-}
-
 /// Whether every signature of `items` verifies (an empty batch does). `false` says only that
 /// at least one does not: [`verify_one`] names it.
 pub fn verify_batch(items: &[Item<'_>]) -> bool {
     if items.is_empty() {
         return true;
     }
-    let mut rng = rand::thread_rng();
-    let mut b_coefficient = Scalar::ZERO;
-    let mut scalars = Vec::with_capacity(2 * items.len() + 1);
-    let mut points = Vec::with_capacity(2 * items.len() + 1);
-    scalars.push(Scalar::ZERO);
-    points.push(ED25519_BASEPOINT_POINT);
+    let mut keys = Vec::with_capacity(items.len());
     for item in items {
-        let Some((a, r, s, k)) = parts(item) else {
-            return false;
-        };
-        let mut z = [0u8; 32];
-        rng.fill_bytes(&mut z[..16]);
-        let z = Scalar::from_bytes_mod_order(z);
-        b_coefficient -= z * s;
-        scalars.push(z);
-        points.push(r);
-        scalars.push(z * k);
-        points.push(a);
+        match VerifyingKey::from_bytes(item.key) {
+            Ok(key) if !key.is_weak() => keys.push(key),
+            _ => return false,
+        }
     }
-    scalars[0] = b_coefficient;
-    EdwardsPoint::vartime_multiscalar_mul(&scalars, &points)
-        .mul_by_cofactor()
-        .is_identity()
+    let messages: Vec<&[u8]> = items.iter().map(|i| i.message).collect();
+    let signatures: Vec<Signature> = items
+        .iter()
+        .map(|i| Signature::from_bytes(i.signature))
+        .collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
 /// One signature alone, exactly as the single checks do (`verify_strict`).
