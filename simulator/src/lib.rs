@@ -15,6 +15,7 @@ pub mod pki;
 pub mod practice;
 pub mod profile_keys;
 pub mod profiles;
+pub mod replay;
 pub mod scenarios;
 mod trust_dir;
 pub mod vpcd;

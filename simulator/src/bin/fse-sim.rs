@@ -36,6 +36,8 @@ enum Cmd {
     CardLoad(fse_simulator::card_load::CardLoadArgs),
     /// The scenario catalogue: run scenarios against fsed (JUnit XML, JSON, HTML), or list them.
     Scenarios(fse_simulator::scenarios::ScenariosArgs),
+    /// The peak-day replay: pre-generate a day's signed lots, then push them through the insurer side and the consumer.
+    Replay(fse_simulator::replay::ReplayArgs),
 }
 
 /// `fse-sim pki`: writes the test PKI.
@@ -104,6 +106,20 @@ fn scenarios(args: &fse_simulator::scenarios::ScenariosArgs) -> ExitCode {
     }
 }
 
+/// `fse-sim replay`: the report's JSON on stdout.
+fn replay(args: &fse_simulator::replay::ReplayArgs) -> ExitCode {
+    match fse_simulator::replay::run_cli(args) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fse-sim replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -147,6 +163,9 @@ fn main() -> ExitCode {
     if let Cmd::Scenarios(args) = &cli.command {
         return scenarios(args);
     }
+    if let Cmd::Replay(args) = &cli.command {
+        return replay(args);
+    }
     if let Cmd::Demo(args) = cli.command {
         return match fse_simulator::demo::run(args) {
             Ok(s) => {
@@ -188,7 +207,8 @@ fn main() -> ExitCode {
             | Cmd::Practice(_)
             | Cmd::CardLoad(_)
             | Cmd::App(_)
-            | Cmd::Scenarios(_) => Ok(()),
+            | Cmd::Scenarios(_)
+            | Cmd::Replay(_) => Ok(()),
         }
     });
     match result {

@@ -19,7 +19,7 @@ pub fn answer_lot(bytes: &[u8], insurer: &str, now: &str) -> Arl {
 /// signer's certificate and the certificate must be valid at `now` (chain, dates, CRLs, key).
 /// Every sheet of a lot that verifies is then re-priced (`rules::check_shares`): a sheet with
 /// a wrong share is refused by number, with the field and the two figures.
-pub(super) fn judge(
+pub(crate) fn judge(
     decoded: Result<SignedLot, DerError>,
     insurer: &str,
     now: &str,
@@ -68,15 +68,7 @@ pub(super) fn judge(
         },
     };
     let rejections = match verified {
-        Ok(sheets) => sheets
-            .iter()
-            .filter_map(|sheet| {
-                fse_formats::rules::check_shares(sheet, fse_formats::rules::Tables::builtin())
-                    .err()
-                    .map(|e| rejection(Some(sheet.number), "SHEET_SHARES", e.to_string()))
-            })
-            .chain(super::app_check::rejections(&sheets, trust))
-            .collect(),
+        Ok(sheets) => sheet_rejections(&sheets, trust),
         Err(e) => {
             let (code, sheet) = match &e {
                 LotError::Der(_) => ("LOT_MALFORMED", None),
@@ -97,4 +89,25 @@ pub(super) fn judge(
         }
     };
     arl(lot.header.lot_id, root, rejections)
+}
+
+/// The rejections of the sheets of a lot that verified: a share that does not re-price
+/// (`SHEET_SHARES`), an app sheet whose token does not hold (`APP_PRESENCE`).
+pub(crate) fn sheet_rejections(
+    sheets: &[fse_formats::fse::CareSheet],
+    trust: Option<&TrustStore>,
+) -> Vec<Rejection> {
+    sheets
+        .iter()
+        .filter_map(|sheet| {
+            fse_formats::rules::check_shares(sheet, fse_formats::rules::Tables::builtin())
+                .err()
+                .map(|e| Rejection {
+                    sheet_number: Some(sheet.number),
+                    code: "SHEET_SHARES".to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .chain(super::app_check::rejections(sheets, trust))
+        .collect()
 }

@@ -47,7 +47,7 @@ mod amqp;
 pub mod app_check;
 mod attachments;
 mod cli;
-mod judge;
+pub(crate) mod judge;
 pub mod late;
 mod report;
 mod returns;

@@ -34,6 +34,7 @@ impl InsurerLoop {
                 reply_delay: Duration::ZERO,
                 slow_consumer: Duration::ZERO,
                 seed: 1,
+                ..Knobs::default()
             });
         judge = judge.with_trust(load_trust(trust).map_err(|e| e.to_string())?);
         let (outbox, inbox, staging) = (

@@ -70,6 +70,7 @@ mod pki;
 mod practice_lan;
 #[cfg(feature = "full")]
 mod remote;
+mod replay;
 #[cfg(feature = "full")]
 mod returns;
 #[cfg(feature = "full")]
