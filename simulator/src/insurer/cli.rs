@@ -8,14 +8,15 @@ use fse_formats::pki::TrustStore;
 use tokio::sync::watch;
 
 use super::{
-    run_amqp, run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind,
-    Knobs, DEFAULT_INSURER,
+    run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind, Knobs,
+    DEFAULT_INSURER,
 };
 
 /// `fse-sim insurer` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InsurerArgs {
-    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; several nodes of
+    /// one cluster comma-separated, tried in turn when the one in use goes.
     #[arg(long, conflicts_with_all = ["spool_outbox", "spool_inbox"])]
     pub amqp: Option<String>,
     /// Routing key pattern of the lots taken (AMQP mode): an organism code (AMO) or an AMC
@@ -89,6 +90,15 @@ pub struct InsurerArgs {
     /// Sign rights answers, then flip a bit of the signature: a forged answer.
     #[arg(long)]
     pub rights_bad_signature: bool,
+    /// Take lots from this many partition queues (AMQP, AMO): a consistent-hash exchange on
+    /// the lot id feeds N quorum queues with a single active consumer each, so that several
+    /// competing instances judge each lot once (0: one queue, as before).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub partitions: u32,
+    /// With `--partitions`: this is instance K of M (`K/M`), taking partitions with
+    /// `p mod M = K - 1` first and standing by on the others.
+    #[arg(long, value_name = "K/M", requires = "partitions")]
+    pub instance: Option<String>,
 }
 
 impl InsurerArgs {
@@ -151,8 +161,10 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
         (Some(url), _, _) => {
             // The AMO also answers rights requests; "ready" waits for both consumers.
             if args.kind == InsurerKind::Amo {
+                // The rights responder uses the first broker.
+                let first = url.split(',').next().unwrap_or_default().trim().to_string();
                 tokio::spawn(super::run_rights_amqp(
-                    url.clone(),
+                    first,
                     knobs,
                     stop.clone(),
                     Some(rights_tx),
@@ -167,7 +179,23 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
                 copies: if args.duplicate_replies { 2 } else { 1 },
                 kind: args.kind,
             };
-            tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
+            let partitions = match (args.partitions, &args.instance) {
+                (0, _) => None,
+                (count, instance) => Some(super::partitions::Partitions {
+                    count,
+                    instance: instance
+                        .as_deref()
+                        .map(super::partitions::Partitions::parse_instance)
+                        .transpose()?,
+                }),
+            };
+            tokio::spawn(super::amqp::run_amqp_with(
+                cfg,
+                partitions,
+                Arc::clone(&insurer),
+                stop,
+                Some(ready_tx),
+            ))
         }
         (None, Some(outbox), Some(inbox)) => {
             std::fs::create_dir_all(&outbox)?;

@@ -48,6 +48,7 @@ pub mod app_check;
 mod attachments;
 mod cli;
 mod judge;
+pub mod partitions;
 mod report;
 mod returns;
 pub mod rights;
