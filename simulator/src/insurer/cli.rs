@@ -7,6 +7,7 @@ use std::time::Duration;
 use fse_formats::pki::TrustStore;
 use tokio::sync::watch;
 
+use super::amqp::run_amqp_with;
 use super::{
     run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind, Knobs,
     DEFAULT_INSURER,
@@ -157,14 +158,14 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let knobs = args.rights_knobs();
     let (rights_tx, rights_rx) = tokio::sync::oneshot::channel::<()>();
+    let partitions = args.partition_plan()?;
     let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
         (Some(url), _, _) => {
-            // The AMO also answers rights requests; "ready" waits for both consumers.
+            // The AMO also answers rights requests (on the first broker); "ready" waits for
+            // both consumers.
             if args.kind == InsurerKind::Amo {
-                // The rights responder uses the first broker.
-                let first = url.split(',').next().unwrap_or_default().trim().to_string();
                 tokio::spawn(super::run_rights_amqp(
-                    first,
+                    url.split(',').next().unwrap_or_default().trim().to_string(),
                     knobs,
                     stop.clone(),
                     Some(rights_tx),
@@ -179,23 +180,8 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
                 copies: if args.duplicate_replies { 2 } else { 1 },
                 kind: args.kind,
             };
-            let partitions = match (args.partitions, &args.instance) {
-                (0, _) => None,
-                (count, instance) => Some(super::partitions::Partitions {
-                    count,
-                    instance: instance
-                        .as_deref()
-                        .map(super::partitions::Partitions::parse_instance)
-                        .transpose()?,
-                }),
-            };
-            tokio::spawn(super::amqp::run_amqp_with(
-                cfg,
-                partitions,
-                Arc::clone(&insurer),
-                stop,
-                Some(ready_tx),
-            ))
+            let (shared, ready) = (Arc::clone(&insurer), Some(ready_tx));
+            tokio::spawn(run_amqp_with(cfg, partitions, shared, stop, ready))
         }
         (None, Some(outbox), Some(inbox)) => {
             std::fs::create_dir_all(&outbox)?;

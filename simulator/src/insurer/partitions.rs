@@ -31,6 +31,23 @@ use tokio::sync::watch;
 use super::amqp::{amqp_err, connect, AmqpInsurerConfig, PREFETCH};
 use super::{stopped, InsurerError};
 
+impl super::InsurerArgs {
+    /// The partitions of `--partitions` and `--instance` (`None`: one queue).
+    pub fn partition_plan(&self) -> Result<Option<Partitions>, InsurerError> {
+        if self.partitions == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Partitions {
+            count: self.partitions,
+            instance: self
+                .instance
+                .as_deref()
+                .map(Partitions::parse_instance)
+                .transpose()?,
+        }))
+    }
+}
+
 /// The deliveries of one or several consumers, merged.
 pub(super) type Deliveries =
     Pin<Box<dyn Stream<Item = Result<lapin::message::Delivery, lapin::Error>> + Send>>;
