@@ -69,6 +69,16 @@ pub fn connect(reader: &str) -> Pcsc {
 /// sheets or 1 s, quiet logs, and `fsed_args` after those; both started in `dir`. Returns fsed,
 /// the cards and fsed's socket, once the socket is there and the cards had time to be read.
 pub fn start_virtual(dir: &std::path::Path, fsed_args: &[&str]) -> (Kill, Kill, PathBuf) {
+    start_virtual_env(dir, fsed_args, &[])
+}
+
+/// [`start_virtual`] with these environment variables set for fsed (e.g. a configuration key
+/// that has no flag).
+pub fn start_virtual_env(
+    dir: &std::path::Path,
+    fsed_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Kill, Kill, PathBuf) {
     use std::process::{Command, Stdio};
     let trust = dir.join("trust");
     assert!(Command::new(bin("fse-sim"))
@@ -106,6 +116,7 @@ pub fn start_virtual(dir: &std::path::Path, fsed_args: &[&str]) -> (Kill, Kill, 
                 "1",
             ])
             .args(fsed_args)
+            .envs(env.iter().copied())
             .env("FSED_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
