@@ -188,7 +188,8 @@ fn start_insurers(urls: &[String], binding: &str, partitions: u32) -> Vec<Kill> 
         .collect()
 }
 
-/// One end-to-end run: (sheets/s to the last ARL, sheets/s to the last payment). The insurers
+/// One end-to-end run: (sheets/s from the first create to the last ARL, to the last payment
+/// applied). The insurers
 /// are bound to `binding`; fsed's return queue is `queue`.
 fn end_to_end(urls: &[String], binding: &str, partitions: u32, sheets: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
@@ -210,6 +211,8 @@ fn end_to_end(urls: &[String], binding: &str, partitions: u32, sheets: u64) -> (
         ],
     );
     assert_eq!(s["acknowledged"], sheets, "{s}");
+    // The practices return once every sheet's lot has its ARL.
+    let to_arl = sheets as f64 / start.elapsed().as_secs_f64();
     let mut client = fsed_client::Client::connect(&socket).unwrap();
     let end = Instant::now() + Duration::from_secs(300);
     loop {
@@ -234,7 +237,7 @@ fn end_to_end(urls: &[String], binding: &str, partitions: u32, sheets: u64) -> (
                 .output();
         }
     }
-    (s["end_to_end_sheets_per_second"].as_f64().unwrap(), paid)
+    (to_arl, paid)
 }
 
 fn main() {

@@ -745,6 +745,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_broker_is_tried_in_turn_and_none_shows_its_password() {
+        let gone = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a, b) = (gone(0), gone(1));
+        let t = AmqpTransport::new(&AmqpConfig {
+            url: format!("amqp://u:pw-one@{a}/%2f"),
+            fallback_urls: vec![format!("amqp://u:pw-two@{b}/%2f")],
+            ..Default::default()
+        });
+        assert_eq!(t.current_broker(), format!("amqp://***@{a}/%2f"));
+        let err = t.publish_lot("L", "d", b"x").await.unwrap_err();
+        // The error is the last broker's: the second was tried after the first.
+        assert!(err.to_string().contains(&b.to_string()), "{err}");
+        assert!(!err.to_string().contains("pw-"), "{err}");
+        assert!(!format!("{t:?}").contains("pw-"));
+    }
+
+    #[tokio::test]
     async fn an_unreachable_broker_is_a_connect_error_without_the_password() {
         // A port the system just gave and took back, where nothing listens: refused, not a
         // fixed port.
