@@ -12,6 +12,8 @@
 //! Needs the release binaries (`cargo build --release -p fsed -p fse_simulator --bins`),
 //! RabbitMQ on 127.0.0.1:5672 and `rabbitmq-server` for the cluster. Run:
 //! `cargo bench -p fsed_tests --bench cluster` (`FSED_BENCH_SHEETS` sheets, default 20,000).
+//! The driver does little work itself: built in debug (`cargo test -p fsed_tests --bench
+//! cluster`) with `FSED_BENCH_BIN_DIR=target/release` it runs the release fsed and fse-sim.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

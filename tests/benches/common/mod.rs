@@ -33,8 +33,12 @@ impl Drop for Kill {
     }
 }
 
-/// A built binary of the workspace (release or debug).
+/// A built binary of the workspace (release or debug); `FSED_BENCH_BIN_DIR` names the folder
+/// to take them from (e.g. `target/release` for a bench driver built in debug).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FSED_BENCH_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     // Benches build in target/release; the binaries may be in either profile.
