@@ -507,7 +507,7 @@ async fn broker(setup: &Setup) -> Check {
         Err(e) => {
             let fix = match setup.transport.as_ref() {
                 Transport::Spool(_) => "check that the spool directories exist and belong to the fsed user",
-                Transport::Amqp(_) => "check the network and the broker (`transport.amqp_url` in /etc/fsed/fsed.toml); sheets stay queued until it answers",
+                Transport::Amqp(_) => "check the network and the broker (`transport.amqp_url`, or `amqp_urls` for a cluster, in /etc/fsed/fsed.toml); sheets stay queued until it answers",
             };
             check("broker", Status::Failure, e).fix(fix)
         }

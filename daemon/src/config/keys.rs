@@ -42,6 +42,7 @@ pub const KEYS: &[Key] = &[
     key("transport.spool_outbox", Kind::Text, false),
     key("transport.spool_inbox", Kind::Text, false),
     key("transport.amqp_url", Kind::Text, false),
+    key("transport.amqp_urls", Kind::List, false),
     key("transport.return_queue", Kind::Text, false),
     key("transport.window", Kind::Number, true),
     key("transport.publish_timeout_secs", Kind::Number, false),

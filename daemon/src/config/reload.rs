@@ -64,7 +64,7 @@ impl Config {
                 key: k.path,
                 live: k.live,
                 // The broker URL may hold a password: never shown.
-                shown: (k.path != "transport.amqp_url").then(|| {
+                shown: (!k.path.starts_with("transport.amqp_url")).then(|| {
                     let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "unset".into());
                     (show(old.get(k.path)), show(new.get(k.path)))
                 }),
@@ -153,6 +153,7 @@ mod tests {
         let mut new = old.clone();
         new.lots.max_sheets = 5;
         new.transport.amqp_url = "amqp://user:secret@host".into();
+        new.transport.amqp_urls = vec!["amqp://user:secret@other".into()];
         new.state_dir = "/elsewhere".into();
         let changes = old.changes(&new);
         let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
@@ -161,18 +162,19 @@ mod tests {
             [
                 format!("state_dir {} -> /elsewhere", old.state_dir.display()),
                 "transport.amqp_url (value hidden)".to_string(),
+                "transport.amqp_urls (value hidden)".to_string(),
                 "lots.max_sheets 100 -> 5".to_string(),
             ]
         );
         assert_eq!(
             changes.iter().map(|c| c.live).collect::<Vec<_>>(),
-            [false, false, true]
+            [false, false, false, true]
         );
         assert!(old.changes(&old.clone()).is_empty());
         // After a reload only the keys that need a restart still differ.
         let after = old.with_live_from(&new);
         assert!(after.changes(&new).iter().all(|c| !c.live));
-        assert_eq!(after.changes(&new).len(), 2);
+        assert_eq!(after.changes(&new).len(), 3);
         let mut all_live = Config {
             log_level: "debug".into(),
             ..Config::default()

@@ -140,6 +140,10 @@ pub struct TransportSection {
     pub spool_inbox: PathBuf,
     /// AMQP URL; may hold credentials, so it is never logged. `FSED_AMQP_URL` overrides it.
     pub amqp_url: String,
+    /// Several brokers of one cluster, tried in turn (the last that answered first); when
+    /// set, `amqp_url` is not used. May hold credentials, so never logged.
+    /// `FSED_TRANSPORT_AMQP_URLS` (comma-separated) overrides it.
+    pub amqp_urls: Vec<String>,
     /// fsed's return queue.
     pub return_queue: String,
     /// Lots in flight at most: published together before their confirms are awaited (1 to 1024).
@@ -165,6 +169,7 @@ impl std::fmt::Debug for TransportSection {
             .field("spool_outbox", &self.spool_outbox)
             .field("spool_inbox", &self.spool_inbox)
             .field("amqp_url", &"<hidden>")
+            .field("amqp_urls", &"<hidden>")
             .field("return_queue", &self.return_queue)
             .field("window", &self.window)
             .field("publish_timeout_secs", &self.publish_timeout_secs)
@@ -175,6 +180,17 @@ impl std::fmt::Debug for TransportSection {
     }
 }
 
+impl TransportSection {
+    /// The brokers to use, in order: `amqp_urls` when set, else `amqp_url` alone.
+    pub fn broker_urls(&self) -> Vec<String> {
+        if self.amqp_urls.is_empty() {
+            vec![self.amqp_url.clone()]
+        } else {
+            self.amqp_urls.clone()
+        }
+    }
+}
+
 impl Default for TransportSection {
     fn default() -> Self {
         TransportSection {
@@ -182,6 +198,7 @@ impl Default for TransportSection {
             spool_outbox: PathBuf::from("spool/outbox"),
             spool_inbox: PathBuf::from("spool/inbox"),
             amqp_url: "amqp://127.0.0.1:5672/%2f".into(),
+            amqp_urls: Vec::new(),
             return_queue: fse_formats::wire::DEFAULT_RETURN_QUEUE.into(),
             window: crate::transport::DEFAULT_WINDOW,
             publish_timeout_secs: 10,

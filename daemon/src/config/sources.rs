@@ -364,6 +364,38 @@ mod tests {
     }
 
     #[test]
+    fn several_brokers_come_from_the_env_comma_separated_and_stay_hidden() {
+        let (_d, s) = sources(
+            "[transport]\nkind = \"amqp\"\n",
+            &[(
+                "FSED_TRANSPORT_AMQP_URLS",
+                "amqp://u:pw1@127.0.0.1:1/%2f, amqp://u:pw2@127.0.0.1:2/%2f,amqp://127.0.0.1:3/%2f",
+            )],
+        );
+        let cfg = s.load().unwrap();
+        assert_eq!(
+            cfg.transport.broker_urls(),
+            [
+                "amqp://u:pw1@127.0.0.1:1/%2f",
+                "amqp://u:pw2@127.0.0.1:2/%2f",
+                "amqp://127.0.0.1:3/%2f"
+            ]
+        );
+        assert!(!format!("{:?}", cfg.transport).contains("pw"));
+        // The second address does not parse: named by its rank, without any password.
+        let (_d, s) = sources(
+            "[transport]\nkind = \"amqp\"\namqp_urls = [\"amqp://u:pw1@h:1/%2f\", \"amqp://u:pw2@h:nope/%2f\"]\n",
+            &[],
+        );
+        let text = s.load().unwrap_err().to_string();
+        assert!(
+            text.starts_with("transport.amqp_urls: address 2: not a broker URL"),
+            "{text}"
+        );
+        assert!(!text.contains("pw"), "{text}");
+    }
+
+    #[test]
     fn flags_win_over_env_which_wins_over_the_file() {
         let (_d, mut s) = sources(
             "[lots]\nmax_sheets = 7\nmax_age_secs = 70\ndeadline_alarm_days = 3\n",

@@ -152,18 +152,28 @@ impl Config {
             bad("transport.return_queue", "1 to 255 bytes".into());
         }
         if self.transport.kind == TransportKind::Amqp {
-            let url = &self.transport.amqp_url;
-            if !url.starts_with("amqp") {
-                bad(
-                    "transport.amqp_url",
-                    "must start with amqp:// or amqps://".into(),
-                );
-            } else if url.parse::<lapin::uri::AMQPUri>().is_err() {
-                // The parser's own message quotes the URL, password included: not shown.
-                bad(
-                    "transport.amqp_url",
-                    "not a broker URL (amqp[s]://user:password@host:port/vhost)".into(),
-                );
+            let key = if self.transport.amqp_urls.is_empty() {
+                "transport.amqp_url"
+            } else {
+                "transport.amqp_urls"
+            };
+            for (i, url) in self.transport.broker_urls().iter().enumerate() {
+                let which = if key == "transport.amqp_urls" {
+                    format!("address {}: ", i + 1)
+                } else {
+                    String::new()
+                };
+                if !url.starts_with("amqp") {
+                    bad(key, format!("{which}must start with amqp:// or amqps://"));
+                } else if url.parse::<lapin::uri::AMQPUri>().is_err() {
+                    // The parser's own message quotes the URL, password included: not shown.
+                    bad(
+                        key,
+                        format!(
+                            "{which}not a broker URL (amqp[s]://user:password@host:port/vhost)"
+                        ),
+                    );
+                }
             }
         }
     }

@@ -120,7 +120,8 @@ impl Rights {
         use crate::config::TransportKind;
         let link = match cfg.transport.kind {
             TransportKind::Spool => Link::spool(&cfg.state_path(&cfg.transport.spool_outbox)),
-            TransportKind::Amqp => Link::amqp(&cfg.transport.amqp_url),
+            // `broker_urls` is never empty (`amqp_url` alone when `amqp_urls` is).
+            TransportKind::Amqp => Link::amqp(&cfg.transport.broker_urls()[0]),
         };
         Rights::new(cfg.rights.clone(), Some(link), store.clone(), trust.clone())
     }

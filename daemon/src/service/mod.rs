@@ -244,8 +244,10 @@ async fn open_transport(cfg: &Config) -> Result<Transport, StartError> {
             .with_max_return_bytes(cfg.transport.spool_max_return_bytes),
         ),
         TransportKind::Amqp => {
+            let mut urls = cfg.transport.broker_urls().into_iter();
             let amqp = AmqpConfig {
-                url: cfg.transport.amqp_url.clone(),
+                url: urls.next().unwrap_or_default(),
+                fallback_urls: urls.collect(),
                 return_queue: cfg.transport.return_queue.clone(),
                 publish_timeout: std::time::Duration::from_secs(cfg.transport.publish_timeout_secs),
             };

@@ -11,9 +11,14 @@
 //! deliver them again.
 //!
 //! The connection is fsed's own: on a failure it is dropped and made anew at
-//! the next call (lapin's automatic recovery is not used). The URL may carry
-//! credentials, so it is shown only through [`redact`].
+//! the next call (lapin's automatic recovery is not used). Several brokers of
+//! one cluster may be given: a new connection tries them in turn, starting
+//! with the last one that answered, so when a node goes fsed moves to another
+//! (the lots not confirmed stay queued and are published again; the insurer
+//! dedups by lot id). The URLs may carry credentials, so they are shown only
+//! through [`redact`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fse_formats::wire;
@@ -38,6 +43,8 @@ const RETURNS_PREFETCH: u16 = 32;
 pub struct AmqpConfig {
     /// Broker URL (`amqp://` or `amqps://`, credentials allowed).
     pub url: String,
+    /// Other nodes of the same cluster, tried in turn after `url` when it does not answer.
+    pub fallback_urls: Vec<String>,
     /// fsed's return queue (default [`wire::DEFAULT_RETURN_QUEUE`]).
     pub return_queue: String,
     /// Longest wait for a connection with its topology, and for a publish and its confirm (default 10 s).
@@ -48,6 +55,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         AmqpConfig {
             url: "amqp://127.0.0.1:5672/%2f".into(),
+            fallback_urls: Vec::new(),
             return_queue: wire::DEFAULT_RETURN_QUEUE.into(),
             publish_timeout: Duration::from_secs(10),
         }
@@ -58,6 +66,14 @@ impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpConfig")
             .field("url", &redact(&self.url))
+            .field(
+                "fallback_urls",
+                &self
+                    .fallback_urls
+                    .iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("return_queue", &self.return_queue)
             .field("publish_timeout", &self.publish_timeout)
             .finish()
@@ -116,6 +132,8 @@ pub struct AmqpTransport {
     cfg: AmqpConfig,
     /// The publishing link; `None` until the first use or after a failure.
     link: Mutex<Option<(Connection, Channel)>>,
+    /// Index in [`AmqpConfig::urls`] of the broker that answered last: tried first.
+    preferred: AtomicUsize,
 }
 
 impl std::fmt::Debug for AmqpTransport {
@@ -273,6 +291,13 @@ impl ReturnStream {
     }
 }
 
+impl AmqpConfig {
+    /// Every broker address, `url` first.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.fallback_urls.iter().map(String::as_str))
+    }
+}
+
 impl AmqpTransport {
     /// Connects, opens a channel with publisher confirms and declares the
     /// topology (topic exchanges [`wire::EXCHANGE_AMO`] and
@@ -309,7 +334,7 @@ impl AmqpTransport {
         let _ = conn.close(200, "doctor done".into()).await;
         Ok(format!(
             "{}: reachable; exchanges {}, {} and {} declared; return queue {} ({returns} waiting, {consumers} consumer(s)), {dead} dead letter(s)",
-            redact(&self.cfg.url),
+            self.current_broker(),
             wire::EXCHANGE_AMO,
             wire::EXCHANGE_AMC,
             wire::EXCHANGE_DEAD,
@@ -326,16 +351,54 @@ impl AmqpTransport {
         AmqpTransport {
             cfg: cfg.clone(),
             link: Mutex::new(None),
+            preferred: AtomicUsize::new(0),
         }
     }
 
-    /// A new connection and channel (confirms on), with the topology declared.
+    /// The broker that answered last (redacted), for messages.
+    pub fn current_broker(&self) -> String {
+        let urls: Vec<&str> = self.cfg.urls().collect();
+        let i = self.preferred.load(Ordering::Relaxed) % urls.len();
+        redact(urls[i])
+    }
+
+    /// A new connection and channel (confirms on), with the topology declared, on the first
+    /// broker that answers: the one that answered last, then the others in turn. The error is
+    /// the last broker's.
     async fn open(&self, name: &str) -> Result<(Connection, Channel), TransportError> {
-        let shown = redact(&self.cfg.url);
+        let urls: Vec<&str> = self.cfg.urls().collect();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last = TransportError::Connect("no broker address".into());
+        for k in 0..urls.len() {
+            let i = (start + k) % urls.len();
+            match self.open_at(urls[i], name).await {
+                Ok(link) => {
+                    if i != start % urls.len() {
+                        tracing::warn!(broker = %redact(urls[i]), connection = name, "moved to another broker of the cluster");
+                    }
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(link);
+                }
+                Err(e) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(error = %e, connection = name, "broker out of reach, trying the next one");
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// [`AmqpTransport::open`] on one broker.
+    async fn open_at(
+        &self,
+        url: &str,
+        name: &str,
+    ) -> Result<(Connection, Channel), TransportError> {
+        let shown = redact(url);
         // Parsed here: the parser's own message quotes the whole URL, password included.
-        let uri: AMQPUri = self
-            .cfg
-            .url
+        let uri: AMQPUri = url
             .parse()
             .map_err(|_| TransportError::Connect(format!("invalid broker URL {shown}")))?;
         let setup = |step: &'static str| {
@@ -679,6 +742,28 @@ mod tests {
         let err = t.publish_lot("L", "d", b"x").await.unwrap_err();
         assert!(matches!(err, TransportError::Connect(_)), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn every_broker_is_tried_in_turn_and_none_shows_its_password() {
+        let gone = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a, b) = (gone(0), gone(1));
+        let t = AmqpTransport::new(&AmqpConfig {
+            url: format!("amqp://u:pw-one@{a}/%2f"),
+            fallback_urls: vec![format!("amqp://u:pw-two@{b}/%2f")],
+            ..Default::default()
+        });
+        assert_eq!(t.current_broker(), format!("amqp://***@{a}/%2f"));
+        let err = t.publish_lot("L", "d", b"x").await.unwrap_err();
+        // The error is the last broker's: the second was tried after the first.
+        assert!(err.to_string().contains(&b.to_string()), "{err}");
+        assert!(!err.to_string().contains("pw-"), "{err}");
+        assert!(!format!("{t:?}").contains("pw-"));
     }
 
     #[tokio::test]

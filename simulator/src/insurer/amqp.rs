@@ -16,10 +16,11 @@ use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
+use super::partitions::{Deliveries, Partitions};
 use super::{sign_return, stopped, Insurer, InsurerError, UNKNOWN_LOT_ID};
 
 /// Lots the AMQP consumer holds unacknowledged at most.
-const PREFETCH: u16 = 16;
+pub(super) const PREFETCH: u16 = 16;
 /// Longest wait for the broker: connection and topology, or one ARL's confirm.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,7 +35,8 @@ pub(super) fn redact(url: &str) -> String {
 /// AMQP settings of the insurer.
 #[derive(Clone)]
 pub struct AmqpInsurerConfig {
-    /// Broker URL (credentials allowed; never shown unmasked).
+    /// Broker URL (credentials allowed; never shown unmasked); several nodes of one cluster
+    /// comma-separated, tried in turn (the one that answered last first).
     pub url: String,
     /// Routing key pattern of the lots it takes (`#`: every destination).
     pub binding: String,
@@ -85,59 +87,108 @@ impl std::fmt::Debug for AmqpInsurerConfig {
     }
 }
 
-fn amqp_err(what: &str) -> impl Fn(lapin::Error) -> InsurerError + '_ {
+pub(super) fn amqp_err(what: &str) -> impl Fn(lapin::Error) -> InsurerError + '_ {
     move |e| InsurerError::Amqp(format!("{what}: {e}"))
 }
 
+/// The broker URLs of `url` (comma-separated), each parsed: a bad one fails at once, named
+/// by its masked form (the parser's own message quotes the whole URL, password included).
+pub(super) fn parse_urls(url: &str) -> Result<Vec<(String, AMQPUri)>, InsurerError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<AMQPUri>()
+                .map(|uri| (u.to_string(), uri))
+                .map_err(|_| InsurerError::Usage(format!("invalid broker URL {}", redact(u))))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                Err(InsurerError::Usage("no broker URL".into()))
+            } else {
+                Ok(v)
+            }
+        })
+}
+
 /// Consumes lots until `stop` turns true, reconnecting with backoff (200 ms
-/// doubling to 5 s); `ready` is sent once its queue is declared, bound and
-/// consumed. Fails only on a URL that does not parse.
+/// doubling to 5 s), to the next broker of `cfg.url` after a failure; `ready` is sent once
+/// its queue is declared, bound and consumed. Fails only on a URL that does not parse.
 pub async fn run_amqp(
     cfg: AmqpInsurerConfig,
+    insurer: Arc<Mutex<Insurer>>,
+    stop: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), InsurerError> {
+    run_amqp_with(cfg, None, insurer, stop, ready).await
+}
+
+/// [`run_amqp`], its lots taken from `partitions` when given.
+pub(super) async fn run_amqp_with(
+    cfg: AmqpInsurerConfig,
+    partitions: Option<Partitions>,
     insurer: Arc<Mutex<Insurer>>,
     mut stop: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), InsurerError> {
-    // Parsed here so that a bad URL fails at once, and because the parser's
-    // message quotes the whole URL, password included.
-    let uri: AMQPUri = cfg
-        .url
-        .parse()
-        .map_err(|_| InsurerError::Usage(format!("invalid broker URL {}", redact(&cfg.url))))?;
+    let urls = parse_urls(&cfg.url)?;
     let mut ready = ready;
     let mut backoff = Duration::from_millis(200);
+    let mut at = 0;
     loop {
-        let session = amqp_session(&cfg, uri.clone(), &insurer, &mut stop, &mut ready);
+        let (url, uri) = &urls[at % urls.len()];
+        let session = amqp_session(
+            &cfg,
+            (url, uri.clone()),
+            partitions.as_ref(),
+            &insurer,
+            &mut stop,
+            &mut ready,
+        );
         match session.await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(broker = %redact(&cfg.url), error = %e, "insurer lost the broker; reconnecting")
+                tracing::warn!(broker = %redact(url), error = %e, "insurer lost the broker; reconnecting");
+                at += 1;
             }
         }
-        tokio::select! {
-            _ = stopped(&mut stop) => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+        // A full round of the brokers failed: wait before the next.
+        if at % urls.len() == 0 {
+            tokio::select! {
+                _ = stopped(&mut stop) => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 /// One connection's worth of consuming; `Ok` when stopped.
 async fn amqp_session(
     cfg: &AmqpInsurerConfig,
-    uri: AMQPUri,
+    (url, uri): (&str, AMQPUri),
+    partitions: Option<&Partitions>,
     insurer: &Arc<Mutex<Insurer>>,
     stop: &mut watch::Receiver<bool>,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), InsurerError> {
     let queue = wire::insurer_queue(cfg.kind.as_str(), &cfg.binding);
-    let setup = consume(cfg, uri, &queue, insurer);
+    let stop_setup = stop.clone();
+    let setup = async {
+        match partitions {
+            None => consume(cfg, uri, &queue, insurer)
+                .await
+                .map(|(c, ch, consumer)| (c, ch, Box::pin(consumer) as Deliveries)),
+            Some(p) => p.consume(cfg, uri, &queue, stop_setup).await,
+        }
+    };
     let (conn, channel, mut consumer) = tokio::select! {
         _ = stopped(stop) => return Ok(()),
-        s = tokio::time::timeout(BROKER_TIMEOUT, setup) => s
+        s = tokio::time::timeout(BROKER_TIMEOUT + partitions.map_or(Duration::ZERO, Partitions::standby_wait), setup) => s
             .map_err(|_| InsurerError::Amqp("no answer from the broker in time".into()))??,
     };
-    tracing::info!(broker = %redact(&cfg.url), %queue, binding = %cfg.binding, "insurer consuming");
+    tracing::info!(broker = %redact(url), %queue, binding = %cfg.binding, partitions = partitions.map_or(0, |p| p.count), "insurer consuming");
     if let Some(tx) = ready.take() {
         let _ = tx.send(());
     }
@@ -183,14 +234,12 @@ async fn amqp_session(
     }
 }
 
-/// Connects and declares the insurer's topology: confirms on, its exchange, its quorum
-/// `queue` bound to it, the prefetch (one lot at a time for a slow consumer), the consumer.
-async fn consume(
+/// Connects with confirms on and declares the insurer's exchange.
+pub(super) async fn connect(
     cfg: &AmqpInsurerConfig,
     uri: AMQPUri,
     queue: &str,
-    insurer: &Arc<Mutex<Insurer>>,
-) -> Result<(Connection, lapin::Channel, lapin::Consumer), InsurerError> {
+) -> Result<(Connection, lapin::Channel), InsurerError> {
     let props =
         ConnectionProperties::default().with_connection_name(format!("fse-sim {queue}").into());
     let conn = Connection::connect_uri(uri, props)
@@ -213,6 +262,18 @@ async fn consume(
         )
         .await
         .map_err(amqp_err("exchange_declare"))?;
+    Ok((conn, channel))
+}
+
+/// Connects and declares the insurer's topology: confirms on, its exchange, its quorum
+/// `queue` bound to it, the prefetch (one lot at a time for a slow consumer), the consumer.
+async fn consume(
+    cfg: &AmqpInsurerConfig,
+    uri: AMQPUri,
+    queue: &str,
+    insurer: &Arc<Mutex<Insurer>>,
+) -> Result<(Connection, lapin::Channel, lapin::Consumer), InsurerError> {
+    let (conn, channel) = connect(cfg, uri, queue).await?;
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),

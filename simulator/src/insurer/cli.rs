@@ -7,15 +7,17 @@ use std::time::Duration;
 use fse_formats::pki::TrustStore;
 use tokio::sync::watch;
 
+use super::amqp::run_amqp_with;
 use super::{
-    run_amqp, run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind,
-    Knobs, DEFAULT_INSURER,
+    run_spool, write_report, AmqpInsurerConfig, Insurer, InsurerError, InsurerKind, Knobs,
+    DEFAULT_INSURER,
 };
 
 /// `fse-sim insurer` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InsurerArgs {
-    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// Broker URL (AMQP mode), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; several nodes of
+    /// one cluster comma-separated, tried in turn when the one in use goes.
     #[arg(long, conflicts_with_all = ["spool_outbox", "spool_inbox"])]
     pub amqp: Option<String>,
     /// Routing key pattern of the lots taken (AMQP mode): an organism code (AMO) or an AMC
@@ -94,6 +96,15 @@ pub struct InsurerArgs {
     /// penalties. The return still goes right after its ARL; only its signed date moves.
     #[arg(long, value_name = "N", requires = "payments")]
     pub pay_after_working_days: Option<u32>,
+    /// Take lots from this many partition queues (AMQP, AMO): a consistent-hash exchange on
+    /// the lot id feeds N quorum queues with a single active consumer each, so that several
+    /// competing instances judge each lot once (0: one queue, as before).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub partitions: u32,
+    /// With `--partitions`: this is instance K of M (`K/M`), taking partitions with
+    /// `p mod M = K - 1` first and standing by on the others.
+    #[arg(long, value_name = "K/M", requires = "partitions")]
+    pub instance: Option<String>,
 }
 
 impl InsurerArgs {
@@ -153,12 +164,14 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let knobs = args.rights_knobs();
     let (rights_tx, rights_rx) = tokio::sync::oneshot::channel::<()>();
+    let partitions = args.partition_plan()?;
     let mut task = match (args.amqp, args.spool_outbox, args.spool_inbox) {
         (Some(url), _, _) => {
-            // The AMO also answers rights requests; "ready" waits for both consumers.
+            // The AMO also answers rights requests (on the first broker); "ready" waits for
+            // both consumers.
             if args.kind == InsurerKind::Amo {
                 tokio::spawn(super::run_rights_amqp(
-                    url.clone(),
+                    url.split(',').next().unwrap_or_default().trim().to_string(),
                     knobs,
                     stop.clone(),
                     Some(rights_tx),
@@ -173,7 +186,8 @@ pub async fn run_cli(args: InsurerArgs) -> Result<(), InsurerError> {
                 copies: if args.duplicate_replies { 2 } else { 1 },
                 kind: args.kind,
             };
-            tokio::spawn(run_amqp(cfg, Arc::clone(&insurer), stop, Some(ready_tx)))
+            let (shared, ready) = (Arc::clone(&insurer), Some(ready_tx));
+            tokio::spawn(run_amqp_with(cfg, partitions, shared, stop, ready))
         }
         (None, Some(outbox), Some(inbox)) => {
             std::fs::create_dir_all(&outbox)?;

@@ -49,6 +49,7 @@ mod attachments;
 mod cli;
 pub(crate) mod judge;
 pub mod late;
+pub mod partitions;
 mod report;
 mod returns;
 pub mod rights;

@@ -33,8 +33,12 @@ impl Drop for Kill {
     }
 }
 
-/// A built binary of the workspace (release or debug).
+/// A built binary of the workspace (release or debug); `FSED_BENCH_BIN_DIR` names the folder
+/// to take them from (e.g. `target/release` for a bench driver built in debug).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FSED_BENCH_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     // Benches build in target/release; the binaries may be in either profile.
@@ -69,6 +73,16 @@ pub fn connect(reader: &str) -> Pcsc {
 /// sheets or 1 s, quiet logs, and `fsed_args` after those; both started in `dir`. Returns fsed,
 /// the cards and fsed's socket, once the socket is there and the cards had time to be read.
 pub fn start_virtual(dir: &std::path::Path, fsed_args: &[&str]) -> (Kill, Kill, PathBuf) {
+    start_virtual_env(dir, fsed_args, &[])
+}
+
+/// [`start_virtual`] with these environment variables set for fsed (e.g. a configuration key
+/// that has no flag).
+pub fn start_virtual_env(
+    dir: &std::path::Path,
+    fsed_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Kill, Kill, PathBuf) {
     use std::process::{Command, Stdio};
     let trust = dir.join("trust");
     assert!(Command::new(bin("fse-sim"))
@@ -106,6 +120,7 @@ pub fn start_virtual(dir: &std::path::Path, fsed_args: &[&str]) -> (Kill, Kill, 
                 "1",
             ])
             .args(fsed_args)
+            .envs(env.iter().copied())
             .env("FSED_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -38,6 +38,8 @@ mod cards_control;
 #[cfg(feature = "full")]
 mod cards_pcscd;
 #[cfg(feature = "full")]
+mod cluster;
+#[cfg(feature = "full")]
 mod crash;
 mod damage;
 mod demo;
