@@ -256,6 +256,38 @@ fn wait_cards(ctx: &mut Ctx<'_>, want: usize) -> Result<(), String> {
     }
 }
 
+/// Takes the card of `slot` out once it has been working on one command for `busy_for`: the
+/// card simulator counts a command as received before its time to answer and as processed
+/// after, so one more received than processed, the same command still, is a card in the middle
+/// of an operation (a signature, when it is the only slow one). A condition, not a fixed delay
+/// after the request: on a busy machine fsed may reach the card late.
+fn pull_while_busy(control: &Path, slot: usize, busy_for: Duration) -> Result<(), String> {
+    use crate::control::{request, Request};
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut busy_since: Option<(u64, Instant)> = None;
+    loop {
+        let stats = request(control, &Request::Stats { slot })?;
+        let (received, done) = (
+            stats["ok"]["received"].as_u64().unwrap_or(0),
+            stats["ok"]["apdus"].as_u64().unwrap_or(0),
+        );
+        busy_since = match busy_since {
+            Some((r, since)) if r == received && received > done => Some((r, since)),
+            _ if received > done => Some((received, Instant::now())),
+            _ => None,
+        };
+        if busy_since.is_some_and(|(_, since)| since.elapsed() >= busy_for) {
+            return request(control, &Request::Remove { slot }).map(|_| ());
+        }
+        if Instant::now() >= end {
+            return Err(format!(
+                "slot {slot}: the card was never busy for {busy_for:?} in 30 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The name fsed gives its embedded virtual reader's slots, followed by the slot's index.
 const VIRTUAL_READER: &str = "fsed virtual reader";
 
@@ -296,10 +328,9 @@ fn call_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
     }
     let id = ctx.rpc.send(&method, &params)?;
     if let (Some(ms), Some(slot)) = (step.pull_after_ms, step.slot.as_deref()) {
-        std::thread::sleep(Duration::from_millis(ms));
         let world = ctx.world.as_deref().ok_or("no own world")?;
         let slot = slot_index(slot).ok_or("bad slot")?;
-        crate::control::request(&world.control(), &crate::control::Request::Remove { slot })?;
+        pull_while_busy(&world.control(), slot, Duration::from_millis(ms))?;
     }
     let reply = ctx.rpc.reply(id, Duration::from_secs(30))?;
     let m = compare::check_reply(&step.expect, &reply, &ctx.resolve());

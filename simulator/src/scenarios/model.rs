@@ -218,7 +218,8 @@ pub struct Step {
     /// `fault`: which.
     #[serde(default)]
     pub fault: Option<Fault>,
-    /// `create`: pull the card of `slot` this many milliseconds after sending the request.
+    /// `create`: pull the card of `slot` once it has been working on one command this many
+    /// milliseconds (the middle of a signature when signatures are slow).
     #[serde(default)]
     pub pull_after_ms: Option<u64>,
     /// The expected outcome.
