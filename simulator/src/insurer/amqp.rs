@@ -265,16 +265,15 @@ pub(super) async fn connect(
     Ok((conn, channel))
 }
 
-/// Connects and declares the insurer's topology: confirms on, its exchange, its quorum
-/// `queue` bound to it, the prefetch (one lot at a time for a slow consumer), the consumer.
-async fn consume(
-    cfg: &AmqpInsurerConfig,
-    uri: AMQPUri,
+/// Declares `queue` a durable quorum queue (with `args` besides its type) and binds it to
+/// `exchange` with `routing_key`: the insurer's own queue, or one of its partitions.
+pub(super) async fn declare_bound_quorum(
+    channel: &lapin::Channel,
     queue: &str,
-    insurer: &Arc<Mutex<Insurer>>,
-) -> Result<(Connection, lapin::Channel, lapin::Consumer), InsurerError> {
-    let (conn, channel) = connect(cfg, uri, queue).await?;
-    let mut args = FieldTable::default();
+    mut args: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), InsurerError> {
     args.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
@@ -293,13 +292,33 @@ async fn consume(
     channel
         .queue_bind(
             queue.into(),
-            cfg.kind.exchange().into(),
-            cfg.binding.as_str().into(),
+            exchange.into(),
+            routing_key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(amqp_err("queue_bind"))?;
+    Ok(())
+}
+
+/// Connects and declares the insurer's topology: confirms on, its exchange, its quorum
+/// `queue` bound to it, the prefetch (one lot at a time for a slow consumer), the consumer.
+async fn consume(
+    cfg: &AmqpInsurerConfig,
+    uri: AMQPUri,
+    queue: &str,
+    insurer: &Arc<Mutex<Insurer>>,
+) -> Result<(Connection, lapin::Channel, lapin::Consumer), InsurerError> {
+    let (conn, channel) = connect(cfg, uri, queue).await?;
+    declare_bound_quorum(
+        &channel,
+        queue,
+        FieldTable::default(),
+        cfg.kind.exchange(),
+        &cfg.binding,
+    )
+    .await?;
     let prefetch = if insurer
         .lock()
         .unwrap_or_else(|p| p.into_inner())

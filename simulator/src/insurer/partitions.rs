@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_lite::{Stream, StreamExt};
 use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, ExchangeBindOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
@@ -190,33 +190,9 @@ impl Partitions {
         for p in 0..self.count {
             let queue = format!("{base}.p{p}");
             let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await
-                .map_err(amqp_err("queue_declare"))?;
             // Equal weights: each partition takes an equal share of the hash ring.
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    hash.as_str().into(),
-                    "1".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(amqp_err("queue_bind"))?;
+            super::amqp::declare_bound_quorum(channel, &queue, args, &hash, "1").await?;
             queues.push(queue);
         }
         Ok(queues)

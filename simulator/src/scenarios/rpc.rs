@@ -1,18 +1,17 @@
-//! A blocking JSON-RPC client of an fsed socket that keeps the events it reads.
+//! The scenario runner's connection to an fsed socket: fsed's one client
+//! ([`fsed_client::Client`], which also wipes the PINs it sends) with reads bounded in time
+//! and the events read while waiting for a reply kept for the steps that wait for them.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use fsed_client::{Client, Error};
+use serde_json::Value;
 
 /// One connection: requests, replies, and the events read on the way.
 pub struct Rpc {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    next_id: u64,
+    client: Client,
     /// Events read and not yet taken by a wait.
     pub events: VecDeque<Value>,
 }
@@ -20,42 +19,28 @@ pub struct Rpc {
 impl Rpc {
     /// Connects to `path`.
     pub fn connect(path: &Path) -> Result<Rpc, String> {
-        let s = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let writer = s.try_clone().map_err(|e| e.to_string())?;
         Ok(Rpc {
-            reader: BufReader::new(s),
-            writer,
-            next_id: 1,
+            client: Client::connect(path).map_err(|e| e.to_string())?,
             events: VecDeque::new(),
         })
     }
 
     /// Sends a request; returns its id.
     pub fn send(&mut self, method: &str, params: &Value) -> Result<u64, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut line =
-            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-        line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| format!("send {method}: {e}"))?;
-        Ok(id)
+        self.client
+            .send(method, params.clone())
+            .map_err(|e| format!("send {method}: {e}"))
     }
 
-    /// Reads one line within `timeout`: `None` when none came.
+    /// Reads one message within `timeout`: `None` when none came.
     fn read_line(&mut self, timeout: Duration) -> Result<Option<Value>, String> {
-        self.reader
-            .get_ref()
+        self.client
+            .stream()
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err("fsed closed the connection".into()),
-            Ok(_) => serde_json::from_str(&line)
-                .map(Some)
-                .map_err(|e| format!("unreadable line from fsed: {e}")),
-            Err(e)
+        match self.client.read_message() {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Io(e))
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -63,6 +48,7 @@ impl Rpc {
             {
                 Ok(None)
             }
+            Err(Error::Closed) => Err("fsed closed the connection".into()),
             Err(e) => Err(e.to_string()),
         }
     }
