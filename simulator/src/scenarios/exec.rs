@@ -378,6 +378,24 @@ fn card_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
     wait_step(ctx, event, Duration::from_secs(10), step)
 }
 
+/// Waits up to 10 s for the event `name` of the CPS's slot (slot 0).
+fn cps_event(ctx: &mut Ctx<'_>, name: &str) -> StepResult {
+    let reader = format!("{VIRTUAL_READER} 0");
+    match ctx.rpc.wait_event(name, Duration::from_secs(10), |ev| {
+        ev["reader"] == reader.as_str()
+    }) {
+        Ok(ev) => Ok((cut(&ev), None)),
+        Err(seen) => Ok((
+            String::new(),
+            Some(Mismatch {
+                field: format!("event {name}"),
+                expected: json!({"event": name, "reader": reader}),
+                got: Value::Array(seen),
+            }),
+        )),
+    }
+}
+
 fn wait_step(ctx: &mut Ctx<'_>, name: &str, timeout: Duration, step: &Step) -> StepResult {
     let resolve = ctx.resolve();
     let expect = step.expect.clone();
@@ -431,10 +449,14 @@ fn fault_step(step: &Step, ctx: &mut Ctx<'_>) -> StepResult {
     match step.fault {
         Some(Fault::RestartReader) => {
             world.stop_cards();
-            wait_step(ctx, "card.removed", Duration::from_secs(10), step)?;
+            // The CPS is the card whose loss matters (its PIN is forgotten): fsed's embedded
+            // reader sees it gone at its next exchange, so one is made, then its own slot's
+            // removal and, once the cards are back, its insertion are waited for.
+            ctx.rpc.call("cards.pin_status", &json!({}))?;
+            cps_event(ctx, "card.removed")?;
             let world = ctx.world.as_deref_mut().ok_or("no own world")?;
             world.start_cards(tools).map_err(|e| format!("{e:?}"))?;
-            wait_step(ctx, "card.inserted", Duration::from_secs(10), step)
+            cps_event(ctx, "card.inserted")
         }
         Some(Fault::TransportDown) => {
             std::fs::rename(spool.join("outbox"), spool.join("outbox.down")).map_err(io)?;
